@@ -1,0 +1,1 @@
+"""Input sources: solar archives (GOES XRS, HEK, SDOMLv2, AIA FITS) and the simulated Sun."""
