@@ -108,6 +108,7 @@ def dataset_build(
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed that breaks ties in the split assignment.")] = 0,
     mask_limb: Annotated[bool, typer.Option("--mask-limb", help="Set pixels outside the solar disk to -1.")] = False,
     scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address; default: local threads.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Local dask threads (default: one per core).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder built from other inputs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
@@ -117,7 +118,7 @@ def dataset_build(
     cfg = BuildConfig(
         size=size, channel=channel, scheme=scheme, label_rule=label, scale=scale, window_min=window_min,
         quiet_per_day=quiet_per_day, start=start, end=end, test_fraction=test_fraction,
-        val_fraction=val_fraction, split_seed=split_seed, mask_limb=mask_limb,
+        val_fraction=val_fraction, split_seed=split_seed, mask_limb=mask_limb, workers=workers,
     )
     manifest = build_dataset(images, goes_files, hek, out_dir, cfg, scheduler=scheduler, overwrite=overwrite,
                              progress=not as_json)
@@ -161,6 +162,7 @@ def _print_counts(path, manifest) -> None:
     out.print(table)
 
 
+# ----------------------------------------------------------------------------------------- evaluate
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and of ``python -m flaresynth``."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,627 @@
+"""Dataset folders: building them from the archives, and reading them for training.
+
+A dataset folder is what every later stage reads::
+
+    DS/
+      images.npy     float32 (N, C, H, W), model space [-1, 1] (see ``manifest.json["transform"]``)
+      labels.csv     one row per image (columns: :data:`LABEL_COLUMNS`)
+      manifest.json  format, sources, build parameters, transform constants, counts, versions, hashes
+
+Selection and labelling (the paper's rule, Ramunno et al. 2024 §2; details not published, so documented here):
+
+* **flare frames**: every frame within ``window`` of a HEK flare peak (after de-duplicating reporters); a frame
+  near two peaks belongs to the nearer one;
+* **quiet frames**: ``quiet_per_day`` frames per day, evenly spaced, taken from frames farther than
+  ``quiet_margin`` from any HEK event's start-end interval, so classes A/B exist;
+* frames with ``QUALITY != 0`` are dropped (SDOMLv2 keeps only QUALITY 0 anyway).
+
+Each image carries three candidate labels, and ``label_rule`` says which one made ``label``:
+
+* ``instant``: XRS-B flux of the nearest good GOES sample within ±60 s of the image time (the default);
+* ``peak24``: the peak XRS-B flux in the 24 h after the image time (forecasting);
+* ``event``: the HEK event's GOES class for flare frames, ``instant`` for quiet frames.
+
+Splits are by time blocks, never by frame: frames are grouped by the UTC day of their event peak (flare frames)
+or of their own time (quiet frames); whole groups are assigned to test/val/train by iterative stratification on
+the group's rarest class (so rare classes reach every split when they can), and quiet frames closer than
+``split_gap`` to a frame of another split are dropped, so neighbouring frames never straddle two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flaresynth import __version__
+from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.io import atomic_dir, read_json, sha256_file, write_json
+from flaresynth.labels import GOES_CLASSES, SCHEMES, check_scheme, flux_to_label_index, flux_to_letter_index
+
+DATASET_FORMAT = "flaresynth-dataset/1"
+IMAGES_FILE = "images.npy"
+LABELS_FILE = "labels.csv"
+MANIFEST_FILE = "manifest.json"
+SPLITS = ("train", "val", "test")
+LABEL_RULES = ("instant", "peak24", "event")
+
+#: Columns of labels.csv, in order.
+LABEL_COLUMNS = [
+    "time",  # image time, ISO 8601 UTC
+    "label",  # class name in the manifest's scheme, made by `label_rule`
+    "label_flux",  # XRS-B flux (W/m²) behind `label`
+    "label_rule",  # instant | peak24 | event
+    "flux",  # instantaneous XRS-B flux at the image time (nearest good sample within ±60 s)
+    "flux_class",  # GOES letter of `flux`
+    "peak24_flux",  # max XRS-B flux in (t, t + 24 h]
+    "peak24_class",  # GOES letter of `peak24_flux`
+    "flare24",  # True when an M-or-larger flare peaks in (t, t + 24 h]
+    "selection",  # flare | quiet
+    "event_id",  # HEK event of a flare frame, "" for quiet frames
+    "event_class",  # HEK fl_goescls of that event
+    "event_peak",  # HEK peak time of that event
+    "split",  # train | val | test
+    "source_index",  # index of the frame in the time-sorted image source
+]
+
+
+# ------------------------------------------------------------------------------------------ reading
+@dataclass
+class DatasetFolder:
+    """A dataset folder opened for reading (images are memory-mapped, not loaded)."""
+
+    path: Path
+    manifest: dict
+    labels: pd.DataFrame
+    images: np.ndarray
+
+    @property
+    def scheme(self) -> str:
+        return self.manifest["scheme"]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.manifest["channels"])
+
+    def split_indices(self, split: str | None) -> np.ndarray:
+        """Row indices of one split (all rows for ``None``)."""
+        if split is None:
+            return np.arange(len(self.labels))
+        if split not in SPLITS:
+            raise FlaresynthError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+        return np.flatnonzero(self.labels["split"].to_numpy() == split)
+
+    def label_index(self) -> np.ndarray:
+        """Index of each row's label into :attr:`classes`."""
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return np.array([lookup[c] for c in self.labels["label"]], dtype=np.int64)
+
+    def transform(self):
+        """The intensity transform the images were made with (model space <-> DN/s)."""
+        from flaresynth.transforms import IntensityTransform
+
+        return IntensityTransform.from_dict(self.manifest["transform"])
+
+
+def open_dataset(path: str | Path) -> DatasetFolder:
+    """Open a dataset folder, checking that its three files exist and agree."""
+    path = Path(path)
+    if not path.is_dir():
+        raise input_error(path, None, "no such dataset folder (make one with `flaresynth dataset build`)")
+    for name in (MANIFEST_FILE, LABELS_FILE, IMAGES_FILE):
+        if not (path / name).is_file():
+            raise input_error(path / name, None, "missing: not a complete flaresynth dataset folder")
+    manifest = read_json(path / MANIFEST_FILE)
+    if manifest.get("format") != DATASET_FORMAT:
+        raise input_error(path / MANIFEST_FILE, "format", f"{manifest.get('format')!r}, expected {DATASET_FORMAT!r}")
+    for key in ("scheme", "classes", "channels", "transform"):
+        if key not in manifest:
+            raise input_error(path / MANIFEST_FILE, key, "missing")
+    labels = pd.read_csv(path / LABELS_FILE, keep_default_na=False, na_values=[""], dtype={"event_id": str})
+    missing = [c for c in ("time", "label", "label_flux", "split") if c not in labels.columns]
+    if missing:
+        raise input_error(path / LABELS_FILE, f"column {missing[0]!r}", "missing")
+    labels["event_id"] = labels.get("event_id", pd.Series([""] * len(labels))).fillna("")
+    images = np.load(path / IMAGES_FILE, mmap_mode="r")
+    if images.ndim != 4 or images.dtype != np.float32:
+        raise input_error(path / IMAGES_FILE, "array", f"{images.dtype} {images.shape}, expected float32 (N, C, H, W)")
+    if images.shape[0] != len(labels):
+        raise input_error(path, LABELS_FILE, f"{len(labels)} rows but {images.shape[0]} images")
+    unknown = sorted(set(labels["label"]) - set(manifest["classes"]))
+    if unknown:
+        raise input_error(path / LABELS_FILE, "label", f"{unknown[0]!r} is not a class of {manifest['classes']}")
+    return DatasetFolder(path=path, manifest=manifest, labels=labels, images=images)
+
+
+class ImageDataset:
+    """A ``torch.utils.data.Dataset`` over one split of a dataset folder.
+
+    Items are dicts: ``image`` (float32 tensor C×H×W in [-1, 1]), ``label`` (int index into the classes),
+    ``log_flux`` (float32 log10 of ``label_flux`` in W/m²).
+    """
+
+    def __init__(self, ds: DatasetFolder, split: str | None = "train", indices: np.ndarray | None = None):
+        self.ds = ds
+        self.indices = ds.split_indices(split) if indices is None else np.asarray(indices)
+        self._labels = ds.label_index()
+        self._log_flux = np.log10(np.clip(ds.labels["label_flux"].to_numpy(dtype=np.float64), 1e-10, None))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        j = int(self.indices[i])
+        return {
+            "image": torch.from_numpy(np.array(self.ds.images[j], dtype=np.float32)),
+            "label": int(self._labels[j]),
+            "log_flux": np.float32(self._log_flux[j]),
+        }
+
+
+def write_dataset(
+    out: str | Path, images: np.ndarray, labels: pd.DataFrame, manifest: dict, overwrite: bool = False
+) -> Path:
+    """Write a complete dataset folder atomically (used by the builder and by tests that need a small one).
+
+    ``manifest`` must hold ``scheme``, ``classes``, ``channels`` and ``transform``; ``format``, ``n_images``,
+    ``counts`` and ``data_hash`` are filled in here.
+    """
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[0] != len(labels):
+        raise ValueError(f"images {images.shape} and {len(labels)} labels do not match")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        np.save(tmp / IMAGES_FILE, images)
+        _finish_folder(tmp, labels, manifest)
+    return Path(out)
+
+
+def _finish_folder(tmp: Path, labels: pd.DataFrame, manifest: dict) -> None:
+    """Write labels.csv and manifest.json beside an images.npy already in ``tmp``."""
+    labels = labels.reset_index(drop=True)
+    labels.to_csv(tmp / LABELS_FILE, index=False, float_format="%.6e")
+    manifest = dict(manifest)
+    manifest["format"] = DATASET_FORMAT
+    manifest["n_images"] = int(len(labels))
+    manifest["counts"] = _counts(labels, manifest["classes"])
+    manifest["data_hash"] = dataset_hash(tmp)
+    write_json(tmp / MANIFEST_FILE, manifest)
+
+
+def dataset_hash(path: str | Path) -> str:
+    """SHA-256 over images.npy and labels.csv: identifies the training data of a model."""
+    h = hashlib.sha256()
+    for name in (IMAGES_FILE, LABELS_FILE):
+        h.update(sha256_file(Path(path) / name).encode())
+    return h.hexdigest()
+
+
+def _counts(labels: pd.DataFrame, classes: Sequence[str]) -> dict:
+    counts = {}
+    for split in ("all", *SPLITS):
+        rows = labels if split == "all" else labels[labels["split"] == split]
+        counts[split] = {c: int((rows["label"] == c).sum()) for c in classes}
+    return counts
+
+
+# ----------------------------------------------------------------------------------------- building
+@dataclass
+class BuildConfig:
+    """Parameters of a dataset build (all recorded in the manifest)."""
+
+    size: int = 64
+    channel: str = "171A"
+    scheme: str = "goes5"
+    label_rule: str = "instant"
+    scale: str = "true"
+    window_min: float = 30.0
+    quiet_per_day: int = 8
+    quiet_margin_min: float = 60.0
+    flux_tolerance_s: float = 60.0
+    forecast_hours: float = 24.0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    split_gap_min: float = 120.0
+    split_seed: int = 0
+    start: str | None = None
+    end: str | None = None
+    mask_limb: bool = False
+    batch_frames: int = 32
+    workers: int | None = None  # local dask threads (None: one per core)
+    years: list[int] | None = field(default=None)
+
+    def validate(self) -> None:
+        check_scheme(self.scheme)
+        if self.label_rule not in LABEL_RULES:
+            raise FlaresynthError(f"--label {self.label_rule!r}: expected one of {', '.join(LABEL_RULES)}")
+        if self.size < 8 or self.size > 4096:
+            raise FlaresynthError(f"--size {self.size}: expected 8 to 4096 pixels")
+        if not 0 <= self.test_fraction < 1 or not 0 <= self.val_fraction < 1 or self.test_fraction + self.val_fraction >= 1:
+            raise FlaresynthError("--test-fraction and --val-fraction must be in [0, 1) and sum to less than 1")
+        if self.window_min < 0 or self.quiet_per_day < 0:
+            raise FlaresynthError("--window-min and --quiet-per-day must not be negative")
+
+
+def build_dataset(
+    images: str,
+    goes: Sequence[str],
+    hek: str,
+    out: str | Path,
+    config: BuildConfig | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build a dataset folder from an image source, GOES XRS files and a HEK flare list.
+
+    Parameters
+    ----------
+    images : SDOMLv2 zarr path or URL, or a folder of AIA FITS files.
+    goes : GOES XRS files or folders (any variant :mod:`flaresynth.sources.goes` reads).
+    hek : a saved HEK JSON response (file or folder of pages).
+    out : the dataset folder to write; it appears only when complete.
+    scheduler : ``None`` for dask's local threads, or the address of a ``dask.distributed`` scheduler.
+
+    Returns the manifest. A rerun with the same inputs and parameters returns the existing manifest
+    without rebuilding (``"up_to_date": True``).
+    """
+    from flaresynth.sources.goes import read_xrs_files
+    from flaresynth.sources.hek import read_events
+    from flaresynth.sources.sdoml import open_images
+
+    cfg = config or BuildConfig()
+    cfg.validate()
+    out = Path(out)
+    fingerprint = _input_fingerprint(images, goes, hek, cfg)
+    if out.exists() and not overwrite:
+        manifest_path = out / MANIFEST_FILE
+        if manifest_path.is_file() and read_json(manifest_path).get("input_fingerprint") == fingerprint:
+            manifest = read_json(manifest_path)
+            manifest["up_to_date"] = True
+            return manifest
+        raise input_error(out, None, "exists and was built from other inputs; use --overwrite to replace it")
+
+    t0 = time.perf_counter()
+    source = open_images(images, channel=cfg.channel, years=cfg.years)
+    xrs = read_xrs_files(list(goes), scale=cfg.scale)
+    events = read_events(hek)
+    table = select_frames(source, events, cfg)
+    table = attach_labels(table, xrs, events, cfg)
+    table = assign_splits(table, cfg)
+    if table.empty:
+        raise FlaresynthError(
+            f"{images}: no usable frame (no frame with good GOES data near a HEK event or in quiet times"
+            f"{' between ' + str(cfg.start) + ' and ' + str(cfg.end) if cfg.start or cfg.end else ''})"
+        )
+    from flaresynth.transforms import IntensityTransform
+
+    transform = IntensityTransform.for_channel(cfg.channel)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        preprocess_frames(source, table["source_index"].to_numpy(), tmp / IMAGES_FILE, cfg, transform, scheduler, progress)
+        manifest = {
+            "scheme": cfg.scheme,
+            "classes": list(SCHEMES[cfg.scheme]),
+            "channels": [cfg.channel],
+            "transform": transform.to_dict(),
+            "image_size": cfg.size,
+            "label_rule": cfg.label_rule,
+            "sources": {
+                "images": str(images),
+                "image_source_type": type(source).__name__,
+                "n_source_frames": int(len(source)),
+                "goes": [str(g) for g in goes],
+                "goes_files": list(xrs.files),
+                "goes_scale": cfg.scale,
+                "hek": str(hek),
+                "n_hek_events": int(len(events)),
+            },
+            "build": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+            "input_fingerprint": fingerprint,
+            "versions": _versions(),
+            "build_seconds": round(time.perf_counter() - t0, 2),
+            "scheduler": scheduler or "threads",
+        }
+        _finish_folder(tmp, table[LABEL_COLUMNS], manifest)
+        manifest = read_json(tmp / MANIFEST_FILE)
+    return manifest
+
+
+def select_frames(source, events: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
+    """Choose flare frames (near HEK peaks) and quiet frames (far from any event); see the module docstring."""
+    times = np.asarray(source.times, dtype="datetime64[ns]")
+    keep = np.ones(len(times), dtype=bool)
+    headers = source.headers()
+    if "QUALITY" in headers.columns:
+        keep &= pd.to_numeric(headers["QUALITY"], errors="coerce").fillna(1).to_numpy() == 0
+    if cfg.start:
+        keep &= times >= np.datetime64(pd.Timestamp(cfg.start).tz_localize(None), "ns")
+    if cfg.end:
+        keep &= times < np.datetime64(pd.Timestamp(cfg.end).tz_localize(None), "ns")
+
+    window = np.timedelta64(int(cfg.window_min * 60e9), "ns")
+    peaks = events["peak"].to_numpy(dtype="datetime64[ns]") if len(events) else np.array([], "datetime64[ns]")
+    event_of = np.full(len(times), -1)
+    if len(peaks):
+        # nearest peak to each frame (events are sorted by peak)
+        order = np.argsort(peaks)
+        sorted_peaks = peaks[order]
+        pos = np.clip(np.searchsorted(sorted_peaks, times), 1, len(sorted_peaks)) - 1
+        nxt = np.clip(pos + 1, 0, len(sorted_peaks) - 1)
+        d_prev = np.abs(times - sorted_peaks[pos])
+        d_next = np.abs(times - sorted_peaks[nxt])
+        nearest = np.where(d_next < d_prev, nxt, pos)
+        near = np.minimum(d_prev, d_next) <= window
+        event_of = np.where(near, order[nearest], -1)
+    flare = keep & (event_of >= 0)
+
+    # quiet frames: outside every event's [start - margin, end + margin]
+    margin = np.timedelta64(int(cfg.quiet_margin_min * 60e9), "ns")
+    busy = np.zeros(len(times), dtype=bool)
+    if len(events):
+        # HEK may omit start or end; the peak then bounds the event on that side
+        ev_start = events["start"].fillna(events["peak"]).to_numpy(dtype="datetime64[ns]")
+        ev_end = events["end"].fillna(events["peak"]).to_numpy(dtype="datetime64[ns]")
+        starts = np.sort(ev_start - margin)
+        ends_by_start = (ev_end + margin)[np.argsort(ev_start)]
+        running_end = np.maximum.accumulate(ends_by_start)
+        pos = np.searchsorted(starts, times, side="right") - 1
+        busy = (pos >= 0) & (times <= running_end[np.clip(pos, 0, None)])
+    candidates = np.flatnonzero(keep & ~busy & ~flare)
+    quiet = _evenly_per_day(times, candidates, cfg.quiet_per_day)
+
+    rows = np.concatenate([np.flatnonzero(flare), quiet])
+    rows.sort()
+    ev = event_of[rows]
+    table = pd.DataFrame(
+        {
+            "source_index": rows,
+            "time_ns": times[rows],
+            "selection": np.where(ev >= 0, "flare", "quiet"),
+            "event_row": ev,
+        }
+    )
+    return table
+
+
+def _evenly_per_day(times: np.ndarray, candidates: np.ndarray, per_day: int) -> np.ndarray:
+    """Pick up to ``per_day`` candidates per UTC day, as evenly spaced in time as the candidates allow."""
+    if per_day <= 0 or len(candidates) == 0:
+        return np.array([], dtype=np.int64)
+    days = times[candidates].astype("datetime64[D]")
+    chosen = []
+    for day in np.unique(days):
+        idx = candidates[days == day]
+        if len(idx) <= per_day:
+            chosen.extend(idx)
+            continue
+        targets = day.astype("datetime64[ns]") + (np.arange(per_day) + 0.5) * np.timedelta64(86400, "s") / per_day
+        picks = np.clip(np.searchsorted(times[idx], targets), 0, len(idx) - 1)
+        chosen.extend(np.unique(idx[picks]))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def attach_labels(table: pd.DataFrame, xrs, events: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
+    """Add the GOES labels (instant, peak24, event) and the chosen ``label``; drop frames without GOES data."""
+    times = table["time_ns"].to_numpy(dtype="datetime64[ns]")
+    flux = xrs.flux_at(times, tolerance=np.timedelta64(int(cfg.flux_tolerance_s * 1e9), "ns"))
+    peak24, _ = xrs.peak_after(times, window=np.timedelta64(int(cfg.forecast_hours * 3600), "s"))
+    ev = table["event_row"].to_numpy()
+    has_event = ev >= 0
+    ev_safe = np.clip(ev, 0, None)
+
+    def event_col(name, fill):
+        if not len(events):
+            return np.full(len(table), fill, dtype=object)
+        values = events[name].to_numpy()[ev_safe]
+        return np.where(has_event, values, fill)
+
+    event_flux = event_col("goes_flux", np.nan).astype(np.float64)
+    if len(events):
+        peak_strings = pd.to_datetime(events["peak"]).dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
+        event_peak = np.where(has_event, peak_strings[ev_safe], "")
+    else:
+        event_peak = np.full(len(table), "")
+    label_flux = {"instant": flux, "peak24": peak24, "event": np.where(has_event & np.isfinite(event_flux), event_flux, flux)}[
+        cfg.label_rule
+    ]
+    letters = np.array(GOES_CLASSES + ("",))
+    out = pd.DataFrame(
+        {
+            "time": pd.to_datetime(times).strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.slice(0, 23) + "Z",
+            "label_flux": label_flux,
+            "label_rule": cfg.label_rule,
+            "flux": flux,
+            "flux_class": letters[flux_to_letter_index(flux)],
+            "peak24_flux": peak24,
+            "peak24_class": letters[flux_to_letter_index(peak24)],
+            "flare24": np.nan_to_num(peak24, nan=0.0) >= 1e-5,
+            "selection": table["selection"].to_numpy(),
+            "event_id": event_col("event_id", "").astype(str),
+            "event_class": event_col("goes_class", "").astype(str),
+            "event_peak": event_peak,
+            "source_index": table["source_index"].to_numpy(),
+            "time_ns": times,
+        }
+    )
+    if cfg.label_rule == "event" and has_event.any():
+        # keep the event rule honest: a flare frame whose event has no class falls back to the instant flux
+        out["label_rule"] = np.where(has_event & np.isfinite(event_flux), "event", "instant")
+    # A frame needs its own label; peak24 may be NaN near the end of the GOES record (documented in the manifest).
+    usable = np.isfinite(out["label_flux"].to_numpy()) & (out["label_flux"].to_numpy() > 0)
+    out = out[usable].reset_index(drop=True)
+    index = flux_to_label_index(out["label_flux"].to_numpy(), cfg.scheme)
+    out["label"] = np.array(SCHEMES[cfg.scheme])[index]
+    return out
+
+
+def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
+    """Assign whole UTC-day groups to test/val/train by stratifying on each group's rarest class."""
+    if table.empty:
+        table["split"] = []
+        return table
+    classes = SCHEMES[cfg.scheme]
+    group_time = table["time_ns"].to_numpy(dtype="datetime64[ns]").copy()
+    has_event = table["event_peak"].to_numpy() != ""
+    if has_event.any():
+        peaks = pd.to_datetime(table.loc[has_event, "event_peak"], utc=True).dt.tz_localize(None)
+        group_time[has_event] = peaks.to_numpy(dtype="datetime64[ns]")
+    group = group_time.astype("datetime64[D]")
+    groups, inverse = np.unique(group, return_inverse=True)
+    label_idx = np.array([classes.index(c) for c in table["label"]])
+    counts = np.zeros((len(groups), len(classes)), dtype=np.int64)
+    np.add.at(counts, (inverse, label_idx), 1)
+    totals = counts.sum(axis=0)
+    fractions = {"test": cfg.test_fraction, "val": cfg.val_fraction}
+    fractions["train"] = 1.0 - cfg.test_fraction - cfg.val_fraction
+    split_names = [s for s in ("test", "val", "train") if fractions[s] > 0]
+    have = {s: np.zeros(len(classes)) for s in split_names}
+    # rarest class present in each group decides its priority; ties broken by a seeded shuffle
+    rarity = np.where(counts > 0, totals[None, :], np.iinfo(np.int64).max).min(axis=1)
+    rng = np.random.default_rng(cfg.split_seed)
+    order = np.lexsort((rng.permutation(len(groups)), -counts.sum(axis=1), rarity))
+    assignment = np.empty(len(groups), dtype=object)
+    for g in order:
+        c = int(np.argmin(np.where(counts[g] > 0, totals, np.iinfo(np.int64).max)))
+        deficits = [fractions[s] * totals[c] - have[s][c] for s in split_names]
+        best = split_names[int(np.argmax(deficits))]
+        assignment[g] = best
+        have[best] += counts[g]
+    table = table.copy()
+    table["split"] = assignment[inverse]
+    return _drop_split_neighbours(table, cfg)
+
+
+def _drop_split_neighbours(table: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
+    """Drop quiet frames closer than ``split_gap`` to any frame of another split."""
+    gap = np.timedelta64(int(cfg.split_gap_min * 60e9), "ns")
+    times = table["time_ns"].to_numpy(dtype="datetime64[ns]")
+    split = table["split"].to_numpy()
+    drop = np.zeros(len(table), dtype=bool)
+    for s in np.unique(split):
+        other = np.sort(times[split != s])
+        if not len(other):
+            continue
+        mine = np.flatnonzero((split == s) & (table["selection"].to_numpy() == "quiet"))
+        pos = np.searchsorted(other, times[mine])
+        before = np.abs(times[mine] - other[np.clip(pos - 1, 0, len(other) - 1)])
+        after = np.abs(other[np.clip(pos, 0, len(other) - 1)] - times[mine])
+        drop[mine] = np.minimum(before, after) < gap
+    return table[~drop].reset_index(drop=True)
+
+
+def preprocess_frames(source, indices, path: Path, cfg: BuildConfig, transform, scheduler, progress) -> None:
+    """Read, resize, log-scale and store the selected frames, in batches run by dask."""
+    import dask
+    from numpy.lib.format import open_memmap
+
+    from flaresynth.transforms import apply_limb_mask, limb_mask, resize
+
+    n = len(indices)
+    result = open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 1, cfg.size, cfg.size))
+    mask = limb_mask(cfg.size) if cfg.mask_limb else None
+
+    def work(batch_indices):
+        frames = source.read_many(batch_indices)
+        small = resize(frames.astype(np.float32), cfg.size)
+        x = transform.forward(small)
+        if mask is not None:
+            x = apply_limb_mask(x, mask)
+        return np.asarray(x, dtype=np.float32)[:, None]
+
+    # Sorting by source index keeps each store chunk inside one batch; results go back to table order.
+    order = np.argsort(indices, kind="stable")
+    batches = [order[i : i + cfg.batch_frames] for i in range(0, n, cfg.batch_frames)]
+    tasks = [dask.delayed(work)(indices[b]) for b in batches]
+    if scheduler:
+        from distributed import Client, as_completed
+
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise FlaresynthError(f"--scheduler {scheduler}: cannot connect to a dask scheduler ({exc})") from exc
+        with client:
+            futures = client.compute(tasks)
+            where = {f.key: b for f, b in zip(futures, batches)}
+            for fut in _progress(as_completed(futures), len(futures), progress, "preprocessing (dask.distributed)"):
+                result[where[fut.key]] = fut.result()
+    else:
+        # compute in groups so progress advances and memory stays bounded
+        step = 4 * (cfg.workers or os.cpu_count() or 1)
+        bar = _progress(range(0, len(tasks), step), (len(tasks) + step - 1) // step, progress, "preprocessing (dask threads)")
+        for start in bar:
+            done = dask.compute(*tasks[start : start + step], scheduler="threads", num_workers=cfg.workers)
+            for b, arr in zip(batches[start : start + step], done):
+                result[b] = arr
+    result.flush()
+    del result
+
+
+def _progress(iterable, total: int, enabled: bool, description: str):
+    if not enabled:
+        return iterable
+    from rich.progress import track
+
+    return track(iterable, total=total, description=description, transient=True)
+
+
+def _input_fingerprint(images: str, goes: Sequence[str], hek: str, cfg: BuildConfig) -> str:
+    """Hash of the build parameters and of the inputs' names, sizes and modification times."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, sort_keys=True, default=str).encode())
+    for spec in [images, *goes, hek]:
+        p = Path(str(spec))
+        if p.exists():
+            files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+            for q in files:
+                st = q.stat()
+                h.update(f"{q.relative_to(p) if p.is_dir() else q.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            h.update(str(spec).encode())
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"flaresynth": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "zarr", "xarray", "astropy", "sunpy", "dask", "torch"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def dataset_summary(ds: DatasetFolder) -> dict:
+    """What `flaresynth dataset info` prints: size, classes, counts per split, sources, label rule."""
+    m = ds.manifest
+    return {
+        "path": str(ds.path),
+        "n_images": int(len(ds.labels)),
+        "shape": list(ds.images.shape[1:]),
+        "channels": ds.channels,
+        "scheme": ds.scheme,
+        "label_rule": m.get("label_rule"),
+        "counts": m.get("counts"),
+        "selection": ds.labels["selection"].value_counts().to_dict() if "selection" in ds.labels else {},
+        "time_range": [ds.labels["time"].min(), ds.labels["time"].max()],
+        "sources": m.get("sources"),
+        "data_hash": m.get("data_hash"),
+    }

@@ -1,0 +1,197 @@
+"""End-to-end dataset build on real files.
+
+The image store is a layout-faithful SDOMLv2 container (year groups, unsorted T_OBS, list attributes, Blosc
+zstd) whose frames are the one real full-disk AIA 171 Å frame sunpy ships, re-timed. GOES data are the real
+GOES-16 flx1s file of the 2017-09-10 X8.2 flare and the real GOES-15 SDAC FITS of 2011-06-07 (M2.5 flare).
+The HEK response is hand-entered in the real response shape (the two SWPC events; times are the public record,
+not fetched), plus a duplicate report from a second reporter.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from flaresynth.sources.goes import read_xrs_files
+from sunkit_instruments.data.test import get_test_filepath as sunkit_file
+from sunpy.data.test import get_test_filepath as sunpy_file
+
+from flaresynth.dataset import open_dataset
+from flaresynth.sources.aia_fits import read_aia_fits
+from flaresynth.sources.sdoml import T_OBS_FORMAT, write_sdoml_frames
+
+GOES16_X = sunkit_file("sci_xrsf-l2-flx1s_g16_d20170910_v2-1-0_truncated.nc")
+SDAC_M = sunpy_file("go1520110607.fits")
+
+HEK_RESPONSE = {
+    "result": [
+        {  # SWPC event list: 2011-06-07 M2.5 (hand-entered)
+            "event_type": "FL", "frm_name": "SWPC", "obs_observatory": "GOES", "obs_instrument": "XRS",
+            "event_starttime": "2011-06-07T06:16:00", "event_peaktime": "2011-06-07T06:41:00",
+            "event_endtime": "2011-06-07T06:59:00", "fl_goescls": "M2.5", "ar_noaanum": 11226,
+            "kb_archivid": "ivo://helio-informatics.org/FL_SWPC_20110607_0641",
+        },
+        {  # the same flare from a second reporter, with a position
+            "event_type": "FL", "frm_name": "SSW Latest Events", "obs_observatory": "GOES", "obs_instrument": "XRS",
+            "event_starttime": "2011-06-07T06:16:00", "event_peaktime": "2011-06-07T06:41:00",
+            "event_endtime": "2011-06-07T06:59:00", "fl_goescls": "M2.5", "ar_noaanum": 11226,
+            "hpc_x": 615.0, "hpc_y": -306.0, "kb_archivid": "ivo://helio-informatics.org/FL_SSW_20110607_0641",
+        },
+        {  # SWPC: 2017-09-10 X8.2 (hand-entered)
+            "event_type": "FL", "frm_name": "SWPC", "obs_observatory": "GOES", "obs_instrument": "XRS",
+            "event_starttime": "2017-09-10T15:35:00", "event_peaktime": "2017-09-10T16:06:00",
+            "event_endtime": "2017-09-10T16:31:00", "fl_goescls": "X8.2", "ar_noaanum": 12673,
+            "kb_archivid": "ivo://helio-informatics.org/FL_SWPC_20170910_1606",
+        },
+    ],
+    "overmax": False,
+}
+
+
+def _frame_times():
+    day = pd.date_range("2011-06-07T00:00:05", periods=24, freq="60min")
+    flare_2011 = pd.date_range("2011-06-07T06:00:05", "2011-06-07T07:30:00", freq="6min")
+    flare_2017 = pd.date_range("2017-09-10T15:30:05", "2017-09-10T17:25:00", freq="6min")
+    return day.union(flare_2011).union(flare_2017)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    frame, header = read_aia_fits(sunpy_file("aia_171_level1.fits"))
+    times = _frame_times()
+    rng = np.random.default_rng(1)
+    store = root / "sdomlv2.zarr"
+    for year in (2011, 2017):
+        sel = np.flatnonzero(times.year == year)
+        sel = rng.permutation(sel)  # the real store is not time-ordered
+        frames = np.stack([frame * (0.9 + 0.2 * rng.random()) for _ in sel]).astype(np.float32)
+        headers = []
+        for i in sel:
+            h = {k: header[k] for k in ("EXPTIME", "WAVELNTH", "RSUN_OBS", "CDELT1", "CDELT2", "CRPIX1", "CRPIX2")}
+            h.update(T_OBS=times[i].strftime(T_OBS_FORMAT)[:-5] + "Z", QUALITY=0, DEG_COR=1.0, PIXLUNIT="DN/s")
+            headers.append(h)
+        write_sdoml_frames(store, year, "171A", frames, headers, chunk_frames=7)
+    hek = root / "hek.json"
+    hek.write_text(json.dumps(HEK_RESPONSE))
+    return {"store": store, "hek": hek, "root": root}
+
+
+def flaresynth(*args):
+    return subprocess.run([sys.executable, "-m", "flaresynth", *args], capture_output=True, text=True, timeout=300)
+
+
+def build_args(archive, out, *extra):
+    return ["dataset", "build", "--sdoml", str(archive["store"]), "--goes", str(GOES16_X), "--goes", str(SDAC_M),
+            "--hek", str(archive["hek"]), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def built(archive):
+    out = archive["root"] / "ds"
+    r = flaresynth(*build_args(archive, out, "--json"))
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout)
+
+
+def test_build_writes_a_labelled_float_dataset(built):
+    out, manifest = built
+    ds = open_dataset(out)
+    n = len(ds.labels)
+    assert ds.images.shape == (n, 1, 64, 64) and ds.images.dtype == np.float32
+    assert -1.0 <= float(ds.images.min()) and float(ds.images.max()) <= 1.0
+    assert manifest["counts"]["all"]["X"] > 0 and manifest["counts"]["all"]["M"] + manifest["counts"]["all"]["C"] > 0
+    sel = ds.labels["selection"].value_counts()
+    assert sel["flare"] > 0 and sel["quiet"] > 0
+    # flare frames are within 30 min of their HEK peak, and the duplicate report collapsed into one event
+    flare = ds.labels[ds.labels["selection"] == "flare"]
+    dt = (pd.to_datetime(flare["time"]) - pd.to_datetime(flare["event_peak"])).abs()
+    assert dt.max() <= pd.Timedelta("30min")
+    assert flare["event_id"].nunique() == 2
+
+
+def test_labels_are_the_goes_flux_at_the_image_time(built):
+    out, _ = built
+    ds = open_dataset(out)
+    xrs = read_xrs_files([str(GOES16_X), str(SDAC_M)], scale="true")
+    times = pd.to_datetime(ds.labels["time"], utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    expected = xrs.flux_at(times)
+    np.testing.assert_allclose(ds.labels["label_flux"].to_numpy(), expected, rtol=1e-5)
+    assert (ds.labels["label_rule"] == "instant").all()
+    # the X8.2 peak (true scale ~1.3e-3 at 16:06) is labelled X; 2011 quiet frames are B or C
+    near_peak = ds.labels[(pd.to_datetime(ds.labels["time"]) - pd.Timestamp("2017-09-10T16:06Z")).abs() < pd.Timedelta("4min")]
+    assert (near_peak["label"] == "X").all() and len(near_peak) >= 1
+    quiet = ds.labels[ds.labels["selection"] == "quiet"]
+    assert set(quiet["label"]) <= {"B", "C"}
+
+
+def test_disk_is_centred_in_the_64px_images(built):
+    ds = open_dataset(built[0])
+    img = np.asarray(ds.images[0, 0])
+    on = img > np.percentile(img, 60)  # the disk is brighter than the off-limb corona
+    yy, xx = np.nonzero(on)
+    assert abs(xx.mean() - 31.5) < 1.5 and abs(yy.mean() - 31.5) < 1.5
+
+
+def test_splits_are_whole_days(built):
+    ds = open_dataset(built[0])
+    lab = ds.labels
+    group_day = pd.to_datetime(lab["event_peak"].where(lab["event_peak"] != "", lab["time"])).dt.floor("D")
+    assert lab.groupby(group_day)["split"].nunique().max() == 1
+    assert set(lab["split"]) <= {"train", "val", "test"}
+
+
+def test_rerun_with_same_inputs_is_a_no_op(archive, built):
+    out, manifest = built
+    before = (out / "images.npy").stat().st_mtime_ns
+    r = flaresynth(*build_args(archive, out, "--json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["up_to_date"] is True
+    assert (out / "images.npy").stat().st_mtime_ns == before
+
+
+def test_info_prints_counts(built):
+    r = flaresynth("dataset", "info", str(built[0]), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["n_images"] == sum(info["counts"]["all"].values())
+
+
+@pytest.mark.parametrize(
+    ("change", "expect_in_message"),
+    [
+        ({"goes": "/nonexistent/goes.nc"}, "/nonexistent/goes.nc"),
+        ({"hek_content": {"overmax": False}}, "result"),
+        ({"extra": ["--channel", "193A"]}, "193A"),
+        ({"extra": ["--start", "2015-01-01", "--end", "2015-01-02"]}, "no usable frame"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_folder(archive, tmp_path, change, expect_in_message):
+    out = tmp_path / "ds"
+    hek = archive["hek"]
+    if "hek_content" in change:
+        hek = tmp_path / "bad_hek.json"
+        hek.write_text(json.dumps(change["hek_content"]))
+    args = ["dataset", "build", "--sdoml", str(archive["store"]), "--goes", change.get("goes", str(GOES16_X)),
+            "--hek", str(hek), "--out", str(out), *change.get("extra", [])]
+    r = flaresynth(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and expect_in_message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds")] == []
+
+
+def test_distributed_scheduler_gives_the_same_images(archive, built, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        out = tmp_path / "ds_dask"
+        r = flaresynth(*build_args(archive, out, "--scheduler", cluster.scheduler_address, "--json"))
+        assert r.returncode == 0, r.stderr
+    a = open_dataset(built[0])
+    b = open_dataset(out)
+    np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
+    assert b.manifest["scheduler"] == cluster.scheduler_address
