@@ -163,6 +163,116 @@ def _print_counts(path, manifest) -> None:
 
 
 # ----------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    real: Annotated[Path, typer.Option("--real", help="Dataset folder the generator imitates.")],
+    generated: Annotated[Path, typer.Option("--generated", help="Samples folder (written by `flaresynth sample` or the ceVAE).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Evaluation folder to write (metrics.json, metrics.md, figures/); replaced if it is an earlier evaluation.")],
+    features: Annotated[str, typer.Option(help="Feature encoders, comma-separated: domain (judge CNN, default), effnet-lite0 (ImageNet; needs the optional 'effnet' extra), clip:PATH, dinov2:PATH (local transformers folders), inception:PATH (needs the optional 'inception' extra). Nothing is downloaded.")] = "domain",
+    repeats: Annotated[int, typer.Option(min=1, help="Resamplings (random halves of the real split) behind each mean ± std.")] = 5,
+    clusters: Annotated[int, typer.Option(min=1, help="k-means clusters K for CE/CD/CS (reduced to a tenth of the reference half if larger).")] = 10,
+    judge: Annotated[Path | None, typer.Option(help="Judge folder: loaded if it exists, else trained on the real training split and saved there. Default: EVAL/judge.")] = None,
+    split: Annotated[str, typer.Option(help="Real split the distribution metrics use: test, val, train or all.")] = "test",
+    referee: Annotated[str, typer.Option(help="Physical referee F1 from the simulated Sun's flux estimator: auto (when the dataset is simulated), on, off.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the resamplings, k-means, KID subsets and judge training.")] = 0,
+    device: Annotated[str, typer.Option(help="torch device for the encoders and the judge (cpu, cuda).")] = "cpu",
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the figures.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json's metrics as JSON.")] = False,
+) -> None:
+    """Compare generated images with real ones: cluster metrics, Fréchet distance, KID and judge F1, each beside its benchmark."""
+    from flaresynth.evaluate import EvaluateConfig
+    from flaresynth.evaluate import evaluate as run_evaluation
+
+    cfg = EvaluateConfig(features=features, repeats=repeats, clusters=clusters, split=split, seed=seed, device=device,
+                         judge=str(judge) if judge else None, referee=referee, figures=not no_figures)
+    result = run_evaluation(real, generated, out_dir, cfg, log=lambda line: err.print(line, highlight=False))
+    if as_json:
+        _print_json(result["metrics"])
+        return
+    sys.stdout.write((Path(out_dir) / "metrics.md").read_text())
+
+
+# -------------------------------------------------------------------------------------------- train
+experiment_app = typer.Typer(help="Application experiments: do generated images help a classifier or a forecaster?",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+_EXP_OUT_HELP = "Experiment folder to write (results.json, results.md, PNG plots); replaced only if it is an earlier experiment folder."
+_SEEDS_HELP = "Training seeds (seed, seed+1, ...); every number is given per seed and as mean ± std."
+_EPOCHS_HELP = "Training epochs; the epoch with the best balanced accuracy on the real val split is kept."
+_LAYERS_HELP = "DeiT transformer layers (DeiT-tiny has 12; 4 keeps the CPU cost down). Widths: hidden 192, 3 heads, MLP 768."
+_PATCH_HELP = "DeiT patch size in pixels (must divide the image size; 8 gives 64 tokens at 64 px)."
+
+
+def _experiment_config(cls, **kw):
+    return cls(**{k: v for k, v in kw.items() if v is not None})
+
+
+@experiment_app.command("augment")
+def experiment_augment(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder: train split trains, val selects the epoch, test scores.")],
+    generated: Annotated[Path, typer.Option("--generated", help="Samples folder whose requested classes fill the rare classes.")],
+    out_dir: Annotated[Path, typer.Option("--out", help=_EXP_OUT_HELP)],
+    seeds: Annotated[int, typer.Option(min=1, help=_SEEDS_HELP)] = 3,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help=_EPOCHS_HELP)] = 20,
+    target_per_class: Annotated[int | None, typer.Option("--target-per-class", min=1, help="Images per class after filling (default: the largest real class count of the train split).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = 5e-4,
+    layers: Annotated[int, typer.Option(min=1, help=_LAYERS_HELP)] = 4,
+    patch_size: Annotated[int, typer.Option("--patch-size", min=1, help=_PATCH_HELP)] = 8,
+    selection: Annotated[str, typer.Option(help="Kept epoch: best-val (best balanced accuracy on the val split) or last.")] = "best-val",
+    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per regime and seed.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
+) -> None:
+    """Train a DeiT on real only, real + classical augmentation, real + generated images; per-class test accuracy."""
+    from flaresynth.experiments.augment import RESULTS_MD, AugmentConfig, run_augment
+
+    cfg = _experiment_config(AugmentConfig, seeds=seeds, seed=seed, epochs=epochs, target_per_class=target_per_class,
+                             batch_size=batch_size, lr=lr, layers=layers, patch_size=patch_size, selection=selection,
+                             device=device)
+    result = run_augment(data, generated, out_dir, cfg, progress=progress and not as_json,
+                         log=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    if as_json:
+        _print_json(result["summary"])
+        return
+    sys.stdout.write((Path(out_dir) / RESULTS_MD).read_text())
+
+
+@experiment_app.command("forecast")
+def experiment_forecast(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder with the flare24 label (an ≥M flare peaks within 24 h).")],
+    out_dir: Annotated[Path, typer.Option("--out", help=_EXP_OUT_HELP)],
+    generated: Annotated[Path | None, typer.Option("--generated", help="Samples folder; its M, X (or high) images are added as positives. Without it only the real-data forecaster is trained.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help=_SEEDS_HELP)] = 3,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help=_EPOCHS_HELP)] = 20,
+    positive_fraction: Annotated[float, typer.Option("--positive-fraction", help="Add positives until they make this fraction of the training set (0.5: as many as negatives).")] = 0.5,
+    classical: Annotated[bool, typer.Option("--classical/--no-classical", help="Also train with classically augmented copies of real positives (same count).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = 5e-4,
+    layers: Annotated[int, typer.Option(min=1, help=_LAYERS_HELP)] = 4,
+    patch_size: Annotated[int, typer.Option("--patch-size", min=1, help=_PATCH_HELP)] = 8,
+    selection: Annotated[str, typer.Option(help="Kept epoch: best-val (best balanced accuracy = (TSS+1)/2 on the val split) or last.")] = "best-val",
+    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per regime and seed.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
+) -> None:
+    """Train a 24 h ≥M-flare forecaster with and without generated high-activity images; TSS, HSS, contingency table."""
+    from flaresynth.experiments.forecast import RESULTS_MD, ForecastConfig, run_forecast
+
+    cfg = _experiment_config(ForecastConfig, seeds=seeds, seed=seed, epochs=epochs, positive_fraction=positive_fraction,
+                             classical=classical, batch_size=batch_size, lr=lr, layers=layers, patch_size=patch_size,
+                             selection=selection, device=device)
+    result = run_forecast(data, out_dir, generated=generated, config=cfg, progress=progress and not as_json,
+                          log=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    if as_json:
+        _print_json(result["summary"])
+        return
+    sys.stdout.write((Path(out_dir) / RESULTS_MD).read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and of ``python -m flaresynth``."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -90,8 +90,9 @@ def open_samples(path: str | Path) -> SamplesFolder:
     manifest = read_json(path / MANIFEST_FILE)
     if manifest.get("format") != SAMPLES_FORMAT:
         raise input_error(path / MANIFEST_FILE, "format", f"{manifest.get('format')!r}, expected {SAMPLES_FORMAT!r}")
-    table = pd.read_csv(path / SAMPLES_TABLE, keep_default_na=False, na_values=["", "nan", "NaN"])
-    table["label"] = table["label"].fillna("").astype(str)
+    table = pd.read_csv(path / SAMPLES_TABLE, keep_default_na=False, na_values=["nan", "NaN"], dtype={"label": str})
+    if "label" not in table.columns:
+        raise input_error(path / SAMPLES_TABLE, "column 'label'", "missing")
     images = np.load(path / SAMPLES_FILE, mmap_mode="r")
     if images.ndim != 4 or images.shape[0] != len(table):
         raise input_error(path / SAMPLES_FILE, "array", f"{images.shape} does not match {len(table)} table rows")

@@ -1,0 +1,506 @@
+"""``flaresynth evaluate``: compare a samples folder with the real dataset it imitates.
+
+Reads a dataset folder (:mod:`flaresynth.dataset`) and a samples folder (:mod:`flaresynth.samples`) and
+writes, atomically, an evaluation folder::
+
+    EVAL/
+      metrics.json   every number, with settings, notes and per-class / per-cluster detail
+      metrics.md     the paper-shaped table: metric | generated | real-vs-real benchmark | ideal
+      judge/         the judge CNN, when it was trained here (reused by the next run into EVAL)
+      figures/       class_grid.png, std_maps.png, tsne_<encoder>.png, class_distribution.png
+
+``metrics.json["metrics"]`` maps each metric name to ``{"value", "std", "benchmark", "benchmark_std",
+"benchmark_kind", "ideal"}`` (``None`` where undefined). Names: ``CE_<enc>``, ``CD_<enc>``, ``CS_<enc>``,
+``FD_<enc>`` (``FID`` for Inception only), ``KID_<enc>`` for each encoder ``<enc>`` in ``domain``, ``effnet``,
+``clip``, ``dinov2``, ``inception``; ``F1_judge``, ``precision_judge``, ``recall_judge``, ``accuracy_judge``;
+the same four with ``_referee`` when the referee ran. ``details`` holds per-cluster values, per-class
+precision/recall/F1, confusion matrices, the encoders' weights hashes and the judge's training record.
+
+What is compared (Ramunno et al. 2024 §5, ``paper_spec.md``):
+
+* **Distribution metrics, per feature encoder** (:mod:`flaresynth.metrics.features`): cluster error,
+  distance and std (CE/CD/CS, :mod:`flaresynth.metrics.cluster`), Fréchet distance and KID
+  (:mod:`flaresynth.metrics.frechet`). The real images are those of ``--split`` (default ``test``: never seen
+  by the judge or, if the generator was trained on ``train``, by the generator). Every resampling splits them
+  into two random halves: half A is the reference; the generated set and half B (the **real-vs-real
+  benchmark**) are each compared with A at the same sample size ``min(|B|, N_generated)`` — FD is biased
+  upwards at small sizes, so only same-size numbers can be set side by side. Values are mean ± std over
+  ``--repeats`` resamplings (KID: the std is its spread over 100 random subsets, averaged over the
+  resamplings). ``FD_<encoder>_all`` (in ``details``) is the FD of all generated against all real images.
+* **Judge F1** (:mod:`flaresynth.metrics.judge`): a CNN trained on the real training split classifies the
+  generated images; precision / recall / F1 (macro over requested classes) against the *requested* class,
+  beside the same judge on the real test split (the ceiling).
+* **Physical referee** (simulated Sun only): ``flaresynth.sources.simulate.estimate_flux`` turns each image,
+  mapped back to DN/s, into an XRS-B flux; its GOES class against the requested one gives a second,
+  physics-based F1, beside the referee on the real test images.
+
+Image size: everything runs at the generated images' size. When the real images have another size they are
+brought to it through physical units: inverse intensity transform to DN/s, :func:`flaresynth.transforms.resize`
+(area-weighted mean when shrinking, bilinear when enlarging), forward transform — the same path a dataset
+built at that size would have taken. If the samples folder's intensity transform differs from the
+dataset's, the generated images are mapped into the dataset's model space the same way (DN/s in between).
+
+Requested classes: the ``label`` column of samples.csv; where ``requested_flux`` is given, its GOES class in
+the dataset's scheme is used instead and disagreements are counted in the notes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flaresynth import __version__
+from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.io import atomic_dir, read_json, write_json
+
+EVAL_FORMAT = "flaresynth-eval/1"
+METRICS_JSON = "metrics.json"
+METRICS_MD = "metrics.md"
+REFEREE_MODES = ("auto", "on", "off")
+
+#: Ideal value of each metric family.
+IDEAL = {"CE": 0.0, "CD": 1.0, "CS": 1.0, "FD": 0.0, "FID": 0.0, "KID": 0.0, "F1": 1.0, "precision": 1.0,
+         "recall": 1.0, "accuracy": 1.0}
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of one evaluation (all recorded in metrics.json)."""
+
+    features: list[str] = field(default_factory=lambda: ["domain"])
+    repeats: int = 5
+    clusters: int = 10
+    split: str = "test"
+    seed: int = 0
+    device: str = "cpu"
+    judge: str | None = None
+    referee: str = "auto"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    batch_size: int = 64
+    figures: bool = True
+    tsne_max_points: int = 1500
+    judge_max_epochs: int = 40
+
+    def validate(self) -> None:
+        from flaresynth.metrics.features import parse_feature_specs
+
+        self.features = parse_feature_specs(self.features)
+        if self.repeats < 1:
+            raise FlaresynthError(f"--repeats {self.repeats}: expected at least 1")
+        if self.clusters < 1:
+            raise FlaresynthError(f"--clusters {self.clusters}: expected at least 1")
+        if self.split not in ("train", "val", "test", "all"):
+            raise FlaresynthError(f"--split {self.split!r}: expected train, val, test or all")
+        if self.referee not in REFEREE_MODES:
+            raise FlaresynthError(f"--referee {self.referee!r}: expected one of {', '.join(REFEREE_MODES)}")
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def bring_to_size(images, transform, size: int, chunk: int = 256) -> np.ndarray:
+    """Model-space images (N, C, H, W) → the same at ``size``: inverse transform to DN/s, resize, forward."""
+    from flaresynth.transforms import resize
+
+    images = np.asarray(images)
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return np.asarray(images, dtype=np.float32)
+    out = np.empty((*images.shape[:2], size, size), dtype=np.float32)
+    for i in range(0, len(images), chunk):
+        out[i : i + chunk] = transform.forward(resize(transform.inverse(np.asarray(images[i : i + chunk])), size))
+    return out
+
+
+def requested_labels(samples, classes, scheme: str) -> tuple[np.ndarray, dict]:
+    """Requested class index of each generated image (-1: none), and notes on how it was obtained."""
+    from flaresynth.labels import flux_to_label_index
+
+    lookup = {c: i for i, c in enumerate(classes)}
+    table = samples.table
+    idx = np.array([lookup.get(str(c), -1) for c in table["label"].fillna("")], dtype=np.int64)
+    notes = {"from_label": int((idx >= 0).sum())}
+    if "requested_flux" in table.columns:
+        import pandas as pd
+
+        flux = pd.to_numeric(table["requested_flux"], errors="coerce").to_numpy(dtype=np.float64)
+        has = np.isfinite(flux) & (flux > 0)
+        from_flux = flux_to_label_index(np.where(has, flux, np.nan), scheme)
+        notes["from_requested_flux"] = int(has.sum())
+        notes["label_flux_disagree"] = int((has & (idx >= 0) & (idx != from_flux)).sum())
+        idx = np.where(has, from_flux, idx)
+    notes["without_class"] = int((idx < 0).sum())
+    return idx, notes
+
+
+def _check_compatible(ds, gs) -> None:
+    if list(gs.classes) != list(ds.classes):
+        raise input_error(gs.path / "manifest.json", "classes", f"{list(gs.classes)}, but the dataset {ds.path} has {list(ds.classes)}")
+    if gs.manifest.get("scheme", ds.scheme) != ds.scheme:
+        raise input_error(gs.path / "manifest.json", "scheme", f"{gs.manifest.get('scheme')!r}, but the dataset has {ds.scheme!r}")
+    if gs.images.shape[1] != ds.images.shape[1]:
+        raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset has {ds.images.shape[1]}")
+    if gs.images.shape[-1] != gs.images.shape[-2]:
+        raise input_error(gs.path / "samples.npy", "shape", f"{gs.images.shape[-2:]}: expected square images")
+
+
+def _generated_in_dataset_space(gs, ds) -> tuple[np.ndarray, str | None]:
+    from flaresynth.transforms import IntensityTransform
+
+    images = np.asarray(gs.images, dtype=np.float32)
+    g_t = IntensityTransform.from_dict(gs.manifest.get("transform", ds.manifest["transform"]), source=str(gs.path / "manifest.json"))
+    d_t = ds.transform()
+    if g_t.to_dict() == d_t.to_dict():
+        return images, None
+    return d_t.forward(g_t.inverse(images)), f"generated images mapped from transform {g_t.to_dict()} to the dataset's {d_t.to_dict()}"
+
+
+def _prepare_out(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier evaluation."""
+    if out.exists():
+        if not out.is_dir():
+            raise input_error(out, None, "exists and is not a folder")
+        if any(out.iterdir()) and not (out / METRICS_JSON).is_file():
+            raise input_error(out, None, "exists and is not an evaluation folder (no metrics.json); choose another --out")
+
+
+def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log) -> tuple[object, dict]:
+    """Load, reuse or train the judge; returns it and a note on where it came from."""
+    from flaresynth.metrics.judge import check_judge, load_judge, save_judge, train_judge
+
+    size = real_images.shape[-1]
+    if cfg.judge:
+        path = Path(cfg.judge)
+        if path.exists():
+            judge = load_judge(path, cfg.device)
+            check_judge(judge, ds, size)
+            return judge, {"source": "loaded", "path": str(path)}
+        judge = train_judge(ds, real_images, seed=cfg.seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs)
+        save_judge(judge, path)
+        return judge, {"source": "trained", "path": str(path)}
+    cached = out / "judge"
+    if cached.is_dir():
+        try:
+            judge = load_judge(cached, cfg.device)
+            check_judge(judge, ds, size)
+            shutil.copytree(cached, tmp / "judge")
+            judge.path = out / "judge"
+            return judge, {"source": "reused from the previous evaluation in this folder", "path": str(out / "judge")}
+        except FlaresynthError as exc:
+            if log:
+                log(f"not reusing {cached}: {exc}")
+    judge = train_judge(ds, real_images, seed=cfg.seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs)
+    save_judge(judge, tmp / "judge")
+    judge.path = out / "judge"
+    return judge, {"source": "trained", "path": str(out / "judge")}
+
+
+def _mean_std(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std())
+
+
+def _finite(x):
+    """JSON-safe number: None for missing or undefined (NaN) values."""
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _entry(value, std, benchmark, benchmark_std, family: str, benchmark_kind: str = "real vs real") -> dict:
+    """One metrics.json entry; ``None`` marks an undefined value (e.g. CS with no usable cluster)."""
+    return {"value": _finite(value), "std": _finite(std), "benchmark": _finite(benchmark),
+            "benchmark_std": _finite(benchmark_std), "benchmark_kind": benchmark_kind, "ideal": IDEAL[family]}
+
+
+def distribution_metrics(real_f, gen_f, plan, name: str, cfg: EvaluateConfig) -> tuple[dict, dict]:
+    """CE/CD/CS, FD and KID of one encoder's features; returns (metrics entries, details)."""
+    from flaresynth.metrics.cluster import cluster_metrics
+    from flaresynth.metrics.features import fd_metric_name
+    from flaresynth.metrics.frechet import frechet_distance, kernel_distance
+
+    fd = {"generated": [], "benchmark": []}
+    kid = {"generated": [], "benchmark": []}
+    kid_std = {"generated": [], "benchmark": []}
+    for r, p in enumerate(plan):
+        ref = real_f[p["reference"]]
+        for which, other in (("generated", gen_f[p["generated"]]), ("benchmark", real_f[p["benchmark"]])):
+            fd[which].append(frechet_distance(ref, other))
+            m, s = kernel_distance(ref, other, cfg.kid_subsets, cfg.kid_subset_size, seed=cfg.seed + r)
+            kid[which].append(m)
+            kid_std[which].append(s)
+    clusters = cluster_metrics(real_f, gen_f, k=cfg.clusters, seed=cfg.seed, plan=plan)
+    metrics = {}
+    one = len(plan) == 1  # a spread over one resampling is undefined, not 0
+    for m in ("CE", "CD", "CS"):
+        g, b = clusters["generated"][m], clusters["benchmark"][m]
+        metrics[f"{m}_{name}"] = _entry(g["mean"], None if one else g["std"], b["mean"], None if one else b["std"], m)
+    fd_name = fd_metric_name(name)
+    (g, gs), (b, bs) = _mean_std(fd["generated"]), _mean_std(fd["benchmark"])
+    metrics[fd_name] = _entry(g, None if one else gs, b, None if one else bs, "FD")
+    metrics[f"KID_{name}"] = _entry(float(np.mean(kid["generated"])), float(np.mean(kid_std["generated"])),
+                                    float(np.mean(kid["benchmark"])), float(np.mean(kid_std["benchmark"])), "KID")
+    details = {
+        "clusters": clusters,
+        "FD_per_resampling": fd,
+        "KID_per_resampling": kid,
+        f"{fd_name}_all": frechet_distance(real_f, gen_f),
+    }
+    return metrics, details
+
+
+def _classification_entries(suffix: str, gen_report: dict, real_report: dict | None, kind: str) -> dict:
+    out = {}
+    for key, family in (("f1", "F1"), ("precision", "precision"), ("recall", "recall"), ("accuracy", "accuracy")):
+        bench = real_report[key] if real_report else None
+        out[f"{family}_{suffix}"] = _entry(gen_report[key], None, bench, None, family, benchmark_kind=kind)
+    return out
+
+
+def _simulated_source(ds) -> bool:
+    """True when the dataset's image store is a zarr root with attribute ``flaresynth_simulated`` = true."""
+    src = (ds.manifest.get("sources") or {}).get("images")
+    if not src or not Path(str(src)).exists():
+        return False
+    try:
+        import zarr
+
+        return bool(zarr.open_group(str(src), mode="r").attrs.get("flaresynth_simulated", False))
+    except Exception:  # not a zarr store (FITS folder) or unreadable: not known to be simulated
+        return False
+
+
+def _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, mode: str) -> tuple[dict, dict, str | None]:
+    """Physics-based F1 from the simulated Sun's flux estimator; returns (metrics, details, note)."""
+    from flaresynth.labels import flux_to_label_index
+    from flaresynth.metrics.classification import classification_report
+
+    if mode == "off":
+        return {}, {}, "referee off (--referee off)"
+    if mode == "auto" and not _simulated_source(ds):
+        return {}, {}, "referee skipped: the dataset's image store is not marked flaresynth_simulated"
+    try:
+        estimate_flux = importlib.import_module("flaresynth.sources.simulate").estimate_flux
+    except (ImportError, AttributeError) as exc:
+        if mode == "on":
+            raise FlaresynthError(f"--referee on: flaresynth.sources.simulate.estimate_flux is not available ({exc})") from None
+        return {}, {}, f"referee skipped: flaresynth.sources.simulate.estimate_flux not available ({exc})"
+    transform = ds.transform()
+
+    def classify(images):
+        # a flux with no class (NaN, <= 0) stays -1: a wrong prediction for every class
+        dn = transform.inverse(np.asarray(images[:, 0], dtype=np.float32))
+        flux = np.asarray(estimate_flux(dn), dtype=np.float64).reshape(len(images))
+        return flux_to_label_index(flux, ds.scheme), flux
+
+    has = y_gen >= 0
+    if not has.any():
+        return {}, {}, "referee skipped: no generated image has a requested class"
+    pred_gen, flux_gen = classify(gen_images[has])
+    gen_report = classification_report(y_gen[has], pred_gen, ds.classes)
+    real_report = None
+    if len(test_idx):
+        pred_real, _ = classify(real_images[test_idx])
+        real_report = classification_report(y_real[test_idx], pred_real, ds.classes)
+    details = {"generated": gen_report, "real_test": real_report,
+               "generated_flux_quantiles": np.quantile(flux_gen, [0.05, 0.5, 0.95]).tolist() if len(flux_gen) else None}
+    return _classification_entries("referee", gen_report, real_report, "real test split"), details, None
+
+
+# ---------------------------------------------------------------------------------------------- main
+def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: EvaluateConfig | None = None, log=None) -> dict:
+    """Evaluate a samples folder against a dataset folder; write EVAL (see the module docstring).
+
+    Returns the content of metrics.json.
+    """
+    from flaresynth.dataset import open_dataset
+    from flaresynth.metrics.classification import classification_report
+    from flaresynth.metrics.cluster import resampling_plan
+    from flaresynth.metrics.features import make_encoder
+    from flaresynth.samples import open_samples
+
+    cfg = config or EvaluateConfig()
+    cfg.validate()
+    t0 = time.perf_counter()
+    out = Path(out)
+    ds = open_dataset(real)
+    gs = open_samples(generated)
+    _check_compatible(ds, gs)
+    _prepare_out(out)
+    notes: list[str] = []
+
+    size = int(gs.images.shape[-1])
+    real_images = bring_to_size(ds.images, ds.transform(), size)
+    if ds.image_size != size:
+        notes.append(f"real images brought from {ds.image_size} px to the generated {size} px "
+                     "(inverse transform to DN/s, flaresynth.transforms.resize, forward transform)")
+    gen_images, mapped = _generated_in_dataset_space(gs, ds)
+    if mapped:
+        notes.append(mapped)
+    y_gen, label_notes = requested_labels(gs, ds.classes, ds.scheme)
+    if label_notes.get("label_flux_disagree"):
+        notes.append(f"{label_notes['label_flux_disagree']} samples.csv labels disagree with their requested_flux; the flux's class was used")
+    if label_notes["without_class"]:
+        notes.append(f"{label_notes['without_class']} generated images have no requested class: left out of the judge F1")
+    y_real = ds.label_index()
+    eval_idx = ds.split_indices(None if cfg.split == "all" else cfg.split)
+    test_idx = ds.split_indices("test")
+    plan = resampling_plan(len(eval_idx), len(gen_images), cfg.repeats, cfg.seed)
+
+    # the pretrained encoders first, so a wrong path fails before minutes of judge training
+    encoders = {spec: make_encoder(spec, device=cfg.device) for spec in cfg.features if spec != "domain"}
+    with atomic_dir(out, overwrite=True) as tmp:
+        judge, judge_note = _judge_for(ds, real_images, cfg, out, tmp, log)
+        metrics: dict = {}
+        details: dict = {"encoders": {}}
+        features = {}
+        for spec in cfg.features:
+            encoder = encoders.get(spec) or make_encoder(spec, device=cfg.device, judge=judge)
+            if log:
+                log(f"features: {encoder.spec} ({encoder.dim}-d)")
+            real_f = encoder.encode(real_images[eval_idx], cfg.batch_size)
+            gen_f = encoder.encode(gen_images, cfg.batch_size)
+            features[encoder.name] = (real_f, gen_f)
+            entries, det = distribution_metrics(real_f, gen_f, plan, encoder.name, cfg)
+            metrics.update(entries)
+            details["encoders"][encoder.name] = {"encoder": encoder.info(), **det}
+            k_used = det["clusters"]["k"]
+            if k_used < cfg.clusters and not any("k-means" in n for n in notes):
+                notes.append(f"k-means with K = {k_used} instead of {cfg.clusters}: the reference half has only "
+                             f"{det['clusters']['n_reference']} images (at least 10 per cluster)")
+
+        has = y_gen >= 0
+        # an unconditional generator requests no class: its judge scores are undefined (None), not an error
+        gen_pred = judge.predict(gen_images[has]) if has.any() else np.zeros(0, dtype=np.int64)
+        gen_report = classification_report(y_gen[has], gen_pred, ds.classes)
+        real_report = classification_report(y_real[test_idx], judge.predict(real_images[test_idx]), ds.classes) if len(test_idx) else None
+        metrics.update(_classification_entries("judge", gen_report, real_report, "real test split (judge ceiling)"))
+        details["judge"] = {**judge_note, "generated": gen_report, "real_test": real_report,
+                            "training": judge.meta.get("training"), "architecture": judge.meta.get("architecture")}
+
+        ref_metrics, ref_details, ref_note = _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, cfg.referee)
+        metrics.update(ref_metrics)
+        details["referee"] = ref_details or {"note": ref_note}
+        if ref_note:
+            notes.append(ref_note)
+
+        figures = {}
+        if cfg.figures:
+            figures = _figures(tmp / "figures", ds, real_images, eval_idx, y_real, gen_images, y_gen, features, cfg, gs)
+        result = {
+            "format": EVAL_FORMAT,
+            "real": {"path": str(ds.path), "data_hash": ds.manifest.get("data_hash"), "split": cfg.split,
+                     "n_split": int(len(eval_idx)), "n_test": int(len(test_idx)), "image_size": ds.image_size,
+                     "evaluated_at_size": size, "scheme": ds.scheme, "classes": list(ds.classes)},
+            "generated": {"path": str(gs.path), "n": int(len(gen_images)), "generator": gs.manifest.get("generator"),
+                          "counts": {c: int((y_gen == i).sum()) for i, c in enumerate(ds.classes)}, "labels": label_notes},
+            "settings": asdict(cfg),
+            "resampling": {"repeats": len(plan), "reference_size": int(len(plan[0]["reference"])),
+                           "evaluated_size": int(len(plan[0]["generated"])),
+                           "method": "random disjoint halves of the real split: A = reference, B = benchmark; "
+                                     "generated and B drawn to the same size; mean ± std over resamplings"},
+            "metrics": metrics,
+            "details": details,
+            "figures": {k: str(Path("figures") / Path(v).name) for k, v in figures.items()},
+            "notes": notes,
+            "versions": {"flaresynth": __version__, "python": platform.python_version(), **_versions()},
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        write_json(tmp / METRICS_JSON, result)
+        (tmp / METRICS_MD).write_text(metrics_markdown(result))
+    return result
+
+
+def _figures(folder: Path, ds, real_images, eval_idx, y_real, gen_images, y_gen, features, cfg, gs) -> dict:
+    from flaresynth import figures as F
+
+    paths = {}
+    real_sel, real_y = real_images[eval_idx], y_real[eval_idx]
+    paths["class_grid"] = F.class_grid(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "class_grid.png", seed=cfg.seed)
+    paths["std_maps"] = F.std_maps(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "std_maps.png")
+    for name, (rf, gf) in features.items():
+        paths[f"tsne_{name}"] = F.tsne_figure(rf, real_y, gf, y_gen, ds.classes, folder / f"tsne_{name}.png",
+                                              title=f"t-SNE of {name} features ({cfg.split} split and generated)",
+                                              seed=cfg.seed, max_points=cfg.tsne_max_points)
+        break  # one t-SNE (the first encoder): the slowest figure, and one is enough to look at
+    counts = ds.manifest.get("counts") or {}
+    gen_counts = {c: int((y_gen == i).sum()) for i, c in enumerate(ds.classes)}
+    paths["class_distribution"] = F.class_distribution(counts, ds.classes, folder / "class_distribution.png", generated=gen_counts,
+                                                       title=f"Images per class: {ds.path.name} and {gs.path.name}")
+    return paths
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    v = {}
+    for pkg in ("numpy", "torch", "scikit-learn", "transformers", "efficientnet-lite-pytorch"):
+        try:
+            v[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return v
+
+
+def _fmt(value, std=None) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    text = f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+    if std is not None and np.isfinite(std):
+        text += f" ± {std:.3g}" if abs(std) < 1e-3 and std != 0 else f" ± {std:.3f}"
+    return text
+
+
+def metrics_markdown(result: dict) -> str:
+    """The paper-shaped table (rows CE/CD/CS per encoder, FD, KID, then F1/precision/recall)."""
+    m = result["metrics"]
+    encoders = list(result["details"]["encoders"])
+    order = []
+    for fam in ("CE", "CD", "CS"):
+        order += [f"{fam}_{e}" for e in encoders]
+    order += [("FID" if e == "inception" else f"FD_{e}") for e in encoders]
+    order += [f"KID_{e}" for e in encoders]
+    for who in ("judge", "referee"):
+        order += [f"{fam}_{who}" for fam in ("F1", "precision", "recall", "accuracy")]
+    order += [k for k in m if k not in order]
+    lines = [
+        f"# Evaluation: {Path(result['generated']['path']).name} vs {Path(result['real']['path']).name}",
+        "",
+        f"{result['generated']['n']} generated images vs the real `{result['real']['split']}` split "
+        f"({result['real']['n_split']} images), at {result['real']['evaluated_at_size']} px. "
+        f"Distribution metrics: {result['resampling']['repeats']} resamplings, reference = a random half of the real "
+        f"split ({result['resampling']['reference_size']} images), generated and real-vs-real benchmark both "
+        f"{result['resampling']['evaluated_size']} images; mean ± std.",
+        "",
+        "| Metric | Generated | Benchmark | Ideal |",
+        "|---|---|---|---|",
+    ]
+    for name in order:
+        if name not in m:
+            continue
+        e = m[name]
+        lines.append(f"| {name} | {_fmt(e['value'], e['std'])} | {_fmt(e['benchmark'], e['benchmark_std'])} | {_fmt(e['ideal'])} |")
+    lines += [
+        "",
+        "Benchmark: real vs real (two disjoint halves of the real split) for CE/CD/CS/FD/KID; the same classifier on "
+        "the real test split (the ceiling) for F1/precision/recall/accuracy. Ramunno et al.'s real-vs-real benchmark: "
+        "CE 0.002, CD 1.001, CS 0.998.",
+        "Judge F1 is macro over the requested classes. Only Inception features may be called FID; FD_<encoder> "
+        "values of different encoders are not comparable with each other or with published FIDs.",
+    ]
+    if result.get("notes"):
+        lines += ["", "Notes:", *[f"- {n}" for n in result["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def load_evaluation(path: str | Path) -> dict:
+    """Read an evaluation folder's metrics.json (for reports)."""
+    p = Path(path) / METRICS_JSON
+    if not p.is_file():
+        raise input_error(p, None, "missing: not an evaluation folder (make one with `flaresynth evaluate`)")
+    result = read_json(p)
+    if result.get("format") != EVAL_FORMAT:
+        raise input_error(p, "format", f"{result.get('format')!r}, expected {EVAL_FORMAT!r}")
+    return result

@@ -1,0 +1,500 @@
+"""Experiment 1: does filling rare classes with generated images help a classifier more than classical augmentation?
+
+Ramunno et al. 2024 (§6.1 of ``paper_spec.md``; AGU-2023 slide 8) train a DeiT to classify flare images under three
+regimes and compare the average accuracy per class. We do the same, with every unpublished choice documented:
+
+* **regimes** (all on the SAME real training split, tested on the SAME real test split, never on generated
+  images):
+
+  1. ``real`` — the real training images only (imbalanced, as the Sun makes them);
+  2. ``classical`` — real + copies of real images of each class, each copy randomly flipped (left-right and
+     up-down, each with probability ½), rotated by a uniform angle in ±10° and brightened by a log-uniform
+     factor in [1/1.2, 1.2], until every class holds ``target`` images;
+  3. ``generated`` — real + generated images whose *requested* class is that class, until every class holds
+     ``target`` images.
+
+* **target** = ``--target-per-class``, by default the largest real class count of the training split, so
+  regimes 2 and 3 are balanced and see exactly the same number of images per class and per epoch (the fair
+  comparison is 2 vs 3; regime 1 sees fewer steps per epoch). A class with more real images than the target
+  keeps all of them (real images are never dropped). A class that cannot be filled (no real image to augment,
+  no generated image of it) stays short, and the notes say so.
+* **drawing** (seeded by the run's seed): images are drawn without replacement while the pool lasts; if a
+  class needs more than the pool holds the pool is reused (a fresh permutation each pass) and the number of
+  distinct images is recorded, so over-reuse of a small samples folder is visible.
+* **classical augmentation** runs in physical units, with torch ops (no torchvision): model space → DN/s
+  (the dataset's inverse intensity transform), flips, rotation by ``affine_grid``/``grid_sample`` (bilinear;
+  the corners that enter the frame are 0 DN/s, i.e. the clip floor, as off-disk sky), brightness × factor,
+  back to model space (which clips to the transform's [lo, hi]). Flipped Suns rotate the wrong way and have
+  their poles swapped — it is the textbook baseline the paper compares against, not a physical model.
+* **generated images** come from a samples folder (:mod:`flaresynth.samples`); their requested class is the
+  ``label`` column, or the class of ``requested_flux`` where the label is empty. If their intensity transform or
+  size differs from the dataset's they are mapped into the dataset's model space through DN/s: inverse
+  transform → :func:`flaresynth.transforms.resize` (area mean when shrinking, bilinear when enlarging) →
+  the dataset's forward transform — the path a dataset built at that size would have taken.
+
+Classifier, training and model selection: :mod:`flaresynth.experiments.classifier`. Scores:
+:mod:`flaresynth.experiments.stats`. Output (written atomically)::
+
+    EXP/
+      results.json            every number: per seed and regime, and mean ± std over seeds; counts; settings
+      results.md              the table (per-class accuracy, balanced accuracy, macro-F1) as mean ± std
+      per_class_accuracy.png  the paper's bar chart: accuracy per class, three regimes, error bars = std
+      confusion.png           row-normalised mean confusion matrix of each regime
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flaresynth import __version__
+from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.experiments.classifier import ExperimentConfig, n_parameters, prepare_out, run_regimes
+from flaresynth.io import atomic_dir, write_json
+
+EXPERIMENT_FORMAT = "flaresynth-experiment/1"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+REGIMES = ("real", "classical", "generated")
+REGIME_TITLES = {
+    "real": "Only true data",
+    "classical": "True + classical augmentation",
+    "generated": "True + generated data",
+}
+#: Where each training image came from (``TrainingSet.origin``).
+ORIGINS = ("real", "classical", "generated")
+
+
+# ------------------------------------------------------------------------------------------ generated images
+def check_samples(gs, ds) -> None:
+    """One-line errors when a samples folder cannot feed a classifier of this dataset."""
+    classes = list(ds.classes)
+    extra = [c for c in gs.classes if c not in classes]
+    if extra:
+        raise input_error(gs.path / "manifest.json", "classes", f"{extra[0]!r} is not a class of the dataset {ds.path} ({', '.join(classes)})")
+    labels = sorted({str(c) for c in gs.table["label"]} - {""} - set(classes))
+    if labels:
+        raise input_error(gs.path / "samples.csv", "label", f"{labels[0]!r} is not a class of the dataset {ds.path} ({', '.join(classes)})")
+    if gs.images.shape[1] != ds.images.shape[1]:
+        raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset {ds.path} has {ds.images.shape[1]}")
+    if gs.images.shape[-1] != gs.images.shape[-2]:
+        raise input_error(gs.path / "samples.npy", "shape", f"{tuple(gs.images.shape[-2:])}: expected square images")
+    if len(gs.images) == 0:
+        raise input_error(gs.path / "samples.npy", None, "holds no image")
+
+
+def requested_class_index(gs, classes, scheme: str) -> np.ndarray:
+    """Dataset class index of each generated image's requested class: its label, else its requested flux's class.
+
+    -1 where neither is given.
+    """
+    from flaresynth.labels import flux_to_label_index
+
+    lookup = {c: i for i, c in enumerate(classes)}
+    labels = gs.table["label"].fillna("").astype(str).to_numpy()
+    idx = np.array([lookup.get(c, -1) for c in labels], dtype=np.int64)
+    if "requested_flux" in gs.table.columns:
+        import pandas as pd
+
+        flux = pd.to_numeric(gs.table["requested_flux"], errors="coerce").to_numpy(dtype=np.float64)
+        from_flux = flux_to_label_index(np.where(np.isfinite(flux) & (flux > 0), flux, np.nan), scheme)
+        idx = np.where((labels == "") & (from_flux >= 0), from_flux, idx)
+    return idx
+
+
+class GeneratedPool:
+    """The generated images of a samples folder, mapped on demand into a dataset's model space and size."""
+
+    def __init__(self, gs, ds):
+        from flaresynth.transforms import IntensityTransform
+
+        self.gs = gs
+        self.size = ds.image_size
+        self.labels = requested_class_index(gs, ds.classes, ds.scheme)
+        self.source_transform = IntensityTransform.from_dict(
+            gs.manifest.get("transform", ds.manifest["transform"]), source=str(gs.path / "manifest.json"))
+        self.target_transform = ds.transform()
+        self.notes: list[str] = []
+        same_transform = self.source_transform.to_dict() == self.target_transform.to_dict()
+        self.identity = same_transform and gs.images.shape[-1] == self.size
+        if not same_transform:
+            self.notes.append(f"generated images mapped from transform {self.source_transform.to_dict()} to the "
+                              f"dataset's {self.target_transform.to_dict()} (through DN/s)")
+        if gs.images.shape[-1] != self.size:
+            self.notes.append(f"generated images resized from {gs.images.shape[-1]} to the dataset's {self.size} px "
+                              "(inverse transform to DN/s, flaresynth.transforms.resize, forward transform)")
+
+    def take(self, indices: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """float32 (len(indices), C, size, size) images in the dataset's model space."""
+        from flaresynth.transforms import resize
+
+        indices = np.asarray(indices, dtype=np.int64)
+        c = self.gs.images.shape[1]
+        out = np.empty((len(indices), c, self.size, self.size), dtype=np.float32)
+        for start in range(0, len(indices), chunk):
+            x = np.asarray(self.gs.images[indices[start : start + chunk]], dtype=np.float32)
+            if not self.identity:
+                x = self.target_transform.forward(resize(self.source_transform.inverse(x), self.size))
+            out[start : start + len(x)] = x
+        return out
+
+
+# ----------------------------------------------------------------------------------- classical augmentation
+@dataclass
+class ClassicalAugmentation:
+    """Random flips, small rotations and brightness changes (see the module docstring)."""
+
+    flips: bool = True
+    rotation_deg: float = 10.0
+    brightness: float = 0.2  # factor drawn log-uniformly in [1/(1+b), 1+b]
+
+
+def classical_augment(x, transform, params: ClassicalAugmentation, generator):
+    """Augmented copies of model-space images ``x`` (torch float32 (N, C, H, W)), drawn with ``generator``.
+
+    Works in DN/s through ``transform`` (an :class:`~flaresynth.transforms.IntensityTransform`) so that the
+    rotation interpolates intensities, not logarithms, and brightness is a multiplicative factor.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    dn = transform.inverse(x).to(torch.float32)
+    if params.flips:
+        h = torch.rand(n, generator=generator) < 0.5
+        v = torch.rand(n, generator=generator) < 0.5
+        dn = torch.where(h[:, None, None, None], dn.flip(-1), dn)
+        dn = torch.where(v[:, None, None, None], dn.flip(-2), dn)
+    if params.rotation_deg:
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(params.rotation_deg)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta, list(dn.shape), align_corners=False)
+        dn = F.grid_sample(dn, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if params.brightness:
+        log_b = math.log(1.0 + params.brightness)
+        factor = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * log_b)
+        dn = dn * factor[:, None, None, None]
+    return transform.forward(dn)
+
+
+# ------------------------------------------------------------------------------------------- training sets
+@dataclass
+class TrainingSet:
+    """The training images of one regime: real ones first, then the added ones."""
+
+    regime: str
+    images: np.ndarray  # float32 (N, C, H, W), model space
+    labels: np.ndarray  # int64 class index
+    origin: np.ndarray  # int8 index into ORIGINS
+    source: np.ndarray  # dataset row (real, classical: the augmented original) or samples row (generated)
+
+    def counts(self, n_classes: int) -> dict:
+        """Images per class index, by origin (lists of length n_classes)."""
+        return {o: np.bincount(self.labels[self.origin == i], minlength=n_classes).tolist() for i, o in enumerate(ORIGINS)}
+
+
+def draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` items of ``pool``: a random permutation, repeated (each pass freshly shuffled) if ``n > len(pool)``."""
+    pool = np.asarray(pool)
+    if n <= 0:
+        return pool[:0]
+    if len(pool) == 0:
+        raise ValueError("cannot draw from an empty pool")
+    passes = [rng.permutation(pool) for _ in range(math.ceil(n / len(pool)))]
+    return np.concatenate(passes)[:n]
+
+
+def fill_counts(real_counts, target: int) -> np.ndarray:
+    """Images to add per class so each reaches ``target`` (0 where the real count already reaches it)."""
+    return np.maximum(0, int(target) - np.asarray(real_counts, dtype=np.int64))
+
+
+def make_training_sets(
+    ds,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    needed: np.ndarray,
+    regimes,
+    seed: int,
+    pool: GeneratedPool | None = None,
+    pool_labels: np.ndarray | None = None,
+    augmentation: ClassicalAugmentation | None = None,
+    real_images: np.ndarray | None = None,
+) -> dict[str, TrainingSet]:
+    """The training set of each regime for one seed.
+
+    Parameters
+    ----------
+    ds : the dataset folder (for its images and intensity transform).
+    rows, labels : dataset rows of the real training images and their class index (the same for every regime).
+    needed : images to add per class index (regimes ``classical`` and ``generated``).
+    pool, pool_labels : generated images and the class index each may fill (-1: none); needed for ``generated``.
+    real_images : ``ds.images[rows]`` if already loaded (saves reading it again for every seed).
+    """
+    import torch
+
+    augmentation = augmentation or ClassicalAugmentation()
+    rows = np.asarray(rows, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    x_real = np.asarray(ds.images[rows], dtype=np.float32) if real_images is None else real_images
+    sets: dict[str, TrainingSet] = {}
+    for regime in regimes:
+        added_x, added_y, added_src = [], [], []
+        if regime == "classical":
+            rng = np.random.default_rng([seed, 1])
+            gen = torch.Generator().manual_seed(int(seed))
+            transform = ds.transform()
+            for c, n in enumerate(needed):
+                have = np.flatnonzero(labels == c)
+                if n <= 0 or len(have) == 0:
+                    continue
+                pick = draw(have, int(n), rng)
+                for start in range(0, len(pick), 256):
+                    part = torch.from_numpy(x_real[pick[start : start + 256]])
+                    added_x.append(classical_augment(part, transform, augmentation, gen).numpy())
+                added_y.append(np.full(len(pick), c, dtype=np.int64))
+                added_src.append(rows[pick])
+        elif regime == "generated":
+            if pool is None or pool_labels is None:
+                raise ValueError("the 'generated' regime needs a pool of generated images")
+            rng = np.random.default_rng([seed, 2])
+            for c, n in enumerate(needed):
+                have = np.flatnonzero(pool_labels == c)
+                if n <= 0 or len(have) == 0:
+                    continue
+                pick = draw(have, int(n), rng)
+                added_x.append(pool.take(pick))
+                added_y.append(np.full(len(pick), c, dtype=np.int64))
+                added_src.append(pick)
+        elif regime != "real":
+            raise ValueError(f"unknown regime {regime!r}")
+        n_added = sum(len(y) for y in added_y)
+        origin = np.concatenate([np.zeros(len(rows), np.int8), np.full(n_added, ORIGINS.index(regime), np.int8)])
+        sets[regime] = TrainingSet(
+            regime=regime,
+            images=np.concatenate([x_real, *added_x]) if added_x else x_real,
+            labels=np.concatenate([labels, *added_y]),
+            origin=origin,
+            source=np.concatenate([rows, *added_src]),
+        )
+    return sets
+
+
+def fill_report(labels, needed, pool_labels, classes, regimes) -> tuple[dict, list[str]]:
+    """Per regime and class: real, added and distinct added images; plus notes on classes left short."""
+    labels = np.asarray(labels)
+    real = np.bincount(labels, minlength=len(classes))
+    info, notes = {}, []
+    for regime in regimes:
+        available = (real if regime == "classical" else
+                     np.bincount(pool_labels[pool_labels >= 0], minlength=len(classes)) if regime == "generated" and pool_labels is not None
+                     else np.zeros(len(classes), dtype=np.int64))
+        added = np.where(available > 0, needed, 0) if regime != "real" else np.zeros(len(classes), dtype=np.int64)
+        distinct = np.minimum(added, available)
+        info[regime] = {
+            "title": REGIME_TITLES.get(regime, regime),
+            "real": {c: int(real[i]) for i, c in enumerate(classes)},
+            "added": {c: int(added[i]) for i, c in enumerate(classes)},
+            "added_distinct": {c: int(distinct[i]) for i, c in enumerate(classes)},
+            "total": {c: int(real[i] + added[i]) for i, c in enumerate(classes)},
+            "n_real": int(real.sum()),
+            "n_added": int(added.sum()),
+        }
+        for i, c in enumerate(classes):
+            if regime != "real" and needed[i] > 0 and available[i] == 0:
+                what = "real training image to augment" if regime == "classical" else "generated image requested as it"
+                notes.append(f"{regime}: class {c} has no {what}; left at {int(real[i])} instead of {int(real[i] + needed[i])}")
+            elif regime == "generated" and added[i] > distinct[i]:
+                notes.append(f"generated: class {c} needed {int(added[i])} images but the samples folder holds "
+                             f"{int(distinct[i])}; each was reused up to {math.ceil(added[i] / distinct[i])} times")
+    return info, notes
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class AugmentConfig(ExperimentConfig):
+    """Settings of the augmentation experiment (plus those of :class:`ExperimentConfig`)."""
+
+    target_per_class: int | None = None
+    augmentation: ClassicalAugmentation = field(default_factory=ClassicalAugmentation)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.target_per_class is not None and self.target_per_class < 1:
+            raise FlaresynthError(f"--target-per-class {self.target_per_class}: expected at least 1")
+
+
+def run_augment(data, generated, out, config: AugmentConfig | None = None, progress: bool = True, log=None) -> dict:
+    """Run the augmentation experiment and write EXP (see the module docstring); returns results.json's content.
+
+    Parameters
+    ----------
+    data : dataset folder (its train split trains, its val split selects the epoch, its test split scores).
+    generated : samples folder whose requested classes are classes of the dataset.
+    out : experiment folder to write (replaced only if it is an earlier experiment folder).
+    """
+    from flaresynth.dataset import open_dataset
+    from flaresynth.experiments.stats import aggregate_classification, classification_scores
+    from flaresynth.samples import open_samples
+
+    cfg = config or AugmentConfig()
+    cfg.validate()
+    t0 = time.perf_counter()
+    out = Path(out)
+    ds = open_dataset(data)
+    gs = open_samples(generated)
+    check_samples(gs, ds)
+    prepare_out(out, RESULTS_JSON)
+    classes = list(ds.classes)
+    k = len(classes)
+    spec = cfg.spec(ds.image_size, ds.images.shape[1], k)
+    spec.validate()
+    y_all = ds.label_index()
+    train, val, test = (ds.split_indices(s) for s in ("train", "val", "test"))
+    if len(train) == 0 or len(test) == 0:
+        raise input_error(ds.path / "labels.csv", "split", f"{len(train)} train and {len(test)} test images: need both")
+    real_counts = np.bincount(y_all[train], minlength=k)
+    target = int(cfg.target_per_class or real_counts.max())
+    needed = fill_counts(real_counts, target)
+    pool = GeneratedPool(gs, ds)
+    regimes_info, notes = fill_report(y_all[train], needed, pool.labels, classes, REGIMES)
+    notes = pool.notes + notes
+    if (pool.labels < 0).any():
+        notes.append(f"{int((pool.labels < 0).sum())} generated images have no requested class and were not used")
+    if log:
+        for n in notes:
+            log(n)
+    x_real = np.asarray(ds.images[train], dtype=np.float32)
+    val_xy = (np.asarray(ds.images[val], dtype=np.float32), y_all[val])
+    test_xy = (np.asarray(ds.images[test], dtype=np.float32), y_all[test])
+
+    def make_sets(seed):
+        return make_training_sets(ds, train, y_all[train], needed, REGIMES, seed, pool=pool, pool_labels=pool.labels,
+                                  augmentation=cfg.augmentation, real_images=x_real)
+
+    runs = run_regimes(make_sets, list(REGIMES), spec, cfg, val_xy, test_xy,
+                       lambda yt, yp: classification_scores(yt, yp, classes), progress=progress)
+    summary = {r: aggregate_classification([x["scores"] for x in runs if x["regime"] == r], classes) for r in REGIMES}
+    for r in REGIMES:
+        summary[r]["seconds_per_epoch"] = _mean([x["training"]["seconds_per_epoch"] for x in runs if x["regime"] == r])
+
+    from flaresynth.experiments.classifier import build_classifier
+
+    result = {
+        "format": EXPERIMENT_FORMAT,
+        "experiment": "augment",
+        "data": _data_info(ds, y_all, classes),
+        "generated": {"path": str(gs.path), "n": int(len(gs.images)), "generator": gs.manifest.get("generator"),
+                      "size": int(gs.images.shape[-1]),
+                      "available": {c: int((pool.labels == i).sum()) for i, c in enumerate(classes)}},
+        "target_per_class": target,
+        "regimes": regimes_info,
+        "settings": asdict(cfg),
+        "model": {"architecture": "transformers.DeiTForImageClassification", **asdict(spec),
+                  "parameters": n_parameters(build_classifier(spec, 0))},
+        "selection": "best epoch by balanced accuracy on the real val split" if len(val) and cfg.selection == "best-val"
+                     else "last epoch",
+        "runs": runs,
+        "summary": summary,
+        "notes": notes,
+        "versions": versions(),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    from flaresynth.experiments import plots
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        figures = {
+            "per_class_accuracy": plots.per_class_accuracy(summary, classes, REGIMES, REGIME_TITLES, tmp / "per_class_accuracy.png",
+                                                           title=f"Average accuracy per class ({cfg.seeds} seeds, test split)",
+                                                           support=result["data"]["counts"]["test"]),
+            "confusion": plots.confusion_matrices(summary, classes, REGIMES, REGIME_TITLES, tmp / "confusion.png"),
+        }
+        result["figures"] = {k_: Path(v).name for k_, v in figures.items()}
+        write_json(tmp / RESULTS_JSON, result)
+        (tmp / RESULTS_MD).write_text(augment_markdown(result))
+    return result
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _data_info(ds, y_all, classes) -> dict:
+    return {
+        "path": str(ds.path),
+        "data_hash": ds.manifest.get("data_hash"),
+        "scheme": ds.scheme,
+        "classes": list(classes),
+        "image_size": ds.image_size,
+        "channels": ds.channels,
+        "counts": {s: {c: int((y_all[ds.split_indices(s)] == i).sum()) for i, c in enumerate(classes)}
+                   for s in ("train", "val", "test")},
+    }
+
+
+def versions() -> dict:
+    """Versions of the packages behind the numbers (recorded in results.json)."""
+    import importlib.metadata as md
+
+    v = {"flaresynth": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "torch", "transformers"):
+        try:
+            v[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return v
+
+
+def fmt(stat: dict, percent: bool = False, digits: int = 3) -> str:
+    """``mean ± std`` of a :func:`~flaresynth.experiments.stats.mean_std` dict; "undefined" without a value."""
+    if stat is None or stat.get("mean") is None:
+        return "undefined"
+    scale, unit = (100.0, " %") if percent else (1.0, "")
+    d = 1 if percent else digits
+    return f"{stat['mean'] * scale:.{d}f} ± {stat['std'] * scale:.{d}f}{unit}"
+
+
+def augment_markdown(result: dict) -> str:
+    """results.md of the augmentation experiment."""
+    classes = result["data"]["classes"]
+    s = result["summary"]
+    m = result["model"]
+    regimes = list(result["regimes"])
+    titles = [result["regimes"][r]["title"] for r in regimes]
+    test = result["data"]["counts"]["test"]
+    lines = [
+        f"# Augmentation experiment: {Path(result['data']['path']).name} + {Path(result['generated']['path']).name}",
+        "",
+        f"DeiT classifier trained from scratch ({m['num_hidden_layers']} layers, hidden {m['hidden_size']}, "
+        f"patch {m['patch_size']}, {m['parameters'] / 1e6:.2f} M parameters) for {result['settings']['epochs']} epochs; "
+        f"kept: {result['selection']}. Tested on the real test split ({sum(test.values())} images). "
+        f"Mean ± std over {result['settings']['seeds']} seeds. Target per class: {result['target_per_class']}.",
+        "",
+        "## Accuracy per class (recall) on the real test split",
+        "",
+        "| Class (test images) | " + " | ".join(titles) + " |",
+        "|---|" + "---|" * len(regimes),
+    ]
+    for c in classes:
+        lines.append(f"| {c} ({test[c]}) | " + " | ".join(fmt(s[r]["per_class_accuracy"][c], percent=True) for r in regimes) + " |")
+    for key, name in (("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"), ("accuracy", "accuracy (all images)")):
+        lines.append(f"| **{name}** | " + " | ".join(fmt(s[r][key], percent=key != "macro_f1") for r in regimes) + " |")
+    lines += ["", "## Training images per class (real + added)", "",
+              "| Regime | " + " | ".join(classes) + " | total | seconds/epoch |", "|---|" + "---|" * (len(classes) + 2)]
+    for r in regimes:
+        info = result["regimes"][r]
+        cells = [f"{info['real'][c]} + {info['added'][c]}" for c in classes]
+        lines.append(f"| {info['title']} | " + " | ".join(cells) + f" | {info['n_real'] + info['n_added']} | "
+                     f"{s[r]['seconds_per_epoch']:.3g} |")
+    lines += ["", "Per-class accuracy is undefined for a class absent from the test split. Balanced accuracy and "
+              "macro-F1 average over the classes present in the test split. Figures: per_class_accuracy.png, confusion.png."]
+    if result.get("notes"):
+        lines += ["", "Notes:", *[f"- {n}" for n in result["notes"]]]
+    return "\n".join(lines) + "\n"

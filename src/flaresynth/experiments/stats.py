@@ -1,0 +1,158 @@
+"""Scores of the application experiments: per-class accuracy, macro-F1, TSS, HSS, and mean ± std over seeds.
+
+Multi-class (the augmentation experiment, Ramunno et al. 2024 §6.1 / AGU-2023 slide 8 "average accuracy per
+class"):
+
+* the **confusion matrix** ``C[i, j]`` counts test images of true class ``i`` predicted as ``j``;
+* **per-class accuracy** of class ``c`` = ``C[c, c] / Σ_j C[c, j]``, i.e. its recall; undefined (``None``)
+  when the test split holds no image of ``c``;
+* **balanced accuracy** = mean per-class accuracy over the classes present in the test split;
+* **macro-F1** = mean over the same classes of ``F1_c = 2 P_c R_c / (P_c + R_c)`` (``P_c`` precision,
+  ``R_c`` recall; 0 when ``P_c + R_c = 0``). Classes absent from the test split are left out of both means
+  (as in :mod:`flaresynth.metrics.classification`), but predictions *into* them still cost the others recall.
+
+Binary forecast (§6.2; "≥ M within 24 h" is our documented label), from the contingency table
+(TP hits, FP false alarms, FN misses, TN correct negatives)::
+
+    TSS = TP / (TP + FN) − FP / (FP + TN)                          (Hanssen & Kuipers; Bloomfield et al. 2012)
+    HSS = 2 (TP·TN − FN·FP) / [(TP + FN)(FN + TN) + (TP + FP)(FP + TN)]       (Heidke; Barnes et al. 2016)
+
+TSS is undefined (``None``) when the test split has no positive or no negative; HSS when its denominator is 0.
+The **climatological rate** is the fraction of positives in the test split (what an always-"yes" forecast
+would hit, and the base rate behind HSS's "random forecast").
+
+Spread over seeds: ``mean ± std`` with the *sample* standard deviation (``ddof=1``; 0 for a single seed),
+over the seeds where the value is defined; ``n`` says how many that was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+# -------------------------------------------------------------------------------------------- multi-class
+def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) int64 counts, rows = true class, columns = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ")
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def balanced_accuracy(y_true, y_pred, n_classes: int) -> float:
+    """Mean recall over the classes present in ``y_true`` (NaN if ``y_true`` is empty)."""
+    m = confusion_matrix(y_true, y_pred, n_classes)
+    support = m.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float((np.diag(m)[present] / support[present]).mean())
+
+
+def classification_scores(y_true, y_pred, classes: Sequence[str]) -> dict:
+    """Per-class accuracy (recall), precision and F1, macro-F1, balanced and plain accuracy, confusion matrix.
+
+    Returns a JSON-ready dict; per-class values are ``None`` where undefined (class absent from the test split).
+    """
+    k = len(classes)
+    m = confusion_matrix(y_true, y_pred, k)
+    support = m.sum(axis=1)
+    predicted = m.sum(axis=0)
+    tp = np.diag(m).astype(np.float64)
+    present = support > 0
+    recall = np.divide(tp, support, out=np.zeros(k), where=present)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    n = int(support.sum())
+    return {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else None,
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else None,
+        "macro_f1": float(f1[present].mean()) if present.any() else None,
+        "per_class_accuracy": {c: (float(recall[i]) if present[i] else None) for i, c in enumerate(classes)},
+        "per_class_f1": {c: (float(f1[i]) if present[i] else None) for i, c in enumerate(classes)},
+        "per_class_precision": {c: (float(precision[i]) if predicted[i] > 0 else None) for i, c in enumerate(classes)},
+        "support": {c: int(support[i]) for i, c in enumerate(classes)},
+        "confusion": m.tolist(),
+        "macro_over": [c for c, ok in zip(classes, present) if ok],
+    }
+
+
+# ------------------------------------------------------------------------------------------------- binary
+def contingency(y_true, y_pred) -> dict:
+    """TP, FP, FN, TN of boolean (or 0/1) forecasts ``y_pred`` against outcomes ``y_true``."""
+    t = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true {t.shape} and y_pred {p.shape} differ")
+    return {"tp": int((t & p).sum()), "fp": int((~t & p).sum()), "fn": int((t & ~p).sum()), "tn": int((~t & ~p).sum())}
+
+
+def tss(tp: int, fp: int, fn: int, tn: int) -> float | None:
+    """True skill statistic ``TP/(TP+FN) − FP/(FP+TN)`` in [-1, 1]; ``None`` without positives or negatives."""
+    if tp + fn == 0 or fp + tn == 0:
+        return None
+    return tp / (tp + fn) - fp / (fp + tn)
+
+
+def hss(tp: int, fp: int, fn: int, tn: int) -> float | None:
+    """Heidke skill score ``2(TP·TN − FN·FP) / [(TP+FN)(FN+TN) + (TP+FP)(FP+TN)]``; ``None`` if 0/0."""
+    denom = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+    if denom == 0:
+        return None
+    return 2.0 * (tp * tn - fn * fp) / denom
+
+
+def forecast_scores(y_true, y_pred) -> dict:
+    """Contingency table, TSS, HSS, POD, POFD, accuracy and the climatological rate of a binary forecast."""
+    table = contingency(y_true, y_pred)
+    tp, fp, fn, tn = table["tp"], table["fp"], table["fn"], table["tn"]
+    n = tp + fp + fn + tn
+    return {
+        "contingency": table,
+        "n": n,
+        "tss": tss(tp, fp, fn, tn),
+        "hss": hss(tp, fp, fn, tn),
+        "pod": tp / (tp + fn) if tp + fn else None,  # probability of detection (hit rate, recall)
+        "pofd": fp / (fp + tn) if fp + tn else None,  # probability of false detection
+        "accuracy": (tp + tn) / n if n else None,
+        "climatological_rate": (tp + fn) / n if n else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- over seeds
+def mean_std(values) -> dict:
+    """``{"mean", "std", "n"}`` of the defined (non-None, finite) values; sample std (ddof=1), 0 for one value."""
+    v = np.array([float(x) for x in values if x is not None and np.isfinite(float(x))], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
+
+
+def aggregate_classification(runs: Sequence[dict], classes: Sequence[str]) -> dict:
+    """Mean ± std over seeds of :func:`classification_scores` results (one dict per seed)."""
+    conf = np.array([r["confusion"] for r in runs], dtype=np.float64)
+    return {
+        "per_class_accuracy": {c: mean_std([r["per_class_accuracy"][c] for r in runs]) for c in classes},
+        "per_class_f1": {c: mean_std([r["per_class_f1"][c] for r in runs]) for c in classes},
+        "macro_f1": mean_std([r["macro_f1"] for r in runs]),
+        "balanced_accuracy": mean_std([r["balanced_accuracy"] for r in runs]),
+        "accuracy": mean_std([r["accuracy"] for r in runs]),
+        "confusion_mean": conf.mean(axis=0).tolist(),
+        "confusion_std": (conf.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(conf[0])).tolist(),
+        "n_seeds": len(runs),
+    }
+
+
+def aggregate_forecast(runs: Sequence[dict]) -> dict:
+    """Mean ± std over seeds of :func:`forecast_scores` results, including each contingency cell."""
+    out = {key: mean_std([r[key] for r in runs]) for key in ("tss", "hss", "pod", "pofd", "accuracy", "climatological_rate")}
+    out["contingency"] = {cell: mean_std([r["contingency"][cell] for r in runs]) for cell in ("tp", "fp", "fn", "tn")}
+    out["n_seeds"] = len(runs)
+    return out

@@ -1,0 +1,172 @@
+"""Figures of an evaluation: what the numbers in metrics.md are about, for a person to look at.
+
+* :func:`class_grid` — per class, real images beside generated ones, in the AIA 171 Å colour map
+  (sunpy's ``sdoaia171``) on the model's log scale ([-1, 1] = [log10 5, log10 3500] DN/s for 171 Å);
+* :func:`std_maps` — per class, the per-pixel standard deviation over the images of that class, real above
+  generated (the "Std A … Std X" slides of Ramunno's talk): where a generator varies too little (mode
+  collapse) or in the wrong places shows here;
+* :func:`tsne_figure` — t-SNE (scikit-learn) of real and generated feature vectors, coloured by class, real as
+  dots and generated as crosses;
+* :func:`class_distribution` — images per class in each split of the dataset, and generated.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no window) and saved as PNG.
+Every function returns the path it wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+CLASS_COLOURS = ("#4c72b0", "#55a868", "#c4b000", "#dd8452", "#c44e52", "#8172b3", "#937860", "#da8bc3")
+
+
+def aia171_cmap():
+    """sunpy's AIA 171 Å colour map."""
+    import matplotlib
+    import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia* colour maps with matplotlib)
+
+    return matplotlib.colormaps["sdoaia171"]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _pick(labels: np.ndarray, c: int, n: int, rng) -> np.ndarray:
+    idx = np.flatnonzero(labels == c)
+    return np.sort(rng.choice(idx, min(n, len(idx)), replace=False)) if len(idx) else idx
+
+
+def class_grid(real, real_labels, generated, generated_labels, classes: Sequence[str], path, n_per_class: int = 4,
+               seed: int = 0) -> Path:
+    """Rows = classes; left ``n_per_class`` random real images, right as many generated ones (channel 0)."""
+    rng = np.random.default_rng(seed)
+    cmap = aia171_cmap()
+    k, n = len(classes), n_per_class
+    fig = _figure(1.3 * (2 * n) + 0.6, 1.35 * k + 0.5)
+    axes = fig.subplots(k, 2 * n, squeeze=False)
+    for row, c in enumerate(classes):
+        for side, (images, labels) in enumerate(((real, real_labels), (generated, generated_labels))):
+            chosen = _pick(np.asarray(labels), row, n, rng)
+            for j in range(n):
+                ax = axes[row, side * n + j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < len(chosen):
+                    ax.imshow(np.asarray(images[chosen[j], 0]), cmap=cmap, vmin=-1, vmax=1, origin="lower")
+                else:
+                    ax.set_facecolor("0.9")
+                if row == 0 and j == 0:
+                    ax.set_title("real" if side == 0 else "generated", loc="left", fontsize=10)
+            axes[row, 0].set_ylabel(c, rotation=0, labelpad=14, fontsize=11)
+    fig.suptitle("Real (left) and generated (right) images per class")
+    return _save(fig, path)
+
+
+def std_maps(real, real_labels, generated, generated_labels, classes: Sequence[str], path) -> Path:
+    """Per-class per-pixel standard deviation (model-space units) of real (top) and generated (bottom) images."""
+    k = len(classes)
+    maps = {}
+    for name, images, labels in (("real", real, real_labels), ("generated", generated, generated_labels)):
+        labels = np.asarray(labels)
+        for c in range(k):
+            idx = np.flatnonzero(labels == c)
+            maps[name, c] = np.asarray(images[idx, 0], dtype=np.float64).std(axis=0) if len(idx) >= 2 else None
+    finite = [m for m in maps.values() if m is not None]
+    vmax = max((float(m.max()) for m in finite), default=1.0) or 1.0
+    fig = _figure(2.0 * k + 1.0, 4.4)
+    axes = fig.subplots(2, k, squeeze=False)
+    image = None
+    for r, name in enumerate(("real", "generated")):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            m = maps[name, c]
+            if m is None:
+                ax.set_facecolor("0.9")
+                ax.text(0.5, 0.5, "< 2 images", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            else:
+                image = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax, origin="lower")
+            if r == 0:
+                ax.set_title(f"Std {classes[c]}")
+        axes[r, 0].set_ylabel(name)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="pixel std (model units)")
+    fig.suptitle("Per-class pixel standard deviation")
+    return _save(fig, path)
+
+
+def tsne_figure(real_features, real_labels, generated_features, generated_labels, classes: Sequence[str], path,
+                title: str = "t-SNE of features", seed: int = 0, max_points: int = 1500) -> Path:
+    """t-SNE of real and generated features together (at most ``max_points``, split evenly between the sets)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(seed)
+    half = max_points // 2
+    r_idx = np.sort(rng.choice(len(real_features), min(half, len(real_features)), replace=False))
+    g_idx = np.sort(rng.choice(len(generated_features), min(half, len(generated_features)), replace=False))
+    x = np.concatenate([np.asarray(real_features)[r_idx], np.asarray(generated_features)[g_idx]]).astype(np.float64)
+    labels = np.concatenate([np.asarray(real_labels)[r_idx], np.asarray(generated_labels)[g_idx]])
+    is_gen = np.r_[np.zeros(len(r_idx), bool), np.ones(len(g_idx), bool)]
+    # standardise, then PCA to <= 50 dimensions first (the usual t-SNE recipe; faster, less noise)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-12)
+    if x.shape[1] > 50 and x.shape[0] > 50:
+        x = PCA(n_components=50, random_state=seed).fit_transform(x)
+    perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
+    # One OpenMP thread: on a shared CPU sklearn's multi-threaded t-SNE spins and runs 5-30x slower; 500
+    # iterations are plenty for a picture of <= 1500 points.
+    with threadpool_limits(1):
+        y = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500).fit_transform(x)
+    fig = _figure(6.4, 5.2)
+    ax = fig.subplots()
+    for c, name in enumerate(classes):
+        colour = CLASS_COLOURS[c % len(CLASS_COLOURS)]
+        for gen, marker, label in ((False, "o", f"{name} real"), (True, "x", f"{name} generated")):
+            sel = (labels == c) & (is_gen == gen)
+            if sel.any():
+                ax.scatter(y[sel, 0], y[sel, 1], s=14, marker=marker, color=colour, alpha=0.7, label=label,
+                           linewidths=1.0 if gen else 0)
+    other = labels < 0
+    if other.any():
+        ax.scatter(y[other, 0], y[other, 1], s=10, marker=".", color="0.5", label="no class")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, ncol=2, loc="best", markerscale=1.2)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def class_distribution(counts: dict, classes: Sequence[str], path, generated: dict | None = None,
+                       title: str = "Images per class") -> Path:
+    """Grouped bars: ``counts`` maps a split name to ``{class: n}``; ``generated`` is one more group."""
+    groups = {k: v for k, v in counts.items() if k != "all"}
+    if generated is not None:
+        groups["generated"] = generated
+    fig = _figure(1.2 * len(classes) + 3.0, 3.6)
+    ax = fig.subplots()
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(classes))
+    for i, (name, row) in enumerate(groups.items()):
+        values = [int(row.get(c, 0)) for c in classes]
+        bars = ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(x, list(classes))
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,309 @@
+"""The judge: a small CNN flare-class classifier trained on real images, used to score generated ones.
+
+Ramunno et al. 2024 (``paper_spec.md`` §5.3) evaluate generated images with a classifier trained on the real
+data: if a "class X" sample is classified as X, the generator carries the requested class. Their classifier is
+not published, so this one is small enough to train in a few CPU minutes, and documented here.
+
+Architecture (``JudgeNet``, 0.11 M parameters for 1 channel and 5 classes)::
+
+    input (C, S, S) in [-1, 1] (the dataset's model space, no further scaling)
+    4 blocks: Conv 3×3 (16, 32, 64, 128 channels, no bias) → BatchNorm → ReLU, each of the first 3 followed
+              by MaxPool 2×2 (64 px → 8×8 before pooling)
+    global average pooling → 128
+    Linear 128→128 → ReLU            ← the "domain" feature encoder (penultimate layer, 128-d)
+    Dropout 0.2 → Linear 128→K       class logits
+
+Training (:func:`train_judge`) on the real **training** split only: AdamW (lr 2e-3 cosine-annealed to 0 over
+at most 40 epochs, weight decay 1e-4), batch 32, random horizontal and vertical flips (the flare class does
+not depend on the disk's orientation), cross-entropy weighted by inverse class frequency
+(n / (K_present · n_c); GOES classes are strongly imbalanced), early stopping on the validation split's
+macro F1 (patience 10, ties broken by the lower validation loss; the best epoch's weights are kept). When the
+dataset has no validation rows, 15 % of the training rows (stratified when possible) are held out instead.
+Its macro F1 on the real **test** split is the ceiling a generator can reach on the F1 metric, and is stored
+with the weights. Measured: ~3 min on 2 shared CPU cores for 2000 64×64 images (40 epochs).
+
+A judge folder holds ``model.safetensors`` and ``judge.json`` (format, classes, scheme, image size, channels,
+architecture, dataset hash, training record, real-test metrics). :func:`check_judge` refuses a judge trained
+on another dataset, class list or image size.
+
+Caveat: the ``domain`` encoder *is* this network, so FD_domain and the judge F1 are not independent.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.io import atomic_dir, read_json, write_json
+from flaresynth.metrics.classification import classification_report
+
+JUDGE_FORMAT = "flaresynth-judge/1"
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "judge.json"
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_judge_net(in_channels: int, n_classes: int, widths=(16, 32, 64, 128), hidden: int = 128, dropout: float = 0.2):
+    """A :class:`JudgeNet` (defined lazily so importing this module does not import torch)."""
+    torch = _torch()
+    nn = torch.nn
+
+    class JudgeNet(nn.Module):
+        """Conv-BN-ReLU blocks, global average pooling, a one-hidden-layer MLP head."""
+
+        def __init__(self):
+            super().__init__()
+            layers, c = [], in_channels
+            for i, w in enumerate(widths):
+                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                if i < len(widths) - 1:
+                    layers.append(nn.MaxPool2d(2))
+                c = w
+            self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.embed = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(inplace=True))
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+        def features(self, x):
+            """Penultimate activations (N, hidden): the ``domain`` feature encoder."""
+            return self.embed(self.body(x))
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    return JudgeNet()
+
+
+@dataclass
+class Judge:
+    """A trained judge: the network and its record (``meta``, the content of judge.json)."""
+
+    model: object
+    meta: dict
+    path: Path | None = None
+    device: str = "cpu"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def hidden(self) -> int:
+        return int(self.meta["architecture"]["hidden"])
+
+    def _batches(self, images, batch_size: int, fn):
+        torch = _torch()
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise FlaresynthError(
+                f"judge: images of shape {images.shape[1:]}: expected ({self.meta['in_channels']}, {self.image_size}, {self.image_size})"
+            )
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(np.array(images[i : i + batch_size], dtype=np.float32)).to(self.device)
+                out.append(fn(x).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
+    def logits(self, images, batch_size: int = 256) -> np.ndarray:
+        """Class logits (N, K) of images (N, C, S, S) in [-1, 1]."""
+        return self._batches(images, batch_size, self.model)
+
+    def predict(self, images, batch_size: int = 256) -> np.ndarray:
+        """Predicted class index of each image."""
+        return np.argmax(self.logits(images, batch_size), axis=1).astype(np.int64)
+
+    def embed(self, images, batch_size: int = 256) -> np.ndarray:
+        """Penultimate-layer features (N, hidden), float64."""
+        return self._batches(images, batch_size, self.model.features)
+
+
+def _holdout(train: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split 15 % of the training rows off as validation, stratified when every class has 2+ rows."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y[train])
+    stratify = y[train] if counts[counts > 0].min() >= 2 else None
+    try:
+        tr, va = train_test_split(train, test_size=0.15, random_state=seed, stratify=stratify)
+    except ValueError:  # too few rows per class for a stratified split
+        tr, va = train_test_split(train, test_size=0.15, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+def train_judge(
+    ds,
+    images=None,
+    *,
+    seed: int = 0,
+    max_epochs: int = 40,
+    patience: int = 10,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    device: str = "cpu",
+    log=None,
+) -> Judge:
+    """Train a judge on a dataset folder's training split (see the module docstring).
+
+    Parameters
+    ----------
+    ds : an open :class:`flaresynth.dataset.DatasetFolder`.
+    images : optional array aligned with ``ds``'s rows (N, C, S, S) in [-1, 1], e.g. the dataset brought to
+        another size; default ``ds.images``.
+    log : optional callable receiving one progress line per epoch.
+    """
+    torch = _torch()
+    x_all = np.asarray(ds.images if images is None else images, dtype=np.float32)
+    y_all = ds.label_index()
+    classes = ds.classes
+    k = len(classes)
+    train, val, test = (ds.split_indices(s) for s in ("train", "val", "test"))
+    if len(train) < 4:
+        raise input_error(ds.path, "split", f"{len(train)} training images: the judge needs at least 4")
+    holdout = False
+    if len(val) < 2:
+        train, val = _holdout(train, y_all, seed)
+        holdout = True
+
+    torch.manual_seed(seed)
+    model = build_judge_net(x_all.shape[1], k).to(device)
+    counts = np.bincount(y_all[train], minlength=k).astype(np.float64)
+    present = counts > 0
+    weights = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+    gen = torch.Generator().manual_seed(seed)
+    x_train = torch.from_numpy(x_all[train])
+    y_train = torch.from_numpy(y_all[train])
+
+    judge = Judge(model=model, meta={"classes": list(classes), "image_size": int(x_all.shape[-1]),
+                                     "in_channels": int(x_all.shape[1]),
+                                     "architecture": {"widths": [16, 32, 64, 128], "hidden": 128, "dropout": 0.2}},
+                  device=device)
+    best = (-1.0, np.inf)
+    best_state, best_epoch, stale, epoch = None, 0, 0, 0
+    t0 = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        perm = torch.randperm(len(train), generator=gen)
+        if len(perm) % batch_size == 1:  # BatchNorm cannot train on a batch of one
+            perm = perm[:-1]
+        total = 0.0
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i : i + batch_size]
+            xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+            flips = torch.rand(2, generator=gen)
+            if flips[0] < 0.5:
+                xb = xb.flip(-1)
+            if flips[1] < 0.5:
+                xb = xb.flip(-2)
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        sched.step()
+        logits = judge.logits(x_all[val])
+        val_loss = float(loss_fn(torch.from_numpy(logits).float().to(device), torch.from_numpy(y_all[val]).to(device)))
+        val_f1 = classification_report(y_all[val], logits.argmax(1), classes)["f1"]
+        if log and epoch % 5 == 0:
+            log(f"judge epoch {epoch}: train loss {total / max(len(perm), 1):.4f}, val loss {val_loss:.4f}, val macro F1 {val_f1:.3f}")
+        if val_f1 > best[0] + 1e-6 or (abs(val_f1 - best[0]) <= 1e-6 and val_loss < best[1]):
+            best, best_state, best_epoch, stale = (val_f1, val_loss), copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    model.load_state_dict(best_state)
+    seconds = time.perf_counter() - t0
+    test_report = classification_report(y_all[test], judge.predict(x_all[test]), classes) if len(test) else None
+    if log:
+        log(f"judge: {epoch} epochs in {seconds:.0f} s, kept epoch {best_epoch} (val macro F1 {best[0]:.3f}); "
+            f"real test macro F1 {test_report['f1'] if test_report else float('nan'):.3f}")
+    judge.meta.update(
+        {
+            "format": JUDGE_FORMAT,
+            "scheme": ds.scheme,
+            "channels": ds.channels,
+            "dataset": str(ds.path),
+            "dataset_hash": ds.manifest.get("data_hash"),
+            "dataset_image_size": int(ds.image_size),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "training": {
+                "seed": seed, "epochs_run": epoch, "best_epoch": best_epoch, "max_epochs": max_epochs,
+                "patience": patience, "batch_size": batch_size, "lr": lr, "class_weights": weights.tolist(),
+                "n_train": int(len(train)), "n_val": int(len(val)), "val_from_train_holdout": holdout,
+                "val_macro_f1": float(best[0]), "val_loss": float(best[1]), "seconds": round(seconds, 2),
+                "torch": torch.__version__,
+            },
+            "real_test": test_report,
+        }
+    )
+    return judge
+
+
+def save_judge(judge: Judge, path: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``judge.json`` into the folder ``path`` (atomically, replacing it)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_dir(path, overwrite=True) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in judge.model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        write_json(tmp / META_FILE, judge.meta)
+    judge.path = path
+    return path
+
+
+def load_judge(path: str | Path, device: str = "cpu") -> Judge:
+    """Load a judge folder written by :func:`save_judge`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta_path, weights_path = path / META_FILE, path / WEIGHTS_FILE
+    for p in (meta_path, weights_path):
+        if not p.is_file():
+            raise input_error(p, None, "missing: not a judge folder (evaluate trains one when --judge names a new folder)")
+    meta = read_json(meta_path)
+    if meta.get("format") != JUDGE_FORMAT:
+        raise input_error(meta_path, "format", f"{meta.get('format')!r}, expected {JUDGE_FORMAT!r}")
+    for key in ("classes", "image_size", "in_channels", "architecture"):
+        if key not in meta:
+            raise input_error(meta_path, key, "missing")
+    arch = meta["architecture"]
+    model = build_judge_net(int(meta["in_channels"]), len(meta["classes"]), tuple(arch["widths"]), int(arch["hidden"]),
+                            float(arch.get("dropout", 0.2)))
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except (RuntimeError, KeyError) as exc:
+        raise input_error(weights_path, "weights", f"do not fit the architecture in {META_FILE} ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return Judge(model=model, meta=meta, path=path, device=device)
+
+
+def check_judge(judge: Judge, ds, image_size: int) -> None:
+    """Raise a one-line error unless the judge was trained on ``ds`` at ``image_size`` with its classes."""
+    where = (judge.path / META_FILE) if judge.path else "judge"
+    if judge.meta.get("dataset_hash") != ds.manifest.get("data_hash"):
+        raise input_error(where, "dataset_hash", f"the judge was trained on another dataset ({judge.meta.get('dataset')}), not {ds.path}")
+    if list(judge.classes) != list(ds.classes):
+        raise input_error(where, "classes", f"{list(judge.classes)}, but the dataset has {list(ds.classes)}")
+    if judge.image_size != image_size:
+        raise input_error(where, "image_size", f"{judge.image_size} px, but the evaluation runs at {image_size} px")
+    if int(judge.meta["in_channels"]) != len(ds.channels):
+        raise input_error(where, "in_channels", f"{judge.meta['in_channels']}, but the dataset has {len(ds.channels)} channel(s)")

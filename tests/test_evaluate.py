@@ -1,0 +1,224 @@
+"""`flaresynth evaluate` end to end on a tiny synthetic dataset, and the judge it relies on."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flaresynth.dataset import open_dataset, write_dataset
+from flaresynth.errors import FlaresynthError
+from flaresynth.evaluate import EvaluateConfig, bring_to_size, evaluate, requested_labels
+from flaresynth.labels import CLASS_BASE_FLUX, GOES_CLASSES
+from flaresynth.metrics.judge import load_judge, save_judge, train_judge
+from flaresynth.samples import open_samples, write_samples
+from flaresynth.transforms import IntensityTransform, resize
+
+TRANSFORM = {"channel": "171A", "lo": 5.0, "hi": 3500.0}
+
+
+def sun_images(labels, size, rng):
+    """Toy 171 Å disks in DN/s, log-scaled: one bright blob whose peak and width grow with the class index."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    c = size / 2
+    disk = np.where(np.hypot(xx - c, yy - c) < 0.4 * size, 300.0, 10.0)
+    out = []
+    for k in labels:
+        ang, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3 * size)
+        bx, by, sig = c + rad * np.cos(ang), c + rad * np.sin(ang), (1.0 + 0.5 * k) * size / 32
+        blob = 150 * 3.0**k * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sig**2))
+        out.append(disk * rng.lognormal(0, 0.15, (size, size)) + blob)
+    return IntensityTransform.from_dict(TRANSFORM).forward(np.array(out))[:, None]
+
+
+def make_dataset(path, n_per_class=60, size=32, seed=0, sources=None):
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(5), n_per_class))
+    flux = np.array([CLASS_BASE_FLUX[GOES_CLASSES[k]] * rng.uniform(1, 9) for k in labels])
+    table = pd.DataFrame({
+        "time": pd.date_range("2024-05-01", periods=len(labels), freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
+        "label": [GOES_CLASSES[k] for k in labels], "label_flux": flux,
+        "split": rng.choice(["train", "val", "test"], len(labels), p=[0.6, 0.15, 0.25]),
+    })
+    manifest = {"scheme": "goes5", "classes": list(GOES_CLASSES), "channels": ["171A"], "transform": TRANSFORM}
+    if sources:
+        manifest["sources"] = sources
+    return write_dataset(path, sun_images(labels, size, rng), table, manifest)
+
+
+def make_samples(path, images, labels, flux=None):
+    table = pd.DataFrame({"label": list(labels), "requested_flux": np.nan if flux is None else flux,
+                          "seed": np.arange(len(images))})
+    manifest = {"scheme": "goes5", "classes": list(GOES_CLASSES), "transform": TRANSFORM, "generator": "test"}
+    return write_samples(path, images, table, manifest)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny dataset, its judge (trained once, reused by --judge) and noisy copies of its test images."""
+    root = tmp_path_factory.mktemp("eval")
+    ds = open_dataset(make_dataset(root / "ds"))
+    judge = train_judge(ds, seed=0)
+    save_judge(judge, root / "judge")
+    test = ds.split_indices("test")
+    rng = np.random.default_rng(1)
+    noisy = np.clip(ds.images[test] + rng.normal(0, 0.05, ds.images[test].shape), -1, 1)
+    make_samples(root / "noisy", noisy, ds.labels["label"].to_numpy()[test])
+    return types.SimpleNamespace(root=root, ds=ds, judge=judge, test=test)
+
+
+def test_judge_learns_the_toy_classes_and_round_trips(world):
+    meta = world.judge.meta
+    assert meta["real_test"]["f1"] > 0.8  # the toy classes are separable; a broken judge would sit near 0.2
+    assert meta["training"]["seconds"] < 60 and meta["training"]["n_train"] == int((world.ds.labels["split"] == "train").sum())
+    loaded = load_judge(world.root / "judge")
+    x = np.asarray(world.ds.images[world.test])
+    np.testing.assert_array_equal(loaded.predict(x), world.judge.predict(x))
+    assert loaded.meta["dataset_hash"] == world.ds.manifest["data_hash"]
+
+
+def test_cli_evaluate_end_to_end(world, tmp_path):
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                                   image_size=32, patch_size=8, projection_dim=16)).save_pretrained(tmp_path / "clip")
+    Dinov2Model(Dinov2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                             patch_size=14)).save_pretrained(tmp_path / "dino")
+    out = tmp_path / "EVAL"
+    features = f"domain,effnet-lite0,clip:{tmp_path / 'clip'},dinov2:{tmp_path / 'dino'}"
+    args = [sys.executable, "-m", "flaresynth", "evaluate", "--real", str(world.root / "ds"), "--generated",
+            str(world.root / "noisy"), "--out", str(out), "--features", features, "--judge", str(world.root / "judge"),
+            "--repeats", "2", "--referee", "off"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    result = json.loads((out / "metrics.json").read_text())
+    names = set(result["metrics"])
+    for enc in ("domain", "effnet", "clip", "dinov2"):
+        for family in ("CE", "CD", "CS", "FD", "KID"):
+            assert f"{family}_{enc}" in names
+    for family in ("F1", "precision", "recall", "accuracy"):
+        assert f"{family}_judge" in names
+    assert not any(n.startswith("FID") for n in names)  # no Inception, so no "FID"
+    for name, e in result["metrics"].items():
+        assert e["benchmark"] is not None and np.isfinite(e["value"]), name
+    assert result["details"]["encoders"]["effnet"]["encoder"]["dim"] == 1280
+    assert result["details"]["judge"]["source"] == "loaded"
+    md = (out / "metrics.md").read_text()
+    assert "| CE_domain |" in md and "| FD_dinov2 |" in md and "| F1_judge |" in md and "Benchmark" in md
+    assert "| CE_domain |" in r.stdout
+    for fig in ("class_grid", "std_maps", "tsne_domain", "class_distribution"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
+        assert result["figures"][fig] == f"figures/{fig}.png"
+
+
+def test_a_perfect_generator_scores_the_judge_ceiling(world, tmp_path):
+    make_samples(tmp_path / "perfect", np.asarray(world.ds.images[world.test]), world.ds.labels["label"].to_numpy()[world.test])
+    cfg = EvaluateConfig(features=["domain"], repeats=2, judge=str(world.root / "judge"), figures=False, referee="off")
+    result = evaluate(world.root / "ds", tmp_path / "perfect", tmp_path / "ev", cfg)
+    f1 = result["metrics"]["F1_judge"]
+    assert f1["value"] == pytest.approx(f1["benchmark"], abs=1e-12)
+    assert f1["value"] == pytest.approx(world.judge.meta["real_test"]["f1"], abs=1e-12)
+    # the real test images *are* the real split here: FD of the generated set against half A equals the
+    # FD of the same images, so the generated column sits near the benchmark, far below noisy copies
+    noisy = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev2", cfg)
+    assert result["metrics"]["FD_domain"]["value"] < noisy["metrics"]["FD_domain"]["value"]
+
+
+def test_flux_requests_at_another_size_bring_the_real_images_to_it(world, tmp_path):
+    test = world.test
+    small = bring_to_size(world.ds.images[test], world.ds.transform(), 16)
+    # the documented path: inverse transform to DN/s, area resize, forward
+    t = world.ds.transform()
+    np.testing.assert_allclose(small, t.forward(resize(t.inverse(np.asarray(world.ds.images[test])), 16)), atol=1e-6)
+    flux = world.ds.labels["label_flux"].to_numpy()[test]
+    labels = world.ds.labels["label"].to_numpy()[test].copy()
+    labels[:3] = "A" if labels[0] != "A" else "B"  # wrong labels: the requested flux must win
+    make_samples(tmp_path / "flux16", small, labels, flux=flux)
+    gs = open_samples(tmp_path / "flux16")
+    y, notes = requested_labels(gs, world.ds.classes, world.ds.scheme)
+    np.testing.assert_array_equal(y, world.ds.label_index()[test])
+    assert notes["from_requested_flux"] == len(test) and notes["label_flux_disagree"] >= 1
+    out = tmp_path / "ev16"
+    result = evaluate(world.root / "ds", tmp_path / "flux16", out,
+                      EvaluateConfig(features=["domain"], repeats=1, figures=False, referee="off"))
+    assert result["real"]["evaluated_at_size"] == 16 and result["real"]["image_size"] == 32
+    assert any("16 px" in n for n in result["notes"]) and any("requested_flux" in n for n in result["notes"])
+    judge_meta = json.loads((out / "judge" / "judge.json").read_text())  # trained here, at 16 px
+    assert judge_meta["image_size"] == 16 and result["details"]["judge"]["source"] == "trained"
+    # a second run into the same folder reuses that judge; the old judge at 32 px is refused at 16 px
+    again = evaluate(world.root / "ds", tmp_path / "flux16", out,
+                     EvaluateConfig(features=["domain"], repeats=1, figures=False, referee="off"))
+    assert again["details"]["judge"]["source"].startswith("reused")
+    assert again["metrics"]["F1_judge"]["value"] == result["metrics"]["F1_judge"]["value"]
+    with pytest.raises(FlaresynthError, match="image_size"):
+        evaluate(world.root / "ds", tmp_path / "flux16", tmp_path / "ev16b",
+                 EvaluateConfig(features=["domain"], repeats=1, figures=False, judge=str(world.root / "judge")))
+
+
+def test_images_without_a_requested_class_count_only_in_the_distribution_metrics(world, tmp_path):
+    labels = world.ds.labels["label"].to_numpy()[world.test].astype(object)
+    labels[:10] = ""
+    make_samples(tmp_path / "part", np.asarray(world.ds.images[world.test]), labels)
+    cfg = EvaluateConfig(features=["domain"], repeats=1, judge=str(world.root / "judge"), figures=False, referee="off")
+    result = evaluate(world.root / "ds", tmp_path / "part", tmp_path / "ev", cfg)
+    assert result["details"]["judge"]["generated"]["n"] == len(world.test) - 10
+    assert result["details"]["encoders"]["domain"]["clusters"]["n_evaluated"] > len(world.test) // 2 - 1
+    assert any("10 generated images have no requested class" in n for n in result["notes"])
+    assert result["metrics"]["FD_domain"]["std"] is None  # one resampling: no spread to report
+
+
+def test_bad_inputs_are_one_line_errors(world, tmp_path):
+    other = open_dataset(make_dataset(tmp_path / "other", n_per_class=8, seed=5))
+    cfg = EvaluateConfig(features=["domain"], repeats=1, figures=False, judge=str(world.root / "judge"))
+    with pytest.raises(FlaresynthError, match="dataset_hash"):
+        evaluate(other.path, world.root / "noisy", tmp_path / "ev", cfg)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("precious")
+    with pytest.raises(FlaresynthError, match="not an evaluation folder"):
+        evaluate(world.root / "ds", world.root / "noisy", tmp_path / "busy", cfg)
+    assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
+    with pytest.raises(FlaresynthError, match="--repeats"):
+        evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev", EvaluateConfig(repeats=0))
+    with pytest.raises(FlaresynthError, match="--referee"):
+        evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev", EvaluateConfig(referee="maybe"))
+
+
+def test_referee_f1_from_the_simulated_suns_flux_estimator(world, tmp_path, monkeypatch):
+    pytest.importorskip("flaresynth.sources.simulate")
+    from flaresynth.sources import simulate
+
+    if not hasattr(simulate, "estimate_flux"):
+        pytest.skip("flaresynth.sources.simulate.estimate_flux not written yet")
+    cfg = EvaluateConfig(features=["domain"], repeats=1, figures=False, judge=str(world.root / "judge"), referee="on")
+    result = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev", cfg)
+    for family in ("F1", "precision", "recall"):
+        e = result["metrics"][f"{family}_referee"]
+        assert 0.0 <= e["value"] <= 1.0 and 0.0 <= e["benchmark"] <= 1.0
+    # auto: the toy dataset's image store is not a simulated zarr, so the referee is skipped with a note
+    auto = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev",
+                    EvaluateConfig(features=["domain"], repeats=1, figures=False, judge=str(world.root / "judge")))
+    assert "F1_referee" not in auto["metrics"] and any("referee skipped" in n for n in auto["notes"])
+    # on, without the module: a clear error
+    monkeypatch.setitem(sys.modules, "flaresynth.sources.simulate", None)
+    with pytest.raises(FlaresynthError, match="--referee on"):
+        evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev", cfg)
+
+
+def test_simulated_store_is_detected_from_its_zarr_attribute(tmp_path):
+    import zarr
+
+    from flaresynth.evaluate import _simulated_source
+
+    zarr.open_group(str(tmp_path / "sim.zarr"), mode="w", zarr_format=2).attrs["flaresynth_simulated"] = True
+    zarr.open_group(str(tmp_path / "real.zarr"), mode="w", zarr_format=2)
+    as_ds = lambda p: types.SimpleNamespace(manifest={"sources": {"images": str(p)}})  # noqa: E731
+    assert _simulated_source(as_ds(tmp_path / "sim.zarr"))
+    assert not _simulated_source(as_ds(tmp_path / "real.zarr"))
+    assert not _simulated_source(as_ds(tmp_path / "missing.zarr"))
+    assert not _simulated_source(types.SimpleNamespace(manifest={}))

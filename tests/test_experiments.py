@@ -1,0 +1,380 @@
+"""Application experiments: scores, class filling, the DeiT loop, and both CLI commands end to end.
+
+The tiny dataset is made here: 16×16 images of a noisy dark disk-less background; class ``medium`` adds a moderate
+Gaussian blob, ``high`` a bright one, so a classifier can learn the classes. Train counts are imbalanced
+(40 / 12 / 4) like the Sun's. ``flare24`` is True for ``high`` images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flaresynth.cli import main
+from flaresynth.dataset import open_dataset, write_dataset
+from flaresynth.errors import FlaresynthError
+from flaresynth.experiments import stats
+from flaresynth.experiments.augment import (
+    REGIME_TITLES,
+    REGIMES,
+    AugmentConfig,
+    ClassicalAugmentation,
+    GeneratedPool,
+    classical_augment,
+    draw,
+    fill_counts,
+    make_training_sets,
+    run_augment,
+)
+from flaresynth.experiments.classifier import (
+    ClassifierSpec,
+    TrainSettings,
+    build_classifier,
+    predict,
+    resolve_device,
+    train_classifier,
+)
+from flaresynth.experiments.forecast import ForecastConfig, positives_to_add, run_forecast
+from flaresynth.samples import open_samples, write_samples
+from flaresynth.transforms import IntensityTransform, resize
+
+CLASSES = ["low", "medium", "high"]
+TRANSFORM = {"channel": "171A", "lo": 5.0, "hi": 3500.0}
+COUNTS = {"train": [40, 12, 4], "val": [6, 4, 3], "test": [8, 6, 4]}
+TINY = dict(layers=1, hidden_size=32, heads=2, intermediate_size=64, patch_size=4, lr=3e-3, batch_size=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models run faster on one thread, and are then immune to other jobs on the shared cores
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_images(cls: int, n: int, rng, size: int = 16) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((n, 1, size, size), np.float32)
+    level = (0.0, 0.8, 1.6)[cls]
+    for i in range(n):
+        img = -0.6 + 0.08 * rng.standard_normal((size, size))
+        if level:
+            cy, cx = rng.integers(size // 4, size - size // 4, 2)
+            img += level * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (8.0 * (size / 16) ** 2))
+        out[i, 0] = np.clip(img, -1, 1)
+    return out
+
+
+def make_dataset(path, counts=COUNTS, seed=0, forecast=True, unknown=0):
+    rng = np.random.default_rng(seed)
+    images, rows = [], []
+    t = pd.Timestamp("2024-05-01")
+    for split, per in counts.items():
+        for c, n in enumerate(per):
+            images.append(make_images(c, n, rng))
+            for _ in range(n):
+                t += pd.Timedelta("1h")
+                flux = (5e-7, 3e-6, 4e-5)[c]
+                row = {"time": t.isoformat(), "label": CLASSES[c], "label_flux": flux, "split": split}
+                if forecast:
+                    row["peak24_flux"] = flux * 1.5
+                    row["flare24"] = c == 2
+                rows.append(row)
+    labels = pd.DataFrame(rows)
+    if unknown:
+        labels.loc[labels.index[-unknown:], "peak24_flux"] = np.nan
+        labels.loc[labels.index[-unknown:], "flare24"] = False
+    write_dataset(path, np.concatenate(images), labels,
+                  {"scheme": "activity3", "classes": CLASSES, "channels": ["171A"], "transform": TRANSFORM})
+    return path
+
+
+def make_samples(path, per_class=20, seed=1, classes=CLASSES, size=16):
+    rng = np.random.default_rng(seed)
+    images = np.concatenate([make_images(c, per_class, rng, size) for c in range(3)])
+    table = pd.DataFrame({"label": np.repeat(classes, per_class), "requested_flux": np.nan,
+                          "seed": np.arange(3 * per_class)})
+    write_samples(path, images, table, {"classes": list(classes), "scheme": "activity3", "transform": TRANSFORM,
+                                        "generator": "test"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    return {"ds": make_dataset(root / "ds"), "gen": make_samples(root / "gen"), "root": root}
+
+
+# ------------------------------------------------------------------------------------------------ scores
+def test_tss_hss_match_hand_computed_values():
+    # TP 20, FP 10, FN 5, TN 65
+    assert stats.tss(20, 10, 5, 65) == pytest.approx(20 / 25 - 10 / 75)  # 0.6667
+    assert stats.hss(20, 10, 5, 65) == pytest.approx(2 * (20 * 65 - 5 * 10) / (25 * 70 + 30 * 75))  # 0.625
+    assert stats.hss(20, 10, 5, 65) == pytest.approx(0.625)
+    y_true = np.r_[np.ones(25), np.zeros(75)].astype(bool)
+    y_pred = np.r_[np.ones(20), np.zeros(5), np.ones(10), np.zeros(65)].astype(bool)
+    s = stats.forecast_scores(y_true, y_pred)
+    assert s["contingency"] == {"tp": 20, "fp": 10, "fn": 5, "tn": 65}
+    assert s["tss"] == pytest.approx(0.6666667) and s["climatological_rate"] == 0.25
+    # perfect, always-no, and undefined cases
+    assert stats.tss(5, 0, 0, 5) == 1 and stats.hss(5, 0, 0, 5) == 1
+    assert stats.tss(0, 0, 5, 95) == 0 and stats.hss(0, 0, 5, 95) == 0
+    assert stats.tss(0, 3, 0, 7) is None  # no positive in the test split
+    assert stats.hss(0, 0, 0, 10) is None
+
+
+def test_classification_scores_match_hand_computed_values():
+    y_true = [0, 0, 0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 1, 3, 1, 0, 2, 2]  # class D (3) never occurs but is predicted once
+    s = stats.classification_scores(y_true, y_pred, ["A", "B", "C", "D"])
+    assert s["confusion"] == [[2, 1, 0, 1], [1, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]]
+    assert s["per_class_accuracy"] == {"A": 0.5, "B": 0.5, "C": 1.0, "D": None}
+    assert s["balanced_accuracy"] == pytest.approx(2 / 3)
+    assert s["macro_f1"] == pytest.approx((4 / 7 + 0.5 + 1.0) / 3)
+    assert s["accuracy"] == pytest.approx(5 / 8)
+    assert stats.balanced_accuracy(y_true, y_pred, 4) == pytest.approx(2 / 3)
+
+
+def test_mean_std_over_seeds():
+    assert stats.mean_std([1.0, 2.0, 3.0, None]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    assert stats.mean_std([0.4]) == {"mean": 0.4, "std": 0.0, "n": 1}
+    assert stats.mean_std([None, None]) == {"mean": None, "std": None, "n": 0}
+
+
+def test_positives_to_add_reaches_the_fraction_with_the_fewest_images():
+    assert positives_to_add(10, 90, 0.5) == 80
+    assert positives_to_add(10, 90, 0.25) == 20
+    n = positives_to_add(10, 90, 0.3)
+    assert (10 + n) / (100 + n) >= 0.3 > (10 + n - 1) / (100 + n - 1)
+    assert positives_to_add(60, 40, 0.5) == 0
+    with pytest.raises(FlaresynthError, match="positive-fraction"):
+        positives_to_add(1, 1, 1.0)
+
+
+# ------------------------------------------------------------------------------------------ filling classes
+def test_draw_uses_each_item_before_reusing_any():
+    rng = np.random.default_rng(0)
+    few = draw(np.arange(10, 15), 3, rng)
+    assert len(set(few)) == 3 and set(few) <= set(range(10, 15))
+    many = draw(np.arange(5), 12, np.random.default_rng(1))
+    counts = np.bincount(many, minlength=5)
+    assert counts.sum() == 12 and counts.min() == 2 and counts.max() == 3
+    assert np.array_equal(draw(np.arange(5), 12, np.random.default_rng(1)), many)
+    assert list(fill_counts([40, 12, 4], 30)) == [0, 18, 26]
+
+
+@pytest.mark.parametrize("target", [None, 30])
+def test_regimes_share_the_real_images_and_hit_the_counts(folders, target):
+    ds, gs = open_dataset(folders["ds"]), open_samples(folders["gen"])
+    y = ds.label_index()
+    train = ds.split_indices("train")
+    real = np.bincount(y[train], minlength=3)
+    target = target or int(real.max())
+    needed = fill_counts(real, target)
+    pool = GeneratedPool(gs, ds)
+    sets = make_training_sets(ds, train, y[train], needed, REGIMES, seed=3, pool=pool, pool_labels=pool.labels)
+    n_real = len(train)
+    for regime, ts in sets.items():
+        # the same real images, in the same order, first in every regime
+        assert np.array_equal(ts.images[:n_real], np.asarray(ds.images[train]))
+        assert np.array_equal(ts.source[:n_real], train) and np.array_equal(ts.labels[:n_real], y[train])
+        counts = np.bincount(ts.labels, minlength=3)
+        if regime == "real":
+            assert list(counts) == list(real)
+        else:  # filled exactly to the target; a class above it keeps all its real images
+            assert list(counts) == [max(int(r), target) for r in real]
+    gen = sets["generated"]
+    added = gen.origin == 2
+    assert np.array_equal(pool.labels[gen.source[added]], gen.labels[added])  # each fills its requested class
+    assert np.array_equal(gen.images[added], np.asarray(gs.images)[gen.source[added]])
+    cla = sets["classical"]
+    added = cla.origin == 1
+    assert np.isin(cla.source[added], train).all()  # copies of training images only: never val or test
+    assert np.array_equal(y[cla.source[added]], cla.labels[added])
+    assert not np.array_equal(cla.images[added], np.asarray(ds.images)[cla.source[added]])
+    assert (cla.images >= -1).all() and (cla.images <= 1).all()
+    # another seed draws other images, in the same numbers
+    other = make_training_sets(ds, train, y[train], needed, ["generated"], seed=4, pool=pool, pool_labels=pool.labels)
+    assert np.array_equal(np.bincount(other["generated"].labels), np.bincount(gen.labels))
+    assert not np.array_equal(other["generated"].source, gen.source)
+
+
+def test_classical_augmentation_is_physical_and_bounded():
+    t = IntensityTransform.from_dict(TRANSFORM)
+    x = torch.from_numpy(make_images(2, 6, np.random.default_rng(0)))
+    g = torch.Generator().manual_seed(0)
+    same = classical_augment(x, t, ClassicalAugmentation(flips=False, rotation_deg=0, brightness=0), g)
+    assert torch.allclose(same, x, atol=1e-5)  # the DN/s round trip alone changes nothing
+    bright = classical_augment(x, t, ClassicalAugmentation(flips=False, rotation_deg=0, brightness=0.2), g)
+    # a brightness factor f is a constant shift 2 log10(f) / log10(hi / lo) in model space (away from the clip)
+    for i in range(6):
+        inside = x[i].abs() < 0.9
+        shift = (bright[i] - x[i])[inside]
+        assert torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-5)
+        assert 0 < shift.abs().max() <= 2 * np.log10(1.2) / np.log10(3500 / 5) + 1e-6
+    flipped = classical_augment(x, t, ClassicalAugmentation(flips=True, rotation_deg=0, brightness=0), g)
+    for i in range(6):
+        variants = [x[i], x[i].flip(-1), x[i].flip(-2), x[i].flip(-1).flip(-2)]
+        assert any(torch.allclose(flipped[i], v, atol=1e-5) for v in variants)
+    flat = torch.zeros(4, 1, 16, 16)
+    turned = classical_augment(flat, t, ClassicalAugmentation(flips=False, rotation_deg=10, brightness=0), g)
+    assert torch.allclose(turned[:, :, 6:10, 6:10], flat[:, :, 6:10, 6:10], atol=1e-4)  # centre unchanged
+    assert (turned[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]] < -1e-3).any(dim=1).all()  # dark sky enters a corner
+    assert turned.min() >= -1 and turned.max() <= 1
+
+
+def test_generated_images_of_another_size_are_resized_through_dn(folders, tmp_path):
+    big = make_samples(tmp_path / "big", per_class=2, size=32)
+    ds, gs = open_dataset(folders["ds"]), open_samples(big)
+    pool = GeneratedPool(gs, ds)
+    t = ds.transform()
+    expected = t.forward(resize(t.inverse(np.asarray(gs.images[[1, 4]])), 16))
+    assert np.allclose(pool.take(np.array([1, 4])), expected)
+    assert any("resized from 32 to the dataset's 16 px" in n for n in pool.notes)
+
+
+# ------------------------------------------------------------------------------------------- the classifier
+def test_training_is_reproducible_and_keeps_the_best_val_epoch(folders):
+    ds = open_dataset(folders["ds"])
+    y = ds.label_index()
+    tr, va, te = (ds.split_indices(s) for s in ("train", "val", "test"))
+    x = np.asarray(ds.images)
+    spec = ClassifierSpec(16, 1, 3, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64)
+    settings = TrainSettings(epochs=4, batch_size=16, lr=3e-3)
+    results, preds, weights = [], [], []
+    for seed in (5, 5, 6):
+        model = build_classifier(spec, seed)
+        results.append(train_classifier(model, x[tr], y[tr], x[va], y[va], settings, seed=seed))
+        preds.append(predict(model, x[te]))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1]) and np.array_equal(preds[0], preds[1])
+    assert results[0].history == results[1].history
+    assert not torch.equal(weights[0], weights[2])
+    scores = [h["val_score"] for h in results[0].history]
+    assert results[0].best_epoch == 1 + int(np.argmax(scores))  # the first of the best
+    with pytest.raises(FlaresynthError, match="patch-size"):
+        build_classifier(ClassifierSpec(16, 1, 3, patch_size=5))
+
+
+def test_cuda_request_without_a_gpu_is_a_one_line_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(FlaresynthError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+def _run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    captured = capsys.readouterr()
+    return exc.value.code, captured
+
+
+def test_augment_cli_end_to_end_and_reproducible(folders, capsys):
+    out = folders["root"] / "aug_cli"
+    args = ["experiment", "augment", "--data", str(folders["ds"]), "--generated", str(folders["gen"]), "--out", str(out),
+            "--seeds", "2", "--epochs", "3", "--layers", "1", "--lr", "1e-3", "--batch-size", "16", "--no-progress"]
+    code, captured = _run_cli(args, capsys)
+    assert code == 0, captured.err
+    md = captured.out
+    assert all(REGIME_TITLES[r] in md for r in REGIMES) and "| medium (6) |" in md
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "per_class_accuracy.png", "confusion.png"}
+    result = json.loads((out / "results.json").read_text())
+    n_test = sum(COUNTS["test"])
+    assert result["target_per_class"] == 40
+    for regime in REGIMES:
+        info = result["regimes"][regime]
+        assert info["n_real"] == sum(COUNTS["train"])
+        if regime != "real":
+            assert info["total"] == {"low": 40, "medium": 40, "high": 40}
+    assert len(result["runs"]) == 6
+    for run in result["runs"]:  # every run is scored on the same real test images, nothing else
+        assert run["scores"]["support"] == dict(zip(CLASSES, COUNTS["test"]))
+        assert np.sum(run["scores"]["confusion"]) == n_test
+    s = result["summary"]["generated"]["per_class_accuracy"]["high"]
+    values = [r["scores"]["per_class_accuracy"]["high"] for r in result["runs"] if r["regime"] == "generated"]
+    assert s["mean"] == pytest.approx(np.mean(values)) and s["n"] == 2
+    # same seeds through the library: the same numbers
+    cfg = AugmentConfig(seeds=2, epochs=3, layers=1, lr=1e-3, batch_size=16)
+    again = run_augment(folders["ds"], folders["gen"], folders["root"] / "aug_lib", cfg, progress=False)
+    assert [r["scores"] for r in again["runs"]] == [r["scores"] for r in result["runs"]]
+    # rerunning into an experiment folder replaces it; into another folder is refused
+    assert _run_cli(args, capsys)[0] == 0
+    code, captured = _run_cli([*args[:6], "--out", str(folders["ds"]), *args[8:]], capsys)
+    assert code == 2 and "not an experiment folder" in captured.err
+
+
+def test_generated_images_teach_the_rare_classes(folders):
+    cfg = AugmentConfig(seeds=2, epochs=12, **TINY)
+    result = run_augment(folders["ds"], folders["gen"], folders["root"] / "aug_learn", cfg, progress=False)
+    # chance is 1/3: the balanced regimes must have learnt the visible feature
+    assert result["summary"]["generated"]["balanced_accuracy"]["mean"] > 0.55
+    assert result["summary"]["classical"]["balanced_accuracy"]["mean"] > 0.45
+    # the rare class the real-only classifier misses is found once generated images fill it
+    acc = {r: result["summary"][r]["per_class_accuracy"]["medium"]["mean"] for r in REGIMES}
+    assert acc["generated"] >= acc["real"] + 0.2
+
+
+def test_forecast_cli_end_to_end(folders, capsys):
+    out = folders["root"] / "fc"
+    code, captured = _run_cli(["experiment", "forecast", "--data", str(folders["ds"]), "--generated", str(folders["gen"]),
+                               "--out", str(out), "--seeds", "2", "--epochs", "2", "--layers", "1", "--batch-size", "16",
+                               "--classical", "--no-progress"], capsys)
+    assert code == 0, captured.err
+    md = captured.out
+    assert "TSS" in md and "Real + generated ≥M images" in md
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "forecast_skill.png"}
+    result = json.loads((out / "results.json").read_text())
+    n_pos, n_neg = COUNTS["train"][2], sum(COUNTS["train"][:2])
+    assert result["regimes"]["generated"]["added_positive"] == positives_to_add(n_pos, n_neg, 0.5) == n_neg - n_pos
+    assert result["regimes"]["classical"]["added_positive"] == n_neg - n_pos
+    assert result["regimes"]["generated"]["positive_fraction"] == 0.5
+    assert result["data"]["climatological_rate_test"] == pytest.approx(COUNTS["test"][2] / sum(COUNTS["test"]))
+    for run in result["runs"]:
+        s = run["scores"]
+        c = s["contingency"]
+        assert c["tp"] + c["fn"] == COUNTS["test"][2] and sum(c.values()) == sum(COUNTS["test"])
+        assert s["tss"] == pytest.approx(stats.tss(**c)) and s["hss"] == pytest.approx(stats.hss(**c))
+    assert set(result["summary"]) == {"real", "classical", "generated"}
+
+
+def test_forecast_without_test_positives_says_so(tmp_path):
+    counts = {"train": [20, 6, 4], "val": [4, 2, 2], "test": [6, 4, 0]}
+    ds = make_dataset(tmp_path / "ds", counts, unknown=3)
+    cfg = ForecastConfig(seeds=1, epochs=1, **TINY)
+    result = run_forecast(ds, tmp_path / "fc", config=cfg, progress=False)
+    assert result["summary"]["real"]["tss"] == {"mean": None, "std": None, "n": 0}
+    assert any("NO positive" in n for n in result["notes"])
+    assert result["data"]["unknown_outcome"] == 3  # the last test rows' outcome is unknown: left out
+    assert sum(result["runs"][0]["scores"]["contingency"].values()) == 10 - 3
+    assert "undefined" in (tmp_path / "fc" / "results.md").read_text()
+
+
+def test_bad_input_is_one_line(folders, tmp_path, capsys):
+    base = ["--data", str(folders["ds"]), "--out", str(tmp_path / "x"), "--epochs", "1", "--seeds", "1", "--no-progress"]
+    cases = []
+    code, c = _run_cli(["experiment", "augment", "--generated", str(tmp_path / "nowhere"), *base], capsys)
+    cases.append((code, c.err, "no such samples folder"))
+    odd = make_samples(tmp_path / "odd", per_class=2, classes=["low", "medium", "huge"])
+    code, c = _run_cli(["experiment", "augment", "--generated", str(odd), *base], capsys)
+    cases.append((code, c.err, "manifest.json: classes: 'huge' is not a class of the dataset"))
+    plain = make_dataset(tmp_path / "plain", forecast=False)
+    code, c = _run_cli(["experiment", "forecast", "--data", str(plain), "--out", str(tmp_path / "y")], capsys)
+    cases.append((code, c.err, "labels.csv: column 'flare24': missing"))
+    code, c = _run_cli(["experiment", "augment", "--generated", str(folders["gen"]), *base, "--patch-size", "5"], capsys)
+    cases.append((code, c.err, "--patch-size 5: must divide the image size 16"))
+    if not torch.cuda.is_available():
+        code, c = _run_cli(["experiment", "augment", "--generated", str(folders["gen"]), *base, "--device", "cuda"], capsys)
+        cases.append((code, c.err, "--device cuda: no CUDA GPU is visible"))
+    for code, text, expected in cases:
+        assert code == 2, text
+        assert expected in text and text.strip().count("\n") == 0, text
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
