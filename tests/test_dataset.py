@@ -14,12 +14,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from flaresynth.sources.goes import read_xrs_files
 from sunkit_instruments.data.test import get_test_filepath as sunkit_file
 from sunpy.data.test import get_test_filepath as sunpy_file
 
 from flaresynth.dataset import open_dataset
 from flaresynth.sources.aia_fits import read_aia_fits
+from flaresynth.sources.goes import read_xrs_files
 from flaresynth.sources.sdoml import T_OBS_FORMAT, write_sdoml_frames
 
 GOES16_X = sunkit_file("sci_xrsf-l2-flx1s_g16_d20170910_v2-1-0_truncated.nc")

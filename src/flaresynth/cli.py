@@ -193,6 +193,68 @@ def evaluate(
 
 
 # -------------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (from `flaresynth dataset build`).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder: config, log, checkpoints, final model.")],
+    config: Annotated[Path | None, typer.Option("--config", help="Run config YAML (missing keys keep their defaults).")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Shipped config: demo (CPU, 32 px, 1.1 M params), paper (64 px, 23 M), paper128, tiny (tests). Default: demo, or the run's own config with --resume.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimiser steps in total (default: the config's train.steps); continue later with --resume.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest complete checkpoint.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible). Under `accelerate launch` accelerate places each process.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with loss and images/s.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's provenance.json when done.")] = False,
+) -> None:
+    """Train the class-conditional DDPM (EMA, checkpoints, resume); works unchanged under `accelerate launch`."""
+    import os
+
+    from flaresynth.io import read_json
+    from flaresynth.train import train as run_training
+
+    run = run_training(data, out_dir, config, preset=preset, max_steps=max_steps, resume=resume, device=device,
+                       progress=progress and not as_json, command=["flaresynth", *sys.argv[1:]])
+    if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only the main process reports
+        return
+    if as_json:
+        _print_json(read_json(run / "provenance.json"))
+    else:
+        err.print(f"{run}: model in {run / 'model'}")
+
+
+# ------------------------------------------------------------------------------------------- sample
+@app.command()
+def sample(
+    run: Annotated[str, typer.Option("--run", help="Run folder, or a shipped run: demo:discrete, demo:continuous, demo:embedding.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Samples folder to write (samples.npy, samples.csv, fits/, grid.png).")],
+    classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated classes of the model's scheme, e.g. A,M,X or low,high. Default: every trained class (unless --flux is given).")] = None,
+    flux: Annotated[list[str] | None, typer.Option("--flux", help="XRS-B flux in W/m² (3e-5) or a GOES class (M3); repeat or comma-separate.")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per requested class or flux.")] = 8,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50), dpm++ (DPM-Solver++ 2M, 20: the fast choice) or unipc (20). Default: the run's config.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the sampler's, above).")] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The seed code's cfg_scale is w + 1. Default: the run's config (2).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: sized to free memory).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
+    fits: Annotated[bool, typer.Option("--fits/--no-fits", help="Write one FITS file per image in DN/s with an AIA-like header.")] = True,
+    grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Write grid.png (rows = classes, AIA 171 colours).")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the samples manifest as JSON.")] = False,
+) -> None:
+    """Generate synthetic AIA images of chosen GOES classes or X-ray fluxes from a trained run."""
+    from flaresynth.io import read_json
+    from flaresynth.sampling import parse_classes, parse_fluxes
+    from flaresynth.sampling import sample as run_sampling
+
+    path = run_sampling(run, out_dir, classes=parse_classes([classes] if classes else []), fluxes=parse_fluxes(flux),
+                        per_class=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
+                        batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json)
+    if as_json:
+        _print_json(read_json(path / "manifest.json"))
+    else:
+        err.print(f"{path}: {read_json(path / 'manifest.json')['n_images']} images written")
+
+
+# --------------------------------------------------------------------------------------- experiment
 experiment_app = typer.Typer(help="Application experiments: do generated images help a classifier or a forecaster?",
                              no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")

@@ -1,0 +1,491 @@
+"""Typed configuration of a training run: dataclasses, YAML in and out, errors that name the key.
+
+A run is described by one :class:`RunConfig`: what is trained (``kind``) and six sections::
+
+    name: demo
+    kind: ddpm    # ddpm (the conditional diffusion model) | cevae (the ceVAE baseline and embedding encoder)
+    model:        # the U-Net (diffusers UNet2DModel), see flaresynth.models.unet; for a ceVAE only
+                  # sample_size and in_channels are used
+    diffusion:    # noise schedule, prediction target, loss weighting, see flaresynth.diffusion (ddpm only)
+    conditioning: # discrete | continuous | discrete+embedding, p_uncond, see flaresynth.models.conditioning
+                  # (ddpm only)
+    cevae:        # latent size, feature maps, loss weights, context-encoding masks (cevae only),
+                  # see flaresynth.models.cevae
+    train:        # optimiser, EMA, steps, checkpoints, see flaresynth.train (both kinds)
+    sample:       # default sampler, guidance and embedding source of `flaresynth sample`, training grids
+
+Presets ship with the package (``flaresynth/configs/{demo,paper,paper128,tiny,cevae-demo,cevae-tiny}.yaml``)
+and are read with
+:func:`load_preset`. A YAML file may hold only some keys: the others keep the dataclass defaults. Unknown keys
+and ill-typed values raise :class:`~flaresynth.errors.FlaresynthError` naming the file and the dotted key, e.g.
+``my.yaml: train.lr: expected a number, got 'fast'``.
+
+The defaults are the paper's diffusion (Ramunno et al. 2024, ``paper_spec.md`` §3.1: 1000 steps, linear β from
+1e-4 to 0.02, ε-prediction, MSE); everything else is a documented choice of ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from flaresynth.errors import FlaresynthError
+
+RUN_KINDS = ("ddpm", "cevae")
+CONDITIONING_KINDS = ("discrete", "continuous", "discrete+embedding")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+LOSS_WEIGHTINGS = ("none", "min_snr")
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
+LR_SCHEDULES = ("constant", "cosine")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")
+PRESETS = ("demo", "paper", "paper128", "tiny", "cevae-demo", "cevae-tiny")
+#: Where the embedding of a ``discrete+embedding`` request comes from (see flaresynth.sampling).
+EMBEDDING_SOURCES = ("class-mean", "class-gaussian", "image")
+CEVAE_REC_LOSSES = ("l1", "mse")
+
+
+@dataclass
+class ModelConfig:
+    """The U-Net: a diffusers ``UNet2DModel`` (see :func:`flaresynth.models.unet.build_unet`).
+
+    ``sample_size`` is the image side in pixels the model works at; a dataset of another size is resized once
+    at load time. ``in_channels`` ``None`` means "as many as the dataset has". Attention layers sit at the
+    levels whose resolution (pixels) is listed in ``attention_resolutions``; the middle block always has one
+    when ``mid_attention``.
+    """
+
+    sample_size: int = 64
+    in_channels: int | None = None
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 320])
+    layers_per_block: int = 1
+    attention_resolutions: list[int] = field(default_factory=lambda: [32, 16, 8])
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    dropout: float = 0.0
+    mid_attention: bool = True
+
+    def level_resolutions(self) -> list[int]:
+        """Resolution in pixels of each U-Net level (the last level has no downsampling)."""
+        return [self.sample_size // 2**i for i in range(len(self.block_out_channels))]
+
+
+@dataclass
+class DiffusionConfig:
+    """Forward process and training objective (diffusers ``DDPMScheduler`` config plus the loss).
+
+    Defaults are the paper's: T = 1000, linear β 1e-4 → 0.02, ε-prediction, plain MSE. Options: other β
+    schedules, ``v_prediction``, and min-SNR-γ loss weighting (Hang et al. 2023), ``loss_weighting: min_snr``.
+    ``clip_sample`` clips the predicted x₀ to [-1, 1] inside the DDPM/DDIM update (diffusers' default);
+    ``variance_type: fixed_large`` (σ² = β_t) with ``clip_sample: false`` is the seed code's update.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+    loss_weighting: str = "none"
+    snr_gamma: float = 5.0
+    clip_sample: bool = True
+    variance_type: str = "fixed_small"
+
+
+@dataclass
+class ConditioningConfig:
+    """What the model is conditioned on; every kind has a learned null condition for classifier-free guidance.
+
+    ``discrete``: the class (GOES letter or activity level) through UNet2DModel's own class embedding, with one
+    extra row, the last, for the null class. ``continuous``: log10 of the XRS-B flux (W/m²) through sinusoidal
+    features and an MLP. ``discrete+embedding``: the class plus a projected vector from a frozen image encoder
+    named by ``encoder`` (``random:DIM[:SEED]``, ``cevae:PATH``, ``torchscript:PATH`` or ``module:callable``).
+    ``p_uncond`` is the probability that training drops the condition (replaces it by the null one).
+    """
+
+    kind: str = "discrete"
+    p_uncond: float = 0.1
+    flux_frequencies: int = 8
+    encoder: str | None = None
+
+
+@dataclass
+class CevaeConfig:
+    """The ceVAE (``kind: cevae``; :mod:`flaresynth.models.cevae` documents the model and the loss).
+
+    Defaults are the FHNW implementation's (i4Ds/sdo-cli ``config/ce-vae/defaults.yaml``, ``paper_spec.md``
+    §3.4): latent ``z_dim`` 128, encoder feature maps 16/64/256/1024 (one stride-2 level each, the decoder
+    mirrors them), ``ce_factor`` 0.5, KL weight ``beta`` 0.01, L1 reconstruction. The loss is
+    (1 − ce_factor)·(rec + beta·KL) + ce_factor·rec_ce. Context-encoding masks: per image 0..``mask_max_squares``
+    squares of side 0..``mask_max_fraction``·size, each filled with one value drawn between the image's min and
+    max. ``class_ridge`` is the relative ridge added to each per-class latent covariance (× its mean variance).
+    """
+
+    z_dim: int = 128
+    fmap_sizes: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
+    ce_factor: float = 0.5
+    beta: float = 0.01
+    rec_loss: str = "l1"
+    mask_max_squares: int = 2
+    mask_max_fraction: float = 0.5
+    class_ridge: float = 1e-3
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. ``batch_size`` is per process and per micro-step; the batch of one optimiser step is
+    ``batch_size × processes × grad_accum``. ``steps`` is the planned length (the LR schedule's length);
+    ``flaresynth train --max-steps`` may stop earlier, and ``--resume`` continues.
+
+    EMA (diffusers ``EMAModel``): decay ``min(ema_decay, 1 - (1 + n)^-ema_power)`` with ``ema_warmup``, else
+    ``min(ema_decay, (1 + n)/(10 + n))``, where n counts updates after ``ema_update_after_step`` (before that
+    the EMA simply copies the weights, which is the seed code's 2000-step warm start).
+    """
+
+    steps: int = 10000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    ema_power: float = 0.75
+    ema_update_after_step: int = 0
+    seed: int = 0
+    mixed_precision: str | None = None
+    log_every: int = 10
+    checkpoint_every: int = 500
+    sample_every: int = 0
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class SampleConfig:
+    """Defaults of ``flaresynth sample`` (each can be overridden there) and of the training-time grids.
+
+    ``guidance`` is Ho & Salimans' w in ε̃ = ε(x,c) + w·(ε(x,c) − ε(x,∅)); w = 0 is the purely conditional
+    model. The seed code's ``cfg_scale`` (a ``torch.lerp`` weight) is w + 1, so its default 3 is w = 2 here.
+    ``steps`` ``None`` means the sampler's default (1000 for ddpm, 20 for dpm++/unipc, 50 for ddim).
+    ``embedding_source`` (``discrete+embedding`` runs): a class request is conditioned on the mean training
+    embedding of the class (``class-mean``), on a draw from the per-class Gaussian of the training embeddings
+    (``class-gaussian``), or on the embedding of a real training image of the class (``image``, needs a
+    dataset at sampling time).
+    """
+
+    sampler: str = "ddpm"
+    steps: int | None = None
+    guidance: float = 2.0
+    grid_per_class: int = 4
+    grid_sampler: str = "dpm++"
+    grid_steps: int = 20
+    embedding_source: str = "class-mean"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run (saved as ``RUN/config.yaml``)."""
+
+    name: str = "custom"
+    kind: str = "ddpm"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    cevae: CevaeConfig = field(default_factory=CevaeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (lists, not tuples) ready for YAML/JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None, source: str = "config") -> RunConfig:
+        """Build from a (possibly partial) nested dict; ``source`` names the file in error messages."""
+        cfg = _build(cls, data or {}, source, "")
+        validate(cfg, source)
+        return cfg
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes what a training step computes.
+
+        Resuming needs the same fingerprint. Left out: the planned length, logging, checkpoint and grid
+        intervals, and the sampling defaults, which may change between an interrupted run and its resume;
+        and the sections the run's ``kind`` does not use (so a ``ddpm`` config hashes exactly as it did
+        before ``kind`` and ``cevae`` existed, and old runs still resume).
+        """
+        d = self.to_dict()
+        d.pop("name")
+        d.pop("sample")
+        kind = d.pop("kind")
+        if kind == "ddpm":
+            d.pop("cevae")
+        else:
+            d = {"kind": kind, "model": {k: d["model"][k] for k in ("sample_size", "in_channels")},
+                 "cevae": d["cevae"], "train": d["train"]}
+        for key in ("steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints"):
+            d["train"].pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run config from a YAML file (missing keys keep their defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlaresynthError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise FlaresynthError(f"{path}: not valid YAML{where}") from None
+    if data is not None and not isinstance(data, dict):
+        raise FlaresynthError(f"{path}: expected a mapping of sections (model, diffusion, ...), got {type(data).__name__}")
+    return RunConfig.from_dict(data, source=str(path))
+
+
+def load_preset(name: str) -> RunConfig:
+    """A preset shipped with the package: ``demo``, ``paper``, ``paper128``, ``tiny``, ``cevae-demo``,
+    ``cevae-tiny``."""
+    if name not in PRESETS:
+        raise FlaresynthError(f"preset {name!r}: unknown, expected one of {', '.join(PRESETS)}")
+    text = resources.files("flaresynth").joinpath("configs", f"{name}.yaml").read_text()
+    return RunConfig.from_dict(yaml.safe_load(text), source=f"preset {name}")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write ``cfg`` as YAML, atomically."""
+    from flaresynth.io import atomic_file
+
+    with atomic_file(path, "w") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """``cfg`` as a YAML string."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------- checking
+
+
+def _type_name(tp) -> str:
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "a whole number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).removeprefix('a ')}s"
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp, value, source: str, key: str):
+    """Check ``value`` against the annotation ``tp``; return it (ints accepted for floats)."""
+    bad = FlaresynthError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, source, key)
+            except FlaresynthError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, source, key + ".")
+    raise bad  # pragma: no cover - only the types above are used
+
+
+def _build(cls, data, source: str, prefix: str):
+    if not isinstance(data, dict):
+        raise FlaresynthError(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise FlaresynthError(
+                f"{source}: {prefix}{key}: unknown key (expected one of {', '.join(sorted(names))})"
+            )
+    kwargs = {k: _coerce(hints[k], v, source, f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _choice(source: str, key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise FlaresynthError(f"{source}: {key}: {value!r} unknown, expected one of {', '.join(allowed)}")
+
+
+def _positive(source: str, key: str, value, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise FlaresynthError(f"{source}: {key}: {value!r}, expected {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(cfg: RunConfig, source: str = "config") -> None:
+    """Check values (not only types) and raise a one-line error naming the key."""
+    m, d, c = cfg.model, cfg.diffusion, cfg.conditioning
+    _choice(source, "kind", cfg.kind, RUN_KINDS)
+    _positive(source, "model.sample_size", m.sample_size)
+    if m.in_channels is not None:
+        _positive(source, "model.in_channels", m.in_channels)
+    _validate_train_and_sample(cfg, source)
+    if cfg.kind == "cevae":
+        _validate_cevae(cfg, source)
+        return
+    if not m.block_out_channels:
+        raise FlaresynthError(f"{source}: model.block_out_channels: expected at least one width")
+    for w in m.block_out_channels:
+        if w <= 0 or w % m.norm_num_groups:
+            raise FlaresynthError(
+                f"{source}: model.block_out_channels: {w} is not a positive multiple of model.norm_num_groups "
+                f"({m.norm_num_groups})"
+            )
+    if m.sample_size % 2 ** (len(m.block_out_channels) - 1):
+        raise FlaresynthError(
+            f"{source}: model.sample_size: {m.sample_size} cannot be halved {len(m.block_out_channels) - 1} times "
+            f"(one per extra level of model.block_out_channels)"
+        )
+    levels = m.level_resolutions()
+    for r in m.attention_resolutions:
+        if r not in levels:
+            raise FlaresynthError(
+                f"{source}: model.attention_resolutions: {r} px is not a level of this U-Net ({levels})"
+            )
+    _positive(source, "model.layers_per_block", m.layers_per_block)
+    _positive(source, "model.attention_head_dim", m.attention_head_dim)
+    if not 0 <= m.dropout < 1:
+        raise FlaresynthError(f"{source}: model.dropout: {m.dropout}, expected 0 <= dropout < 1")
+
+    _positive(source, "diffusion.num_train_timesteps", d.num_train_timesteps)
+    _choice(source, "diffusion.beta_schedule", d.beta_schedule, BETA_SCHEDULES)
+    _choice(source, "diffusion.prediction_type", d.prediction_type, PREDICTION_TYPES)
+    _choice(source, "diffusion.loss_weighting", d.loss_weighting, LOSS_WEIGHTINGS)
+    _choice(source, "diffusion.variance_type", d.variance_type, VARIANCE_TYPES)
+    if not 0 < d.beta_start < d.beta_end < 1:
+        raise FlaresynthError(f"{source}: diffusion.beta_start/beta_end: expected 0 < beta_start < beta_end < 1")
+    _positive(source, "diffusion.snr_gamma", d.snr_gamma)
+
+    _choice(source, "conditioning.kind", c.kind, CONDITIONING_KINDS)
+    if not 0 <= c.p_uncond <= 1:
+        raise FlaresynthError(f"{source}: conditioning.p_uncond: {c.p_uncond}, expected a probability in [0, 1]")
+    _positive(source, "conditioning.flux_frequencies", c.flux_frequencies)
+    if c.kind == "discrete+embedding" and not c.encoder:
+        raise FlaresynthError(
+            f"{source}: conditioning.encoder: missing (discrete+embedding needs an image encoder, "
+            "e.g. 'cevae:PATH' or 'random:64')"
+        )
+
+
+def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
+    t, s = cfg.train, cfg.sample
+    for key in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+        _positive(source, f"train.{key}", getattr(t, key))
+    for key in ("warmup_steps", "ema_update_after_step", "checkpoint_every", "sample_every", "weight_decay", "grad_clip"):
+        _positive(source, f"train.{key}", getattr(t, key), allow_zero=True)
+    _positive(source, "train.lr", t.lr)
+    _choice(source, "train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    if not 0 <= t.ema_decay < 1:
+        raise FlaresynthError(f"{source}: train.ema_decay: {t.ema_decay}, expected 0 <= decay < 1")
+    if t.mixed_precision is not None:
+        _choice(source, "train.mixed_precision", t.mixed_precision, MIXED_PRECISION)
+
+    _choice(source, "sample.sampler", s.sampler, SAMPLERS)
+    _choice(source, "sample.grid_sampler", s.grid_sampler, SAMPLERS)
+    if s.steps is not None:
+        _positive(source, "sample.steps", s.steps)
+    _positive(source, "sample.grid_steps", s.grid_steps)
+    _positive(source, "sample.grid_per_class", s.grid_per_class)
+    _positive(source, "sample.guidance", s.guidance, allow_zero=True)
+    _choice(source, "sample.embedding_source", s.embedding_source, EMBEDDING_SOURCES)
+
+
+def _validate_cevae(cfg: RunConfig, source: str) -> None:
+    e, size = cfg.cevae, cfg.model.sample_size
+    _positive(source, "cevae.z_dim", e.z_dim)
+    if not e.fmap_sizes:
+        raise FlaresynthError(f"{source}: cevae.fmap_sizes: expected at least one feature-map width")
+    for i, w in enumerate(e.fmap_sizes):
+        _positive(source, f"cevae.fmap_sizes[{i}]", w)
+    if size % 2 ** len(e.fmap_sizes):
+        raise FlaresynthError(
+            f"{source}: model.sample_size: {size} cannot be halved {len(e.fmap_sizes)} times "
+            f"(one per entry of cevae.fmap_sizes)"
+        )
+    if not 0 <= e.ce_factor <= 1:
+        raise FlaresynthError(f"{source}: cevae.ce_factor: {e.ce_factor}, expected 0 <= ce_factor <= 1")
+    _positive(source, "cevae.beta", e.beta, allow_zero=True)
+    _choice(source, "cevae.rec_loss", e.rec_loss, CEVAE_REC_LOSSES)
+    _positive(source, "cevae.mask_max_squares", e.mask_max_squares, allow_zero=True)
+    if not 0 < e.mask_max_fraction <= 1:
+        raise FlaresynthError(
+            f"{source}: cevae.mask_max_fraction: {e.mask_max_fraction}, expected 0 < fraction <= 1"
+        )
+    _positive(source, "cevae.class_ridge", e.class_ridge, allow_zero=True)
+
+
+__all__ = [
+    "ModelConfig",
+    "DiffusionConfig",
+    "ConditioningConfig",
+    "CevaeConfig",
+    "TrainConfig",
+    "SampleConfig",
+    "RunConfig",
+    "load_config",
+    "load_preset",
+    "save_config",
+    "config_to_yaml",
+    "validate",
+    "RUN_KINDS",
+    "CONDITIONING_KINDS",
+    "EMBEDDING_SOURCES",
+    "SAMPLERS",
+    "PRESETS",
+]
+

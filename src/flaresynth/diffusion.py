@@ -1,0 +1,217 @@
+"""The diffusion process: noise schedule, training loss, classifier-free guidance and the sampling loop.
+
+Forward process (Ho et al. 2020; the paper, ``paper_spec.md`` §3.1): x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε with T = 1000
+and a linear β from 1e-4 to 0.02, held by diffusers' ``DDPMScheduler``. Training draws t uniformly from
+0..T−1 (the seed code draws 1..999; t = 0 is the least-noisy step, harmless either way, §9.2.9).
+
+Loss (:func:`diffusion_loss`): the "simple" MSE between the network output and its target, ε for
+``prediction_type: epsilon`` (the paper), v = √ᾱ_t ε − √(1−ᾱ_t) x₀ for ``v_prediction``. Optional min-SNR-γ
+weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"): each item's MSE is
+multiplied by min(SNR_t, γ)/SNR_t for ε and min(SNR_t, γ)/(SNR_t + 1) for v, SNR_t = ᾱ_t/(1−ᾱ_t).
+
+Classifier-free guidance (Ho & Salimans 2022, eq. 6; :func:`cfg_combine`):
+ε̃ = ε(x, c) + w·(ε(x, c) − ε(x, ∅)). w = 0 is the purely conditional model. The seed code computes
+``torch.lerp(ε_u, ε_c, s)`` = ε_u + s(ε_c − ε_u), so its ``cfg_scale`` s is w + 1 (its default 3 is w = 2).
+The conditional and unconditional passes run as one forward on the concatenated batch
+(:func:`guided_output`).
+
+Samplers (:func:`make_sampler`), all diffusers schedulers built from the training scheduler's config, so
+β schedule and prediction type always match; the loop itself is :func:`sample_loop`:
+
+========  =================================================  ==============
+name      scheduler                                          default steps
+========  =================================================  ==============
+ddpm      ``DDPMScheduler`` (ancestral; the paper's sampler)  1000
+ddim      ``DDIMScheduler`` (η = 0, deterministic)            50
+dpm++     ``DPMSolverMultistepScheduler`` (2M, dpmsolver++)   20
+unipc     ``UniPCMultistepScheduler``                         20
+========  =================================================  ==============
+
+Randomness is per image: each image has its own ``torch.Generator`` seeded with its own seed, drawing its
+initial noise and (for ddpm) its per-step noise, so an image depends on its seed, not on its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from flaresynth.config import DiffusionConfig
+from flaresynth.errors import FlaresynthError
+from flaresynth.models.conditioning import Condition
+
+SAMPLER_DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20, "unipc": 20}
+
+
+def make_scheduler(cfg: DiffusionConfig):
+    """The training noise schedule: a diffusers ``DDPMScheduler``."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        prediction_type=cfg.prediction_type,
+        clip_sample=cfg.clip_sample,
+        variance_type=cfg.variance_type,
+    )
+
+
+def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
+    """A sampling scheduler ``name`` (ddpm, ddim, dpm++, unipc) with its timesteps set.
+
+    ``scheduler_config`` is the training ``DDPMScheduler``'s ``config``; ``steps`` ``None`` means the
+    sampler's default (:data:`SAMPLER_DEFAULT_STEPS`).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    if name not in SAMPLER_DEFAULT_STEPS:
+        raise FlaresynthError(f"--sampler {name!r}: expected one of {', '.join(SAMPLER_DEFAULT_STEPS)}")
+    steps = SAMPLER_DEFAULT_STEPS[name] if steps is None else steps
+    t_max = int(scheduler_config["num_train_timesteps"])
+    if int(steps) != steps or not 1 <= steps <= t_max:
+        raise FlaresynthError(f"--steps {steps!r}: expected a whole number from 1 to {t_max}")
+    config = dict(scheduler_config)
+    if name == "ddpm":
+        sched = DDPMScheduler.from_config(config)
+    elif name == "ddim":
+        sched = DDIMScheduler.from_config(config)
+    elif name == "dpm++":
+        # 2M: second order multistep, the diffusers docs' recommendation for guided sampling
+        sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    else:
+        sched = UniPCMultistepScheduler.from_config(config)
+    sched.set_timesteps(int(steps))
+    return sched
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def drop_mask(n: int, p_uncond: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) bool: True where the condition is replaced by the null one (probability ``p_uncond``)."""
+    return torch.rand(n, generator=generator) < p_uncond
+
+
+def sample_timesteps(n: int, num_train_timesteps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) int64 timesteps uniform on 0..T−1."""
+    return torch.randint(0, num_train_timesteps, (n,), generator=generator)
+
+
+def snr(scheduler, t: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio ᾱ_t/(1−ᾱ_t) at integer timesteps ``t``."""
+    a = scheduler.alphas_cumprod.to(t.device)[t].float()
+    return a / (1.0 - a)
+
+
+def loss_weights(scheduler, t: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
+    """Per-item loss weight: 1, or min-SNR-γ (see the module docstring)."""
+    if cfg.loss_weighting == "none":
+        return torch.ones(t.shape, device=t.device)
+    s = snr(scheduler, t)
+    clipped = torch.clamp(s, max=cfg.snr_gamma)
+    return clipped / (s + 1.0) if cfg.prediction_type == "v_prediction" else clipped / s
+
+
+def diffusion_loss(denoiser, scheduler, x0: torch.Tensor, cond: Condition, drop: torch.Tensor, noise: torch.Tensor,
+                   t: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
+    """Weighted MSE between the denoiser output at (x_t, t) and its target (ε or v); a scalar.
+
+    ``noise`` ε and timesteps ``t`` are given (not drawn here) so a step is a pure function of its inputs.
+    """
+    x_t = scheduler.add_noise(x0, noise, t)
+    target = noise if cfg.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    pred = denoiser(x_t, t, cond, drop)
+    per_item = torch.mean((pred.float() - target.float()) ** 2, dim=tuple(range(1, x0.ndim)))
+    return torch.mean(per_item * loss_weights(scheduler, t, cfg))
+
+
+# ------------------------------------------------------------------------------------------ guidance
+
+
+def cfg_combine(out_cond: torch.Tensor, out_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Ho & Salimans: out_c + w·(out_c − out_u). (The seed code's lerp weight is w + 1.)"""
+    return out_cond + guidance * (out_cond - out_uncond)
+
+
+def guided_output(denoiser, x: torch.Tensor, t, cond: Condition, guidance: float) -> torch.Tensor:
+    """Guided model output at (x, t): conditional and unconditional passes in ONE forward of batch 2B.
+
+    With ``guidance == 0`` only the conditional pass runs.
+    """
+    n = x.shape[0]
+    t = torch.as_tensor(t, device=x.device)
+    t = t.expand(n) if t.ndim == 0 else t
+    if guidance == 0:
+        return denoiser(x, t, cond, torch.zeros(n, dtype=torch.bool, device=x.device))
+    drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(x.device)
+    out = denoiser(torch.cat([x, x]), torch.cat([t, t]), cond.twice(), drop)
+    return cfg_combine(out[:n], out[n:], guidance)
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+
+def seeded_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per image."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    """x_T: (len(generators), *shape) standard normal, each image from its own generator (CPU)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
+@torch.no_grad()
+def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape: tuple[int, ...],
+                guidance: float = 0.0, device: str | torch.device = "cpu",
+                callback: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Run ``sampler`` from x_T to x₀ for one batch; returns float32 (B, C, H, W) on the CPU, clipped to [-1, 1].
+
+    Parameters
+    ----------
+    denoiser : the model, ``(x, t, cond, drop) -> output``.
+    sampler : a scheduler from :func:`make_sampler` (its timesteps set).
+    cond : the batch's conditions (length B).
+    seeds : B per-image seeds.
+    shape : (C, H, W) of one image.
+    guidance : CFG weight w (0 = purely conditional).
+    callback : called with the step number after each step (progress bars).
+    """
+    generators = seeded_generators(seeds)
+    x = initial_noise(generators, shape).to(device) * sampler.init_noise_sigma
+    cond = cond.to(device)
+    takes_generator = "generator" in _step_params(sampler)
+    for i, t in enumerate(sampler.timesteps):
+        model_in = sampler.scale_model_input(x, t)
+        out = guided_output(denoiser, model_in, t.to(device), cond, guidance)
+        kwargs = {"generator": generators} if takes_generator else {}
+        x = sampler.step(out, t, x, **kwargs).prev_sample
+        if callback is not None:
+            callback(i)
+    return x.clamp(-1.0, 1.0).float().cpu()
+
+
+def _step_params(sampler) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(sampler.step).parameters)
+
+
+__all__ = [
+    "SAMPLER_DEFAULT_STEPS",
+    "make_scheduler",
+    "make_sampler",
+    "drop_mask",
+    "sample_timesteps",
+    "snr",
+    "loss_weights",
+    "diffusion_loss",
+    "cfg_combine",
+    "guided_output",
+    "seeded_generators",
+    "initial_noise",
+    "sample_loop",
+]

@@ -1,0 +1,496 @@
+"""Generating images from a trained run: requests, batched guided sampling, and the samples folder.
+
+``flaresynth sample --run RUN --out DIR`` (see :func:`sample`) writes, through
+:func:`flaresynth.samples.write_samples`:
+
+* ``samples.npy``: float32 (N, C, H, W) in model space [-1, 1] (no 8-bit quantisation, unlike the seed code,
+  ``paper_spec.md`` §9.2.8); ``samples.csv`` with the requested class or flux and each image's seed;
+* ``fits/NNNNN_<class>.fits``: each image in DN/s (the dataset's inverse intensity transform) with an AIA-like
+  header that ``sunpy.map.Map`` opens as an AIA map (:func:`fits_header`);
+* ``grid.png``: rows = requested classes (or fluxes), in the AIA 171 colour map.
+
+What can be requested depends on the conditioning: classes of the run's scheme (GOES letters A..X, or activity
+levels low/medium/high) for every model; XRS-B fluxes in W/m² for every model (a discrete model uses the
+flux's class; a continuous one the flux itself, also between or beyond its training classes). A class request
+to a continuous model uses the median training flux of that class.
+
+Seeds: image i of a request list gets seed ``seed + i``; its initial noise and (DDPM) per-step noise come from
+its own generator, so the same seed gives the same image whatever the batch size.
+
+FITS geometry: the synthetic image was never observed, so the header describes the frame its training data
+had. SDOMLv2 rescales every AIA image so the solar radius is 976″ (``data_sources.md`` §3.3) at 4.8″/px for
+512 px, so CDELT = 4.8·512/size ″/px, RSUN_OBS = 976″, and the observer sits on the Sun–Earth line
+(HGLN_OBS = HGLT_OBS = 0) at DSUN_OBS = RSUN_REF / sin(976″) = 1.4709e11 m (0.983 au). DATE-OBS is a nominal
+epoch, J2000.0 (2000-01-01T12:00:00, when Earth was at that distance): it carries no information about the
+image and only fixes the coordinate frame's time for sunpy.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from flaresynth import __version__
+from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loop
+from flaresynth.errors import FlaresynthError
+from flaresynth.labels import SCHEMES, flux_to_class, flux_to_label_index
+
+#: Nominal observation time written as DATE-OBS (see the module docstring).
+NOMINAL_DATE_OBS = "2000-01-01T12:00:00.000"
+SDOML_RSUN_ARCSEC = 976.0
+SDOML_CDELT_512 = 4.8
+RSUN_REF_M = 696_000_000.0
+#: AIA telescope number of each channel (AIA_1: 131/335, AIA_2: 193/211, AIA_3: 171/UV, AIA_4: 94/304).
+AIA_TELESCOPE = {94: 4, 131: 1, 171: 3, 193: 2, 211: 2, 304: 4, 335: 1, 1600: 3, 1700: 3, 4500: 3}
+
+
+@dataclass
+class TrainedModel:
+    """A trained run opened for sampling."""
+
+    path: Path
+    denoiser: torch.nn.Module
+    meta: dict
+    device: torch.device
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta["classes"])
+
+    @property
+    def kind(self) -> str:
+        return self.meta["conditioning"]["kind"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (int(self.meta["in_channels"]), int(self.meta["sample_size"]), int(self.meta["sample_size"]))
+
+    def transforms(self):
+        """One intensity transform per channel (model space <-> DN/s)."""
+        from flaresynth.transforms import IntensityTransform
+
+        t = self.meta["transform"]
+        items = t if isinstance(t, list) else [t] * self.image_shape[0]
+        return [IntensityTransform.from_dict(d, source=str(self.path / "flaresynth.json")) for d in items]
+
+
+def resolve_run(run: str | Path) -> Path:
+    """Run folder of ``run``: a path, or a shipped name like ``demo:discrete``."""
+    from flaresynth import pretrained
+
+    path = Path(run)
+    if not path.exists() and pretrained.is_shipped_name(str(run)):
+        return pretrained.resolve(str(run))
+    if not path.is_dir():
+        raise FlaresynthError(f"{run}: no such run folder (train one with `flaresynth train`)")
+    return path
+
+
+def model_folder(run: Path) -> Path:
+    """``RUN/model`` (or ``run`` itself when it is a model folder)."""
+    for cand in (run / "model", run):
+        if (cand / "flaresynth.json").is_file():
+            return cand
+    raise FlaresynthError(f"{run}: no trained model (model/flaresynth.json missing; did the training finish?)")
+
+
+def pick_device(device: str | None) -> torch.device:
+    """``cpu``, ``cuda`` or ``None`` (a GPU when one is visible)."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise FlaresynthError(f"--device {device!r}: expected cpu or cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise FlaresynthError(f"--device {device}: no CUDA GPU is visible")
+    return torch.device(device)
+
+
+def load_run(run: str | Path, device: str | None = None) -> TrainedModel:
+    """Open a run (folder or shipped name) for sampling; weights are the EMA weights the run saved."""
+    from flaresynth.models.unet import load_model
+
+    path = resolve_run(run)
+    dev = pick_device(device)
+    denoiser, meta = load_model(model_folder(path), device=dev)
+    return TrainedModel(path=path, denoiser=denoiser, meta=meta, device=dev)
+
+
+# ------------------------------------------------------------------------------------------ requests
+
+
+def parse_fluxes(values) -> list[float]:
+    """Fluxes from CLI strings: numbers in W/m² or GOES classes (``M2.5``), comma-separated or repeated."""
+    from flaresynth.labels import class_to_flux
+
+    out = []
+    for v in values or []:
+        for item in str(v).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                f = float(item)
+            except ValueError:
+                f = class_to_flux(item)
+            if not math.isfinite(f) or f <= 0:
+                raise FlaresynthError(f"--flux {item}: expected a positive XRS-B flux in W/m² (e.g. 3e-5) or a class like M2.5")
+            out.append(f)
+    return out
+
+
+def parse_classes(values) -> list[str]:
+    """Class names from CLI strings, comma-separated or repeated."""
+    out = []
+    for v in values or []:
+        out += [c.strip() for c in str(v).split(",") if c.strip()]
+    return out
+
+
+def build_requests(model: TrainedModel, classes=None, fluxes=None, per_class: int = 8, seed: int = 0) -> pd.DataFrame:
+    """One row per image: ``label``, ``requested_flux``, ``seed``, plus the condition the model gets.
+
+    ``classes`` and ``fluxes`` may both be given; with neither, every class the model was trained on.
+    Extra columns: ``flux_class`` (the class a requested flux falls in), ``condition_label`` (class index
+    fed to the model), ``condition_log_flux`` (log10 W/m² fed to a continuous model).
+    """
+    if int(per_class) != per_class or per_class < 1:
+        raise FlaresynthError(f"--per-class {per_class!r}: expected a whole number >= 1")
+    names = model.classes
+    scheme = model.meta["scheme"]
+    counts = model.meta.get("train_counts", {c: 1 for c in names})
+    trained = [c for c in names if counts.get(c, 0) > 0]
+    class_log_flux = model.meta.get("class_log_flux", {})
+    classes = list(classes or [])
+    fluxes = [float(f) for f in (fluxes or [])]
+    if not classes and not fluxes:
+        classes = trained
+    rows = []
+    for c in classes:
+        if c not in names:
+            alt = {n.lower(): n for n in names}.get(c.lower())
+            if alt is None:
+                raise FlaresynthError(
+                    f"--classes {c}: not a class of this model (scheme {scheme}: {', '.join(names)})"
+                )
+            c = alt
+        if counts.get(c, 0) == 0:
+            raise FlaresynthError(f"--classes {c}: the model saw no training image of class {c} (trained on {', '.join(trained)})")
+        lf = class_log_flux.get(c, float("nan"))
+        rows += [{"label": c, "requested_flux": float("nan"), "flux_class": c, "condition_label": names.index(c),
+                  "condition_log_flux": lf}] * per_class
+    for f in fluxes:
+        if not math.isfinite(f) or f <= 0:
+            raise FlaresynthError(f"--flux {f!r}: expected a positive XRS-B flux in W/m²")
+        idx = int(flux_to_label_index(f, scheme))
+        c = SCHEMES[scheme][idx]
+        if model.kind != "continuous" and counts.get(c, 0) == 0:
+            raise FlaresynthError(
+                f"--flux {f:g}: its class {c} was not in the training data (trained on {', '.join(trained)})"
+            )
+        rows += [{"label": "", "requested_flux": f, "flux_class": c, "condition_label": idx,
+                  "condition_log_flux": math.log10(f)}] * per_class
+    table = pd.DataFrame(rows)
+    table.insert(2, "seed", np.arange(len(table), dtype=np.int64) + int(seed))
+    return table
+
+
+def conditions(model: TrainedModel, table: pd.DataFrame):
+    """The :class:`~flaresynth.models.conditioning.Condition` batch of a request table."""
+    from flaresynth.models.conditioning import Condition
+
+    # torch.tensor copies: pandas hands out read-only views
+    labels = torch.tensor(table["condition_label"].to_numpy(dtype=np.int64))
+    log_flux = torch.tensor(table["condition_log_flux"].to_numpy(dtype=np.float32))
+    emb = None
+    if model.kind == "discrete+embedding":
+        emb = model.denoiser.conditioner.class_mean_embedding.detach().cpu()[labels]
+    return Condition(labels, log_flux, emb)
+
+
+# ------------------------------------------------------------------------------------------ generation
+
+
+def auto_batch_size(model: TrainedModel, guidance: float) -> int:
+    """A batch that fits in memory: a rough activation estimate against a quarter of the free memory."""
+    c, s, _ = model.image_shape
+    cfg = model.meta["config"]["model"]
+    per_image = 0
+    for i, w in enumerate(cfg["block_out_channels"]):
+        r = s // 2**i
+        per_image += (2 * cfg["layers_per_block"] + 4) * w * r * r * 4  # skips kept + working maps, float32
+        if r in cfg["attention_resolutions"]:
+            per_image += (w // cfg["attention_head_dim"]) * r**4 * 4  # a materialised attention matrix
+    per_image *= 2 if guidance else 1
+    if model.device.type == "cuda":
+        free = torch.cuda.mem_get_info(model.device)[0]
+        cap = 512
+    else:
+        free = _available_ram()
+        cap = 64  # on a CPU a bigger batch is no faster
+    return int(max(1, min(cap, free // 4 // max(per_image, 1))))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def generate(model: TrainedModel, table: pd.DataFrame, sampler: str = "ddpm", steps: int | None = None,
+             guidance: float = 2.0, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    """Images for a request table: float32 (N, C, H, W) in [-1, 1].
+
+    ``sampler``: ddpm | ddim | dpm++ | unipc; ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w.
+    """
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise FlaresynthError(f"--steps {steps!r}: expected a whole number >= 1")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise FlaresynthError(f"--guidance {guidance!r}: expected a number >= 0 (0 = no guidance)")
+    if batch_size is not None and batch_size < 1:
+        raise FlaresynthError(f"--batch-size {batch_size!r}: expected a whole number >= 1")
+    sched_cfg = model.meta["scheduler"]
+    make_sampler(sampler, sched_cfg, steps)  # validates name and steps before any work
+    batch = batch_size or auto_batch_size(model, guidance)
+    cond = conditions(model, table)
+    seeds = table["seed"].to_numpy()
+    n = len(table)
+    n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n * n_steps, unit="img·step", desc=f"{sampler} {n_steps} steps", leave=False)
+    out = []
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch)
+        sched = make_sampler(sampler, sched_cfg, steps)  # fresh: multistep solvers keep per-run state
+        cb = (lambda _i, k=hi - lo: bar.update(k)) if bar is not None else None
+        out.append(sample_loop(model.denoiser, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.image_shape,
+                               guidance=guidance, device=model.device, callback=cb))
+    if bar is not None:
+        bar.close()
+    return torch.cat(out).numpy() if out else np.zeros((0, *model.image_shape), np.float32)
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def channel_wavelength(channel: str) -> int:
+    """``'171A'`` -> 171."""
+    digits = "".join(ch for ch in str(channel) if ch.isdigit())
+    return int(digits) if digits else 171
+
+
+def fits_header(size: int, channel: str = "171A", extra: dict | None = None):
+    """An AIA-like FITS header for a synthetic ``size``×``size`` image in DN/s (geometry: module docstring)."""
+    from astropy.io import fits
+
+    wave = channel_wavelength(channel)
+    cdelt = SDOML_CDELT_512 * 512 / size
+    dsun = RSUN_REF_M / math.sin(math.radians(SDOML_RSUN_ARCSEC / 3600.0))
+    h = fits.Header()
+    cards = [
+        ("TELESCOP", "SDO/AIA", "synthetic image in the SDO/AIA frame"),
+        ("INSTRUME", f"AIA_{AIA_TELESCOPE.get(wave, 3)}", "AIA telescope of this wavelength"),
+        ("DETECTOR", "AIA", None),
+        ("WAVELNTH", wave, "[angstrom] channel"),
+        ("WAVEUNIT", "angstrom", None),
+        ("BUNIT", "DN/s", "exposure-normalised, as SDOMLv2"),
+        ("PIXLUNIT", "DN/s", None),
+        ("DATE-OBS", NOMINAL_DATE_OBS, "nominal epoch (J2000), not an observation"),
+        ("T_OBS", NOMINAL_DATE_OBS, "nominal epoch (J2000), not an observation"),
+        ("CTYPE1", "HPLN-TAN", None),
+        ("CTYPE2", "HPLT-TAN", None),
+        ("CUNIT1", "arcsec", None),
+        ("CUNIT2", "arcsec", None),
+        ("CDELT1", cdelt, "[arcsec/pix] SDOMLv2 4.8 at 512 px"),
+        ("CDELT2", cdelt, "[arcsec/pix]"),
+        ("CRPIX1", (size + 1) / 2.0, "disk centre = image centre"),
+        ("CRPIX2", (size + 1) / 2.0, None),
+        ("CRVAL1", 0.0, "[arcsec]"),
+        ("CRVAL2", 0.0, "[arcsec]"),
+        ("CROTA2", 0.0, "[deg] solar north up"),
+        ("RSUN_OBS", SDOML_RSUN_ARCSEC, "[arcsec] SDOMLv2 normalised radius"),
+        ("RSUN_REF", RSUN_REF_M, "[m]"),
+        ("DSUN_OBS", dsun, "[m] distance where RSUN_REF appears as RSUN_OBS"),
+        ("HGLN_OBS", 0.0, "[deg] observer on the Sun-Earth line"),
+        ("HGLT_OBS", 0.0, "[deg]"),
+        ("SYNTHETI", True, "generated by flaresynth, not observed"),
+    ]
+    for key, value, comment in cards:
+        h[key] = (value, comment) if comment else value
+    for key, value in (extra or {}).items():
+        h[key] = value
+    return h
+
+
+def write_fits(path: Path, image_dn: np.ndarray, channels: list[str], extra: dict) -> None:
+    """One FITS file: the first channel in the primary HDU, any further channel in an image extension."""
+    from astropy.io import fits
+
+    size = image_dn.shape[-1]
+    hdus = []
+    for i, ch in enumerate(channels):
+        header = fits_header(size, ch, extra)
+        data = np.asarray(image_dn[i], dtype=np.float32)
+        hdus.append(fits.PrimaryHDU(data, header) if i == 0 else fits.ImageHDU(data, header))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def save_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "", n_cols: int | None = None,
+              channel: str = "171A") -> None:
+    """PNG grid of model-space images (first channel), one row per distinct label, in the channel's AIA
+    colour map (sunpy's ``sdoaia171`` for 171 Å)."""
+    import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia* colour maps)
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(row_labels):
+        groups.setdefault(lab, []).append(i)
+    n_cols = n_cols or max(len(v) for v in groups.values())
+    n_rows = len(groups)
+    width = 1.2 * n_cols + 0.8
+    if title:
+        title = "\n".join(textwrap.wrap(title, width=max(20, int(width * 13))))
+    top = 0.25 + 0.18 * title.count("\n") if title else 0.05
+    fig = Figure(figsize=(width, 1.2 * n_rows + top))
+    name = f"sdoaia{channel_wavelength(channel)}"
+    cmap = colormaps[name if name in colormaps else "sdoaia171"]
+    for r, (lab, idx) in enumerate(groups.items()):
+        for c in range(n_cols):
+            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(idx):
+                ax.imshow(images[idx[c], 0], cmap=cmap, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+            if c == 0:
+                ax.set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    height = 1.2 * n_rows + top
+    fig.subplots_adjust(left=0.8 / width, right=0.99, bottom=0.01, top=1 - top / height, wspace=0.04, hspace=0.04)
+    fig.savefig(path, dpi=100)
+
+
+def _row_label(row) -> str:
+    if row["label"]:
+        return str(row["label"])
+    return f"{flux_to_class(row['requested_flux'])}"
+
+
+def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_class: int = 8,
+           sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+           batch_size: int | None = None, device: str | None = None, fits: bool = True, grid: bool = True,
+           overwrite: bool = False, progress: bool = False) -> Path:
+    """Generate images from a run and write a samples folder; returns its path.
+
+    Parameters
+    ----------
+    run : run folder or shipped name (``demo:discrete``).
+    out : samples folder to write (appears only when complete).
+    classes : class names of the run's scheme (``["A", "M", "X"]`` or ``["low", "high"]``).
+    fluxes : XRS-B fluxes in W/m².
+    per_class : images per requested class or flux.
+    sampler, steps, guidance : ``None`` = the run's defaults (config ``sample``); guidance is CFG w.
+    seed : image i gets seed ``seed + i``.
+    batch_size : images per forward pass (``None``: sized to the free memory).
+    device : cpu, cuda or ``None`` (GPU when visible).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FlaresynthError(f"{out}: exists; choose another --out (or pass overwrite)")
+    model = load_run(run, device)
+    defaults = model.meta["config"]["sample"]
+    sampler = sampler or defaults["sampler"]
+    steps = steps if steps is not None else defaults["steps"]
+    guidance = float(defaults["guidance"] if guidance is None else guidance)
+    if steps is not None and int(steps) < 1:
+        raise FlaresynthError(f"--steps {steps}: expected a whole number >= 1")
+    table = build_requests(model, classes, fluxes, per_class, seed)
+    images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress)
+    n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
+    model_id = model.meta.get("model_id", model.path.name)
+    channels = list(model.meta.get("channels") or ["171A"])
+    transforms = model.transforms()
+    names = [f"{i:05d}_{_row_label(row)}.fits" for i, row in table.iterrows()]
+    if fits:
+        table["file"] = [f"fits/{n}" for n in names]
+
+    def extra(tmp: Path) -> None:
+        if fits:
+            (tmp / "fits").mkdir()
+            for i, row in table.iterrows():
+                dn = np.stack([transforms[c].inverse(images[i, c]) for c in range(images.shape[1])])
+                req_flux = row["requested_flux"]
+                header = {
+                    "GOESCLS": (row["label"] or row["flux_class"], "requested class (scheme " + model.meta["scheme"] + ")"),
+                    "GOESFLUX": (float(req_flux) if np.isfinite(req_flux) else "none", "[W/m2] requested XRS-B flux"),
+                    "SAMPLER": (sampler, "diffusers scheduler used"),
+                    "NSTEPS": (int(n_steps), "sampling steps"),
+                    "CFGW": (guidance, "CFG w: e_c + w (e_c - e_u)"),
+                    "SEED": (int(row["seed"]), "seed of this image"),
+                    "MODELID": (str(model_id)[:68], "flaresynth model id"),
+                    "CONDKIND": (model.kind, "conditioning"),
+                }
+                if model.kind == "continuous":
+                    header["CONDLFLX"] = (float(row["condition_log_flux"]), "[log10 W/m2] flux given to the model")
+                write_fits(tmp / "fits" / names[i], dn, channels, header)
+        if grid:
+            title = f"{model_id} | {sampler} {n_steps} steps | w={guidance:g}"
+            save_grid(images, [_row_label(r) for _, r in table.iterrows()], tmp / "grid.png", title=title,
+                      channel=channels[0])
+
+    manifest = {
+        "generator": "flaresynth-ddpm",
+        "classes": list(model.classes),
+        "scheme": model.meta["scheme"],
+        "transform": model.meta["transform"],
+        "channels": channels,
+        "image_size": int(model.image_shape[-1]),
+        "sampler": sampler,
+        "steps": int(n_steps),
+        "guidance": guidance,
+        "guidance_convention": "eps_c + w (eps_c - eps_u); the seed code's lerp cfg_scale = w + 1",
+        "seed": int(seed),
+        "per_class": int(per_class),
+        "model_id": model_id,
+        "run": str(model.path),
+        "conditioning": model.kind,
+        "ema_weights": True,
+        "date_obs": f"{NOMINAL_DATE_OBS} (nominal J2000 epoch; synthetic images have no observation time)",
+        "device": str(model.device),
+        "flaresynth_version": __version__,
+    }
+    from flaresynth.samples import write_samples
+
+    return write_samples(out, images, table, manifest, extra=extra, overwrite=overwrite)
+
+
+__all__ = [
+    "TrainedModel",
+    "resolve_run",
+    "load_run",
+    "parse_fluxes",
+    "parse_classes",
+    "build_requests",
+    "conditions",
+    "generate",
+    "fits_header",
+    "write_fits",
+    "save_grid",
+    "sample",
+]

@@ -1,0 +1,213 @@
+"""Sampling: requests, seeds, samplers, the samples folder (FITS opened by sunpy, PNG grid), bad input."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flaresynth.config import load_preset
+from flaresynth.dataset import write_dataset
+from flaresynth.errors import FlaresynthError
+from flaresynth.labels import GOES_CLASSES, SCHEMES, letter_to_label
+from flaresynth.samples import open_samples
+from flaresynth.sampling import build_requests, generate, load_run, parse_fluxes, sample
+from flaresynth.train import train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_dataset(out, n=40, size=32, seed=0, classes=GOES_CLASSES, scheme="goes5"):
+    """Toy disks with a class-dependent 'flare' (classes cycle through ``classes``)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
+    images = np.empty((n, 1, size, size), np.float32)
+    rows = []
+    for i in range(n):
+        k = GOES_CLASSES.index(classes[i % len(classes)])
+        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
+        images[i, 0] = np.clip(img, -1, 1)
+        flux = 10.0 ** (-8 + k + rng.uniform(0, 1))
+        rows.append({"time": f"2024-05-01T{i % 24:02d}:00:00", "label": letter_to_label(GOES_CLASSES[k], scheme),
+                     "label_flux": flux, "split": "train" if i < 30 else "test"})
+    manifest = {"scheme": scheme, "classes": list(SCHEMES[scheme]), "channels": ["171A"],
+                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
+    return write_dataset(out, images, pd.DataFrame(rows), manifest)
+
+
+def cli(*args, timeout=180):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "flaresynth", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def one_line_error(r):
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A discrete run trained without any X image, and a continuous run (2 steps each)."""
+    root = tmp_path_factory.mktemp("sample")
+    no_x = make_dataset(root / "ds_no_x", classes=("A", "B", "C", "M"))
+    full = make_dataset(root / "ds")
+    cfg = load_preset("tiny")
+    cfg.train.steps = 2
+    discrete = train(no_x, root / "discrete", cfg, progress=False)
+    cfg.conditioning.kind = "continuous"
+    continuous = train(full, root / "continuous", cfg, progress=False)
+    return {"discrete": discrete, "continuous": continuous}
+
+
+def test_same_seed_same_images_and_per_image_seeds(runs):
+    m = load_run(runs["discrete"])
+    table = build_requests(m, classes=["A", "M"], per_class=3, seed=7)
+    assert list(table["seed"]) == [7, 8, 9, 10, 11, 12]
+    a = generate(m, table, "ddpm", 4, 1.0, batch_size=6)
+    b = generate(m, table, "ddpm", 4, 1.0, batch_size=6)
+    assert a.dtype == np.float32 and a.shape == (6, 1, 16, 16)
+    assert np.array_equal(a, b)
+    # an image depends on its own seed, not on its batch
+    c = generate(m, table, "ddpm", 4, 1.0, batch_size=2)
+    np.testing.assert_allclose(a, c, atol=1e-4)
+    other = generate(m, build_requests(m, classes=["A", "M"], per_class=3, seed=8), "ddpm", 4, 1.0, batch_size=6)
+    assert not np.allclose(a, other)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "unipc"])
+def test_each_sampler_runs(runs, sampler):
+    m = load_run(runs["discrete"])
+    x = generate(m, build_requests(m, classes=["C"], per_class=2), sampler, 3, 2.0)
+    assert x.shape == (2, 1, 16, 16) and np.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+
+
+def test_continuous_model_takes_any_flux(runs):
+    m = load_run(runs["continuous"])
+    table = build_requests(m, fluxes=parse_fluxes(["3e-5,2e-3", "X20"]), per_class=1, seed=0)
+    assert list(table["flux_class"]) == ["M", "X", "X"] and (table["label"] == "").all()
+    # same seed for every row: only the flux differs, and the images differ with it
+    table["seed"] = 0
+    x = generate(m, table, "dpm++", 3, 0.0)
+    assert not np.allclose(x[0], x[1]) and not np.allclose(x[1], x[2])
+    cls = build_requests(m, classes=["B"], per_class=1)
+    assert -7 < cls["condition_log_flux"].iloc[0] < -6  # the median training flux of class B
+
+
+def test_requests_are_validated(runs):
+    m = load_run(runs["discrete"])
+    with pytest.raises(FlaresynthError, match="saw no training image of class X"):
+        build_requests(m, classes=["X"])
+    with pytest.raises(FlaresynthError, match="not a class of this model"):
+        build_requests(m, classes=["low"])
+    with pytest.raises(FlaresynthError, match="class X was not in the training data"):
+        build_requests(m, fluxes=[2e-4])
+    assert list(build_requests(m, per_class=1)["label"]) == ["A", "B", "C", "M"]  # default: trained classes
+    for bad in (["0"], ["-1e-5"], ["nan"], ["Z3"]):
+        with pytest.raises(FlaresynthError, match="flux|class"):
+            parse_fluxes(bad)
+
+
+def test_cli_sample_writes_fits_sunpy_opens_as_aia_maps(runs, tmp_path):
+    import sunpy.map
+    from astropy.io import fits
+    from sunpy.map.sources import AIAMap
+
+    from flaresynth.transforms import IntensityTransform
+
+    out = tmp_path / "s"
+    r = cli("sample", "--run", str(runs["discrete"]), "--out", str(out), "--classes", "A,M", "--flux", "3e-6",
+            "--per-class", "2", "--sampler", "dpm++", "--steps", "3", "--guidance", "1.5", "--seed", "5",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = open_samples(out)
+    assert s.images.shape == (6, 1, 16, 16)
+    assert list(s.table["label"]) == ["A", "A", "M", "M", "", ""]
+    assert list(s.table["seed"]) == [5, 6, 7, 8, 9, 10]
+    assert s.manifest["sampler"] == "dpm++" and s.manifest["steps"] == 3 and s.manifest["guidance"] == 1.5
+    assert s.manifest["conditioning"] == "discrete" and s.manifest["model_id"]
+    assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = out / s.table["file"].iloc[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = sunpy.map.Map(path)
+    assert isinstance(m, AIAMap)
+    assert m.wavelength.value == 171 and str(m.unit) == "DN / s"
+    assert m.scale.axis1.value == pytest.approx(4.8 * 512 / 16)
+    assert m.rsun_obs.value == pytest.approx(976.0)
+    h = fits.getheader(path)
+    for key in ("CTYPE1", "CUNIT1", "CDELT1", "CRPIX1", "TELESCOP", "INSTRUME", "WAVELNTH", "WAVEUNIT", "DSUN_OBS",
+                "HGLN_OBS", "HGLT_OBS", "DATE-OBS", "RSUN_OBS"):
+        assert key in h, key
+    assert (h["CTYPE1"], h["CTYPE2"], h["TELESCOP"], h["INSTRUME"]) == ("HPLN-TAN", "HPLT-TAN", "SDO/AIA", "AIA_3")
+    assert (h["GOESCLS"], h["SAMPLER"], h["NSTEPS"], h["CFGW"], h["SEED"]) == ("M", "dpm++", 3, 1.5, 7)
+    assert h["MODELID"] == s.manifest["model_id"]
+    flux_header = fits.getheader(out / s.table["file"].iloc[4])
+    assert flux_header["GOESFLUX"] == pytest.approx(3e-6) and flux_header["GOESCLS"] == "C"
+    # pixel values are DN/s: the inverse of the dataset's intensity transform
+    tr = IntensityTransform.from_dict(s.manifest["transform"])
+    np.testing.assert_allclose(m.data, tr.inverse(np.asarray(s.images[2, 0])), rtol=1e-5)
+
+
+def test_library_sample_defaults_come_from_the_run(runs, tmp_path):
+    out = sample(runs["continuous"], tmp_path / "c", fluxes=[1e-5], per_class=2, steps=2, fits=False, grid=False)
+    s = open_samples(out)
+    assert s.manifest["sampler"] == "ddpm" and s.manifest["guidance"] == 1.0  # the tiny preset's sample section
+    assert not (out / "fits").exists()
+    with pytest.raises(FlaresynthError, match="exists"):
+        sample(runs["continuous"], out, per_class=1, steps=2)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--classes", "X"], "no training image of class X"),
+        (["--flux", "0"], "--flux 0"),
+        (["--flux=-3e-5"], "positive"),
+        (["--steps", "0"], "--steps 0"),
+    ],
+)
+def test_cli_bad_input_is_one_line(runs, tmp_path, args, needle):
+    line = one_line_error(cli("sample", "--run", str(runs["discrete"]), "--out", str(tmp_path / "o"), *args))
+    assert needle in line
+
+
+def test_cli_shipped_run_names_resolve_or_say_what_exists(tmp_path):
+    from flaresynth import pretrained
+
+    r = cli("sample", "--run", "demo:discrete", "--out", str(tmp_path / "o"), "--steps", "2", "--per-class", "1")
+    if "demo:discrete" in pretrained.available():
+        assert r.returncode == 0, r.stderr
+    else:
+        line = one_line_error(r)
+        assert "demo:discrete" in line and "shipped runs installed" in line
+    with pytest.raises(FlaresynthError, match="unknown shipped run"):
+        pretrained.resolve("demo:nonsense")
+
+
+def test_activity_levels_of_an_activity3_run(tmp_path):
+    ds = make_dataset(tmp_path / "ds3", n=30, scheme="activity3")
+    cfg = load_preset("tiny")
+    cfg.train.steps = 1
+    m = load_run(train(ds, tmp_path / "act", cfg, progress=False))
+    assert m.classes == ("low", "medium", "high") and m.denoiser.unet.config.num_class_embeds == 4
+    table = build_requests(m, classes=["low", "High"], fluxes=[3e-5], per_class=1)
+    assert list(table["flux_class"]) == ["low", "high", "high"]
+    with pytest.raises(FlaresynthError, match="not a class of this model"):
+        build_requests(m, classes=["M"])
+    assert generate(m, table, "dpm++", 2, 1.0).shape == (3, 1, 16, 16)

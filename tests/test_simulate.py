@@ -1,0 +1,308 @@
+"""The simulated Sun: files in the real archive formats, read back with plain zarr / xarray / json.
+
+The formats are checked against the real GOES-16 avg1m file sunpy ships (flag encoding, time epoch) and
+against ``shared/reference/data_sources.md`` (SDOMLv2 layout). ``estimate_flux`` is checked as the referee
+it is meant to be: on a simulated Sun it was not calibrated on, after the model's 64×64 preprocessing round
+trip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from sunpy.data.test import get_test_filepath
+
+from flaresynth.errors import FlaresynthError
+from flaresynth.labels import GOES_CLASSES, flux_to_class, flux_to_letter_index
+from flaresynth.sources.simulate import estimate_flux, simulate
+
+START, DAYS, CADENCE, SEED = "2024-12-29", 4, 60, 7  # three days in 2024, one in 2025
+EPOCH = np.datetime64("2000-01-01T12:00:00", "ns")
+LO, HI = 5.0, 3500.0  # the 171 Å clip range of the model transform (DN/s)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "sun"
+    summary = simulate(out, days=DAYS, cadence_min=CADENCE, start=START, seed=SEED, progress=False)
+    return out, summary
+
+
+def _t_obs(values) -> np.ndarray:
+    return np.array([np.datetime64(v.rstrip("Z"), "ns") for v in values])
+
+
+def _goes_series(folder):
+    """(time ns, xrsb W/m², good) of every file in ``folder``, read with xarray, flags honoured."""
+    ts, fs, gs = [], [], []
+    for path in sorted(folder.glob("*.nc")):
+        with xr.open_dataset(path) as ds:
+            ts.append(ds["time"].values.astype("datetime64[ns]"))
+            fs.append(ds["xrsb_flux"].values.astype(np.float64))  # fill -> NaN by the decoder
+            gs.append((ds["xrsb_flag"].values.astype(np.int64) & 3) == 0)
+    t, f, g = np.concatenate(ts), np.concatenate(fs), np.concatenate(gs)
+    return t, f, g & np.isfinite(f)
+
+
+# ------------------------------------------------------------------------------------------ SDOMLv2 store
+def test_sdoml_layout_years_headers_and_order(sim):
+    out, summary = sim
+    root = zarr.open_group(str(out / "sdomlv2.zarr"), mode="r", zarr_format=2)
+    assert sorted(root.group_keys()) == ["2024", "2025"]
+    n_total = 0
+    for year in ("2024", "2025"):
+        arr = root[year]["171A"]
+        n = arr.shape[0]
+        n_total += n
+        assert arr.dtype == np.float32 and arr.shape[1:] == (512, 512) and arr.chunks == (15, 512, 512)
+        meta = json.loads((out / "sdomlv2.zarr" / year / "171A" / ".zarray").read_text())
+        assert meta["zarr_format"] == 2 and meta["compressor"]["cname"] == "zstd"
+        attrs = dict(arr.attrs)
+        for key in ("T_OBS", "DATE-OBS", "EXPTIME", "WAVELNTH", "QUALITY", "DEG_COR", "PIXLUNIT", "RSUN_OBS",
+                    "CDELT1", "CDELT2", "CRPIX1", "CRPIX2", "CTYPE1", "CUNIT1", "INSTRUME", "TELESCOP",
+                    "NAXIS1"):
+            assert len(attrs[key]) == n, key
+        t = _t_obs(attrs["T_OBS"])
+        assert all(str(x).startswith(year) for x in t.astype("datetime64[Y]"))  # right year group
+        # AIA's T_OBS format, 2 decimals, and DATE-OBS half an exposure earlier
+        assert all(len(s) == 23 and s.endswith("Z") and s[19] == "." for s in attrs["T_OBS"])
+        assert np.all(t - _t_obs(attrs["DATE-OBS"]) == np.timedelta64(1, "s"))
+        assert set(attrs["PIXLUNIT"]) == {"DN/s"} and set(attrs["WAVELNTH"]) == {171}
+        assert set(attrs["INSTRUME"]) == {"AIA_3"} and set(attrs["CTYPE1"]) == {"HPLN-TAN"}
+        rsun = np.array(attrs["RSUN_OBS"])
+        assert np.all((rsun > 940) & (rsun < 980))
+        np.testing.assert_allclose(attrs["CDELT1"], 4.8 * rsun / 976.0, rtol=1e-5)  # SDOMLv2 512-px rule
+        assert set(attrs["CRPIX1"]) == {256.5} and set(attrs["NAXIS1"]) == {512}
+        assert all(0.8 < d < 0.95 for d in attrs["DEG_COR"])
+        # time-ordered within each day ...
+        days = t.astype("datetime64[D]")
+        for d in np.unique(days):
+            assert np.all(np.diff(t[days == d]) > np.timedelta64(0))
+        if year == "2024":  # ... but the days are not (seed chosen so that they are shuffled)
+            assert not np.all(np.diff(t) > np.timedelta64(0))
+        assert len(np.unique(t)) == n
+        frames = arr[:3]  # real images: disk brighter than the corners
+        assert np.all(frames[:, 256, 256] > 20) and np.all(frames[:, 2, 2] < 20)
+    assert n_total == summary["n_frames"] == DAYS * 24 * 60 // CADENCE
+    assert summary["frames_per_year"] == {"2024": 72, "2025": 24}
+
+
+def test_frames_follow_their_own_t_obs(sim):
+    """Index alignment: frame i rendered again at T_OBS[i] reproduces the stored pixels exactly."""
+    from flaresynth.sources.simulate import SimulatedSun, _deg_cor, _quantise
+
+    out, _ = sim
+    arr = zarr.open_group(str(out / "sdomlv2.zarr"), mode="r", zarr_format=2)["2024"]["171A"]
+    t = _t_obs(arr.attrs["T_OBS"])
+    sun = SimulatedSun(START, DAYS, SEED)
+    for i in (0, 17, arr.shape[0] - 1):
+        days = float((t[i] - np.datetime64(START, "ns")) / np.timedelta64(1, "ns")) / 86400e9
+        again = _quantise(sun.render(days, deg_cor=float(_deg_cor(t[i:i + 1])[0])))
+        np.testing.assert_array_equal(arr[i], again)
+
+
+# ----------------------------------------------------------------------------------------------- GOES
+def test_goes_files_match_the_real_product_layout(sim):
+    out, _ = sim
+    files = sorted((out / "goes").glob("*.nc"))
+    day0 = np.datetime64(START, "D")
+    assert [f.name for f in files] == [
+        f"sci_xrsf-l2-avg1m_g16_d{str(day0 + k).replace('-', '')}_v2-2-0.nc" for k in range(DAYS)
+    ]
+    real_file = get_test_filepath("sci_xrsf-l2-avg1m_g16_d20210101_truncated.nc")
+    real = xr.open_dataset(real_file, decode_times=False)
+    for k, path in enumerate(files):
+        raw = xr.open_dataset(path, decode_times=False, mask_and_scale=False)
+        assert raw.sizes["time"] == 1440 and raw["time"].dtype == np.float64
+        assert raw["time"].attrs["units"] == real["time"].attrs["units"]
+        # decode the epoch by hand: 2000-01-01 12:00 + seconds = the requested day, minute by minute
+        t = EPOCH + (raw["time"].values * 1e9).astype("timedelta64[ns]")
+        assert t[0] == np.datetime64(day0 + k, "ns")
+        assert np.all(np.diff(t) == np.timedelta64(60, "s"))
+        for name in ("xrsa_flux", "xrsb_flux"):
+            assert raw[name].dtype == np.float32 and raw[name].attrs["units"] == "W/m2"
+            assert raw[name].attrs["_FillValue"] == np.float32(-9999.0)
+        for name in ("xrsa_flag", "xrsb_flag"):
+            assert raw[name].dtype == np.uint8
+            for attr in ("flag_values", "flag_masks", "flag_meanings"):
+                np.testing.assert_array_equal(raw[name].attrs[attr], real[name].attrs[attr])
+        assert raw["xrsb_num"].dtype == np.uint8
+        assert "XRS" in raw.attrs["summary"] and raw.attrs["platform"] == "g16"
+        assert raw.attrs["id"] == path.name
+        raw.close()
+    real.close()
+
+
+def test_goes_has_flagged_bad_minutes_that_readers_must_drop(sim):
+    out, _ = sim
+    flags, flux = [], []
+    for path in sorted((out / "goes").glob("*.nc")):
+        with xr.open_dataset(path) as ds:
+            flags.append(ds["xrsb_flag"].values.astype(int))
+            flux.append(ds["xrsb_flux"].values)
+    flags, flux = np.concatenate(flags), np.concatenate(flux)
+    bad = (flags & 3) != 0
+    assert 0 < bad.sum() < 0.02 * flags.size
+    assert set(np.unique(flags[bad])) == {2}  # bad_data
+    good = flux[~bad]
+    assert np.all(np.isfinite(good)) and good.min() > 1e-9 and good.max() < 1e-2
+    # each bad minute is either fill (NaN once decoded) or a spike far above its good neighbours
+    for i in np.flatnonzero(bad):
+        if np.isnan(flux[i]):
+            continue
+        neighbours = flux[max(i - 3, 0):i + 4][~bad[max(i - 3, 0):i + 4]]
+        assert flux[i] > 3 * np.median(neighbours)
+
+
+# ------------------------------------------------------------------------------------------------ HEK
+def test_hek_events_agree_with_goes(sim):
+    out, summary = sim
+    doc = json.loads((out / "hek" / "flares.json").read_text())
+    assert set(doc) == {"result", "overmax"} and doc["overmax"] is False
+    events = doc["result"]
+    assert len(events) == summary["n_hek_events"] > 5
+    assert len({e["kb_archivid"] for e in events}) == len(events)
+    t, f, good = _goes_series(out / "goes")
+    for e in events:
+        assert e["event_type"] == "FL" and e["frm_name"] == "SWPC" and e["obs_observatory"] == "GOES"
+        assert e["obs_instrument"] == "XRS" and e["event_coordsys"] == "UTC-HPC-TOPO"
+        assert isinstance(e["ar_noaanum"], int) and np.hypot(e["hpc_x"], e["hpc_y"]) < 1000
+        assert (e["event_coord1"], e["event_coord2"]) == (e["hpc_x"], e["hpc_y"])
+        t0, tp, t1 = (np.datetime64(e[f"event_{k}time"], "ns") for k in ("start", "peak", "end"))
+        assert len(e["event_peaktime"]) == 19 and t0 < tp < t1
+        inside = (t >= t0) & (t <= t1) & good
+        j = np.flatnonzero(inside)[np.argmax(f[inside])]
+        assert abs(t[j] - tp) <= np.timedelta64(2, "m")
+        assert e["fl_goescls"] == flux_to_class(float(f[j]))  # the peak flux including background
+    letters = [e["fl_goescls"][0] for e in events]
+    assert summary["n_flares"] == {c: letters.count(c) for c in GOES_CLASSES}
+
+
+# ----------------------------------------------------------------------------------------- determinism
+def test_same_seed_same_files_other_seed_other_files(tmp_path):
+    kw = dict(days=1, cadence_min=180, start="2024-06-01", progress=False)
+    a, b, c = (tmp_path / n for n in "abc")
+    simulate(a, seed=5, **kw)
+    simulate(b, seed=5, **kw)
+    simulate(c, seed=6, **kw)
+
+    def arrays(p):
+        arr = zarr.open_group(str(p / "sdomlv2.zarr"), mode="r", zarr_format=2)["2024"]["171A"]
+        return arr[:], dict(arr.attrs)
+
+    (xa, ha), (xb, hb), (xc, _) = arrays(a), arrays(b), arrays(c)
+    np.testing.assert_array_equal(xa, xb)
+    assert ha == hb
+    assert not np.array_equal(xa, xc)
+    name = "sci_xrsf-l2-avg1m_g16_d20240601_v2-2-0.nc"
+    with xr.open_dataset(a / "goes" / name) as ga, xr.open_dataset(b / "goes" / name) as gb, \
+            xr.open_dataset(c / "goes" / name) as gc:
+        xr.testing.assert_identical(ga, gb)
+        assert not np.array_equal(ga["xrsb_flux"].values, gc["xrsb_flux"].values, equal_nan=True)
+    assert (a / "hek" / "flares.json").read_bytes() == (b / "hek" / "flares.json").read_bytes()
+    chunk = "sdomlv2.zarr/2024/171A/0.0.0"
+    assert (a / chunk).read_bytes() == (b / chunk).read_bytes()
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    with pytest.raises(FlaresynthError, match="start"):
+        simulate(tmp_path / "x", days=1, start="May 2024")
+    with pytest.raises(FlaresynthError, match="days"):
+        simulate(tmp_path / "x", days=0)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(FlaresynthError, match="not empty"):
+        simulate(tmp_path / "full", days=1, cadence_min=720)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    assert not (tmp_path / "x").exists()
+
+
+# -------------------------------------------------------------------------------------- estimate_flux
+def _round_trip(frames: np.ndarray, size: int) -> np.ndarray:
+    """The model's preprocessing and its inverse, in numpy: block mean, clip, log10 to [-1, 1], and back."""
+    n, h, _ = frames.shape
+    f = h // size
+    small = frames.astype(np.float64).reshape(n, size, f, size, f).mean(axis=(2, 4))
+    lo, hi = np.log10(LO), np.log10(HI)
+    x = 2 * (np.log10(np.clip(small, LO, HI)) - lo) / (hi - lo) - 1
+    x = x.astype(np.float32)  # the model space is float32
+    return (10 ** (lo + (x.astype(np.float64) + 1) / 2 * (hi - lo))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def referee_set(tmp_path_factory):
+    """A 10-day simulated Sun (seed 11: quiet and busy days, classes A-M) read back from its files."""
+    out = tmp_path_factory.mktemp("ref") / "sun"
+    simulate(out, days=10, cadence_min=30, start="2023-03-01", seed=11, progress=False)
+    arr = zarr.open_group(str(out / "sdomlv2.zarr"), mode="r", zarr_format=2)["2023"]["171A"]
+    t = _t_obs(arr.attrs["T_OBS"])
+    gt, gf, good = _goes_series(out / "goes")
+    gt, gf = gt[good], gf[good]
+    pos = np.clip(np.searchsorted(gt, t), 1, gt.size - 1)
+    nearest = np.where(np.abs(gt[pos - 1] - t) <= np.abs(gt[pos] - t), pos - 1, pos)
+    ok = np.abs(gt[nearest] - t) <= np.timedelta64(60, "s")
+    labels = np.where(ok, flux_to_letter_index(gf[nearest]), -1)
+    x64, x128 = [], []
+    for i in range(0, arr.shape[0], 15):
+        frames = arr[i:i + 15]
+        x64.append(_round_trip(frames, 64))
+        x128.append(_round_trip(frames, 128))
+    return np.concatenate(x64), np.concatenate(x128), labels
+
+
+def _macro_f1(y, p):
+    scores = []
+    for c in np.unique(y):
+        tp = np.sum((p == c) & (y == c))
+        prec, rec = tp / max(np.sum(p == c), 1), tp / max(np.sum(y == c), 1)
+        scores.append(0 if tp == 0 else 2 * prec * rec / (prec + rec))
+    return float(np.mean(scores))
+
+
+def test_estimate_flux_recovers_goes_class_after_preprocessing(referee_set):
+    x64, x128, labels = referee_set
+    keep = labels >= 0
+    counts = np.bincount(labels[keep], minlength=5)
+    assert (counts[:4] >= 5).all(), counts  # A, B, C and M are all represented
+    for images in (x64, x128):
+        pred = flux_to_letter_index(estimate_flux(images[keep]))
+        f1 = _macro_f1(labels[keep], pred)
+        print(f"estimate_flux macro-F1 at {images.shape[-1]} px: {f1:.3f}", np.bincount(pred, minlength=5))
+        assert f1 >= 0.9, f1
+
+
+def test_estimate_flux_shapes_and_resolution_independence(referee_set):
+    x64, x128, _ = referee_set
+    one = estimate_flux(x64[0])
+    assert isinstance(one, float) and 1e-9 < one < 1e-2
+    batch = estimate_flux(x64[:5])
+    assert batch.shape == (5,) and batch[0] == pytest.approx(one)
+    # the same frames at 128 and at 64 px give nearly the same flux (clipping happens at different sizes)
+    at_128, at_64 = estimate_flux(x128[:40]), estimate_flux(x64[:40])
+    np.testing.assert_allclose(np.log10(at_128), np.log10(at_64), atol=0.1)
+    with pytest.raises(FlaresynthError, match="shape"):
+        estimate_flux(np.zeros(10))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_simulate_writes_everything(tmp_path):
+    out = tmp_path / "cli"
+    r = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(out), "--days", "1",
+                        "--cadence-min", "60"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    png = (out / "montage.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert (out / "hek" / "flares.json").is_file()
+    assert len(list((out / "goes").glob("*.nc"))) == 1
+    store = zarr.open_group(str(out / "sdomlv2.zarr"), mode="r", zarr_format=2)
+    assert store["2024"]["171A"].shape == (24, 512, 512)
+    assert not list(tmp_path.glob(".cli.tmp-*"))  # the temporary sibling is gone
+    r2 = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(out), "--days", "1"],
+                        capture_output=True, text=True, timeout=300)
+    assert r2.returncode != 0 and "Traceback" not in r2.stderr and str(out) in r2.stderr

@@ -1,0 +1,248 @@
+"""The training loop: run folder, resume reproducibility, atomic checkpoints, conditioning kinds, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flaresynth.config import load_preset, save_config
+from flaresynth.dataset import open_dataset, write_dataset
+from flaresynth.errors import FlaresynthError
+from flaresynth.labels import GOES_CLASSES
+from flaresynth.train import latest_checkpoint, read_checkpoint, to_model_resolution, train, write_checkpoint
+from flaresynth.transforms import IntensityTransform, resize
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_dataset(out, n=40, size=32, seed=0, classes=GOES_CLASSES):
+    """Toy 171 Å-like disks, one Gaussian 'flare' whose brightness grows with the class."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
+    images = np.empty((n, 1, size, size), np.float32)
+    rows = []
+    for i in range(n):
+        k = GOES_CLASSES.index(classes[i % len(classes)])
+        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
+        images[i, 0] = np.clip(img, -1, 1)
+        rows.append({"time": f"2024-05-01T{i % 24:02d}:00:00", "label": GOES_CLASSES[k],
+                     "label_flux": 10.0 ** (-8 + k + rng.uniform(0, 1)), "split": "train" if i < 30 else "test"})
+    manifest = {"scheme": "goes5", "classes": list(GOES_CLASSES), "channels": ["171A"],
+                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
+    return write_dataset(out, images, pd.DataFrame(rows), manifest)
+
+
+def cli(*args, timeout=180):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "flaresynth", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def one_line_error(r):
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+def tiny(steps=4, **train):
+    cfg = load_preset("tiny")
+    cfg.train.steps = steps
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run(ds, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    train(ds, out, tiny(steps=4, checkpoint_every=1, keep_checkpoints=2), progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_dataset_is_resized_in_dn_space_at_load_time(ds):
+    d = open_dataset(ds)
+    tr = IntensityTransform.from_dict(d.manifest["transform"])
+    x = np.asarray(d.images[:3])
+    small = to_model_resolution(x, [tr], 16)
+    assert small.shape == (3, 1, 16, 16)
+    expected = tr.forward(resize(tr.inverse(x[:, 0]), 16))
+    np.testing.assert_allclose(small[:, 0], expected, atol=1e-6)
+    # a mean in log space would be darker than the mean in DN/s: check we did not average the logs
+    log_mean = x[:, 0].reshape(3, 16, 2, 16, 2).mean(axis=(2, 4))
+    assert (small[:, 0] >= log_mean - 1e-6).all() and (small[:, 0] > log_mean + 1e-4).any()
+
+
+# ------------------------------------------------------------------------------------------ the run folder
+
+
+def test_run_folder_holds_config_log_provenance_checkpoints_and_a_plain_diffusers_model(run, ds):
+    from diffusers import UNet2DModel
+
+    assert (run / "config.yaml").is_file()
+    log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4]
+    assert {"step", "loss", "images_per_s", "lr"} <= set(log[0])
+    assert log[0]["lr"] == pytest.approx(5e-4)  # warm-up: first of 2 steps at half the rate
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["data_hash"] == open_dataset(ds).manifest["data_hash"]
+    assert prov["steps"] == 4 and prov["world_size"] == 1 and prov["complete"]
+    assert prov["sessions"][0]["command"]
+    # keep_checkpoints = 2, latest names the newest
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-0000003", "step-0000004"]
+    assert latest_checkpoint(run).name == "step-0000004"
+    unet = UNet2DModel.from_pretrained(run / "model")
+    assert unet.config.sample_size == 16 and unet.config.num_class_embeds == 6
+    # the saved model holds the EMA weights, not the live ones
+    state = read_checkpoint(latest_checkpoint(run))
+    live = state["model"]["unet.conv_in.weight"]
+    ema = state["ema"]["shadow_params"][0]
+    assert torch.equal(unet.conv_in.weight.detach(), ema) and not torch.equal(ema, live)
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_weights(ds, tmp_path):
+    cfg = tiny(steps=6, checkpoint_every=2)
+    train(ds, tmp_path / "full", cfg, progress=False)
+    train(ds, tmp_path / "cut", cfg, max_steps=3, progress=False)  # checkpoints at 2 and (the end) 3
+    assert json.loads((tmp_path / "cut" / "provenance.json").read_text())["complete"] is False
+    train(ds, tmp_path / "cut", None, resume=True, progress=False)  # the run's own config.yaml, on to 6
+    a = read_checkpoint(latest_checkpoint(tmp_path / "full"))
+    b = read_checkpoint(latest_checkpoint(tmp_path / "cut"))
+    assert a["step"] == b["step"] == 6
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for x, y in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"], strict=True):
+        assert torch.equal(x, y)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"]
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_that_fails_midway_never_becomes_latest(run, monkeypatch, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = latest_checkpoint(copy)
+
+    def crash(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        write_checkpoint(copy, 99, {"fingerprint": "x", "data_hash": "y"}, keep=2)
+    assert latest_checkpoint(copy) == before
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["latest", "step-0000003", "step-0000004"]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete+embedding"])
+def test_each_conditioning_trains_and_saves(ds, tmp_path, kind):
+    from flaresynth.sampling import load_run
+
+    cfg = tiny(steps=2, sample_every=2)
+    cfg.conditioning.kind = kind
+    cfg.conditioning.encoder = "random:12" if kind == "discrete+embedding" else None
+    out = train(ds, tmp_path / kind, cfg, progress=False)
+    files = {p.name for p in (out / "model").iterdir()}
+    assert {"conditioner.safetensors", "flaresynth.json", "diffusion_pytorch_model.safetensors"} <= files
+    assert (out / "samples" / "step-0000002.png").stat().st_size > 1000  # the EMA grid
+    m = load_run(out)
+    assert m.kind == kind
+    if kind == "discrete+embedding":
+        means = m.denoiser.conditioner.class_mean_embedding
+        assert means.shape == (5, 12) and means.abs().sum() > 0
+    else:
+        assert m.meta["class_log_flux"]["M"] == pytest.approx(-4.5, abs=0.5)
+
+
+def test_an_encoder_object_can_be_passed_directly(ds, tmp_path):
+    cfg = tiny(steps=1)
+    cfg.conditioning.kind, cfg.conditioning.encoder = "discrete+embedding", "unused:spec"
+    enc = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())  # a plain nn.Module: 16-D
+    out = train(ds, tmp_path / "enc", cfg, encoder=enc, progress=False)
+    assert json.loads((out / "model" / "flaresynth.json").read_text())["conditioning"]["embed_dim"] == 16
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_run_folder_misuse_is_a_clear_error(ds, run, tmp_path):
+    with pytest.raises(FlaresynthError, match="already holds a run"):
+        train(ds, run, tiny(), progress=False)
+    with pytest.raises(FlaresynthError, match="no run to resume"):
+        train(ds, tmp_path / "new", tiny(), resume=True, progress=False)
+    with pytest.raises(FlaresynthError, match="max-steps"):
+        train(ds, tmp_path / "new", tiny(), max_steps=0, progress=False)
+    assert not (tmp_path / "new").exists()
+    # a run stopped before its first checkpoint: --resume starts it again from step 0
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    save_config(tiny(steps=1), stopped / "config.yaml")
+    train(ds, stopped, None, resume=True, progress=False)
+    assert latest_checkpoint(stopped).name == "step-0000001"
+
+
+def test_cli_dataset_without_labels(ds, tmp_path):
+    import shutil
+
+    bad = tmp_path / "nolabels"
+    shutil.copytree(ds, bad)
+    (bad / "labels.csv").unlink()
+    line = one_line_error(cli("train", "--data", str(bad), "--out", str(tmp_path / "r"), "--preset", "tiny"))
+    assert "labels.csv" in line and "missing" in line
+
+
+def test_cli_checkpoint_from_another_config(ds, run):
+    line = one_line_error(cli("train", "--data", str(ds), "--out", str(run), "--resume", "--preset", "demo"))
+    assert "another config" in line and str(run) in line
+
+
+def test_cli_corrupted_checkpoint(ds, run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    state = latest_checkpoint(copy) / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(FlaresynthError, match="corrupted"):
+        read_checkpoint(state.parent)
+    line = one_line_error(cli("train", "--data", str(ds), "--out", str(copy), "--resume", "--no-progress"))
+    assert "corrupted" in line and "state.pt" in line
+
+
+def test_gradient_accumulation_steps_the_optimiser_once_per_step(ds, tmp_path):
+    cfg = tiny(steps=2, grad_accum=3, batch_size=2)
+    out = train(ds, tmp_path / "ga", cfg, progress=False)
+    state = read_checkpoint(latest_checkpoint(out))
+    assert state["lr_scheduler"]["last_epoch"] == 2
+    assert all(int(s["step"]) == 2 for s in state["optimizer"]["state"].values())  # 6 micro-batches, 2 steps
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["images_per_step"] == 6
