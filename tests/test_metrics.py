@@ -218,3 +218,16 @@ def test_classification_report_by_hand():
 def test_classification_report_counts_unclassifiable_predictions_as_wrong():
     rep = classification_report([0, 1, 1], [0, -1, 1], ["A", "B"])
     assert rep["per_class"]["B"]["recall"] == 0.5 and rep["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_resampling_plan_matches_generated_classes_to_the_real_half():
+    from flaresynth.metrics.cluster import resampling_plan
+
+    real_labels = np.array([1] * 50 + [2] * 45 + [0] * 5)
+    generated_labels = np.repeat(np.arange(5), 40)  # a generator sampled uniformly over 5 classes
+    for r in resampling_plan(100, 200, repeats=3, seed=0, real_labels=real_labels, generated_labels=generated_labels):
+        gen_counts = np.bincount(generated_labels[r["generated"]], minlength=5)
+        real_counts = np.bincount(real_labels[r["benchmark"]], minlength=5)
+        np.testing.assert_array_equal(gen_counts, real_counts)
+    unmatched = resampling_plan(100, 200, repeats=1, seed=0)[0]["generated"]
+    assert len(np.unique(generated_labels[unmatched])) == 5

@@ -347,7 +347,11 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     y_real = ds.label_index()
     eval_idx = ds.split_indices(None if cfg.split == "all" else cfg.split)
     test_idx = ds.split_indices("test")
-    plan = resampling_plan(len(eval_idx), len(gen_images), cfg.repeats, cfg.seed)
+    # class-matched: the generated draw follows the real split's class shares (see resampling_plan)
+    plan = resampling_plan(len(eval_idx), len(gen_images), cfg.repeats, cfg.seed,
+                           real_labels=y_real[eval_idx], generated_labels=y_gen)
+    notes.append("distribution metrics compare class-matched draws: generated images are drawn with the real "
+                 "split's class shares")
 
     # the pretrained encoders first, so a wrong path fails before minutes of judge training
     encoders = {spec: make_encoder(spec, device=cfg.device) for spec in cfg.features if spec != "domain"}

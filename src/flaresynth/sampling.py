@@ -443,7 +443,8 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
                     "NSTEPS": (int(n_steps), "sampling steps"),
                     "CFGW": (guidance, "CFG w: e_c + w (e_c - e_u)"),
                     "SEED": (int(row["seed"]), "seed of this image"),
-                    "MODELID": (str(model_id)[:68], "flaresynth model id"),
+                    # a long id keeps its full value and drops the comment, so the card stays within 80 characters
+                    "MODELID": (str(model_id)[:68], "flaresynth model id" if len(str(model_id)) <= 46 else ""),
                     "CONDKIND": (model.kind, "conditioning"),
                 }
                 if model.kind == "continuous":

@@ -125,10 +125,17 @@ def cluster_scores(ref: ClusterReference, features) -> dict:
     }
 
 
-def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int = 0) -> list[dict]:
+def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int = 0,
+                    real_labels=None, generated_labels=None) -> list[dict]:
     """Index sets of each resampling: ``reference`` (real half A), ``benchmark`` (real half B) and ``generated``.
 
-    ``benchmark`` and ``generated`` have the same size ``min(|B|, n_generated)``; drawn without replacement.
+    ``benchmark`` and ``generated`` have the same size ``min(|B|, n_generated)``. Without labels the generated
+    images are drawn uniformly without replacement. With ``real_labels`` and ``generated_labels`` (class indices,
+    -1 for none) the generated draw is **class-matched** to the benchmark half: each class gets the share it has
+    among the real images (largest-remainder quotas over the classes the generator produced; with replacement
+    inside a class only when its quota exceeds what was generated). Otherwise a generator sampled uniformly over
+    classes would be compared with a real split dominated by the common classes, and the distribution metrics
+    would measure the class imbalance rather than the images.
     """
     if n_real < 4 or n_generated < 2:
         raise FlaresynthError(f"evaluation needs at least 4 real and 2 generated images (got {n_real} and {n_generated})")
@@ -145,10 +152,29 @@ def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int =
             {
                 "reference": np.sort(a),
                 "benchmark": np.sort(b[:n]),
-                "generated": np.sort(rng.choice(n_generated, n, replace=False)),
+                "generated": np.sort(
+                    rng.choice(n_generated, n, replace=False)
+                    if real_labels is None or generated_labels is None
+                    else _class_matched_draw(rng, np.asarray(generated_labels), np.asarray(real_labels)[b[:n]], n)
+                ),
             }
         )
     return plan
+
+
+def _class_matched_draw(rng, generated_labels: np.ndarray, target_labels: np.ndarray, n: int) -> np.ndarray:
+    """``n`` generated indices whose class shares follow ``target_labels`` (see :func:`resampling_plan`)."""
+    classes, counts = np.unique(target_labels[target_labels >= 0], return_counts=True)
+    pools = {int(c): np.flatnonzero(generated_labels == c) for c in classes}
+    keep = [i for i, c in enumerate(classes) if len(pools[int(c)])]
+    if not keep:
+        return rng.choice(len(generated_labels), n, replace=False)
+    classes, counts = classes[keep], counts[keep]
+    exact = counts / counts.sum() * n
+    quotas = np.floor(exact).astype(int)
+    quotas[np.argsort(exact - quotas)[::-1][: n - quotas.sum()]] += 1
+    drawn = [rng.choice(pools[int(c)], q, replace=q > len(pools[int(c)])) for c, q in zip(classes, quotas) if q]
+    return np.concatenate(drawn)
 
 
 def effective_k(n_reference: int, k: int) -> int:
