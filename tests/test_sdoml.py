@@ -252,7 +252,14 @@ def test_errors_name_store_and_field(store_path, tmp_path):
     assert "'2012/171A'" in _one_line(e) and "T_OBS[2]" in str(e.value) and "_TAI" in str(e.value)
 
 
-def test_url_errors(tmp_path):
+def test_url_errors(tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("s3fs", "gcsfs") else real_find_spec(name, *a))
+    with pytest.raises(FlaresynthError) as e:
+        SDOMLStore("s3://gov-nasa-hdrl-data1/contrib/fdl-sdoml/fdl-sdoml-v2/sdomlv2.zarr")
+    assert "pip install s3fs" in _one_line(e)
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
     if importlib.util.find_spec("gcsfs") is None:
         with pytest.raises(FlaresynthError) as e:
             SDOMLStore("gs://fdl-sdoml-v2/sdomlv2_small.zarr")
@@ -265,6 +272,7 @@ def test_url_errors(tmp_path):
 
 def test_s3_is_anonymous_by_default():
     """Up to the point of opening only: no request is made."""
+    pytest.importorskip("s3fs")  # the 'remote' extra; the error without it is tested in test_url_errors
     from flaresynth.sources.sdoml import _open_store
 
     store, name = _open_store("s3://gov-nasa-hdrl-data1/contrib/fdl-sdoml/fdl-sdoml-v2/sdomlv2.zarr/", None)
