@@ -119,6 +119,13 @@ def test_kid_is_about_zero_for_one_distribution_and_positive_for_a_shift():
     assert shifted > 0.02 and shifted > 20 * abs(same)
 
 
+def test_kid_subsets_are_at_most_half_a_set_so_the_std_is_not_zero():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(60, 8)), rng.normal(size=(40, 8)) + 0.3
+    mean, std = kernel_distance(x, y, subsets=30, subset_size=1000, seed=0)  # subset_size above both sets
+    assert std > 1e-4 and std < abs(mean) + 1.0
+
+
 def test_polynomial_mmd_matches_a_direct_double_loop():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(7, 3)), rng.normal(size=(5, 3)) + 0.3

@@ -200,6 +200,31 @@ def test_cli_shipped_run_names_resolve_or_say_what_exists(tmp_path):
         pretrained.resolve("demo:nonsense")
 
 
+def test_every_installed_shipped_run_samples_each_class(tmp_path):
+    """Including the ceVAE baseline and the embedding DDPM, whose encoder is named ``cevae:demo:cevae``."""
+    from flaresynth import pretrained
+    from flaresynth.samples import open_samples
+
+    if not pretrained.available():
+        pytest.skip("no shipped run installed")
+    for name in pretrained.available():
+        out = sample(name, tmp_path / name.replace(":", "-"), per_class=1, sampler="dpm++", steps=2, fits=False)
+        s = open_samples(out)
+        assert list(s.table["label"]) == ["A", "B", "C", "M", "X"], name
+        assert np.isfinite(s.images).all() and s.images.std() > 0, name
+
+
+def test_shipped_cevae_is_an_encoder_by_name():
+    from flaresynth import pretrained
+    from flaresynth.models.conditioning import load_encoder
+
+    if "demo:cevae" not in pretrained.available():
+        pytest.skip("demo:cevae not installed")
+    enc = load_encoder("cevae:demo:cevae")
+    x = torch.zeros(2, 1, 64, 64)
+    assert enc.embed(x).shape == (2, enc.dim)
+
+
 def test_activity_levels_of_an_activity3_run(tmp_path):
     ds = make_dataset(tmp_path / "ds3", n=30, scheme="activity3")
     cfg = load_preset("tiny")

@@ -198,14 +198,14 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (from `flaresynth dataset build`).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: config, log, checkpoints, final model.")],
     config: Annotated[Path | None, typer.Option("--config", help="Run config YAML (missing keys keep their defaults).")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Shipped config: demo (CPU, 32 px, 1.1 M params), paper (64 px, 23 M), paper128, tiny (tests). Default: demo, or the run's own config with --resume.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Shipped config: demo (CPU, 32 px, 1.1 M params; discrete class), demo-continuous (flux), demo-embedding (class + demo:cevae embedding), paper (64 px, 23 M), paper128, tiny (tests); cevae-demo (the ceVAE baseline, CPU, 32 px, 1.4 M), cevae-tiny (tests). Default: demo, or the run's own config with --resume.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimiser steps in total (default: the config's train.steps); continue later with --resume.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest complete checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible). Under `accelerate launch` accelerate places each process.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with loss and images/s.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's provenance.json when done.")] = False,
 ) -> None:
-    """Train the class-conditional DDPM (EMA, checkpoints, resume); works unchanged under `accelerate launch`."""
+    """Train the class-conditional DDPM, or the ceVAE baseline (config kind: cevae), with EMA, checkpoints and resume; works unchanged under `accelerate launch`."""
     import os
 
     from flaresynth.io import read_json
@@ -224,7 +224,7 @@ def train(
 # ------------------------------------------------------------------------------------------- sample
 @app.command()
 def sample(
-    run: Annotated[str, typer.Option("--run", help="Run folder, or a shipped run: demo:discrete, demo:continuous, demo:embedding.")],
+    run: Annotated[str, typer.Option("--run", help="Run folder, or a shipped run: demo:discrete, demo:continuous, demo:embedding (DDPMs), demo:cevae (the ceVAE baseline).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Samples folder to write (samples.npy, samples.csv, fits/, grid.png).")],
     classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated classes of the model's scheme, e.g. A,M,X or low,high. Default: every trained class (unless --flux is given).")] = None,
     flux: Annotated[list[str] | None, typer.Option("--flux", help="XRS-B flux in W/m² (3e-5) or a GOES class (M3); repeat or comma-separate.")] = None,
@@ -238,16 +238,23 @@ def sample(
     fits: Annotated[bool, typer.Option("--fits/--no-fits", help="Write one FITS file per image in DN/s with an AIA-like header.")] = True,
     grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Write grid.png (rows = classes, AIA 171 colours).")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    embedding_source: Annotated[str | None, typer.Option("--embedding-source", help="discrete+embedding runs: class-mean (the class's mean training embedding), class-gaussian (a per-image draw from the Gaussian of the class's training embeddings) or image (the embedding of a real training image of the class, from --embedding-data). Default: the run's config (class-mean).")] = None,
+    embedding_data: Annotated[Path | None, typer.Option("--embedding-data", help="Dataset folder whose train split gives the real images for --embedding-source image.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the samples manifest as JSON.")] = False,
 ) -> None:
-    """Generate synthetic AIA images of chosen GOES classes or X-ray fluxes from a trained run."""
+    """Generate synthetic AIA images of chosen GOES classes or X-ray fluxes from a trained run.
+
+    A ceVAE run (config kind: cevae) decodes latents drawn from its per-class Gaussians instead and writes the
+    same samples folder; --sampler, --steps and --guidance do not apply to it and are ignored.
+    """
     from flaresynth.io import read_json
     from flaresynth.sampling import parse_classes, parse_fluxes
     from flaresynth.sampling import sample as run_sampling
 
     path = run_sampling(run, out_dir, classes=parse_classes([classes] if classes else []), fluxes=parse_fluxes(flux),
                         per_class=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                        batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json)
+                        batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json,
+                        embedding_source=embedding_source, embedding_data=embedding_data)
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:
@@ -333,6 +340,55 @@ def experiment_forecast(
         _print_json(result["summary"])
         return
     sys.stdout.write((Path(out_dir) / RESULTS_MD).read_text())
+
+
+# --------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Demo folder: sim/, dataset/, samples/, eval/, experiments/, report.html, demo.json. Stages already complete there are skipped, so a rerun resumes.")],
+    train_minutes: Annotated[float | None, typer.Option("--train", help="Retrain all generators from scratch (ceVAE first; discrete+embedding then uses its encoder) within this many minutes in total, split evenly; steps sized from a measured s/step. Default: use the generators shipped with the package.")] = None,
+    per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="Generated images per class and generator (default 40; --quick: 2).")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds of the augmentation experiment (default 2; --quick: 1).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs of the augmentation experiment's DeiT (default 4; --quick: 1).")] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Resamplings of the real test split behind each metric's mean ± std (default 3).")] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Simulated days (default 30, what the shipped generators were trained on; --quick: 3).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes that run in seconds (tests): 3 days at 60-min cadence, 2 images per class, 1 resampling, domain features, 1 DeiT epoch; with --train the 'tiny' and 'cevae-tiny' presets, at most 12 steps.")] = False,
+    run: Annotated[list[str] | None, typer.Option("--run", help="Use this run for a generator instead of the shipped one: NAME=PATH with NAME cevae, discrete, continuous or embedding (repeatable).")] = None,
+    generators: Annotated[str | None, typer.Option("--generators", help="Comma-separated subset of cevae,discrete,continuous,embedding (default: all).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's choice, one per core).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress display.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")] = False,
+) -> None:
+    """The whole chain on the simulated Sun: simulate, dataset, generators, samples, evaluation, augmentation experiment, report."""
+    from flaresynth.demo import DemoConfig, parse_run_options, print_summary, run_demo
+
+    overrides = {"per_class": per_class, "augment_seeds": seeds, "augment_epochs": epochs, "repeats": repeats,
+                 "days": days, "train_minutes": train_minutes, "runs": parse_run_options(run), "threads": threads,
+                 "device": device}
+    if generators:
+        overrides["generators"] = [g.strip() for g in generators.split(",") if g.strip()]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    cfg = DemoConfig.quick_config(**overrides) if quick else DemoConfig(**overrides)
+    summary = run_demo(out_dir, cfg, progress=progress and not as_json, console=err)
+    if as_json:
+        _print_json(summary)
+    else:
+        print_summary(summary, err)
+
+
+# ------------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    dirs: Annotated[list[Path], typer.Argument(help="A demo folder, or any mix of run / samples / eval / experiment / dataset / simulation folders (each found by its manifest or results file; sub-folders are searched).")],
+    out_file: Annotated[Path, typer.Option("--out", help="HTML file to write: self-contained (figures embedded, no external references), renders offline.")] = Path("report.html"),
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+) -> None:
+    """Write one self-contained HTML report: data, models, samples beside real images, metrics table, experiments, caveats."""
+    from flaresynth.report import build_report
+
+    path = build_report(dirs, out_file, title=title)
+    err.print(f"{path}: {path.stat().st_size / 1e6:.1f} MB", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

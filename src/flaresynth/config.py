@@ -48,7 +48,7 @@ VARIANCE_TYPES = ("fixed_small", "fixed_large")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")
-PRESETS = ("demo", "paper", "paper128", "tiny", "cevae-demo", "cevae-tiny")
+PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-tiny")
 #: Where the embedding of a ``discrete+embedding`` request comes from (see flaresynth.sampling).
 EMBEDDING_SOURCES = ("class-mean", "class-gaussian", "image")
 CEVAE_REC_LOSSES = ("l1", "mse")
@@ -127,10 +127,14 @@ class CevaeConfig:
     (1 − ce_factor)·(rec + beta·KL) + ce_factor·rec_ce. Context-encoding masks: per image 0..``mask_max_squares``
     squares of side 0..``mask_max_fraction``·size, each filled with one value drawn between the image's min and
     max. ``class_ridge`` is the relative ridge added to each per-class latent covariance (× its mean variance).
+    ``standardize`` (ours, on by default) feeds the network (x − mean image)/residual std and measures errors in
+    those units; without it the ceVAE collapses to the mean image on full-disk data (``models/cevae.py``).
     """
 
     z_dim: int = 128
     fmap_sizes: list[int] = field(default_factory=lambda: [16, 64, 256, 1024])
+    bias: bool = False
+    standardize: bool = True
     ce_factor: float = 0.5
     beta: float = 0.01
     rec_loss: str = "l1"

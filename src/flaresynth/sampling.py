@@ -14,6 +14,20 @@ levels low/medium/high) for every model; XRS-B fluxes in W/m² for every model (
 flux's class; a continuous one the flux itself, also between or beyond its training classes). A class request
 to a continuous model uses the median training flux of that class.
 
+Embedding source (``discrete+embedding`` runs; ``--embedding-source``, default the run's
+``sample.embedding_source``, ``class-mean`` for runs made before the option existed):
+
+* ``class-mean``: the mean training embedding of the requested class (stored with the weights);
+* ``class-gaussian``: a draw from the Gaussian of the class's training embeddings (mean, full covariance,
+  ridge; ``RUN/model/embedding_classes.npz``, :func:`flaresynth.models.cevae.fit_class_gaussians`), seeded
+  per image from its seed (independently of its initial noise);
+* ``image``: the embedding of a real image of the requested class, picked per image from the *train* split
+  of a dataset folder (``--embedding-data DS``) with its seed and embedded by the run's own encoder
+  (``conditioning.encoder``); the chosen dataset row is the table's ``embedding_row``.
+
+A ceVAE run (``kind: cevae``) has no sampler: :func:`sample` hands it to
+:func:`flaresynth.cevae_sampling.sample_cevae`, which writes the same samples folder.
+
 Seeds: image i of a request list gets seed ``seed + i``; its initial noise and (DDPM) per-step noise come from
 its own generator, so the same seed gives the same image whatever the batch size.
 
@@ -29,6 +43,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,10 +127,16 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def load_run(run: str | Path, device: str | None = None) -> TrainedModel:
-    """Open a run (folder or shipped name) for sampling; weights are the EMA weights the run saved."""
+    """Open a DDPM run (folder or shipped name) for sampling; weights are the EMA weights the run saved."""
+    from flaresynth.models.cevae import is_cevae
     from flaresynth.models.unet import load_model
 
     path = resolve_run(run)
+    if is_cevae(path):
+        raise FlaresynthError(
+            f"{path}: a ceVAE run, not a diffusion model (open it with flaresynth.cevae_sampling.load_cevae_run; "
+            "`flaresynth sample` handles both)"
+        )
     dev = pick_device(device)
     denoiser, meta = load_model(model_folder(path), device=dev)
     return TrainedModel(path=path, denoiser=denoiser, meta=meta, device=dev)
@@ -200,8 +221,11 @@ def build_requests(model: TrainedModel, classes=None, fluxes=None, per_class: in
     return table
 
 
-def conditions(model: TrainedModel, table: pd.DataFrame):
-    """The :class:`~flaresynth.models.conditioning.Condition` batch of a request table."""
+def conditions(model: TrainedModel, table: pd.DataFrame, embeddings: torch.Tensor | None = None):
+    """The :class:`~flaresynth.models.conditioning.Condition` batch of a request table.
+
+    ``embeddings`` (N, D): the image embeddings of a ``discrete+embedding`` model; ``None``: the class means.
+    """
     from flaresynth.models.conditioning import Condition
 
     # torch.tensor copies: pandas hands out read-only views
@@ -209,8 +233,77 @@ def conditions(model: TrainedModel, table: pd.DataFrame):
     log_flux = torch.tensor(table["condition_log_flux"].to_numpy(dtype=np.float32))
     emb = None
     if model.kind == "discrete+embedding":
-        emb = model.denoiser.conditioner.class_mean_embedding.detach().cpu()[labels]
+        if embeddings is None:
+            emb = model.denoiser.conditioner.class_mean_embedding.detach().cpu()[labels]
+        else:
+            emb = torch.as_tensor(embeddings, dtype=torch.float32)
+            if emb.shape[0] != len(table):
+                raise ValueError(f"{emb.shape[0]} embeddings for {len(table)} requests")
     return Condition(labels, log_flux, emb)
+
+
+def _derived_seed(seed: int, stream: int) -> int:
+    """A 32-bit seed for another random stream of the image with ``seed`` (not its initial noise)."""
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1)[0])
+
+
+def request_embeddings(model: TrainedModel, table: pd.DataFrame, source: str = "class-mean", data=None,
+                       encoder=None) -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings (N, D) for the requests of a ``discrete+embedding`` model, and the dataset row behind each.
+
+    ``source``: ``class-mean``, ``class-gaussian`` or ``image`` (module docstring). ``data``: dataset folder
+    (path or opened) for ``image``. ``encoder``: an image encoder overriding the run's ``conditioning.encoder``.
+    The second result holds the dataset row of each ``image`` embedding (-1 for the other sources).
+    """
+    from flaresynth.config import EMBEDDING_SOURCES
+
+    if model.kind != "discrete+embedding":
+        raise FlaresynthError(f"--embedding-source: only for discrete+embedding runs (this run is {model.kind})")
+    if source not in EMBEDDING_SOURCES:
+        raise FlaresynthError(f"--embedding-source {source!r}: expected one of {', '.join(EMBEDDING_SOURCES)}")
+    labels = np.array(table["condition_label"], dtype=np.int64)  # copies: pandas hands out read-only views
+    seeds = np.array(table["seed"], dtype=np.int64)
+    rows = np.full(len(table), -1, dtype=np.int64)
+    if source == "class-mean":
+        return model.denoiser.conditioner.class_mean_embedding.detach().cpu()[torch.from_numpy(labels)].clone(), rows
+    if source == "class-gaussian":
+        from flaresynth.models.cevae import ClassGaussians
+        from flaresynth.train import EMBEDDING_CLASSES_FILE
+
+        path = model_folder(model.path) / EMBEDDING_CLASSES_FILE
+        if not path.is_file():
+            raise FlaresynthError(f"{path}: missing (the run predates per-class embedding Gaussians; "
+                                  "use --embedding-source class-mean or image)")
+        gauss = ClassGaussians.load(path)
+        emb = np.zeros((len(table), gauss.dim))
+        for k in np.unique(labels):
+            sel = np.flatnonzero(labels == k)
+            emb[sel] = gauss.sample(gauss.index(model.classes[k]), [_derived_seed(s, 1) for s in seeds[sel]])
+        return torch.from_numpy(emb).float(), rows
+    # image: a real training image of the class, embedded by the run's encoder
+    from flaresynth.dataset import DatasetFolder, open_dataset
+    from flaresynth.models.conditioning import as_encoder, embed_all, load_encoder
+
+    if data is None:
+        raise FlaresynthError("--embedding-source image: needs --embedding-data DS (a dataset folder with "
+                              "training images of the requested classes)")
+    ds = data if isinstance(data, DatasetFolder) else open_dataset(data)
+    if ds.scheme != model.meta["scheme"]:
+        raise FlaresynthError(f"{ds.path / 'manifest.json'}: scheme: {ds.scheme!r}, but the run has {model.meta['scheme']!r}")
+    train_rows = ds.split_indices("train")
+    ds_labels = ds.label_index()[train_rows]
+    for k in np.unique(labels):
+        cands = train_rows[ds_labels == k]
+        if not len(cands):
+            raise FlaresynthError(f"{ds.path / 'labels.csv'}: label: no training image of class {model.classes[k]} "
+                                  "to take an embedding from")
+        for i in np.flatnonzero(labels == k):
+            rows[i] = cands[np.random.default_rng(_derived_seed(seeds[i], 2)).integers(len(cands))]
+    enc = as_encoder(encoder) if encoder is not None else load_encoder(model.meta["config"]["conditioning"]["encoder"])
+    images = torch.from_numpy(np.asarray(ds.images[np.sort(np.unique(rows))], dtype=np.float32))
+    emb_unique = embed_all(enc, images)
+    lookup = {int(r): j for j, r in enumerate(np.sort(np.unique(rows)))}
+    return emb_unique[[lookup[int(r)] for r in rows]], rows
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -248,10 +341,13 @@ def _available_ram() -> int:
 
 
 def generate(model: TrainedModel, table: pd.DataFrame, sampler: str = "ddpm", steps: int | None = None,
-             guidance: float = 2.0, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+             guidance: float = 2.0, batch_size: int | None = None, progress: bool = False,
+             embeddings: torch.Tensor | None = None) -> np.ndarray:
     """Images for a request table: float32 (N, C, H, W) in [-1, 1].
 
-    ``sampler``: ddpm | ddim | dpm++ | unipc; ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w.
+    ``sampler``: ddpm | ddim | dpm++ | unipc; ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
+    ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
+    see :func:`request_embeddings`).
     """
     if steps is not None and (int(steps) != steps or steps < 1):
         raise FlaresynthError(f"--steps {steps!r}: expected a whole number >= 1")
@@ -262,7 +358,7 @@ def generate(model: TrainedModel, table: pd.DataFrame, sampler: str = "ddpm", st
     sched_cfg = model.meta["scheduler"]
     make_sampler(sampler, sched_cfg, steps)  # validates name and steps before any work
     batch = batch_size or auto_batch_size(model, guidance)
-    cond = conditions(model, table)
+    cond = conditions(model, table, embeddings)
     seeds = table["seed"].to_numpy()
     n = len(table)
     n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
@@ -392,11 +488,47 @@ def _row_label(row) -> str:
     return f"{flux_to_class(row['requested_flux'])}"
 
 
+def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: list[str], scheme: str,
+                 model_id: str, header: Callable[[pd.Series], dict], grid_title: str, fits: bool = True,
+                 grid: bool = True) -> Callable[[Path], None]:
+    """The ``extra`` step of :func:`flaresynth.samples.write_samples` shared by every generator: one FITS file
+    per image in DN/s (``fits/NNNNN_<label>.fits``, named in the table's ``file`` column) with the common
+    header cards plus the generator's own (``header(row)``), and the PNG grid."""
+    names = [f"{i:05d}_{_row_label(row)}.fits" for i, row in table.iterrows()]
+    if fits:
+        table["file"] = [f"fits/{n}" for n in names]
+
+    def extra(tmp: Path) -> None:
+        if fits:
+            (tmp / "fits").mkdir()
+            for i, row in table.iterrows():
+                dn = np.stack([transforms[c].inverse(images[i, c]) for c in range(images.shape[1])])
+                req_flux = row["requested_flux"]
+                cards = {
+                    "GOESCLS": (row["label"] or row["flux_class"], f"requested class (scheme {scheme})"),
+                    "GOESFLUX": (float(req_flux) if np.isfinite(req_flux) else "none", "[W/m2] requested XRS-B flux"),
+                    "SEED": (int(row["seed"]), "seed of this image"),
+                    # a long id keeps its full value and drops the comment, so the card stays within 80 characters
+                    "MODELID": (str(model_id)[:68], "flaresynth model id" if len(str(model_id)) <= 46 else ""),
+                    **header(row),
+                }
+                write_fits(tmp / "fits" / names[i], dn, channels, cards)
+        if grid:
+            save_grid(images, [_row_label(r) for _, r in table.iterrows()], tmp / "grid.png", title=grid_title,
+                      channel=channels[0])
+
+    return extra
+
+
 def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_class: int = 8,
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
            batch_size: int | None = None, device: str | None = None, fits: bool = True, grid: bool = True,
-           overwrite: bool = False, progress: bool = False) -> Path:
-    """Generate images from a run and write a samples folder; returns its path.
+           overwrite: bool = False, progress: bool = False, embedding_source: str | None = None,
+           embedding_data: str | Path | None = None) -> Path:
+    """Generate images from a run (DDPM or ceVAE) and write a samples folder; returns its path.
+
+    A ceVAE run goes to :func:`flaresynth.cevae_sampling.sample_cevae`; ``sampler``, ``steps``, ``guidance``
+    and ``progress`` do not apply to it and are ignored.
 
     Parameters
     ----------
@@ -409,10 +541,26 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
     seed : image i gets seed ``seed + i``.
     batch_size : images per forward pass (``None``: sized to the free memory).
     device : cpu, cuda or ``None`` (GPU when visible).
+    embedding_source : ``discrete+embedding`` runs: class-mean, class-gaussian or image (``None``: the run's
+        default; ``image`` when only ``embedding_data`` is given).
+    embedding_data : dataset folder the ``image`` embeddings come from (its train split).
     """
+    from flaresynth.models.cevae import is_cevae
+
     out = Path(out)
     if out.exists() and not overwrite:
         raise FlaresynthError(f"{out}: exists; choose another --out (or pass overwrite)")
+    if is_cevae(resolve_run(run)):
+        # sampler, steps and guidance do not apply (one decoder pass) and are ignored, so code that loops
+        # over generators can pass the same arguments to every run; the embedding options would be a mistake
+        for name, value in (("--embedding-source", embedding_source), ("--embedding-data", embedding_data)):
+            if value is not None:
+                raise FlaresynthError(f"{name}: not used by a ceVAE run ({run}), which decodes latents drawn from "
+                                      "its per-class Gaussians")
+        from flaresynth.cevae_sampling import sample_cevae
+
+        return sample_cevae(resolve_run(run), out, classes, fluxes, per_class, seed, batch_size, device, fits, grid,
+                            overwrite)
     model = load_run(run, device)
     defaults = model.meta["config"]["sample"]
     sampler = sampler or defaults["sampler"]
@@ -421,39 +569,36 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
     if steps is not None and int(steps) < 1:
         raise FlaresynthError(f"--steps {steps}: expected a whole number >= 1")
     table = build_requests(model, classes, fluxes, per_class, seed)
-    images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress)
+    embeddings, source = None, None
+    if model.kind == "discrete+embedding":
+        source = embedding_source or ("image" if embedding_data is not None else
+                                      defaults.get("embedding_source", "class-mean"))
+        embeddings, rows = request_embeddings(model, table, source, embedding_data)
+        table["embedding_source"] = source
+        if source == "image":
+            table["embedding_row"] = rows
+    elif embedding_source is not None or embedding_data is not None:
+        raise FlaresynthError(f"--embedding-source: only for discrete+embedding runs (this run is {model.kind})")
+    images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress, embeddings=embeddings)
     n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
     model_id = model.meta.get("model_id", model.path.name)
     channels = list(model.meta.get("channels") or ["171A"])
-    transforms = model.transforms()
-    names = [f"{i:05d}_{_row_label(row)}.fits" for i, row in table.iterrows()]
-    if fits:
-        table["file"] = [f"fits/{n}" for n in names]
 
-    def extra(tmp: Path) -> None:
-        if fits:
-            (tmp / "fits").mkdir()
-            for i, row in table.iterrows():
-                dn = np.stack([transforms[c].inverse(images[i, c]) for c in range(images.shape[1])])
-                req_flux = row["requested_flux"]
-                header = {
-                    "GOESCLS": (row["label"] or row["flux_class"], "requested class (scheme " + model.meta["scheme"] + ")"),
-                    "GOESFLUX": (float(req_flux) if np.isfinite(req_flux) else "none", "[W/m2] requested XRS-B flux"),
-                    "SAMPLER": (sampler, "diffusers scheduler used"),
-                    "NSTEPS": (int(n_steps), "sampling steps"),
-                    "CFGW": (guidance, "CFG w: e_c + w (e_c - e_u)"),
-                    "SEED": (int(row["seed"]), "seed of this image"),
-                    # a long id keeps its full value and drops the comment, so the card stays within 80 characters
-                    "MODELID": (str(model_id)[:68], "flaresynth model id" if len(str(model_id)) <= 46 else ""),
-                    "CONDKIND": (model.kind, "conditioning"),
-                }
-                if model.kind == "continuous":
-                    header["CONDLFLX"] = (float(row["condition_log_flux"]), "[log10 W/m2] flux given to the model")
-                write_fits(tmp / "fits" / names[i], dn, channels, header)
-        if grid:
-            title = f"{model_id} | {sampler} {n_steps} steps | w={guidance:g}"
-            save_grid(images, [_row_label(r) for _, r in table.iterrows()], tmp / "grid.png", title=title,
-                      channel=channels[0])
+    def header(row) -> dict:
+        cards = {
+            "SAMPLER": (sampler, "diffusers scheduler used"),
+            "NSTEPS": (int(n_steps), "sampling steps"),
+            "CFGW": (guidance, "CFG w: e_c + w (e_c - e_u)"),
+            "CONDKIND": (model.kind, "conditioning"),
+        }
+        if model.kind == "continuous":
+            cards["CONDLFLX"] = (float(row["condition_log_flux"]), "[log10 W/m2] flux given to the model")
+        if source is not None:
+            cards["EMBSRC"] = (source, "where the image embedding came from")
+        return cards
+
+    extra = image_writer(images, table, model.transforms(), channels, model.meta["scheme"], model_id, header,
+                         f"{model_id} | {sampler} {n_steps} steps | w={guidance:g}", fits=fits, grid=grid)
 
     manifest = {
         "generator": "flaresynth-ddpm",
@@ -471,6 +616,8 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
         "model_id": model_id,
         "run": str(model.path),
         "conditioning": model.kind,
+        **({"embedding_source": source} if source is not None else {}),
+        **({"embedding_data": str(embedding_data)} if source == "image" else {}),
         "ema_weights": True,
         "date_obs": f"{NOMINAL_DATE_OBS} (nominal J2000 epoch; synthetic images have no observation time)",
         "device": str(model.device),
@@ -489,6 +636,7 @@ __all__ = [
     "parse_classes",
     "build_requests",
     "conditions",
+    "request_embeddings",
     "generate",
     "fits_header",
     "write_fits",

@@ -1,18 +1,25 @@
-"""Training the conditional DDPM: one loop for a CPU, one GPU, and ``accelerate launch`` (DDP).
+"""Training the conditional DDPM and the ceVAE: one loop for a CPU, one GPU, and ``accelerate launch`` (DDP).
 
 Run it::
 
     flaresynth train --data DS --out RUN --preset demo                # CPU or one GPU
     flaresynth train --data DS --out RUN --preset demo --max-steps 500
     flaresynth train --data DS --out RUN --resume                     # continue from the latest checkpoint
+    flaresynth train --data DS --out RUN --preset cevae-demo          # the ceVAE baseline (config kind: cevae)
     accelerate launch --num_processes 2 -m flaresynth train --data DS --out RUN --preset paper
 
-The loop (:func:`train`) reads top to bottom: config -> accelerator -> data in RAM -> model, EMA, optimiser
--> resume -> for each step: batch, noise, loss, backward, clip, step, EMA, log, checkpoint, grid -> final
+The loop (:func:`train`) reads top to bottom: config -> accelerator -> data in RAM -> objective, model, EMA,
+optimiser -> resume -> for each step: batch, loss, backward, clip, step, EMA, log, checkpoint, grid -> final
 model. accelerate handles devices, DDP, mixed precision and gradient accumulation; nothing else changes.
 
+What is trained is an *objective* (:func:`make_objective`, config ``kind``): :class:`DiffusionObjective`
+(the DDPM's noise-prediction loss) or :class:`flaresynth.models.cevae.CevaeObjective` (the ceVAE's VAE +
+context-encoding loss). An objective builds the model, computes a batch's loss from a per-step random
+generator, and writes the training grids and the final model folder; the loop around it is shared.
+
 Reproducibility: the batch of step s is a slice of a per-epoch permutation seeded by (seed, epoch), and the
-noise, timesteps and condition dropout of step s come from a generator seeded by (seed, s, micro-step, rank).
+random numbers of step s (DDPM: noise, timesteps and condition dropout; ceVAE: reparameterisation noise and
+context masks) come from a generator seeded by (seed, s, micro-step, rank).
 Nothing depends on how many steps ran before in this process, so on a CPU a run interrupted at a checkpoint and
 resumed reproduces the uninterrupted run's weights bit for bit.
 
@@ -21,13 +28,17 @@ The run folder::
     RUN/
       config.yaml          the resolved config (in_channels filled in from the dataset)
       log.jsonl            one line per logged step: step, loss, images_per_s, lr, seconds
+                           (+ the loss parts of the ceVAE: loss_rec, loss_kl, loss_ce)
       provenance.json      command, config, steps, data hash, world size, versions, timings
       checkpoints/
         step-000500/       state.pt (model, EMA, optimiser, LR scheduler, step, RNG states) + meta.json
         latest             name of the newest complete checkpoint (updated atomically, after the folder)
       samples/step-*.png   periodic class grids from the EMA weights
       model/               the final EMA weights: UNet2DModel.save_pretrained + flaresynth.json
-                           (+ conditioner.safetensors when the conditioning is not inside the U-Net)
+                           (+ conditioner.safetensors when the conditioning is not inside the U-Net,
+                           + embedding_classes.npz: per-class Gaussians of the image embeddings);
+                           for a ceVAE: config.json + model.safetensors + flaresynth.json
+                           + latent_classes.npz (per-class Gaussians of the training latents)
 
 A checkpoint folder is written under a temporary name, renamed when complete, and only then named in
 ``latest``; ``meta.json`` holds the SHA-256 of ``state.pt``, so a damaged file is detected on resume.
@@ -57,6 +68,8 @@ from flaresynth.io import atomic_dir, atomic_file, read_json, sha256_file, write
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "state.pt"
+#: Per-class Gaussians of a discrete+embedding run's training embeddings (``embedding_source: class-gaussian``).
+EMBEDDING_CLASSES_FILE = "embedding_classes.npz"
 #: Set to a folder to make every rank write rank<r>.json there (parameter digest, checkpoints written).
 DEBUG_RANK_DIR_ENV = "FLARESYNTH_DEBUG_RANK_DIR"
 
@@ -127,8 +140,10 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
 
     Returns a dict with ``images`` (float32 tensor N×C×S×S), ``cond``
     (:class:`~flaresynth.models.conditioning.Condition`), ``train_counts``, ``class_log_flux`` and, for
-    ``discrete+embedding``, ``embed_dim`` and ``class_mean_embedding``.
+    ``discrete+embedding``, ``embed_dim``, ``class_mean_embedding`` and ``class_embedding_gaussians``
+    (:class:`~flaresynth.models.cevae.ClassGaussians`). A ceVAE run uses only images and labels.
     """
+    from flaresynth.models.cevae import fit_class_gaussians
     from flaresynth.models.conditioning import Condition, as_encoder, embed_all, load_encoder
 
     idx = ds.split_indices("train")
@@ -139,7 +154,8 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
     images = to_model_resolution(raw, channel_transforms(ds), cfg.model.sample_size)
     labels = ds.label_index()[idx]
     flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[idx]
-    if cfg.conditioning.kind == "continuous":
+    kind = cfg.conditioning.kind if cfg.kind == "ddpm" else "discrete"  # a ceVAE trains on images alone
+    if kind == "continuous":
         bad = np.flatnonzero(~(np.isfinite(flux) & (flux > 0)))
         if len(bad):
             raise FlaresynthError(
@@ -154,7 +170,7 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
         },
     }
     emb = None
-    if cfg.conditioning.kind == "discrete+embedding":
+    if kind == "discrete+embedding":
         enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder)
         # the encoder sees the dataset's own images (its resolution), not the resized ones
         emb = embed_all(enc, torch.from_numpy(raw))
@@ -164,6 +180,9 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
                 means[i] = emb[torch.from_numpy(labels == i)].mean(0)
         info["embed_dim"] = int(emb.shape[1])
         info["class_mean_embedding"] = means
+        info["class_embedding_gaussians"] = fit_class_gaussians(emb.numpy(), labels, classes)
+        # which encoder made them (a ceVAE's model id names its weights, not only its path)
+        info["encoder_id"] = getattr(enc, "model_id", None) or str(cfg.conditioning.encoder)
     info["images"] = torch.from_numpy(images)
     info["cond"] = Condition(torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(log_flux.astype(np.float32)), emb)
     return info
@@ -203,6 +222,67 @@ def lr_lambda(cfg) -> Callable[[int], float]:
         return 1.0
 
     return f
+
+
+# ------------------------------------------------------------------------------------------ objectives
+
+
+class DiffusionObjective:
+    """The DDPM: conditional U-Net, noise-prediction loss (:func:`flaresynth.diffusion.diffusion_loss`).
+
+    ``loss`` draws, from the step's generator and in this order, the timesteps, the noise and the condition
+    dropout (the order every earlier run used, so its checkpoints resume bit for bit).
+    """
+
+    name = "ddpm"
+
+    def __init__(self, cfg: RunConfig, data: dict, classes):
+        self.cfg = cfg
+        self.data = data
+        self.classes = tuple(classes)
+        self.scheduler = make_scheduler(cfg.diffusion)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def build_model(self) -> torch.nn.Module:
+        from flaresynth.models.unet import build_denoiser
+
+        c = self.cfg
+        model = build_denoiser(c.model, c.model.in_channels, c.conditioning.kind, len(self.classes),
+                               flux_frequencies=c.conditioning.flux_frequencies, embed_dim=self.data.get("embed_dim"))
+        if "class_mean_embedding" in self.data:
+            model.conditioner.class_mean_embedding.copy_(self.data["class_mean_embedding"])
+        return model
+
+    def loss(self, model, x0: torch.Tensor, cond, g: torch.Generator) -> torch.Tensor:
+        c, dev = self.cfg, x0.device
+        timesteps = sample_timesteps(len(x0), c.diffusion.num_train_timesteps, g).to(dev)
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        drop = drop_mask(len(x0), c.conditioning.p_uncond, g).to(dev)
+        return diffusion_loss(model, self.scheduler, x0, cond, drop, noise, timesteps, c.diffusion)
+
+    def meta(self) -> dict:
+        extra = {"encoder_id": self.data["encoder_id"]} if "encoder_id" in self.data else {}
+        return {"scheduler": {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}, **extra}
+
+    def sample_grid(self, raw_model, meta: dict, path: Path, step: int, dev) -> None:
+        _sample_grid(raw_model, self.cfg, meta, path, step, dev)
+
+    def save_final(self, raw_model, folder: Path, meta: dict) -> None:
+        from flaresynth.models.unet import save_model
+
+        save_model(raw_model, folder, {**meta, "ema_weights": True})
+        make_scheduler(self.cfg.diffusion).save_pretrained(folder / "scheduler")
+        if "class_embedding_gaussians" in self.data:
+            self.data["class_embedding_gaussians"].save(folder / EMBEDDING_CLASSES_FILE)
+
+
+def make_objective(cfg: RunConfig, data: dict, classes):
+    """The objective of ``cfg.kind``: :class:`DiffusionObjective` or the ceVAE's ``CevaeObjective``."""
+    if cfg.kind == "cevae":
+        from flaresynth.models.cevae import CevaeObjective
+
+        return CevaeObjective(cfg, data, classes)
+    return DiffusionObjective(cfg, data, classes)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -304,7 +384,7 @@ def train(
     from diffusers.training_utils import EMAModel
 
     from flaresynth.dataset import open_dataset
-    from flaresynth.models.unet import build_denoiser, count_parameters
+    from flaresynth.models.unet import count_parameters
 
     out = Path(out)
     t_start = time.time()
@@ -360,13 +440,10 @@ def train(
     n_train = images.shape[0]
     classes = list(ds.classes)
 
-    # ---- model, noise schedule, optimiser, LR schedule (same init on every rank)
+    # ---- objective, model, optimiser, LR schedule (same init on every rank)
+    objective = make_objective(cfg, data_info, classes)
     torch.manual_seed(cfg.train.seed)
-    model = build_denoiser(cfg.model, cfg.model.in_channels, cfg.conditioning.kind, len(classes),
-                           flux_frequencies=cfg.conditioning.flux_frequencies, embed_dim=data_info.get("embed_dim"))
-    if "class_mean_embedding" in data_info:
-        model.conditioner.class_mean_embedding.copy_(data_info["class_mean_embedding"])
-    scheduler = make_scheduler(cfg.diffusion)
+    model = objective.build_model()
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
                                   weight_decay=t.weight_decay)
@@ -422,7 +499,7 @@ def train(
         "classes": classes, "scheme": ds.scheme, "transform": ds.manifest["transform"], "channels": ds.channels,
         "in_channels": cfg.model.in_channels, "sample_size": cfg.model.sample_size,
         "dataset_image_size": int(ds.images.shape[-1]), "data_hash": data_hash,
-        "scheduler": {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
+        **objective.meta(),
         "train_counts": data_info["train_counts"], "class_log_flux": data_info["class_log_flux"],
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parameters": n_params,
     }
@@ -453,6 +530,7 @@ def train(
     # ---- the loop
     model.train()
     loss_sum, loss_n, t_window, step = torch.zeros((), device=dev), 0, time.perf_counter(), start_step
+    parts_sum: dict[str, torch.Tensor] = {}  # the objective's loss parts (ceVAE: rec, kl, ce), for the log
     for step in range(start_step + 1, stop + 1):
         for micro in range(t.grad_accum):
             m = (step - 1) * t.grad_accum + micro  # global micro-step number: the seed of everything below
@@ -461,17 +539,16 @@ def train(
             x0 = images[rows_t].to(dev)
             cond = cond_all.index(rows_t).to(dev)
             g = step_generator(t.seed, m, rank)
-            timesteps = sample_timesteps(len(rows), cfg.diffusion.num_train_timesteps, g).to(dev)
-            noise = torch.randn(x0.shape, generator=g).to(dev)
-            drop = drop_mask(len(rows), cfg.conditioning.p_uncond, g).to(dev)
             with accelerator.accumulate(model):
-                loss = diffusion_loss(model, scheduler, x0, cond, drop, noise, timesteps, cfg.diffusion)
+                loss = objective.loss(model, x0, cond, g)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.grad_clip > 0:
                     accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach() / t.grad_accum
+            for k, v in objective.parts.items():
+                parts_sum[k] = parts_sum.get(k, torch.zeros((), device=dev)) + v / t.grad_accum
         lr_used = optimizer.param_groups[0]["lr"]
         lr_sched.step()
         loss_n += 1
@@ -480,10 +557,15 @@ def train(
 
         if step % t.log_every == 0 or step == stop:
             mean_loss = accelerator.reduce(loss_sum / loss_n, reduction="mean").item()  # a collective: all ranks
+            parts = {}
+            if parts_sum:  # same keys on every rank: one more collective
+                names = sorted(parts_sum)
+                values = accelerator.reduce(torch.stack([parts_sum[k] for k in names]) / loss_n, reduction="mean")
+                parts = {f"loss_{k}": round(float(v), 6) for k, v in zip(names, values.tolist(), strict=True)}
             elapsed = time.perf_counter() - t_window
             ips = loss_n * global_batch * t.grad_accum / max(elapsed, 1e-9)
             if is_main:
-                entry = {"step": step, "loss": mean_loss, "images_per_s": round(ips, 2),
+                entry = {"step": step, "loss": mean_loss, **parts, "images_per_s": round(ips, 2),
                          "lr": lr_used, "seconds_per_step": round(elapsed / loss_n, 4),
                          "world_size": world, "time": round(time.time() - t_start, 2)}
                 with open(log_path, "a") as fh:
@@ -491,13 +573,15 @@ def train(
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.1f}")
             loss_sum, loss_n, t_window = torch.zeros((), device=dev), 0, time.perf_counter()
+            parts_sum = {}
         if bar is not None:
             bar.update(1)
         t_extra = time.perf_counter()
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step != stop:
             save_checkpoint(step)
         if is_main and t.sample_every and step % t.sample_every == 0:
-            _sample_grid(raw_model, ema, cfg, meta_common, out / "samples" / f"step-{step:07d}.png", step, dev)
+            grid_path = out / "samples" / f"step-{step:07d}.png"
+            _with_ema(raw_model, ema, lambda p=grid_path, s=step: objective.sample_grid(raw_model, meta_common, p, s, dev))
         t_window += time.perf_counter() - t_extra  # images/s counts training only
 
     # ---- the end: a checkpoint to resume from, and the EMA weights as a plain diffusers model
@@ -507,8 +591,9 @@ def train(
     if final_step > start_step:
         save_checkpoint(final_step)
     if is_main:
-        _save_final_model(raw_model, ema, out, {**meta_common, "step": final_step,
-                                                "model_id": f"{out.name}-{cfg.conditioning.kind}-{cfg.fingerprint()}@{final_step}"})
+        tag = cfg.conditioning.kind if cfg.kind == "ddpm" else cfg.kind
+        _save_final_model(objective, raw_model, ema, out, {**meta_common, "step": final_step,
+                                                           "model_id": f"{out.name}-{tag}-{cfg.fingerprint()}@{final_step}"})
         _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params,
                           t_start, command, global_batch)
     _debug_rank_file(raw_model, rank, world, final_step, written)
@@ -542,33 +627,26 @@ def _with_ema(raw_model, ema, fn):
         raw_model.train(was_training)
 
 
-def _sample_grid(raw_model, ema, cfg: RunConfig, meta: dict, path: Path, step: int, dev) -> None:
-    """A per-class grid from the EMA weights (fast sampler of ``sample.grid_sampler``)."""
+def _sample_grid(raw_model, cfg: RunConfig, meta: dict, path: Path, step: int, dev) -> None:
+    """A DDPM per-class grid (fast sampler of ``sample.grid_sampler``); the caller swaps in the EMA weights."""
     import pandas as pd
 
     from flaresynth.sampling import TrainedModel, build_requests, generate, save_grid
 
-    def run():
-        tm = TrainedModel(path=path.parent.parent, denoiser=raw_model,
-                          meta={**meta, "conditioning": raw_model.conditioner.describe()}, device=torch.device(dev))
-        table = build_requests(tm, per_class=cfg.sample.grid_per_class, seed=0)
-        imgs = generate(tm, table, cfg.sample.grid_sampler, cfg.sample.grid_steps, cfg.sample.guidance)
-        save_grid(imgs, list(pd.Series(table["label"]).astype(str)), path,
-                  title=f"step {step} | EMA | {cfg.sample.grid_sampler} {cfg.sample.grid_steps} | w={cfg.sample.guidance:g}")
-
-    _with_ema(raw_model, ema, run)
+    tm = TrainedModel(path=path.parent.parent, denoiser=raw_model,
+                      meta={**meta, "conditioning": raw_model.conditioner.describe()}, device=torch.device(dev))
+    table = build_requests(tm, per_class=cfg.sample.grid_per_class, seed=0)
+    imgs = generate(tm, table, cfg.sample.grid_sampler, cfg.sample.grid_steps, cfg.sample.guidance)
+    save_grid(imgs, list(pd.Series(table["label"]).astype(str)), path,
+              title=f"step {step} | EMA | {cfg.sample.grid_sampler} {cfg.sample.grid_steps} | w={cfg.sample.guidance:g}")
 
 
-def _save_final_model(raw_model, ema, out: Path, meta: dict) -> None:
-    from flaresynth.diffusion import make_scheduler
-    from flaresynth.models.unet import save_model
-
-    cfg = RunConfig.from_dict(meta["config"])
+def _save_final_model(objective, raw_model, ema, out: Path, meta: dict) -> None:
+    """``RUN/model/`` from the EMA weights, written by the objective into a folder renamed when complete."""
 
     def run():
         with atomic_dir(out / "model", overwrite=True) as tmp:
-            save_model(raw_model, tmp, {**meta, "ema_weights": True})
-            make_scheduler(cfg.diffusion).save_pretrained(tmp / "scheduler")
+            objective.save_final(raw_model, tmp, meta)
 
     _with_ema(raw_model, ema, run)
 
@@ -623,6 +701,8 @@ def _debug_rank_file(raw_model, rank: int, world: int, step: int, written: list[
 
 __all__ = [
     "train",
+    "DiffusionObjective",
+    "make_objective",
     "resolve_config",
     "load_training_data",
     "to_model_resolution",

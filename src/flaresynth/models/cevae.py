@@ -1,0 +1,608 @@
+"""The ceVAE: the paper's baseline generator and the image encoder of its third conditioning experiment.
+
+Ramunno et al. 2024 compare their DDPMs with a ceVAE (``paper_spec.md`` §3.4), the context-encoding VAE of
+Zimmerer et al. (2018, "Context-encoding Variational Autoencoder for Unsupervised Anomaly Detection",
+arXiv:1812.05941; 2019, arXiv:1907.12258) that Giger & Csillaghy (2024, Space Weather 22, e2023SW003516)
+trained on full-disk SDO/AIA images with the FHNW code (i4Ds/sdo-cli ``sood ce_vae``, itself adapted from
+MIC-DKFZ/mood). This module follows that code; the differences are listed at the end.
+
+Network (:class:`CeVAE`, FHNW ``VAE`` with ``BasicEncoder``/``BasicGenerator``)
+-------------------------------------------------------------------------------
+Encoder: one 3×3 stride-2 convolution + LeakyReLU(0.01) per entry of ``fmap_sizes`` (FHNW: 16, 64, 256, 1024),
+then one convolution whose kernel covers the whole remaining grid (size / 2^L px, L = number of levels) to
+2·z_dim channels at 1×1: μ and log σ². Decoder: the mirror image, a transposed convolution from z (1×1) to the
+bottom grid, then one 4×4 stride-2 transposed convolution + LeakyReLU per level, the last one to the image
+channels with no activation. No normalisation, no biases (as FHNW). The same network serves every size and
+any number of channels: with the four FHNW levels the bottom grid is 2, 4, 8, 16 px at 32, 64, 128, 256 px,
+so only the two dense bottom layers grow with the size (∝ size²). Parameters with z_dim 128 and FHNW widths,
+1 channel: 8.56 M at 32 px, 13.28 M at 64, 32.15 M at 128, 107.6 M at 256 (z_dim 256, FHNW's 256-px config:
+208 M). Presets may use narrower ``fmap_sizes`` (``cevae.fmap_sizes``) for a CPU.
+
+Loss (:func:`cevae_loss`), exactly the FHNW ``training_step`` weighting::
+
+    loss = (1 − ce_factor) · (rec(x̂, x) + β · KL) + ce_factor · rec(x̂_ce, x)
+
+* VAE branch: x̂ = dec(z), z = μ(x) + σ(x)·ε (reparameterisation). ``rec`` is the mean absolute error per
+  pixel (FHNW ``rec_loss_fn``: −log of a unit Laplace likelihood up to a constant, averaged over C×H×W) or,
+  with ``rec_loss: mse``, the mean squared error; both in the dataset's model space [-1, 1].
+  KL = mean over the z_dim latent dimensions of KL(N(μ, σ²) ‖ N(0, 1)) (FHNW averages over dimensions
+  rather than summing, so β = 0.01 is a weak prior: per image it weighs KL/z_dim against the mean pixel
+  error). Both are averaged over the batch.
+* Context-encoding branch (Zimmerer's "CE" term; Pathak et al. 2016's context encoder): the same encoder and
+  decoder reconstruct the *full* image x from a copy with random squares painted over. Per image, the number of
+  squares is uniform on 0..``mask_max_squares`` (FHNW: 0, 1, 2), each square's side uniform on
+  0..⌊``mask_max_fraction``·size⌋ − 1 px (FHNW: below size/2) at a uniform position, filled with one value
+  uniform between the image's minimum and maximum. z is sampled here too, as in FHNW; the KL of this branch
+  is not counted. Both branches run as one forward pass on the concatenated batch (2B images).
+
+Standardisation (our addition, ``cevae.standardize``, on by default)
+-------------------------------------------------------------------
+Full-disk images of one instrument differ little from each other: on the simulated Sun the per-pixel std
+across images is 0.028 in model space, and the mean image alone has an L1 error of 0.0195. Fed raw, the
+ceVAE collapsed to the mean image (reconstruction std across images 2 % of the data's, whatever β from 0.01
+to 1e-5): the reparameterisation noise (σ ≈ 1 at the start) swamps latent means that need only tiny values to
+encode the data. So the network sees (x − m)/s, m the per-pixel mean of the training images and s the std
+of the residuals per channel (buffers ``center`` and ``scale``, saved with the weights), decodes back to
+m + s·out, and its reconstruction errors are measured in units of s. This is an affine reparameterisation
+of the same model; ``standardize: false`` restores the FHNW input.
+
+Defaults (``flaresynth.config.CevaeConfig``): z_dim 128, fmap_sizes [16, 64, 256, 1024], ce_factor 0.5,
+β 0.01, L1, Adam lr 1e-4 in FHNW (our presets choose their own lr; the loop uses AdamW with weight decay 0).
+
+Class-conditional sampling (the baseline generator)
+---------------------------------------------------
+The ceVAE is trained without labels. To generate class k, the latent means μ of the *training* images of class
+k (encoded with the final EMA weights at the model's resolution) are fitted with a Gaussian N(m_k, Σ_k): the
+mean and the full sample covariance (ddof 1), plus a ridge λ·I with λ = ``class_ridge``·trace(Σ_k)/z_dim, so
+Σ_k is positive definite even when the class has fewer images than latent dimensions (then the Gaussian
+mostly spreads along the span of its few images). A class with a single image gets the diagonal of the pooled
+within-class covariance (Σ over classes with ≥ 2 images of (n_k − 1)Σ_k, / Σ (n_k − 1)); if no class has two
+images, the covariance of all latents; with a single image overall, the prior N(0, I). Sampling draws
+z = m_k + L_k ε with Σ_k = L_k L_kᵀ (float64 Cholesky) and ε from the image's own seeded generator, then
+decodes it and clips to [-1, 1] (:class:`ClassGaussians`, :mod:`flaresynth.cevae_sampling`). The Gaussians
+are stored with the weights (``RUN/model/latent_classes.npz``), so sampling needs no dataset.
+
+The encoder (third conditioning experiment)
+-------------------------------------------
+:func:`load_encoder` returns a :class:`CevaeEncoder`, an :class:`~flaresynth.models.conditioning.ImageEncoder`
+mapping (B, C, H, W) images in [-1, 1] to their latent means μ (B, z_dim): eval mode, no gradient, no
+sampling. Images of another size are first resized like the training loader does (back to DN/s with the
+run's intensity transform, area mean, forward again). Images are encoded one at a time, so an image's
+embedding does not depend on the batch it came in (batched convolutions may change the last bits). A DDPM
+uses it frozen with ``conditioning.encoder: cevae:RUN``.
+
+Differences from the FHNW code, all deliberate: log σ² instead of log σ as the encoder output (the same
+model, parameterised like the usual VAE; clamped to [-30, 20] against overflow); all context squares are kept
+(the FHNW ``mask_random_squares`` re-creates its mask in each iteration, so only the last square survives);
+the fill value spans each image's own range (FHNW: the batch's), so an image's loss does not depend on its
+batch-mates; the random numbers come from the training loop's per-step generator, so a resumed run is
+reproducible; optional MSE; no GECO (FHNW's ``use_geco`` is off by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from flaresynth.errors import FlaresynthError
+from flaresynth.io import read_json, write_json
+
+MODEL_TYPE = "cevae"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+META_FILE = "flaresynth.json"
+LATENT_FILE = "latent_classes.npz"
+LOGVAR_RANGE = (-30.0, 20.0)
+#: Relative ridge of a fitted class covariance when none is configured.
+DEFAULT_RIDGE = 1e-3
+
+
+# ------------------------------------------------------------------------------------------ network
+
+
+class CeVAE(nn.Module):
+    """Convolutional VAE (FHNW ``VAE``): images (B, C, S, S) <-> latents (B, z_dim).
+
+    Parameters
+    ----------
+    in_channels : image channels.
+    sample_size : image side S in pixels; must be divisible by 2^len(fmap_sizes).
+    z_dim : latent size.
+    fmap_sizes : encoder feature maps per stride-2 level (the decoder mirrors them).
+    bias : give every convolution a bias (FHNW: none).
+    """
+
+    def __init__(self, in_channels: int = 1, sample_size: int = 64, z_dim: int = 128,
+                 fmap_sizes: tuple[int, ...] | list[int] = (16, 64, 256, 1024), bias: bool = False):
+        super().__init__()
+        fmap_sizes = [int(f) for f in fmap_sizes]
+        levels = len(fmap_sizes)
+        if not fmap_sizes or sample_size % 2**levels:
+            raise FlaresynthError(
+                f"ceVAE: sample_size {sample_size} cannot be halved {levels} times (one per feature-map level)"
+            )
+        self.in_channels, self.sample_size, self.z_dim = int(in_channels), int(sample_size), int(z_dim)
+        self.fmap_sizes = fmap_sizes
+        self.bias = bool(bias)
+        bottom = self.sample_size // 2**levels
+        enc: list[nn.Module] = []
+        c = self.in_channels
+        for f in fmap_sizes:
+            enc += [nn.Conv2d(c, f, 3, stride=2, padding=1, bias=self.bias), nn.LeakyReLU()]
+            c = f
+        enc.append(nn.Conv2d(c, 2 * self.z_dim, bottom, stride=1, padding=0, bias=self.bias))
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.ConvTranspose2d(self.z_dim, fmap_sizes[-1], bottom, stride=1, padding=0, bias=self.bias),
+                                nn.LeakyReLU()]
+        c = fmap_sizes[-1]
+        for f in reversed(fmap_sizes[:-1]):
+            dec += [nn.ConvTranspose2d(c, f, 4, stride=2, padding=1, bias=self.bias), nn.LeakyReLU()]
+            c = f
+        dec.append(nn.ConvTranspose2d(c, self.in_channels, 4, stride=2, padding=1, bias=self.bias))
+        self.decoder = nn.Sequential(*dec)
+        # Standardisation of the input (see "Standardisation" in the module docstring): identity until
+        # set_standardization() is given the training images; saved with the weights.
+        self.register_buffer("center", torch.zeros(1, self.in_channels, self.sample_size, self.sample_size))
+        self.register_buffer("scale", torch.ones(1, self.in_channels, 1, 1))
+
+    @torch.no_grad()
+    def set_standardization(self, images: torch.Tensor) -> None:
+        """Centre on the per-pixel mean of ``images`` (N, C, S, S) and scale by the residuals' std per channel."""
+        images = images.float()
+        center = images.mean(0, keepdim=True)
+        scale = (images - center).std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        self.center.copy_(center.to(self.center.device))
+        self.scale.copy_(scale.to(self.scale.device))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, S, S) -> μ, log σ² (each (B, z_dim))."""
+        if x.shape[1:] != (self.in_channels, self.sample_size, self.sample_size):
+            raise FlaresynthError(
+                f"ceVAE: images of shape {tuple(x.shape[1:])}, expected "
+                f"{(self.in_channels, self.sample_size, self.sample_size)}"
+            )
+        mu, logvar = self.encoder((x - self.center) / self.scale).flatten(1).chunk(2, dim=1)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z_dim) -> (B, C, S, S) in model space (not clipped)."""
+        return self.decoder(z[:, :, None, None]) * self.scale + self.center
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
+        """Reconstruction, μ and log σ²; z = μ + σ·``eps`` (``eps`` ``None``: z = μ)."""
+        mu, logvar = self.encode(x)
+        z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
+        return self.decode(z), mu, logvar
+
+    def describe(self) -> dict:
+        """JSON-ready constructor arguments."""
+        return {"_class_name": "CeVAE", "in_channels": self.in_channels, "sample_size": self.sample_size,
+                "z_dim": self.z_dim, "fmap_sizes": list(self.fmap_sizes), "bias": self.bias}
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """``config.json`` (constructor arguments) and ``model.safetensors`` (weights) in ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_FILE))
+        write_json(folder / CONFIG_FILE, self.describe())
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> CeVAE:
+        """Read a folder written by :meth:`save_pretrained` (eval mode)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (folder / name).is_file():
+                raise FlaresynthError(f"{folder / name}: missing (not a ceVAE model folder)")
+        cfg = read_json(folder / CONFIG_FILE)
+        if cfg.get("_class_name") != "CeVAE":
+            raise FlaresynthError(f"{folder / CONFIG_FILE}: _class_name {cfg.get('_class_name')!r}, expected 'CeVAE'")
+        model = cls(cfg["in_channels"], cfg["sample_size"], cfg["z_dim"], cfg["fmap_sizes"], cfg.get("bias", False))
+        try:
+            model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        except (OSError, RuntimeError) as exc:
+            raise FlaresynthError(f"{folder / WEIGHTS_FILE}: unreadable ({str(exc).splitlines()[0]})") from None
+        return model.eval()
+
+
+def build_cevae(cfg, in_channels: int) -> CeVAE:
+    """The ceVAE of a :class:`~flaresynth.config.RunConfig` (``model.sample_size``, ``cevae`` section)."""
+    return CeVAE(in_channels, cfg.model.sample_size, cfg.cevae.z_dim, cfg.cevae.fmap_sizes, cfg.cevae.bias)
+
+
+# ------------------------------------------------------------------------------------------ loss
+
+
+def reconstruction_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``mse``) error per pixel, averaged over the batch; a scalar."""
+    diff = x_rec.float() - x.float()
+    return diff.abs().mean() if kind == "l1" else diff.pow(2).mean()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) averaged over latent dimensions and batch (FHNW's normalisation); a scalar."""
+    return (0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())).mean()
+
+
+def context_mask(x: torch.Tensor, generator: torch.Generator, max_squares: int = 2,
+                 max_fraction: float = 0.5) -> torch.Tensor:
+    """A copy of ``x`` (B, C, H, W) with random squares painted over (the context-encoding input).
+
+    Per image: n ~ U{0..max_squares} squares, side ~ U{0..⌊max_fraction·min(H, W)⌋ − 1}, uniform position,
+    one fill value ~ U(min, max of that image) per square (all channels). Random numbers come from the CPU
+    ``generator`` in a fixed order, so the result depends only on its state.
+    """
+    b, _, h, w = x.shape
+    j = int(max_squares)
+    max_side = max(1, int(max_fraction * min(h, w)))
+    n = torch.randint(0, j + 1, (b,), generator=generator)
+    side = torch.randint(0, max_side, (b, j), generator=generator)
+    pos = torch.rand(b, j, 2, generator=generator)
+    u = torch.rand(b, j, generator=generator)
+    if j == 0:
+        return x.clone()
+    top = torch.floor(pos[..., 0] * (h - side + 1)).long()
+    left = torch.floor(pos[..., 1] * (w - side + 1)).long()
+    flat = x.detach().flatten(1)
+    lo, hi = flat.min(1).values.cpu(), flat.max(1).values.cpu()
+    value = lo[:, None] + u * (hi - lo)[:, None]
+    rows, cols = torch.arange(h), torch.arange(w)
+    out = x.clone()
+    for k in range(j):  # later squares paint over earlier ones
+        active = (k < n)[:, None, None]
+        inside = ((rows[None, :, None] >= top[:, k, None, None]) & (rows[None, :, None] < (top[:, k] + side[:, k])[:, None, None])
+                  & (cols[None, None, :] >= left[:, k, None, None]) & (cols[None, None, :] < (left[:, k] + side[:, k])[:, None, None])
+                  & active)
+        inside = inside[:, None].to(x.device)
+        out = torch.where(inside, value[:, k].to(x.device, x.dtype)[:, None, None, None], out)
+    return out
+
+
+def cevae_loss(model, x: torch.Tensor, generator: torch.Generator, ce_factor: float = 0.5, beta: float = 0.01,
+               rec_loss: str = "l1", max_squares: int = 2, max_fraction: float = 0.5):
+    """The ceVAE loss of one batch (module docstring) and its parts ``rec``, ``kl``, ``ce`` (detached).
+
+    ``model`` is called once, ``model(inputs, eps) -> (x_rec, mu, logvar)``, on the batch and (when
+    ``ce_factor > 0``) its masked copy stacked behind it; ``eps`` comes from ``generator`` (CPU).
+    """
+    b = x.shape[0]
+    inputs = x
+    if ce_factor > 0:
+        inputs = torch.cat([x, context_mask(x, generator, max_squares, max_fraction)])
+    net = model.module if hasattr(model, "module") else model  # DDP wraps the CeVAE
+    eps = torch.randn(inputs.shape[0], net.z_dim, generator=generator).to(x.device)
+    x_rec, mu, logvar = model(inputs, eps)
+    # errors in standardised units (divided by the residual std), so β weighs the KL against errors of order 1
+    x_rec, x = x_rec / net.scale, x / net.scale
+    rec = reconstruction_loss(x_rec[:b], x, rec_loss)
+    kl = kl_divergence(mu[:b], logvar[:b])
+    loss = (1.0 - ce_factor) * (rec + beta * kl)
+    parts = {"rec": rec.detach(), "kl": kl.detach()}
+    if ce_factor > 0:
+        ce = reconstruction_loss(x_rec[b:], x, rec_loss)
+        loss = loss + ce_factor * ce
+        parts["ce"] = ce.detach()
+    return loss, parts
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+
+@torch.no_grad()
+def encode_means(model: CeVAE, images: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """Latent means μ (N, z_dim) float32 on the CPU of model-space images (N, C, S, S); eval mode, no grad.
+
+    One image per forward pass, so an image's μ is bit-identical whatever batch it arrives in.
+    """
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    try:
+        out = [model.encode(images[i : i + 1].to(dev, torch.float32))[0].cpu() for i in range(len(images))]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.z_dim)
+
+
+# ------------------------------------------------------------------------------------------ class Gaussians
+
+
+@dataclass
+class ClassGaussians:
+    """One Gaussian N(mean_k, cov_k) per class in a latent (or embedding) space; module docstring.
+
+    ``counts`` (K,) images behind each fit (0: no Gaussian, NaN mean/cov); ``fallback`` (K,) True where the
+    covariance is the pooled diagonal (a class with one image); ``ridge`` the relative ridge used.
+    """
+
+    classes: tuple[str, ...]
+    counts: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+    fallback: np.ndarray
+    ridge: float
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    def index(self, name: str) -> int:
+        """Index of class ``name`` (one that has a Gaussian)."""
+        if name not in self.classes or self.counts[self.classes.index(name)] == 0:
+            have = [c for c, n in zip(self.classes, self.counts, strict=True) if n > 0]
+            raise FlaresynthError(f"class {name}: no fitted latent Gaussian (classes with training images: {', '.join(have)})")
+        return self.classes.index(name)
+
+    def sample(self, k: int, seeds) -> np.ndarray:
+        """(len(seeds), dim) float64 draws from class ``k``; draw i uses only ``torch.Generator(seeds[i])``."""
+        chol = np.linalg.cholesky(self.covs[k])
+        eps = np.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(int(s)),
+                                    dtype=torch.float64).numpy() for s in seeds]) if len(seeds) else np.zeros((0, self.dim))
+        return self.means[k][None, :] + eps @ chol.T
+
+    def save(self, path: str | Path) -> None:
+        """Write an ``.npz`` (classes, counts, means, covs, fallback, ridge)."""
+        with open(path, "wb") as fh:
+            np.savez(fh, classes=np.array(self.classes, dtype=str), counts=self.counts, means=self.means,
+                     covs=self.covs, fallback=self.fallback, ridge=np.float64(self.ridge))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassGaussians:
+        path = Path(path)
+        if not path.is_file():
+            raise FlaresynthError(f"{path}: missing (per-class latent Gaussians; written at the end of training)")
+        with np.load(path, allow_pickle=False) as z:
+            return cls(tuple(str(c) for c in z["classes"]), z["counts"], z["means"], z["covs"], z["fallback"],
+                       float(z["ridge"]))
+
+    def summary(self) -> dict:
+        """JSON-ready counts and fallbacks per class."""
+        return {"classes": list(self.classes), "counts": [int(n) for n in self.counts],
+                "fallback": [bool(f) for f in self.fallback], "ridge": self.ridge, "dim": self.dim}
+
+
+def _ridged(cov: np.ndarray, ridge: float) -> np.ndarray:
+    d = cov.shape[0]
+    scale = float(np.trace(cov)) / d
+    lam = ridge * (scale if scale > 0 else 1.0)
+    return cov + lam * np.eye(d) if lam > 0 else cov
+
+
+def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE) -> ClassGaussians:
+    """Fit one Gaussian per class to ``latents`` (N, d) with integer ``labels`` (N,) into ``classes``.
+
+    Mean and sample covariance (ddof 1) per class with ≥ 2 images, plus ``ridge``·trace/d on the diagonal;
+    a class with one image: its latent as the mean, the pooled within-class covariance's diagonal (module
+    docstring for the fallbacks); a class with none: NaN and count 0.
+    """
+    z = np.asarray(latents, dtype=np.float64)
+    labels = np.asarray(labels)
+    k, d = len(classes), z.shape[1]
+    counts = np.array([int((labels == i).sum()) for i in range(k)], dtype=np.int64)
+    means = np.full((k, d), np.nan)
+    covs = np.full((k, d, d), np.nan)
+    fallback = np.zeros(k, dtype=bool)
+    scatter, dof = np.zeros((d, d)), 0
+    for i in range(k):
+        zi = z[labels == i]
+        if len(zi):
+            means[i] = zi.mean(0)
+        if len(zi) >= 2:
+            cov = np.atleast_2d(np.cov(zi, rowvar=False, ddof=1))
+            covs[i] = _ridged(cov, ridge)
+            scatter += (len(zi) - 1) * cov
+            dof += len(zi) - 1
+    if (counts == 1).any():
+        if dof > 0:
+            pooled = scatter / dof
+        elif len(z) >= 2:
+            pooled = np.atleast_2d(np.cov(z, rowvar=False, ddof=1))
+        else:
+            pooled = np.eye(d)
+        for i in np.flatnonzero(counts == 1):
+            covs[i] = _ridged(np.diag(np.diag(pooled)), ridge)
+            fallback[i] = True
+    return ClassGaussians(tuple(classes), counts, means, covs, fallback, float(ridge))
+
+
+# ------------------------------------------------------------------------------------------ objective
+
+
+class CevaeObjective:
+    """What the training loop (:func:`flaresynth.train.train`) needs to train a ceVAE.
+
+    ``data`` is the loop's :func:`~flaresynth.train.load_training_data` result (images at the model's
+    resolution and their class labels), used at the end to fit the per-class latent Gaussians.
+    """
+
+    name = MODEL_TYPE
+
+    def __init__(self, cfg, data: dict, classes):
+        self.cfg = cfg
+        self.data = data
+        self.classes = tuple(classes)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def build_model(self) -> CeVAE:
+        model = build_cevae(self.cfg, self.cfg.model.in_channels)
+        if self.cfg.cevae.standardize:
+            model.set_standardization(self.data["images"])
+        return model
+
+    def loss(self, model, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
+        e = self.cfg.cevae
+        loss, self.parts = cevae_loss(model, x0, generator, e.ce_factor, e.beta, e.rec_loss, e.mask_max_squares,
+                                      e.mask_max_fraction)
+        return loss
+
+    def meta(self) -> dict:
+        return {"model_type": MODEL_TYPE}
+
+    def fit_gaussians(self, model: CeVAE, device) -> ClassGaussians:
+        """Per-class Gaussians of the training images' latent means under the model's current weights."""
+        mu = encode_means(model, self.data["images"], device)
+        return fit_class_gaussians(mu.numpy(), self.data["cond"].labels.numpy(), self.classes,
+                                   self.cfg.cevae.class_ridge)
+
+    def sample_grid(self, model: CeVAE, meta: dict, path: Path, step: int, device) -> None:
+        """A per-class grid of decoded class-Gaussian draws (weights already swapped to EMA by the loop)."""
+        from flaresynth.sampling import save_grid
+
+        gauss = self.fit_gaussians(model, device)
+        per = self.cfg.sample.grid_per_class
+        labels, z = [], []
+        for k, c in enumerate(self.classes):
+            if gauss.counts[k]:
+                z.append(gauss.sample(k, range(per)))
+                labels += [c] * per
+        images = decode(model, torch.from_numpy(np.concatenate(z)).float(), device)
+        save_grid(images.numpy(), labels, path, title=f"step {step} | EMA | ceVAE class-Gaussian latents")
+
+    def save_final(self, model: CeVAE, folder: Path, meta: dict) -> None:
+        """Weights, config, per-class latent Gaussians and ``flaresynth.json`` into ``folder``."""
+        model.save_pretrained(folder)
+        gauss = self.fit_gaussians(model, next(model.parameters()).device)
+        gauss.save(folder / LATENT_FILE)
+        write_json(folder / META_FILE, {
+            **meta, "model_type": MODEL_TYPE, "cevae": model.describe(), "ema_weights": True,
+            "latent_classes": {**gauss.summary(), "file": LATENT_FILE,
+                               "fit": "latent means of the train split at the model resolution, final EMA weights"},
+        })
+
+
+@torch.no_grad()
+def decode(model: CeVAE, z: torch.Tensor, device=None, batch_size: int = 64) -> torch.Tensor:
+    """Decode latents (N, z_dim) -> float32 images (N, C, S, S) on the CPU, clipped to [-1, 1]."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    try:
+        out = [model.decode(z[i : i + batch_size].to(dev, torch.float32)).clamp(-1, 1).float().cpu()
+               for i in range(0, len(z), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.in_channels, model.sample_size, model.sample_size)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def model_folder(path: str | Path) -> Path:
+    """The ceVAE model folder of ``path``: a run folder (``RUN/model``) or the model folder itself."""
+    path = Path(path)
+    for cand in (path / "model", path):
+        if (cand / META_FILE).is_file() and read_json(cand / META_FILE).get("model_type") == MODEL_TYPE:
+            return cand
+    if not path.exists():
+        raise FlaresynthError(f"{path}: no such ceVAE run or model folder")
+    raise FlaresynthError(f"{path}: not a trained ceVAE (no model/{META_FILE} with model_type 'cevae')")
+
+
+def is_cevae(path: str | Path) -> bool:
+    """True when ``path`` is a ceVAE run folder or model folder."""
+    try:
+        model_folder(path)
+    except (FlaresynthError, ValueError, OSError):
+        return False
+    return True
+
+
+def load_cevae(path: str | Path, device: str | torch.device = "cpu") -> tuple[CeVAE, dict, Path]:
+    """The trained ceVAE (eval mode, on ``device``), its ``flaresynth.json`` metadata and its model folder."""
+    folder = model_folder(path)
+    model = CeVAE.from_pretrained(folder).to(device)
+    return model, read_json(folder / META_FILE), folder
+
+
+class CevaeEncoder:
+    """A frozen ceVAE encoder as an :class:`~flaresynth.models.conditioning.ImageEncoder`: images -> μ."""
+
+    def __init__(self, model: CeVAE, meta: dict | None = None, device: str | torch.device = "cpu"):
+        from flaresynth.transforms import IntensityTransform
+
+        self.model = model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = torch.device(device)
+        self.dim = model.z_dim
+        meta = meta or {}
+        self.model_id = meta.get("model_id")
+        t = meta.get("transform")
+        items = t if isinstance(t, list) else [t] * model.in_channels
+        self.transforms = [IntensityTransform.from_dict(d) for d in items] if t is not None else None
+
+    def _to_model_size(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize like the training loader: to DN/s, area mean (or bilinear up), back to model space."""
+        from flaresynth.transforms import resize
+
+        s = self.model.sample_size
+        if x.shape[-2:] == (s, s):
+            return x
+        if self.transforms is None:
+            return resize(x, s)  # no transform known: resize the model-space values directly
+        return torch.stack([tr.forward(resize(tr.inverse(x[:, c]), s)) for c, tr in enumerate(self.transforms)], 1)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [-1, 1] -> (B, z_dim) float32 latent means (CPU)."""
+        x = torch.as_tensor(images).float()
+        if x.ndim != 4 or x.shape[1] != self.model.in_channels:
+            raise FlaresynthError(
+                f"ceVAE encoder: images of shape {tuple(x.shape)}, expected (B, {self.model.in_channels}, H, W)"
+            )
+        return encode_means(self.model, self._to_model_size(x), self.device)
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> CevaeEncoder:
+    """The encoder of a trained ceVAE run (or model folder) at ``path``: images -> latent means."""
+    model, meta, _ = load_cevae(path, device)
+    return CevaeEncoder(model, meta, device)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_count(sample_size: int, z_dim: int = 128, fmap_sizes=(16, 64, 256, 1024), in_channels: int = 1) -> int:
+    """Parameters of :class:`CeVAE` for a configuration, without building it."""
+    b2 = (sample_size // 2 ** len(fmap_sizes)) ** 2
+    n, c = 0, in_channels
+    for f in fmap_sizes:
+        n += c * f * 9
+        c = f
+    n += c * 2 * z_dim * b2 + z_dim * c * b2
+    for f in reversed(list(fmap_sizes[:-1])):
+        n += c * f * 16
+        c = f
+    return n + c * in_channels * 16
+
+
+__all__ = [
+    "CeVAE",
+    "build_cevae",
+    "reconstruction_loss",
+    "kl_divergence",
+    "context_mask",
+    "cevae_loss",
+    "encode_means",
+    "decode",
+    "ClassGaussians",
+    "fit_class_gaussians",
+    "CevaeObjective",
+    "CevaeEncoder",
+    "model_folder",
+    "is_cevae",
+    "load_cevae",
+    "load_encoder",
+    "count_parameters",
+    "parameter_count",
+]

@@ -1,0 +1,413 @@
+"""The ceVAE: network, loss, training through the shared loop, class-Gaussian sampling, the frozen encoder."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flaresynth.config import RunConfig, load_config, load_preset, save_config
+from flaresynth.dataset import open_dataset, write_dataset
+from flaresynth.errors import FlaresynthError
+from flaresynth.labels import GOES_CLASSES
+from flaresynth.models.cevae import (
+    CeVAE,
+    ClassGaussians,
+    cevae_loss,
+    context_mask,
+    encode_means,
+    fit_class_gaussians,
+    kl_divergence,
+    load_cevae,
+    load_encoder,
+    parameter_count,
+    reconstruction_loss,
+)
+from flaresynth.samples import open_samples
+from flaresynth.train import latest_checkpoint, read_checkpoint, to_model_resolution, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_images(n, size, seed=0, classes=GOES_CLASSES):
+    """Disks with one Gaussian 'flare' whose brightness grows with the class; labels cycle through classes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
+    images = np.empty((n, 1, size, size), np.float32)
+    labels = []
+    for i in range(n):
+        k = GOES_CLASSES.index(classes[i % len(classes)])
+        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (size / 8) ** 2)
+        images[i, 0] = np.clip(img, -1, 1)
+        labels.append(k)
+    return images, np.array(labels)
+
+
+def make_dataset(out, n=40, size=32, seed=0):
+    images, labels = toy_images(n, size, seed)
+    rng = np.random.default_rng(seed)
+    rows = [{"time": f"2024-05-01T{i % 24:02d}:00:00", "label": GOES_CLASSES[k],
+             "label_flux": 10.0 ** (-8 + k + rng.uniform(0, 1)), "split": "train" if i < 30 else "test"}
+            for i, k in enumerate(labels)]
+    manifest = {"scheme": "goes5", "classes": list(GOES_CLASSES), "channels": ["171A"],
+                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
+    return write_dataset(out, images, pd.DataFrame(rows), manifest)
+
+
+def cli(*args) -> int:
+    """Run the command line in this process (a subprocess spends seconds importing torch and diffusers)."""
+    from flaresynth.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0
+
+
+def tiny_cevae(steps=4, **train_keys) -> RunConfig:
+    cfg = load_preset("cevae-tiny")
+    cfg.train.steps = steps
+    for k, v in train_keys.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+@pytest.fixture(scope="module")
+def run(ds, tmp_path_factory):
+    """A tiny ceVAE trained 6 steps (EMA weights, class Gaussians, a training grid at step 3)."""
+    return train(ds, tmp_path_factory.mktemp("runs") / "cevae", tiny_cevae(steps=6, sample_every=3), progress=False)
+
+
+# ------------------------------------------------------------------------------------------ network and loss
+
+
+def test_shapes_parameters_and_save_round_trip_at_every_size(tmp_path):
+    for size, z, fmaps in ((32, 128, [16, 64, 256, 1024]), (64, 16, [8, 16, 32]), (128, 4, [4, 4])):
+        assert parameter_count(size, z, fmaps) == sum(p.numel() for p in CeVAE(1, size, z, fmaps).parameters())
+    assert parameter_count(64) == 13_280_656  # the FHNW network (16/64/256/1024, z 128) at 64 px
+    m = CeVAE(in_channels=2, sample_size=32, z_dim=6, fmap_sizes=[4, 8])
+    x = torch.rand(3, 2, 32, 32) * 2 - 1
+    x_rec, mu, logvar = m(x, torch.randn(3, 6))
+    assert x_rec.shape == x.shape and mu.shape == logvar.shape == (3, 6)
+    m.save_pretrained(tmp_path / "m")
+    back = CeVAE.from_pretrained(tmp_path / "m")
+    assert not back.training and back.describe() == m.describe()
+    torch.testing.assert_close(back.encode(x)[0], m.encode(x)[0], rtol=0, atol=0)
+    with pytest.raises(FlaresynthError, match="cannot be halved"):
+        CeVAE(1, 24, 8, [8, 16, 32, 64])
+    with pytest.raises(FlaresynthError, match="expected"):
+        m.encode(torch.zeros(1, 1, 32, 32))
+
+
+def test_loss_is_the_fhnw_weighting_of_vae_and_context_encoder_terms():
+    torch.manual_seed(0)
+    m = CeVAE(1, 16, 8, [8, 16, 32])
+    x = torch.from_numpy(toy_images(6, 16)[0])
+    loss, parts = cevae_loss(m, x, torch.Generator().manual_seed(3), ce_factor=0.3, beta=0.2)
+    # recompute from the same random stream: mask first, then one ε for the batch and its masked copy
+    g = torch.Generator().manual_seed(3)
+    masked = context_mask(x, g)
+    eps = torch.randn(12, 8, generator=g)
+    x_rec, mu, logvar = m(torch.cat([x, masked]), eps)
+    rec = (x_rec[:6] - x).abs().mean()
+    kl = (0.5 * (mu[:6] ** 2 + logvar[:6].exp() - 1 - logvar[:6])).mean()
+    ce = (x_rec[6:] - x).abs().mean()
+    torch.testing.assert_close(loss, 0.7 * (rec + 0.2 * kl) + 0.3 * ce)
+    torch.testing.assert_close(torch.stack([parts["rec"], parts["kl"], parts["ce"]]), torch.stack([rec, kl, ce]).detach())
+    assert kl_divergence(torch.zeros(2, 3), torch.zeros(2, 3)) == 0
+    assert reconstruction_loss(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), "mse") == 1
+    # ce_factor 0: a plain VAE, no masked copies
+    loss0, parts0 = cevae_loss(m, x, torch.Generator().manual_seed(3), ce_factor=0.0, beta=0.2)
+    assert "ce" not in parts0 and torch.isclose(loss0, parts0["rec"] + 0.2 * parts0["kl"])
+
+
+def test_context_masks_paint_squares_inside_each_images_range():
+    x = torch.from_numpy(toy_images(64, 16, seed=1)[0])
+    out = context_mask(x, torch.Generator().manual_seed(0), max_squares=2, max_fraction=0.5)
+    again = context_mask(x, torch.Generator().manual_seed(0), max_squares=2, max_fraction=0.5)
+    assert torch.equal(out, again) and out.shape == x.shape
+    changed = (out != x).flatten(1)
+    n_changed = changed.sum(1)
+    assert (n_changed == 0).any() and (n_changed > 0).sum() > 30  # some images untouched, most painted
+    assert n_changed.max() <= 2 * 7 * 7  # at most two squares of side < 16/2
+    for i in torch.nonzero(n_changed > 0).flatten():
+        vals = out[i].flatten()[changed[i]]
+        assert x[i].min() <= vals.min() and vals.max() <= x[i].max()
+        assert len(torch.unique(vals)) <= 2  # one fill value per square
+    assert torch.equal(context_mask(x, torch.Generator(), max_squares=0), x)
+
+
+def test_reconstruction_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    m = CeVAE(1, 16, 8, [8, 16, 32])
+    x = torch.from_numpy(toy_images(16, 16, seed=2)[0])
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def rec_of_means():
+        with torch.no_grad():
+            return reconstruction_loss(m(x)[0], x).item()
+
+    before = rec_of_means()
+    for _ in range(150):
+        loss, _ = cevae_loss(m, x, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = rec_of_means()
+    assert after < 0.4 * before, (before, after)
+
+
+# ------------------------------------------------------------------------------------------ class Gaussians
+
+
+def test_class_gaussians_fit_and_sample_the_fitted_mean_and_covariance(tmp_path):
+    rng = np.random.default_rng(0)
+    d = 4
+    a = rng.standard_normal((d, d))
+    true_cov = a @ a.T + 0.5 * np.eye(d)
+    z0 = rng.multivariate_normal([1.0, -2.0, 0.5, 3.0], true_cov, size=300)
+    z1 = rng.normal(0, 1, (50, d)) * [1, 2, 3, 4]
+    lone = np.array([[5.0, 5.0, 5.0, 5.0]])
+    latents = np.concatenate([z0, z1, lone])
+    labels = np.array([0] * 300 + [2] * 50 + [3])
+    g = fit_class_gaussians(latents, labels, ["A", "B", "C", "M"], ridge=1e-2)
+    assert list(g.counts) == [300, 0, 50, 1] and list(g.fallback) == [False, False, False, True]
+    cov0 = np.cov(z0, rowvar=False)
+    np.testing.assert_allclose(g.means[0], z0.mean(0))
+    np.testing.assert_allclose(g.covs[0], cov0 + 1e-2 * np.trace(cov0) / d * np.eye(d))
+    assert np.isnan(g.means[1]).all()
+    # a lone image: its latent, with the diagonal of the pooled within-class covariance
+    pooled = (299 * cov0 + 49 * np.cov(z1, rowvar=False)) / 348
+    np.testing.assert_allclose(g.means[3], lone[0])
+    np.testing.assert_allclose(g.covs[3], np.diag(np.diag(pooled)) + 1e-2 * np.trace(pooled) / d * np.eye(d))
+    # draws reproduce the stored mean and covariance
+    g.save(tmp_path / "g.npz")
+    back = ClassGaussians.load(tmp_path / "g.npz")
+    assert back.classes == ("A", "B", "C", "M")
+    draws = back.sample(back.index("A"), range(20000))
+    np.testing.assert_allclose(draws.mean(0), g.means[0], atol=4 * np.sqrt(np.diag(g.covs[0]).max() / 20000))
+    emp = np.cov(draws, rowvar=False)
+    scale = np.sqrt(np.outer(np.diag(g.covs[0]), np.diag(g.covs[0])))
+    assert np.abs(emp - g.covs[0]).max() / scale.max() < 0.05
+    # a draw depends only on its own seed
+    np.testing.assert_allclose(back.sample(0, [7])[0], back.sample(0, [3, 5, 7])[2], rtol=1e-12)
+    with pytest.raises(FlaresynthError, match="no fitted latent Gaussian"):
+        back.index("B")
+
+
+# ------------------------------------------------------------------------------------------ the training loop
+
+
+def test_train_writes_a_cevae_run_and_resume_reproduces_it(ds, run, tmp_path):
+    log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "loss_rec", "loss_kl", "loss_ce", "images_per_s"} <= set(log[0])
+    assert (run / "samples" / "step-0000003.png").stat().st_size > 1000  # class-Gaussian grid, EMA weights
+    files = {p.name for p in (run / "model").iterdir()}
+    assert files == {"config.json", "model.safetensors", "flaresynth.json", "latent_classes.npz"}
+    model, meta, _ = load_cevae(run)
+    assert meta["model_type"] == "cevae" and meta["sample_size"] == 16 and meta["step"] == 6
+    assert meta["latent_classes"]["counts"] == [6, 6, 6, 6, 6]
+    # the saved weights are the EMA weights
+    state = read_checkpoint(latest_checkpoint(run))
+    ema = dict(zip([k for k, _ in model.named_parameters()], state["ema"]["shadow_params"], strict=True))
+    assert torch.equal(model.encoder[0].weight, ema["encoder.0.weight"])
+    assert not torch.equal(ema["encoder.0.weight"], state["model"]["encoder.0.weight"])
+    # the class Gaussians are those of the training latents under the saved weights
+    d = open_dataset(ds)
+    idx = d.split_indices("train")
+    from flaresynth.train import channel_transforms
+
+    x = to_model_resolution(np.asarray(d.images[idx]), channel_transforms(d), 16)
+    mu = encode_means(model, torch.from_numpy(x)).numpy()
+    g = ClassGaussians.load(run / "model" / "latent_classes.npz")
+    labels = d.label_index()[idx]
+    np.testing.assert_allclose(g.means[4], mu[labels == 4].mean(0), rtol=1e-5, atol=1e-6)
+
+    # CLI: --config YAML, stop at 3, resume to 6: the same weights as the uninterrupted library run (whose
+    # training grid at step 3 left the weights and the random streams alone)
+    cfg_path = tmp_path / "cevae.yaml"
+    save_config(tiny_cevae(steps=6), cfg_path)
+    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "cut"), "--config", str(cfg_path), "--max-steps", "3",
+            "--no-progress")
+    assert r == 0
+    assert latest_checkpoint(tmp_path / "cut").name == "step-0000003"
+    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "cut"), "--resume", "--no-progress")
+    assert r == 0
+    a = read_checkpoint(latest_checkpoint(run))
+    b = read_checkpoint(latest_checkpoint(tmp_path / "cut"))
+    assert a["step"] == b["step"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for u, v in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"], strict=True):
+        assert torch.equal(u, v)
+
+
+def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    for text, needle in [
+        ("kind: gan\n", r"kind: 'gan' unknown"),
+        ("kind: cevae\ncevae:\n  ce_factor: 1.5\n", r"cevae.ce_factor: 1.5"),
+        ("kind: cevae\ncevae:\n  rec_loss: l3\n", r"cevae.rec_loss: 'l3' unknown"),
+        ("kind: cevae\nmodel:\n  sample_size: 24\n", r"model.sample_size: 24 cannot be halved 4 times"),
+        ("kind: cevae\ncevae:\n  zdim: 3\n", r"cevae.zdim: unknown key"),
+        ("sample:\n  embedding_source: nearest\n", r"sample.embedding_source: 'nearest' unknown"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(FlaresynthError, match=needle):
+            load_config(bad)
+    # the ceVAE ignores U-Net keys (a 16 px ceVAE with the default attention resolutions is fine)
+    assert load_preset("cevae-tiny").model.attention_resolutions == [32, 16, 8]
+    a, b = load_preset("tiny"), load_preset("tiny")
+    b.cevae.z_dim = 3
+    assert a.fingerprint() == b.fingerprint()
+    c, e = load_preset("cevae-tiny"), load_preset("cevae-tiny")
+    e.diffusion.beta_end = 0.03
+    assert c.fingerprint() == e.fingerprint()
+    e.cevae.beta = 0.5
+    assert c.fingerprint() != e.fingerprint()
+
+
+# ------------------------------------------------------------------------------------------ the encoder
+
+
+def test_encoder_gives_deterministic_latent_means_whatever_the_batch(ds, run):
+    enc = load_encoder(run)
+    assert enc.dim == 8
+    images = torch.from_numpy(np.array(open_dataset(ds).images[:9]))  # 32 px: resized to the model's 16
+    a = enc.embed(images)
+    b = enc.embed(images)
+    c = torch.cat([enc.embed(images[i : i + 4]) for i in range(0, 9, 4)])
+    d = enc.embed(images[5:6])
+    assert a.shape == (9, 8) and a.dtype == torch.float32
+    assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a[5:6], d)
+    # the latent MEAN: the model's encoder output at the model's resolution, no sampling
+    model, meta, _ = load_cevae(run)
+    from flaresynth.transforms import IntensityTransform
+
+    x16 = to_model_resolution(images.numpy(), [IntensityTransform.from_dict(meta["transform"])], 16)
+    with torch.no_grad():
+        mu, _ = model.encode(torch.from_numpy(x16))
+    torch.testing.assert_close(a, mu, rtol=1e-4, atol=1e-5)
+    with pytest.raises(FlaresynthError, match="expected"):
+        enc.embed(torch.zeros(2, 3, 16, 16))
+    with pytest.raises(FlaresynthError, match="not a trained ceVAE"):
+        load_encoder(ds)
+
+
+def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_path):
+    cfg = load_preset("tiny")
+    cfg.train.steps = 2
+    cfg.conditioning.kind = "discrete+embedding"
+    cfg.conditioning.encoder = f"cevae:{run}"
+    save_config(cfg, tmp_path / "ddpm.yaml")
+    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "ddpm"), "--config", str(tmp_path / "ddpm.yaml"),
+            "--no-progress")
+    assert r == 0
+    meta = json.loads((tmp_path / "ddpm" / "model" / "flaresynth.json").read_text())
+    assert meta["conditioning"]["embed_dim"] == 8
+    assert meta["encoder_id"] == json.loads((run / "model" / "flaresynth.json").read_text())["model_id"]
+    # the class means the DDPM stores are the means of the encoder's embeddings of the training images
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "ddpm" / "model" / "conditioner.safetensors"))["class_mean_embedding"]
+    d = open_dataset(ds)
+    idx = d.split_indices("train")
+    emb = load_encoder(run).embed(torch.from_numpy(np.asarray(d.images[idx])))
+    labels = torch.from_numpy(d.label_index()[idx])
+    torch.testing.assert_close(stored[3], emb[labels == 3].mean(0))
+
+    out = tmp_path / "s"
+    r = cli("sample", "--run", str(tmp_path / "ddpm"), "--out", str(out), "--classes", "A,M", "--per-class", "2",
+            "--sampler", "dpm++", "--steps", "2", "--embedding-source", "class-gaussian", "--no-progress")
+    assert r == 0
+    s = open_samples(out)
+    assert s.images.shape == (4, 1, 16, 16) and s.manifest["embedding_source"] == "class-gaussian"
+    assert np.isfinite(s.images).all()
+
+    from flaresynth.sampling import build_requests, generate, load_run, request_embeddings
+
+    m = load_run(tmp_path / "ddpm")
+    table = build_requests(m, classes=["C", "X"], per_class=3, seed=4)
+    mean_emb, _ = request_embeddings(m, table, "class-mean")
+    torch.testing.assert_close(mean_emb[0], stored[2])
+    gauss_emb, _ = request_embeddings(m, table, "class-gaussian")
+    assert not torch.equal(gauss_emb[0], gauss_emb[1])  # a draw per image
+    img_emb, rows = request_embeddings(m, table, "image", ds)
+    assert list(d.labels["label"].iloc[rows]) == ["C"] * 3 + ["X"] * 3
+    assert (d.labels["split"].iloc[rows] == "train").all()
+    torch.testing.assert_close(img_emb, load_encoder(run).embed(torch.from_numpy(np.asarray(d.images[rows]))))
+    a = generate(m, table, "ddim", 2, 1.0, embeddings=img_emb)
+    b = generate(m, table, "ddim", 2, 1.0, embeddings=mean_emb)
+    assert a.shape == (6, 1, 16, 16) and not np.allclose(a, b)  # the embedding reaches the network
+    with pytest.raises(FlaresynthError, match="needs --embedding-data"):
+        request_embeddings(m, table, "image")
+
+
+# ------------------------------------------------------------------------------------------ the baseline generator
+
+
+def test_cevae_samples_folder_is_the_ddpm_format_and_evaluation_reads_it(ds, run, tmp_path):
+    import sunpy.map
+    from astropy.io import fits
+
+    from flaresynth.evaluate import EvaluateConfig, evaluate
+    from flaresynth.sampling import sample
+    from flaresynth.transforms import IntensityTransform
+
+    out = tmp_path / "s"
+    r = cli("sample", "--run", str(run), "--out", str(out), "--classes", "A,X", "--flux", "3e-5", "--per-class", "3",
+            "--seed", "5", "--no-progress")
+    assert r == 0
+    s = open_samples(out)
+    assert s.images.shape == (9, 1, 16, 16) and s.images.dtype == np.float32
+    assert list(s.table["label"]) == ["A"] * 3 + ["X"] * 3 + [""] * 3
+    assert list(s.table["seed"]) == list(range(5, 14))
+    assert s.manifest["generator"] == "flaresynth-cevae" and s.manifest["counts"]["X"] == 3
+    assert np.abs(s.images).max() <= 1 and np.ptp(np.asarray(s.images), axis=0).max() > 0
+    assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = out / s.table["file"].iloc[7]
+    assert isinstance(sunpy.map.Map(path), sunpy.map.sources.AIAMap)
+    h = fits.getheader(path)
+    assert (h["GOESCLS"], h["SAMPLER"], h["SEED"], h["BUNIT"]) == ("M", "cevae-class-gaussian", 12, "DN/s")
+    tr = IntensityTransform.from_dict(s.manifest["transform"])
+    np.testing.assert_allclose(fits.getdata(path), tr.inverse(np.asarray(s.images[7, 0])), rtol=1e-5)
+
+    # image i is the decoded draw of its class Gaussian with seed i
+    from flaresynth.cevae_sampling import load_cevae_run
+    from flaresynth.models.cevae import decode
+
+    cr = load_cevae_run(run)
+    z = cr.gaussians.sample(cr.gaussians.index("X"), [8])
+    np.testing.assert_allclose(s.images[3], decode(cr.model, torch.from_numpy(z).float())[0].numpy(), atol=1e-5)
+    again = sample(run, tmp_path / "again", classes=["X"], per_class=1, seed=8, fits=False, grid=False)
+    np.testing.assert_allclose(open_samples(again).images[0], s.images[3], atol=1e-5)
+    # DDPM sampler settings do not apply and are ignored (one call for every generator); embeddings are an error
+    same = sample(run, tmp_path / "same", classes=["X"], per_class=1, seed=8, sampler="ddim", steps=3, guidance=2.0,
+                  fits=False, grid=False)
+    assert open_samples(same).manifest["sampler"] == "cevae-class-gaussian"
+    np.testing.assert_allclose(open_samples(same).images[0], s.images[3], atol=1e-5)
+    with pytest.raises(FlaresynthError, match="--embedding-source: not used by a ceVAE run"):
+        sample(run, tmp_path / "g", embedding_source="image")
+
+    result = evaluate(ds, out, tmp_path / "eval", EvaluateConfig(features=["domain"], repeats=1, clusters=2,
+                                                                 figures=False, referee="off", judge_max_epochs=2))
+    assert result["metrics"] and (tmp_path / "eval" / "metrics.json").is_file()
+    assert result["generated"]["generator"] == "flaresynth-cevae" and result["generated"]["n"] == 9

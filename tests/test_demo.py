@@ -1,0 +1,219 @@
+"""`flaresynth demo` end to end at the --quick sizes: the --train path (every generator retrained, tiny presets), then
+resumed; the shipped-generator path with stand-in weights; a generator that is not installed."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flaresynth.demo import GENERATORS, DemoConfig, parse_run_options, run_demo
+from flaresynth.errors import FlaresynthError
+
+GENERATED = tuple(g.key for g in GENERATORS)  # --train retrains all four: cevae, discrete, continuous, embedding
+
+
+def flaresynth(*args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
+    r = subprocess.run([sys.executable, "-m", "flaresynth", *args], capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    args = ["demo", "--out", str(out), "--quick", "--train", "0.3", "--threads", "1", "--no-progress"]
+    first = flaresynth(*args, "--json")
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    second = flaresynth(*args, "--json")
+    return {"out": out, "first": json.loads(first.stdout), "second": json.loads(second.stdout), "mtimes": mtimes,
+            "args": args, "demo": json.loads((out / "demo.json").read_text())}
+
+
+def test_every_stage_wrote_its_folder(demo):
+    out, d = demo["out"], demo["demo"]
+    assert (out / "sim" / "simulation.json").is_file() and (out / "sim" / "montage.png").is_file()
+    ds = json.loads((out / "dataset" / "manifest.json").read_text())
+    trained = [c for c, n in ds["counts"]["train"].items() if n > 0]
+    assert d["config"]["days"] == 3 and d["config"]["quick"]
+    for gen in GENERATED:
+        prov = json.loads((out / "runs" / gen / "provenance.json").read_text())
+        stage = d["stages"][f"train:{gen}"]
+        # steps sized from the measured speed within the budget, capped at --quick's 12, and trained exactly
+        assert prov["complete"] and prov["steps"] == stage["planned_steps"] and 2 <= prov["steps"] <= 12
+        assert prov["data_hash"] == ds["data_hash"] and stage["seconds_per_step"] > 0
+        assert prov["config"]["name"] == ("cevae-tiny-cevae" if gen == "cevae" else f"tiny-{gen}")
+        samples = json.loads((out / "samples" / gen / "manifest.json").read_text())
+        if gen != "cevae":  # the ceVAE decodes latent draws: no sampler steps
+            assert samples["sampler"] == "dpm++" and samples["steps"] == 20
+        assert samples["n_images"] == 2 * len(trained)  # every trained class, --quick's 2 per class
+        assert len(list((out / "samples" / gen / "fits").glob("*.fits"))) == samples["n_images"]
+        metrics = json.loads((out / "eval" / gen / "metrics.json").read_text())
+        assert {"F1_judge", "FD_domain", "CE_domain"} <= set(metrics["metrics"])
+        assert metrics["real"]["data_hash"] == ds["data_hash"]
+        # one judge, trained once in its own stage and loaded by every evaluation
+        assert metrics["details"]["judge"]["source"] == "loaded"
+        assert metrics["details"]["judge"]["path"] == str(out / "eval" / "judge-16px")
+    # the embedding generator is conditioned on the ceVAE trained just before it, as in the paper
+    embedding = json.loads((out / "runs" / "embedding" / "provenance.json").read_text())["config"]["conditioning"]
+    assert embedding["kind"] == "discrete+embedding" and embedding["encoder"] == f"cevae:{out / 'runs' / 'cevae'}"
+    assert json.loads((out / "runs" / "cevae" / "provenance.json").read_text())["config"]["kind"] == "cevae"
+    augment = json.loads((out / "experiments" / "augment" / "results.json").read_text())
+    assert augment["generated"]["path"] == str(out / "samples" / "discrete")
+    assert augment["settings"]["seeds"] == 1 and augment["settings"]["epochs"] == 1
+    assert (out / "report.html").is_file()
+
+
+def test_stage_times_and_the_summary(demo):
+    first, d = demo["first"], demo["demo"]
+    expected = {"sim", "dataset", "judge:16px", "augment", "report",
+                *(f"{s}:{g}" for s in ("train", "samples", "eval") for g in GENERATED)}
+    assert set(d["stages"]) == expected
+    assert all(d["stages"][s]["status"] == "done" and d["stages"][s]["seconds"] >= 0 for s in expected)
+    ran = {s["stage"]: s for s in d["sessions"][0]["stages"]}
+    assert all(ran[s]["status"] == "ran" for s in expected)
+    assert first["report"] == str(demo["out"] / "report.html")
+    assert set(first["headline"]["generators"]) == set(GENERATED)
+    f1 = json.loads((demo["out"] / "eval" / "discrete" / "metrics.json").read_text())["metrics"]["F1_judge"]["value"]
+    assert first["headline"]["generators"]["discrete"]["F1_judge"]["value"] == f1
+    assert set(first["headline"]["augment"]) == {"real", "classical", "generated"}
+    notes = " ".join(first["notes"])
+    assert "smoke test" in notes and "--train 0.3 min" in notes  # what so short a training yields, said plainly
+    assert all(d["generators"][g]["source"].startswith("trained") for g in GENERATED)
+
+
+def test_second_run_skips_every_finished_stage(demo):
+    d = demo["demo"]
+    assert len(d["sessions"]) == 2
+    last = {s["stage"]: s for s in d["sessions"][1]["stages"]}
+    assert set(last) == set(d["stages"]) and all(s["status"] == "skipped" for s in last.values())
+    now = {p: p.stat().st_mtime_ns for p in demo["out"].rglob("*") if p.is_file() and p.name != "demo.json"}
+    assert now == {p: t for p, t in demo["mtimes"].items() if p.name != "demo.json"}  # nothing rewritten
+    assert demo["second"]["headline"] == demo["first"]["headline"]
+
+
+def test_report_is_self_contained(demo):
+    text = (demo["out"] / "report.html").read_text()
+    assert "<script" not in text.lower() and "<link" not in text.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) >= 12 and all(base64.b64decode(b)[:4] == b"\x89PNG" for b in images)
+    table = text[text.index('id="metrics"'):]
+    header = re.findall(r"<th>(.*?)</th>", table[:table.index("</thead>")])
+    assert header == ["metric", "real vs real (benchmark)", "ceVAE", "discrete", "continuous", "discrete+embedding",
+                      "ideal"]
+    assert "F1_judge" in table
+    assert "How this was made" in text and "judge:16px" in text
+
+
+def test_changed_parameters_stop_with_one_line(demo):
+    r = flaresynth(*demo["args"], "--per-class", "3", check=False)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.lstrip().startswith(("-", "!"))]
+    assert len(lines) == 1 and "samples/cevae" in lines[0] and "per_class=2" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    # the refused run rewrote nothing, and demo.json still describes the finished demo
+    d = json.loads((demo["out"] / "demo.json").read_text())
+    assert d["config"]["per_class"] == 2 and d["sessions"][-1]["config"]["per_class"] == 3
+    assert "finished" not in d["sessions"][-1]
+    samples = np.load(demo["out"] / "samples" / "discrete" / "samples.npy")
+    assert len(samples) == json.loads((demo["out"] / "samples" / "discrete" / "manifest.json").read_text())["n_images"]
+
+
+def test_config_checks():
+    assert parse_run_options(["discrete=/a/b", "cevae = c"]) == {"discrete": "/a/b", "cevae": "c"}
+    with pytest.raises(FlaresynthError, match="NAME=PATH"):
+        parse_run_options(["discrete"])
+    with pytest.raises(FlaresynthError, match="unknown"):
+        DemoConfig(generators=["gan"]).validate()
+    with pytest.raises(FlaresynthError, match="--train"):
+        DemoConfig(train_minutes=0).validate()
+    with pytest.raises(FlaresynthError, match="no such run folder"):
+        DemoConfig(runs={"discrete": "/nonexistent/run"}).validate()
+    quick = DemoConfig.quick_config(per_class=5)
+    assert quick.per_class == 5 and quick.days == 3 and quick.preset == "tiny"
+
+
+def _fresh_demo_folder(demo, out):
+    """sim/ and dataset/ copied from the first demo: found complete, not redone."""
+    import shutil
+
+    for part in ("sim", "dataset"):
+        shutil.copytree(demo["out"] / part, out / part)
+    return out
+
+
+def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
+    """Without --train: every generator flaresynth.pretrained.available() lists, the ceVAE through the same
+    sample() call as the DDPMs and in its own column; the shipped generator that is not installed is named."""
+    from flaresynth import pretrained
+
+    runs = demo["out"] / "runs"
+    # stand-ins for the shipped weights: the tiny runs the --train demo made (demo:continuous "not installed")
+    installed = {"demo:cevae": runs / "cevae", "demo:discrete": runs / "discrete", "demo:embedding": runs / "embedding"}
+    monkeypatch.setattr(pretrained, "available", lambda: dict(installed))
+    out = _fresh_demo_folder(demo, tmp_path / "shipped")
+    summary = run_demo(out, DemoConfig.quick_config(), progress=False)
+    d = json.loads((out / "demo.json").read_text())
+    used = ("cevae", "discrete", "embedding")
+    assert {k for k, g in d["generators"].items() if g["source"]} == set(used)
+    for gen in used:
+        assert d["generators"][gen]["source"] == f"shipped (demo:{gen})"
+        assert d["stages"][f"samples:{gen}"]["status"] == "done" and (out / "eval" / gen / "metrics.json").is_file()
+    cevae = json.loads((out / "samples" / "cevae" / "manifest.json").read_text())
+    assert cevae["generator"] == "flaresynth-cevae" and cevae["run"] == str(runs / "cevae")
+    assert d["generators"]["continuous"]["source"] is None and not (out / "samples" / "continuous").exists()
+    assert summary["shipped"] == {"installed": ["demo:cevae", "demo:discrete", "demo:embedding"],
+                                  "not_installed": ["demo:continuous"]}
+    assert any(n.startswith("continuous: skipped, not shipped") for n in summary["notes"])
+    assert set(summary["headline"]["generators"]) == set(used)
+    assert summary["headline"]["generated_images"]["cevae"] == cevae["n_images"]
+    text = (out / "report.html").read_text()
+    header = re.findall(r"<th>(.*?)</th>", text[text.index('id="metrics"'):].split("</thead>")[0])
+    assert header == ["metric", "real vs real (benchmark)", "ceVAE", "discrete", "discrete+embedding", "ideal"]
+    assert "continuous: not evaluated, not shipped" in text
+    # the headline table: the benchmark row first, then one row per generator, the ceVAE's included
+    glance = text[text.index('id="summary"'):text.index('id="data"')]
+    rows = re.findall(r"<tr><td>(.*?)</td>", glance)
+    assert rows == ["real vs real (benchmark)", "ceVAE", "discrete", "discrete+embedding", "ideal"]
+    assert "simulated Sun, not from SDO/AIA" in glance
+
+
+def test_a_generator_that_is_not_shipped_is_skipped_with_a_note(demo, tmp_path, monkeypatch):
+    from flaresynth import pretrained
+
+    out = _fresh_demo_folder(demo, tmp_path / "noweights")
+    monkeypatch.setattr(pretrained, "available", lambda: {})
+    summary = run_demo(out, DemoConfig.quick_config(generators=["embedding"]), progress=False)
+    d = json.loads((out / "demo.json").read_text())
+    assert d["stages"]["sim"]["status"] == "found complete" and d["stages"]["dataset"]["status"] == "found complete"
+    assert d["generators"]["embedding"]["source"] is None
+    assert summary["shipped"]["not_installed"] == [g.shipped for g in GENERATORS]
+    assert any(n.startswith("discrete+embedding: skipped, not shipped") for n in summary["notes"])
+    assert any("augmentation experiment skipped" in n for n in summary["notes"])
+    assert not (out / "samples").exists() and not (out / "eval").exists()
+    text = (out / "report.html").read_text()
+    assert "discrete+embedding: not evaluated, not shipped" in text and "No evaluation folder was found" in text
+
+
+def test_an_embedding_run_sampling_from_real_images_gets_the_demo_dataset(tmp_path):
+    import yaml
+
+    from flaresynth.demo import _embedding_data
+
+    run, ds = tmp_path / "run", tmp_path / "ds"
+    run.mkdir()
+    cfg = {"conditioning": {"kind": "discrete+embedding"}, "sample": {"embedding_source": "image"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert _embedding_data(run, ds) == ds
+    cfg["sample"]["embedding_source"] = "class-mean"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert _embedding_data(run, ds) is None
+    (run / "config.yaml").write_text(yaml.safe_dump({"kind": "cevae"}))
+    assert _embedding_data(run, ds) is None
