@@ -272,6 +272,18 @@ def test_samplers_and_step_validation():
         make_sampler("euler", conf, 10)
 
 
+@pytest.mark.parametrize("name", ["dpm++", "unipc"])
+def test_multistep_solvers_clip_the_predicted_image_like_ddpm_and_ddim(name):
+    """With clip_sample (the default) every sampler keeps its x0 prediction in [-1, 1]; without it none does."""
+    conf = dict(make_scheduler(load_preset("tiny").diffusion).config)
+    assert conf["clip_sample"]
+    sched = make_sampler(name, conf, 5)
+    assert sched.config.thresholding and sched.config.sample_max_value == 1.0
+    x0 = torch.linspace(-3, 3, 2 * 16).reshape(2, 1, 4, 4)
+    np.testing.assert_array_equal(sched._threshold_sample(x0).numpy(), x0.clamp(-1, 1).numpy())
+    assert not make_sampler(name, {**conf, "clip_sample": False}, 5).config.thresholding
+
+
 def test_run_config_from_partial_dict_keeps_defaults():
     cfg = RunConfig.from_dict({"train": {"lr": 1}}, source="x")
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)

@@ -78,11 +78,19 @@ def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
         sched = DDPMScheduler.from_config(config)
     elif name == "ddim":
         sched = DDIMScheduler.from_config(config)
-    elif name == "dpm++":
-        # 2M: second order multistep, the diffusers docs' recommendation for guided sampling
-        sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
     else:
-        sched = UniPCMultistepScheduler.from_config(config)
+        # DDPM and DDIM clip the predicted x0 to [-1, 1] when the training config says clip_sample; the
+        # multistep solvers have no clip_sample, but their thresholding with sample_max_value = range is that
+        # clip (the dynamic threshold s = quantile(|x0|) clamped to [1, range] is 1). Without it DPM-Solver++ 20
+        # had twice the FD_domain and 0.05 lower judge F1 on demo:discrete (benchmarks/README.md).
+        clip = {"thresholding": True, "sample_max_value": float(config.get("clip_sample_range", 1.0))} \
+            if config.get("clip_sample") else {}
+        if name == "dpm++":
+            # 2M: second order multistep, the diffusers docs' recommendation for guided sampling
+            sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2,
+                                                            **clip)
+        else:
+            sched = UniPCMultistepScheduler.from_config(config, **clip)
     sched.set_timesteps(int(steps))
     return sched
 

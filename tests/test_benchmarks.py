@@ -1,0 +1,405 @@
+"""Smoke tests of ``benchmarks/``: every script runs at a tiny size (``--quick``) and prints the JSON it documents.
+
+The scripts run in this process (one torch import for all of them) on a toy dataset and a 2-step ``tiny`` run;
+``run_all.py`` runs in a subprocess with ``dataset_build.py`` only (its summary logic is checked on the JSON the
+other tests produced). The numbers are meaningless at this size; what is checked is that each script runs, its
+keys are there, and the counts it reports are right (network evaluations per image, checkpoints, EMA weights,
+step counts), and that the scoring and decision helpers compute what they claim. No wall-time assertions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flaresynth.config import load_preset
+from flaresynth.dataset import open_dataset, write_dataset
+from flaresynth.labels import GOES_CLASSES, SCHEMES
+from flaresynth.train import train
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+RESULTS: dict[str, dict] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_dataset(out, n=60, size=32, seed=0):
+    """Toy disks with a class-dependent bright blob (classes cycle A..X); 2/3 train, 1/3 test."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
+    images = np.empty((n, 1, size, size), np.float32)
+    rows = []
+    for i in range(n):
+        k = i % len(GOES_CLASSES)
+        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
+        images[i, 0] = np.clip(img, -1, 1)
+        rows.append({"time": f"2024-05-01T{i % 24:02d}:00:00", "label": GOES_CLASSES[k],
+                     "label_flux": 10.0 ** (-8 + k + rng.uniform(0, 1)), "split": "train" if i < 40 else "test"})
+    manifest = {"scheme": "goes5", "classes": list(SCHEMES["goes5"]), "channels": ["171A"],
+                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
+    return write_dataset(out, images, pd.DataFrame(rows), manifest)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    ds = toy_dataset(root / "ds")
+    cfg = load_preset("tiny")
+    cfg.train.steps = 2
+    run = train(ds, root / "run", cfg, progress=False)
+    return {"root": root, "ds": ds, "run": run, "workdir": root / "work", "out": root / "out"}
+
+
+def run_script(name, argv, toy, capsys, monkeypatch) -> dict:
+    """Run ``benchmarks/<name>.py`` main() in this process; returns its stdout JSON."""
+    module = importlib.import_module(name)
+    common = ["--workdir", str(toy["workdir"]), "--out", str(toy["out"]), "--threads", "1", "--quick"]
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *common, *argv])  # argv last: it may override the common ones
+    capsys.readouterr()
+    module.main()
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads((toy["out"] / f"{name}.json").read_text()) == result
+    RESULTS[name] = {"returncode": 0, "result": result}
+    return result
+
+
+def test_sampler_quality(toy, capsys, monkeypatch):
+    # the toy dataset is not a simulated Sun: --referee on forces the referee so its path runs
+    r = run_script("sampler_quality", ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--referee", "on"], toy,
+                   capsys, monkeypatch)
+    for key in ("machine", "load", "run", "n_images", "guidance", "judge", "referee", "referee_real_test_f1",
+                "fd_domain_real_floor", "settings", "reference", "criteria", "fast_default", "fast_default_also_referee",
+                "fast_default_with_candidates", "best_cheaper", "best_cheaper_with_candidates", "candidate_samplers",
+                "scheduler_clip_sample", "projected_sampling_s", "plot", "seconds_total"):
+        assert key in r, key
+    assert r["n_images"] == 2 * len(GOES_CLASSES) and r["reference"] == "ddpm-20"
+    assert r["referee"]["used"] and 0 <= r["referee_real_test_f1"] <= 1
+    names = [s["name"] for s in r["settings"]]
+    assert names == ["ddpm-20", "ddim-2", "ddim-5", "dpm++-2", "unipc-2", "dpm++-clip-2"]
+    assert [s["library_sampler"] for s in r["settings"]] == [True] * 5 + [False]
+    assert r["guidance"] > 0 and r["scheduler_clip_sample"] is True
+    for s in r["settings"]:
+        # guided: the batched cond+uncond forward counts 2 per step and per image; one forward per step and batch
+        assert s["nfe_per_image"] == 2 * s["steps"], s
+        assert s["forward_calls"] == s["steps"]  # 10 images fit one batch of 32
+        assert s["fd_domain"] >= 0 and 0 <= s["f1_judge"] <= 1 and 0 <= s["f1_referee"] <= 1
+        assert s["fd_domain_std"] >= 0 and s["f1_judge_std"] >= 0 and s["f1_referee_std"] >= 0
+        assert sum(s["judge_predicted_counts"]) == r["n_images"]
+        for key in ("seconds", "images_per_s", "within_tolerance", "fd_rel_to_reference", "f1_judge_minus_reference",
+                    "fd_rel_to_reference_std", "f1_judge_minus_reference_std", "f1_referee_minus_reference_std"):
+            assert key in s, key
+    ref = r["settings"][0]
+    assert ref["within_tolerance"] and ref["fd_rel_to_reference"] == pytest.approx(1.0)  # the reference vs itself
+    assert ref["f1_judge_minus_reference_std"] == 0
+    fast = r["fast_default"]  # never None: the reference itself always qualifies
+    assert fast["name"] in names[:5] and fast["library_sampler"]
+    assert fast["nfe_speedup_vs_reference"] == pytest.approx(40 / next(s for s in r["settings"] if s["name"] == fast["name"])["nfe_per_image"])
+    assert r["fast_default_with_candidates"]["name"] in names
+    assert r["best_cheaper"]["name"] in names[1:5]
+    assert r["judge"]["source"] in ("trained", "cached")
+    assert Path(r["plot"]).is_file()
+
+
+def test_guidance_cost(toy, capsys, monkeypatch):
+    r = run_script("guidance_cost", ["--data", str(toy["ds"]), "--run", str(toy["run"])], toy, capsys, monkeypatch)
+    for key in ("batched_vs_separate", "sweep", "sampler", "steps", "best_guidance_f1_judge", "best_guidance_fd_domain",
+                "best_guidance_f1_referee", "fd_domain_real_floor", "referee", "plot", "load"):
+        assert key in r, key
+    # --referee auto on a dataset that is not a simulated Sun: no referee figures, and the JSON says why
+    assert not r["referee"]["used"] and "not a simulated Sun" in r["referee"]["why"]
+    assert r["referee_real_test_f1"] is None and r["best_guidance_f1_referee"] is None
+    (t,) = r["batched_vs_separate"]
+    assert t["outputs_agree"] and t["max_abs_diff"] < 1e-4
+    assert t["batched_s"] > 0 and t["separate_s"] > 0
+    by_w = {s["guidance"]: s for s in r["sweep"]}
+    assert set(by_w) == {0.0, 2.0}
+    assert by_w[0.0]["nfe_per_image"] == r["steps"]  # w = 0: the conditional pass alone
+    assert by_w[2.0]["nfe_per_image"] == 2 * r["steps"]
+    for s in r["sweep"]:
+        assert s["f1_referee"] is None and s["f1_referee_std"] is None and 0 <= s["f1_judge"] <= 1
+    assert r["best_guidance_f1_judge"] in by_w and Path(r["plot"]).is_file()
+
+
+def test_train_throughput(toy, capsys, monkeypatch):
+    r = run_script("train_throughput", ["--data", str(toy["ds"])], toy, capsys, monkeypatch)
+    for key in ("matmul_gflops", "conv_gflops", "peak_gflops", "presets", "settings", "plot", "load", "machine"):
+        assert key in r, key
+    e = r["presets"]["tiny"]
+    for key in ("flops_per_step", "ceiling_s_per_step", "flaresynth", "reference", "flaresynth_over_reference",
+                "extra_ms_per_step", "unexplained_ms", "same_parameters"):
+        assert key in e, key
+    assert e["same_parameters"]  # the plain UNet2DModel written in the benchmark is flaresynth's network
+    assert 2.5 < e["flops_per_step"] / e["forward_flops"] < 3.5  # backward costs about twice the forward
+    for loop in ("flaresynth", "reference"):
+        c = e[loop]
+        assert c["steps_timed"] == 3 and c["s_per_step"] > 0 and c["peak_rss_mb"] >= c["rss_before_mb"] > 0
+        assert 0 < c["achieved_over_ceiling"]
+    assert set(e["reference"]["overheads_ms"]) == {"ema_step", "ema_step_foreach", "grad_clip"}
+    assert e["flaresynth_over_reference"] == pytest.approx(e["flaresynth"]["images_per_s"] / e["reference"]["images_per_s"], rel=1e-4)
+    assert e["flaresynth"]["images_per_s"] == pytest.approx(e["batch"] / e["flaresynth"]["s_per_step"], rel=1e-4)
+    assert r["peak_gflops"] == max(r["matmul_gflops"], r["conv_gflops"]) > 0
+    assert r["settings"] == {}  # --quick: the variants run in-process below instead
+    assert Path(r["plot"]).is_file()
+
+
+def test_reference_loop_with_a_dataloader(toy):
+    tt = importlib.import_module("train_throughput")
+    case = {"steps": 2, "warmup": 1, "loader": "dataloader", "workers": 0}
+    r = tt.reference_case(case, load_preset("tiny"), open_dataset(toy["ds"]))
+    assert len(r["step_seconds"]) == 3 and r["parameters"] > 0
+
+
+def test_train_convergence(toy, capsys, monkeypatch):
+    log = toy["run"] / "log.jsonl"
+    r = run_script("train_convergence", ["--data", str(toy["ds"]), "--log", str(log)], toy, capsys, monkeypatch)
+    for key in ("recipes", "long_run", "ceiling_s_per_step", "flops_per_step", "peak_gflops", "judge",
+                "demo_steps_to_match_plain_final", "plot", "load"):
+        assert key in r, key
+    assert set(r["recipes"]) == {"plain", "demo"} and r["calibration"] is None  # --quick: 4 steps, no calibration
+    for name, rec in r["recipes"].items():
+        assert [p["step"] for p in rec["curve"]] == [2, 4], name
+        assert rec["steps"] == 4 and rec["s_per_step"] > 0
+        for p in rec["curve"]:
+            for key in ("cpu_hours", "train_wall_s", "f1_judge", "fd_domain", "f1_referee"):
+                assert key in p
+        assert rec["curve"][0]["train_wall_s"] < rec["curve"][1]["train_wall_s"]
+    assert r["recipes"]["plain"]["config"]["lr"] == 3e-4 and r["recipes"]["plain"]["config"]["loss_weighting"] == "none"
+    assert r["recipes"]["plain"]["config"]["ema_decay"] == 0.995
+    assert r["recipes"]["demo"]["config"]["loss_weighting"].startswith("min_snr") or \
+        r["recipes"]["demo"]["config"]["loss_weighting"] == load_preset("tiny").diffusion.loss_weighting
+    lr = r["long_run"]
+    assert lr["checkpoints_kept"] == ["step-0000002"] and "keep_checkpoints" in lr["note"]
+    assert [p["step"] for p in lr["curve"]] == [2]  # the final model/ is step 2 too: not scored twice
+    assert lr["cpu_hours_assumed_cores"] == (os.cpu_count() or 1) and lr["steps_logged"] == 2
+
+
+def test_train_convergence_calibrates_the_step_count(toy, capsys, monkeypatch):
+    """Without --steps a throwaway run of the demo recipe is timed; the recipe then trains from step 0."""
+    r = run_script("train_convergence", ["--data", str(toy["ds"]), "--recipes", "demo", "--minutes", "0.0001", "--keep"],
+                   toy, capsys, monkeypatch)
+    rec = r["recipes"]["demo"]
+    assert set(r["recipes"]) == {"demo"} and r["demo_steps_to_match_plain_final"] is None and r["long_run"] is None
+    cal = r["calibration"]
+    assert cal["recipe"] == "demo" and cal["steps"] == 4 and cal["s_per_step"] > 0
+    # a tiny budget: the smallest plan, --evals (2) steps, every one evaluated
+    assert rec["steps"] == 2 and rec["checkpoint_every"] == 1
+    assert [p["step"] for p in rec["curve"]] == [1, 2]
+    (run,) = toy["workdir"].glob("convergence-*/demo")
+    steps = [json.loads(ln)["step"] for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # from scratch
+    assert not list(toy["workdir"].glob("convergence-*/calibration-*"))  # the throwaway run is gone
+
+
+def test_plan_steps():
+    tc = importlib.import_module("train_convergence")
+    assert tc.plan_steps(3, 0.5, 4) == 360  # 3 min at 0.5 s/step, a multiple of 4
+    assert tc.plan_steps(3, 0.7, 4) == 256
+    assert tc.plan_steps(0.01, 0.5, 4) == 4  # at least one step per evaluation
+
+
+def test_checkpoint_ema_weights_are_the_final_models(toy):
+    """The last checkpoint's EMA weights, loaded by the benchmark, are the run's final model/ weights."""
+    common = importlib.import_module("common")
+    from flaresynth.sampling import load_run
+
+    ds = open_dataset(toy["ds"])
+    from_ckpt = common.model_from_checkpoint(toy["run"], toy["run"] / "checkpoints" / "step-0000002", ds)
+    final = load_run(toy["run"], "cpu")
+    a, b = from_ckpt.denoiser.state_dict(), final.denoiser.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert from_ckpt.meta["step"] == 2 and from_ckpt.meta["scheduler"] == final.meta["scheduler"]
+
+
+def test_scoring_helpers_agree_with_the_library():
+    common = importlib.import_module("common")
+    from flaresynth.metrics.classification import classification_report
+    from flaresynth.metrics.frechet import feature_statistics, frechet_distance_from_stats
+
+    rng = np.random.default_rng(1)
+    real, gen = rng.normal(size=(300, 16)), rng.normal(size=(40, 16)) * 1.3 + 0.2
+    mu, cov = common.weighted_stats(real, np.ones(len(real)))
+    ref_mu, ref_cov = feature_statistics(real)
+    assert np.allclose(mu, ref_mu) and np.allclose(cov, ref_cov)
+    expected = frechet_distance_from_stats(*feature_statistics(gen), ref_mu, ref_cov)
+    assert common.RefStats(mu, cov).fd(gen) == pytest.approx(expected, rel=1e-6)
+    y, p = rng.integers(0, 4, 200), rng.integers(-1, 5, 200)
+    p[p == 4] = 0
+    assert common.macro_f1(y, p, 5) == pytest.approx(classification_report(y, p, list("ABCDE"))["f1"])
+
+
+class _FakeJudge:
+    """Features = the flattened image; class = the image's mean rounded (enough for the Scorer's arithmetic)."""
+
+    def embed(self, images):
+        return np.asarray(images, np.float64).reshape(len(images), -1)
+
+    def predict(self, images):
+        return np.clip(np.rint(np.asarray(images).reshape(len(images), -1).mean(1)), 0, 4).astype(np.int64)
+
+
+def test_paired_differences_are_tighter_than_either_figure(toy):
+    common = importlib.import_module("common")
+    ds = open_dataset(toy["ds"])
+    rng = np.random.default_rng(0)
+    y = ds.label_index()
+    real = y[:, None, None, None] + 0.3 * rng.standard_normal((len(y), 1, 2, 2))
+    sc = common.Scorer(ds, _FakeJudge(), real, referee=False)
+    assert sc.referee_real_test_f1 is None
+    y_gen = np.repeat(np.arange(5), 8)
+    base = y_gen[:, None, None, None] + 0.4 * rng.standard_normal((40, 1, 2, 2))
+    near = base + 0.05 * rng.standard_normal(base.shape)  # the same images, slightly moved: a correlated setting
+    q0, raw0 = sc.score(base, y_gen, return_raw=True)
+    q1, raw1 = sc.score(near, y_gen, return_raw=True)
+    assert q0["f1_referee"] is None and q0["f1_referee_std"] is None
+    same = sc.paired(raw0, raw0)
+    assert same["fd_rel_to_reference_std"] == 0 and same["f1_judge_minus_reference_std"] == 0
+    pair = sc.paired(raw0, raw1)
+    assert pair["f1_referee_minus_reference_std"] is None
+    assert pair["fd_rel_to_reference_std"] * q0["fd_domain"] < min(q0["fd_domain_std"], q1["fd_domain_std"])
+    with pytest.raises(ValueError, match="different requests"):
+        sc.paired(raw0, {**raw1, "y": y_gen[::-1]})
+
+
+def test_clipped_candidate_sampler_is_the_x0_clip():
+    """dpm++-clip / unipc-clip: diffusers' thresholding with sample_max_value 1 is clamp(x0, -1, 1)."""
+    common = importlib.import_module("common")
+    from flaresynth.diffusion import make_scheduler
+
+    cfg = {k: v for k, v in dict(make_scheduler(load_preset("demo").diffusion).config).items() if not k.startswith("_")}
+    x0 = torch.linspace(-5, 5, 2 * 1 * 4 * 4).reshape(2, 1, 4, 4)
+    for base in ("dpm++", "unipc"):
+        sched = common.clipped_sampler(base, cfg, 5)
+        assert sched.config.thresholding and len(sched.timesteps) == 5
+        assert torch.equal(sched._threshold_sample(x0.clone()), x0.clamp(-1, 1))
+    assert common.clipped_sampler("dpm++", cfg, 5).config.algorithm_type == "dpmsolver++"
+
+
+def test_referee_applies(toy, tmp_path):
+    common = importlib.import_module("common")
+    ds = open_dataset(toy["ds"])
+    assert common.referee_applies(ds, "auto")[0] is False
+    assert common.referee_applies(ds, "on")[0] is True and common.referee_applies(ds, "off")[0] is False
+    # a store simulated before the flaresynth_simulated marker: simulation.json beside it
+    (tmp_path / "store.zarr").mkdir()
+    (tmp_path / "simulation.json").write_text("{}")
+    ds.manifest["sources"] = {"images": str(tmp_path / "store.zarr")}
+    on, why = common.referee_applies(ds, "auto")
+    assert on and "simulation.json" in why
+    # the marker flaresynth evaluate checks
+    import zarr
+
+    zarr.open_group(str(tmp_path / "marked.zarr"), mode="w").attrs["flaresynth_simulated"] = True
+    ds.manifest["sources"] = {"images": str(tmp_path / "marked.zarr")}
+    assert common.referee_applies(ds, "auto") == (True, "image store marked flaresynth_simulated")
+
+
+def test_fast_default_rule():
+    sq = importlib.import_module("sampler_quality")
+
+    def row(name, nfe, seconds, fd, f1, referee, lib=True):
+        sampler, steps = name.rsplit("-", 1)
+        return {"name": name, "sampler": sampler, "steps": int(steps), "nfe_per_image": nfe, "seconds": seconds,
+                "fd_domain": fd, "f1_judge": f1, "f1_referee": referee, "fd_domain_std": 0.01, "f1_judge_std": 0.01,
+                "fd_rel_to_reference_std": 0.01, "f1_judge_minus_reference_std": 0.005}
+
+    rows = [row("ddpm-1000", 2000, 100.0, 1.0, 0.8, 0.8),
+            row("ddim-10", 20, 1.0, 1.2, 0.8, 0.8),          # FD 20 % worse: out
+            row("dpm++-20", 40, 2.0, 1.04, 0.79, 0.7),       # in (FD +4 %, F1 -0.01), but the referee drops 0.1
+            row("ddim-50", 100, 5.0, 0.9, 0.81, 0.81),       # in on everything
+            row("dpm++-clip-10", 20, 1.1, 1.0, 0.8, 0.8)]    # in, cheapest, but not in the library
+    fast = sq.pick_fast_default(rows, 0.05, 0.02)
+    assert fast["name"] == "dpm++-20" and fast["library_sampler"] and fast["cheaper_than_reference"]
+    assert fast["speedup_vs_reference"] == pytest.approx(50) and fast["nfe_speedup_vs_reference"] == pytest.approx(50)
+    assert not fast["within_noise"]
+    assert sq.pick_fast_default(rows, 0.05, 0.02, referee=True)["name"] == "ddim-50"
+    cand = sq.pick_fast_default(rows, 0.05, 0.02, library_only=False)
+    assert cand["name"] == "dpm++-clip-10" and not cand["library_sampler"] and cand["nfe_speedup_vs_reference"] == 100
+    # noise: a paired F1 difference std above the tolerance makes the choice "within noise"
+    noisy = [dict(r, f1_judge_minus_reference_std=0.05) for r in rows]
+    assert sq.pick_fast_default(noisy, 0.05, 0.02)["within_noise"]
+    strict = sq.pick_fast_default(rows[:3], 0.0, 0.0)  # only the reference itself qualifies
+    assert strict["name"] == "ddpm-1000" and not strict["cheaper_than_reference"] and not strict["within_noise"]
+    assert sq.best_cheaper(rows[:3])["name"] == "ddim-10"  # highest judge F1 below the reference's cost
+    assert sq.best_cheaper(rows)["name"] == "ddim-50"
+    assert sq.best_cheaper(rows + [row("unipc-clip-10", 20, 1.0, 0.5, 0.9, 0.9)], library_only=False)["name"] == "unipc-clip-10"
+    assert sq.within_tolerance(rows[2], rows[0], 0.05, 0.02) and not sq.within_tolerance(rows[2], rows[0], 0.05, 0.02, True)
+    assert sq.parse_settings("ddpm:1000,unipc:10,dpm++-clip:20") == [("ddpm", 1000), ("unipc", 10), ("dpm++-clip", 20)]
+    from flaresynth.errors import FlaresynthError
+
+    for bad in ("euler:10", "ddim:0", "ddim"):
+        with pytest.raises(FlaresynthError, match="--settings"):
+            sq.parse_settings(bad)
+
+
+def test_run_all_includes_dataset_build_and_summarises(toy):
+    out = toy["root"] / "all"
+    r = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--scripts", "dataset_build",
+                        "--workdir", str(toy["workdir"]), "--out", str(out), "--threads", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    assert summary == json.loads((out / "summary.json").read_text())
+    for key in ("date", "machine", "scripts", "headline", "failed", "under_load", "seconds_total"):
+        assert key in summary, key
+    entry = summary["scripts"]["dataset_build"]
+    assert entry["returncode"] == 0 and entry["result"]["n_frames"] == 24 and entry["result"]["outputs_identical"]
+    assert entry["result"] == json.loads((out / "dataset_build.json").read_text())  # --out passed on
+    for key in ("raw_read_frames_per_s", "build_1_thread_images_per_s", "build_dask_2_threads_images_per_s",
+                "build_dask_distributed_2_workers_images_per_s", "machine", "load"):
+        assert key in entry["result"], key
+    assert "other_cores_busy" in entry and summary["failed"] == [] and summary["quick"]
+    assert summary["headline"]["dataset_build"]["build_1_thread_images_per_s"] > 0
+    assert "Dataset build" in (out / "summary.md").read_text()
+    # the summary of every other script, from the JSON the tests above printed
+    run_all = importlib.import_module("run_all")
+    results = {"dataset_build": entry, **RESULTS}
+    h = run_all.headline(results)
+    for name in RESULTS:
+        assert name in h, name
+    md = run_all.markdown({"date": "d", "machine": {"cores": 2, "cpu": "x"}, "scripts": results, "headline": h})
+    sq = RESULTS["sampler_quality"]["result"]
+    for s in sq["settings"]:  # the sampler x steps x quality x time table has a row per setting
+        assert f"| {s['name']} | {s['nfe_per_image']:.0f} |" in md
+    assert "Fast default" in md and "### Training throughput" in md and "| tiny (batch 4" in md
+    assert "### Classifier-free guidance" in md and "### Convergence" in md
+
+
+def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):
+    common, sq = importlib.import_module("common"), importlib.import_module("sampler_quality")
+    monkeypatch.setattr(sys, "argv", ["sampler_quality.py", "--run", str(tmp_path / "nope"), "--data", str(toy["ds"]),
+                                      "--workdir", str(tmp_path), "--threads", "1"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        common.main_wrapper(sq.main)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nope" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "train_throughput", "train_convergence",
+                                  "dataset_build", "run_all"])
+def test_help(name):
+    r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert "--out" in r.stdout and "--quick" in r.stdout
