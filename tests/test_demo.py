@@ -51,7 +51,7 @@ def test_every_stage_wrote_its_folder(demo):
         assert prov["config"]["name"] == ("cevae-tiny-cevae" if gen == "cevae" else f"tiny-{gen}")
         samples = json.loads((out / "samples" / gen / "manifest.json").read_text())
         if gen != "cevae":  # the ceVAE decodes latent draws: no sampler steps
-            assert samples["sampler"] == "dpm++" and samples["steps"] == 20
+            assert samples["sampler"] == DemoConfig().sampler and samples["steps"] == DemoConfig().sampler_steps
         assert samples["n_images"] == 2 * len(trained)  # every trained class, --quick's 2 per class
         assert len(list((out / "samples" / gen / "fits").glob("*.fits"))) == samples["n_images"]
         metrics = json.loads((out / "eval" / gen / "metrics.json").read_text())

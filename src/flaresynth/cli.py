@@ -229,7 +229,7 @@ def sample(
     classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated classes of the model's scheme, e.g. A,M,X or low,high. Default: every trained class (unless --flux is given).")] = None,
     flux: Annotated[list[str] | None, typer.Option("--flux", help="XRS-B flux in W/m² (3e-5) or a GOES class (M3); repeat or comma-separate.")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per requested class or flux.")] = 8,
-    sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50), dpm++ (DPM-Solver++ 2M, 20: the fast choice) or unipc (20). Default: the run's config.")] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50; at --steps 20 the fast choice, see benchmarks/README.md), dpm++ (DPM-Solver++ 2M, 20) or unipc (20). Default: the run's config.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the sampler's, above).")] = None,
     guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The seed code's cfg_scale is w + 1. Default: the run's config (2).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,

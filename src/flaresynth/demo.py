@@ -119,7 +119,7 @@ class DemoConfig:
     cadence_min: int = 12
     seed: int = 0
     per_class: int = 40
-    sampler: str = "dpm++"
+    sampler: str = "ddim"  # the fast choice of benchmarks/sampler_quality.py (2026-11-24): DDIM 20
     sampler_steps: int = 20
     features: list[str] = field(default_factory=lambda: ["domain", "effnet-lite0"])
     repeats: int = 3
