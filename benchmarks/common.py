@@ -223,9 +223,9 @@ def resolve_data(args) -> Path:
 
 def real_at_size(ds, size: int) -> np.ndarray:
     """All dataset images at ``size`` px through DN/s (as ``flaresynth evaluate`` does)."""
-    from flaresynth.evaluate import bring_to_size
+    from flaresynth.transforms import resample
 
-    return bring_to_size(ds.images, ds.transform(), size)
+    return resample(ds.images, ds.transform(), size)
 
 
 # ----------------------------------------------------------------------------------------------- judge

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from flaresynth.evaluate import metric_order
+
 
 def _fmt(value, std=None) -> str:
     if value is None:
@@ -23,10 +25,8 @@ def evaluation_tables(evals: dict[str, Path]) -> str:
     """The paper-shaped metrics table (generators as rows, real-vs-real benchmark row) and per-class judge F1."""
     loaded = {name: json.loads((path / "metrics.json").read_text()) for name, path in evals.items()}
     first = next(iter(loaded.values()))
-    names = [k for k in first["metrics"] if all(k in m["metrics"] for m in loaded.values())]
-    order = ["CE", "CD", "CS", "FD", "KID", "F1_judge", "precision_judge", "recall_judge", "F1_referee"]
-    names.sort(key=lambda k: (next((i for i, p in enumerate(order) if k.startswith(p)), 99), k))
-    names = [k for k in names if not k.startswith("accuracy")]
+    shared = [k for k in first["metrics"] if all(k in m["metrics"] for m in loaded.values())]
+    names = [k for k in metric_order(first["details"]["encoders"], shared) if not k.startswith("accuracy")]
     real = first["real"]
     lines = [
         f"Real data: `{Path(real['path']).name}` (hash `{real['data_hash'][:12]}…`), `{real['split']}` split, "

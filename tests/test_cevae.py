@@ -25,7 +25,8 @@ from flaresynth.models.cevae import (
     reconstruction_loss,
 )
 from flaresynth.samples import open_samples
-from flaresynth.train import latest_checkpoint, read_checkpoint, to_model_resolution, train
+from flaresynth.train import latest_checkpoint, read_checkpoint, train
+from flaresynth.transforms import resample
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -235,7 +236,7 @@ def test_train_writes_a_cevae_run_and_resume_reproduces_it(ds, run, tmp_path):
     idx = d.split_indices("train")
     from flaresynth.train import channel_transforms
 
-    x = to_model_resolution(np.asarray(d.images[idx]), channel_transforms(d), 16)
+    x = resample(np.asarray(d.images[idx]), channel_transforms(d), 16)
     mu = encode_means(model, torch.from_numpy(x)).numpy()
     g = ClassGaussians.load(run / "model" / "latent_classes.npz")
     labels = d.label_index()[idx]
@@ -302,7 +303,7 @@ def test_encoder_gives_deterministic_latent_means_whatever_the_batch(ds, run):
     model, meta, _ = load_cevae(run)
     from flaresynth.transforms import IntensityTransform
 
-    x16 = to_model_resolution(images.numpy(), [IntensityTransform.from_dict(meta["transform"])], 16)
+    x16 = resample(images.numpy(), [IntensityTransform.from_dict(meta["transform"])], 16)
     with torch.no_grad():
         mu, _ = model.encode(torch.from_numpy(x16))
     torch.testing.assert_close(a, mu, rtol=1e-4, atol=1e-5)

@@ -12,11 +12,11 @@ import pytest
 
 from flaresynth.dataset import open_dataset, write_dataset
 from flaresynth.errors import FlaresynthError
-from flaresynth.evaluate import EvaluateConfig, bring_to_size, evaluate, requested_labels
+from flaresynth.evaluate import EvaluateConfig, evaluate, requested_labels
 from flaresynth.labels import CLASS_BASE_FLUX, GOES_CLASSES
 from flaresynth.metrics.judge import load_judge, save_judge, train_judge
 from flaresynth.samples import open_samples, write_samples
-from flaresynth.transforms import IntensityTransform, resize
+from flaresynth.transforms import IntensityTransform, resample, resize
 
 TRANSFORM = {"channel": "171A", "lo": 5.0, "hi": 3500.0}
 
@@ -133,7 +133,7 @@ def test_a_perfect_generator_scores_the_judge_ceiling(world, tmp_path):
 
 def test_flux_requests_at_another_size_bring_the_real_images_to_it(world, tmp_path):
     test = world.test
-    small = bring_to_size(world.ds.images[test], world.ds.transform(), 16)
+    small = resample(world.ds.images[test], world.ds.transform(), 16)
     # the documented path: inverse transform to DN/s, area resize, forward
     t = world.ds.transform()
     np.testing.assert_allclose(small, t.forward(resize(t.inverse(np.asarray(world.ds.images[test])), 16)), atol=1e-6)

@@ -9,8 +9,8 @@ import torch
 from flaresynth.config import load_preset, save_config
 from flaresynth.dataset import open_dataset
 from flaresynth.errors import FlaresynthError
-from flaresynth.train import latest_checkpoint, read_checkpoint, to_model_resolution, train, write_checkpoint
-from flaresynth.transforms import IntensityTransform, resize
+from flaresynth.train import latest_checkpoint, read_checkpoint, train, write_checkpoint
+from flaresynth.transforms import IntensityTransform, resample, resize
 from toy import cli, make_dataset, one_line_error
 
 
@@ -49,7 +49,7 @@ def test_dataset_is_resized_in_dn_space_at_load_time(ds):
     d = open_dataset(ds)
     tr = IntensityTransform.from_dict(d.manifest["transform"])
     x = np.asarray(d.images[:3])
-    small = to_model_resolution(x, [tr], 16)
+    small = resample(x, [tr], 16)
     assert small.shape == (3, 1, 16, 16)
     expected = tr.forward(resize(tr.inverse(x[:, 0]), 16))
     np.testing.assert_allclose(small[:, 0], expected, atol=1e-6)

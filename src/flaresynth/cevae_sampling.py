@@ -149,7 +149,8 @@ def overview_figure(run: str | Path, data: str | Path, path: str | Path, per_cla
     from flaresynth.dataset import open_dataset
     from flaresynth.models.cevae import encode_means
     from flaresynth.sampling import build_requests, save_grid
-    from flaresynth.train import channel_transforms, to_model_resolution
+    from flaresynth.train import channel_transforms
+    from flaresynth.transforms import resample
 
     model = load_cevae_run(run)
     ds = open_dataset(data)
@@ -161,7 +162,7 @@ def overview_figure(run: str | Path, data: str | Path, path: str | Path, per_cla
         have = idx[labels == c]
         if len(have):
             pick = np.sort(rng.choice(have, min(per_class, len(have)), replace=False))
-            real = to_model_resolution(np.asarray(ds.images[pick]), channel_transforms(ds), model.image_shape[-1])
+            real = resample(np.asarray(ds.images[pick]), channel_transforms(ds), model.image_shape[-1])
             rec = decode(model.model, encode_means(model.model, torch.from_numpy(real), model.device), model.device)
             images += [real, rec.numpy()]
             rows += [f"{c} real"] * len(pick) + [f"{c} recon."] * len(pick)

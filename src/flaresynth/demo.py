@@ -503,7 +503,8 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         samples[spec.key] = folder
 
     # ---- one judge per image size, then the evaluations
-    from flaresynth.evaluate import EvaluateConfig, bring_to_size, evaluate
+    from flaresynth.evaluate import EvaluateConfig, evaluate
+    from flaresynth.transforms import resample
 
     device = _device(cfg)
     judges: dict[int, Path] = {}
@@ -516,7 +517,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         def train_the_judge(task, size=size, judge=judge):
             from flaresynth.metrics.judge import save_judge, train_judge
 
-            real = bring_to_size(ds.images, ds.transform(), size)
+            real = resample(ds.images, ds.transform(), size)
             j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
             save_judge(j, judge)
             return {"real_test_f1": (j.meta.get("real_test") or {}).get("f1"), "epochs": j.meta["training"]["epochs_run"]}

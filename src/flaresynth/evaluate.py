@@ -58,6 +58,7 @@ import numpy as np
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import atomic_dir, read_json, write_json
+from flaresynth.transforms import resample
 
 EVAL_FORMAT = "flaresynth-eval/1"
 METRICS_JSON = "metrics.json"
@@ -103,19 +104,6 @@ class EvaluateConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def bring_to_size(images, transform, size: int, chunk: int = 256) -> np.ndarray:
-    """Model-space images (N, C, H, W) → the same at ``size``: inverse transform to DN/s, resize, forward."""
-    from flaresynth.transforms import resize
-
-    images = np.asarray(images)
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return np.asarray(images, dtype=np.float32)
-    out = np.empty((*images.shape[:2], size, size), dtype=np.float32)
-    for i in range(0, len(images), chunk):
-        out[i : i + chunk] = transform.forward(resize(transform.inverse(np.asarray(images[i : i + chunk])), size))
-    return out
-
-
 def requested_labels(samples, classes, scheme: str) -> tuple[np.ndarray, dict]:
     """Requested class index of each generated image (-1: none), and notes on how it was obtained."""
     from flaresynth.labels import flux_to_label_index
@@ -332,7 +320,7 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     notes: list[str] = []
 
     size = int(gs.images.shape[-1])
-    real_images = bring_to_size(ds.images, ds.transform(), size)
+    real_images = resample(ds.images, ds.transform(), size)
     if ds.image_size != size:
         notes.append(f"real images brought from {ds.image_size} px to the generated {size} px "
                      "(inverse transform to DN/s, flaresynth.transforms.resize, forward transform)")
@@ -457,10 +445,9 @@ def _fmt(value, std=None) -> str:
     return text
 
 
-def metrics_markdown(result: dict) -> str:
-    """The paper-shaped table (rows CE/CD/CS per encoder, FD, KID, then F1/precision/recall)."""
-    m = result["metrics"]
-    encoders = list(result["details"]["encoders"])
+def metric_order(encoders, names) -> list[str]:
+    """The paper's row order of the metric ``names`` present: CE/CD/CS per encoder, FD (FID for Inception), KID,
+    then F1/precision/recall/accuracy of the judge and the referee, then anything else."""
     order = []
     for fam in ("CE", "CD", "CS"):
         order += [f"{fam}_{e}" for e in encoders]
@@ -468,7 +455,14 @@ def metrics_markdown(result: dict) -> str:
     order += [f"KID_{e}" for e in encoders]
     for who in ("judge", "referee"):
         order += [f"{fam}_{who}" for fam in ("F1", "precision", "recall", "accuracy")]
-    order += [k for k in m if k not in order]
+    order += [k for k in names if k not in order]
+    return [k for k in order if k in names]
+
+
+def metrics_markdown(result: dict) -> str:
+    """The paper-shaped table (rows CE/CD/CS per encoder, FD, KID, then F1/precision/recall)."""
+    m = result["metrics"]
+    order = metric_order(result["details"]["encoders"], m)
     lines = [
         f"# Evaluation: {Path(result['generated']['path']).name} vs {Path(result['real']['path']).name}",
         "",

@@ -799,6 +799,8 @@ def _section_images(page: _Page, parts: Parts, columns) -> None:
 
 
 def _metric_order(columns) -> list[str]:
+    from flaresynth.evaluate import metric_order
+
     encoders: list[str] = []
     names: list[str] = []
     for _, _, rec in columns:
@@ -806,15 +808,7 @@ def _metric_order(columns) -> list[str]:
             if e not in encoders:
                 encoders.append(e)
         names += [k for k in rec["metrics"] if k not in names]
-    order = []
-    for fam in ("CE", "CD", "CS"):
-        order += [f"{fam}_{e}" for e in encoders]
-    order += [("FID" if e == "inception" else f"FD_{e}") for e in encoders]
-    order += [f"KID_{e}" for e in encoders]
-    for who in ("judge", "referee"):
-        order += [f"{fam}_{who}" for fam in ("F1", "precision", "recall", "accuracy")]
-    order += [k for k in names if k not in order]
-    return [k for k in order if k in names]
+    return metric_order(encoders, names)
 
 
 def _metric_title(name: str) -> str:

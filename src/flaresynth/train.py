@@ -64,6 +64,7 @@ from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.diffusion import diffusion_loss, drop_mask, make_scheduler, sample_timesteps
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, atomic_file, read_json, sha256_file, write_json
+from flaresynth.transforms import resample
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -118,23 +119,6 @@ def channel_transforms(ds) -> list:
     return [IntensityTransform.from_dict(d, source=str(ds.path / "manifest.json")) for d in items]
 
 
-def to_model_resolution(x: np.ndarray, transforms: list, size: int, chunk: int = 256) -> np.ndarray:
-    """Resize model-space images (N, C, H, W) to ``size``: back to DN/s, area/block mean, forward again.
-
-    Averaging is done on intensities (DN/s), not on their logarithms (see :mod:`flaresynth.transforms`).
-    """
-    from flaresynth.transforms import resize
-
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((x.shape[0], x.shape[1], size, size), np.float32)
-    for lo in range(0, x.shape[0], chunk):
-        for c, tr in enumerate(transforms):
-            dn = tr.inverse(np.asarray(x[lo : lo + chunk, c]))
-            out[lo : lo + chunk, c] = tr.forward(resize(dn, size))
-    return out
-
-
 def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
     """The whole training split in RAM at the model's resolution, with its conditions.
 
@@ -151,7 +135,7 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
         raise FlaresynthError(f"{ds.path / 'labels.csv'}: split: no 'train' rows to train on")
     classes = list(ds.classes)
     raw = np.asarray(ds.images[idx], dtype=np.float32)
-    images = to_model_resolution(raw, channel_transforms(ds), cfg.model.sample_size)
+    images = resample(raw, channel_transforms(ds), cfg.model.sample_size)
     labels = ds.label_index()[idx]
     flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[idx]
     kind = cfg.conditioning.kind if cfg.kind == "ddpm" else "discrete"  # a ceVAE trains on images alone
@@ -705,7 +689,6 @@ __all__ = [
     "make_objective",
     "resolve_config",
     "load_training_data",
-    "to_model_resolution",
     "batch_indices",
     "step_generator",
     "latest_checkpoint",

@@ -300,10 +300,29 @@ def postprocess(x, channel: str = "171A"):
     return IntensityTransform.for_channel(channel).inverse(x)
 
 
+
+def resample(images, transforms, size: int, chunk: int = 256) -> np.ndarray:
+    """Model-space images (N, C, H, W) at another side ``size``: per channel back to DN/s, :func:`resize`, forward.
+
+    ``transforms``: one :class:`IntensityTransform` per channel, or one for every channel. Averaging is done
+    on intensities (DN/s), not on their logarithms. Returns float32; images already at ``size`` are only cast.
+    """
+    images = np.asarray(images) if not hasattr(images, "shape") else images
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return np.ascontiguousarray(images, dtype=np.float32)
+    per_channel = list(transforms) if isinstance(transforms, (list, tuple)) else [transforms] * images.shape[1]
+    out = np.empty((images.shape[0], images.shape[1], size, size), np.float32)
+    for lo in range(0, images.shape[0], chunk):
+        block = np.asarray(images[lo : lo + chunk])
+        for c, tr in enumerate(per_channel):
+            out[lo : lo + chunk, c] = tr.forward(resize(tr.inverse(block[:, c]), size))
+    return out
+
 __all__ = [
     "CHANNEL_RANGES",
     "IntensityTransform",
     "resize",
+    "resample",
     "default_limb_radius",
     "limb_mask",
     "apply_limb_mask",

@@ -540,15 +540,15 @@ class CevaeEncoder:
         self.transforms = [IntensityTransform.from_dict(d) for d in items] if t is not None else None
 
     def _to_model_size(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize like the training loader: to DN/s, area mean (or bilinear up), back to model space."""
-        from flaresynth.transforms import resize
+        """Resize like the training loader (:func:`flaresynth.transforms.resample`: via DN/s)."""
+        from flaresynth.transforms import resample, resize
 
         s = self.model.sample_size
         if x.shape[-2:] == (s, s):
             return x
         if self.transforms is None:
             return resize(x, s)  # no transform known: resize the model-space values directly
-        return torch.stack([tr.forward(resize(tr.inverse(x[:, c]), s)) for c, tr in enumerate(self.transforms)], 1)
+        return torch.from_numpy(resample(x.numpy(), self.transforms, s))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
