@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -189,3 +190,19 @@ def test_report_cli_and_one_line_errors(world, tmp_path, capsys):
     assert len(err) == 1 and "missing" in err[0] and "no such folder" in err[0]
     with pytest.raises(FlaresynthError, match="is a folder"):
         build_report([world["root"] / "augment"], tmp_path)
+
+
+def test_hostile_names_and_notes_come_out_escaped(world, tmp_path):
+    """Folder names, titles and notes are text: the templates escape them, so none can add markup to the page."""
+    hostile = "<script>alert(1)</script>"
+    folder = tmp_path / "<script>alert(1)"  # a folder name cannot hold the closing tag's "/"
+    shutil.copytree(world["root"] / "augment", folder)
+    record = json.loads((folder / "results.json").read_text())
+    record["notes"] = [*(record.get("notes") or []), f'a note with {hostile} and "quotes"']
+    (folder / "results.json").write_text(json.dumps(record))
+    text = build_report([folder], tmp_path / "r.html", title=f"<b>{hostile}</b>").read_text()
+    assert "<script" not in text.lower() and "<b>" not in text
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<title>&lt;b&gt;{escaped}&lt;/b&gt;</title>" in text
+    assert "Filling rare classes: real only vs classical augmentation vs generated (&lt;script&gt;alert(1))" in text
+    assert f"a note with {escaped} and &#34;quotes&#34;" in text

@@ -25,20 +25,24 @@ class beside real ones, per-class std maps, t-SNE, the metrics table shaped like
 rows, generators as columns in the order ceVAE | discrete | continuous | discrete+embedding, with the
 real-vs-real benchmark and the ideal value), the application experiments, and a plain statement of what the
 numbers do and do not show. Every figure is a PNG embedded as base64 and the CSS is inline: no script, no web
-font, no external reference, so the file renders offline and can be mailed as is. New figures (class histogram,
+font, no external reference, so the file renders offline and can be mailed as is. This module gathers the page as
+blocks of plain text, tables and figures; the markup lives in the jinja2 templates of ``flaresynth/templates``
+(``report.html.j2``, ``blocks.html.j2``, ``report.css``), rendered with autoescape so that no folder name, title or
+note can inject markup. New figures (class histogram,
 training curves) are drawn with matplotlib's object API (no pyplot state).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import jinja2
 
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
@@ -49,6 +53,9 @@ GENERATOR_ORDER = ("ceVAE", "discrete", "continuous", "discrete+embedding")
 #: Folders never searched (large, or holding nothing the report reads).
 _SKIP_DIRS = {"sdomlv2.zarr", "fits", "checkpoints", "figures", "model", "goes", "hek", "__pycache__"}
 _MAX_DEPTH = 4
+#: The page templates, shipped with the package; every value rendered into them is HTML-escaped.
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("flaresynth", "templates"), autoescape=True,
+                                keep_trailing_newline=True)
 FAMILY_NAMES = {"CE": "cluster error", "CD": "cluster distance", "CS": "cluster std", "FD": "Fréchet distance",
                 "FID": "Fréchet inception distance", "KID": "kernel distance (KID)", "F1": "F1 (macro)",
                 "precision": "precision (macro)", "recall": "recall (macro)", "accuracy": "accuracy"}
@@ -238,17 +245,13 @@ def _follow_references(parts: Parts) -> None:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
 def _fmt(value, std=None, digits: int = 3) -> str:
     if value is None:
         return "–"
     try:
         v = float(value)
     except (TypeError, ValueError):
-        return _esc(value)
+        return str(value)
     if v != v:  # NaN
         return "–"
     text = f"{v:.3g}" if (abs(v) < 1e-3 and v != 0) or abs(v) >= 1e4 else f"{v:.{digits}f}"
@@ -279,21 +282,35 @@ def _png_figure(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _img(uri: str | None, alt: str, caption: str | None = None, width: str | None = None) -> str:
+def _img(uri: str | None, alt: str, caption: str | None = None, width: str | None = None) -> dict | None:
+    """A figure block (None when there is no image)."""
     if not uri:
-        return ""
-    style = f' style="max-width:{width}"' if width else ""
-    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{uri}" alt="{_esc(alt)}"{style}>{cap}</figure>'
+        return None
+    return {"kind": "figure", "uri": uri, "alt": alt, "caption": caption, "width": width}
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "", raw: bool = False) -> str:
-    """HTML table; cells are escaped unless ``raw`` (then the caller escaped them)."""
-    cell = (lambda x: str(x)) if raw else _esc
-    head = "".join(f"<th>{cell(h)}</th>" for h in header)
-    thead = f"<thead><tr>{head}</tr></thead>" if any(str(h) for h in header) else ""
-    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
+def _grid(*figures: dict | None) -> dict:
+    """Figures side by side (two columns on a wide screen)."""
+    return {"kind": "grid", "figures": [f for f in figures if f]}
+
+
+def _table(header: Sequence, rows: Sequence[Sequence], cls: str = "") -> dict:
+    """A table block; cells are text or :class:`Cell`, the header row is left out when all its cells are empty."""
+    return {"kind": "table", "header": [_cell(h) for h in header], "rows": [[_cell(c) for c in r] for r in rows],
+            "cls": cls}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text and a smaller remark after it (on a line of its own when ``below``)."""
+
+    text: str
+    small: str | None = None
+    below: bool = False
+
+
+def _cell(c) -> str | Cell:
+    return c if isinstance(c, Cell) else str(c)
 
 
 def _short(h) -> str:
@@ -465,39 +482,36 @@ def training_curves(runs: list[tuple[str, list[dict]]]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- sections
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1d232a;max-width:1160px;margin:0 auto;
-padding:0 24px 64px;line-height:1.45;background:#fff}
-h1{font-size:1.8em;margin:1.2em 0 .2em}h2{border-bottom:2px solid #d8dee4;padding-bottom:.2em;margin-top:2em}
-h3{margin-top:1.4em}.meta{color:#57606a;font-size:.9em}
-table{border-collapse:collapse;margin:.6em 0 1em;font-size:.88em}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;vertical-align:top}
-th:first-child,td:first-child{text-align:left}thead th{background:#f3f5f7}
-table.kv td:first-child{font-weight:600;background:#f8f9fa}table.kv td{text-align:left}
-figure{margin:.8em 0 1.4em}figure img{max-width:100%;height:auto;border:1px solid #e5e8eb}
-figcaption{font-size:.85em;color:#57606a;margin-top:.2em}
-.note{background:#fff8e1;border-left:4px solid #e3b341;padding:.5em .9em;margin:.8em 0}
-.caveat{background:#fdecea;border-left:4px solid #d1453b;padding:.5em .9em;margin:.8em 0}
-nav ol{columns:2;font-size:.92em}code{background:#f3f5f7;padding:0 3px;border-radius:3px}
-.small{font-size:.82em;color:#57606a}.grid2{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:16px}
-.grid2>figure{margin:0}
-"""
 
 
 class _Page:
+    """The report's body as a list of blocks (plain dicts of text and data URIs that the templates turn into HTML,
+    escaping every value) and its table of contents."""
+
     def __init__(self):
-        self.body: list[str] = []
+        self.blocks: list[dict] = []
         self.toc: list[tuple[str, str]] = []
 
     def h2(self, anchor: str, title: str) -> None:
         self.toc.append((anchor, title))
-        self.body.append(f'<h2 id="{anchor}">{_esc(title)}</h2>')
+        self.blocks.append({"kind": "h2", "anchor": anchor, "text": title})
 
-    def add(self, *chunks: str) -> None:
-        self.body.extend(c for c in chunks if c)
+    def h3(self, text: str) -> None:
+        self.blocks.append({"kind": "h3", "text": text})
+
+    def add(self, *blocks: dict | None) -> None:
+        self.blocks.extend(b for b in blocks if b)
 
     def p(self, text: str, cls: str | None = None) -> None:
-        self.body.append(f'<p class="{cls}">{_esc(text)}</p>' if cls else f"<p>{_esc(text)}</p>")
+        self.blocks.append({"kind": "p", "text": text, "cls": cls})
+
+    def box(self, kind: str, text: str, link: tuple[str, str] | None = None) -> None:
+        """A highlighted paragraph: ``kind`` "note" (yellow) or "caveat" (red); ``link`` (anchor, title) to a section."""
+        self.blocks.append({"kind": kind, "text": text, "link": link})
+
+    def bullets(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append({"kind": "list", "entries": list(items)})
 
 
 def _eval_columns(parts: Parts) -> list[tuple[Path, str, dict]]:
@@ -579,13 +593,14 @@ def _section_summary(page: _Page, parts: Parts, columns) -> None:
             items.append("24 h forecast (TSS): " + "; ".join(f"{r} {_fmt((v.get('tss') or {}).get('mean'))}"
                                                             for r, v in s.items()) + ".")
     if any(_is_simulated(rec, parts) for rec in parts.datasets.values()):
-        page.add('<div class="caveat">Simulated data: every image here comes from flaresynth\'s simulated Sun, not from '
-                 "SDO/AIA. The numbers say how well each generator imitates the simulator; they are not evidence about the "
-                 'real Sun (see <a href="#caveats">What the numbers do and do not show</a>).</div>')
-    page.add("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>" if items else "")
+        page.box("caveat", "Simulated data: every image here comes from flaresynth's simulated Sun, not from SDO/AIA. "
+                 "The numbers say how well each generator imitates the simulator; they are not evidence about the real Sun",
+                 link=("caveats", "What the numbers do and do not show"))
+    page.bullets(items)
     if columns:
         header, rows = headline_table([(label, rec["metrics"]) for _, label, rec in columns])
-        page.add("<h3>Headline numbers</h3>", _table(header, rows, "headline"))
+        page.h3("Headline numbers")
+        page.add(_table(header, rows, "headline"))
         n_gen = ", ".join(f"{label} {rec['generated']['n']}" for _, label, rec in columns)
         res = columns[0][2].get("resampling") or {}
         real = columns[0][2].get("real") or {}
@@ -597,7 +612,7 @@ def _section_summary(page: _Page, parts: Parts, columns) -> None:
                "closer to 1 is better. Every metric is in the full table under Metrics.", "small")
     for rec in parts.demos.values():
         for n in rec.get("notes") or []:
-            page.add(f'<div class="note">{_esc(n)}</div>')
+            page.box("note", n)
 
 
 def _section_data(page: _Page, parts: Parts) -> None:
@@ -605,7 +620,7 @@ def _section_data(page: _Page, parts: Parts) -> None:
     if not parts.datasets and not parts.sims:
         page.p("No dataset folder was found among the inputs.", "note")
     for path, rec in parts.datasets.items():
-        page.add(f"<h3>{_esc(path.name)}</h3>")
+        page.h3(path.name)
         sim = _is_simulated(rec, parts)
         src = rec.get("sources") or {}
         if sim:
@@ -652,7 +667,7 @@ def _section_data(page: _Page, parts: Parts) -> None:
     for path, sim in parts.sims.items():
         if sim not in shown:
             shown.append(sim)
-            page.add(f"<h3>Simulation {_esc(path.name)}</h3>")
+            page.h3(f"Simulation {path.name}")
             _sim_block(page, path, sim)
 
 
@@ -663,7 +678,8 @@ def _sim_block(page: _Page, path: Path, sim: dict) -> None:
           ("HEK flare events", f"{sim.get('n_hek_events')} ("
                                + ", ".join(f"{c} {n}" for c, n in (sim.get("n_flares") or {}).items()) + ")"),
           ("active regions", sim.get("n_active_regions"))]
-    page.add(f'<p class="small">Simulation in {_esc(path)}</p>', _table(["", ""], kv, "kv"))
+    page.p(f"Simulation in {path}", "small")
+    page.add(_table(["", ""], kv, "kv"))
     page.add(_img(_png_file(path / "montage.png"), "simulator montage",
                   "The simulated Sun at 512 px: frames by the GOES class of their instantaneous flux (rows A to X).",
                   width="720px"))
@@ -716,7 +732,7 @@ def _section_models(page: _Page, parts: Parts) -> None:
     if short:
         listing = ", ".join(f"{lab} {steps} steps" for lab, (steps, _) in short)
         text = training_caveats(preset for _, (_, preset) in short)
-        page.add(f'<div class="caveat">Short training ({_esc(listing)}). {_esc(text)}</div>')
+        page.box("caveat", f"Short training ({listing}). {text}")
     for p, r in runs:
         if r.get("grid"):
             page.add(_img(_png_file(r["grid"]), "training grid", f"{label_of[p]}: the last sample grid written "
@@ -767,7 +783,7 @@ def _section_images(page: _Page, parts: Parts, columns) -> None:
             if manifest.get("guidance") is not None:
                 how += f" {manifest.get('steps')} steps, guidance w={manifest.get('guidance')}"
             how += f", seed {manifest.get('seed')}, {manifest.get('n_images')} images"
-        page.add(f"<h3>{_esc(label)}</h3>")
+        page.h3(label)
         page.add(_img(_png_file(path / (rec.get("figures") or {}).get("class_grid", "figures/class_grid.png")),
                       f"{label} class grid", f"{label}: real test images (left) and generated ones (right) per class{how}.",
                       width="900px"))
@@ -777,16 +793,16 @@ def _section_images(page: _Page, parts: Parts, columns) -> None:
         if path.resolve() in shown:
             continue
         label = generator_label(manifest, path.name)
-        page.add(f"<h3>{_esc(label)} ({_esc(path.name)}, not evaluated)</h3>")
+        page.h3(f"{label} ({path.name}, not evaluated)")
         page.add(_img(_png_file(path / "grid.png"), f"{label} grid", f"{label}: generated images, one row per class."))
     if columns:
         page.h2("std", "Per-class standard deviation maps")
         page.p("Per-pixel standard deviation over the images of each class, real (top) and generated (bottom). A generator "
                "that varies too little (mode collapse) shows dark maps; one that varies in the wrong places shows other "
                "patterns than the real ones.")
-        page.add('<div class="grid2">' + "".join(
+        page.add(_grid(*(
             _img(_png_file(path / (rec.get("figures") or {}).get("std_maps", "figures/std_maps.png")), f"{label} std maps", label)
-            for path, label, rec in columns) + "</div>")
+            for path, label, rec in columns)))
         page.h2("tsne", "t-SNE of features")
         page.p("Real (dots) and generated (crosses) feature vectors together, coloured by class; generated points that sit "
                "in their class's real cloud are what a good generator produces. t-SNE distances between clusters mean little.")
@@ -795,7 +811,7 @@ def _section_images(page: _Page, parts: Parts, columns) -> None:
             for key, rel in (rec.get("figures") or {}).items():
                 if key.startswith("tsne"):
                     figs.append(_img(_png_file(path / rel), f"{label} t-SNE", f"{label}: {key.replace('tsne_', '')} features"))
-        page.add('<div class="grid2">' + "".join(figs) + "</div>")
+        page.add(_grid(*figs))
 
 
 def _metric_order(columns) -> list[str]:
@@ -822,7 +838,7 @@ def _section_metrics(page: _Page, parts: Parts) -> None:
     for rec in parts.demos.values():
         for g in (rec.get("generators") or {}).values():
             if not g.get("source"):
-                page.add(f'<div class="note">{_esc(g.get("title"))}: not evaluated, {_esc(g.get("note", "not available"))}.</div>')
+                page.box("note", f'{g.get("title")}: not evaluated, {g.get("note", "not available")}.')
     if not columns:
         page.p("No evaluation folder was found.")
         return
@@ -832,7 +848,7 @@ def _section_metrics(page: _Page, parts: Parts) -> None:
     for cols in groups.values():
         real = cols[0][2].get("real") or {}
         if len(groups) > 1:
-            page.add(f"<h3>Against {_esc(Path(str(real.get('path'))).name)}</h3>")
+            page.h3(f"Against {Path(str(real.get('path'))).name}")
         order = _metric_order(cols)
         rows = []
         varying = False
@@ -847,15 +863,12 @@ def _section_metrics(page: _Page, parts: Parts) -> None:
                 if not e:
                     cells.append("–")
                     continue
-                text = _esc(_fmt(e.get("value"), e.get("std")))
-                if not same:
-                    text += f'<br><span class="small">bench {_esc(_fmt(e.get("benchmark"), e.get("benchmark_std")))}</span>'
-                cells.append(text)
-            bench = _esc(_fmt(first.get("benchmark"), first.get("benchmark_std"))) if same else "per column"
-            rows.append([f"{_esc(_metric_title(name))} <span class=\"small\">{_esc(name)}</span>", bench, *cells,
-                         _esc(_fmt(first.get("ideal")))])
-        header = ["metric", "real vs real (benchmark)", *[_esc(label) for _, label, _ in cols], "ideal"]
-        page.add(_table(header, rows, raw=True))
+                bench = None if same else f'bench {_fmt(e.get("benchmark"), e.get("benchmark_std"))}'
+                cells.append(Cell(_fmt(e.get("value"), e.get("std")), bench, below=True))
+            bench = _fmt(first.get("benchmark"), first.get("benchmark_std")) if same else "per column"
+            rows.append([Cell(_metric_title(name), name), bench, *cells, _fmt(first.get("ideal"))])
+        header = ["metric", "real vs real (benchmark)", *[label for _, label, _ in cols], "ideal"]
+        page.add(_table(header, rows))
         res = cols[0][2].get("resampling") or {}
         counts = "; ".join(f"{label}: {rec['generated']['n']} images ("
                            + ", ".join(f"{c} {n}" for c, n in (rec["generated"].get("counts") or {}).items()) + ")"
@@ -878,7 +891,7 @@ def _section_metrics(page: _Page, parts: Parts) -> None:
                 notes.setdefault(n, []).append(label)
         for n, labels in notes.items():
             who = "all generators" if len(labels) == len(cols) and len(cols) > 1 else ", ".join(labels)
-            page.add(f'<p class="small">{_esc(who)}: {_esc(n)}</p>')
+            page.p(f"{who}: {n}", "small")
 
 
 def _per_class_f1(page: _Page, cols) -> None:
@@ -896,7 +909,7 @@ def _per_class_f1(page: _Page, cols) -> None:
         real = ceiling.get(c)
         rows.append([c, f"{_fmt(real['f1'])} (n={real['support']})" if real and real.get("support") else "no test image",
                      *cells])
-    page.add("<h3>Judge F1 per class</h3>")
+    page.h3("Judge F1 per class")
     page.add(_table(["class", "real test (ceiling)", *[label for label, _ in judge]], rows))
 
 
@@ -917,7 +930,7 @@ def _augment_block(page: _Page, path: Path, rec: dict) -> None:
     s, regimes = rec["summary"], list(rec["regimes"])
     test = rec["data"]["counts"]["test"]
     st, m = rec.get("settings") or {}, rec.get("model") or {}
-    page.add(f"<h3>Filling rare classes: real only vs classical augmentation vs generated ({_esc(path.name)})</h3>")
+    page.h3(f"Filling rare classes: real only vs classical augmentation vs generated ({path.name})")
     page.p(f"A DeiT ({m.get('num_hidden_layers')} layers, patch {m.get('patch_size')}, {(m.get('parameters') or 0) / 1e6:.2f} M "
            f"parameters) trained from scratch for {st.get('epochs')} epochs, {st.get('seeds')} seed(s); kept: {rec.get('selection')}. "
            f"Regimes 2 and 3 fill every class to {rec.get('target_per_class')} training images; tested on the real test "
@@ -929,20 +942,21 @@ def _augment_block(page: _Page, path: Path, rec: dict) -> None:
     page.add(_table(["class (test images)", *titles], rows))
     rows = [[rec["regimes"][r]["title"], *[f"{rec['regimes'][r]['real'][c]} + {rec['regimes'][r]['added'][c]}" for c in classes]]
             for r in regimes]
-    page.add('<p class="small">Training images per class (real + added):</p>', _table(["regime", *classes], rows))
+    page.p("Training images per class (real + added):", "small")
+    page.add(_table(["regime", *classes], rows))
     figs = rec.get("figures") or {}
-    page.add('<div class="grid2">'
-             + _img(_png_file(path / figs.get("per_class_accuracy", "per_class_accuracy.png")), "per-class accuracy",
-                    "Accuracy per class on the real test split; error bars = std over seeds.")
-             + _img(_png_file(path / figs.get("confusion", "confusion.png")), "confusion matrices",
-                    "Row-normalised mean confusion matrix of each regime.") + "</div>")
+    page.add(_grid(
+             _img(_png_file(path / figs.get("per_class_accuracy", "per_class_accuracy.png")), "per-class accuracy",
+                    "Accuracy per class on the real test split; error bars = std over seeds."),
+             _img(_png_file(path / figs.get("confusion", "confusion.png")), "confusion matrices",
+                    "Row-normalised mean confusion matrix of each regime.")))
     for n in rec.get("notes") or []:
-        page.add(f'<p class="small">{_esc(n)}</p>')
+        page.p(n, "small")
 
 
 def _forecast_block(page: _Page, path: Path, rec: dict) -> None:
     s, regimes, d = rec["summary"], list(rec["regimes"]), rec["data"]
-    page.add(f"<h3>24 h flare forecast ({_esc(path.name)})</h3>")
+    page.h3(f"24 h flare forecast ({path.name})")
     page.p(f"Label: {rec.get('label')}. Test split: {d['counts']['test']['positive']} positive, "
            f"{d['counts']['test']['negative']} negative (climatological rate {_fmt(d.get('climatological_rate_test'))}); "
            f"{(rec.get('settings') or {}).get('seeds')} seed(s).")
@@ -957,7 +971,7 @@ def _forecast_block(page: _Page, path: Path, rec: dict) -> None:
     page.add(_img(_png_file(path / (rec.get("figures") or {}).get("forecast_skill", "forecast_skill.png")), "forecast skill",
                   "TSS and HSS per regime; error bars = std over seeds.", width="640px"))
     for n in rec.get("notes") or []:
-        page.add(f'<p class="small">{_esc(n)}</p>')
+        page.p(n, "small")
 
 
 def _section_caveats(page: _Page, parts: Parts, columns) -> None:
@@ -1006,7 +1020,7 @@ def _section_caveats(page: _Page, parts: Parts, columns) -> None:
                          "'generated' regime then sees few distinct examples, which limits what it can show.")
     items.append("None of this is a claim about the paper's numbers: Ramunno et al. (2024) trained a 23 M-parameter DDPM "
                  "on real SDO/AIA data on a GPU; their real-vs-real cluster benchmark was CE 0.002, CD 1.001, CS 0.998.")
-    page.add("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>")
+    page.bullets(items)
 
 
 def _section_demo(page: _Page, parts: Parts) -> None:
@@ -1060,15 +1074,8 @@ def render(parts: Parts, title: str | None = None) -> str:
     _section_caveats(page, parts, columns)
     _section_demo(page, parts)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    toc = "<nav><ol>" + "".join(f'<li><a href="#{a}">{_esc(t)}</a></li>' for a, t in page.toc) + "</ol></nav>"
-    footer = (f'<hr><p class="small">flaresynth {_esc(__version__)} · made {stamp} from {_esc(", ".join(parts.inputs))}. '
-              "Method: Ramunno, Hackstein, Kinakh, Huwyler, Voloshynovskiy, Csillaghy (2024), A&amp;A 686, A285, "
-              "doi:10.1051/0004-6361/202347860.</p>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>"
-            f"<h1>{_esc(title)}</h1><p class=\"meta\">Synthetic SDO/AIA 171 Å flare images: data, generators, metrics and "
-            f"experiments · {stamp}</p>{toc}" + "\n".join(page.body) + footer + "</body></html>\n")
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=title, stamp=stamp, toc=page.toc, blocks=page.blocks, version=__version__, inputs=parts.inputs)
 
 
 def build_report(inputs: Sequence[str | Path], out: str | Path, title: str | None = None) -> Path:
