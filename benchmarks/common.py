@@ -5,7 +5,7 @@ Scoring (:class:`Scorer`), used by ``sampler_quality``, ``guidance_cost`` and ``
 * **judge macro-F1**: the judge CNN of :mod:`flaresynth.metrics.judge`, trained ONCE on the real training split
   at the model's resolution and cached in ``WORKDIR/judges/<data hash>-<size>px`` (every benchmark and every
   setting reuses it); macro over the requested classes, against the requested class.
-* **referee macro-F1**: ``flaresynth.sources.simulate.estimate_flux`` on the images mapped back to DN/s with the
+* **referee macro-F1**: :func:`flaresynth.metrics.referee.estimate_flux` on the images mapped back to DN/s with the
   dataset's inverse intensity transform; its GOES class against the requested one. Only on a simulated Sun
   (``--referee auto``, :func:`referee_applies`); otherwise every ``f1_referee`` is None.
 * **FD_domain**: Fréchet distance between the judge's penultimate features (128-d) of the generated images and
@@ -368,13 +368,10 @@ class Scorer:
             self.referee_real_test_f1 = macro_f1(y, pred, self.k)
 
     def referee_classes(self, images: np.ndarray) -> np.ndarray:
-        """GOES class index the simulator's ``estimate_flux`` gives each image (model space in, DN/s inside)."""
-        from flaresynth.labels import flux_to_label_index
-        from flaresynth.sources.simulate import estimate_flux
+        """GOES class index the referee gives each image (:func:`flaresynth.evaluate.referee_classify`)."""
+        from flaresynth.evaluate import referee_classify
 
-        dn = self.transform.inverse(np.asarray(images[:, 0], dtype=np.float32))
-        flux = np.asarray(estimate_flux(dn), dtype=np.float64).reshape(len(images))
-        return np.asarray(flux_to_label_index(flux, self.ds.scheme), dtype=np.int64)
+        return referee_classify(images, self.transform, self.ds.scheme)[0]
 
     def _ref_stats(self, y_gen: np.ndarray, exclude: np.ndarray | None = None) -> RefStats:
         share = np.bincount(y_gen, minlength=self.k) / len(y_gen)

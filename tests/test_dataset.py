@@ -19,8 +19,9 @@ from sunpy.data.test import get_test_filepath as sunpy_file
 
 from flaresynth.dataset import open_dataset
 from flaresynth.sources.aia_fits import read_aia_fits
+from flaresynth.sources.frames import T_OBS_FORMAT
 from flaresynth.sources.goes import read_xrs_files
-from flaresynth.sources.sdoml import T_OBS_FORMAT, write_sdoml_frames
+from flaresynth.sources.sdoml import write_sdoml_frames
 
 GOES16_X = sunkit_file("sci_xrsf-l2-flx1s_g16_d20170910_v2-1-0_truncated.nc")
 SDAC_M = sunpy_file("go1520110607.fits")

@@ -23,7 +23,9 @@ from sunpy.data.test import get_test_filepath
 
 from flaresynth.errors import FlaresynthError
 from flaresynth.sources.aia_fits import AIAFitsFolder, read_aia_fits
-from flaresynth.sources.sdoml import SDOMLStore, open_images, parse_t_obs, write_sdoml_frames
+from flaresynth.sources.frames import parse_t_obs
+from flaresynth.sources.images import open_images
+from flaresynth.sources.sdoml import SDOMLStore, write_sdoml_frames
 
 N_2011, N_2012, CHUNK = 10, 17, 7
 N = N_2011 + N_2012

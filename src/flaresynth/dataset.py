@@ -284,7 +284,7 @@ def build_dataset(
     """
     from flaresynth.sources.goes import read_xrs_files
     from flaresynth.sources.hek import read_events
-    from flaresynth.sources.sdoml import open_images
+    from flaresynth.sources.images import open_images
 
     cfg = config or BuildConfig()
     cfg.validate()

@@ -30,7 +30,7 @@ What is compared (Ramunno et al. 2024 §5, ``paper_spec.md``):
 * **Judge F1** (:mod:`flaresynth.metrics.judge`): a CNN trained on the real training split classifies the
   generated images; precision / recall / F1 (macro over requested classes) against the *requested* class,
   beside the same judge on the real test split (the ceiling).
-* **Physical referee** (simulated Sun only): ``flaresynth.sources.simulate.estimate_flux`` turns each image,
+* **Physical referee** (simulated Sun only): :func:`flaresynth.metrics.referee.estimate_flux` turns each image,
   mapped back to DN/s, into an XRS-B flux; its GOES class against the requested one gives a second,
   physics-based F1, beside the referee on the real test images.
 
@@ -46,7 +46,6 @@ the dataset's scheme is used instead and disagreements are counted in the notes.
 
 from __future__ import annotations
 
-import importlib
 import platform
 import shutil
 import time
@@ -58,6 +57,8 @@ import numpy as np
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import atomic_dir, read_json, write_json
+from flaresynth.labels import flux_to_label_index
+from flaresynth.metrics.referee import estimate_flux
 from flaresynth.transforms import resample
 
 EVAL_FORMAT = "flaresynth-eval/1"
@@ -106,7 +107,6 @@ class EvaluateConfig:
 # ----------------------------------------------------------------------------------------- helpers
 def requested_labels(samples, classes, scheme: str) -> tuple[np.ndarray, dict]:
     """Requested class index of each generated image (-1: none), and notes on how it was obtained."""
-    from flaresynth.labels import flux_to_label_index
 
     lookup = {c: i for i, c in enumerate(classes)}
     table = samples.table
@@ -260,28 +260,29 @@ def _simulated_source(ds) -> bool:
         return False
 
 
+def referee_classify(images: np.ndarray, transform, scheme) -> tuple[np.ndarray, np.ndarray]:
+    """The referee's (class index in ``scheme``, XRS-B flux) for model-space images (N, 1, H, W).
+
+    The images are mapped back to DN/s with the dataset's inverse ``transform`` first. A flux with no class
+    (NaN, <= 0) gets index -1: a wrong prediction for every class.
+    """
+    dn = transform.inverse(np.asarray(images[:, 0], dtype=np.float32))
+    flux = np.asarray(estimate_flux(dn), dtype=np.float64).reshape(len(images))
+    return np.asarray(flux_to_label_index(flux, scheme), dtype=np.int64), flux
+
+
 def _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, mode: str) -> tuple[dict, dict, str | None]:
-    """Physics-based F1 from the simulated Sun's flux estimator; returns (metrics, details, note)."""
-    from flaresynth.labels import flux_to_label_index
+    """Physics-based F1 from :func:`flaresynth.metrics.referee.estimate_flux`; returns (metrics, details, note)."""
     from flaresynth.metrics.classification import classification_report
 
     if mode == "off":
         return {}, {}, "referee off (--referee off)"
     if mode == "auto" and not _simulated_source(ds):
         return {}, {}, "referee skipped: the dataset's image store is not marked flaresynth_simulated"
-    try:
-        estimate_flux = importlib.import_module("flaresynth.sources.simulate").estimate_flux
-    except (ImportError, AttributeError) as exc:
-        if mode == "on":
-            raise FlaresynthError(f"--referee on: flaresynth.sources.simulate.estimate_flux is not available ({exc})") from None
-        return {}, {}, f"referee skipped: flaresynth.sources.simulate.estimate_flux not available ({exc})"
     transform = ds.transform()
 
     def classify(images):
-        # a flux with no class (NaN, <= 0) stays -1: a wrong prediction for every class
-        dn = transform.inverse(np.asarray(images[:, 0], dtype=np.float32))
-        flux = np.asarray(estimate_flux(dn), dtype=np.float64).reshape(len(images))
-        return flux_to_label_index(flux, ds.scheme), flux
+        return referee_classify(images, transform, ds.scheme)
 
     has = y_gen >= 0
     if not has.any():

@@ -1,6 +1,6 @@
 """SDO/AIA level 1 / 1.5 FITS files, brought to the SDOMLv2 image convention.
 
-SDOMLv2 (``shared/reference/data_sources.md`` §3.3, from its ``aia_fits_to_zarr.py``) stores every AIA frame
+SDOMLv2 (Galvez et al. 2019; its creation script ``aia_fits_to_zarr.py``) stores every AIA frame
 with the solar disk rescaled to a radius of **976″** at a nominal plate scale of **4.8″/px** (512 px; the frame
 spans 512 × 4.8″ = 2457.6″), the disk centred, pixels in **DN/s**, degradation-corrected. This module gives a
 FITS file the same geometry so images from either source can be mixed:
@@ -48,7 +48,7 @@ from astropy.io.fits.verify import VerifyWarning
 from scipy import ndimage
 
 from flaresynth.errors import FlaresynthError, input_error
-from flaresynth.sources.sdoml import TimeIndexedFrames, parse_t_obs
+from flaresynth.sources.frames import FITS_SUFFIXES, TimeIndexedFrames, parse_t_obs
 
 #: SDOMLv2 normalised solar radius, arcsec.
 SDOML_RSUN_ARCSEC = 976.0
@@ -56,8 +56,6 @@ SDOML_RSUN_ARCSEC = 976.0
 SDOML_PLATE_SCALE_512 = 4.8
 #: Width of an SDOMLv2 frame in normalised arcsec (512 px × 4.8″).
 SDOML_FOV_ARCSEC = 512 * SDOML_PLATE_SCALE_512
-#: File names taken as FITS in a folder.
-FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fts.gz", ".fit")
 
 # Structural / compression cards that describe the file, not the observation.
 _DROP_KEYS = {"SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "BLANK", "BSCALE", "BZERO",

@@ -1,6 +1,6 @@
 """SDOMLv2 zarr stores: the machine-learning copy of SDO/AIA (Galvez et al. 2019; SDOMLv2 2023).
 
-Layout (zarr format 2), see ``shared/reference/data_sources.md`` §3::
+Layout (zarr format 2, as written by SDOMLv2's ``aia_fits_to_zarr.py``)::
 
     sdomlv2.zarr/<year>/<channel>      float32 (N, 512, 512), DN/s, exposure- and degradation-corrected
                                        attributes: one list per FITS keyword, index-aligned with axis 0
@@ -37,9 +37,8 @@ import zarr.storage
 from numcodecs import Blosc
 
 from flaresynth.errors import input_error
+from flaresynth.sources.frames import TimeIndexedFrames, parse_t_obs
 
-#: T_OBS format of AIA headers, e.g. ``2020-02-24T01:48:10.35Z``.
-T_OBS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 #: Compressor of the SDOMLv2 creation script (``aia_fits_to_zarr.py``).
 SDOML_COMPRESSOR = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE)
 
@@ -95,87 +94,6 @@ URL_SCHEMES = ("s3", "gs", "gcs", "http", "https", "memory", "file")
 _ANON_OPTIONS = {"s3": {"anon": True}, "gs": {"token": "anon"}, "gcs": {"token": "anon"}}
 # fsspec implementation each scheme needs, and the pip package that provides it.
 _FSSPEC_PACKAGE = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp", "https": "aiohttp"}
-
-
-def parse_t_obs(values: Iterable, source: str | Path | None = None, field: str = "T_OBS") -> np.ndarray:
-    """Parse AIA ``T_OBS`` strings (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC) to ``datetime64[ns]``.
-
-    A missing fractional part or a missing ``Z`` is tolerated. A value that is not such a time raises a
-    :class:`FlaresynthError` naming ``source``, the field and the index.
-    """
-    strings = []
-    for i, v in enumerate(values):
-        if not isinstance(v, str):
-            raise input_error(source, f"{field}[{i}]", f"{v!r} is not a time string (expected e.g. "
-                              "'2020-02-24T01:48:10.35Z')")
-        strings.append(v.strip().removesuffix("Z"))
-    try:
-        times = np.array(strings, dtype="datetime64[ns]")
-    except ValueError:
-        times = None
-    # numpy also takes bare dates ('2011-02-15'): an AIA time always has a 'T' and seconds
-    bad = [i for i, s in enumerate(strings) if len(s) < 19 or s[10] != "T"]
-    if times is None and not bad:
-        for i, s in enumerate(strings):
-            try:
-                np.datetime64(s, "ns")
-            except ValueError:
-                bad.append(i)
-                break
-    if bad:
-        i = bad[0]
-        raise input_error(source, f"{field}[{i}]", f"{strings[i]!r} is not a time "
-                          "(expected %Y-%m-%dT%H:%M:%S.%fZ, e.g. '2020-02-24T01:48:10.35Z')")
-    return times
-
-
-def _as_datetime64(t) -> np.datetime64:
-    ts = pd.Timestamp(t)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return np.datetime64(ts.as_unit("ns").value, "ns")
-
-
-class TimeIndexedFrames:
-    """What every image source shares: ``times`` (sorted ``datetime64[ns]``, UTC) and index helpers."""
-
-    times: np.ndarray
-    source: str
-    channel: str
-    frame_shape: tuple[int, int]
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def __repr__(self) -> str:
-        span = f"{self.times[0]} .. {self.times[-1]}" if len(self) else "empty"
-        return f"{type(self).__name__}({self.source!r}, channel={self.channel!r}, {len(self)} frames, {span})"
-
-    def select(self, start=None, end=None) -> np.ndarray:
-        """Indices (time order) of the frames with ``start <= time < end``; either bound may be None.
-
-        Bounds are anything :class:`pandas.Timestamp` accepts; naive times are UTC.
-        """
-        lo = 0 if start is None else int(np.searchsorted(self.times, _as_datetime64(start), side="left"))
-        hi = len(self) if end is None else int(np.searchsorted(self.times, _as_datetime64(end), side="left"))
-        return np.arange(lo, max(lo, hi))
-
-    def _index(self, i) -> int:
-        n = len(self)
-        i = int(i)
-        if not -n <= i < n:
-            raise IndexError(f"{self.source}: frame index {i} out of range for {n} frames")
-        return i % n
-
-    def _indices(self, indices) -> np.ndarray:
-        idx = np.asarray(indices)
-        if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-            raise IndexError(f"{self.source}: expected a 1-D sequence of integer frame indices")
-        idx = idx.astype(np.int64)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"{self.source}: frame indices out of range for {n} frames")
-        return idx % n if n else idx
 
 
 @dataclasses.dataclass
@@ -441,7 +359,7 @@ def _list_dir(store, prefix: str) -> list[str]:
         return []
 
 
-def _is_url(spec) -> bool:
+def is_url(spec) -> bool:
     return isinstance(spec, str) and "://" in spec
 
 
@@ -451,7 +369,7 @@ def _open_store(path_or_url, storage_options: dict | None):
 
     if isinstance(path_or_url, Store):
         return path_or_url, str(path_or_url)
-    if _is_url(path_or_url):
+    if is_url(path_or_url):
         url = path_or_url.rstrip("/")
         scheme = url.split("://", 1)[0].lower()
         if scheme not in URL_SCHEMES:
@@ -473,25 +391,3 @@ def _open_store(path_or_url, storage_options: dict | None):
     if not path.is_dir():
         raise input_error(path, None, "not a zarr group (expected an SDOMLv2 store folder with a .zgroup)")
     return zarr.storage.LocalStore(path, read_only=True), str(path)
-
-
-def open_images(spec, channel: str = "171A", years: Sequence[int] | None = None):
-    """Open an image source by what ``spec`` is: an SDOMLv2 store or AIA FITS file(s).
-
-    A URL, or a folder holding ``.zgroup``/``zarr.json``, gives an :class:`SDOMLStore`; a folder of FITS
-    files or a single FITS file gives an :class:`~flaresynth.sources.aia_fits.AIAFitsFolder`
-    (resampled to the SDOMLv2 geometry at 512 px). Both have the same interface.
-    """
-    if _is_url(str(spec)):
-        return SDOMLStore(str(spec), channel=channel, years=years)
-    path = Path(spec)
-    if not path.exists():
-        raise input_error(path, None, "does not exist (expected an SDOMLv2 zarr store, a folder of AIA FITS "
-                          "files or one FITS file)")
-    if path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists()):
-        return SDOMLStore(path, channel=channel, years=years)
-    from flaresynth.sources.aia_fits import FITS_SUFFIXES, AIAFitsFolder
-
-    if path.is_dir() or path.name.lower().endswith(FITS_SUFFIXES):
-        return AIAFitsFolder(path, channel=channel, years=years)
-    raise input_error(path, None, "neither an SDOMLv2 zarr store nor a FITS file")

@@ -1,0 +1,486 @@
+"""The simulated Sun's archive writers: SDOMLv2 zarr, GOES-16 XRS netCDF and a HEK flare list.
+
+Files (``simulate``), formats from ``shared/reference/data_sources.md``
+-----------------------------------------------------------------------
+* ``sdomlv2.zarr`` (§3): zarr format 2, ``<year>/171A`` float32 (N, 512, 512) in DN/s, written by
+  :func:`flaresynth.sources.sdoml.write_sdoml_frames` (Blosc zstd bitshuffle, chunks of 15 frames), one
+  attribute list per FITS keyword. Days are stored in a shuffled order, time-ordered within a day, as in the
+  real store; each frame goes to the group of its own year. Headers follow SDOMLv2's 512-px geometry:
+  ``CDELT = 4.8″ · RSUN_OBS / 976″``, ``CRPIX = 256.5``, ``R_SUN = 976 / 4.8`` px; ``RSUN_OBS``, ``DSUN_OBS``,
+  ``CRLT_OBS`` (B0) and ``CRLN_OBS`` (L0) come from sunpy's ephemeris. ``DEG_COR`` drifts slowly (0.86 in
+  2024, -0.01 a year). ``EXPTIME`` is 2.0 s (AIA's automatic exposure control is not modelled); ~0.3 % of
+  the frames carry a non-zero ``QUALITY``. Pixels keep 11 of their 23 mantissa bits (relative error
+  <= 2.4e-4, far below photon noise), which halves the store (~385 kB a frame).
+* ``goes/sci_xrsf-l2-avg1m_g16_dYYYYMMDD_v2-2-0.nc`` (§5.1): GOES-16 L2 1-min averages, 1440 rows a day,
+  ``time`` float64 whole seconds since 2000-01-01 12:00:00 (record start). Variable names, dtypes, fill
+  values, flag encoding (``flag_values``/``flag_masks``/``flag_meanings``) and global attributes are copied
+  from the real file ``sci_xrsf-l2-avg1m_g16_d20210101_truncated.nc`` shipped by sunpy (``id`` = the file
+  name; ``date_created`` is fixed, not the wall clock). About 4 minutes a day are ``bad_data`` (flag 2) and
+  carry a particle spike (flux × 5-50) or the fill value, so readers must honour ``xrsb_flag``. Fluxes are
+  GOES-R "true" fluxes (no SWPC 0.7 factor); a 1-min sample is the light curve at the middle of its minute.
+* ``hek/flares.json`` (§6): a saved HEK response, one SWPC ``FL`` event per detected flare. As SWPC does,
+  ``fl_goescls`` is the class of the **maximum XRS-B flux, background included**, between start and end,
+  measured on the good samples of the written GOES record, and the peak time is that minute. A flare whose
+  maximum is not its own peak (buried in a bigger flare's decay) is not listed, as SWPC would miss it.
+  Start = peak - 2.5 σ_rise; end = when the flare has decayed to half its peak (SWPC's rule).
+* ``montage.png``: frames by the GOES class of their instantaneous flux (rows A-X), sunpy's ``sdoaia171``
+  colour map, log stretch; ``simulation.json``: the parameters and counts.
+
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.io import atomic_dir
+from flaresynth.labels import GOES_CLASSES, flux_to_class, flux_to_letter_index
+from flaresynth.sources.sdoml import write_sdoml_frames
+from flaresynth.sources.simulate.montage import montage
+from flaresynth.sources.simulate.sun import (
+    CDELT_SDOML,
+    CENTRE,
+    EXPTIME,
+    NOISE_XRS,
+    RSUN_ARCSEC_SDOML,
+    RSUN_PX,
+    SIZE,
+    SimulatedSun,
+    deg_cor,
+    sun_to_image,
+    to_days,
+)
+
+CHUNK = 15
+GOES_VERSION = "v2-2-0"
+GOES_EPOCH = np.datetime64("2000-01-01T12:00:00", "ns")
+T_OBS_OFFSET = np.timedelta64(5350, "ms")  # AIA T_OBS is the exposure mid-time, a few seconds past the slot
+
+# ------------------------------------------------------------------------------------------- the files
+#: Global attributes of the real GOES-16 avg1m product (copied from sunpy's test file, v2-1-0), for ours.
+GOES_GLOBAL_ATTRS = {
+    "Conventions": "ACDD-1.3, Spase v2.2.6",
+    "title": "L2 XRS 1 minute average",
+    "summary": "The EXIS X-Ray Sensor (XRS) measures in a short wavelength channel (XRS-A) between 0.05 "
+               "and 0.4 nm and in a longer wavelength channel (XRS-B) between 0.1 and 0.8 nm. The X-ray flux "
+               "average product consists of 1 minute averages of the 1-s X-ray solar measurements. Flux is "
+               "provided with and without electron contamination removed.",
+    "keywords": "NumericalData.MeasurementType.Irradiance",
+    "keywords_vocabulary": "SPASE: Space Physics Archive Search and Extract Data Model version 2.2.6, GCMD: "
+                           "NASA Global Change Master Directory (GCMD) Earth Science Keywords version 8.5",
+    "naming_authority": "gov.nesdis.noaa",
+    "history": "See algorithm information.",
+    "source": "GOES-R EXIS/XRS L2 xrsf-l2-flx1s",
+    "processing_level": "Level 2",
+    "processing_level_description": "Derived products",
+    "license": "These data may be redistributed and used without restriction. ",
+    "institution": "DOC/NOAA/NESDIS",
+    "references": "GOES-R XRS.04 Algorithm Theoretical Basis Document",
+    "instrument": "GOES R Series Extreme Ultraviolet Sensor and X-ray Irradiance Sensors (EXIS)",
+    "program": "Geostationary Operational Environmental Satellite, R-Series (GOES-R)",
+    "time_coverage_resolution": "PT1M",
+    "instrument_id": "FM1",
+    "orbital_slot": "GOES-East",
+    "platform": "g16",
+    "algorithm": "cli-xrs04_avg",
+    "algorithm_version": np.array([2, 2], dtype=np.int64),
+}
+_FLAG_COMMENT = (
+    "e_contam_significant is set when the electron contamination is greater than 50% of observed signal. "
+    "good_data is independent of electron contamination flags. electron_correction_interp is set when the "
+    "electron contamination is interpolated because a short period of SEISS MPSHI is missing. "
+    "electron_correction_decay is set when the correction is smoothly turned off with a decay over a ~2 "
+    "hour period because SEISS MPSHI data is missing, and no future value is known. "
+    "electron_correction_invalid is set after 1 hour of decay."
+)
+_FLAG_ATTRS = {
+    "flag_masks": np.array([3, 1, 2, 4, 8, 8, 48, 48], dtype=np.uint8),
+    "flag_values": np.array([0, 1, 2, 4, 0, 8, 16, 32], dtype=np.uint8),
+    "flag_meanings": "good_data eclipse bad_data e_contam_significant e_correction_valid "
+                     "e_correction_invalid e_correction_interp e_correction_decay",
+}
+_EXCLUDED_ATTRS = {
+    "comments": "Union of flags set for data points that were excluded from the average.",
+    "flag_masks": np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512], dtype=np.uint16),
+    "flag_values": np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512], dtype=np.uint16),
+    "flag_meanings": "eclipse particle_spike calibration off_point temperature_error data_quality_error "
+                     "pointing_error invalid_mode missing_data L0_error",
+}
+BAD_DATA = 2  # xrs*_flag value of a bad minute (mask 3 != 0)
+SPIKE, MISSING = 2, 256  # xrs*_flag_excluded bits: particle_spike, missing_data
+
+
+def _iso(t: np.datetime64, decimals: int = 0) -> str:
+    s = str(np.datetime64(t, "ms"))
+    return s[: 19 + (1 + decimals if decimals else 0)]
+
+
+def _quantise(img: np.ndarray) -> np.ndarray:
+    """Keep 11 of the 23 mantissa bits of each float32: rounding error <= 2.4e-4 (far below photon noise),
+    and the store compresses ~2× better."""
+    bits = img.astype(np.float32).view(np.uint32)
+    return ((bits + np.uint32(1 << 11)) & np.uint32(0xFFFFF000)).view(np.float32)
+
+
+def _frame_plan(sun: SimulatedSun, cadence_min: int) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Frame times (datetime64 T_OBS, days since start) and, per year, the storage order of frame indices.
+
+    Days are stored in a shuffled order and frames in time order within a day, as in the real SDOMLv2 store.
+    """
+    n = int(math.ceil(sun.days * 1440 / cadence_min - 1e-9))
+    nominal = sun.start + np.arange(n) * np.timedelta64(cadence_min, "m")
+    t_obs = nominal + T_OBS_OFFSET
+    rng = np.random.default_rng(sun._misc_ss)
+    years = t_obs.astype("datetime64[Y]").astype(int) + 1970
+    day = t_obs.astype("datetime64[D]")
+    order = {}
+    for year in np.unique(years):
+        idx = np.flatnonzero(years == year)
+        days = np.unique(day[idx])
+        shuffled = days[rng.permutation(days.size)]
+        order[int(year)] = np.concatenate([idx[day[idx] == d] for d in shuffled])
+    return t_obs, to_days(t_obs - sun.start), order
+
+
+def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.ndarray) -> list[dict]:
+    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, data_sources §3.2)."""
+    rsun = sun.rsun_obs(t)
+    b0 = sun.b0(t)
+    l0 = np.interp(t, sun._eph_t, sun._eph_l0) % 360.0
+    dsun = np.interp(t, sun._eph_t, sun._eph_dsun)
+    deg = deg_cor(t_obs)
+    half_exp = np.timedelta64(int(EXPTIME * 500), "ms")
+    out = []
+    for k in range(len(t)):
+        cdelt = round(CDELT_SDOML * float(rsun[k]) / RSUN_ARCSEC_SDOML, 6)
+        out.append({
+            "T_OBS": _iso(t_obs[k], 2) + "Z",
+            "DATE-OBS": _iso(t_obs[k] - half_exp, 2),
+            "EXPTIME": EXPTIME,
+            "WAVELNTH": 171,
+            "WAVEUNIT": "angstrom",
+            "QUALITY": int(quality[k]),
+            "DEG_COR": round(float(deg[k]), 5),
+            "PIXLUNIT": "DN/s",
+            "LVL_NUM": 1.5,
+            "RSUN_OBS": round(float(rsun[k]), 4),
+            "R_SUN": round(RSUN_PX, 4),
+            "DSUN_OBS": round(float(dsun[k]), 1),
+            "CRLT_OBS": round(float(b0[k]), 5),
+            "CRLN_OBS": round(float(l0[k]), 5),
+            "CDELT1": cdelt,
+            "CDELT2": cdelt,
+            "CRPIX1": CENTRE + 1.0,
+            "CRPIX2": CENTRE + 1.0,
+            "CRVAL1": 0.0,
+            "CRVAL2": 0.0,
+            "CUNIT1": "arcsec",
+            "CUNIT2": "arcsec",
+            "CTYPE1": "HPLN-TAN",
+            "CTYPE2": "HPLT-TAN",
+            "CROTA2": 0.0,
+            "INSTRUME": "AIA_3",
+            "TELESCOP": "SDO/AIA",
+            "NAXIS1": SIZE,
+            "NAXIS2": SIZE,
+        })
+    return out
+
+
+def _progress_bar(enabled: bool):
+    """A rich progress bar on stderr (off when stderr is not a terminal)."""
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, disable=not (enabled and console.is_terminal))
+
+
+def _write_images(sun: SimulatedSun, root: Path, cadence_min: int, progress: bool):
+    """Render every frame, in storage order and 15 (one chunk) at a time, into the store ``root``.
+
+    Returns (T_OBS datetime64, t days since start, frames per year). Only one chunk is in memory at a time:
+    the first is written by ``write_sdoml_frames`` (which creates the array), the others are appended.
+    """
+    t_obs, t, order = _frame_plan(sun, cadence_min)
+    rng = np.random.default_rng(sun._misc_ss.spawn(1)[0])
+    # a few frames carry a non-zero QUALITY word, as some AIA frames do (readers drop them)
+    quality = np.where(rng.uniform(size=t.size) < 0.003, 1 << 30, 0)
+    headers = _headers(sun, t_obs, t, quality)
+    deg = deg_cor(t_obs)
+    counts = {}
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("rendering AIA 171 Å frames", total=t.size)
+        for year, idx in order.items():
+            arr = None
+            for b in range(0, idx.size, CHUNK):
+                batch = idx[b:b + CHUNK]
+                frames = np.stack([_quantise(sun.render(float(t[i]), deg_cor=float(deg[i]))) for i in batch])
+                if arr is None:
+                    arr = write_sdoml_frames(root, year, "171A", frames, [headers[i] for i in batch],
+                                             chunk_frames=CHUNK)
+                else:
+                    arr.append(frames, axis=0)
+                bar.advance(task, batch.size)
+            full = [headers[i] for i in idx]
+            arr.attrs.update({k: [h[k] for h in full] for k in full[0]})
+            counts[str(year)] = int(idx.size)
+    # Mark the store as simulated, so evaluation can run the physical referee on it (`--referee auto`);
+    # a real SDOMLv2 store has no such attribute.
+    zarr.open_group(str(root), mode="a", zarr_format=2).attrs.update(
+        {"flaresynth_simulated": True, "flaresynth_seed": sun.seed}
+    )
+    return t_obs, t, counts
+
+
+def _goes_record(sun: SimulatedSun) -> dict[str, np.ndarray]:
+    """The 1-min GOES-16 record of the whole simulation: fluxes (with noise, spikes, fill) and flags."""
+    n = int(round(sun.days * 1440))
+    t_start = np.arange(n) / 1440.0
+    b, a = sun.xrs(t_start + 0.5 / 1440)  # a 1-min average ≈ the curve at the middle of the minute
+    rng = np.random.default_rng(sun._goes_ss)
+    b = b * (1 + NOISE_XRS * rng.standard_normal(n))
+    a = a * (1 + 2 * NOISE_XRS * rng.standard_normal(n))
+    electrons = 2e-10 * (1 + 0.5 * np.sin(2 * np.pi * t_start)) * rng.lognormal(0, 0.3, n)
+    flag_b = np.zeros(n, np.uint8)
+    excl = np.zeros(n, np.uint16)
+    num = np.full(n, 60, np.uint8)
+    # a few bad minutes a day: particle spikes (flux x5-50) or no data (fill), flagged bad_data
+    bad = np.flatnonzero(rng.uniform(size=n) < 4.0 / 1440)
+    spike = rng.uniform(size=bad.size) < 0.5
+    factor = rng.uniform(5, 50, spike.sum())
+    b[bad[spike]] *= factor
+    a[bad[spike]] *= factor
+    flag_b[bad] = BAD_DATA
+    excl[bad[spike]] = SPIKE
+    excl[bad[~spike]] = MISSING
+    num[bad[~spike]] = 0
+    fill = np.zeros(n, bool)
+    fill[bad[~spike]] = True
+    return {"t": t_start, "xrsb": b, "xrsa": a, "electrons": electrons, "flag": flag_b, "excluded": excl,
+            "num": num, "fill": fill, "good": flag_b == 0}
+
+
+def _channel_variables(ch: str, rec: dict, sl: slice) -> dict[str, tuple[np.ndarray, dict]]:
+    """The avg1m variables of XRS channel ``ch`` ("a" or "b") for rows ``sl``, with the real attributes."""
+    name = f"xrs{ch}"
+    fill = rec["fill"][sl]
+    electrons = rec["electrons"][sl] * (0.3 if ch == "a" else 1.0)
+    vmax = np.float32(0.003 if ch == "a" else 0.2)
+    valid = {"units": "W/m2", "valid_min": np.float32(1e-9), "valid_max": vmax}
+
+    def flux(values):
+        return np.where(fill, -9999.0, values).astype(np.float32)
+
+    return {
+        f"{name}_flux": (flux(rec[name][sl]), {
+            **valid, "long_name": f"XRS-{ch.upper()} primary average flux.",
+            "comments": f"Electron contamination has been removed. {name}_flux =  {name}_flux_observed - "
+                        f"{name}_flux_electrons",
+            "ancillary_variables": f"{name}_flag {name}_num {name}_flag_excluded"}),
+        f"{name}_flux_observed": (flux(rec[name][sl] + electrons), {
+            **valid, "long_name": f"XRS-{ch.upper()} primary average flux, without electron contamination "
+                                  "correction.",
+            "comments": f"Average of XRS-{ch.upper()} flux reported by the sensor."}),
+        f"{name}_flux_electrons": (flux(electrons), {
+            "units": "W/m2", "long_name": f"XRS-{ch.upper()} electron contamination.",
+            "valid_min": np.float32(0.0), "valid_max": np.float32(1e-6)}),
+        f"{name}_flag": (rec["flag"][sl], {"long_name": f"Flags for {name}_flux.", "comments": _FLAG_COMMENT,
+                                          **_FLAG_ATTRS}),
+        f"{name}_flag_excluded": (rec["excluded"][sl], {
+            "long_name": f"Flags on data excluded from {name}_flux average.", **_EXCLUDED_ATTRS}),
+        f"{name}_num": (rec["num"][sl], {"long_name": f"Number of averaged measurements in {name}_flux."}),
+    }
+
+
+_NC_FILL = {np.dtype(np.float32): np.float32(-9999.0), np.dtype(np.float64): -9999.0,
+            np.dtype(np.uint8): np.uint8(255), np.dtype(np.uint16): np.uint16(65535)}
+
+
+def _write_goes(sun: SimulatedSun, rec: dict, folder: Path) -> list[str]:
+    """One GOES-16 L2 avg1m netCDF per UTC day, in the real product's layout (xarray + h5netcdf)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    day0 = sun.start.astype("datetime64[D]")
+    au = (np.interp(rec["t"], sun._eph_t, sun._eph_dsun) / 1.495978707e11) ** 2  # (d / 1 AU)²
+    for d in range(int(round(sun.days))):
+        day = day0 + np.timedelta64(d, "D")
+        sl = slice(d * 1440, (d + 1) * 1440)
+        name = f"sci_xrsf-l2-avg1m_g16_d{str(day).replace('-', '')}_{GOES_VERSION}.nc"
+        # whole seconds since the GOES-R epoch, exactly (no round trip through days)
+        first = (np.datetime64(day, "s") - GOES_EPOCH.astype("datetime64[s]")).astype(np.int64)
+        seconds = (first + 60 * np.arange(1440)).astype(np.float64)
+        data = {**_channel_variables("a", rec, sl), **_channel_variables("b", rec, sl),
+                "au_factor": (au[sl].astype(np.float32), {
+                    "long_name": "1-AU factor.",
+                    "comments": "Multiplicative factor to convert fluxes to values at 1 AU."})}
+        time_attrs = {"long_name": "Record start time, neglecting leap seconds.",
+                      "units": "seconds since 2000-01-01T12:00:00", "calendar": "proleptic_gregorian"}
+        ds = xr.Dataset({k: ("time", v, attrs) for k, (v, attrs) in data.items()},
+                        coords={"time": ("time", seconds, time_attrs)})
+        ds.attrs.update({
+            **GOES_GLOBAL_ATTRS,
+            "id": name,
+            "date_created": f"{day + np.timedelta64(2, 'D')}T00:00:00.000Z",  # fixed, not the wall clock
+            "time_coverage_start": f"{day}T00:00:00.000Z",
+            "time_coverage_end": f"{day + np.timedelta64(1, 'D')}T00:00:00.000Z",
+            "comment": f"SIMULATED data written by flaresynth (seed {sun.seed}); not a NOAA product.",
+        })
+        arrays = {"time": seconds, **{k: v for k, (v, _) in data.items()}}
+        encoding = {k: {"dtype": v.dtype, "_FillValue": _NC_FILL[v.dtype], "zlib": True, "complevel": 4,
+                        "chunksizes": (1440,)} for k, v in arrays.items()}
+        ds.to_netcdf(folder / name, engine="h5netcdf", encoding=encoding)
+        names.append(name)
+    return names
+
+
+def _hek_events(sun: SimulatedSun, rec: dict) -> list[dict]:
+    """SWPC-style HEK FL events, detected on the written GOES record (good samples only)."""
+    flux = np.where(rec["good"], rec["xrsb"], -np.inf)
+    n = flux.size
+    events, taken = [], set()
+    for k, fl in enumerate(sun.flares):
+        i0 = int(math.floor(fl.t_start * 1440))
+        i1 = int(math.ceil(fl.t_end * 1440))
+        ip = int(math.floor(fl.t_peak * 1440))
+        if i0 < 0 or i1 >= n or i1 <= i0:
+            continue
+        j = i0 + int(np.argmax(flux[i0:i1 + 1]))
+        if abs(j - ip) > 2 or j in taken or not np.isfinite(flux[j]):
+            continue  # hidden in a bigger flare's light curve: SWPC would not list it
+        taken.add(j)
+        ar = sun.regions[fl.region]
+        tp = j / 1440.0
+        x, y, _ = sun_to_image(ar.centre + fl.offset, float(ar.lon(tp)), float(sun.b0(tp)))
+        rsun = float(sun.rsun_obs(tp))
+        hpc_x, hpc_y = round(float(x) * rsun, 1), round(float(y) * rsun, 1)
+        p = ar.centre + fl.offset
+        lat = math.degrees(math.atan2(float(p[2]), math.hypot(float(p[0]), float(p[1]))))
+        lon = (float(ar.lon(tp)) + math.degrees(math.atan2(float(p[1]), float(p[0]))) + 180.0) % 360.0 - 180.0
+        carr = (float(np.interp(tp, sun._eph_t, sun._eph_l0)) + lon) % 360.0
+        start = sun.start + np.timedelta64(i0, "m")
+        peak = sun.start + np.timedelta64(j, "m")
+        end = sun.start + np.timedelta64(i1, "m")
+        stamp = _iso(peak).replace("-", "").replace(":", "").replace("T", "_")
+        events.append({
+            "event_type": "FL",
+            "event_starttime": _iso(start),
+            "event_peaktime": _iso(peak),
+            "event_endtime": _iso(end),
+            "fl_goescls": flux_to_class(float(flux[j])),
+            "frm_name": "SWPC",
+            "frm_institute": "NOAA SWPC",
+            "obs_observatory": "GOES",
+            "obs_instrument": "XRS",
+            "ar_noaanum": int(ar.noaa),
+            "hpc_x": hpc_x,
+            "hpc_y": hpc_y,
+            "hgs_x": round(lon, 2),
+            "hgs_y": round(lat, 2),
+            "hpc_coord": f"POINT({hpc_x} {hpc_y})",
+            "event_coordsys": "UTC-HPC-TOPO",
+            "event_coordunit": "arcsec",
+            "event_coord1": hpc_x,
+            "event_coord2": hpc_y,
+            "SOL_standard": f"SOL{_iso(peak)}L{carr:03.0f}C{90.0 - lat:03.0f}",
+            "kb_archivid": f"ivo://helio-informatics.org/FL_SWPC_flaresynth_s{sun.seed}_{stamp}_{k:05d}",
+            "kb_archivdate": _iso(end + np.timedelta64(1, "D")),
+        })
+    events.sort(key=lambda e: (e["event_starttime"], e["kb_archivid"]))
+    return events
+
+
+def _frame_flux(t: np.ndarray, rec: dict) -> np.ndarray:
+    """XRS-B of the good 1-min sample nearest to each frame time (within 60 s), NaN if none."""
+    good = np.flatnonzero(rec["good"])
+    st = rec["t"][good]
+    pos = np.clip(np.searchsorted(st, t), 1, st.size - 1)
+    nearest = np.where(np.abs(st[pos - 1] - t) <= np.abs(st[pos] - t), pos - 1, pos)
+    ok = np.abs(st[nearest] - t) <= 60 / 86400
+    return np.where(ok, rec["xrsb"][good[nearest]], np.nan)
+
+
+def _parse_start(start) -> np.datetime64:
+    try:
+        day = np.datetime64(str(start).strip(), "D")
+    except ValueError:
+        raise FlaresynthError(f"start {start!r}: expected a UTC date like 2024-05-01") from None
+    if str(day) != str(start).strip()[:10]:
+        raise FlaresynthError(f"start {start!r}: expected a UTC date like 2024-05-01")
+    return day.astype("datetime64[ns]")
+
+
+def simulate(out_dir, days: int = 30, cadence_min: int = 12, start: str = "2024-05-01", seed: int = 0,
+             overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a simulated Sun in the real archive formats into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : folder to create (it appears only when complete): ``sdomlv2.zarr``, ``goes/``,
+        ``hek/flares.json``, ``montage.png``, ``simulation.json``.
+    days : whole days to simulate, from ``start`` 00:00 UTC.
+    cadence_min : AIA frame cadence in minutes (SDOMLv2 is used at 6-12 min).
+    start : first day, UTC, ``YYYY-MM-DD``.
+    seed : seed of everything; the same seed gives identical array data, netCDF variables and JSON.
+    overwrite : replace an existing ``out_dir`` (only once the new one is complete).
+    progress : show a progress bar on stderr when it is a terminal.
+
+    Returns
+    -------
+    dict (JSON-able): frames, flares per GOES class (HEK events), files, sizes and wall time in seconds.
+    """
+    t_wall = time.perf_counter()
+    if int(days) != days or days < 1:
+        raise FlaresynthError(f"days {days!r}: expected a whole number of days >= 1")
+    if int(cadence_min) != cadence_min or not 1 <= cadence_min <= 1440:
+        raise FlaresynthError(f"cadence_min {cadence_min!r}: expected whole minutes between 1 and 1440")
+    day0 = _parse_start(start)
+    out = Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise input_error(out, None, "already exists and is not empty (choose a new folder)")
+    sun = SimulatedSun(day0, int(days), int(seed))
+    with atomic_dir(out, overwrite=True) as tmp:
+        t_obs, t, per_year = _write_images(sun, tmp / "sdomlv2.zarr", int(cadence_min), progress)
+        rec = _goes_record(sun)
+        goes_files = _write_goes(sun, rec, tmp / "goes")
+        events = _hek_events(sun, rec)
+        (tmp / "hek").mkdir()
+        with open(tmp / "hek" / "flares.json", "w") as fh:
+            json.dump({"result": events, "overmax": False}, fh, indent=1)
+            fh.write("\n")
+        frame_flux = _frame_flux(t, rec)
+        chosen = montage(sun, t_obs, t, frame_flux, tmp / "montage.png")
+        idx = flux_to_letter_index(frame_flux)
+        hek_letters = [e["fl_goescls"][0] for e in events]
+        summary = {
+            "start": str(day0.astype("datetime64[D]")),
+            "days": int(days),
+            "cadence_min": int(cadence_min),
+            "seed": int(seed),
+            "n_frames": int(t.size),
+            "frames_per_year": per_year,
+            "frames_per_class": {c: int((idx == i).sum()) for i, c in enumerate(GOES_CLASSES)},
+            "n_flares_simulated": len(sun.flares),
+            "n_hek_events": len(events),
+            "n_flares": {c: hek_letters.count(c) for c in GOES_CLASSES},
+            "n_active_regions": len(sun.regions),
+            "goes_files": len(goes_files),
+            "goes_bad_minutes": int((~rec["good"]).sum()),
+            "montage_frames": chosen,
+            "files": ["sdomlv2.zarr", "goes/", "hek/flares.json", "montage.png", "simulation.json"],
+        }
+        with open(tmp / "simulation.json", "w") as fh:
+            json.dump(summary, fh, indent=1)
+            fh.write("\n")
+    summary["out"] = str(out)
+    summary["store_bytes"] = sum(p.stat().st_size for p in (out / "sdomlv2.zarr").rglob("*") if p.is_file())
+    summary["wall_s"] = round(time.perf_counter() - t_wall, 1)
+    return summary
+
