@@ -84,9 +84,13 @@ def flaresynth(*args):
     return subprocess.run([sys.executable, "-m", "flaresynth", *args], capture_output=True, text=True, timeout=300)
 
 
+# two observing days six years apart: two day blocks, one for train and one for test (no val split)
+SPLIT_ARGS = ["--split-by", "day", "--buffer-days", "0", "--val-fraction", "0"]
+
+
 def build_args(archive, out, *extra):
     return ["dataset", "build", "--sdoml", str(archive["store"]), "--goes", str(GOES16_X), "--goes", str(SDAC_M),
-            "--hek", str(archive["hek"]), "--out", str(out), *extra]
+            "--hek", str(archive["hek"]), "--out", str(out), *SPLIT_ARGS, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +140,37 @@ def test_disk_is_centred_in_the_64px_images(built):
     assert abs(xx.mean() - 31.5) < 1.5 and abs(yy.mean() - 31.5) < 1.5
 
 
-def test_splits_are_whole_days(built):
+def test_splits_are_whole_day_blocks_listed_in_the_manifest(built):
     ds = open_dataset(built[0])
     lab = ds.labels
     group_day = pd.to_datetime(lab["event_peak"].where(lab["event_peak"] != "", lab["time"])).dt.floor("D")
     assert lab.groupby(group_day)["split"].nunique().max() == 1
-    assert set(lab["split"]) <= {"train", "val", "test"}
+    assert set(lab["split"]) == {"train", "test"}
+    splits = ds.manifest["splits"]
+    assert splits["rule"] == "day" and len(splits["blocks"]) == 2
+    assert sorted(b["split"] for b in splits["blocks"]) == ["test", "train"]
+    assert sum(b["n_images"] for b in splits["blocks"]) == len(lab)
+
+
+def test_hek_class_of_a_goes15_event_is_divided_by_0_7_under_the_true_scale(built, archive, tmp_path):
+    """SWPC's M2.5 of 2011-06-07 was measured on SWPC-scaled GOES-15 data: M3.6 on the true scale (the real
+    SDAC file's own XRS-B peak is M3.7 true); the GOES-16 era X8.2 stays X8.2."""
+    lab = open_dataset(built[0]).labels
+    events = lab[lab["event_id"] != ""].groupby("hek_class")["event_class"].first().to_dict()
+    assert events == {"M2.5": "M3.6", "X8.2": "X8.2"}
+    assert open_dataset(built[0]).manifest["flux_convention"]["scale"] == "true"
+    r = flaresynth(*build_args(archive, tmp_path / "swpc", "--scale", "swpc", "--label", "event", "--json"))
+    assert r.returncode == 0, r.stderr
+    lab = open_dataset(tmp_path / "swpc").labels
+    flare = lab[lab["event_id"] != ""]
+    assert set(zip(flare["hek_class"], flare["event_class"])) == {("M2.5", "M2.5"), ("X8.2", "X8.2")}
+    assert np.allclose(flare.loc[flare["hek_class"] == "M2.5", "label_flux"], 2.5e-5)
+
+
+def test_info_prints_the_blocks(built):
+    r = flaresynth("dataset", "info", str(built[0]))
+    assert r.returncode == 0, r.stderr
+    assert "split by day blocks" in r.stdout and "2011-06-07T00:00:00Z" in r.stdout
 
 
 def test_rerun_with_same_inputs_is_a_no_op(archive, built):

@@ -217,3 +217,25 @@ def test_an_embedding_run_sampling_from_real_images_gets_the_demo_dataset(tmp_pa
     assert _embedding_data(run, ds) is None
     (run / "config.yaml").write_text(yaml.safe_dump({"kind": "cevae"}))
     assert _embedding_data(run, ds) is None
+
+
+def test_a_generator_trained_on_an_earlier_data_version_is_flagged_stale(demo, tmp_path, monkeypatch):
+    """A shipped generator whose provenance data hash differs from the demo dataset's: one plain line in the
+    summary and the report (its scores are not leak-free; retraining is pending)."""
+    import shutil
+
+    from flaresynth import pretrained
+
+    stale = tmp_path / "stale-discrete"
+    shutil.copytree(demo["out"] / "runs" / "discrete", stale)
+    prov = json.loads((stale / "provenance.json").read_text())
+    prov["data_hash"] = "0" * 64  # an earlier data version
+    (stale / "provenance.json").write_text(json.dumps(prov))
+    monkeypatch.setattr(pretrained, "available", lambda: {"demo:discrete": stale})
+    out = _fresh_demo_folder(demo, tmp_path / "stale")
+    summary = run_demo(out, DemoConfig.quick_config(generators=["discrete"]), progress=False)
+    line = [n for n in summary["notes"] if "trained on an earlier data version" in n]
+    assert len(line) == 1 and line[0].startswith("discrete:")
+    assert "not leak-free" in line[0] and "retraining is pending" in line[0]
+    assert json.loads((out / "demo.json").read_text())["generators"]["discrete"]["stale"] is True
+    assert "trained on an earlier data version" in (out / "report.html").read_text()

@@ -103,9 +103,11 @@ def dataset_build(
     quiet_per_day: Annotated[int, typer.Option("--quiet-per-day", help="Quiet (non-flaring) frames per day.")] = 8,
     start: Annotated[str | None, typer.Option(help="First time to use, UTC.")] = None,
     end: Annotated[str | None, typer.Option(help="Time to stop before, UTC.")] = None,
-    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Fraction of each class for the test split (by whole days).")] = 0.2,
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Fraction of each class for the test split (by whole blocks).")] = 0.2,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction for the validation split.")] = 0.1,
-    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed that breaks ties in the split assignment.")] = 0,
+    split_by: Annotated[str, typer.Option("--split-by", help="Contiguous time blocks assigned whole to train/val/test: rotation (Carrington, 27.3 d), month, year, week, day, or chronological (train on the earliest, test on the latest). Too few blocks: falls back to a smaller block, with a warning in the manifest.")] = "rotation",
+    buffer_days: Annotated[float, typer.Option("--buffer-days", help="Days dropped around every boundary between blocks of different splits (every frame, flare frames included).")] = 2.0,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the block assignment search.")] = 0,
     mask_limb: Annotated[bool, typer.Option("--mask-limb", help="Set pixels outside the solar disk to -1.")] = False,
     scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address; default: local threads.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Local dask threads (default: one per core).")] = None,
@@ -118,7 +120,8 @@ def dataset_build(
     cfg = BuildConfig(
         size=size, channel=channel, scheme=scheme, label_rule=label, scale=scale, window_min=window_min,
         quiet_per_day=quiet_per_day, start=start, end=end, test_fraction=test_fraction,
-        val_fraction=val_fraction, split_seed=split_seed, mask_limb=mask_limb, workers=workers,
+        val_fraction=val_fraction, split_by=split_by, buffer_days=buffer_days, split_seed=split_seed,
+        mask_limb=mask_limb, workers=workers,
     )
     manifest = build_dataset(images, goes_files, hek, out_dir, cfg, scheduler=scheduler, overwrite=overwrite,
                              progress=not as_json)
@@ -128,6 +131,7 @@ def dataset_build(
     if manifest.get("up_to_date"):
         out.print(f"{out_dir}: up to date (same inputs and parameters); nothing to do")
     _print_counts(out_dir, manifest)
+    _print_splits(manifest.get("splits"))
 
 
 @dataset_app.command("info")
@@ -145,6 +149,24 @@ def dataset_info(
     out.print(f"{summary['path']}: {summary['n_images']} images {summary['shape']} {summary['channels']}, "
               f"scheme {summary['scheme']}, label rule {summary['label_rule']}, {summary['time_range'][0]} .. {summary['time_range'][1]}")
     _print_counts(path, {"counts": summary["counts"]})
+    _print_splits(summary.get("splits"))
+
+
+def _print_splits(splits) -> None:
+    """The time blocks behind the splits, the buffers and any fallback warning."""
+    from rich.table import Table
+
+    if not splits or not splits.get("blocks"):
+        return
+    table = Table(title=f"split by {splits['rule']} blocks (buffer {splits['buffer_days']:g} days between splits; "
+                        f"{splits.get('dropped_in_buffers', 0)} images dropped in buffers)")
+    for col in ("block start", "block end", "split", "images"):
+        table.add_column(col, justify="right" if col == "images" else "left")
+    for b in splits["blocks"]:
+        table.add_row(b["start"], b["end"], b["split"], str(b["n_images"]))
+    out.print(table)
+    for w in splits.get("warnings", []):
+        err.print(f"warning: {w}", highlight=False)
 
 
 def _print_counts(path, manifest) -> None:

@@ -21,10 +21,27 @@ Each image carries three candidate labels, and ``label_rule`` says which one mad
 * ``peak24``: the peak XRS-B flux in the 24 h after the image time (forecasting);
 * ``event``: the HEK event's GOES class for flare frames, ``instant`` for quiet frames.
 
-Splits are by time blocks, never by frame: frames are grouped by the UTC day of their event peak (flare frames)
-or of their own time (quiet frames); whole groups are assigned to test/val/train by iterative stratification on
-the group's rarest class (so rare classes reach every split when they can), and quiet frames closer than
-``split_gap`` to a frame of another split are dropped, so neighbouring frames never straddle two splits.
+Labels, XRS fluxes and HEK classes are in one flux convention (``--scale``, written into the manifest as
+``flux_convention``): under ``true`` the HEK class of an event measured by GOES 8-15 (the satellite of the XRS
+sample nearest its peak) is divided by 0.7, since SWPC's class strings of that era carry the 0.7 factor
+(:mod:`flaresynth.sources.goes`); ``event_class`` holds the rescaled class, ``hek_class`` the reported one.
+
+Splits are by **contiguous time blocks**, never by frame, because an active region lives one to two solar
+rotations and neighbouring days show nearly the same disk (``split_by``: Carrington ``rotation``, 27.2753 days,
+the default; ``month``, ``year``, ``week``, ``day``; or ``chronological``: train on the earliest frames, then
+val, then test). A flare frame belongs to the block of its event's peak, so an event never straddles two blocks.
+Whole blocks go to train/val/test by a seeded search (``split_seed``) that keeps every class in every split where
+the data allows and each split's share of each class near its fraction. Around every boundary between blocks of
+different splits a **buffer** of ``buffer_days`` (default 2) is dropped, every frame in it (flare frames
+included), so frames of different splits are at least ``buffer_days`` apart; a ``peak24``/``flare24`` window
+that would reach into another split's block is cut (the frame is dropped under ``label_rule="peak24"``, else its
+``peak24`` columns are emptied). When the data holds too few blocks of the requested rule for three non-empty
+splits, the builder falls back to the next smaller block (rotation/month -> week -> day) and writes a warning
+into ``manifest.json["splits"]["warnings"]``, never silently. ``flaresynth dataset info`` prints the blocks.
+What each rule leaves: rotation blocks still share the regions that survive one rotation and return (a test
+rotation's regions may have been seen, younger, in the previous train rotation); ``chronological`` has one
+boundary only, so at most one region generation straddles it, at the price of a test period that may differ in
+activity level from the training period.
 """
 
 from __future__ import annotations
@@ -44,7 +61,15 @@ import pandas as pd
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import atomic_dir, read_json, sha256_file, write_json
-from flaresynth.labels import GOES_CLASSES, SCHEMES, check_scheme, flux_to_label_index, flux_to_letter_index
+from flaresynth.labels import (
+    GOES_CLASSES,
+    SCHEMES,
+    check_scheme,
+    flux_to_class,
+    flux_to_label_index,
+    flux_to_letter_index,
+)
+from flaresynth.sources.goes import SWPC_FACTOR_B
 
 DATASET_FORMAT = "flaresynth-dataset/1"
 IMAGES_FILE = "images.npy"
@@ -52,6 +77,7 @@ LABELS_FILE = "labels.csv"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
 LABEL_RULES = ("instant", "peak24", "event")
+CARRINGTON_DAYS = 27.2753  # synodic Carrington rotation period
 
 #: Columns of labels.csv, in order.
 LABEL_COLUMNS = [
@@ -66,7 +92,8 @@ LABEL_COLUMNS = [
     "flare24",  # True when an M-or-larger flare peaks in (t, t + 24 h]
     "selection",  # flare | quiet
     "event_id",  # HEK event of a flare frame, "" for quiet frames
-    "event_class",  # HEK fl_goescls of that event
+    "event_class",  # class of that event's HEK fl_goescls in the dataset's flux convention (÷0.7 for GOES 8-15 under true)
+    "hek_class",  # that event's fl_goescls as HEK reports it
     "event_peak",  # HEK peak time of that event
     "split",  # train | val | test
     "source_index",  # index of the frame in the time-sorted image source
@@ -238,7 +265,8 @@ class BuildConfig:
     forecast_hours: float = 24.0
     test_fraction: float = 0.2
     val_fraction: float = 0.1
-    split_gap_min: float = 120.0
+    split_by: str = "rotation"
+    buffer_days: float = 2.0
     split_seed: int = 0
     start: str | None = None
     end: str | None = None
@@ -255,6 +283,13 @@ class BuildConfig:
             raise FlaresynthError(f"--size {self.size}: expected 8 to 4096 pixels")
         if not 0 <= self.test_fraction < 1 or not 0 <= self.val_fraction < 1 or self.test_fraction + self.val_fraction >= 1:
             raise FlaresynthError("--test-fraction and --val-fraction must be in [0, 1) and sum to less than 1")
+        if self.split_by not in SPLIT_RULES:
+            raise FlaresynthError(f"--split-by {self.split_by!r}: expected one of {', '.join(SPLIT_RULES)}")
+        if not self.buffer_days >= 0:
+            raise FlaresynthError(f"--buffer-days {self.buffer_days}: expected a duration >= 0 days")
+        if self.split_by != "chronological" and self.buffer_days >= BLOCK_DAYS[self.split_by]:
+            raise FlaresynthError(f"--buffer-days {self.buffer_days:g} is not shorter than a {self.split_by} block "
+                                  f"({BLOCK_DAYS[self.split_by]:g} days): choose a larger --split-by or a shorter buffer")
         if self.window_min < 0 or self.quiet_per_day < 0:
             raise FlaresynthError("--window-min and --quiet-per-day must not be negative")
 
@@ -304,7 +339,7 @@ def build_dataset(
     events = read_events(hek)
     table = select_frames(source, events, cfg)
     table = attach_labels(table, xrs, events, cfg)
-    table = assign_splits(table, cfg)
+    table, split_info = assign_splits(table, cfg)
     if table.empty:
         raise FlaresynthError(
             f"{images}: no usable frame (no frame with good GOES data near a HEK event or in quiet times"
@@ -322,6 +357,8 @@ def build_dataset(
             "transform": transform.to_dict(),
             "image_size": cfg.size,
             "label_rule": cfg.label_rule,
+            "flux_convention": _convention(cfg.scale),
+            "splits": split_info,
             "sources": {
                 "images": str(images),
                 "image_source_type": type(source).__name__,
@@ -432,7 +469,14 @@ def attach_labels(table: pd.DataFrame, xrs, events: pd.DataFrame, cfg: BuildConf
         values = events[name].to_numpy()[ev_safe]
         return np.where(has_event, values, fill)
 
-    event_flux = event_col("goes_flux", np.nan).astype(np.float64)
+    hek_flux = event_col("goes_flux", np.nan).astype(np.float64)
+    # One convention for every label: HEK class strings of GOES 8-15 events were measured on SWPC-scaled data
+    # (x 0.7), so under the true scale they are divided by 0.7, like the XRS fluxes (sources.goes).
+    event_flux = hek_flux.copy()
+    if cfg.scale == "true" and len(events) and has_event.any():
+        peaks_ns = events["peak"].to_numpy(dtype="datetime64[ns]")[ev_safe]
+        rescale = has_event & np.isfinite(hek_flux) & xrs.swpc_scaled_at(peaks_ns)
+        event_flux = np.where(rescale, hek_flux / SWPC_FACTOR_B, hek_flux)
     if len(events):
         peak_strings = pd.to_datetime(events["peak"]).dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
         event_peak = np.where(has_event, peak_strings[ev_safe], "")
@@ -454,7 +498,8 @@ def attach_labels(table: pd.DataFrame, xrs, events: pd.DataFrame, cfg: BuildConf
             "flare24": np.nan_to_num(peak24, nan=0.0) >= 1e-5,
             "selection": table["selection"].to_numpy(),
             "event_id": event_col("event_id", "").astype(str),
-            "event_class": event_col("goes_class", "").astype(str),
+            "event_class": [flux_to_class(f) if np.isfinite(f) else "" for f in event_flux],
+            "hek_class": event_col("goes_class", "").astype(str),
             "event_peak": event_peak,
             "source_index": table["source_index"].to_numpy(),
             "time_ns": times,
@@ -471,59 +516,180 @@ def attach_labels(table: pd.DataFrame, xrs, events: pd.DataFrame, cfg: BuildConf
     return out
 
 
-def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
-    """Assign whole UTC-day groups to test/val/train by stratifying on each group's rarest class."""
-    if table.empty:
-        table["split"] = []
-        return table
-    classes = SCHEMES[cfg.scheme]
+#: Split rules, largest block first; a rule whose blocks are too few falls back to the next smaller one.
+SPLIT_RULES = ("year", "month", "rotation", "week", "day", "chronological")
+#: Nominal block length of each rule in days (the buffer must be shorter than a block).
+BLOCK_DAYS = {"year": 365.25, "month": 28.0, "rotation": CARRINGTON_DAYS, "week": 7.0, "day": 1.0}
+_FALLBACK = {"year": "month", "month": "week", "rotation": "week", "week": "day"}
+
+
+def block_edges(rule: str, first: np.datetime64, last: np.datetime64) -> np.ndarray:
+    """Edges (datetime64[ns], increasing) of the contiguous time blocks of ``rule`` covering [first, last].
+
+    ``rotation`` blocks are Carrington rotations (start times from sunpy's ``carrington_rotation_time``);
+    ``week`` blocks start on Mondays (ISO weeks); the others are calendar days, months and years (UTC).
+    """
+    first, last = pd.Timestamp(first), pd.Timestamp(last)
+    if rule == "rotation":
+        from sunpy.coordinates.sun import carrington_rotation_number, carrington_rotation_time
+
+        n0 = int(np.floor(carrington_rotation_number(first.to_pydatetime())))
+        n1 = int(np.floor(carrington_rotation_number(last.to_pydatetime()))) + 1
+        starts = carrington_rotation_time(np.arange(n0, n1 + 1)).to_datetime()
+        return np.array([np.datetime64(t, "ns") for t in starts])
+    freq = {"day": "D", "week": "W-MON", "month": "MS", "year": "YS"}[rule]
+    day = first.floor("D")
+    floor = {"day": day, "week": day - pd.Timedelta(days=day.dayofweek), "month": day.replace(day=1),
+             "year": day.replace(month=1, day=1)}[rule]
+    edges = pd.date_range(floor, last + pd.Timedelta(days=BLOCK_DAYS[rule] + 1), freq=freq)
+    return edges.to_numpy(dtype="datetime64[ns]")
+
+
+def _group_times(table: pd.DataFrame) -> np.ndarray:
+    """Time that decides a frame's block: its event's peak for flare frames (so an event never straddles two
+    blocks), its own time for quiet frames."""
     group_time = table["time_ns"].to_numpy(dtype="datetime64[ns]").copy()
     has_event = table["event_peak"].to_numpy() != ""
     if has_event.any():
         peaks = pd.to_datetime(table.loc[has_event, "event_peak"], utc=True).dt.tz_localize(None)
         group_time[has_event] = peaks.to_numpy(dtype="datetime64[ns]")
-    group = group_time.astype("datetime64[D]")
-    groups, inverse = np.unique(group, return_inverse=True)
-    label_idx = np.array([classes.index(c) for c in table["label"]])
-    counts = np.zeros((len(groups), len(classes)), dtype=np.int64)
-    np.add.at(counts, (inverse, label_idx), 1)
+    return group_time
+
+
+def _assign_blocks(counts: np.ndarray, fractions: dict, seed: int, tries: int = 4000) -> np.ndarray | None:
+    """Split index (into ``list(fractions)``) of each block, from a seeded search over assignments.
+
+    The cost favours, in this order: every split non-empty; every class present in the data present in every
+    split (where the data allows); each split's share of each class close to its fraction; few changes of split
+    between neighbouring blocks (each change costs a buffer). Returns None when no assignment leaves every
+    split non-empty (fewer blocks than splits).
+    """
+    names = list(fractions)
+    target = np.array([fractions[s] for s in names])
+    n_blocks, n_classes = counts.shape
+    if n_blocks < len(names):
+        return None
     totals = counts.sum(axis=0)
-    fractions = {"test": cfg.test_fraction, "val": cfg.val_fraction}
-    fractions["train"] = 1.0 - cfg.test_fraction - cfg.val_fraction
-    split_names = [s for s in ("test", "val", "train") if fractions[s] > 0]
-    have = {s: np.zeros(len(classes)) for s in split_names}
-    # rarest class present in each group decides its priority; ties broken by a seeded shuffle
-    rarity = np.where(counts > 0, totals[None, :], np.iinfo(np.int64).max).min(axis=1)
-    rng = np.random.default_rng(cfg.split_seed)
-    order = np.lexsort((rng.permutation(len(groups)), -counts.sum(axis=1), rarity))
-    assignment = np.empty(len(groups), dtype=object)
-    for g in order:
-        c = int(np.argmin(np.where(counts[g] > 0, totals, np.iinfo(np.int64).max)))
-        deficits = [fractions[s] * totals[c] - have[s][c] for s in split_names]
-        best = split_names[int(np.argmax(deficits))]
-        assignment[g] = best
-        have[best] += counts[g]
-    table = table.copy()
-    table["split"] = assignment[inverse]
-    return _drop_split_neighbours(table, cfg)
+    present = totals > 0
+    weight = 1.0 / np.maximum(totals, 1)  # a rare class's share matters as much as a common one's
+    rng = np.random.default_rng(seed)
+    candidates = [rng.choice(len(names), size=n_blocks, p=target) for _ in range(tries)]
+    # contiguous layouts too (train, then val, then test, in every order), which cost the fewest buffers
+    cum = np.cumsum(counts.sum(axis=1)) / max(1, counts.sum())
+    for order in (np.arange(len(names)), np.arange(len(names))[::-1], rng.permutation(len(names))):
+        cuts = np.cumsum(target[order])[:-1]
+        candidates.append(order[np.searchsorted(cuts, cum - 1e-9, side="right").clip(0, len(names) - 1)])
+    a = np.stack(candidates)  # (tries, blocks)
+    onehot = (a[:, :, None] == np.arange(len(names))[None, None, :]).astype(np.float64)
+    per_split = np.einsum("tbk,bc->tkc", onehot, counts)  # (tries, splits, classes)
+    empty = (per_split.sum(axis=2) == 0).any(axis=1)
+    missing = ((per_split == 0) & present[None, None, :]).sum(axis=(1, 2))
+    share = per_split / np.maximum(totals, 1)[None, None, :]
+    misfit = (((share - target[None, :, None]) ** 2) * (weight * totals)[None, None, :]).sum(axis=(1, 2))
+    changes = (a[:, 1:] != a[:, :-1]).sum(axis=1)
+    cost = np.where(empty, np.inf, 10.0 * missing + misfit / max(1, present.sum()) + 0.01 * changes)
+    best = int(np.argmin(cost))
+    return None if not np.isfinite(cost[best]) else a[best]
 
 
-def _drop_split_neighbours(table: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
-    """Drop quiet frames closer than ``split_gap`` to any frame of another split."""
-    gap = np.timedelta64(int(cfg.split_gap_min * 60e9), "ns")
+def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, dict]:
+    """Assign contiguous time blocks to train/val/test, drop the buffers between splits; returns the table and
+    the manifest's ``splits`` record (rule used, blocks, buffers, warnings). See the module docstring."""
+    info = {"rule_requested": cfg.split_by, "buffer_days": cfg.buffer_days, "seed": cfg.split_seed,
+            "fractions": {"train": 1.0 - cfg.test_fraction - cfg.val_fraction, "val": cfg.val_fraction,
+                          "test": cfg.test_fraction}, "warnings": []}
+    if table.empty:
+        table["split"] = []
+        info.update(rule=cfg.split_by, blocks=[])
+        return table, info
+    classes = SCHEMES[cfg.scheme]
+    fractions = {s: f for s, f in info["fractions"].items() if f > 0}
+    label_idx = np.array([classes.index(c) for c in table["label"]])
+    group_time = _group_times(table)
     times = table["time_ns"].to_numpy(dtype="datetime64[ns]")
-    split = table["split"].to_numpy()
-    drop = np.zeros(len(table), dtype=bool)
-    for s in np.unique(split):
-        other = np.sort(times[split != s])
-        if not len(other):
-            continue
-        mine = np.flatnonzero((split == s) & (table["selection"].to_numpy() == "quiet"))
-        pos = np.searchsorted(other, times[mine])
-        before = np.abs(times[mine] - other[np.clip(pos - 1, 0, len(other) - 1)])
-        after = np.abs(other[np.clip(pos, 0, len(other) - 1)] - times[mine])
-        drop[mine] = np.minimum(before, after) < gap
-    return table[~drop].reset_index(drop=True)
+    first, last = min(times.min(), group_time.min()), max(times.max(), group_time.max())
+    buffer = np.timedelta64(int(cfg.buffer_days * 86400e9), "ns")
+
+    rule = cfg.split_by
+    while True:
+        if rule == "chronological":
+            assignment, edges, block = _chronological(group_time, fractions)
+            break
+        if cfg.buffer_days >= BLOCK_DAYS[rule]:
+            raise FlaresynthError(f"--buffer-days {cfg.buffer_days:g} is not shorter than a {rule} block "
+                                  f"({BLOCK_DAYS[rule]:g} days): choose a larger --split-by or a shorter buffer")
+        all_edges = block_edges(rule, first, last)
+        used, block = np.unique(np.searchsorted(all_edges, group_time, side="right") - 1, return_inverse=True)
+        counts = np.zeros((len(used), len(classes)), dtype=np.int64)
+        np.add.at(counts, (block, label_idx), 1)
+        a = _assign_blocks(counts, fractions, cfg.split_seed)
+        if a is not None:
+            assignment = np.array([list(fractions)[k] for k in a], dtype=object)
+            edges = np.stack([all_edges[used], all_edges[used + 1]], axis=1)  # block k spans [start, end)
+            break
+        smaller = _FALLBACK.get(rule)
+        message = (f"split by {rule}: {len(used)} block(s) of data, too few for {len(fractions)} splits of whole "
+                   "blocks")
+        if smaller is None:
+            raise FlaresynthError(f"{message}: a split would be empty (use --split-by chronological, or lower "
+                                  "--val-fraction to 0)")
+        info["warnings"].append(f"{message}; fell back to {smaller} blocks")
+        rule = smaller
+
+    split = assignment[block]
+    # buffers: around every boundary between neighbouring blocks of different splits, drop every frame whose own
+    # time or block time lies within buffer/2 of the boundary, so frames of different splits are >= buffer apart
+    boundaries = [edges[k][1] for k in range(len(edges) - 1) if assignment[k] != assignment[k + 1]]
+    half = buffer // 2
+    in_buffer = np.zeros(len(table), dtype=bool)
+    for b in boundaries:
+        for t in (times, group_time):
+            in_buffer |= (t >= b - half) & (t < b + half)
+    # a label window (t, t + forecast] must not reach into another split's block
+    window = np.timedelta64(int(cfg.forecast_hours * 3600e9), "ns")
+    crosses = np.zeros(len(table), dtype=bool)
+    for b in boundaries:
+        crosses |= (times < b) & (times + window > b + half)
+    table = table.copy()
+    table["split"] = split
+    peak_cols = ["peak24_flux", "peak24_class", "flare24"]
+    if crosses.any() and cfg.label_rule == "peak24":
+        in_buffer |= crosses  # the label itself would look across the boundary
+    elif crosses.any() and all(c in table for c in peak_cols):
+        table.loc[crosses, "peak24_flux"] = np.nan
+        table.loc[crosses, "peak24_class"] = ""
+        table.loc[crosses, "flare24"] = False
+    kept = table[~in_buffer].reset_index(drop=True)
+    block_rows = []
+    for k in range(len(edges)):
+        rows = kept[(block[~in_buffer] == k)]
+        block_rows.append({"start": _iso(edges[k][0]), "end": _iso(edges[k][1]), "split": str(assignment[k]),
+                           "n_images": int(len(rows)),
+                           "counts": {c: int((rows["label"] == c).sum()) for c in classes}})
+    info.update(rule=rule, blocks=block_rows, n_boundaries=len(boundaries), dropped_in_buffers=int(in_buffer.sum()),
+                label_windows_cut=int(crosses.sum()))
+    if cfg.buffer_days > 0 and not boundaries:
+        info["warnings"].append("no boundary between splits: no buffer was needed")
+    return kept, info
+
+
+def _chronological(group_time: np.ndarray, fractions: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train on the earliest frames, then val, then test, cut at the fractions of the frame count."""
+    order = [s for s in ("train", "val", "test") if s in fractions]
+    t_sorted = np.sort(group_time)
+    cum = np.cumsum([fractions[s] for s in order])[:-1]
+    cuts = [t_sorted[min(len(t_sorted) - 1, int(round(c * len(t_sorted))))] for c in cum]
+    edges_flat = np.array([t_sorted[0], *cuts, t_sorted[-1] + np.timedelta64(1, "s")], dtype="datetime64[ns]")
+    if len(np.unique(edges_flat)) < len(edges_flat):
+        raise FlaresynthError("split chronological: too few distinct times for "
+                              f"{len(order)} splits; a split would be empty")
+    block = np.searchsorted(edges_flat[1:-1], group_time, side="right")
+    edges = np.stack([edges_flat[:-1], edges_flat[1:]], axis=1)
+    return np.array(order, dtype=object), edges, block
+
+
+def _iso(t) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def preprocess_frames(source, indices, path: Path, cfg: BuildConfig, transform, scheduler, progress) -> None:
@@ -609,6 +775,14 @@ def _versions() -> dict:
     return versions
 
 
+def _convention(scale: str) -> dict:
+    """The flux convention of every label of a dataset (written into its manifest and every results file)."""
+    text = {"true": "NOAA science (true) fluxes: GOES 8-15 XRS-B without SWPC's 0.7 factor; HEK classes of GOES "
+                    "8-15 events divided by 0.7",
+            "swpc": "SWPC scale: GOES 8-15 XRS-B x 0.7 (as pre-2020 SWPC/HEK class strings); GOES-R unchanged"}[scale]
+    return {"scale": scale, "description": text}
+
+
 def dataset_summary(ds: DatasetFolder) -> dict:
     """What `flaresynth dataset info` prints: size, classes, counts per split, sources, label rule."""
     m = ds.manifest
@@ -619,6 +793,8 @@ def dataset_summary(ds: DatasetFolder) -> dict:
         "channels": ds.channels,
         "scheme": ds.scheme,
         "label_rule": m.get("label_rule"),
+        "flux_convention": m.get("flux_convention"),
+        "splits": m.get("splits"),
         "counts": m.get("counts"),
         "selection": ds.labels["selection"].value_counts().to_dict() if "selection" in ds.labels else {},
         "time_range": [ds.labels["time"].min(), ds.labels["time"].max()],

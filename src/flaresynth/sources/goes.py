@@ -252,6 +252,30 @@ class XRSSeries:
         out[ok] = gf[idx[ok]]
         return out.reshape(shape)
 
+    def satellite_at(self, times, tolerance=np.timedelta64(1, "h")) -> np.ndarray:
+        """Satellite (e.g. ``"GOES-15"``) of the nearest good sample within ±``tolerance`` of each time, else ``""``."""
+        t, shape, nat = _as_ns(times)
+        tol = _as_timedelta_ns(tolerance, "tolerance")
+        good = np.flatnonzero(self.good)
+        out = np.full(t.shape, "", dtype=object)
+        if len(good) == 0:
+            return out.reshape(shape)
+        gt = self.time[good].view(np.int64)
+        right = np.clip(np.searchsorted(gt, t), 0, len(gt) - 1)
+        left = np.clip(right - 1, 0, len(gt) - 1)
+        use_left = np.abs(t - gt[left]) <= np.abs(gt[right] - t)
+        idx = np.where(use_left, left, right)
+        ok = (np.abs(gt[idx] - t) <= tol) & ~nat
+        out[ok] = self.satellite[good[idx[ok]]]
+        return out.reshape(shape)
+
+    def swpc_scaled_at(self, times, tolerance=np.timedelta64(1, "h")) -> np.ndarray:
+        """True where the satellite measuring at each time is one SWPC scaled by 0.7 (GOES 8-15), so that a
+        SWPC/HEK class string of that time is on the SWPC scale. False where no sample is within ``tolerance``."""
+        sats = self.satellite_at(times, tolerance)
+        flat = [bool(s) and _in_swpc_era("", s) for s in np.ravel(sats)]
+        return np.array(flat, dtype=bool).reshape(np.shape(sats))
+
     def peak_after(self, times, window=np.timedelta64(24, "h")) -> tuple[np.ndarray, np.ndarray]:
         """Maximum good flux (W/m²) in ``(t, t + window]`` for each time t, and the time of that maximum.
 
