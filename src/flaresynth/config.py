@@ -1,9 +1,10 @@
 """Typed configuration of a training run: dataclasses, YAML in and out, errors that name the key.
 
-A run is described by one :class:`RunConfig`: what is trained (``kind``) and six sections::
+A run is described by one :class:`RunConfig`: what is trained (``kind``) and seven sections::
 
     name: demo
     kind: ddpm    # ddpm (the conditional diffusion model) | cevae (the ceVAE baseline and embedding encoder)
+                  # | student (a few-step DDPM distilled from a ddpm run, see flaresynth.distill)
     model:        # the U-Net (diffusers UNet2DModel), see flaresynth.models.unet; for a ceVAE only
                   # sample_size and in_channels are used
     diffusion:    # noise schedule, prediction target, loss weighting, see flaresynth.diffusion (ddpm only)
@@ -11,7 +12,8 @@ A run is described by one :class:`RunConfig`: what is trained (``kind``) and six
                   # (ddpm only)
     cevae:        # latent size, feature maps, loss weights, context-encoding masks (cevae only),
                   # see flaresynth.models.cevae
-    train:        # optimiser, EMA, steps, checkpoints, see flaresynth.train (both kinds)
+    distill:      # teacher, stage and step counts of one distillation stage (student only)
+    train:        # optimiser, EMA, steps, checkpoints, see flaresynth.train (every kind)
     sample:       # default sampler, guidance and embedding source of `flaresynth sample`, training grids
 
 Presets ship with the package (``flaresynth/configs/{demo,paper,paper128,tiny,cevae-demo,cevae-tiny}.yaml``)
@@ -39,7 +41,9 @@ import yaml
 
 from flaresynth.errors import FlaresynthError
 
-RUN_KINDS = ("ddpm", "cevae")
+RUN_KINDS = ("ddpm", "cevae", "student")
+#: Stages of a distilled student (see flaresynth.distill).
+DISTILL_STAGES = ("guidance", "progressive")
 CONDITIONING_KINDS = ("discrete", "continuous", "discrete+embedding")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -144,6 +148,28 @@ class CevaeConfig:
 
 
 @dataclass
+class DistillConfig:
+    """One stage of distilling a guided DDPM into a few-step student (``kind: student``; :mod:`flaresynth.distill`).
+
+    ``stage: guidance`` (Meng et al. 2023): the student, which takes the CFG weight w as an input, learns the
+    teacher's guided output ε(x,c) + w·(ε(x,c) − ε(x,∅)) in one forward, at the timesteps of a
+    ``teacher_steps``-step DDIM sampler (``student_steps`` equals it). ``stage: progressive`` (Salimans & Ho
+    2022): one DDIM step of the student, ``student_steps`` = ``teacher_steps`` / 2, lands where two DDIM steps
+    of the teacher (the previous stage's student) land. ``teacher`` is the teacher's run or model folder; w is
+    drawn uniformly from [``guidance_min``, ``guidance_max``] and enters through ``guidance_frequencies``
+    sinusoidal features added to the conditioning embedding.
+    """
+
+    teacher: str | None = None
+    stage: str = "guidance"
+    teacher_steps: int = 64
+    student_steps: int = 64
+    guidance_min: float = 0.0
+    guidance_max: float = 4.0
+    guidance_frequencies: int = 8
+
+
+@dataclass
 class TrainConfig:
     """Optimisation. ``batch_size`` is per process and per micro-step; the batch of one optimiser step is
     ``batch_size × processes × grad_accum``. ``steps`` is the planned length (the LR schedule's length);
@@ -208,6 +234,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     cevae: CevaeConfig = field(default_factory=CevaeConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -228,13 +255,17 @@ class RunConfig:
         Resuming needs the same fingerprint. Left out: the planned length, logging, checkpoint and grid
         intervals, and the sampling defaults, which may change between an interrupted run and its resume;
         and the sections the run's ``kind`` does not use (so a ``ddpm`` config hashes exactly as it did
-        before ``kind`` and ``cevae`` existed, and old runs still resume).
+        before ``kind``, ``cevae`` and ``distill`` existed, and old runs still resume).
         """
         d = self.to_dict()
         d.pop("name")
         d.pop("sample")
         kind = d.pop("kind")
-        if kind == "ddpm":
+        if kind != "student":
+            d.pop("distill")
+        else:
+            d["kind"] = kind
+        if kind in ("ddpm", "student"):
             d.pop("cevae")
         else:
             d = {"kind": kind, "model": {k: d["model"][k] for k in ("sample_size", "in_channels")},
@@ -382,6 +413,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if cfg.kind == "cevae":
         _validate_cevae(cfg, source)
         return
+    if cfg.kind == "student":
+        _validate_distill(cfg, source)
     if not m.block_out_channels:
         raise FlaresynthError(f"{source}: model.block_out_channels: expected at least one width")
     for w in m.block_out_channels:
@@ -449,6 +482,25 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
     _choice(source, "sample.embedding_source", s.embedding_source, EMBEDDING_SOURCES)
 
 
+def _validate_distill(cfg: RunConfig, source: str) -> None:
+    e = cfg.distill
+    if not e.teacher:
+        raise FlaresynthError(f"{source}: distill.teacher: missing (a student needs the run it is distilled from)")
+    _choice(source, "distill.stage", e.stage, DISTILL_STAGES)
+    _positive(source, "distill.teacher_steps", e.teacher_steps)
+    _positive(source, "distill.student_steps", e.student_steps)
+    want = e.teacher_steps if e.stage == "guidance" else e.teacher_steps / 2
+    if e.student_steps != want:
+        raise FlaresynthError(f"{source}: distill.student_steps: {e.student_steps}, expected {want:g} for a "
+                              f"{e.stage} stage from {e.teacher_steps} teacher steps")
+    if e.teacher_steps > cfg.diffusion.num_train_timesteps:
+        raise FlaresynthError(f"{source}: distill.teacher_steps: {e.teacher_steps}, expected at most "
+                              f"diffusion.num_train_timesteps ({cfg.diffusion.num_train_timesteps})")
+    if not 0 <= e.guidance_min <= e.guidance_max:
+        raise FlaresynthError(f"{source}: distill.guidance_min/guidance_max: expected 0 <= guidance_min <= guidance_max")
+    _positive(source, "distill.guidance_frequencies", e.guidance_frequencies)
+
+
 def _validate_cevae(cfg: RunConfig, source: str) -> None:
     e, size = cfg.cevae, cfg.model.sample_size
     _positive(source, "cevae.z_dim", e.z_dim)
@@ -478,6 +530,7 @@ __all__ = [
     "DiffusionConfig",
     "ConditioningConfig",
     "CevaeConfig",
+    "DistillConfig",
     "TrainConfig",
     "SampleConfig",
     "RunConfig",

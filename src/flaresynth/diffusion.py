@@ -147,11 +147,14 @@ def cfg_combine(out_cond: torch.Tensor, out_uncond: torch.Tensor, guidance: floa
 def guided_output(denoiser, x: torch.Tensor, t, cond: Condition, guidance: float) -> torch.Tensor:
     """Guided model output at (x, t): conditional and unconditional passes in ONE forward of batch 2B.
 
-    With ``guidance == 0`` only the conditional pass runs.
+    With ``guidance == 0`` only the conditional pass runs. A distilled student (``takes_guidance``,
+    :class:`flaresynth.distill.GuidanceStudent`) takes w as an input: one forward of batch B.
     """
     n = x.shape[0]
     t = torch.as_tensor(t, device=x.device)
     t = t.expand(n) if t.ndim == 0 else t
+    if getattr(denoiser, "takes_guidance", False):
+        return denoiser(x, t, cond, torch.full((n,), float(guidance), device=x.device))
     if guidance == 0:
         return denoiser(x, t, cond, torch.zeros(n, dtype=torch.bool, device=x.device))
     drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(x.device)

@@ -138,7 +138,7 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
     images = resample(raw, channel_transforms(ds), cfg.model.sample_size)
     labels = ds.label_index()[idx]
     flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[idx]
-    kind = cfg.conditioning.kind if cfg.kind == "ddpm" else "discrete"  # a ceVAE trains on images alone
+    kind = "discrete" if cfg.kind == "cevae" else cfg.conditioning.kind  # a ceVAE trains on images alone
     if kind == "continuous":
         bad = np.flatnonzero(~(np.isfinite(flux) & (flux > 0)))
         if len(bad):
@@ -261,11 +261,16 @@ class DiffusionObjective:
 
 
 def make_objective(cfg: RunConfig, data: dict, classes):
-    """The objective of ``cfg.kind``: :class:`DiffusionObjective` or the ceVAE's ``CevaeObjective``."""
+    """The objective of ``cfg.kind``: :class:`DiffusionObjective`, the ceVAE's ``CevaeObjective``, or a
+    distillation stage's ``flaresynth.distill.DistillObjective``."""
     if cfg.kind == "cevae":
         from flaresynth.models.cevae import CevaeObjective
 
         return CevaeObjective(cfg, data, classes)
+    if cfg.kind == "student":
+        from flaresynth.distill import DistillObjective  # imported here: flaresynth.distill imports this module
+
+        return DistillObjective(cfg, data, classes)
     return DiffusionObjective(cfg, data, classes)
 
 

@@ -120,6 +120,9 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     if not (folder / META_FILE).is_file() or not (folder / "config.json").is_file():
         raise FlaresynthError(f"{folder}: not a flaresynth model folder (no {META_FILE} or config.json)")
     meta = read_json(folder / META_FILE)
+    if "student" in meta:
+        raise FlaresynthError(f"{folder}: a distilled student (w as input), not a DDPM; "
+                              "open it with flaresynth.distill.load_student")
     c = meta["conditioning"]
     try:
         unet = UNet2DModel.from_pretrained(folder)
