@@ -489,6 +489,10 @@ def _counting_class():
         def conditioner(self):
             return self.inner.conditioner
 
+        @property
+        def takes_guidance(self):  # a distilled student: one forward with w (flaresynth.diffusion.guided_output)
+            return getattr(self.inner, "takes_guidance", False)
+
         def forward(self, x, t, cond, drop):
             self.calls += 1
             self.rows += int(x.shape[0])

@@ -139,6 +139,31 @@ def test_guidance_cost(toy, capsys, monkeypatch):
     assert r["best_guidance_f1_judge"] in by_w and Path(r["plot"]).is_file()
 
 
+def test_distill_quality(toy, capsys, monkeypatch):
+    from flaresynth.distill import distill
+
+    student = distill(toy["run"], toy["root"] / "student", steps=1, teacher_steps=2, stage_steps=2, progress=False)
+    r = run_script("distill_quality", ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--student", str(student)],
+                   toy, capsys, monkeypatch)
+    for key in ("machine", "load", "teacher", "students", "n_images", "guidance", "judge", "referee", "reference",
+                "fd_domain_real_floor", "criteria", "settings", "simulated_sun_note", "seconds_total"):
+        assert key in r, key
+    assert r["n_images"] == 2 * len(GOES_CLASSES) and r["reference"] == "teacher-ddpm-10" and r["guidance"] > 0
+    rows = {s["name"].split(" ")[0]: s for s in r["settings"]}
+    assert list(rows) == ["teacher-ddpm-10", "teacher-ddim-2", "student-ddim-1"]
+    # a teacher's guided step is 2 rows per image (batched cond + uncond), the student's one forward 1
+    assert rows["teacher-ddpm-10"]["nfe_per_image"] == 20 and rows["teacher-ddim-2"]["nfe_per_image"] == 4
+    st = rows["student-ddim-1"]
+    assert st["role"] == "student" and st["nfe_per_image"] == 1 and st["forward_calls"] == 1
+    for row in r["settings"]:
+        assert row["images_per_s"] > 0 and row["fd_domain"] >= 0 and 0 <= row["f1_judge"] <= 1
+        for key in ("fd_rel_to_reference_std", "f1_judge_minus_reference_std", "f1_judge_minus_reference"):
+            assert row[key] is not None and np.isfinite(row[key]), key
+    assert rows["teacher-ddpm-10"]["f1_judge_minus_reference_std"] == 0
+    v = st["verdict"]
+    assert v["nfe_ok"] and v["meets_targets"] == (v["f1_judge_ok"] and v["fd_domain_ok"])
+
+
 def test_train_throughput(toy, capsys, monkeypatch):
     r = run_script("train_throughput", ["--data", str(toy["ds"])], toy, capsys, monkeypatch)
     for key in ("matmul_gflops", "conv_gflops", "peak_gflops", "presets", "settings", "plot", "load", "machine"):
@@ -397,8 +422,8 @@ def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1 and "nope" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "train_throughput", "train_convergence",
-                                  "dataset_build", "run_all"])
+@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "train_throughput",
+                                  "train_convergence", "dataset_build", "run_all"])
 def test_help(name):
     r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]

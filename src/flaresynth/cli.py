@@ -283,6 +283,44 @@ def sample(
         err.print(f"{path}: {read_json(path / 'manifest.json')['n_images']} images written")
 
 
+# ------------------------------------------------------------------------------------------ distill
+@app.command()
+def distill(
+    run: Annotated[str, typer.Option("--run", help="The teacher: a DDPM run folder or a shipped one (demo:discrete, demo:continuous, demo:embedding). Not a ceVAE, not a student.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The student's run folder (config.yaml, model/, log.jsonl, provenance.json, stages/).")],
+    steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the student, one U-Net forward each (classifier-free guidance folded in).")] = 4,
+    teacher_steps: Annotated[int, typer.Option("--teacher-steps", help="DDIM steps of the teacher the distillation starts from; halved by each progressive stage down to --steps (so --steps times a power of two).")] = 64,
+    data: Annotated[Path | None, typer.Option("--data", help="The teacher's dataset folder (default: the one its provenance.json names; checked by data hash).")] = None,
+    stage_steps: Annotated[int, typer.Option("--stage-steps", help="Optimiser steps of each progressive stage.")] = 1000,
+    guidance_steps: Annotated[int | None, typer.Option("--guidance-steps", help="Optimiser steps of the guidance stage (default: --stage-steps).")] = None,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of each stage (cosine to 0 over the stage).")] = 1e-4,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (default: the teacher's).")] = None,
+    guidance_range: Annotated[str, typer.Option("--guidance-range", help="MIN,MAX of the CFG weights w the student learns (uniform); sampling asks for one inside it.")] = "0,4",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the student's provenance.json when done.")] = False,
+) -> None:
+    """Distil a DDPM into a few-step student with the guidance weight as an input (Meng et al. 2023; Salimans & Ho 2022)."""
+    from flaresynth.distill import distill as run_distillation
+    from flaresynth.io import read_json
+
+    try:
+        w_range = tuple(float(v) for v in guidance_range.split(","))
+    except ValueError:
+        w_range = ()
+    if len(w_range) != 2:
+        raise FlaresynthError(f"--guidance-range {guidance_range!r}: expected MIN,MAX (e.g. 0,4)")
+    path = run_distillation(run, out_dir, steps, teacher_steps=teacher_steps, data=data, stage_steps=stage_steps,
+                            guidance_steps=guidance_steps, lr=lr, batch_size=batch_size, guidance_range=w_range,
+                            resume=resume, device=device, progress=progress and not as_json,
+                            command=["flaresynth", *sys.argv[1:]])
+    if as_json:
+        _print_json(read_json(path / "provenance.json"))
+    else:
+        err.print(f"{path}: {steps}-step student in {path / 'model'}")
+
+
 # --------------------------------------------------------------------------------------- experiment
 experiment_app = typer.Typer(help="Application experiments: do generated images help a classifier or a forecaster?",
                              no_args_is_help=True)

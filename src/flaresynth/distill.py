@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -63,8 +64,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flaresynth.config import RunConfig, save_config
-from flaresynth.diffusion import cfg_combine, make_scheduler
+from flaresynth.config import RunConfig
+from flaresynth.diffusion import cfg_combine
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, read_json, write_json
 from flaresynth.models.conditioning import Condition, Conditioner
@@ -461,6 +462,8 @@ def distill(
         raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset the teacher {run} was trained "
                               "on; pass the teacher's dataset with --data")
 
+    # under `accelerate launch` every process runs each stage; only the main one writes the run folder's top
+    is_main = int(os.environ.get("RANK", "0")) == 0
     stages, teacher, logs = [], teacher_folder, []
     for i, (stage, n_teacher, n_student) in enumerate(plan):
         folder = out / STAGES / f"{i}-{stage}-{n_student}"
@@ -471,7 +474,8 @@ def distill(
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
                   command=command or ["flaresynth", *sys.argv[1:]])
-            shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # its model/ is all the next stage needs
+            if is_main:
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # its model/ is all the next stage needs
         prov = read_json(folder / "provenance.json")
         stages.append({"stage": stage, "folder": str(folder.relative_to(out)), "teacher_steps": n_teacher,
                        "student_steps": n_student, "train_steps": prov["steps"],
@@ -481,6 +485,8 @@ def distill(
                      for ln in (folder / "log.jsonl").read_text().splitlines() if ln.strip()]
         teacher = folder / "model"
 
+    if not is_main:
+        return out
     # the student's run folder: the last stage's model and config at the top, like any run
     last = out / stages[-1]["folder"]
     with atomic_dir(out / "model", overwrite=True) as tmp:

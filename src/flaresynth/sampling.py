@@ -53,6 +53,7 @@ import torch
 
 from flaresynth import __version__
 from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loop
+from flaresynth.distill import is_student, load_student
 from flaresynth.errors import FlaresynthError
 from flaresynth.labels import SCHEMES, flux_to_class, flux_to_label_index
 
@@ -127,7 +128,8 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def load_run(run: str | Path, device: str | None = None) -> TrainedModel:
-    """Open a DDPM run (folder or shipped name) for sampling; weights are the EMA weights the run saved."""
+    """Open a DDPM run or a distilled student (folder or shipped name) for sampling; weights are the EMA weights
+    the run saved."""
     from flaresynth.models.cevae import is_cevae
     from flaresynth.models.unet import load_model
 
@@ -138,7 +140,8 @@ def load_run(run: str | Path, device: str | None = None) -> TrainedModel:
             "`flaresynth sample` handles both)"
         )
     dev = pick_device(device)
-    denoiser, meta = load_model(model_folder(path), device=dev)
+    folder = model_folder(path)
+    denoiser, meta = load_student(folder, dev) if is_student(folder) else load_model(folder, device=dev)
     return TrainedModel(path=path, denoiser=denoiser, meta=meta, device=dev)
 
 
@@ -379,6 +382,18 @@ def generate(model: TrainedModel, table: pd.DataFrame, sampler: str = "ddpm", st
     return torch.cat(out).numpy() if out else np.zeros((0, *model.image_shape), np.float32)
 
 
+def check_student_settings(model: TrainedModel, sampler: str, steps: int | None, guidance: float) -> None:
+    """A distilled student samples with the sampler and step count it was trained for, at a w it learned."""
+    own_sampler, own_steps = model.meta["config"]["sample"]["sampler"], model.meta["student"]["steps"]
+    if sampler != own_sampler or (steps is not None and int(steps) != own_steps):
+        raise FlaresynthError(f"--sampler/--steps {sampler} {steps}: {model.path} is a distilled student trained for "
+                              f"{own_sampler} {own_steps} steps; sample it with those (its defaults)")
+    lo, hi = model.meta["student"]["guidance_range"]
+    if not lo <= guidance <= hi:
+        raise FlaresynthError(f"--guidance {guidance:g}: {model.path} is a distilled student that learned w from "
+                              f"{lo:g} to {hi:g}")
+
+
 # ------------------------------------------------------------------------------------------ writing
 
 
@@ -568,6 +583,9 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
     guidance = float(defaults["guidance"] if guidance is None else guidance)
     if steps is not None and int(steps) < 1:
         raise FlaresynthError(f"--steps {steps}: expected a whole number >= 1")
+    student = model.meta.get("student")
+    if student is not None:
+        check_student_settings(model, sampler, steps, guidance)
     table = build_requests(model, classes, fluxes, per_class, seed)
     embeddings, source = None, None
     if model.kind == "discrete+embedding":
@@ -617,6 +635,8 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
         "run": str(model.path),
         "conditioning": model.kind,
         **({"embedding_source": source} if source is not None else {}),
+        **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
+           if student is not None else {}),
         **({"embedding_data": str(embedding_data)} if source == "image" else {}),
         "ema_weights": True,
         "date_obs": f"{NOMINAL_DATE_OBS} (nominal J2000 epoch; synthetic images have no observation time)",

@@ -268,7 +268,8 @@ def make_objective(cfg: RunConfig, data: dict, classes):
 
         return CevaeObjective(cfg, data, classes)
     if cfg.kind == "student":
-        from flaresynth.distill import DistillObjective  # imported here: flaresynth.distill imports this module
+        # imported here: flaresynth.distill imports this module
+        from flaresynth.distill import DistillObjective
 
         return DistillObjective(cfg, data, classes)
     return DiffusionObjective(cfg, data, classes)

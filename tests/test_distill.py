@@ -1,0 +1,212 @@
+"""Distillation: the student starts as the teacher, learns its guided output, samples as a run; bad input."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from flaresynth.config import load_config, load_preset
+from flaresynth.dataset import open_dataset
+from flaresynth.distill import (
+    DistillObjective,
+    distill,
+    is_student,
+    load_student,
+    stage_plan,
+    student_from_teacher,
+    student_scheduler_config,
+)
+from flaresynth.errors import FlaresynthError
+from flaresynth.models.conditioning import Condition
+from flaresynth.models.unet import build_denoiser, load_model
+from flaresynth.samples import open_samples
+from flaresynth.sampling import build_requests, generate, load_run, sample
+from flaresynth.train import load_training_data, step_generator, train
+from toy import cli, make_dataset, one_line_error
+
+STAGE_STEPS = 40
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A toy dataset, a tiny discrete teacher (30 steps) and its 2-step student (guidance at 4 DDIM steps, then 2)."""
+    root = tmp_path_factory.mktemp("distill")
+    ds = make_dataset(root / "ds")
+    cfg = load_preset("tiny")
+    cfg.train.steps = 30
+    cfg.train.checkpoint_every = 1000  # one checkpoint, at the end
+    teacher = train(ds, root / "teacher", cfg, progress=False)
+    student = distill(teacher, root / "student", steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3,
+                      progress=False)
+    return {"root": root, "ds": ds, "teacher": teacher, "student": student}
+
+
+def _condition(n, kind):
+    labels = torch.arange(n) % 5
+    emb = torch.randn(n, 16) if kind == "discrete+embedding" else None
+    return Condition(labels, -8.0 + labels.float(), emb)
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "discrete+embedding"])
+def test_student_starts_as_the_teachers_conditional_model_for_every_w(kind):
+    cfg = load_preset("tiny")
+    torch.manual_seed(0)
+    teacher = build_denoiser(cfg.model, 1, kind, 5, flux_frequencies=4, embed_dim=16 if kind != "discrete" else None)
+    with torch.no_grad():  # a non-trivial conditioning (the null rows start at zero)
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    student = student_from_teacher(teacher.eval()).eval()
+    x, t, cond = torch.randn(4, 1, 16, 16), torch.tensor([999, 700, 300, 5]), _condition(4, kind)
+    with torch.no_grad():
+        want = teacher(x, t, cond, torch.zeros(4, dtype=torch.bool))
+        for w in (0.0, 1.5, 4.0):
+            torch.testing.assert_close(student(x, t, cond, torch.full((4,), w)), want)
+    # the conditioning still matters, and w will (its embedding is trainable and feeds the U-Net)
+    other = Condition((cond.labels + 1) % 5, cond.log_flux + 1.5, None if cond.embedding is None else -cond.embedding)
+    with torch.no_grad():
+        assert not torch.allclose(student(x, t, other, torch.zeros(4)), want)
+    assert student.guidance_embedding.linear_1.weight.requires_grad
+
+
+def test_stage_plan_halves_down_to_the_requested_steps():
+    assert stage_plan(64, 4) == [("guidance", 64, 64), ("progressive", 64, 32), ("progressive", 32, 16),
+                                 ("progressive", 16, 8), ("progressive", 8, 4)]
+    assert stage_plan(8, 8) == [("guidance", 8, 8)]
+    for steps, teacher_steps in ((0, 64), (-2, 64), (128, 64), (3, 64), (4, 24), (4, 2000)):
+        with pytest.raises(FlaresynthError):
+            stage_plan(teacher_steps, steps)
+
+
+def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_initialisation(runs):
+    ds = open_dataset(runs["ds"])
+    stages = sorted((runs["student"] / "stages").iterdir())
+    assert [p.name for p in stages] == ["0-guidance-4", "1-progressive-2"]
+    # each stage on its own training pairs (x_t, t, c, w) -> target: fixed pairs, its start vs its end
+    for folder in stages:
+        cfg = load_config(folder / "config.yaml")
+        data = load_training_data(ds, cfg)
+        objective = DistillObjective(cfg, data, ds.classes)
+        torch.manual_seed(cfg.train.seed)
+        start = objective.build_model().eval()
+        end, meta = load_student(folder / "model")
+        assert meta["student"]["stage"] == cfg.distill.stage and meta["ema_weights"]
+        x0, cond = data["images"][:24], data["cond"].index(slice(0, 24))
+        with torch.no_grad():
+            err = [np.mean([objective.loss(m, x0, cond, step_generator(99, k, 0)).item() for k in range(4)])
+                   for m in (start, end)]
+        assert err[1] < 0.9 * err[0], (folder.name, err)
+        assert not (folder / "checkpoints").exists()  # a completed stage keeps only its model
+    # end to end: the 2-step student against the teacher's guided 4-step DDIM from the same x_T, at w = 1
+    teacher = load_run(runs["teacher"])
+    teacher_ddim = replace(teacher, meta={**teacher.meta, "scheduler": student_scheduler_config(teacher.meta["scheduler"])})
+    student = load_run(runs["student"])
+    start = replace(student, denoiser=student_from_teacher(teacher.denoiser).eval())
+    table = build_requests(teacher, per_class=3, seed=0)
+    reference = generate(teacher_ddim, table, "ddim", 4, 1.0)
+    gap = {name: float(np.mean((generate(m, table, "ddim", 2, 1.0) - reference) ** 2))
+           for name, m in (("start", start), ("student", student), ("teacher 2 steps", teacher_ddim))}
+    # (measured: start 0.202, student 0.183, teacher at 2 steps 0.192; 0.171 after 80 steps per stage)
+    assert gap["student"] < 0.95 * gap["start"], gap
+    assert gap["student"] < gap["teacher 2 steps"], gap
+
+
+def test_student_run_folder_is_a_run_that_samples_in_its_own_steps(runs, tmp_path):
+    st = runs["student"]
+    assert is_student(st) and not is_student(runs["teacher"])
+    assert load_config(st / "config.yaml").kind == "student"
+    prov = json.loads((st / "provenance.json").read_text())
+    assert prov["complete"] and [s["student_steps"] for s in prov["stages"]] == [4, 2]
+    assert all(s["train_steps"] == STAGE_STEPS for s in prov["stages"])
+    log = [json.loads(ln) for ln in (st / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 * STAGE_STEPS and {e["stage"] for e in log} == {"0-guidance-4", "1-progressive-2"}
+    with pytest.raises(FlaresynthError, match="distilled student"):
+        load_model(st / "model")  # the DDPM loader refuses it rather than misreading it
+
+    # one forward of B rows per step: guidance is an input, not a second pass
+    model = load_run(st)
+    calls = []
+    inner = model.denoiser
+    model.denoiser.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    generate(model, build_requests(model, classes=["A", "X"], per_class=2), "ddim", 2, 2.0, batch_size=4)
+    assert calls == [4, 4] and inner is model.denoiser
+
+    r = cli("sample", "--run", str(st), "--out", str(tmp_path / "s"), "--per-class", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = open_samples(tmp_path / "s")
+    assert s.manifest["sampler"] == "ddim" and s.manifest["steps"] == 2 and s.manifest["n_images"] == 5
+    assert s.manifest["distilled"]["steps"] == 2 and s.manifest["guidance"] == 1.0  # the teacher's default w
+    assert np.isfinite(s.images).all()
+    # its own sampler and steps only, and a w inside what it learned
+    line = one_line_error(cli("sample", "--run", str(st), "--out", str(tmp_path / "bad"), "--steps", "4"))
+    assert "trained for ddim 2 steps" in line, line
+    for kwargs, what in (({"sampler": "ddpm"}, "trained for ddim 2"), ({"guidance": 7.0}, "learned w from 0 to 4")):
+        with pytest.raises(FlaresynthError, match=what):
+            sample(st, tmp_path / "bad", **kwargs)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_resume_skips_completed_stages(runs):
+    st = runs["student"]
+    before = (st / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
+    stamp = {p: p.stat().st_mtime_ns for p in (st / "stages").glob("*/model/*.safetensors")}
+    distill(runs["teacher"], st, steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3, resume=True, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    assert (st / "model" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+def test_continuous_teacher_distils_and_samples(runs, tmp_path):
+    cfg = load_preset("tiny")
+    cfg.train.steps = 4
+    cfg.train.checkpoint_every = 1000
+    cfg.conditioning.kind = "continuous"
+    teacher = train(runs["ds"], tmp_path / "teacher", cfg, progress=False)
+    student = distill(teacher, tmp_path / "student", steps=4, teacher_steps=4, stage_steps=2, progress=False)
+    out = sample(student, tmp_path / "s", fluxes=[3e-6], per_class=2, fits=False, grid=False)
+    s = open_samples(out)
+    assert s.manifest["steps"] == 4 and s.manifest["conditioning"] == "continuous" and len(s.images) == 2
+
+
+def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
+    out = tmp_path / "out"
+    teacher, student = str(runs["teacher"]), str(runs["student"])
+    cases = [
+        (["--run", student], "already a distilled student"),
+        (["--run", teacher, "--steps", "0"], "--steps 0"),
+        (["--run", teacher, "--steps", "128"], "more than the teacher's 64"),
+    ]
+    for args, what in cases:
+        line = one_line_error(cli("distill", "--out", str(out), "--no-progress", *args))
+        assert what in line, (args, line)
+        assert not out.exists()
+    for kwargs, what in (({"steps": 4, "teacher_steps": 24}, "power of two"),
+                         ({"steps": 2, "teacher_steps": 8, "guidance_range": (3, 1)}, "--guidance-range"),
+                         ({"steps": 2, "teacher_steps": 8, "lr": 0.0}, "--lr")):
+        with pytest.raises(FlaresynthError, match=what):
+            distill(teacher, out, progress=False, **kwargs)
+        assert not out.exists()
+    # the teacher's dataset is checked by its hash
+    other = make_dataset(tmp_path / "other", seed=5)
+    with pytest.raises(FlaresynthError, match="data_hash"):
+        distill(teacher, out, steps=2, teacher_steps=8, data=other, progress=False)
+    assert not out.exists()
+    # an existing --out without --resume
+    with pytest.raises(FlaresynthError, match="exists"):
+        distill(teacher, runs["student"], steps=2, teacher_steps=8, progress=False)
+
+
+def test_a_cevae_run_is_refused(runs, tmp_path):
+    cfg = load_preset("cevae-tiny")
+    cfg.train.steps = 1
+    cevae = train(runs["ds"], tmp_path / "cevae", cfg, progress=False)
+    line = one_line_error(cli("distill", "--run", str(cevae), "--out", str(tmp_path / "out"), "--no-progress"))
+    assert "a ceVAE run" in line and not (tmp_path / "out").exists()
