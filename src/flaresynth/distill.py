@@ -67,7 +67,7 @@ from torch import nn
 from flaresynth.config import RunConfig
 from flaresynth.diffusion import cfg_combine
 from flaresynth.errors import FlaresynthError
-from flaresynth.io import atomic_dir, read_json, write_json
+from flaresynth.io import atomic_dir, atomic_file, read_json, write_json
 from flaresynth.models.conditioning import Condition, Conditioner
 from flaresynth.models.unet import META_FILE
 from flaresynth.train import EMBEDDING_CLASSES_FILE, DiffusionObjective
@@ -487,19 +487,23 @@ def distill(
 
     if not is_main:
         return out
-    # the student's run folder: the last stage's model and config at the top, like any run
+    # the student's run folder: the last stage's config and model at the top, like any run; model/ (what
+    # `flaresynth sample` reads) appears last, renamed into place when complete
     last = out / stages[-1]["folder"]
-    with atomic_dir(out / "model", overwrite=True) as tmp:
-        shutil.copytree(last / "model", tmp, dirs_exist_ok=True)
     shutil.copyfile(last / "config.yaml", out / "config.yaml")
-    (out / "log.jsonl").write_text("".join(ln + "\n" for ln in logs))
+    with atomic_file(out / "log.jsonl", "w") as fh:
+        fh.write("".join(ln + "\n" for ln in logs))
+    n_train = sum(s["train_steps"] for s in stages)
     write_json(out / "provenance.json", {
         "stage": "distill", "run": str(out), "teacher": str(teacher_run), "teacher_id": meta.get("model_id"),
-        "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "steps": int(steps),
+        "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "student_steps": int(steps),
         "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "stages": stages,
+        "steps": n_train, "planned_steps": n_train, "complete": True,
+        "parameters": read_json(last / "model" / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),
-        "complete": True,
     })
+    with atomic_dir(out / "model", overwrite=True) as tmp:
+        shutil.copytree(last / "model", tmp, dirs_exist_ok=True)
     return out
 
 
