@@ -3,6 +3,10 @@
 Every stage writes into a temporary sibling of its target and renames it into place when done
 (rename is atomic on one file system), so a crash never leaves a half-written folder or file
 where a later stage, or a rerun, would take it for finished work.
+
+``tempfile`` creates its files 0600 and folders 0700 (private to the user) whatever the umask; both helpers
+give the result the mode a plain ``open``/``mkdir`` would have given it (0666/0777 less the umask, or the mode
+of the file being replaced), so a report or dataset can be shared like any other file.
 """
 
 from __future__ import annotations
@@ -12,10 +16,18 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -31,6 +43,7 @@ def atomic_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -51,6 +64,10 @@ def atomic_file(target: str | Path, mode: str = "wb") -> Iterator[Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
+        try:  # a replaced file keeps its mode, as with open(target, "w")
+            os.fchmod(fd, stat.S_IMODE(target.stat().st_mode))
+        except FileNotFoundError:
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
