@@ -56,6 +56,7 @@ from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loo
 from flaresynth.distill import is_student, load_student
 from flaresynth.errors import FlaresynthError
 from flaresynth.labels import SCHEMES, flux_to_class, flux_to_label_index
+from flaresynth.progress import ProgressBar
 
 #: Nominal observation time written as DATE-OBS (see the module docstring).
 NOMINAL_DATE_OBS = "2000-01-01T12:00:00.000"
@@ -367,9 +368,7 @@ def generate(model: TrainedModel, table: pd.DataFrame, sampler: str = "ddpm", st
     n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n * n_steps, unit="img·step", desc=f"{sampler} {n_steps} steps", leave=False)
+        bar = ProgressBar(n * n_steps, f"{sampler} {n_steps} steps", unit="img·step")
     out = []
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)

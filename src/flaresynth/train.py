@@ -64,6 +64,7 @@ from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.diffusion import diffusion_loss, drop_mask, make_scheduler, sample_timesteps
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, atomic_file, read_json, sha256_file, write_json
+from flaresynth.progress import ProgressBar
 from flaresynth.transforms import resample
 
 CHECKPOINTS = "checkpoints"
@@ -512,10 +513,7 @@ def train(
 
     bar = None
     if progress and is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=stop, initial=min(start_step, stop), unit="step", desc=f"train {cfg.name}",
-                   dynamic_ncols=True)
+        bar = ProgressBar(stop, f"train {cfg.name}", unit="step", initial=min(start_step, stop))
 
     # ---- the loop
     model.train()
