@@ -73,4 +73,4 @@ def test_two_process_launch_trains_one_model(tmp_path):
     assert prov["world_size"] == 2 and prov["images_per_step"] == 2 * 4
     state = read_checkpoint(run / "checkpoints" / "step-0000004")
     assert state["world_size"] == 2
-    assert r.stderr.count("model in") == 1  # the closing message comes from the main process only
+    assert r.stdout.count("model in") == 1  # the closing message comes from the main process only

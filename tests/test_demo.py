@@ -2,6 +2,7 @@
 resumed; the shipped-generator path with stand-in weights; a generator that is not installed."""
 
 import base64
+import io
 import json
 import os
 import re
@@ -10,8 +11,9 @@ import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 
-from flaresynth.demo import GENERATORS, DemoConfig, parse_run_options, run_demo
+from flaresynth.demo import GENERATORS, DemoConfig, parse_run_options, print_summary, run_demo
 from flaresynth.errors import FlaresynthError
 
 GENERATED = tuple(g.key for g in GENERATORS)  # --train retrains all four: cevae, discrete, continuous, embedding
@@ -32,8 +34,46 @@ def demo(tmp_path_factory):
     first = flaresynth(*args, "--json")
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     second = flaresynth(*args, "--json")
+    record = json.loads((out / "demo.json").read_text())
+    third = flaresynth(*args)  # the plain summary, every stage skipped
     return {"out": out, "first": json.loads(first.stdout), "second": json.loads(second.stdout), "mtimes": mtimes,
-            "args": args, "demo": json.loads((out / "demo.json").read_text())}
+            "args": args, "demo": record, "third": third}
+
+
+def test_results_go_to_stdout_and_fit_80_columns(demo):
+    """`flaresynth demo > summary.txt` keeps the summary; --json prints JSON alone (parsed above); a pipe is 80 wide."""
+    r = demo["third"]
+    assert "Headline" in r.stdout and f"report: {demo['out'] / 'report.html'}" in r.stdout
+    assert "Headline" not in r.stderr and "report:" not in r.stderr
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
+    assert "…" not in r.stdout  # nothing cut
+    for title in ("ceVAE", "discrete", "continuous", "discrete+embedding"):
+        assert title in r.stdout
+
+
+def test_headline_table_is_laid_out_to_fit_the_terminal():
+    def metric(value, std, bench, bench_std, ideal):
+        return {"value": value, "std": std, "benchmark": bench, "benchmark_std": bench_std, "ideal": ideal}
+
+    wide = {"F1_judge": metric(0.512, 0.031, 0.93, None, 1.0), "FD_domain": metric(1234.5, 123.4, 12.3, 1.2, 0.0),
+            "CE_domain": metric(0.0123, 0.002, 0.002, 0.0004, 0.0), "CD_domain": metric(1.234, 0.05, 1.001, 0.01, 1.0),
+            "CS_domain": metric(0.876, 0.05, 0.998, 0.01, 1.0), "FD_effnet": metric(45.6, 3.2, 2.1, 0.3, 0.0),
+            "F1_referee": metric(0.44, 0.05, 0.9, None, 1.0)}
+    summary = {"headline": {"generators": {g: wide for g in GENERATED}, "generated_images": {g: 200 for g in GENERATED},
+                            "augment": None},
+               "session": {"stages": []}, "stages": [], "total_seconds": 1.0, "shipped": {}, "notes": [],
+               "report": "demo/report.html"}
+    for width in (80, 130, 200):
+        console = Console(file=io.StringIO(), width=width)
+        print_summary(summary, console)
+        text = console.file.getvalue()
+        lines = text.splitlines()
+        assert max(map(len, lines)) <= width and "…" not in text
+        for title in ("ceVAE", "continuous", "discrete+embedding"):
+            assert title in text
+        # every figure whole on one line, and one line per generator or per metric (never a number over 3 lines)
+        assert sum("1234.500 ± 123.400" in line for line in lines) == 4
+        assert any("0.002 ± 0.0004" in line for line in lines)
 
 
 def test_every_stage_wrote_its_folder(demo):

@@ -26,6 +26,8 @@ app = typer.Typer(
 dataset_app = typer.Typer(help="Build and inspect dataset folders.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
+# Results (tables, summaries, paths written, --json) go to stdout; progress, logs and errors to stderr, so
+# `flaresynth demo > summary.txt` and pipes get the result alone.
 out = Console()
 err = Console(stderr=True)
 
@@ -240,7 +242,7 @@ def train(
     if as_json:
         _print_json(read_json(run / "provenance.json"))
     else:
-        err.print(f"{run}: model in {run / 'model'}")
+        out.print(f"{run}: model in {run / 'model'}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------- sample
@@ -280,7 +282,7 @@ def sample(
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:
-        err.print(f"{path}: {read_json(path / 'manifest.json')['n_images']} images written")
+        out.print(f"{path}: {read_json(path / 'manifest.json')['n_images']} images written", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ distill
@@ -434,7 +436,7 @@ def demo(
     if as_json:
         _print_json(summary)
     else:
-        print_summary(summary, err)
+        print_summary(summary, out)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -448,7 +450,7 @@ def report(
     from flaresynth.report import build_report
 
     path = build_report(dirs, out_file, title=title)
-    err.print(f"{path}: {path.stat().st_size / 1e6:.1f} MB", highlight=False)
+    out.print(f"{path}: {path.stat().st_size / 1e6:.1f} MB", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

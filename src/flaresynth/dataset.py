@@ -742,9 +742,11 @@ def preprocess_frames(source, indices, path: Path, cfg: BuildConfig, transform, 
 def _progress(iterable, total: int, enabled: bool, description: str):
     if not enabled:
         return iterable
+    from rich.console import Console
     from rich.progress import track
 
-    return track(iterable, total=total, description=description, transient=True)
+    # on stderr: stdout holds the command's result (e.g. --json)
+    return track(iterable, total=total, description=description, transient=True, console=Console(stderr=True))
 
 
 def _input_fingerprint(images: str, goes: Sequence[str], hek: str, cfg: BuildConfig) -> str:

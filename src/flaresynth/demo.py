@@ -802,24 +802,59 @@ def demo_summary(out: str | Path) -> dict:
     }
 
 
+def headline_layouts(generators: dict[str, dict], caption: str | None = None) -> list:
+    """The headline table as rich tables, widest layout first; print the first that fits the terminal.
+
+    ``generators``: generator title -> headline metrics (``demo_summary()["headline"]["generators"]`` with
+    titles as keys). Layouts: one row per generator (metrics as columns); one row per metric (generators as
+    columns, as in the paper's table); and, for a narrow terminal, one block per generator with a line per metric.
+    No cell is ever wrapped: a layout that does not fit is not used.
+    """
+    from rich.table import Table
+
+    from flaresynth.report import HEADLINE_METRICS, HEADLINE_SHORT, _fmt, headline_table
+
+    title = "Headline (mean ± std over resamplings of the real test split)"
+    header, rows = headline_table(list(generators.items()), short=True)
+
+    def table(columns, body, **kw) -> Table:
+        t = Table(title=title, caption=caption, **kw)
+        for i, col in enumerate(columns):
+            t.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+        for r in body:
+            t.add_row(*r)
+        return t
+
+    by_generator = table(header, rows)
+    columns = list(zip(*[header, *rows], strict=True))  # transposed: one row per metric
+    by_metric = table(["metric", *columns[0][1:]],
+                      [[c[0], "per column" if c[1] == "per row" else c[1], *c[2:]] for c in columns[1:]])
+    vertical = table(["metric", "mean ± std", "real vs real"], [], show_lines=False)
+    for name, metrics in generators.items():
+        vertical.add_row(f"[bold]{name}[/bold]", "", "", end_section=False)
+        for key, _, better in HEADLINE_METRICS:
+            if (m := metrics.get(key)) is not None:
+                vertical.add_row(f"  {HEADLINE_SHORT[key]} {better}", _fmt(m.get("value"), m.get("std")),
+                                 _fmt(m.get("benchmark"), m.get("benchmark_std")))
+        vertical.add_section()
+    return [by_generator, by_metric, vertical]
+
+
 def print_summary(summary: dict, console) -> None:
     """The end-of-demo summary: report path, headline numbers, stage wall times, notes."""
     from rich.table import Table
 
-    from flaresynth.report import _fmt, headline_table
+    from flaresynth.report import _fmt
 
     heads = summary["headline"]
     titles = {g.key: g.title for g in GENERATORS}
     if heads["generators"]:
-        header, rows = headline_table([(titles.get(k, k), row) for k, row in heads["generators"].items()])
         counts = ", ".join(f"{titles.get(k, k)} {n}" for k, n in (heads.get("generated_images") or {}).items())
-        table = Table(title="Headline (mean ± std over resamplings of the real test split)",
-                      caption=f"generated images: {counts}" if counts else None)
-        for col in header:
-            table.add_column(col, justify="left" if not col else "right")
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+        layouts = headline_layouts({titles.get(k, k): row for k, row in heads["generators"].items()},
+                                   caption=f"generated images: {counts}" if counts else None)
+        natural = console.options.update_width(10_000)  # measure each layout unwrapped, not squeezed to the terminal
+        console.print(next((t for t in layouts if console.measure(t, options=natural).maximum <= console.width),
+                           layouts[-1]))
     if heads.get("augment"):
         console.print("Augmentation experiment, balanced accuracy on the real test split: "
                       + ", ".join(f"{r} {_fmt(v)}" for r, v in heads["augment"].items()))
@@ -846,5 +881,5 @@ def print_summary(summary: dict, console) -> None:
         console.print(f"[bold]report:[/bold] {summary['report']}", highlight=False)
 
 
-__all__ = ["GENERATORS", "GeneratorSpec", "DemoConfig", "run_demo", "demo_summary", "print_summary",
+__all__ = ["GENERATORS", "GeneratorSpec", "DemoConfig", "run_demo", "demo_summary", "print_summary", "headline_layouts",
            "parse_run_options"]

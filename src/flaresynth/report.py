@@ -382,20 +382,25 @@ HEADLINE_METRICS = (
     ("F1_referee", "referee F1", "↑"),
 )
 BENCHMARK_ROW = "real vs real (benchmark)"
+#: Short titles of the headline metrics, for a terminal (the report keeps the long ones).
+HEADLINE_SHORT = {"F1_judge": "F1 judge", "FD_domain": "FD dom", "CE_domain": "CE dom", "CD_domain": "CD dom",
+                  "CS_domain": "CS dom", "FD_effnet": "FD effnet", "F1_referee": "F1 referee"}
 
 
-def headline_table(entries: Sequence[tuple[str, dict]]) -> tuple[list[str], list[list[str]]]:
+def headline_table(entries: Sequence[tuple[str, dict]], short: bool = False) -> tuple[list[str], list[list[str]]]:
     """The headline table: one row per generator between the real-vs-real benchmark row and the ideal row.
 
     ``entries``: ``(generator title, metrics)`` with ``metrics`` a ``metrics.json`` "metrics" mapping (name ->
     value, std, benchmark, benchmark_std, ideal). Columns are the :data:`HEADLINE_METRICS` present in any entry.
     The benchmark row holds each metric's benchmark (the judge's ceiling on the real test split for F1, two real
     halves of the same size for the others); when generators were evaluated at different sizes their benchmarks
-    differ, and each cell then carries its own in brackets. Returns (header, rows) of plain strings.
+    differ, and each cell then carries its own in brackets. Returns (header, rows) of plain strings; ``short``
+    gives the metrics' :data:`HEADLINE_SHORT` titles and "real vs real" as the benchmark row's title.
     """
-    names = [(k, title, better) for k, title, better in HEADLINE_METRICS if any(k in m for _, m in entries)]
+    names = [(k, HEADLINE_SHORT[k] if short else title, better) for k, title, better in HEADLINE_METRICS
+             if any(k in m for _, m in entries)]
     header = ["", *[f"{title} {better}" for _, title, better in names]]
-    bench_row, ideal_row, own_bench = [BENCHMARK_ROW], ["ideal"], set()
+    bench_row, ideal_row, own_bench = ["real vs real" if short else BENCHMARK_ROW], ["ideal"], set()
     for k, _, _ in names:
         have = [m[k] for _, m in entries if k in m]
         benches = {_fmt(e.get("benchmark"), e.get("benchmark_std")) for e in have}
@@ -1097,4 +1102,4 @@ def build_report(inputs: Sequence[str | Path], out: str | Path, title: str | Non
 
 
 __all__ = ["Parts", "classify", "discover", "render", "build_report", "generator_label", "training_caveat", "training_caveats",
-           "class_histogram", "training_curves", "headline_table", "HEADLINE_METRICS"]
+           "class_histogram", "training_curves", "headline_table", "HEADLINE_METRICS", "HEADLINE_SHORT"]
