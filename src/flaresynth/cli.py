@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flaresynth.allocator import keep_freed_memory
 from flaresynth.errors import FlaresynthError
 
 app = typer.Typer(
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and of ``python -m flaresynth``."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    keep_freed_memory()  # the command owns its process: keep freed tensors' memory (see flaresynth.allocator)
     try:
         # standalone mode: click prints usage errors itself and always ends in SystemExit
         app(args=args, prog_name="flaresynth")

@@ -60,7 +60,7 @@ import pandas as pd
 
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
-from flaresynth.io import atomic_dir, read_json, sha256_file, write_json
+from flaresynth.io import atomic_dir, open_npy, read_json, sha256_file, write_json
 from flaresynth.labels import (
     GOES_CLASSES,
     SCHEMES,
@@ -147,29 +147,48 @@ class DatasetFolder:
 
 
 def open_dataset(path: str | Path) -> DatasetFolder:
-    """Open a dataset folder, checking that its three files exist and agree."""
+    """Open a dataset folder, checking that its three files are readable, complete and agree.
+
+    Each problem is a one-line :class:`~flaresynth.errors.FlaresynthError` naming the file and what is wrong:
+    a missing file, a manifest that is not JSON or of another format version, a labels table that cannot be
+    parsed or lacks a column, a truncated or unreadable ``images.npy``, counts that do not match.
+    """
     path = Path(path)
     if not path.is_dir():
         raise input_error(path, None, "no such dataset folder (make one with `flaresynth dataset build`)")
     for name in (MANIFEST_FILE, LABELS_FILE, IMAGES_FILE):
         if not (path / name).is_file():
             raise input_error(path / name, None, "missing: not a complete flaresynth dataset folder")
-    manifest = read_json(path / MANIFEST_FILE)
-    if manifest.get("format") != DATASET_FORMAT:
-        raise input_error(path / MANIFEST_FILE, "format", f"{manifest.get('format')!r}, expected {DATASET_FORMAT!r}")
+    try:
+        manifest = read_json(path / MANIFEST_FILE)
+    except (OSError, ValueError) as exc:
+        raise input_error(path / MANIFEST_FILE, None, f"not readable JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise input_error(path / MANIFEST_FILE, None, "expected a JSON object")
+    fmt = manifest.get("format")
+    if fmt != DATASET_FORMAT:
+        known = isinstance(fmt, str) and fmt.startswith(DATASET_FORMAT.split("/")[0] + "/")
+        raise input_error(path / MANIFEST_FILE, "format", f"{fmt!r}, expected {DATASET_FORMAT!r}"
+                          + (" (a format version this flaresynth does not read)" if known else ""))
     for key in ("scheme", "classes", "channels", "transform"):
         if key not in manifest:
             raise input_error(path / MANIFEST_FILE, key, "missing")
-    labels = pd.read_csv(path / LABELS_FILE, keep_default_na=False, na_values=[""], dtype={"event_id": str})
+    try:
+        labels = pd.read_csv(path / LABELS_FILE, keep_default_na=False, na_values=[""], dtype={"event_id": str})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise input_error(path / LABELS_FILE, None, f"not a readable CSV table ({str(exc).strip()})") from None
     missing = [c for c in ("time", "label", "label_flux", "split") if c not in labels.columns]
     if missing:
         raise input_error(path / LABELS_FILE, f"column {missing[0]!r}", "missing")
     labels["event_id"] = labels.get("event_id", pd.Series([""] * len(labels))).fillna("")
-    images = np.load(path / IMAGES_FILE, mmap_mode="r")
+    images = open_npy(path / IMAGES_FILE)
     if images.ndim != 4 or images.dtype != np.float32:
         raise input_error(path / IMAGES_FILE, "array", f"{images.dtype} {images.shape}, expected float32 (N, C, H, W)")
     if images.shape[0] != len(labels):
-        raise input_error(path, LABELS_FILE, f"{len(labels)} rows but {images.shape[0]} images")
+        raise input_error(path / LABELS_FILE, None, f"{len(labels)} rows, but {IMAGES_FILE} holds {images.shape[0]} images")
+    n_manifest = manifest.get("n_images")
+    if n_manifest is not None and n_manifest != images.shape[0]:
+        raise input_error(path / MANIFEST_FILE, "n_images", f"{n_manifest}, but {IMAGES_FILE} holds {images.shape[0]} images")
     unknown = sorted(set(labels["label"]) - set(manifest["classes"]))
     if unknown:
         raise input_error(path / LABELS_FILE, "label", f"{unknown[0]!r} is not a class of {manifest['classes']}")

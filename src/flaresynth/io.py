@@ -1,4 +1,4 @@
-"""Atomic writes: a stage's output appears complete or not at all.
+"""Atomic writes (a stage's output appears complete or not at all), and reading arrays with clear errors.
 
 Every stage writes into a temporary sibling of its target and renames it into place when done
 (rename is atomic on one file system), so a crash never leaves a half-written folder or file
@@ -21,6 +21,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from flaresynth.errors import input_error
 
 
 def _umask() -> int:
@@ -99,3 +103,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def open_npy(path: str | Path) -> np.ndarray:
+    """Memory-map an ``.npy`` array for reading; a truncated or unreadable file is a one-line error naming it.
+
+    numpy's own messages (``mmap length is greater than file size``, ``Failed to interpret file ... as a
+    pickle``) name neither the file nor what happened to it; this checks the header against the file's size.
+    """
+    path = Path(path)
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if read_header is not None:
+                shape, _, dtype = read_header(fh)
+                expected = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                size = path.stat().st_size
+                if size < expected:
+                    raise input_error(path, None, f"truncated: {size} bytes, but its header announces a {dtype} array "
+                                                  f"of shape {tuple(shape)} ({expected} bytes); an interrupted copy?")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise input_error(path, None, f"not a readable .npy array ({exc})") from None

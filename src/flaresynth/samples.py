@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from flaresynth.errors import input_error
-from flaresynth.io import atomic_dir, read_json, write_json
+from flaresynth.io import atomic_dir, open_npy, read_json, write_json
 
 SAMPLES_FORMAT = "flaresynth-samples/1"
 SAMPLES_FILE = "samples.npy"
@@ -80,20 +80,40 @@ def write_samples(out: str | Path, images: np.ndarray, table: pd.DataFrame, mani
 
 
 def open_samples(path: str | Path) -> SamplesFolder:
-    """Open a samples folder, checking that its files exist and agree."""
+    """Open a samples folder, checking that its files are readable, complete and agree.
+
+    Each problem is a one-line :class:`~flaresynth.errors.FlaresynthError` naming the file and what is wrong
+    (as :func:`flaresynth.dataset.open_dataset` does for dataset folders).
+    """
     path = Path(path)
     if not path.is_dir():
         raise input_error(path, None, "no such samples folder (make one with `flaresynth sample`)")
     for name in (MANIFEST_FILE, SAMPLES_TABLE, SAMPLES_FILE):
         if not (path / name).is_file():
             raise input_error(path / name, None, "missing: not a complete flaresynth samples folder")
-    manifest = read_json(path / MANIFEST_FILE)
-    if manifest.get("format") != SAMPLES_FORMAT:
-        raise input_error(path / MANIFEST_FILE, "format", f"{manifest.get('format')!r}, expected {SAMPLES_FORMAT!r}")
-    table = pd.read_csv(path / SAMPLES_TABLE, keep_default_na=False, na_values=["nan", "NaN"], dtype={"label": str})
+    try:
+        manifest = read_json(path / MANIFEST_FILE)
+    except (OSError, ValueError) as exc:
+        raise input_error(path / MANIFEST_FILE, None, f"not readable JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise input_error(path / MANIFEST_FILE, None, "expected a JSON object")
+    fmt = manifest.get("format")
+    if fmt != SAMPLES_FORMAT:
+        known = isinstance(fmt, str) and fmt.startswith(SAMPLES_FORMAT.split("/")[0] + "/")
+        raise input_error(path / MANIFEST_FILE, "format", f"{fmt!r}, expected {SAMPLES_FORMAT!r}"
+                          + (" (a format version this flaresynth does not read)" if known else ""))
+    for key in ("classes", "scheme", "transform", "generator"):
+        if key not in manifest:
+            raise input_error(path / MANIFEST_FILE, key, "missing")
+    try:
+        table = pd.read_csv(path / SAMPLES_TABLE, keep_default_na=False, na_values=["nan", "NaN"], dtype={"label": str})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise input_error(path / SAMPLES_TABLE, None, f"not a readable CSV table ({str(exc).strip()})") from None
     if "label" not in table.columns:
         raise input_error(path / SAMPLES_TABLE, "column 'label'", "missing")
-    images = np.load(path / SAMPLES_FILE, mmap_mode="r")
-    if images.ndim != 4 or images.shape[0] != len(table):
-        raise input_error(path / SAMPLES_FILE, "array", f"{images.shape} does not match {len(table)} table rows")
+    images = open_npy(path / SAMPLES_FILE)
+    if images.ndim != 4 or images.dtype != np.float32:
+        raise input_error(path / SAMPLES_FILE, "array", f"{images.dtype} {images.shape}, expected float32 (N, C, H, W)")
+    if images.shape[0] != len(table):
+        raise input_error(path / SAMPLES_TABLE, None, f"{len(table)} rows, but {SAMPLES_FILE} holds {images.shape[0]} images")
     return SamplesFolder(path=path, manifest=manifest, table=table, images=images)

@@ -1,0 +1,58 @@
+"""Keep freed memory in the process instead of handing it back to the OS (glibc Linux only).
+
+Inference frees and re-allocates the same large activation tensors at every denoising step. glibc serves blocks
+above its mmap threshold with fresh ``mmap`` calls and returns freed memory at the top of the heap to the OS, so
+each step faults the same pages back in: on the shipped demo generators a plain DDIM-20 loop spent about 40 % of
+its time in the kernel. Raising glibc's trim and mmap thresholds (``mallopt``, the same as the
+``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` environment variables) keeps that memory in the process
+for the next step, for some more resident memory (figures: ``benchmarks/allocator.py``).
+
+The ``flaresynth`` command calls :func:`keep_freed_memory` at start-up. Importing flaresynth never does: a
+library must not change its host's allocator. A program that uses flaresynth as a library and wants the same
+speed-up calls it once, early::
+
+    from flaresynth.allocator import keep_freed_memory
+    keep_freed_memory()
+
+Set ``FLARESYNTH_KEEP_FREED_MEMORY=0`` to keep glibc's defaults in the command (e.g. to compare).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+#: ``mallopt`` parameter numbers (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: Free memory at the top of the heap kept before glibc returns it to the OS.
+TRIM_THRESHOLD = 1 << 30
+#: Blocks up to this size come from the heap (reused) rather than from their own mmap (returned at free).
+#: 32 MiB is glibc's largest dynamic mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
+MMAP_THRESHOLD = 32 << 20
+OPT_OUT_ENV = "FLARESYNTH_KEEP_FREED_MEMORY"
+
+
+def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Raise glibc's trim and mmap thresholds for this process; True when applied.
+
+    A no-op returning False off Linux, on a C library other than glibc (musl, ...), or when the environment
+    variable ``FLARESYNTH_KEEP_FREED_MEMORY`` is ``0``.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get(OPT_OUT_ENV, "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    # glibc only (it alone has gnu_get_libc_version): musl's mallopt is a stub that changes nothing
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_TRIM_THRESHOLD, trim_threshold)) & bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold))
+
+
+__all__ = ["keep_freed_memory", "M_TRIM_THRESHOLD", "M_MMAP_THRESHOLD", "TRIM_THRESHOLD", "MMAP_THRESHOLD"]
