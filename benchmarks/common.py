@@ -321,7 +321,7 @@ def referee_applies(ds, mode: str = "auto") -> tuple[bool, str]:
 
     ``on``/``off`` force it. ``auto``: only when the dataset's image store was written by the simulated Sun:
     its zarr root carries ``flaresynth_simulated`` (what ``flaresynth evaluate`` checks), or, for stores
-    simulated before that marker existed (e.g. ``/work/runs/ds30``), a ``simulation.json`` beside it (the
+    simulated before that marker existed, a ``simulation.json`` beside it (the
     simulator writes it in the simulation's root folder). On a real archive ``estimate_flux`` means nothing.
     """
     if mode in ("on", "off"):

@@ -1,9 +1,9 @@
 """`accelerate launch` with two CPU processes (gloo) trains ONE model, and only the main process writes.
 
 accelerate 1.15 starts several CPU processes only through torchrun or mpirun: ``accelerate launch --cpu
---num_processes 2`` without an MPI hostfile runs a single process. ``--multi_gpu`` is the torchrun path; on a
-machine without a GPU, :func:`flaresynth.train.train` asks accelerate for the CPU, which then sets up
-``MULTI_CPU`` with the gloo backend.
+--num_processes 2`` without an MPI hostfile runs a single process. ``--multi_gpu`` is the torchrun path; with
+``flaresynth train --device cpu`` (and the GPUs hidden, so the test runs the same on a GPU machine)
+:func:`flaresynth.train.train` asks accelerate for the CPU, which then sets up ``MULTI_CPU`` with the gloo backend.
 """
 
 import json
@@ -13,23 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from flaresynth.dataset import write_dataset
-from flaresynth.labels import GOES_CLASSES
 from flaresynth.train import DEBUG_RANK_DIR_ENV, read_checkpoint
-
-
-def make_dataset(out, n=40, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    images = np.clip(rng.standard_normal((n, 1, size, size)) * 0.3, -1, 1).astype(np.float32)
-    rows = [{"time": f"2024-05-01T{i % 24:02d}:00:00", "label": GOES_CLASSES[i % 5],
-             "label_flux": 10.0 ** (-8 + i % 5 + 0.5), "split": "train"} for i in range(n)]
-    manifest = {"scheme": "goes5", "classes": list(GOES_CLASSES), "channels": ["171A"],
-                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
-    return write_dataset(out, images, pd.DataFrame(rows), manifest)
+from toy import make_dataset
 
 
 def free_port() -> int:
@@ -41,19 +28,19 @@ def free_port() -> int:
 
 
 def test_two_process_launch_trains_one_model(tmp_path):
-    import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this test checks the CPU (gloo) path")
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if accelerate is None:
         pytest.skip("accelerate launcher not installed")
     ds = make_dataset(tmp_path / "ds")
     run, ranks = tmp_path / "run", tmp_path / "ranks"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **{DEBUG_RANK_DIR_ENV: str(ranks)})
+    # on a GPU machine too: the GPUs hidden and --device cpu, so the same two gloo processes run everywhere
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
+               **{DEBUG_RANK_DIR_ENV: str(ranks)})
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "flaresynth", "train", "--data", str(ds), "--out", str(run), "--preset", "tiny", "--no-progress"]
+           "-m", "flaresynth", "train", "--data", str(ds), "--out", str(run), "--preset", "tiny", "--device", "cpu",
+           "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
 

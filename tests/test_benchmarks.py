@@ -17,52 +17,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from flaresynth.config import load_preset
-from flaresynth.dataset import open_dataset, write_dataset
-from flaresynth.labels import GOES_CLASSES, SCHEMES
+from flaresynth.dataset import open_dataset
+from flaresynth.labels import GOES_CLASSES
 from flaresynth.train import train
+from toy import make_dataset
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 RESULTS: dict[str, dict] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def toy_dataset(out, n=60, size=32, seed=0):
-    """Toy disks with a class-dependent bright blob (classes cycle A..X); 2/3 train, 1/3 test."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
-    images = np.empty((n, 1, size, size), np.float32)
-    rows = []
-    for i in range(n):
-        k = i % len(GOES_CLASSES)
-        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
-        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
-        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
-        images[i, 0] = np.clip(img, -1, 1)
-        rows.append({"time": f"2024-05-01T{i % 24:02d}:00:00", "label": GOES_CLASSES[k],
-                     "label_flux": 10.0 ** (-8 + k + rng.uniform(0, 1)), "split": "train" if i < 40 else "test"})
-    manifest = {"scheme": "goes5", "classes": list(SCHEMES["goes5"]), "channels": ["171A"],
-                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
-    return write_dataset(out, images, pd.DataFrame(rows), manifest)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    ds = toy_dataset(root / "ds")
+    ds = make_dataset(root / "ds", n=60, n_train=40)
     cfg = load_preset("tiny")
     cfg.train.steps = 2
     run = train(ds, root / "run", cfg, progress=False)

@@ -3,14 +3,12 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
-from flaresynth.dataset import open_dataset, write_dataset
+from flaresynth.dataset import open_dataset
 from flaresynth.errors import FlaresynthError
-from flaresynth.labels import GOES_CLASSES
 from flaresynth.models.cevae import (
     CeVAE,
     ClassGaussians,
@@ -27,42 +25,7 @@ from flaresynth.models.cevae import (
 from flaresynth.samples import open_samples
 from flaresynth.train import latest_checkpoint, read_checkpoint, train
 from flaresynth.transforms import resample
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def toy_images(n, size, seed=0, classes=GOES_CLASSES):
-    """Disks with one Gaussian 'flare' whose brightness grows with the class; labels cycle through classes."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
-    images = np.empty((n, 1, size, size), np.float32)
-    labels = []
-    for i in range(n):
-        k = GOES_CLASSES.index(classes[i % len(classes)])
-        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
-        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
-        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (size / 8) ** 2)
-        images[i, 0] = np.clip(img, -1, 1)
-        labels.append(k)
-    return images, np.array(labels)
-
-
-def make_dataset(out, n=40, size=32, seed=0):
-    images, labels = toy_images(n, size, seed)
-    rng = np.random.default_rng(seed)
-    rows = [{"time": f"2024-05-01T{i % 24:02d}:00:00", "label": GOES_CLASSES[k],
-             "label_flux": 10.0 ** (-8 + k + rng.uniform(0, 1)), "split": "train" if i < 30 else "test"}
-            for i, k in enumerate(labels)]
-    manifest = {"scheme": "goes5", "classes": list(GOES_CLASSES), "channels": ["171A"],
-                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
-    return write_dataset(out, images, pd.DataFrame(rows), manifest)
+from toy import make_dataset, toy_images
 
 
 def cli(*args) -> int:

@@ -31,15 +31,6 @@ from flaresynth.train import batch_indices, step_generator
 N_CLASSES = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: one thread avoids OpenMP spin-waiting against other processes
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_denoiser(kind="discrete", seed=0, embed_dim=None):
     cfg = load_preset("tiny")
     torch.manual_seed(seed)

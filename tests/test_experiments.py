@@ -48,15 +48,6 @@ COUNTS = {"train": [40, 12, 4], "val": [6, 4, 3], "test": [8, 6, 4]}
 TINY = dict(layers=1, hidden_size=32, heads=2, intermediate_size=64, patch_size=4, lr=3e-3, batch_size=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models run faster on one thread, and are then immune to other jobs on the shared cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_images(cls: int, n: int, rng, size: int = 16) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
     out = np.empty((n, 1, size, size), np.float32)

@@ -8,61 +8,24 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from flaresynth.cli import main
-from flaresynth.dataset import write_dataset
 from flaresynth.errors import FlaresynthError
 from flaresynth.evaluate import EvaluateConfig, evaluate
 from flaresynth.experiments.augment import AugmentConfig, run_augment
 from flaresynth.labels import GOES_CLASSES
 from flaresynth.report import build_report, classify, discover, generator_label
 from flaresynth.samples import write_samples
+from toy import disk_image, make_dataset
 
 TRANSFORM = {"channel": "171A", "lo": 5.0, "hi": 3500.0}
 COUNTS = {"train": [12, 12, 12, 8, 6], "val": [3, 3, 3, 3, 2], "test": [6, 6, 6, 4, 0]}  # no X in test, as in the demo
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models run faster on one thread, and are then immune to other jobs on the shared cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_images(cls: int, n: int, rng, size: int = 16) -> np.ndarray:
-    """A dim disk with one blob whose brightness grows with the class index (separable, not identical)."""
-    yy, xx = np.mgrid[:size, :size]
-    disk = np.hypot(yy - size / 2 + 0.5, xx - size / 2 + 0.5) < 0.4 * size
-    out = np.empty((n, 1, size, size), np.float32)
-    for i in range(n):
-        img = np.where(disk, -0.3, -0.9) + 0.05 * rng.standard_normal((size, size))
-        cy, cx = rng.integers(size // 3, size - size // 3, 2)
-        img += 0.35 * cls * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)
-        out[i, 0] = np.clip(img, -1, 1)
-    return out
-
-
-def make_dataset(path):
-    rng = np.random.default_rng(0)
-    images, rows = [], []
-    t = pd.Timestamp("2024-05-01")
-    for split, per in COUNTS.items():
-        for c, n in enumerate(per):
-            images.append(make_images(c, n, rng))
-            for _ in range(n):
-                t += pd.Timedelta("1h")
-                rows.append({"time": t.isoformat(), "label": GOES_CLASSES[c], "label_flux": 3 * 10.0 ** (c - 8),
-                             "split": split, "peak24_flux": 3 * 10.0 ** (c - 8), "flare24": c >= 3})
-    return write_dataset(path, np.concatenate(images), pd.DataFrame(rows),
-                         {"scheme": "goes5", "classes": list(GOES_CLASSES), "channels": ["171A"], "transform": TRANSFORM})
+STRENGTH = 0.35  # flares bright enough for a judge trained in seconds to tell the classes apart
 
 
 def make_samples(path, generator, conditioning=None, seed=1, per_class=6):
     rng = np.random.default_rng(seed)
-    images = np.concatenate([make_images(c, per_class, rng) for c in range(5)])
+    images = np.stack([disk_image(rng, 16, c, STRENGTH)[None] for c in range(5) for _ in range(per_class)])
     table = pd.DataFrame({"label": np.repeat(GOES_CLASSES, per_class), "requested_flux": np.nan,
                           "seed": np.arange(5 * per_class)})
     manifest = {"classes": list(GOES_CLASSES), "scheme": "goes5", "transform": TRANSFORM, "generator": generator}
@@ -79,7 +42,7 @@ def world(tmp_path_factory):
     from flaresynth.train import train
 
     root = tmp_path_factory.mktemp("report")
-    ds = make_dataset(root / "ds")
+    ds = make_dataset(root / "ds", counts=COUNTS, size=16, strength=STRENGTH)
     run = train(ds, root / "run-discrete", preset="tiny", max_steps=3, progress=False)
     sample(run, root / "samples-discrete", per_class=3, sampler="dpm++", steps=4, fits=False)
     make_samples(root / "samples-cevae", "cevae-baseline")

@@ -54,10 +54,8 @@ def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_
     """A change to the simulator or the builder must force a retrain, not a silent mismatch."""
     from flaresynth import pretrained
 
-    shipped = pretrained.available()
-    if not shipped:
-        pytest.skip("no demo generator ships yet")
-    for name in shipped:
+    assert set(pretrained.available()) == set(pretrained.SHIPPED)  # a missing weight file fails here
+    for name in pretrained.SHIPPED:
         provenance = json.loads((pretrained.resolve(name) / "provenance.json").read_text())
         assert provenance["data_hash"] == default_dataset.manifest["data_hash"], name
 

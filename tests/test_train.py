@@ -14,14 +14,6 @@ from flaresynth.transforms import IntensityTransform, resample, resize
 from toy import cli, make_dataset, one_line_error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data") / "ds")

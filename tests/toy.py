@@ -1,4 +1,10 @@
-"""Toy data and CLI helpers shared by the tests (imported as ``from toy import ...``; pytest puts tests/ on sys.path)."""
+"""Toy data and CLI helpers shared by the tests (imported as ``from toy import ...``; pytest puts tests/ on sys.path).
+
+One toy Sun for every test that needs a dataset folder: a disk with one Gaussian 'flare' whose brightness grows
+with the class index, at a random place, plus noise (:func:`disk_image`). ``test_evaluate`` keeps its own images
+in DN/s (its metrics need blobs whose size and peak grow with the class), ``test_experiments`` its three-class
+activity images with forecast labels.
+"""
 
 import os
 import subprocess
@@ -10,25 +16,51 @@ import pandas as pd
 from flaresynth.dataset import write_dataset
 from flaresynth.labels import GOES_CLASSES, SCHEMES, letter_to_label
 
+TRANSFORM = {"channel": "171A", "lo": 5.0, "hi": 3500.0}
 
-def make_dataset(out, n=40, size=32, seed=0, classes=GOES_CLASSES, scheme="goes5"):
-    """Toy disks with a class-dependent 'flare' (classes cycle through ``classes``)."""
-    rng = np.random.default_rng(seed)
+
+def disk_image(rng, size: int, k: int, strength: float = 0.15) -> np.ndarray:
+    """One toy image in [-1, 1]: a disk of radius 0.4·size and a 'flare' of peak ``strength``·k (k = 0 for A)."""
     yy, xx = np.mgrid[0:size, 0:size]
     r = np.hypot(xx - (size - 1) / 2, yy - (size - 1) / 2)
-    images = np.empty((n, 1, size, size), np.float32)
+    img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
+    cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+    img += strength * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
+    return np.clip(img, -1, 1).astype(np.float32)
+
+
+def toy_images(n: int, size: int = 32, seed: int = 0, classes=GOES_CLASSES, strength: float = 0.15):
+    """``n`` toy images (N, 1, size, size) whose classes cycle through ``classes``; returns (images, GOES index)."""
+    rng = np.random.default_rng(seed)
+    ks = np.array([GOES_CLASSES.index(classes[i % len(classes)]) for i in range(n)])
+    return np.stack([disk_image(rng, size, k, strength)[None] for k in ks]), ks
+
+
+def make_dataset(out, n=40, size=32, seed=0, classes=GOES_CLASSES, scheme="goes5", n_train=30, counts=None,
+                 strength=0.15):
+    """A dataset folder of toy images.
+
+    Either ``n`` images whose classes cycle through ``classes`` (the first ``n_train`` in the train split, the
+    rest in test), or ``counts`` = {split: [images of each GOES class A..X]}, rows hourly by split then
+    class, with the 24 h forecast columns (``peak24_flux``, ``flare24`` for M and X).
+    """
+    rng = np.random.default_rng(seed)
+    if counts is None:
+        plan = [("train" if i < n_train else "test", GOES_CLASSES.index(classes[i % len(classes)])) for i in range(n)]
+    else:
+        plan = [(split, k) for split, per in counts.items() for k, m in enumerate(per) for _ in range(m)]
+    images = np.empty((len(plan), 1, size, size), np.float32)
     rows = []
-    for i in range(n):
-        k = GOES_CLASSES.index(classes[i % len(classes)])
-        img = np.where(r < size * 0.4, 0.2, -0.9) + 0.05 * rng.standard_normal((size, size))
-        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
-        img += 0.15 * k * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
-        images[i, 0] = np.clip(img, -1, 1)
+    for i, (split, k) in enumerate(plan):
+        images[i, 0] = disk_image(rng, size, k, strength)
         flux = 10.0 ** (-8 + k + rng.uniform(0, 1))
-        rows.append({"time": f"2024-05-01T{i % 24:02d}:00:00", "label": letter_to_label(GOES_CLASSES[k], scheme),
-                     "label_flux": flux, "split": "train" if i < 30 else "test"})
-    manifest = {"scheme": scheme, "classes": list(SCHEMES[scheme]), "channels": ["171A"],
-                "transform": {"channel": "171A", "lo": 5.0, "hi": 3500.0}}
+        row = {"time": f"2024-05-01T{i % 24:02d}:00:00" if counts is None else
+               (pd.Timestamp("2024-05-01") + pd.Timedelta(hours=i + 1)).isoformat(),
+               "label": letter_to_label(GOES_CLASSES[k], scheme), "label_flux": flux, "split": split}
+        if counts is not None:
+            row.update(peak24_flux=flux, flare24=k >= 3)
+        rows.append(row)
+    manifest = {"scheme": scheme, "classes": list(SCHEMES[scheme]), "channels": ["171A"], "transform": dict(TRANSFORM)}
     return write_dataset(out, images, pd.DataFrame(rows), manifest)
 
 
