@@ -1,6 +1,7 @@
 """Distillation: the student starts as the teacher, learns its guided output, samples as a run; bad input."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -162,6 +163,30 @@ def test_resume_skips_completed_stages(runs):
     distill(runs["teacher"], st, steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3, resume=True, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
     assert (st / "model" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+def test_an_interrupted_distillation_resumes_to_the_same_student(runs, tmp_path):
+    from safetensors.torch import load_file
+
+    from flaresynth.config import RunConfig
+    from flaresynth.distill import stage_config
+    from flaresynth.io import read_json
+
+    # the state a crash in stage 1 leaves: stage 0 complete, stage 1 checkpointed at step 25 of 40
+    out, full = tmp_path / "cut", runs["student"]
+    shutil.copytree(full / "stages" / "0-guidance-4", out / "stages" / "0-guidance-4")
+    teacher_cfg = RunConfig.from_dict(read_json(runs["teacher"] / "model" / "flaresynth.json")["config"])
+    cfg = stage_config(teacher_cfg, "progressive", out / "stages" / "0-guidance-4" / "model", 4, 2, STAGE_STEPS,
+                       1e-3, None, (0.0, 4.0))
+    train(runs["ds"], out / "stages" / "1-progressive-2", cfg, max_steps=25, progress=False)
+    assert not (out / "model").exists()
+    distill(runs["teacher"], out, steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3, resume=True,
+            progress=False)
+    a = load_file(str(full / "model" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(out / "model" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (load_file(str(p / "model" / "student.safetensors")) for p in (full, out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_continuous_teacher_distils_and_samples(runs, tmp_path):

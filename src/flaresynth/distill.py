@@ -25,7 +25,10 @@ The target of a progressive stage: with z'' the teacher's two-step result and α
 x̃ = (z'' − (σ''/σ_t) z_t) / (α'' − (σ''/σ_t) α_t) (Salimans & Ho, Algorithm 2), i.e. the noise
 ε̃ = (z_t − α_t x̃)/σ_t. Both stages minimise the mean squared error between the student's ε and its target ε
 (the teacher's own "simple" loss; the teacher predicts ε, and the student keeps that parameterisation so it
-starts exactly from the teacher's weights).
+starts exactly from the teacher's weights). Salimans & Ho weight the x-space error by max(SNR, 1) instead
+(= the ε error × max(1, 1/SNR)); with the ε parameterisation that weighting did worse here: on the tiny test
+model (4 -> 2 steps, 80 steps per stage) the 2-step student's mean squared distance to the teacher's guided
+4-step samples was 0.212 with it against 0.171 without (0.202 before distillation), so it is not used.
 
 Steps are diffusers' ``DDIMScheduler`` (η = 0) with ``timestep_spacing="trailing"`` (Lin et al. 2024, "Common
 Diffusion Noise Schedules and Sample Steps are Flawed"): a 4-step sampler then starts at t = T−1, where x_T
