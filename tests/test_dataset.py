@@ -196,6 +196,9 @@ def test_info_prints_counts(built):
         ({"hek_content": {"overmax": False}}, "result"),
         ({"extra": ["--channel", "193A"]}, "193A"),
         ({"extra": ["--start", "2015-01-01", "--end", "2015-01-02"]}, "no usable frame"),
+        ({"extra": ["--task", "forecast", "--issue-every", "0"]}, "--issue-every 0"),
+        ({"extra": ["--split-by", "day", "--buffer-days", "2"]}, "not shorter than a day block"),
+        ({"extra": ["--split-by", "week"]}, "a split would be empty"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_folder(archive, tmp_path, change, expect_in_message):

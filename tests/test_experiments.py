@@ -131,6 +131,40 @@ def test_classification_scores_match_hand_computed_values():
     assert stats.balanced_accuracy(y_true, y_pred, 4) == pytest.approx(2 / 3)
 
 
+def test_duplicating_every_frame_of_an_event_does_not_narrow_the_grouped_interval():
+    """Copies of an event's frames are no new evidence: the grouped interval stays put, a frame-level one narrows."""
+    rng = np.random.default_rng(0)
+    n_events = 30
+    sizes = rng.integers(1, 6, n_events)
+    groups = np.repeat(np.arange(n_events), sizes)
+    y = np.repeat(rng.random(n_events) < 0.4, sizes).astype(int)
+    pred = np.where(rng.random(len(y)) < 0.75, y, 1 - y)
+    fn = stats.seed_mean(lambda yt, yp: stats.forecast_scores(yt, yp)["tss"], y, [pred])
+    once = stats.grouped_bootstrap(fn, groups, n_boot=400, seed=1)
+    fn2 = stats.seed_mean(lambda yt, yp: stats.forecast_scores(yt, yp)["tss"], np.r_[y, y], [np.r_[pred, pred]])
+    twice = stats.grouped_bootstrap(fn2, np.r_[groups, groups], n_boot=400, seed=1)
+    assert twice["n_groups"] == once["n_groups"] == n_events
+    assert twice["high"] - twice["low"] == pytest.approx(once["high"] - once["low"], rel=1e-9)
+    # the frame-level bootstrap (every frame its own group) is fooled by the copies
+    frames = stats.grouped_bootstrap(fn, np.arange(len(y)), n_boot=400, seed=1)
+    frames2 = stats.grouped_bootstrap(fn2, np.arange(2 * len(y)), n_boot=400, seed=1)
+    assert frames2["high"] - frames2["low"] < 0.85 * (frames["high"] - frames["low"])
+    assert stats.intervals_overlap(once, twice) is True
+    assert stats.intervals_overlap({"low": 0.1, "high": 0.2}, {"low": 0.3, "high": 0.4}) is False
+
+
+def test_threshold_is_chosen_for_the_best_tss_and_the_probabilistic_scores():
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 0])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.8, 0.4, 0.9, 0.05])
+    thr, best = stats.best_tss_threshold(y, p)
+    assert thr == pytest.approx(0.35) and best == pytest.approx(1.0 - 1 / 5)
+    s = stats.probabilistic_scores(y, p, 0.5)
+    assert s["contingency"] == {"tp": 2, "fp": 0, "fn": 1, "tn": 5} and s["tss_max"] == pytest.approx(0.8)
+    c = 3 / 8
+    assert s["bss"] == pytest.approx(1 - np.mean((p - y) ** 2) / (c * (1 - c)))
+    assert sum(s["reliability"]["n"]) == 8 and s["roc"]["auc"] == pytest.approx(14 / 15)
+
+
 def test_mean_std_over_seeds():
     assert stats.mean_std([1.0, 2.0, 3.0, None]) == {"mean": 2.0, "std": 1.0, "n": 3}
     assert stats.mean_std([0.4]) == {"mean": 0.4, "std": 0.0, "n": 1}
@@ -175,10 +209,20 @@ def test_regimes_share_the_real_images_and_hit_the_counts(folders, target):
         assert np.array_equal(ts.images[:n_real], np.asarray(ds.images[train]))
         assert np.array_equal(ts.source[:n_real], train) and np.array_equal(ts.labels[:n_real], y[train])
         counts = np.bincount(ts.labels, minlength=3)
-        if regime == "real":
+        if regime in ("real", "weighted"):
             assert list(counts) == list(real)
+            assert (ts.class_weights is None) == (regime == "real")
         else:  # filled exactly to the target; a class above it keeps all its real images
-            assert list(counts) == [max(int(r), target) for r in real]
+            assert list(counts) == [max(int(r), target) for r in real] and ts.class_weights is None
+    # the weighted regime: inverse class frequency, so every class weighs the same in the loss
+    w = sets["weighted"].class_weights
+    assert np.allclose(w * real, len(train) / 3)
+    # mixed: half of each class's added images generated, half classical, the same total as the others
+    mixed = sets["mixed"]
+    for c in range(3):
+        n_gen = int(((mixed.origin == 2) & (mixed.labels == c)).sum())
+        n_cla = int(((mixed.origin == 1) & (mixed.labels == c)).sum())
+        assert n_gen + n_cla == needed[c] and abs(n_gen - n_cla) <= 1
     gen = sets["generated"]
     added = gen.origin == 2
     assert np.array_equal(pool.labels[gen.source[added]], gen.labels[added])  # each fills its requested class
@@ -226,7 +270,7 @@ def test_generated_images_of_another_size_are_resized_through_dn(folders, tmp_pa
     t = ds.transform()
     expected = t.forward(resize(t.inverse(np.asarray(gs.images[[1, 4]])), 16))
     assert np.allclose(pool.take(np.array([1, 4])), expected)
-    assert any("resized from 32 to the dataset's 16 px" in n for n in pool.notes)
+    assert any("resized from 32 to 16 px" in n for n in pool.notes)
 
 
 # ------------------------------------------------------------------------------------------- the classifier
@@ -276,7 +320,7 @@ def test_augment_cli_end_to_end_and_reproducible(folders, capsys):
     code, captured = _run_cli(args, capsys)
     assert code == 0, captured.err
     md = captured.out
-    assert all(REGIME_TITLES[r] in md for r in REGIMES) and "| medium (6) |" in md
+    assert all(REGIME_TITLES[r] in md for r in REGIMES) and "| medium (6; " in md
     assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "per_class_accuracy.png", "confusion.png"}
     result = json.loads((out / "results.json").read_text())
     n_test = sum(COUNTS["test"])
@@ -284,9 +328,14 @@ def test_augment_cli_end_to_end_and_reproducible(folders, capsys):
     for regime in REGIMES:
         info = result["regimes"][regime]
         assert info["n_real"] == sum(COUNTS["train"])
-        if regime != "real":
+        if regime not in ("real", "weighted"):
             assert info["total"] == {"low": 40, "medium": 40, "high": 40}
-    assert len(result["runs"]) == 6
+    assert len(result["runs"]) == 2 * len(REGIMES)
+    # intervals from the grouped bootstrap (the toy test split's units are its UTC days), event counts per class
+    assert result["bootstrap"]["n_units"] == len({r["time"][:10] for _, r in open_dataset(folders["ds"]).labels.iterrows()
+                                                  if r["split"] == "test"})
+    assert set(result["summary"]["real"]["intervals"]) == {"balanced_accuracy", "macro_f1", "per_class_f1"}
+    assert set(result["data"]["independent_units_test"]) == set(CLASSES)
     for run in result["runs"]:  # every run is scored on the same real test images, nothing else
         assert run["scores"]["support"] == dict(zip(CLASSES, COUNTS["test"]))
         assert np.sum(run["scores"]["confusion"]) == n_test
@@ -314,39 +363,88 @@ def test_generated_images_teach_the_rare_classes(folders):
     assert acc["generated"] >= acc["real"] + 0.2
 
 
+def make_forecast_dataset(path, counts=None, seed=0, size=16):
+    """A forecast dataset: issue times every 6 h; positives (a bright blob) come in pairs before one flare."""
+    counts = counts or {"train": [40, 8], "val": [6, 4], "test": [10, 6]}
+    rng = np.random.default_rng(seed)
+    images, rows = [], []
+    t = pd.Timestamp("2024-05-01")
+    flare = 0
+    for split, (n_neg, n_pos) in counts.items():
+        images += [make_images(0, n_neg, rng, size), make_images(2, n_pos, rng, size)]
+        for i in range(n_neg + n_pos):
+            t += pd.Timedelta("6h")
+            positive = i >= n_neg
+            if positive and (i - n_neg) % 2 == 0:
+                flare += 1
+            rows.append({"time": t.isoformat(), "label": "flare24" if positive else "quiet24",
+                         "label_flux": 2e-5 if positive else 2e-6, "flare24": positive, "split": split,
+                         "next_flare_id": f"flare{flare}" if positive else "", "event_id": ""})
+    write_dataset(path, np.concatenate(images), pd.DataFrame(rows),
+                  {"task": "forecast", "scheme": "forecast24", "classes": ["quiet24", "flare24"], "channels": ["171A"],
+                   "transform": TRANSFORM, "flux_convention": {"scale": "true", "description": "test"}})
+    return path
+
+
 def test_forecast_cli_end_to_end(folders, capsys):
+    ds = make_forecast_dataset(folders["root"] / "fcds")
     out = folders["root"] / "fc"
-    code, captured = _run_cli(["experiment", "forecast", "--data", str(folders["ds"]), "--generated", str(folders["gen"]),
+    code, captured = _run_cli(["experiment", "forecast", "--data", str(ds), "--generated", str(folders["gen"]),
                                "--out", str(out), "--seeds", "2", "--epochs", "2", "--layers", "1", "--batch-size", "16",
-                               "--classical", "--no-progress"], capsys)
+                               "--no-progress"], capsys)
     assert code == 0, captured.err
     md = captured.out
-    assert "TSS" in md and "Real + generated ≥M images" in md
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "forecast_skill.png"}
+    assert "TSS-max" in md and "Real + generated ≥M images" in md and "Real data, class-weighted loss" in md
+    assert "3 independent flares" in md  # 6 test positives, two issue times before each flare
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "forecast_skill.png", "roc_reliability.png"}
     result = json.loads((out / "results.json").read_text())
-    n_pos, n_neg = COUNTS["train"][2], sum(COUNTS["train"][:2])
-    assert result["regimes"]["generated"]["added_positive"] == positives_to_add(n_pos, n_neg, 0.5) == n_neg - n_pos
-    assert result["regimes"]["classical"]["added_positive"] == n_neg - n_pos
-    assert result["regimes"]["generated"]["positive_fraction"] == 0.5
-    assert result["data"]["climatological_rate_test"] == pytest.approx(COUNTS["test"][2] / sum(COUNTS["test"]))
+    assert set(result["summary"]) == {"real", "weighted", "classical", "generated", "mixed"}
+    n_pos, n_neg = 8, 40
+    for r in ("generated", "classical", "mixed"):
+        assert result["regimes"][r]["added_positive"] == positives_to_add(n_pos, n_neg, 0.5) == n_neg - n_pos
+    assert result["regimes"]["weighted"]["added_positive"] == 0 and result["regimes"]["weighted"]["class_weighted"]
+    assert result["data"]["climatological_rate_test"] == pytest.approx(6 / 16)
+    assert result["data"]["independent"]["flares_behind_test_positives"] == 3
+    assert result["flux_convention"]["scale"] == "true"
+    val = open_dataset(ds).split_indices("val")
+    y_val = open_dataset(ds).label_index()[val]
     for run in result["runs"]:
         s = run["scores"]
         c = s["contingency"]
-        assert c["tp"] + c["fn"] == COUNTS["test"][2] and sum(c.values()) == sum(COUNTS["test"])
+        assert c["tp"] + c["fn"] == 6 and sum(c.values()) == 16
         assert s["tss"] == pytest.approx(stats.tss(**c)) and s["hss"] == pytest.approx(stats.hss(**c))
-    assert set(result["summary"]) == {"real", "classical", "generated"}
+        p = np.array(run["test_probability"])
+        # the test split is scored at the threshold chosen on the validation split, never on the test split
+        assert c["tp"] + c["fp"] == int((p >= s["threshold"]).sum())
+        assert s["tss_max"] >= s["tss"] - 1e-9 and -1 <= s["tss_max"] <= 1
+        assert len(y_val) == 10
+    assert result["summary"]["real"]["intervals"]["tss"]["n_groups"] == result["data"]["independent"]["test_units"]
 
 
 def test_forecast_without_test_positives_says_so(tmp_path):
-    counts = {"train": [20, 6, 4], "val": [4, 2, 2], "test": [6, 4, 0]}
-    ds = make_dataset(tmp_path / "ds", counts, unknown=3)
-    cfg = ForecastConfig(seeds=1, epochs=1, **TINY)
+    ds = make_forecast_dataset(tmp_path / "ds", {"train": [20, 6], "val": [4, 2], "test": [10, 0]})
+    cfg = ForecastConfig(seeds=1, epochs=1, classical=False, **TINY)
     result = run_forecast(ds, tmp_path / "fc", config=cfg, progress=False)
     assert result["summary"]["real"]["tss"] == {"mean": None, "std": None, "n": 0}
     assert any("NO positive" in n for n in result["notes"])
-    assert result["data"]["unknown_outcome"] == 3  # the last test rows' outcome is unknown: left out
-    assert sum(result["runs"][0]["scores"]["contingency"].values()) == 10 - 3
     assert "undefined" in (tmp_path / "fc" / "results.md").read_text()
+
+
+def test_classifier_runs_at_the_generators_size_unless_resizing_is_allowed(folders, tmp_path):
+    from flaresynth.experiments.augment import real_at_size, working_size
+
+    small = make_samples(tmp_path / "small", per_class=2, size=8)
+    ds, gs = open_dataset(folders["ds"]), open_samples(small)
+    size, notes = working_size(gs, ds, allow_resize=False)
+    assert size == 8 and "generator's 8 px" in notes[0]
+    x = real_at_size(ds, [0, 1], 8)
+    assert x.shape == (2, 1, 8, 8)
+    size, notes = working_size(gs, ds, allow_resize=True)
+    assert size == 16 and "allow-resize" in notes[0]
+    down_up = real_at_size(ds, [0, 1], 16, via=8)
+    t = ds.transform()
+    assert np.allclose(down_up, t.forward(resize(t.inverse(x[:, 0]), 16))[:, None], atol=1e-5)
+    assert not np.allclose(down_up, np.asarray(ds.images[[0, 1]]))  # the real images lost their fine detail too
 
 
 def test_bad_input_is_one_line(folders, tmp_path, capsys):
@@ -357,9 +455,16 @@ def test_bad_input_is_one_line(folders, tmp_path, capsys):
     odd = make_samples(tmp_path / "odd", per_class=2, classes=["low", "medium", "huge"])
     code, c = _run_cli(["experiment", "augment", "--generated", str(odd), *base], capsys)
     cases.append((code, c.err, "manifest.json: classes: 'huge' is not a class of the dataset"))
-    plain = make_dataset(tmp_path / "plain", forecast=False)
-    code, c = _run_cli(["experiment", "forecast", "--data", str(plain), "--out", str(tmp_path / "y")], capsys)
-    cases.append((code, c.err, "labels.csv: column 'flare24': missing"))
+    code, c = _run_cli(["experiment", "forecast", "--data", str(folders["ds"]), "--out", str(tmp_path / "y")], capsys)
+    cases.append((code, c.err, "needs a forecast dataset"))
+    fcds = make_forecast_dataset(tmp_path / "fcds")
+    code, c = _run_cli(["experiment", "augment", "--generated", str(folders["gen"]), *base[2:], "--data", str(fcds)], capsys)
+    cases.append((code, c.err, "needs a flare-image dataset"))
+    code, c = _run_cli(["train", "--data", str(fcds), "--out", str(tmp_path / "run"), "--preset", "tiny"], capsys)
+    cases.append((code, c.err, "`flaresynth train` needs a flare-image dataset"))
+    big = make_samples(tmp_path / "big", per_class=2, size=32)
+    code, c = _run_cli(["experiment", "augment", "--generated", str(big), *base], capsys)
+    cases.append((code, c.err, "32 px, larger than the dataset's 16 px"))
     code, c = _run_cli(["experiment", "augment", "--generated", str(folders["gen"]), *base, "--patch-size", "5"], capsys)
     cases.append((code, c.err, "--patch-size 5: must divide the image size 16"))
     if not torch.cuda.is_available():
@@ -368,4 +473,4 @@ def test_bad_input_is_one_line(folders, tmp_path, capsys):
     for code, text, expected in cases:
         assert code == 2, text
         assert expected in text and text.strip().count("\n") == 0, text
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "run").exists()

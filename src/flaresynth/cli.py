@@ -95,8 +95,11 @@ def simulate(
 def dataset_build(
     images: Annotated[str, typer.Option("--sdoml", "--images", help="SDOMLv2 zarr path or s3:// / gs:// URL, or a folder of AIA FITS files.")],
     goes_files: Annotated[list[str], typer.Option("--goes", help="GOES XRS file or folder (repeat the option for several).")],
-    hek: Annotated[str, typer.Option(help="Saved HEK JSON response (file or folder of pages).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset folder to write (appears only when complete).")],
+    hek: Annotated[str | None, typer.Option(help="Saved HEK JSON response (file or folder of pages). Required for --task images; for --task forecast, without it flares are detected in the XRS series (NOAA's event definition).")] = None,
+    task: Annotated[str, typer.Option(help="images: flare and quiet frames labelled by GOES class (what generators learn from); forecast: images at fixed issue times labelled by whether an >=M flare starts in the next 24 h.")] = "images",
+    issue_every: Annotated[float, typer.Option("--issue-every", help="--task forecast: hours between issue times (on the UTC clock).")] = 6.0,
+    horizon: Annotated[float, typer.Option("--horizon", help="--task forecast: forecast window in hours after each issue time.")] = 24.0,
     size: Annotated[int, typer.Option(help="Image size in pixels (64, 128, 256...).")] = 64,
     channel: Annotated[str, typer.Option(help="AIA channel array, e.g. 171A.")] = "171A",
     scheme: Annotated[str, typer.Option(help="Label scheme: goes5 (A,B,C,M,X) or activity3 (low, medium, high).")] = "goes5",
@@ -123,7 +126,7 @@ def dataset_build(
     cfg = BuildConfig(
         size=size, channel=channel, scheme=scheme, label_rule=label, scale=scale, window_min=window_min,
         quiet_per_day=quiet_per_day, start=start, end=end, test_fraction=test_fraction,
-        val_fraction=val_fraction, split_by=split_by, buffer_days=buffer_days, split_seed=split_seed,
+        val_fraction=val_fraction, task=task, issue_every_h=issue_every, forecast_hours=horizon, split_by=split_by, buffer_days=buffer_days, split_seed=split_seed,
         mask_limb=mask_limb, workers=workers,
     )
     manifest = build_dataset(images, goes_files, hek, out_dir, cfg, scheduler=scheduler, overwrite=overwrite,
@@ -134,6 +137,7 @@ def dataset_build(
     if manifest.get("up_to_date"):
         out.print(f"{out_dir}: up to date (same inputs and parameters); nothing to do")
     _print_counts(out_dir, manifest)
+    _print_forecast(manifest.get("forecast"))
     _print_splits(manifest.get("splits"))
 
 
@@ -152,7 +156,20 @@ def dataset_info(
     out.print(f"{summary['path']}: {summary['n_images']} images {summary['shape']} {summary['channels']}, "
               f"scheme {summary['scheme']}, label rule {summary['label_rule']}, {summary['time_range'][0]} .. {summary['time_range'][1]}")
     _print_counts(path, {"counts": summary["counts"]})
+    _print_forecast(summary.get("forecast"))
     _print_splits(summary.get("splits"))
+
+
+def _print_forecast(info) -> None:
+    """A forecast dataset's label and what happened to its issue times."""
+    if not info:
+        return
+    c = info["issue_times"]
+    out.print(f"forecast label: {info['label']}; issue times every {info['issue_every_hours']:g} h: {c['issue_times']}, "
+              f"kept {c['kept']}; excluded: {c['ongoing_flare']} during an ongoing flare, {c['outcome_unknown']} with "
+              f"an unknown outcome, {c['no_recent_image']} without a recent image, {c['no_goes_at_issue']} without "
+              f"GOES data. Flare list: {info['flare_list']} ({info['n_flares_at_threshold']} at or above the threshold)",
+              highlight=False)
 
 
 def _print_splits(splits) -> None:
@@ -233,9 +250,11 @@ def train(
     """Train the class-conditional DDPM, or the ceVAE baseline (config kind: cevae), with EMA, checkpoints and resume; works unchanged under `accelerate launch`."""
     import os
 
+    from flaresynth.dataset import check_task
     from flaresynth.io import read_json
     from flaresynth.train import train as run_training
 
+    check_task(data, "images", "flaresynth train")
     run = run_training(data, out_dir, config, preset=preset, max_steps=max_steps, resume=resume, device=device,
                        progress=progress and not as_json, command=["flaresynth", *sys.argv[1:]])
     if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only the main process reports
@@ -349,6 +368,7 @@ def experiment_augment(
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     epochs: Annotated[int, typer.Option(min=1, help=_EPOCHS_HELP)] = 20,
     target_per_class: Annotated[int | None, typer.Option("--target-per-class", min=1, help="Images per class after filling (default: the largest real class count of the train split).")] = None,
+    allow_resize: Annotated[bool, typer.Option("--allow-resize", help="Upsample generated images smaller than the dataset's to its size (real images then go down to the generator's size and back up). Default: the classifier runs at the generator's size.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = 5e-4,
     layers: Annotated[int, typer.Option(min=1, help=_LAYERS_HELP)] = 4,
@@ -363,7 +383,7 @@ def experiment_augment(
 
     cfg = _experiment_config(AugmentConfig, seeds=seeds, seed=seed, epochs=epochs, target_per_class=target_per_class,
                              batch_size=batch_size, lr=lr, layers=layers, patch_size=patch_size, selection=selection,
-                             device=device)
+                             device=device, allow_resize=allow_resize)
     result = run_augment(data, generated, out_dir, cfg, progress=progress and not as_json,
                          log=lambda line: err.print(line, highlight=False, soft_wrap=True))
     if as_json:
@@ -374,14 +394,15 @@ def experiment_augment(
 
 @experiment_app.command("forecast")
 def experiment_forecast(
-    data: Annotated[Path, typer.Option("--data", help="Dataset folder with the flare24 label (an ≥M flare peaks within 24 h).")],
+    data: Annotated[Path, typer.Option("--data", help="Forecast dataset folder (`flaresynth dataset build --task forecast`: issue times labelled by whether an >=M flare starts within 24 h).")],
     out_dir: Annotated[Path, typer.Option("--out", help=_EXP_OUT_HELP)],
     generated: Annotated[Path | None, typer.Option("--generated", help="Samples folder; its M, X (or high) images are added as positives. Without it only the real-data forecaster is trained.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help=_SEEDS_HELP)] = 3,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     epochs: Annotated[int, typer.Option(min=1, help=_EPOCHS_HELP)] = 20,
     positive_fraction: Annotated[float, typer.Option("--positive-fraction", help="Add positives until they make this fraction of the training set (0.5: as many as negatives).")] = 0.5,
-    classical: Annotated[bool, typer.Option("--classical/--no-classical", help="Also train with classically augmented copies of real positives (same count).")] = False,
+    classical: Annotated[bool, typer.Option("--classical/--no-classical", help="Also train with classically augmented copies of real positives (same count), and with generated + classical half and half.")] = True,
+    allow_resize: Annotated[bool, typer.Option("--allow-resize", help="Upsample generated images smaller than the dataset's to its size (real images then go down to the generator's size and back up). Default: the classifier runs at the generator's size.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = 5e-4,
     layers: Annotated[int, typer.Option(min=1, help=_LAYERS_HELP)] = 4,
@@ -391,12 +412,12 @@ def experiment_forecast(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per regime and seed.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
 ) -> None:
-    """Train a 24 h ≥M-flare forecaster with and without generated high-activity images; TSS, HSS, contingency table."""
+    """Train a 24 h ≥M-flare forecaster (real, class-weighted, classical, generated, generated + classical); threshold chosen on the val split; TSS, HSS, TSS-max, ROC, BSS, reliability, grouped-bootstrap intervals."""
     from flaresynth.experiments.forecast import RESULTS_MD, ForecastConfig, run_forecast
 
     cfg = _experiment_config(ForecastConfig, seeds=seeds, seed=seed, epochs=epochs, positive_fraction=positive_fraction,
                              classical=classical, batch_size=batch_size, lr=lr, layers=layers, patch_size=patch_size,
-                             selection=selection, device=device)
+                             selection=selection, device=device, allow_resize=allow_resize)
     result = run_forecast(data, out_dir, generated=generated, config=cfg, progress=progress and not as_json,
                           log=lambda line: err.print(line, highlight=False, soft_wrap=True))
     if as_json:

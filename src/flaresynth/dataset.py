@@ -60,6 +60,7 @@ import pandas as pd
 
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.forecast_labels import FORECAST_CLASSES, FORECAST_SCHEME, detect_flares, issue_table
 from flaresynth.io import atomic_dir, open_npy, read_json, sha256_file, write_json
 from flaresynth.labels import (
     GOES_CLASSES,
@@ -78,6 +79,7 @@ MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
 LABEL_RULES = ("instant", "peak24", "event")
 CARRINGTON_DAYS = 27.2753  # synodic Carrington rotation period
+TASKS = ("images", "forecast")
 
 #: Columns of labels.csv, in order.
 LABEL_COLUMNS = [
@@ -97,6 +99,23 @@ LABEL_COLUMNS = [
     "event_peak",  # HEK peak time of that event
     "split",  # train | val | test
     "source_index",  # index of the frame in the time-sorted image source
+]
+
+#: Columns of a forecast dataset's labels.csv (``--task forecast``; see :mod:`flaresynth.forecast_labels`).
+FORECAST_COLUMNS = [
+    "time",  # issue time t, ISO 8601 UTC
+    "image_time",  # time of the image: the latest good frame at or before t
+    "label",  # flare24 | quiet24
+    "label_flux",  # largest flux of the flares starting in (t, t + horizon] (W/m2)
+    "flare24",  # True when a flare >= threshold starts in (t, t + horizon]
+    "n_flares24",  # how many such flares start there
+    "next_flare_id",  # the first of them (event id), "" for negatives
+    "next_flare_start",
+    "next_flare_class",  # its class in the dataset's flux convention
+    "flux",  # XRS-B at t
+    "event_id",  # "" (issue times belong to no event; kept for the dataset reader)
+    "split",
+    "source_index",
 ]
 
 
@@ -195,6 +214,23 @@ def open_dataset(path: str | Path) -> DatasetFolder:
     return DatasetFolder(path=path, manifest=manifest, labels=labels, images=images)
 
 
+def check_task(path: str | Path, expected: str, command: str) -> None:
+    """One-line error when the dataset folder at ``path`` was built for another task (``images``/``forecast``).
+
+    Folders without a ``task`` (built before it existed) are flare-image datasets. A missing folder is left to
+    the caller's own error.
+    """
+    manifest = Path(path) / MANIFEST_FILE
+    if not manifest.is_file():
+        return
+    task = read_json(manifest).get("task", "images")
+    if task != expected:
+        hint = ("build one with `flaresynth dataset build` (--task images)" if expected == "images"
+                else "build one with `flaresynth dataset build --task forecast`")
+        kind = "flare-image" if expected == "images" else "forecast"
+        raise input_error(manifest, "task", f"{task!r}: `{command}` needs a {kind} dataset; {hint}")
+
+
 class ImageDataset:
     """A ``torch.utils.data.Dataset`` over one split of a dataset folder.
 
@@ -286,6 +322,9 @@ class BuildConfig:
     val_fraction: float = 0.1
     split_by: str = "rotation"
     buffer_days: float = 2.0
+    task: str = "images"  # images (flare frames + quiet frames, for generators) | forecast (issue times)
+    issue_every_h: float = 6.0
+    threshold_flux: float = 1e-5  # forecast: a flare of at least this class (M1.0) starting in the horizon
     split_seed: int = 0
     start: str | None = None
     end: str | None = None
@@ -302,6 +341,12 @@ class BuildConfig:
             raise FlaresynthError(f"--size {self.size}: expected 8 to 4096 pixels")
         if not 0 <= self.test_fraction < 1 or not 0 <= self.val_fraction < 1 or self.test_fraction + self.val_fraction >= 1:
             raise FlaresynthError("--test-fraction and --val-fraction must be in [0, 1) and sum to less than 1")
+        if self.task not in TASKS:
+            raise FlaresynthError(f"--task {self.task!r}: expected one of {', '.join(TASKS)}")
+        if not self.issue_every_h > 0:
+            raise FlaresynthError(f"--issue-every {self.issue_every_h:g}: expected a positive number of hours")
+        if not self.forecast_hours > 0:
+            raise FlaresynthError(f"--horizon {self.forecast_hours:g}: expected a positive number of hours")
         if self.split_by not in SPLIT_RULES:
             raise FlaresynthError(f"--split-by {self.split_by!r}: expected one of {', '.join(SPLIT_RULES)}")
         if not self.buffer_days >= 0:
@@ -355,10 +400,21 @@ def build_dataset(
     t0 = time.perf_counter()
     source = open_images(images, channel=cfg.channel, years=cfg.years)
     xrs = read_xrs_files(list(goes), scale=cfg.scale)
-    events = read_events(hek)
-    table = select_frames(source, events, cfg)
-    table = attach_labels(table, xrs, events, cfg)
-    table, split_info = assign_splits(table, cfg)
+    events = read_events(hek) if hek else None
+    if cfg.task == "forecast":
+        table, forecast_info = forecast_issue_table(source, xrs, events, cfg)
+        table, split_info = assign_splits(table, cfg, classes=FORECAST_CLASSES)
+        if table.empty:
+            raise FlaresynthError(f"{images}: no usable issue time (every one lacked an image or GOES data, fell "
+                                  "during an ongoing flare, or had an unknown outcome)")
+    else:
+        if events is None:
+            raise FlaresynthError("--hek: required to build a flare-image dataset (flare frames are picked near HEK "
+                                  "peaks); only --task forecast can detect flares in the XRS series instead")
+        forecast_info = None
+        table = select_frames(source, events, cfg)
+        table = attach_labels(table, xrs, events, cfg)
+        table, split_info = assign_splits(table, cfg)
     if table.empty:
         raise FlaresynthError(
             f"{images}: no usable frame (no frame with good GOES data near a HEK event or in quiet times"
@@ -370,13 +426,15 @@ def build_dataset(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         preprocess_frames(source, table["source_index"].to_numpy(), tmp / IMAGES_FILE, cfg, transform, scheduler, progress)
         manifest = {
-            "scheme": cfg.scheme,
-            "classes": list(SCHEMES[cfg.scheme]),
+            "task": cfg.task,
+            "scheme": FORECAST_SCHEME if cfg.task == "forecast" else cfg.scheme,
+            "classes": list(FORECAST_CLASSES if cfg.task == "forecast" else SCHEMES[cfg.scheme]),
             "channels": [cfg.channel],
             "transform": transform.to_dict(),
             "image_size": cfg.size,
-            "label_rule": cfg.label_rule,
+            "label_rule": "forecast" if cfg.task == "forecast" else cfg.label_rule,
             "flux_convention": _convention(cfg.scale),
+            "forecast": forecast_info,
             "splits": split_info,
             "sources": {
                 "images": str(images),
@@ -386,7 +444,7 @@ def build_dataset(
                 "goes_files": list(xrs.files),
                 "goes_scale": cfg.scale,
                 "hek": str(hek),
-                "n_hek_events": int(len(events)),
+                "n_hek_events": int(len(events)) if events is not None else None,
             },
             "build": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
             "input_fingerprint": fingerprint,
@@ -394,7 +452,8 @@ def build_dataset(
             "build_seconds": round(time.perf_counter() - t0, 2),
             "scheduler": scheduler or "threads",
         }
-        _finish_folder(tmp, table[LABEL_COLUMNS], manifest)
+        columns = FORECAST_COLUMNS if cfg.task == "forecast" else LABEL_COLUMNS
+        _finish_folder(tmp, table[columns], manifest)
         manifest = read_json(tmp / MANIFEST_FILE)
     return manifest
 
@@ -564,6 +623,46 @@ def block_edges(rule: str, first: np.datetime64, last: np.datetime64) -> np.ndar
     return edges.to_numpy(dtype="datetime64[ns]")
 
 
+def forecast_issue_table(source, xrs, events: pd.DataFrame | None, cfg: BuildConfig) -> tuple[pd.DataFrame, dict]:
+    """Issue times, labels and exclusions of a forecast dataset (``--task forecast``); the flare list is the HEK
+    events in the dataset's convention, or flares detected in the XRS series without a HEK list."""
+    times = np.asarray(source.times, dtype="datetime64[ns]")
+    usable = np.ones(len(times), dtype=bool)
+    headers = source.headers()
+    if "QUALITY" in headers.columns:
+        usable &= pd.to_numeric(headers["QUALITY"], errors="coerce").fillna(1).to_numpy() == 0
+    index = np.flatnonzero(usable)
+    if events is not None:
+        flares = events[["event_id", "start", "peak", "end"]].copy()
+        flux = events["goes_flux"].to_numpy(dtype=np.float64)
+        if cfg.scale == "true" and len(events):
+            flux = np.where(xrs.swpc_scaled_at(events["peak"].to_numpy(dtype="datetime64[ns]")), flux / SWPC_FACTOR_B, flux)
+        flares["goes_flux"] = flux
+        source_name = "HEK events (de-duplicated), classes in the dataset's flux convention"
+    else:
+        flares = detect_flares(xrs)
+        source_name = ("flares detected in the XRS-B series by NOAA's event definition (4 rising minutes, x1.4; end "
+                       "half-way back to the start flux)")
+    table, counts = issue_table(times[index], xrs, flares, every_h=cfg.issue_every_h, horizon_h=cfg.forecast_hours,
+                                threshold=cfg.threshold_flux, flux_tolerance_s=cfg.flux_tolerance_s,
+                                start=cfg.start, end=cfg.end, frame_index=index)
+    if not table.empty:
+        table["event_id"] = ""
+        table["event_peak"] = ""  # blocks by the issue time itself
+        table["selection"] = "issue"
+    info = {"issue_every_hours": cfg.issue_every_h, "horizon_hours": cfg.forecast_hours,
+            "threshold_flux": cfg.threshold_flux,
+            "label": f"a flare of at least {flux_to_class(cfg.threshold_flux)} starts in (t, t + "
+                     f"{cfg.forecast_hours:g} h]",
+            "flare_list": source_name, "n_flares": int(len(flares)),
+            "n_flares_at_threshold": int((flares["goes_flux"] >= cfg.threshold_flux).sum()) if len(flares) else 0,
+            "issue_times": counts,
+            "excluded": "issue times during an ongoing flare at or above the threshold (HEK start..end) or with "
+                        "XRS-B at or above it at t; without a recent image (1 h) or GOES data at t; whose horizon "
+                        "runs past the GOES record"}
+    return table, info
+
+
 def _group_times(table: pd.DataFrame) -> np.ndarray:
     """Time that decides a frame's block: its event's peak for flare frames (so an event never straddles two
     blocks), its own time for quiet frames."""
@@ -611,7 +710,7 @@ def _assign_blocks(counts: np.ndarray, fractions: dict, seed: int, tries: int = 
     return None if not np.isfinite(cost[best]) else a[best]
 
 
-def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, dict]:
+def assign_splits(table: pd.DataFrame, cfg: BuildConfig, classes: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Assign contiguous time blocks to train/val/test, drop the buffers between splits; returns the table and
     the manifest's ``splits`` record (rule used, blocks, buffers, warnings). See the module docstring."""
     info = {"rule_requested": cfg.split_by, "buffer_days": cfg.buffer_days, "seed": cfg.split_seed,
@@ -621,7 +720,7 @@ def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, 
         table["split"] = []
         info.update(rule=cfg.split_by, blocks=[])
         return table, info
-    classes = SCHEMES[cfg.scheme]
+    classes = list(classes or SCHEMES[cfg.scheme])
     fractions = {s: f for s, f in info["fractions"].items() if f > 0}
     label_idx = np.array([classes.index(c) for c in table["label"]])
     group_time = _group_times(table)
@@ -649,9 +748,10 @@ def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, 
         smaller = _FALLBACK.get(rule)
         message = (f"split by {rule}: {len(used)} block(s) of data, too few for {len(fractions)} splits of whole "
                    "blocks")
-        if smaller is None:
-            raise FlaresynthError(f"{message}: a split would be empty (use --split-by chronological, or lower "
-                                  "--val-fraction to 0)")
+        if smaller is None or cfg.buffer_days >= BLOCK_DAYS[smaller]:
+            why = f"; {smaller} blocks would not be longer than the buffer" if smaller else ""
+            raise FlaresynthError(f"{message}: a split would be empty{why} (use --split-by chronological, a shorter "
+                                  "--buffer-days, or --val-fraction 0)")
         info["warnings"].append(f"{message}; fell back to {smaller} blocks")
         rule = smaller
 
@@ -672,7 +772,7 @@ def assign_splits(table: pd.DataFrame, cfg: BuildConfig) -> tuple[pd.DataFrame, 
     table = table.copy()
     table["split"] = split
     peak_cols = ["peak24_flux", "peak24_class", "flare24"]
-    if crosses.any() and cfg.label_rule == "peak24":
+    if crosses.any() and (cfg.label_rule == "peak24" or cfg.task == "forecast"):
         in_buffer |= crosses  # the label itself would look across the boundary
     elif crosses.any() and all(c in table for c in peak_cols):
         table.loc[crosses, "peak24_flux"] = np.nan
@@ -814,7 +914,9 @@ def dataset_summary(ds: DatasetFolder) -> dict:
         "channels": ds.channels,
         "scheme": ds.scheme,
         "label_rule": m.get("label_rule"),
+        "task": m.get("task", "images"),
         "flux_convention": m.get("flux_convention"),
+        "forecast": m.get("forecast"),
         "splits": m.get("splits"),
         "counts": m.get("counts"),
         "selection": ds.labels["selection"].value_counts().to_dict() if "selection" in ds.labels else {},

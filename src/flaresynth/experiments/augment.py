@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
@@ -60,26 +61,33 @@ from flaresynth.io import atomic_dir, write_json
 EXPERIMENT_FORMAT = "flaresynth-experiment/1"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
-REGIMES = ("real", "classical", "generated")
+REGIMES = ("real", "weighted", "classical", "generated", "mixed")
 REGIME_TITLES = {
     "real": "Only true data",
+    "weighted": "Only true data, class-weighted loss",
     "classical": "True + classical augmentation",
     "generated": "True + generated data",
+    "mixed": "True + generated + classical",
 }
+#: Bootstrap resamples behind every interval.
+BOOTSTRAP_N = 1000
 #: Where each training image came from (``TrainingSet.origin``).
 ORIGINS = ("real", "classical", "generated")
 
 
 # ------------------------------------------------------------------------------------------ generated images
-def check_samples(gs, ds) -> None:
+def check_samples(gs, ds, check_classes: bool = True) -> None:
     """One-line errors when a samples folder cannot feed a classifier of this dataset."""
     classes = list(ds.classes)
-    extra = [c for c in gs.classes if c not in classes]
+    extra = [c for c in gs.classes if c not in classes] if check_classes else []
     if extra:
         raise input_error(gs.path / "manifest.json", "classes", f"{extra[0]!r} is not a class of the dataset {ds.path} ({', '.join(classes)})")
-    labels = sorted({str(c) for c in gs.table["label"]} - {""} - set(classes))
+    labels = sorted({str(c) for c in gs.table["label"]} - {""} - set(classes)) if check_classes else []
     if labels:
         raise input_error(gs.path / "samples.csv", "label", f"{labels[0]!r} is not a class of the dataset {ds.path} ({', '.join(classes)})")
+    if gs.images.shape[-1] > ds.image_size:
+        raise input_error(gs.path / "samples.npy", "size", f"{gs.images.shape[-1]} px, larger than the dataset's "
+                          f"{ds.image_size} px images: build the dataset at the generator's size (--size)")
     if gs.images.shape[1] != ds.images.shape[1]:
         raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset {ds.path} has {ds.images.shape[1]}")
     if gs.images.shape[-1] != gs.images.shape[-2]:
@@ -110,12 +118,12 @@ def requested_class_index(gs, classes, scheme: str) -> np.ndarray:
 class GeneratedPool:
     """The generated images of a samples folder, mapped on demand into a dataset's model space and size."""
 
-    def __init__(self, gs, ds):
+    def __init__(self, gs, ds, size: int | None = None, labels: np.ndarray | None = None):
         from flaresynth.transforms import IntensityTransform
 
         self.gs = gs
-        self.size = ds.image_size
-        self.labels = requested_class_index(gs, ds.classes, ds.scheme)
+        self.size = int(size or ds.image_size)
+        self.labels = requested_class_index(gs, ds.classes, ds.scheme) if labels is None else np.asarray(labels)
         self.source_transform = IntensityTransform.from_dict(
             gs.manifest.get("transform", ds.manifest["transform"]), source=str(gs.path / "manifest.json"))
         self.target_transform = ds.transform()
@@ -126,7 +134,7 @@ class GeneratedPool:
             self.notes.append(f"generated images mapped from transform {self.source_transform.to_dict()} to the "
                               f"dataset's {self.target_transform.to_dict()} (through DN/s)")
         if gs.images.shape[-1] != self.size:
-            self.notes.append(f"generated images resized from {gs.images.shape[-1]} to the dataset's {self.size} px "
+            self.notes.append(f"generated images resized from {gs.images.shape[-1]} to {self.size} px "
                               "(inverse transform to DN/s, flaresynth.transforms.resize, forward transform)")
 
     def take(self, indices: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -142,6 +150,31 @@ class GeneratedPool:
                 x = self.target_transform.forward(resize(self.source_transform.inverse(x), self.size))
             out[start : start + len(x)] = x
         return out
+
+
+def working_size(gs, ds, allow_resize: bool) -> tuple[int, list[str]]:
+    """Side (px) at which the classifier runs, and a note: the generator's size by default (real images are
+    brought down to it, so no sharpness cue tells real from generated); with ``allow_resize`` the dataset's size,
+    generated images upsampled and real images sent down to the generator's size and back up (the same path)."""
+    g, d = int(gs.images.shape[-1]), ds.image_size
+    if g == d:
+        return d, []
+    if allow_resize:
+        return d, [f"--allow-resize: generated {g} px images upsampled to the dataset's {d} px; real images sent "
+                   f"down to {g} px and back up, so both went through the same resolution"]
+    return g, [f"the classifier runs at the generator's {g} px: real {d} px images brought down to it (through DN/s)"]
+
+
+def real_at_size(ds, rows, size: int, via: int | None = None) -> np.ndarray:
+    """Real images of ``rows`` at ``size`` px (model space), resampled through DN/s; ``via``: first down to that
+    size (the path generated images took with --allow-resize)."""
+    from flaresynth.transforms import resample
+
+    x = np.asarray(ds.images[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+    t = ds.transform()
+    if via is not None and via < x.shape[-1]:
+        x = resample(x, t, via)
+    return resample(x, t, size)
 
 
 # ----------------------------------------------------------------------------------- classical augmentation
@@ -194,6 +227,7 @@ class TrainingSet:
     labels: np.ndarray  # int64 class index
     origin: np.ndarray  # int8 index into ORIGINS
     source: np.ndarray  # dataset row (real, classical: the augmented original) or samples row (generated)
+    class_weights: np.ndarray | None = None  # cross-entropy weights (regime "weighted"), None = unweighted
 
     def counts(self, n_classes: int) -> dict:
         """Images per class index, by origin (lists of length n_classes)."""
@@ -245,44 +279,62 @@ def make_training_sets(
     labels = np.asarray(labels, dtype=np.int64)
     x_real = np.asarray(ds.images[rows], dtype=np.float32) if real_images is None else real_images
     sets: dict[str, TrainingSet] = {}
+    needed = np.asarray(needed, dtype=np.int64)
     for regime in regimes:
-        added_x, added_y, added_src = [], [], []
-        if regime == "classical":
-            rng = np.random.default_rng([seed, 1])
-            gen = torch.Generator().manual_seed(int(seed))
-            transform = ds.transform()
-            for c, n in enumerate(needed):
-                have = np.flatnonzero(labels == c)
-                if n <= 0 or len(have) == 0:
-                    continue
-                pick = draw(have, int(n), rng)
-                for start in range(0, len(pick), 256):
-                    part = torch.from_numpy(x_real[pick[start : start + 256]])
-                    added_x.append(classical_augment(part, transform, augmentation, gen).numpy())
-                added_y.append(np.full(len(pick), c, dtype=np.int64))
-                added_src.append(rows[pick])
-        elif regime == "generated":
-            if pool is None or pool_labels is None:
-                raise ValueError("the 'generated' regime needs a pool of generated images")
-            rng = np.random.default_rng([seed, 2])
-            for c, n in enumerate(needed):
-                have = np.flatnonzero(pool_labels == c)
-                if n <= 0 or len(have) == 0:
-                    continue
-                pick = draw(have, int(n), rng)
-                added_x.append(pool.take(pick))
-                added_y.append(np.full(len(pick), c, dtype=np.int64))
-                added_src.append(pick)
-        elif regime != "real":
+        added_x, added_y, added_src, added_origin = [], [], [], []
+        if regime == "mixed":  # half of each class's images generated, half classical (the other fills a gap)
+            have_gen = (np.bincount(pool_labels[pool_labels >= 0], minlength=len(needed)) > 0
+                        if pool_labels is not None else np.zeros(len(needed), bool))
+            have_cla = np.bincount(labels, minlength=len(needed)) > 0
+            n_gen = np.where(have_cla, (needed + 1) // 2, needed) * have_gen
+            parts = (("classical", needed - n_gen), ("generated", n_gen))
+        elif regime in ("classical", "generated"):
+            parts = ((regime, needed),)
+        elif regime in ("real", "weighted"):
+            parts = ()
+        else:
             raise ValueError(f"unknown regime {regime!r}")
-        n_added = sum(len(y) for y in added_y)
-        origin = np.concatenate([np.zeros(len(rows), np.int8), np.full(n_added, ORIGINS.index(regime), np.int8)])
+        for kind, counts in parts:
+            if kind == "classical":
+                rng = np.random.default_rng([seed, 1])
+                gen = torch.Generator().manual_seed(int(seed))
+                transform = ds.transform()
+                for c, n in enumerate(counts):
+                    have = np.flatnonzero(labels == c)
+                    if n <= 0 or len(have) == 0:
+                        continue
+                    pick = draw(have, int(n), rng)
+                    for start in range(0, len(pick), 256):
+                        part = torch.from_numpy(x_real[pick[start : start + 256]])
+                        added_x.append(classical_augment(part, transform, augmentation, gen).numpy())
+                    added_y.append(np.full(len(pick), c, dtype=np.int64))
+                    added_src.append(rows[pick])
+                    added_origin.append(np.full(len(pick), ORIGINS.index("classical"), np.int8))
+            else:
+                if pool is None or pool_labels is None:
+                    raise ValueError(f"the {regime!r} regime needs a pool of generated images")
+                rng = np.random.default_rng([seed, 2])
+                for c, n in enumerate(counts):
+                    have = np.flatnonzero(pool_labels == c)
+                    if n <= 0 or len(have) == 0:
+                        continue
+                    pick = draw(have, int(n), rng)
+                    added_x.append(pool.take(pick))
+                    added_y.append(np.full(len(pick), c, dtype=np.int64))
+                    added_src.append(pick)
+                    added_origin.append(np.full(len(pick), ORIGINS.index("generated"), np.int8))
+        weights = None
+        if regime == "weighted":  # inverse class frequency, N / (K · N_c), over the classes present
+            n_c = np.bincount(labels, minlength=len(needed)).astype(np.float64)
+            present = n_c > 0
+            weights = np.where(present, len(labels) / (present.sum() * np.maximum(n_c, 1)), 0.0)
         sets[regime] = TrainingSet(
             regime=regime,
             images=np.concatenate([x_real, *added_x]) if added_x else x_real,
             labels=np.concatenate([labels, *added_y]),
-            origin=origin,
+            origin=np.concatenate([np.zeros(len(rows), np.int8), *added_origin]),
             source=np.concatenate([rows, *added_src]),
+            class_weights=weights,
         )
     return sets
 
@@ -293,10 +345,11 @@ def fill_report(labels, needed, pool_labels, classes, regimes) -> tuple[dict, li
     real = np.bincount(labels, minlength=len(classes))
     info, notes = {}, []
     for regime in regimes:
-        available = (real if regime == "classical" else
-                     np.bincount(pool_labels[pool_labels >= 0], minlength=len(classes)) if regime == "generated" and pool_labels is not None
-                     else np.zeros(len(classes), dtype=np.int64))
-        added = np.where(available > 0, needed, 0) if regime != "real" else np.zeros(len(classes), dtype=np.int64)
+        pooled = (np.bincount(pool_labels[pool_labels >= 0], minlength=len(classes)) if pool_labels is not None
+                  else np.zeros(len(classes), dtype=np.int64))
+        available = {"classical": real, "generated": pooled, "mixed": real + pooled}.get(
+            regime, np.zeros(len(classes), dtype=np.int64))
+        added = np.where(available > 0, needed, 0) if regime not in ("real", "weighted") else np.zeros(len(classes), dtype=np.int64)
         distinct = np.minimum(added, available)
         info[regime] = {
             "title": REGIME_TITLES.get(regime, regime),
@@ -308,8 +361,9 @@ def fill_report(labels, needed, pool_labels, classes, regimes) -> tuple[dict, li
             "n_added": int(added.sum()),
         }
         for i, c in enumerate(classes):
-            if regime != "real" and needed[i] > 0 and available[i] == 0:
-                what = "real training image to augment" if regime == "classical" else "generated image requested as it"
+            if regime not in ("real", "weighted") and needed[i] > 0 and available[i] == 0:
+                what = {"classical": "real training image to augment", "generated": "generated image requested as it",
+                        "mixed": "real training image nor generated image of it"}[regime]
                 notes.append(f"{regime}: class {c} has no {what}; left at {int(real[i])} instead of {int(real[i] + needed[i])}")
             elif regime == "generated" and added[i] > distinct[i]:
                 notes.append(f"generated: class {c} needed {int(added[i])} images but the samples folder holds "
@@ -340,21 +394,29 @@ def run_augment(data, generated, out, config: AugmentConfig | None = None, progr
     generated : samples folder whose requested classes are classes of the dataset.
     out : experiment folder to write (replaced only if it is an earlier experiment folder).
     """
-    from flaresynth.dataset import open_dataset
-    from flaresynth.experiments.stats import aggregate_classification, classification_scores
+    from flaresynth.dataset import check_task, open_dataset
+    from flaresynth.experiments.stats import (
+        aggregate_classification,
+        classification_intervals,
+        classification_scores,
+        event_groups,
+    )
     from flaresynth.samples import open_samples
 
     cfg = config or AugmentConfig()
     cfg.validate()
     t0 = time.perf_counter()
     out = Path(out)
+    check_task(data, "images", "flaresynth experiment augment")
     ds = open_dataset(data)
     gs = open_samples(generated)
     check_samples(gs, ds)
     prepare_out(out, RESULTS_JSON)
     classes = list(ds.classes)
     k = len(classes)
-    spec = cfg.spec(ds.image_size, ds.images.shape[1], k)
+    size, size_notes = working_size(gs, ds, cfg.allow_resize)
+    via = int(gs.images.shape[-1]) if cfg.allow_resize else None
+    spec = cfg.spec(size, ds.images.shape[1], k)
     spec.validate()
     y_all = ds.label_index()
     train, val, test = (ds.split_indices(s) for s in ("train", "val", "test"))
@@ -363,25 +425,35 @@ def run_augment(data, generated, out, config: AugmentConfig | None = None, progr
     real_counts = np.bincount(y_all[train], minlength=k)
     target = int(cfg.target_per_class or real_counts.max())
     needed = fill_counts(real_counts, target)
-    pool = GeneratedPool(gs, ds)
+    pool = GeneratedPool(gs, ds, size=size)
     regimes_info, notes = fill_report(y_all[train], needed, pool.labels, classes, REGIMES)
-    notes = pool.notes + notes
+    notes = size_notes + pool.notes + notes
     if (pool.labels < 0).any():
         notes.append(f"{int((pool.labels < 0).sum())} generated images have no requested class and were not used")
     if log:
         for n in notes:
             log(n)
-    x_real = np.asarray(ds.images[train], dtype=np.float32)
-    val_xy = (np.asarray(ds.images[val], dtype=np.float32), y_all[val])
-    test_xy = (np.asarray(ds.images[test], dtype=np.float32), y_all[test])
+    x_real = real_at_size(ds, train, size, via)
+    val_xy = (real_at_size(ds, val, size, via), y_all[val])
+    test_xy = (real_at_size(ds, test, size, via), y_all[test])
 
     def make_sets(seed):
         return make_training_sets(ds, train, y_all[train], needed, REGIMES, seed, pool=pool, pool_labels=pool.labels,
                                   augmentation=cfg.augmentation, real_images=x_real)
 
     runs = run_regimes(make_sets, list(REGIMES), spec, cfg, val_xy, test_xy,
-                       lambda yt, yp: classification_scores(yt, yp, classes), progress=progress)
+                       lambda yt, pt, yv, pv: classification_scores(yt, pt.argmax(axis=1), classes), progress=progress)
     summary = {r: aggregate_classification([x["scores"] for x in runs if x["regime"] == r], classes) for r in REGIMES}
+    # grouped bootstrap over the test split's independent units (flare events; days for quiet frames)
+    test_labels = ds.labels.iloc[test]
+    groups = event_groups(test_labels["time"].to_numpy(), test_labels.get("event_id", pd.Series([""] * len(test))).to_numpy())
+    y_test = y_all[test]
+    independent = {c: int(len(np.unique(groups[y_test == i]))) for i, c in enumerate(classes)}
+    for r in REGIMES:
+        preds = [x.pop("proba_test").argmax(axis=1) for x in runs if x["regime"] == r]
+        for x, p in zip([x for x in runs if x["regime"] == r], preds):
+            x["test_predictions"] = p.tolist()
+        summary[r]["intervals"] = classification_intervals(y_test, preds, groups, classes, seed=cfg.seed)
     for r in REGIMES:
         summary[r]["seconds_per_epoch"] = _mean([x["training"]["seconds_per_epoch"] for x in runs if x["regime"] == r])
 
@@ -390,9 +462,14 @@ def run_augment(data, generated, out, config: AugmentConfig | None = None, progr
     result = {
         "format": EXPERIMENT_FORMAT,
         "experiment": "augment",
-        "data": _data_info(ds, y_all, classes),
+        "data": {**_data_info(ds, y_all, classes), "independent_units_test": independent,
+                 "flux_convention": ds.manifest.get("flux_convention"),
+                 "split_rule": (ds.manifest.get("splits") or {}).get("rule")},
+        "bootstrap": {"unit": "flare event (flare frames) or UTC day (other frames) of the test split",
+                      "n_units": int(len(np.unique(groups))), "n_boot": BOOTSTRAP_N, "level": 0.95,
+                      "statistic": "the metric averaged over seeds, recomputed on each resample"},
         "generated": {"path": str(gs.path), "n": int(len(gs.images)), "generator": gs.manifest.get("generator"),
-                      "size": int(gs.images.shape[-1]),
+                      "size": int(gs.images.shape[-1]), "classifier_size": size, "allow_resize": cfg.allow_resize,
                       "available": {c: int((pool.labels == i).sum()) for i, c in enumerate(classes)}},
         "target_per_class": target,
         "regimes": regimes_info,
@@ -461,6 +538,32 @@ def fmt(stat: dict, percent: bool = False, digits: int = 3) -> str:
     return f"{stat['mean'] * scale:.{d}f} ± {stat['std'] * scale:.{d}f}{unit}"
 
 
+def fmt_interval(ci: dict | None, percent: bool = False, digits: int = 3) -> str:
+    """``[low, high]`` of a :func:`~flaresynth.experiments.stats.grouped_bootstrap` interval."""
+    if not ci or ci.get("low") is None:
+        return "[undefined]"
+    scale, d = (100.0, 1) if percent else (1.0, digits)
+    return f"[{ci['low'] * scale:.{d}f}, {ci['high'] * scale:.{d}f}]"
+
+
+def noise_verdicts(summary: dict, regimes, key: str, titles: dict, baseline: str = "real") -> list[str]:
+    """"<regime>: within noise / above / below" against ``baseline`` by overlap of the bootstrap intervals."""
+    from flaresynth.experiments.stats import intervals_overlap
+
+    base = summary.get(baseline, {}).get("intervals", {}).get(key)
+    out = []
+    for r in regimes:
+        if r == baseline:
+            continue
+        ci = summary[r].get("intervals", {}).get(key)
+        overlap = intervals_overlap(base, ci)
+        if overlap is None:
+            continue
+        verdict = "within noise" if overlap else ("above" if ci["low"] > base["high"] else "below")
+        out.append(f"{titles.get(r, r)}: {verdict}")
+    return out
+
+
 def augment_markdown(result: dict) -> str:
     """results.md of the augmentation experiment."""
     classes = result["data"]["classes"]
@@ -482,10 +585,29 @@ def augment_markdown(result: dict) -> str:
         "| Class (test images) | " + " | ".join(titles) + " |",
         "|---|" + "---|" * len(regimes),
     ]
+    units = result["data"].get("independent_units_test", {})
     for c in classes:
-        lines.append(f"| {c} ({test[c]}) | " + " | ".join(fmt(s[r]["per_class_accuracy"][c], percent=True) for r in regimes) + " |")
+        lines.append(f"| {c} ({test[c]}; {units.get(c, '?')} independent) | "
+                     + " | ".join(fmt(s[r]["per_class_accuracy"][c], percent=True) for r in regimes) + " |")
     for key, name in (("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"), ("accuracy", "accuracy (all images)")):
-        lines.append(f"| **{name}** | " + " | ".join(fmt(s[r][key], percent=key != "macro_f1") for r in regimes) + " |")
+        cells = []
+        for r in regimes:
+            ci = s[r].get("intervals", {}).get(key)
+            cells.append(fmt(s[r][key], percent=key != "macro_f1") + (" " + fmt_interval(ci, percent=key != "macro_f1") if ci else ""))
+        lines.append(f"| **{name}** | " + " | ".join(cells) + " |")
+    if all("intervals" in s[r] for r in regimes):
+        lines += ["", "## F1 per class with 95 % grouped-bootstrap intervals", "",
+                  "| Class | " + " | ".join(titles) + " |", "|---|" + "---|" * len(regimes)]
+        for c in classes:
+            lines.append(f"| {c} | " + " | ".join(f"{fmt(s[r]['per_class_f1'][c])} {fmt_interval(s[r]['intervals']['per_class_f1'][c])}"
+                                              for r in regimes) + " |")
+        verdicts = noise_verdicts(s, regimes, "balanced_accuracy", REGIME_TITLES)
+        if verdicts:
+            lines += ["", "Against the real-only regime (balanced accuracy): " + "; ".join(verdicts) + "."]
+        b = result.get("bootstrap", {})
+        lines += ["", f"Intervals: 95 % percentile bootstrap over {b.get('n_units', '?')} independent units of the "
+                  f"test split ({b.get('unit', '')}), {b.get('n_boot', '?')} resamples; the statistic is the seed "
+                  "mean. \"within noise\": the two intervals overlap."]
     lines += ["", "## Training images per class (real + added)", "",
               "| Regime | " + " | ".join(classes) + " | total | seconds/epoch |", "|---|" + "---|" * (len(classes) + 2)]
     for r in regimes:

@@ -163,6 +163,7 @@ def train_classifier(
     settings: TrainSettings,
     seed: int = 0,
     on_epoch: Callable[[int, dict], None] | None = None,
+    class_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (x_train, y_train); keep the epoch chosen by ``settings.selection``.
 
@@ -172,6 +173,7 @@ def train_classifier(
     y_train, y_val : int class indices. An empty or missing validation set means "keep the last epoch".
     seed : seeds the epoch order (the model's initial weights are seeded by :func:`build_classifier`).
     on_epoch : called after each epoch with (epoch starting at 1, {"loss", "val_score"}), e.g. for a progress bar.
+    class_weights : per-class weights of the cross-entropy (the ``weighted`` regime: N / (K · N_c)); None = 1.
     """
     import torch
     import torch.nn.functional as F
@@ -183,6 +185,7 @@ def train_classifier(
         raise FlaresynthError("training set: no image to train on")
     n_classes = int(model.config.num_labels)
     y_all = torch.as_tensor(np.asarray(y_train, dtype=np.int64))
+    weight = None if class_weights is None else torch.as_tensor(np.asarray(class_weights, dtype=np.float32)).to(device)
     has_val = x_val is not None and y_val is not None and len(y_val) > 0
     selection = settings.selection if has_val else "last"
 
@@ -210,7 +213,7 @@ def train_classifier(
             idx = np.sort(order[start : start + settings.batch_size])
             xb = torch.from_numpy(np.ascontiguousarray(x_train[idx], dtype=np.float32)).to(device)
             yb = y_all[idx].to(device)
-            loss = F.cross_entropy(model(pixel_values=xb).logits, yb)
+            loss = F.cross_entropy(model(pixel_values=xb).logits, yb, weight=weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip:
@@ -246,15 +249,20 @@ def train_classifier(
 
 def predict(model, x: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
     """Class index (argmax of the logits) of each image of ``x`` (float32 (N, C, H, W), model space)."""
+    return predict_proba(model, x, batch_size, device).argmax(axis=1)
+
+
+def predict_proba(model, x: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+    """Softmax class probabilities (N, K) of each image of ``x`` (float32 (N, C, H, W), model space)."""
     import torch
 
     dev = resolve_device(device)
     model.eval()
-    out = np.empty(len(x), dtype=np.int64)
+    out = np.empty((len(x), int(model.config.num_labels)), dtype=np.float64)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)).to(dev)
-            out[start : start + len(xb)] = model(pixel_values=xb).logits.argmax(dim=1).cpu().numpy()
+            out[start : start + len(xb)] = torch.softmax(model(pixel_values=xb).logits.double(), dim=1).cpu().numpy()
     return out
 
 
@@ -276,6 +284,7 @@ class ExperimentConfig:
     hidden_size: int = 192
     heads: int = 3
     intermediate_size: int = 768
+    allow_resize: bool = False  # upsample smaller generated images to the dataset's size (else: real brought down)
 
     def validate(self) -> None:
         if self.seeds < 1:
@@ -310,9 +319,11 @@ def run_regimes(
 ) -> list[dict]:
     """Train and test one classifier per (seed, regime); returns one dict per run.
 
-    ``make_sets(seed)`` returns ``{regime: TrainingSet-like}`` (attributes ``images`` and ``labels``); every run
-    of a seed starts from the same initial weights and draws its epoch order from the same seed, so regimes
-    differ only in their training images. ``score(y_true, y_pred)`` turns the test predictions into numbers.
+    ``make_sets(seed)`` returns ``{regime: TrainingSet-like}`` (attributes ``images``, ``labels`` and
+    ``class_weights``, None for an unweighted loss); every run of a seed starts from the same initial weights and
+    draws its epoch order from the same seed, so regimes differ only in their training images (and weights).
+    ``score(y_test, proba_test, y_val, proba_val)`` turns the class probabilities into numbers (a threshold may
+    be chosen on the validation split only). Each run dict also holds ``proba_test`` (not for JSON).
     The progress bar (rich, on stderr) shows one line per regime and seed.
     """
     from rich.console import Console
@@ -339,10 +350,14 @@ def run_regimes(
                     bar.update(task, completed=epoch, info=info)
 
                 model = build_classifier(spec, seed)
-                result = train_classifier(model, ts.images, ts.labels, x_val, y_val, settings, seed=seed, on_epoch=advance)
-                pred = predict(model, x_test, settings.eval_batch_size, settings.device)
+                result = train_classifier(model, ts.images, ts.labels, x_val, y_val, settings, seed=seed, on_epoch=advance,
+                                          class_weights=getattr(ts, "class_weights", None))
+                proba_test = predict_proba(model, x_test, settings.eval_batch_size, settings.device)
+                proba_val = (predict_proba(model, x_val, settings.eval_batch_size, settings.device)
+                             if len(y_val) else np.zeros((0, spec.num_labels)))
                 runs.append({"seed": seed, "regime": regime, "n_train": int(len(ts.labels)),
-                             "scores": score(y_test, pred), "training": result.to_dict()})
+                             "scores": score(y_test, proba_test, y_val, proba_val), "training": result.to_dict(),
+                             "proba_test": proba_test})
                 del model
     return runs
 

@@ -115,3 +115,41 @@ def skill_scores(summary: Mapping, regimes: Sequence[str], titles: Mapping[str, 
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(regimes), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def roc_reliability(y_true, probabilities: Mapping[str, np.ndarray], titles: Mapping[str, str], path) -> Path:
+    """ROC curves and a reliability diagram of each regime's seed-mean forecast probabilities on the test split."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.asarray(y_true).astype(bool)
+    fig = _figure(9.0, 4.0)
+    ax_roc, ax_rel = fig.subplots(1, 2)
+    edges = np.linspace(0, 1, 11)
+    for r, p in probabilities.items():
+        label = titles.get(r, r)
+        if y.any() and not y.all():
+            fpr, tpr, _ = roc_curve(y, p)
+            ax_roc.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, p):.2f})", linewidth=1.2)
+        b = np.clip(np.digitize(p, edges[1:-1]), 0, 9)
+        filled = [k for k in range(10) if (b == k).any()]
+        ax_rel.plot([p[b == k].mean() for k in filled], [y[b == k].mean() for k in filled], marker="o", markersize=3,
+                    linewidth=1.0, label=label)
+    for ax in (ax_roc, ax_rel):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    if len(y):
+        ax_rel.axhline(y.mean(), color="black", linewidth=0.6, linestyle="--", label="climatology (test)")
+    ax_roc.set_xlabel("false positive rate (POFD)")
+    ax_roc.set_ylabel("true positive rate (POD)")
+    ax_roc.set_title("ROC, test split", fontsize=10)
+    ax_rel.set_xlabel("forecast probability")
+    ax_rel.set_ylabel("observed frequency")
+    ax_rel.set_title("reliability, test split", fontsize=10)
+    if ax_roc.get_legend_handles_labels()[0]:
+        ax_roc.legend(fontsize=7, loc="lower right")
+    else:
+        ax_roc.text(0.5, 0.5, "undefined: the test split lacks\npositives or negatives", ha="center", va="center")
+    ax_rel.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 # -------------------------------------------------------------------------------------------- multi-class
@@ -152,7 +153,150 @@ def aggregate_classification(runs: Sequence[dict], classes: Sequence[str]) -> di
 
 def aggregate_forecast(runs: Sequence[dict]) -> dict:
     """Mean ± std over seeds of :func:`forecast_scores` results, including each contingency cell."""
-    out = {key: mean_std([r[key] for r in runs]) for key in ("tss", "hss", "pod", "pofd", "accuracy", "climatological_rate")}
+    keys = ("tss", "hss", "pod", "pofd", "accuracy", "climatological_rate", "tss_max", "bss", "brier", "threshold")
+    out = {key: mean_std([r.get(key) for r in runs]) for key in keys}
+    out["auc"] = mean_std([(r.get("roc") or {}).get("auc") for r in runs])
     out["contingency"] = {cell: mean_std([r["contingency"][cell] for r in runs]) for cell in ("tp", "fp", "fn", "tn")}
     out["n_seeds"] = len(runs)
+    return out
+
+
+# ------------------------------------------------------------------------------------- probabilistic forecast
+def best_tss_threshold(y_true, p) -> tuple[float, float | None]:
+    """The probability threshold that maximises TSS on (y_true, p), and that TSS (for the validation split).
+
+    Forecast "yes" when ``p >= threshold``. Candidates are the distinct values of ``p`` (scikit-learn's
+    ``roc_curve``); ties go to the highest threshold. Without positives or negatives: (0.5, None).
+    """
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y_true).astype(bool)
+    if y.all() or not y.any():
+        return 0.5, None
+    fpr, tpr, thr = roc_curve(y, np.asarray(p, dtype=np.float64))
+    k = int(np.argmax(tpr - fpr))
+    return float(min(1.0, thr[k])), float(tpr[k] - fpr[k])
+
+
+def probabilistic_scores(y_true, p, threshold: float) -> dict:
+    """Scores of forecast probabilities ``p`` against outcomes ``y_true``:
+
+    * at ``threshold`` (chosen on the validation split): :func:`forecast_scores` (TSS, HSS, contingency table);
+    * ``tss_max``: the best TSS over all thresholds **on this split itself** (an upper bound, not a forecast);
+    * ``roc``: false and true positive rates (scikit-learn ``roc_curve``) and the ROC AUC;
+    * ``brier`` = mean (p − y)²; ``bss`` = 1 − brier / brier_clim, the reference being the constant forecast of
+      this split's climatological rate c (brier_clim = c (1 − c)); undefined when c is 0 or 1;
+    * ``reliability``: mean forecast probability and observed frequency in 10 equal-width bins (with counts).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.asarray(y_true).astype(bool)
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    out = forecast_scores(y, p >= threshold)
+    out["threshold"] = float(threshold)
+    both = y.any() and not y.all()
+    out["tss_max"] = best_tss_threshold(y, p)[1] if both else None
+    if both:
+        fpr, tpr, _ = roc_curve(y, p)
+        out["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(roc_auc_score(y, p))}
+    else:
+        out["roc"] = None
+    brier = float(np.mean((p - y) ** 2)) if len(y) else None
+    c = float(y.mean()) if len(y) else None
+    out["brier"] = brier
+    out["bss"] = 1.0 - brier / (c * (1 - c)) if brier is not None and c not in (None, 0.0, 1.0) else None
+    edges = np.linspace(0, 1, 11)
+    b = np.clip(np.digitize(p, edges[1:-1]), 0, 9)
+    out["reliability"] = {
+        "bin_edges": edges.tolist(),
+        "n": np.bincount(b, minlength=10).tolist(),
+        "mean_forecast": [float(p[b == k].mean()) if (b == k).any() else None for k in range(10)],
+        "observed_frequency": [float(y[b == k].mean()) if (b == k).any() else None for k in range(10)],
+    }
+    return out
+
+
+# --------------------------------------------------------------------------------------- grouped bootstrap
+def grouped_bootstrap(metric, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile interval of ``metric(rows)`` over a bootstrap that resamples whole **groups** (flare events,
+    days), not rows: frames of one event are strongly correlated, so resampling them one by one would treat
+    near-copies as independent evidence and narrow the interval.
+
+    ``groups``: one group id per row; ``metric(rows)`` gets an int array of row indices (groups drawn with
+    replacement, each contributing all its rows) and returns a number or None (undefined on that resample).
+    Returns ``{"low", "high", "level", "n_groups", "n_boot", "n_defined"}`` (low/high None if too few resamples
+    are defined).
+    """
+    groups = np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        rows = np.concatenate([members[g] for g in pick]) if len(pick) else np.array([], dtype=np.int64)
+        v = metric(rows)
+        if v is not None and np.isfinite(v):
+            values.append(float(v))
+    alpha = (1 - level) / 2
+    ok = len(values) >= max(10, n_boot // 2)
+    return {"low": float(np.quantile(values, alpha)) if ok else None,
+            "high": float(np.quantile(values, 1 - alpha)) if ok else None,
+            "level": level, "n_groups": int(len(uniq)), "n_boot": int(n_boot), "n_defined": len(values)}
+
+
+def intervals_overlap(a: dict | None, b: dict | None) -> bool | None:
+    """True when two bootstrap intervals overlap ("within noise"); None when either is undefined."""
+    if not a or not b or a.get("low") is None or b.get("low") is None:
+        return None
+    return a["low"] <= b["high"] and b["low"] <= a["high"]
+
+
+def event_groups(times, event_ids=None) -> np.ndarray:
+    """Bootstrap group of each row: its flare event where it has one, else its UTC day (``YYYY-MM-DD``).
+
+    Rows of one event are one group; rows of one day without an event are one group. Groups linked by an event
+    that spans two days stay separate (an event is already one unit).
+    """
+    days = utc_days(times)
+    if event_ids is None:
+        return days
+    ev = np.asarray(event_ids, dtype=object)
+    has = np.array([bool(e) and str(e) != "nan" for e in ev])
+    return np.where(has, np.char.add("event:", ev.astype(str)), np.char.add("day:", days.astype(str)))
+
+
+def utc_days(times) -> np.ndarray:
+    """UTC day (``YYYY-MM-DD``) of ISO time strings or datetime64 values."""
+    return pd.to_datetime(pd.Series(np.asarray(times)), utc=True, format="mixed").dt.strftime("%Y-%m-%d").to_numpy()
+
+
+def seed_mean(fn, y_true, predictions):
+    """``metric(rows)`` for :func:`grouped_bootstrap`: ``fn(y_true[rows], pred[rows])`` averaged over the seeds'
+    predictions (one array per seed), None if undefined for every seed."""
+    y_true = np.asarray(y_true)
+
+    def metric(rows):
+        values = [fn(y_true[rows], np.asarray(p)[rows]) for p in predictions]
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        return float(np.mean(values)) if values else None
+
+    return metric
+
+
+def classification_intervals(y_true, predictions, groups, classes, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Grouped-bootstrap 95 % intervals of balanced accuracy, macro-F1 and each class's F1 (seed means)."""
+    k = len(classes)
+
+    def f1_of(c):
+        return lambda yt, yp: (classification_scores(yt, yp, classes)["per_class_f1"][classes[c]])
+
+    out = {
+        "balanced_accuracy": grouped_bootstrap(seed_mean(lambda yt, yp: classification_scores(yt, yp, classes)["balanced_accuracy"],
+                                                         y_true, predictions), groups, n_boot, seed),
+        "macro_f1": grouped_bootstrap(seed_mean(lambda yt, yp: classification_scores(yt, yp, classes)["macro_f1"],
+                                                y_true, predictions), groups, n_boot, seed),
+        "per_class_f1": {classes[c]: grouped_bootstrap(seed_mean(f1_of(c), y_true, predictions), groups, n_boot, seed)
+                         for c in range(k)},
+    }
     return out
