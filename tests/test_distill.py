@@ -30,14 +30,6 @@ from toy import cli, make_dataset, one_line_error
 STAGE_STEPS = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A toy dataset, a tiny discrete teacher (30 steps) and its 2-step student (guidance at 4 DDIM steps, then 2)."""
