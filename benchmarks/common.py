@@ -666,8 +666,9 @@ def train_step_flops(cfg, in_channels: int, n_classes: int, batch: int | None = 
 
     from flaresynth.models.conditioning import Condition
     from flaresynth.models.unet import build_denoiser, count_parameters
+    from flaresynth.train import per_process_batch
 
-    batch = int(batch or cfg.train.batch_size)
+    batch = int(batch or per_process_batch(cfg.train, 1))
     model = build_denoiser(cfg.model, in_channels, cfg.conditioning.kind, n_classes,
                            flux_frequencies=cfg.conditioning.flux_frequencies)
     s = cfg.model.sample_size

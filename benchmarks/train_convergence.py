@@ -97,11 +97,13 @@ def recipe_config(name: str, base: str):
 
 
 def recipe_summary(cfg) -> dict:
+    from flaresynth.train import per_process_batch
+
     d, t = cfg.diffusion, cfg.train
     return {"prediction": d.prediction_type, "loss_weighting": d.loss_weighting + (f" (gamma {d.snr_gamma:g})" if d.loss_weighting == "min_snr" else ""),
             "beta": f"{d.beta_schedule} {d.beta_start:g}..{d.beta_end:g}", "lr": t.lr, "warmup_steps": t.warmup_steps,
             "lr_schedule": t.lr_schedule, "grad_clip": t.grad_clip, "ema_decay": t.ema_decay, "ema_warmup": t.ema_warmup,
-            "ema_update_after_step": t.ema_update_after_step, "batch_size": t.batch_size}
+            "ema_update_after_step": t.ema_update_after_step, "batch_size": per_process_batch(t, 1)}
 
 
 def read_log(path: Path) -> list[dict]:

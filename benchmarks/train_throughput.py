@@ -97,7 +97,7 @@ def reference_case(case: dict, cfg, ds) -> dict:
     import torch
     from diffusers import DDPMScheduler
 
-    from flaresynth.train import load_training_data, resolve_for_dataset
+    from flaresynth.train import load_training_data, per_process_batch, resolve_for_dataset
 
     cfg = resolve_for_dataset(cfg, ds)
     data = load_training_data(ds, cfg)
@@ -113,7 +113,7 @@ def reference_case(case: dict, cfg, ds) -> dict:
                           beta_start=d.beta_start, beta_end=d.beta_end)
     model = torch.compile(unet) if case.get("compile") else unet
     g = torch.Generator().manual_seed(t.seed)
-    b = t.batch_size
+    b = per_process_batch(t, 1)  # the paper preset gives train.global_batch instead
     loader_iter = None
     if case.get("loader") == "dataloader":
         from torch.utils.data import DataLoader, TensorDataset
@@ -192,6 +192,7 @@ def run_case(case: dict) -> dict:
 
     from flaresynth.config import load_preset
     from flaresynth.dataset import open_dataset
+    from flaresynth.train import per_process_batch
 
     rss_before = current_rss_mb()
     cfg = load_preset(case["preset"])
@@ -204,8 +205,9 @@ def run_case(case: dict) -> dict:
     w = int(case["warmup"])
     timed = steps[w:] if len(steps) > w else steps
     s = float(np.mean(timed))
-    return {**r, "batch": cfg.train.batch_size, "s_per_step": s, "s_per_step_median": float(np.median(timed)),
-            "images_per_s": cfg.train.batch_size / s, "warmup_s": float(steps[:w].sum()), "steps_timed": int(len(timed)),
+    batch = per_process_batch(cfg.train, 1)
+    return {**r, "batch": batch, "s_per_step": s, "s_per_step_median": float(np.median(timed)),
+            "images_per_s": batch / s, "warmup_s": float(steps[:w].sum()), "steps_timed": int(len(timed)),
             "threads": torch.get_num_threads(), "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -201,3 +201,110 @@ def test_gradient_accumulation_steps_the_optimiser_once_per_step(ds, tmp_path):
     assert all(int(s["step"]) == 2 for s in state["optimizer"]["state"].values())  # 6 micro-batches, 2 steps
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["images_per_step"] == 6
+
+
+# ------------------------------------------------------------------------------------------ GPU paths, on a CPU
+
+
+def _rewrite_checkpoint(run, **changes):
+    """Change entries of a run's latest checkpoint (state.pt and its checksum rewritten, as training would)."""
+    state = read_checkpoint(latest_checkpoint(run))
+    state.update(changes)
+    write_checkpoint(run, int(state["step"]), state, keep=2)
+
+
+def _assert_same_weights(a, b):
+    sa, sb = read_checkpoint(latest_checkpoint(a)), read_checkpoint(latest_checkpoint(b))
+    assert sa["step"] == sb["step"]
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+
+
+def test_resume_with_more_saved_cuda_rng_states_than_visible_gpus(ds, tmp_path, monkeypatch):
+    cfg = tiny(steps=4, checkpoint_every=2)
+    train(ds, tmp_path / "full", cfg, progress=False)
+    cut = tmp_path / "cut"
+    train(ds, cut, cfg, max_steps=2, progress=False)
+    # a checkpoint as a 4-GPU run saved it: one CUDA generator state per GPU its main process saw ...
+    _rewrite_checkpoint(cut, rng={"torch": torch.get_rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8)] * 4})
+
+    # ... resumed where one GPU is visible: torch raises IndexError for more states than devices
+    def set_rng_state_all(states):
+        if len(states) > 1:
+            raise IndexError("list index out of range")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_rng_state_all)
+    train(ds, cut, None, resume=True, device="cpu", progress=False)
+    monkeypatch.undo()
+    _assert_same_weights(tmp_path / "full", cut)  # and nothing the run needs was lost with those states
+
+
+def test_optimizer_state_is_loaded_after_prepare(ds, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    run = tmp_path / "run"
+    train(ds, run, tiny(steps=2), max_steps=1, progress=False)
+    calls = []
+    prepare, load = Accelerator.prepare, torch.optim.Optimizer.load_state_dict
+
+    def spy_prepare(self, *args, **kwargs):
+        calls.append("prepare")
+        try:
+            return prepare(self, *args, **kwargs)
+        finally:
+            calls.append("prepared")
+
+    def spy_load(self, state_dict):
+        calls.append("load")  # accelerate itself reloads the optimiser's own state inside prepare
+        return load(self, state_dict)
+
+    monkeypatch.setattr(Accelerator, "prepare", spy_prepare)
+    monkeypatch.setattr(torch.optim.Optimizer, "load_state_dict", spy_load)
+    train(ds, run, None, resume=True, progress=False)
+    # the checkpoint's state: loaded once, after prepare (before it, on a GPU, Adam's step counters would move
+    # to the device and AdamW would read each back every step)
+    before, after = calls[: calls.index("prepare")], calls[calls.index("prepared") + 1 :]
+    assert before == [] and after == ["load"], calls
+
+
+def test_resume_on_another_world_size_is_refused_unless_allowed(ds, run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    _rewrite_checkpoint(copy, world_size=4)  # as if saved by `accelerate launch --num_processes 4`
+    line = one_line_error(cli("train", "--data", str(ds), "--out", str(copy), "--resume", "--max-steps", "5",
+                              "--no-progress"))
+    assert "saved by 4 process(es), this launch has 1" in line and "global batch (16 -> 4)" in line
+    assert "--allow-world-size-change" in line and "step-0000004" in line
+    train(ds, copy, None, resume=True, max_steps=5, allow_world_size_change=True, progress=False)
+    assert latest_checkpoint(copy).name == "step-0000005"
+    assert read_checkpoint(latest_checkpoint(copy))["world_size"] == 1
+
+
+def test_global_batch_is_split_over_processes_and_accumulation(ds, tmp_path):
+    out = train(ds, tmp_path / "gb", tiny(steps=1, global_batch=6, grad_accum=2, batch_size=32), progress=False)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["images_per_step"] == 6 and prov["sessions"][0]["batch_per_process"] == 3
+    with pytest.raises(FlaresynthError, match="train.global_batch: 5 images do not split evenly"):
+        train(ds, tmp_path / "bad", tiny(steps=1, global_batch=5, grad_accum=2), progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_shipped_runs_keep_their_fingerprints():
+    """New config keys must not change old configs' fingerprints (a run resumes only with the same one)."""
+    from importlib import resources
+
+    from flaresynth.config import load_config
+
+    root = resources.files("flaresynth") / "pretrained"
+    for name in ("demo-discrete", "demo-continuous", "demo-embedding", "demo-cevae"):
+        saved = json.loads((root / name / "model" / "flaresynth.json").read_text())["fingerprint"]
+        assert load_config(root / name / "config.yaml").fingerprint() == saved, name
+    cfg = tiny()
+    cfg.train.global_batch = 8
+    other = tiny()
+    other.train.global_batch, other.train.batch_size = 8, 2  # batch_size is unused once global_batch is set
+    assert cfg.fingerprint() == other.fingerprint() != tiny().fingerprint()

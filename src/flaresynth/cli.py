@@ -245,6 +245,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest complete checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible). Under `accelerate launch` accelerate places each process.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with loss and images/s.")] = True,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="GPU: deterministic cuDNN/cuBLAS kernels and no TF32, so a run repeats bit for bit on the same hardware (slower). A CPU run repeats without it.")] = False,
+    allow_world_size_change: Annotated[bool, typer.Option("--allow-world-size-change", help="Resume a checkpoint saved by another number of processes (its batch, or with train.global_batch its random streams, then differ from the interrupted run's).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's provenance.json when done.")] = False,
 ) -> None:
     """Train the class-conditional DDPM, or the ceVAE baseline (config kind: cevae), with EMA, checkpoints and resume; works unchanged under `accelerate launch`."""
@@ -256,7 +258,8 @@ def train(
 
     check_task(data, "images", "flaresynth train")
     run = run_training(data, out_dir, config, preset=preset, max_steps=max_steps, resume=resume, device=device,
-                       progress=progress and not as_json, command=["flaresynth", *sys.argv[1:]])
+                       progress=progress and not as_json, command=["flaresynth", *sys.argv[1:]],
+                       deterministic=deterministic, allow_world_size_change=allow_world_size_change)
     if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only the main process reports
         return
     if as_json:

@@ -171,9 +171,13 @@ class DistillConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation. ``batch_size`` is per process and per micro-step; the batch of one optimiser step is
-    ``batch_size × processes × grad_accum``. ``steps`` is the planned length (the LR schedule's length);
-    ``flaresynth train --max-steps`` may stop earlier, and ``--resume`` continues.
+    """Optimisation. ``batch_size`` is per process and per micro-step; the batch of one optimiser step (the
+    global batch) is ``batch_size × processes × grad_accum``, so it grows with the number of GPUs. Set
+    ``global_batch`` instead to fix the images per optimiser step whatever the number of processes: each process
+    then takes ``global_batch / (processes × grad_accum)`` images per micro-step (it must divide evenly) and
+    ``batch_size`` is not used. The learning rate is never scaled with the batch. ``steps`` is the planned
+    length (the LR schedule's length); ``flaresynth train --max-steps`` may stop earlier, and ``--resume``
+    continues.
 
     EMA (diffusers ``EMAModel``): decay ``min(ema_decay, 1 - (1 + n)^-ema_power)`` with ``ema_warmup``, else
     ``min(ema_decay, (1 + n)/(10 + n))``, where n counts updates after ``ema_update_after_step`` (before that
@@ -182,6 +186,7 @@ class TrainConfig:
 
     steps: int = 10000
     batch_size: int = 32
+    global_batch: int | None = None
     lr: float = 3e-4
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -253,7 +258,7 @@ class RunConfig:
         """Hash of everything that changes what a training step computes.
 
         Resuming needs the same fingerprint. Left out: the planned length, logging, checkpoint and grid
-        intervals, and the sampling defaults, which may change between an interrupted run and its resume;
+        intervals, ``batch_size`` when ``global_batch`` replaces it, and the sampling defaults, which may change between an interrupted run and its resume;
         and the sections the run's ``kind`` does not use (so a ``ddpm`` config hashes exactly as it did
         before ``kind``, ``cevae`` and ``distill`` existed, and old runs still resume).
         """
@@ -272,6 +277,10 @@ class RunConfig:
                  "cevae": d["cevae"], "train": d["train"]}
         for key in ("steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints"):
             d["train"].pop(key)
+        # global_batch, when set, replaces batch_size; unset, it is left out so older configs hash as before
+        if d["train"].pop("global_batch") is not None:
+            d["train"]["global_batch"] = self.train.global_batch
+            d["train"].pop("batch_size")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -465,6 +474,8 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
         _positive(source, f"train.{key}", getattr(t, key))
     for key in ("warmup_steps", "ema_update_after_step", "checkpoint_every", "sample_every", "weight_decay", "grad_clip"):
         _positive(source, f"train.{key}", getattr(t, key), allow_zero=True)
+    if t.global_batch is not None:
+        _positive(source, "train.global_batch", t.global_batch)
     _positive(source, "train.lr", t.lr)
     _choice(source, "train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     if not 0 <= t.ema_decay < 1:

@@ -8,9 +8,16 @@ Run it::
     flaresynth train --data DS --out RUN --preset cevae-demo          # the ceVAE baseline (config kind: cevae)
     accelerate launch --num_processes 2 -m flaresynth train --data DS --out RUN --preset paper
 
-The loop (:func:`train`) reads top to bottom: config -> accelerator -> data in RAM -> objective, model, EMA,
-optimiser -> resume -> for each step: batch, loss, backward, clip, step, EMA, log, checkpoint, grid -> final
-model. accelerate handles devices, DDP, mixed precision and gradient accumulation; nothing else changes.
+The loop (:func:`train`) reads top to bottom: processes -> config and checkpoint (resolved by the main process)
+-> accelerator -> data (memory-mapped) -> objective, model, EMA, optimiser -> resume -> for each step: batch,
+loss, backward, clip, step, EMA, log, checkpoint, grid -> final model. accelerate handles devices, DDP, mixed
+precision and gradient accumulation; nothing else changes.
+
+Several processes (``accelerate launch``): the main process resolves the run folder (config, which checkpoint)
+and tells the others; every process reads that checkpoint, and any that cannot (RUN on a disk only one machine
+sees) stops the launch with one line, so RUN must be on a filesystem every machine shares. The global batch is
+``train.batch_size`` per process times the processes, or ``train.global_batch`` split over them (printed at the
+start); a checkpoint resumes only with as many processes as saved it, unless ``allow_world_size_change``.
 
 What is trained is an *objective* (:func:`make_objective`, config ``kind``): :class:`DiffusionObjective`
 (the DDPM's noise-prediction loss) or :class:`flaresynth.models.cevae.CevaeObjective` (the ceVAE's VAE +
@@ -19,9 +26,12 @@ generator, and writes the training grids and the final model folder; the loop ar
 
 Reproducibility: the batch of step s is a slice of a per-epoch permutation seeded by (seed, epoch), and the
 random numbers of step s (DDPM: noise, timesteps and condition dropout; ceVAE: reparameterisation noise and
-context masks) come from a generator seeded by (seed, s, micro-step, rank).
-Nothing depends on how many steps ran before in this process, so on a CPU a run interrupted at a checkpoint and
-resumed reproduces the uninterrupted run's weights bit for bit.
+context masks) come from a generator seeded by (seed, micro-step, rank); the model's own draws (dropout) from
+torch's global generators, reseeded from the same numbers before each micro-step, so each rank has its own.
+Nothing depends on how many steps ran before in this process, and no generator state is saved, so on a CPU a
+run interrupted at a checkpoint and resumed reproduces the uninterrupted run's weights bit for bit, and on GPUs
+a resume does not depend on how many devices either session saw. A step the fp16 GradScaler skips (inf/NaN
+gradients) advances neither the LR schedule nor the EMA.
 
 The run folder::
 
@@ -31,8 +41,11 @@ The run folder::
                            (+ the loss parts of the ceVAE: loss_rec, loss_kl, loss_ce)
       provenance.json      command, config, steps, data hash, world size, versions, timings
       checkpoints/
-        step-000500/       state.pt (model, EMA, optimiser, LR scheduler, step, RNG states) + meta.json
+        step-000500/       state.pt (model, EMA, optimiser, LR scheduler, GradScaler, step, world size)
+                           + meta.json
         latest             name of the newest complete checkpoint (updated atomically, after the folder)
+      cache/               during a session only: train_images.npy (the training split at the model's
+                           resolution, memory-mapped by every process) [+ train_embeddings.npz]
       samples/step-*.png   periodic class grids from the EMA weights
       model/               the final EMA weights: UNet2DModel.save_pretrained + flaresynth.json
                            (+ conditioner.safetensors when the conditioning is not inside the U-Net,
@@ -61,6 +74,7 @@ import torch
 
 from flaresynth import __version__
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
+from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import diffusion_loss, drop_mask, make_scheduler, sample_timesteps
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, atomic_file, read_json, sha256_file, write_json
@@ -72,8 +86,16 @@ LATEST = "latest"
 STATE_FILE = "state.pt"
 #: Per-class Gaussians of a discrete+embedding run's training embeddings (``embedding_source: class-gaussian``).
 EMBEDDING_CLASSES_FILE = "embedding_classes.npz"
-#: Set to a folder to make every rank write rank<r>.json there (parameter digest, checkpoints written).
+#: Set to a folder to make every rank write rank<r>.json there (parameter digest, checkpoints written, the
+#: dataset rows of each of its micro-batches).
 DEBUG_RANK_DIR_ENV = "FLARESYNTH_DEBUG_RANK_DIR"
+#: ``RUN/cache/``: the training split at the model's resolution (and its embeddings) for one session, written by
+#: the main process, memory-mapped by every process, removed when the session ends.
+CACHE = "cache"
+CACHE_IMAGES = "train_images.npy"
+CACHE_EMBEDDINGS = "train_embeddings.npz"
+#: Dataset rows read, resized and embedded at a time while the cache is written.
+DATA_CHUNK = 256
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -120,27 +142,15 @@ def channel_transforms(ds) -> list:
     return [IntensityTransform.from_dict(d, source=str(ds.path / "manifest.json")) for d in items]
 
 
-def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
-    """The whole training split in RAM at the model's resolution, with its conditions.
-
-    Returns a dict with ``images`` (float32 tensor N×C×S×S), ``cond``
-    (:class:`~flaresynth.models.conditioning.Condition`), ``train_counts``, ``class_log_flux`` and, for
-    ``discrete+embedding``, ``embed_dim``, ``class_mean_embedding`` and ``class_embedding_gaussians``
-    (:class:`~flaresynth.models.cevae.ClassGaussians`). A ceVAE run uses only images and labels.
-    """
-    from flaresynth.models.cevae import fit_class_gaussians
-    from flaresynth.models.conditioning import Condition, as_encoder, embed_all, load_encoder
-
+def _training_conditions(ds, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Rows, class indices and log10 flux of the training split (checked), and the per-class summaries."""
     idx = ds.split_indices("train")
     if len(idx) == 0:
         raise FlaresynthError(f"{ds.path / 'labels.csv'}: split: no 'train' rows to train on")
     classes = list(ds.classes)
-    raw = np.asarray(ds.images[idx], dtype=np.float32)
-    images = resample(raw, channel_transforms(ds), cfg.model.sample_size)
     labels = ds.label_index()[idx]
     flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[idx]
-    kind = "discrete" if cfg.kind == "cevae" else cfg.conditioning.kind  # a ceVAE trains on images alone
-    if kind == "continuous":
+    if _conditioning_kind(cfg) == "continuous":
         bad = np.flatnonzero(~(np.isfinite(flux) & (flux > 0)))
         if len(bad):
             raise FlaresynthError(
@@ -154,11 +164,93 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
             c: float(np.median(log_flux[labels == i])) for i, c in enumerate(classes) if (labels == i).any()
         },
     }
+    return idx, labels, log_flux, info
+
+
+def _conditioning_kind(cfg: RunConfig) -> str:
+    return "discrete" if cfg.kind == "cevae" else cfg.conditioning.kind  # a ceVAE trains on images alone
+
+
+def _training_encoder(cfg: RunConfig, encoder=None):
+    """The frozen encoder of a ``discrete+embedding`` run and the id that names it in the saved model."""
+    from flaresynth.models.conditioning import as_encoder, load_encoder
+
+    enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder)
+    # a ceVAE's model id names its weights, not only its path
+    return enc, getattr(enc, "model_id", None) or str(cfg.conditioning.encoder)
+
+
+def _embed_rows(ds, idx: np.ndarray, enc) -> torch.Tensor:
+    """Embeddings (N, D) of dataset rows ``idx``, read and embedded one chunk at a time.
+
+    The encoder sees the dataset's own images (its resolution), not the ones resized for the model.
+    """
+    from flaresynth.models.conditioning import embed_all
+
+    parts = [embed_all(enc, torch.from_numpy(np.asarray(ds.images[idx[lo : lo + DATA_CHUNK]], dtype=np.float32)),
+                       batch_size=DATA_CHUNK)
+             for lo in range(0, len(idx), DATA_CHUNK)]
+    return torch.cat(parts)
+
+
+def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None) -> None:
+    """Write the training split at the model's resolution (and its embeddings) into ``folder``, atomically.
+
+    ``train_images.npy`` is float32 (N, C, S, S), written one chunk of rows at a time so that no process ever
+    holds the whole split; ``train_embeddings.npz`` (``discrete+embedding`` only) holds the frozen encoder's
+    ``embeddings`` (N, D) and ``encoder_id``. :func:`load_training_data` memory-maps them.
+    """
+    from numpy.lib.format import open_memmap
+
+    idx, *_ = _training_conditions(ds, cfg)  # bad labels fail before anything is written
+    size, transforms = cfg.model.sample_size, channel_transforms(ds)
+    with atomic_dir(folder, overwrite=True) as tmp:
+        images = open_memmap(tmp / CACHE_IMAGES, mode="w+", dtype=np.float32,
+                             shape=(len(idx), int(ds.images.shape[1]), size, size))
+        for lo in range(0, len(idx), DATA_CHUNK):
+            images[lo : lo + DATA_CHUNK] = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, size)
+        images.flush()
+        del images
+        if _conditioning_kind(cfg) == "discrete+embedding":
+            enc, enc_id = _training_encoder(cfg, encoder)
+            with open(tmp / CACHE_EMBEDDINGS, "wb") as fh:
+                np.savez(fh, embeddings=_embed_rows(ds, idx, enc).numpy(), encoder_id=np.array(enc_id))
+
+
+def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = None) -> dict:
+    """The training split at the model's resolution, with its conditions.
+
+    Without ``cache`` the images are read, resized and embedded here and held in RAM. With ``cache`` (a folder
+    written by :func:`write_training_cache`) the images are memory-mapped from it and the embeddings read from
+    it: the processes of one machine then share one copy of the split in the page cache, and the encoder ran
+    once, in the process that wrote the cache.
+
+    Returns a dict with ``images`` (float32 tensor N×C×S×S), ``cond``
+    (:class:`~flaresynth.models.conditioning.Condition`), ``train_counts``, ``class_log_flux`` and, for
+    ``discrete+embedding``, ``embed_dim``, ``class_mean_embedding``, ``class_embedding_gaussians``
+    (:class:`~flaresynth.models.cevae.ClassGaussians`) and ``encoder_id``. A ceVAE run uses only images and
+    labels.
+    """
+    from flaresynth.models.cevae import fit_class_gaussians
+    from flaresynth.models.conditioning import Condition
+
+    idx, labels, log_flux, info = _training_conditions(ds, cfg)
+    classes = list(ds.classes)
+    if cache is None:
+        images = torch.from_numpy(resample(ds.images[idx], channel_transforms(ds), cfg.model.sample_size))
+    else:
+        # copy-on-write map: torch wants a writable array; the pages stay shared because nothing writes them
+        images = torch.from_numpy(np.load(cache / CACHE_IMAGES, mmap_mode="c"))
+        if images.shape[0] != len(idx):
+            raise FlaresynthError(f"{cache / CACHE_IMAGES}: {images.shape[0]} images, the train split has {len(idx)}")
     emb = None
-    if kind == "discrete+embedding":
-        enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder)
-        # the encoder sees the dataset's own images (its resolution), not the resized ones
-        emb = embed_all(enc, torch.from_numpy(raw))
+    if _conditioning_kind(cfg) == "discrete+embedding":
+        if cache is None:
+            enc, enc_id = _training_encoder(cfg, encoder)
+            emb = _embed_rows(ds, idx, enc)
+        else:
+            with np.load(cache / CACHE_EMBEDDINGS) as saved:
+                emb, enc_id = torch.from_numpy(saved["embeddings"]), str(saved["encoder_id"])
         means = torch.zeros(len(classes), emb.shape[1])
         for i in range(len(classes)):
             if (labels == i).any():
@@ -166,9 +258,8 @@ def load_training_data(ds, cfg: RunConfig, encoder=None) -> dict:
         info["embed_dim"] = int(emb.shape[1])
         info["class_mean_embedding"] = means
         info["class_embedding_gaussians"] = fit_class_gaussians(emb.numpy(), labels, classes)
-        # which encoder made them (a ceVAE's model id names its weights, not only its path)
-        info["encoder_id"] = getattr(enc, "model_id", None) or str(cfg.conditioning.encoder)
-    info["images"] = torch.from_numpy(images)
+        info["encoder_id"] = enc_id
+    info["images"] = images
     info["cond"] = Condition(torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(log_flux.astype(np.float32)), emb)
     return info
 
@@ -193,6 +284,29 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
     """CPU generator of one micro-step's noise, timesteps and condition dropout on one rank."""
     state = np.random.SeedSequence([int(seed), int(micro_step), int(rank)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def dropout_seed(seed: int, micro_step: int, rank: int) -> int:
+    """Seed of torch's global generators (CPU and every GPU) for one micro-step on one rank: the model's dropout.
+
+    Seeded per micro-step and rank, each rank draws its own dropout masks, and they depend on the step alone:
+    no generator state is saved, and a resume on any number of devices draws what the uninterrupted run drew.
+    """
+    state = np.random.SeedSequence([int(seed), int(micro_step), int(rank), 1]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
+def per_process_batch(t, world: int) -> int:
+    """Images per process and micro-step: ``train.batch_size``, or ``train.global_batch`` split evenly over the
+    ``world`` processes and the ``grad_accum`` micro-steps of an optimiser step."""
+    if t.global_batch is None:
+        return t.batch_size
+    if t.global_batch % (world * t.grad_accum):
+        raise FlaresynthError(
+            f"train.global_batch: {t.global_batch} images do not split evenly over {world} process(es) x "
+            f"{t.grad_accum} accumulation step(s) (train.grad_accum)"
+        )
+    return t.global_batch // (world * t.grad_accum)
 
 
 def lr_lambda(cfg) -> Callable[[int], float]:
@@ -355,13 +469,16 @@ def train(
     encoder=None,
     progress: bool = True,
     command: list[str] | None = None,
+    deterministic: bool = False,
+    allow_world_size_change: bool = False,
 ) -> Path:
     """Train (or continue) a run; returns the run folder.
 
     Parameters
     ----------
     data : dataset folder (``flaresynth dataset build``).
-    out : run folder.
+    out : run folder. Several machines (``accelerate launch --num_machines``) must see it on one shared
+        filesystem: the main process writes it and every process reads the checkpoint it resumes from.
     config : a :class:`RunConfig`, a YAML path, or ``None`` (``preset``, else the run's own on resume, else demo).
     preset : name of a shipped preset (demo, paper, paper128, tiny).
     max_steps : stop after this many optimiser steps in total (default: ``train.steps``); the LR schedule
@@ -370,8 +487,11 @@ def train(
     device : ``cpu``, ``cuda`` or ``None`` (accelerate's choice: a GPU when visible).
     encoder : an image encoder object for ``discrete+embedding`` (overrides ``conditioning.encoder``).
     progress : show a progress bar (main process only).
+    deterministic : deterministic GPU kernels, no TF32 (:func:`flaresynth.devices.use_deterministic_kernels`).
+    allow_world_size_change : resume a checkpoint saved by another number of processes (the batch, or with
+        ``train.global_batch`` the per-process random streams, then differ from the interrupted run's).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from diffusers.training_utils import EMAModel
 
     from flaresynth.dataset import open_dataset
@@ -381,32 +501,14 @@ def train(
     t_start = time.time()
     if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1):
         raise FlaresynthError(f"--max-steps {max_steps!r}: expected a whole number >= 1")
-
-    # ---- config and dataset
-    ds = open_dataset(data)
-    cfg = resolve_for_dataset(resolve_config(out, config, preset, resume), ds)
-    data_hash = ds.manifest.get("data_hash", "")
-    ckpt_path = None
-    if resume:
-        if (out / "config.yaml").is_file():
-            saved = resolve_for_dataset(load_config(out / "config.yaml"), ds)
-            if saved.fingerprint() != cfg.fingerprint():
-                raise FlaresynthError(
-                    f"{out / 'config.yaml'}: the run was made with another config (fingerprint {saved.fingerprint()} "
-                    f"vs {cfg.fingerprint()}); resume without --config/--preset or use another --out"
-                )
-        ckpt_path = latest_checkpoint(out)
-        if ckpt_path is None and not (out / "config.yaml").is_file():
-            raise FlaresynthError(f"{out}: no run to resume (no config.yaml, no checkpoints/latest)")
-        # a run stopped before its first checkpoint starts again from step 0
-    elif (out / "config.yaml").exists() or (out / CHECKPOINTS).exists():
-        raise FlaresynthError(f"{out}: already holds a run; pass --resume to continue it, or choose another --out")
-
-    # ---- accelerator: devices, DDP, mixed precision, gradient accumulation
     if device not in (None, "cpu", "cuda"):
         raise FlaresynthError(f"--device {device!r}: expected cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise FlaresynthError("--device cuda: no CUDA GPU is visible")
+    if deterministic:
+        use_deterministic_kernels()
+
+    # ---- processes first, so that the main one can decide about the run folder for all of them
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # accelerate keeps its settings in a process-wide singleton; a second train() in the same process
         # (tests, notebooks, experiments) may ask for other ones, so start from a clean state
@@ -416,35 +518,23 @@ def train(
     # cpu=True also when no GPU is visible: accelerate then runs several processes (torchrun, or
     # `accelerate launch --multi_gpu` on a CPU machine) as MULTI_CPU with the gloo backend instead of
     # falling back to independent single processes
-    accelerator = Accelerator(
-        cpu=device == "cpu" or (device is None and not torch.cuda.is_available()),
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        mixed_precision=cfg.train.mixed_precision,
-    )
-    rank, world = accelerator.process_index, accelerator.num_processes
-    is_main = accelerator.is_main_process
-    accelerator.wait_for_everyone()  # every rank has checked the run folder before the main one writes to it
+    use_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    procs = PartialState(cpu=use_cpu)
+    rank, world, is_main = procs.process_index, procs.num_processes, procs.is_main_process
 
-    # ---- data: the whole training split in RAM (no DataLoader workers: indexing a tensor is faster on a CPU)
-    data_info = load_training_data(ds, cfg, encoder)
-    images, cond_all = data_info["images"], data_info["cond"]
-    n_train = images.shape[0]
-    classes = list(ds.classes)
-
-    # ---- objective, model, optimiser, LR schedule (same init on every rank)
-    objective = make_objective(cfg, data_info, classes)
-    torch.manual_seed(cfg.train.seed)
-    model = objective.build_model()
+    # ---- config, dataset and the checkpoint to resume: the main process resolves them (on node-local disks
+    # the other nodes would see no checkpoint and start at step 0); every process checks it reads the same
+    ds = _on_every_process(procs, lambda: open_dataset(data))
+    plan = _on_main_process(procs, lambda: _plan_session(out, ds, config, preset, resume))
+    cfg, ckpt_name = plan["config"], plan["checkpoint"]
+    data_hash = ds.manifest.get("data_hash", "")
     t = cfg.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-                                  weight_decay=t.weight_decay)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t))
-    n_params = count_parameters(model)
-
-    # ---- resume: every rank reads the same checkpoint
-    start_step, state = 0, None
-    if ckpt_path is not None:
-        state = read_checkpoint(ckpt_path)
+    batch_size = per_process_batch(t, world)
+    global_batch = batch_size * world  # images per micro-step, all processes together
+    state = None
+    if ckpt_name is not None:
+        ckpt_path = out / CHECKPOINTS / ckpt_name
+        state = _on_every_process(procs, lambda: _read_named_checkpoint(ckpt_path, plan["step"], rank))
         if state.get("fingerprint") != cfg.fingerprint():
             raise FlaresynthError(
                 f"{ckpt_path}: checkpoint from another config (fingerprint {state.get('fingerprint')} vs "
@@ -452,21 +542,65 @@ def train(
             )
         if state.get("data_hash") != data_hash:
             raise FlaresynthError(f"{ckpt_path}: checkpoint trained on another dataset (data_hash differs from {ds.path})")
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != world and not allow_world_size_change:
+            what = ("the per-process random streams" if t.global_batch is not None
+                    else f"the global batch ({t.batch_size * saved_world} -> {global_batch}) and the data order")
+            raise FlaresynthError(
+                f"{ckpt_path}: saved by {saved_world} process(es), this launch has {world}: {what} would change; "
+                "launch as many processes, or pass --allow-world-size-change"
+            )
+
+    # ---- accelerator: devices, DDP, mixed precision, gradient accumulation (on the state made above)
+    accelerator = Accelerator(cpu=use_cpu, gradient_accumulation_steps=t.grad_accum,
+                              mixed_precision=t.mixed_precision)
+    if is_main:
+        print(f"train {cfg.name}: global batch {global_batch * t.grad_accum} images per optimiser step = "
+              f"{batch_size} per process x {world} process(es) x {t.grad_accum} accumulation step(s); "
+              f"lr {t.lr:g} (not scaled with the batch)", file=sys.stderr)
+
+    # ---- data: the main process writes the training split at the model's resolution into RUN/cache (and runs
+    # the frozen encoder, once); every process memory-maps it, so one copy per machine sits in the page cache
+    fresh = is_main and not out.exists()
+    cache = out / CACHE
+    try:
+        _on_main_process(procs, lambda: write_training_cache(ds, cfg, cache, encoder))
+        data_info = _on_every_process(procs, lambda: load_training_data(ds, cfg, cache=cache))
+    except BaseException:
+        if fresh:  # nothing of a run that never started stays on disk
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    images, cond_all = data_info["images"], data_info["cond"]
+    n_train = images.shape[0]
+    classes = list(ds.classes)
+
+    # ---- objective, model, optimiser, LR schedule (same init on every rank)
+    objective = make_objective(cfg, data_info, classes)
+    torch.manual_seed(t.seed)
+    model = objective.build_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                                  weight_decay=t.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t))
+    n_params = count_parameters(model)
+    start_step = 0
+    if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["lr_scheduler"])
         start_step = int(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        # no generator state to restore: every random draw of step s comes from generators seeded by
+        # (seed, s, rank) (step_generator, dropout_seed), whatever the device count of either session
 
     # the LR scheduler is stepped by us, once per optimiser step, so it is not handed to accelerate
     # (a prepared scheduler steps once per process)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     dev = accelerator.device
-    if state is not None and state.get("grad_scaler") and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(state["grad_scaler"])
+    if state is not None:
+        # after prepare: the moments follow their parameters to the device while Adam's step counters stay
+        # on the CPU (loaded before, they would move to the GPU and AdamW would read each back every step)
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("grad_scaler") and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(state["grad_scaler"])
 
     # ---- EMA of the weights: main process only (DDP keeps the weights identical on every rank)
     ema = None
@@ -479,7 +613,6 @@ def train(
     state = None
 
     stop = t.steps if max_steps is None else int(max_steps)
-    global_batch = t.batch_size * world
     log_path = out / "log.jsonl"
     if is_main:  # the run folder appears once data, model and checkpoint have loaded without error
         out.mkdir(parents=True, exist_ok=True)
@@ -495,17 +628,15 @@ def train(
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parameters": n_params,
     }
     written: list[str] = []
+    rows_seen: list[list[int]] | None = [] if os.environ.get(DEBUG_RANK_DIR_ENV) else None
 
     def save_checkpoint(step: int) -> None:
         if not is_main:
             return
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         ckpt = {
             "step": step, "fingerprint": cfg.fingerprint(), "data_hash": data_hash, "world_size": world,
             "config": cfg.to_dict(), "model": raw_model.state_dict(), "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(), "rng": rng,
+            "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
             # fp16 loss scaling must resume where it was, or the first steps after a resume are skipped
             "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
         }
@@ -522,11 +653,14 @@ def train(
     for step in range(start_step + 1, stop + 1):
         for micro in range(t.grad_accum):
             m = (step - 1) * t.grad_accum + micro  # global micro-step number: the seed of everything below
-            rows = batch_indices(n_train, global_batch, m, t.seed)[rank * t.batch_size : (rank + 1) * t.batch_size]
+            rows = batch_indices(n_train, global_batch, m, t.seed)[rank * batch_size : (rank + 1) * batch_size]
+            if rows_seen is not None:
+                rows_seen.append(rows.tolist())
             rows_t = torch.from_numpy(rows)
             x0 = images[rows_t].to(dev)
             cond = cond_all.index(rows_t).to(dev)
             g = step_generator(t.seed, m, rank)
+            torch.manual_seed(dropout_seed(t.seed, m, rank))  # the model's own draws (dropout), CPU and GPUs
             with accelerator.accumulate(model):
                 loss = objective.loss(model, x0, cond, g)
                 accelerator.backward(loss)
@@ -538,10 +672,13 @@ def train(
             for k, v in objective.parts.items():
                 parts_sum[k] = parts_sum.get(k, torch.zeros((), device=dev)) + v / t.grad_accum
         lr_used = optimizer.param_groups[0]["lr"]
-        lr_sched.step()
+        # fp16: a step the GradScaler skipped (inf/NaN gradients) changed no weight, so it moves neither the
+        # LR schedule nor the EMA (the same answer on every rank: the gradients were all-reduced first)
+        if not accelerator.optimizer_step_was_skipped:
+            lr_sched.step()
+            if ema is not None:
+                ema.step(raw_model.parameters())
         loss_n += 1
-        if ema is not None:
-            ema.step(raw_model.parameters())
 
         if step % t.log_every == 0 or step == stop:
             mean_loss = accelerator.reduce(loss_sum / loss_n, reduction="mean").item()  # a collective: all ranks
@@ -583,11 +720,88 @@ def train(
         _save_final_model(objective, raw_model, ema, out, {**meta_common, "step": final_step,
                                                            "model_id": f"{out.name}-{tag}-{cfg.fingerprint()}@{final_step}"})
         _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params,
-                          t_start, command, global_batch)
-    _debug_rank_file(raw_model, rank, world, final_step, written)
+                          t_start, command, global_batch, batch_size)
+    _debug_rank_file(raw_model, optimizer, rank, world, final_step, written, rows_seen)
     accelerator.wait_for_everyone()
+    if is_main:  # every process is past its last read of the cache
+        shutil.rmtree(cache, ignore_errors=True)
     accelerator.end_training()
     return out
+
+
+def _on_main_process(procs, fn):
+    """Run ``fn`` on the main process only and give its result to every process.
+
+    A :class:`FlaresynthError` there is raised on every process with the same message, so none is left
+    waiting for the others. The result must pickle (it is broadcast).
+    """
+    from accelerate.utils import broadcast_object_list
+
+    box = [None]
+    if procs.is_main_process:
+        try:
+            box = [(fn(), None)]
+        except FlaresynthError as exc:
+            box = [(None, str(exc))]
+    broadcast_object_list(box)  # a collective: the other processes wait here for the main one
+    value, error = box[0]
+    if error is not None:
+        raise FlaresynthError(error)
+    return value
+
+
+def _on_every_process(procs, fn):
+    """Run ``fn`` on every process; if it raises :class:`FlaresynthError` on any, raise it on all of them."""
+    from accelerate.utils import gather_object
+
+    try:
+        value, error = fn(), None
+    except FlaresynthError as exc:
+        value, error = None, str(exc)
+    errors = [e for e in gather_object([error]) if e is not None]  # a collective: every process answers
+    if errors:
+        raise FlaresynthError(error or errors[0])
+    return value
+
+
+def _plan_session(out: Path, ds, config, preset, resume: bool) -> dict:
+    """The main process's view of the run folder: the config, and the checkpoint to resume (name, step)."""
+    cfg = resolve_for_dataset(resolve_config(out, config, preset, resume), ds)
+    ckpt_path = None
+    if resume:
+        if (out / "config.yaml").is_file():
+            saved = resolve_for_dataset(load_config(out / "config.yaml"), ds)
+            if saved.fingerprint() != cfg.fingerprint():
+                raise FlaresynthError(
+                    f"{out / 'config.yaml'}: the run was made with another config (fingerprint {saved.fingerprint()} "
+                    f"vs {cfg.fingerprint()}); resume without --config/--preset or use another --out"
+                )
+        ckpt_path = latest_checkpoint(out)
+        if ckpt_path is None and not (out / "config.yaml").is_file():
+            raise FlaresynthError(f"{out}: no run to resume (no config.yaml, no checkpoints/latest)")
+        # a run stopped before its first checkpoint starts again from step 0
+    elif (out / "config.yaml").exists() or (out / CHECKPOINTS).exists():
+        raise FlaresynthError(f"{out}: already holds a run; pass --resume to continue it, or choose another --out")
+    step = None
+    if ckpt_path is not None:
+        try:
+            step = int(read_json(ckpt_path / "meta.json")["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            step = None  # read_checkpoint, on every process, says what is wrong with it
+    return {"config": cfg, "checkpoint": None if ckpt_path is None else ckpt_path.name, "step": step}
+
+
+def _read_named_checkpoint(path: Path, step: int | None, rank: int) -> dict:
+    """Read the checkpoint the main process chose; a process that cannot, or finds another step, says so."""
+    where = f"process {rank} on {platform.node()}"
+    if not path.is_dir():
+        raise FlaresynthError(f"{path}: no such checkpoint as seen by {where} (the main process resumes from it); "
+                              "RUN must be on a filesystem every machine shares")
+    state = read_checkpoint(path)
+    if step is not None and int(state["step"]) != step:
+        raise FlaresynthError(f"{path}: step {int(state['step'])} as read by {where}, {step} for the main process; "
+                              "RUN must be on a filesystem every machine shares")
+    return state
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -640,7 +854,7 @@ def _save_final_model(objective, raw_model, ema, out: Path, meta: dict) -> None:
 
 
 def _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params, t_start,
-                      command, global_batch) -> None:
+                      command, global_batch, batch_size) -> None:
     import accelerate
     import diffusers
 
@@ -648,7 +862,7 @@ def _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, wor
     previous = read_json(path) if path.is_file() else {}
     sessions = previous.get("sessions", []) + [{
         "command": command if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "from_step": start_step, "to_step": final_step, "world_size": world,
+        "from_step": start_step, "to_step": final_step, "world_size": world, "batch_per_process": batch_size,
         "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
         "seconds": round(time.time() - t_start, 2),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
@@ -676,15 +890,26 @@ def _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, wor
     })
 
 
-def _debug_rank_file(raw_model, rank: int, world: int, step: int, written: list[str]) -> None:
+def _debug_rank_file(raw_model, optimizer, rank: int, world: int, step: int, written: list[str], rows_seen) -> None:
     folder = os.environ.get(DEBUG_RANK_DIR_ENV)
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     write_json(Path(folder) / f"rank{rank}.json", {
         "rank": rank, "world_size": world, "step": step, "param_digest": param_digest(raw_model),
-        "checkpoints_written": written, "pid": os.getpid(),
+        "checkpoints_written": written, "pid": os.getpid(), "batch_rows": rows_seen,
+        "optimizer_state_devices": _state_devices(optimizer),
     })
+
+
+def _state_devices(optimizer) -> dict[str, list[str]]:
+    """Device types holding each kind of optimiser state (AdamW: exp_avg, exp_avg_sq, step)."""
+    kinds: dict[str, set[str]] = {}
+    for per_param in optimizer.state_dict()["state"].values():
+        for k, v in per_param.items():
+            if torch.is_tensor(v):
+                kinds.setdefault(k, set()).add(v.device.type)
+    return {k: sorted(v) for k, v in sorted(kinds.items())}
 
 
 __all__ = [
@@ -693,6 +918,9 @@ __all__ = [
     "make_objective",
     "resolve_config",
     "load_training_data",
+    "write_training_cache",
+    "per_process_batch",
+    "dropout_seed",
     "batch_indices",
     "step_generator",
     "latest_checkpoint",

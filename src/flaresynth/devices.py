@@ -1,0 +1,42 @@
+"""Where tensors are computed: deterministic GPU kernels.
+
+Same seed, same image, and the scope of that claim. Every random draw of flaresynth comes from a generator
+seeded per image (sampling) or per step and rank (training), so on a CPU a seed gives the same images bit for
+bit, run after run and whatever the sampling batch size. On a GPU the kernels themselves may not repeat: cuDNN
+may pick a convolution algorithm by timing candidates (``cudnn.benchmark``), some algorithms (and some
+cuBLAS reductions) are non-deterministic, and float32 convolutions may run in TF32 on Ampere and later GPUs.
+:func:`use_deterministic_kernels` (``--deterministic`` on ``train`` and ``sample``) turns all of that off, at
+some cost in speed: then a run repeats bit for bit on the same GPU model, software and batch size. Across batch
+sizes the kernels still differ (their choice depends on the tensor shapes), so images of one seed made with
+different ``--batch-size`` agree to float32 rounding, not bit for bit; mixed precision (fp16/bf16) rounds
+more coarsely again.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+#: cuBLAS's repeatable-reduction workspace setting (see the CUDA "Reproducibility" notes of torch).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def use_deterministic_kernels() -> None:
+    """Make CUDA results repeat run to run and whatever the batch size, for the rest of this process.
+
+    cuDNN: deterministic algorithms, no benchmark search. float32 convolutions and matmuls in full IEEE
+    precision instead of TF32 (torch's ``fp32_precision`` settings). ``torch.use_deterministic_algorithms``
+    with a warning (not an error) for an operation that has no deterministic version. cuBLAS reads
+    ``CUBLAS_WORKSPACE_CONFIG`` when it starts, so it is set here, before any GPU work, unless already set.
+    On a CPU the results repeat without it.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+__all__ = ["use_deterministic_kernels", "CUBLAS_WORKSPACE"]
