@@ -7,7 +7,7 @@ parameters, batch 32) on the same dataset; only the recipe differs:
   derives from, dome272/Diffusion-Models-pytorch): ε-prediction, linear β 1e-4..0.02, uniform loss weights
   (plain MSE), AdamW lr 3e-4 constant without warm-up, gradient clip 1.0, EMA 0.995 without warm-up after a
   2000-step copy phase (``ema_update_after_step: 2000``; so in a run shorter than 2000 steps its EMA weights
-  ARE the raw weights, as in the seed code);
+  ARE the raw weights, as in fpramunno/Modelling_Solar_Image_with_DDPM);
 * ``demo``: ``configs/demo.yaml``: lr 1e-3 with a 200-step warm-up, min-SNR-5 loss weights, EMA up to 0.9999
   with warm-up (power 3/4).
 

@@ -96,7 +96,7 @@ def test_fingerprint_ignores_run_length_but_not_the_recipe():
 def test_paper_preset_has_the_papers_parameter_count():
     cfg = load_preset("paper")
     n = count_parameters(build_unet(cfg.model, 1, "discrete", N_CLASSES))
-    # the paper's UNet_conditional: 23,332,737 parameters (paper_spec.md §3.2)
+    # the paper's UNet_conditional: 23,332,737 parameters (fpramunno/Modelling_Solar_Image_with_DDPM)
     assert abs(n - 23_332_737) / 23_332_737 < 0.01, n
 
 
@@ -199,7 +199,7 @@ def test_batched_cfg_forward_equals_two_separate_forwards(kind):
 def test_cfg_weight_convention_matches_the_seed_codes_lerp():
     c, u = torch.randn(3, 4), torch.randn(3, 4)
     w = 2.0
-    # seed code: torch.lerp(uncond, cond, cfg_scale) with cfg_scale = w + 1
+    # fpramunno/Modelling_Solar_Image_with_DDPM: torch.lerp(uncond, cond, cfg_scale) with cfg_scale = w + 1
     assert torch.allclose(cfg_combine(c, u, w), torch.lerp(u, c, w + 1), atol=1e-6)
     assert torch.equal(cfg_combine(c, u, 0.0), c)
 

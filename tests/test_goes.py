@@ -1,7 +1,7 @@
 """GOES XRS reader on the real NOAA / SDAC files shipped by sunpy and sunkit-instruments.
 
-Expected numbers come from ``shared/reference/data_sources.md`` §2.2 (measured there independently with
-sunpy / sunkit-instruments) and from NOAA's published classes; the reader computes its own.
+Expected numbers were read independently from the same files with sunpy / sunkit-instruments and come from NOAA's
+published classes; the reader computes its own.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def test_goes16_peak_is_the_b2_diode_after_the_primary_switch():
     # B1 saturates at ~6.4e-4 and is flagged data_quality_error (32); the primary flag stays 0
     assert raw["xrsb1_flux"][i] < 6.5e-4 and raw["xrsb1_flags"][i] == 32 and raw["xrsb_flags"][i] == 0
     assert s.good[i]
-    # the switch 1 -> 2 happens at 15:53:24 (data_sources.md §2.2)
+    # the switch 1 -> 2 happens at 15:53:24 (the file's xrsb_primary_chan)
     first_b2 = s.time[np.argmax(raw["xrsb_primary_chan"] == 2)]
     assert abs(first_b2 - np.datetime64("2017-09-10T15:53:24")) < S
     # B1's flag 32 is never on the primary channel and never removes a sample

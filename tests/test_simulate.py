@@ -1,7 +1,7 @@
 """The simulated Sun: files in the real archive formats, read back with plain zarr / xarray / json.
 
 The formats are checked against the real GOES-16 avg1m file sunpy ships (flag encoding, time epoch) and
-against ``shared/reference/data_sources.md`` (SDOMLv2 layout). ``estimate_flux`` is checked as the referee
+against SDOMLv2's published layout (Galvez et al. 2019; the zarr store's groups, arrays and attributes). ``estimate_flux`` is checked as the referee
 it is meant to be: on a simulated Sun it was not calibrated on, after the model's 64×64 preprocessing round
 trip.
 """

@@ -278,7 +278,7 @@ def sample(
     per_class: Annotated[int, typer.Option("--per-class", help="Images per requested class or flux.")] = 8,
     sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50; at --steps 20 the fast choice, see benchmarks/README.md), dpm++ (DPM-Solver++ 2M, 20) or unipc (20). Default: the run's config.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the sampler's, above).")] = None,
-    guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The seed code's cfg_scale is w + 1. Default: the run's config (2).")] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM) uses cfg_scale = w + 1. Default: the run's config (2).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: sized to free memory).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
@@ -343,7 +343,7 @@ def distill(
     if as_json:
         _print_json(read_json(path / "provenance.json"))
     else:
-        err.print(f"{path}: {steps}-step student in {path / 'model'}")
+        out.print(f"{path}: {steps}-step student in {path / 'model'}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------- experiment

@@ -22,7 +22,7 @@ and are read with
 and ill-typed values raise :class:`~flaresynth.errors.FlaresynthError` naming the file and the dotted key, e.g.
 ``my.yaml: train.lr: expected a number, got 'fast'``.
 
-The defaults are the paper's diffusion (Ramunno et al. 2024, ``paper_spec.md`` §3.1: 1000 steps, linear β from
+The defaults are the paper's diffusion (Ramunno et al. 2024: 1000 steps, linear β from
 1e-4 to 0.02, ε-prediction, MSE); everything else is a documented choice of ours.
 """
 
@@ -90,7 +90,8 @@ class DiffusionConfig:
     Defaults are the paper's: T = 1000, linear β 1e-4 → 0.02, ε-prediction, plain MSE. Options: other β
     schedules, ``v_prediction``, and min-SNR-γ loss weighting (Hang et al. 2023), ``loss_weighting: min_snr``.
     ``clip_sample`` clips the predicted x₀ to [-1, 1] inside the DDPM/DDIM update (diffusers' default);
-    ``variance_type: fixed_large`` (σ² = β_t) with ``clip_sample: false`` is the seed code's update.
+    ``variance_type: fixed_large`` (σ² = β_t) with ``clip_sample: false`` is the update of the authors'
+    code (fpramunno/Modelling_Solar_Image_with_DDPM).
     """
 
     num_train_timesteps: int = 1000
@@ -125,8 +126,8 @@ class ConditioningConfig:
 class CevaeConfig:
     """The ceVAE (``kind: cevae``; :mod:`flaresynth.models.cevae` documents the model and the loss).
 
-    Defaults are the FHNW implementation's (i4Ds/sdo-cli ``config/ce-vae/defaults.yaml``, ``paper_spec.md``
-    §3.4): latent ``z_dim`` 128, encoder feature maps 16/64/256/1024 (one stride-2 level each, the decoder
+    Defaults are the FHNW implementation's (i4Ds/sdo-cli ``config/ce-vae/defaults.yaml``, the
+    ceVAE of Ramunno et al. 2024): latent ``z_dim`` 128, encoder feature maps 16/64/256/1024 (one stride-2 level each, the decoder
     mirrors them), ``ce_factor`` 0.5, KL weight ``beta`` 0.01, L1 reconstruction. The loss is
     (1 − ce_factor)·(rec + beta·KL) + ce_factor·rec_ce. Context-encoding masks: per image 0..``mask_max_squares``
     squares of side 0..``mask_max_fraction``·size, each filled with one value drawn between the image's min and
@@ -181,7 +182,7 @@ class TrainConfig:
 
     EMA (diffusers ``EMAModel``): decay ``min(ema_decay, 1 - (1 + n)^-ema_power)`` with ``ema_warmup``, else
     ``min(ema_decay, (1 + n)/(10 + n))``, where n counts updates after ``ema_update_after_step`` (before that
-    the EMA simply copies the weights, which is the seed code's 2000-step warm start).
+    the EMA simply copies the weights, which is the 2000-step warm start of fpramunno/Modelling_Solar_Image_with_DDPM).
     """
 
     steps: int = 10000
@@ -212,7 +213,8 @@ class SampleConfig:
     """Defaults of ``flaresynth sample`` (each can be overridden there) and of the training-time grids.
 
     ``guidance`` is Ho & Salimans' w in ε̃ = ε(x,c) + w·(ε(x,c) − ε(x,∅)); w = 0 is the purely conditional
-    model. The seed code's ``cfg_scale`` (a ``torch.lerp`` weight) is w + 1, so its default 3 is w = 2 here.
+    model. The ``cfg_scale`` of fpramunno/Modelling_Solar_Image_with_DDPM (a ``torch.lerp``
+    weight) is w + 1, so its default 3 is w = 2 here.
     ``steps`` ``None`` means the sampler's default (1000 for ddpm, 20 for dpm++/unipc, 50 for ddim).
     ``embedding_source`` (``discrete+embedding`` runs): a class request is conditioned on the mean training
     embedding of the class (``class-mean``), on a draw from the per-class Gaussian of the training embeddings

@@ -1,8 +1,8 @@
 """The diffusion process: noise schedule, training loss, classifier-free guidance and the sampling loop.
 
-Forward process (Ho et al. 2020; the paper, ``paper_spec.md`` §3.1): x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε with T = 1000
+Forward process (Ho et al. 2020; Ramunno et al. 2024): x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε with T = 1000
 and a linear β from 1e-4 to 0.02, held by diffusers' ``DDPMScheduler``. Training draws t uniformly from
-0..T−1 (the seed code draws 1..999; t = 0 is the least-noisy step, harmless either way, §9.2.9).
+0..T−1 (the authors' code, fpramunno/Modelling_Solar_Image_with_DDPM, draws 1..999; t = 0 is the least-noisy step, harmless either way).
 
 Loss (:func:`diffusion_loss`): the "simple" MSE between the network output and its target, ε for
 ``prediction_type: epsilon`` (the paper), v = √ᾱ_t ε − √(1−ᾱ_t) x₀ for ``v_prediction``. Optional min-SNR-γ
@@ -10,8 +10,8 @@ weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
 multiplied by min(SNR_t, γ)/SNR_t for ε and min(SNR_t, γ)/(SNR_t + 1) for v, SNR_t = ᾱ_t/(1−ᾱ_t).
 
 Classifier-free guidance (Ho & Salimans 2022, eq. 6; :func:`cfg_combine`):
-ε̃ = ε(x, c) + w·(ε(x, c) − ε(x, ∅)). w = 0 is the purely conditional model. The seed code computes
-``torch.lerp(ε_u, ε_c, s)`` = ε_u + s(ε_c − ε_u), so its ``cfg_scale`` s is w + 1 (its default 3 is w = 2).
+ε̃ = ε(x, c) + w·(ε(x, c) − ε(x, ∅)). w = 0 is the purely conditional model. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM)
+computes ``torch.lerp(ε_u, ε_c, s)`` = ε_u + s(ε_c − ε_u), so its ``cfg_scale`` s is w + 1 (its default 3 is w = 2).
 The conditional and unconditional passes run as one forward on the concatenated batch
 (:func:`guided_output`).
 
@@ -140,7 +140,7 @@ def diffusion_loss(denoiser, scheduler, x0: torch.Tensor, cond: Condition, drop:
 
 
 def cfg_combine(out_cond: torch.Tensor, out_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Ho & Salimans: out_c + w·(out_c − out_u). (The seed code's lerp weight is w + 1.)"""
+    """Ho & Salimans: out_c + w·(out_c − out_u). (fpramunno/Modelling_Solar_Image_with_DDPM uses a lerp weight of w + 1.)"""
     return out_cond + guidance * (out_cond - out_uncond)
 
 

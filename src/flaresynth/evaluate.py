@@ -16,7 +16,7 @@ writes, atomically, an evaluation folder::
 the same four with ``_referee`` when the referee ran. ``details`` holds per-cluster values, per-class
 precision/recall/F1, confusion matrices, the encoders' weights hashes and the judge's training record.
 
-What is compared (Ramunno et al. 2024 §5, ``paper_spec.md``):
+What is compared (Ramunno et al. 2024):
 
 * **Distribution metrics, per feature encoder** (:mod:`flaresynth.metrics.features`): cluster error,
   distance and std (CE/CD/CS, :mod:`flaresynth.metrics.cluster`), Fréchet distance and KID

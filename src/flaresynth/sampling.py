@@ -3,8 +3,8 @@
 ``flaresynth sample --run RUN --out DIR`` (see :func:`sample`) writes, through
 :func:`flaresynth.samples.write_samples`:
 
-* ``samples.npy``: float32 (N, C, H, W) in model space [-1, 1] (no 8-bit quantisation, unlike the seed code,
-  ``paper_spec.md`` §9.2.8); ``samples.csv`` with the requested class or flux and each image's seed;
+* ``samples.npy``: float32 (N, C, H, W) in model space [-1, 1] (no 8-bit quantisation, unlike the authors' code,
+  fpramunno/Modelling_Solar_Image_with_DDPM); ``samples.csv`` with the requested class or flux and each image's seed;
 * ``fits/NNNNN_<class>.fits``: each image in DN/s (the dataset's inverse intensity transform) with an AIA-like
   header that ``sunpy.map.Map`` opens as an AIA map (:func:`fits_header`);
 * ``grid.png``: rows = requested classes (or fluxes), in the AIA 171 colour map.
@@ -32,7 +32,7 @@ Seeds: image i of a request list gets seed ``seed + i``; its initial noise and (
 its own generator, so the same seed gives the same image whatever the batch size.
 
 FITS geometry: the synthetic image was never observed, so the header describes the frame its training data
-had. SDOMLv2 rescales every AIA image so the solar radius is 976″ (``data_sources.md`` §3.3) at 4.8″/px for
+had. SDOMLv2 rescales every AIA image so the solar radius is 976″ (Galvez et al. 2019, ApJS 242, 7) at 4.8″/px for
 512 px, so CDELT = 4.8·512/size ″/px, RSUN_OBS = 976″, and the observer sits on the Sun–Earth line
 (HGLN_OBS = HGLT_OBS = 0) at DSUN_OBS = RSUN_REF / sin(976″) = 1.4709e11 m (0.983 au). DATE-OBS is a nominal
 epoch, J2000.0 (2000-01-01T12:00:00, when Earth was at that distance): it carries no information about the
@@ -627,7 +627,7 @@ def sample(run: str | Path, out: str | Path, classes=None, fluxes=None, per_clas
         "sampler": sampler,
         "steps": int(n_steps),
         "guidance": guidance,
-        "guidance_convention": "eps_c + w (eps_c - eps_u); the seed code's lerp cfg_scale = w + 1",
+        "guidance_convention": "eps_c + w (eps_c - eps_u); fpramunno/Modelling_Solar_Image_with_DDPM's lerp cfg_scale = w + 1",
         "seed": int(seed),
         "per_class": int(per_class),
         "model_id": model_id,

@@ -1,7 +1,7 @@
 """Image preprocessing for the diffusion model: resize, clip + log10 to [-1, 1], limb mask. Invertible.
 
-Order (``shared/reference/paper_spec.md`` §2; ``data_sources.md`` §3.2-3.3)
---------------------------------------------------------------------------
+Order (Ramunno et al. 2024; SDOMLv2, Galvez et al. 2019, ApJS 242, 7)
+---------------------------------------------------------------------
 1. **Resize in linear DN/s.** SDOMLv2 pixels are exposure- and degradation-corrected intensities in DN/s at
    512×512 (made from 1024×1024 by a local mean, ``skimage.transform.downscale_local_mean``). Averaging
    intensities is physical (it is what a coarser detector pixel would see); averaging their logarithms is not.

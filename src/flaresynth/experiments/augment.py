@@ -1,6 +1,6 @@
 """Experiment 1: does filling rare classes with generated images help a classifier more than classical augmentation?
 
-Ramunno et al. 2024 (§6.1 of ``paper_spec.md``; AGU-2023 slide 8) train a DeiT to classify flare images under three
+Ramunno et al. 2024 (and Ramunno's AGU Fall Meeting 2023 talk, slide 8) train a DeiT to classify flare images under three
 regimes and compare the average accuracy per class. We do the same, with every unpublished choice documented:
 
 * **regimes** (all on the SAME real training split, tested on the SAME real test split, never on generated

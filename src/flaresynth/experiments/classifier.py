@@ -1,7 +1,7 @@
 """The DeiT classifier both application experiments train from scratch, and its training/evaluation loop.
 
-Architecture (Ramunno's AGU-2023 talk names "DeiT"; the paper gives no details, ``paper_spec.md`` §6):
-``transformers.DeiTForImageClassification`` (no torchvision, no timm: ``deps_and_weights.md`` §1.4) with DeiT-tiny
+Architecture (Ramunno's AGU-2023 talk names "DeiT"; the paper gives no details):
+``transformers.DeiTForImageClassification`` (no torchvision, whose PyPI wheels replace a CPU torch, no timm) with DeiT-tiny
 widths — hidden 192, 3 heads, MLP 768 — on single-channel images at the dataset's size:
 
 * ``patch_size=8``: a 64×64 image becomes 64 tokens (8×8 px each, ~38″ at 64 px), fine enough to resolve an

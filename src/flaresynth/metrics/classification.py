@@ -1,7 +1,6 @@
 """Precision, recall, F1 and the confusion matrix of a classifier's predictions (scikit-learn underneath).
 
-Conventions (Ramunno et al. 2024 report F1, precision and recall; macro averaging per the paper's summary,
-``paper_spec.md`` §5.3):
+Conventions (Ramunno et al. 2024 report F1, precision and recall; macro averaging per the paper's summary):
 
 * per class ``c``: precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2 P R / (P + R); 0 where undefined
   (no prediction of ``c``, or P + R = 0) rather than a warning;

@@ -1,7 +1,7 @@
 """Cluster metrics: cluster error (CE), cluster distance (CD), cluster std (CS) (Hackstein et al. 2023).
 
 Definitions follow S. Hackstein's 2024 ``cluster_loss`` code, whose docstrings cite Hackstein et al. 2023,
-Eq. 1-3 (``shared/reference/paper_spec.md`` §5.1), with the *fraction*-based cluster error:
+Eq. 1-3 (the metrics Ramunno et al. 2024 report), with the *fraction*-based cluster error:
 
 1. k-means (scikit-learn, ``K`` centres, fixed ``random_state``) is fitted on the **reference** set: real
    features. Every other set ("evaluated" set) is assigned to the nearest centre (Euclidean distance ``d_i``

@@ -1,6 +1,6 @@
 """The judge: a small CNN flare-class classifier trained on real images, used to score generated ones.
 
-Ramunno et al. 2024 (``paper_spec.md`` §5.3) evaluate generated images with a classifier trained on the real
+Ramunno et al. 2024 evaluate generated images with a classifier trained on the real
 data: if a "class X" sample is classified as X, the generator carries the requested class. Their classifier is
 not published, so this one is small enough to train in a few CPU minutes, and documented here.
 

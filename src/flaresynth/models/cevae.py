@@ -1,6 +1,6 @@
 """The ceVAE: the paper's baseline generator and the image encoder of its third conditioning experiment.
 
-Ramunno et al. 2024 compare their DDPMs with a ceVAE (``paper_spec.md`` §3.4), the context-encoding VAE of
+Ramunno et al. 2024 compare their DDPMs with a ceVAE, the context-encoding VAE of
 Zimmerer et al. (2018, "Context-encoding Variational Autoencoder for Unsupervised Anomaly Detection",
 arXiv:1812.05941; 2019, arXiv:1907.12258) that Giger & Csillaghy (2024, Space Weather 22, e2023SW003516)
 trained on full-disk SDO/AIA images with the FHNW code (i4Ds/sdo-cli ``sood ce_vae``, itself adapted from

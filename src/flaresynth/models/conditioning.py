@@ -1,7 +1,7 @@
 """What the diffusion model is conditioned on, and the null condition classifier-free guidance needs.
 
 Three kinds (config ``conditioning.kind``), all feeding a vector that is *added to the U-Net's time
-embedding*, as in the paper's ``UNet_conditional`` (``paper_spec.md`` §3.2) and diffusers' ``UNet2DModel``:
+embedding*, as in the paper's ``UNet_conditional`` (fpramunno/Modelling_Solar_Image_with_DDPM) and diffusers' ``UNet2DModel``:
 
 ``discrete``
     The class index (5 GOES letters A..X or 3 activity levels) through UNet2DModel's own
@@ -14,7 +14,7 @@ embedding*, as in the paper's ``UNet_conditional`` (``paper_spec.md`` §3.2) and
     beyond the training classes. The null condition is a learned vector.
 ``discrete+embedding``
     A class embedding plus a linear projection of an image-embedding vector from a frozen encoder (the paper's
-    ceVAE experiment, ``paper_spec.md`` §3.4; how the paper coupled them is not published). The null condition
+    ceVAE experiment; how the paper coupled them is not published). The null condition
     is the null class plus a learned null vector. To sample a class without a reference image, the mean
     embedding of that class's training images (stored with the weights) stands in.
 

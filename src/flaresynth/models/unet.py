@@ -1,9 +1,10 @@
 """The denoising network: a diffusers ``UNet2DModel`` built from :class:`flaresynth.config.ModelConfig`.
 
-Why diffusers' U-Net rather than a copy of the paper's ``UNet_conditional`` (``paper_spec.md`` §3.2): it has
+Why diffusers' U-Net rather than a copy of the paper's ``UNet_conditional`` (fpramunno/Modelling_Solar_Image_with_DDPM,
+``model_architecture/modules.py``): it has
 the same ingredients (ResNet blocks with GroupNorm, self-attention at chosen resolutions, sinusoidal time
-embedding with the class embedding *added* to it), decouples resolution from width (the seed code's
-``image_size`` sets both, §9.2.3), takes any number of channels, and a saved model loads with plain
+embedding with the class embedding *added* to it), decouples resolution from width (there
+``image_size`` sets both), takes any number of channels, and a saved model loads with plain
 ``UNet2DModel.from_pretrained`` without flaresynth. The ``paper`` preset (64×64, widths 64/128/256/320,
 attention at 32/16/8 px) has 23.26 M parameters against the paper's 23.33 M.
 

@@ -1,7 +1,7 @@
 """GOES XRS 1-8 Å (XRS-B) flux from every archive variant, as one quality-masked UTC time series.
 
-Products read (``shared/reference/data_sources.md`` §2.2, §5; NOAA's GOES-R XRS L2 user's guide and the
-NCEI "README for science quality GOES 13-15 XRS data")
+Products read (NOAA's GOES-R XRS L2 user's guide and the NCEI "README for science quality GOES 13-15 XRS
+data"; sunpy's and sunkit-instruments' XRS readers)
 -------------------------------------------------------------------------------------------------------------
 ==================  ============================================  ==========  ============  ==========================
 product id          file name (archive)                           flux        flag          time ``units``

@@ -1,7 +1,7 @@
 """HEK flare events (event type FL): saved JSON responses, de-duplication, and the live query.
 
-Format (``shared/reference/data_sources.md`` §6; sunpy's ``sunpy.net.hek.HEKClient``)
---------------------------------------------------------------------------------------
+Format (the HEK API, Hurlburt et al. 2012; sunpy's ``sunpy.net.hek.HEKClient``)
+-------------------------------------------------------------------------------
 The HEK search endpoint (``https://www.lmsal.com/hek/her?cmd=search&cosec=2&...``) answers with one JSON
 object per page::
 

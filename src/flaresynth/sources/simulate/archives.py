@@ -1,8 +1,8 @@
 """The simulated Sun's archive writers: SDOMLv2 zarr, GOES-16 XRS netCDF and a HEK flare list.
 
-Files (``simulate``), formats from ``shared/reference/data_sources.md``
------------------------------------------------------------------------
-* ``sdomlv2.zarr`` (§3): zarr format 2, ``<year>/171A`` float32 (N, 512, 512) in DN/s, written by
+Files (``simulate``), in the formats of the real archives
+-------------------------------------------------------
+* ``sdomlv2.zarr`` (SDOMLv2, Galvez et al. 2019): zarr format 2, ``<year>/171A`` float32 (N, 512, 512) in DN/s, written by
   :func:`flaresynth.sources.sdoml.write_sdoml_frames` (Blosc zstd bitshuffle, chunks of 15 frames), one
   attribute list per FITS keyword. Days are stored in a shuffled order, time-ordered within a day, as in the
   real store; each frame goes to the group of its own year. Headers follow SDOMLv2's 512-px geometry:
@@ -11,14 +11,14 @@ Files (``simulate``), formats from ``shared/reference/data_sources.md``
   2024, -0.01 a year). ``EXPTIME`` is 2.0 s (AIA's automatic exposure control is not modelled); ~0.3 % of
   the frames carry a non-zero ``QUALITY``. Pixels keep 11 of their 23 mantissa bits (relative error
   <= 2.4e-4, far below photon noise), which halves the store (~385 kB a frame).
-* ``goes/sci_xrsf-l2-avg1m_g16_dYYYYMMDD_v2-2-0.nc`` (§5.1): GOES-16 L2 1-min averages, 1440 rows a day,
+* ``goes/sci_xrsf-l2-avg1m_g16_dYYYYMMDD_v2-2-0.nc`` (NOAA's GOES-R XRS L2 format): GOES-16 L2 1-min averages, 1440 rows a day,
   ``time`` float64 whole seconds since 2000-01-01 12:00:00 (record start). Variable names, dtypes, fill
   values, flag encoding (``flag_values``/``flag_masks``/``flag_meanings``) and global attributes are copied
   from the real file ``sci_xrsf-l2-avg1m_g16_d20210101_truncated.nc`` shipped by sunpy (``id`` = the file
   name; ``date_created`` is fixed, not the wall clock). About 4 minutes a day are ``bad_data`` (flag 2) and
   carry a particle spike (flux × 5-50) or the fill value, so readers must honour ``xrsb_flag``. Fluxes are
   GOES-R "true" fluxes (no SWPC 0.7 factor); a 1-min sample is the light curve at the middle of its minute.
-* ``hek/flares.json`` (§6): a saved HEK response, one SWPC ``FL`` event per detected flare. As SWPC does,
+* ``hek/flares.json`` (the HEK API's JSON): a saved HEK response, one SWPC ``FL`` event per detected flare. As SWPC does,
   ``fl_goescls`` is the class of the **maximum XRS-B flux, background included**, between start and end,
   measured on the good samples of the written GOES record, and the peak time is that minute. A flare whose
   maximum is not its own peak (buried in a bigger flare's decay) is not listed, as SWPC would miss it.
@@ -152,7 +152,7 @@ def _frame_plan(sun: SimulatedSun, cadence_min: int) -> tuple[np.ndarray, np.nda
 
 
 def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.ndarray) -> list[dict]:
-    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, data_sources §3.2)."""
+    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, as SDOMLv2 does)."""
     rsun = sun.rsun_obs(t)
     b0 = sun.b0(t)
     l0 = np.interp(t, sun._eph_t, sun._eph_l0) % 360.0
