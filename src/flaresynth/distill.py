@@ -467,7 +467,7 @@ def distill(
 
     # under `accelerate launch` every process runs each stage; only the main one writes the run folder's top
     is_main = int(os.environ.get("RANK", "0")) == 0
-    stages, teacher, logs = [], teacher_folder, []
+    stages, sessions, teacher, logs = [], [], teacher_folder, []
     for i, (stage, n_teacher, n_student) in enumerate(plan):
         folder = out / STAGES / f"{i}-{stage}-{n_student}"
         n_train = (guidance_steps or stage_steps) if stage == "guidance" else stage_steps
@@ -483,6 +483,7 @@ def distill(
         stages.append({"stage": stage, "folder": str(folder.relative_to(out)), "teacher_steps": n_teacher,
                        "student_steps": n_student, "train_steps": prov["steps"],
                        "seconds": sum(s["seconds"] for s in prov["sessions"])})
+        sessions += [{"stage": stages[-1]["folder"], **s} for s in prov["sessions"]]
         if (folder / "log.jsonl").is_file():
             logs += [json.dumps({"stage": f"{i}-{stage}-{n_student}", **json.loads(ln)})
                      for ln in (folder / "log.jsonl").read_text().splitlines() if ln.strip()]
@@ -501,7 +502,7 @@ def distill(
         "stage": "distill", "run": str(out), "teacher": str(teacher_run), "teacher_id": meta.get("model_id"),
         "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "student_steps": int(steps),
         "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "stages": stages,
-        "steps": n_train, "planned_steps": n_train, "complete": True,
+        "steps": n_train, "planned_steps": n_train, "complete": True, "sessions": sessions,
         "parameters": read_json(last / "model" / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),
     })
