@@ -373,6 +373,7 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"]), guidance_range[0]), guidance_range[1])
     d.update(name=f"{d['name']}-student{student_steps}", kind="student")
+    d["diffusion"]["loss_weighting"] = "none"  # what DistillObjective.loss does (plain ε MSE), whatever the teacher's
     d["distill"] = {"teacher": str(Path(teacher).resolve()), "stage": stage, "teacher_steps": int(teacher_steps),
                     "student_steps": int(student_steps), "guidance_min": float(guidance_range[0]),
                     "guidance_max": float(guidance_range[1]), "guidance_frequencies": d["distill"]["guidance_frequencies"]}
