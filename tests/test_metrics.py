@@ -1,6 +1,7 @@
 """Fréchet distance, KID, cluster metrics and classification scores, against closed forms and torchmetrics."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 
@@ -238,3 +239,24 @@ def test_resampling_plan_matches_generated_classes_to_the_real_half():
         np.testing.assert_array_equal(gen_counts, real_counts)
     unmatched = resampling_plan(100, 200, repeats=1, seed=0)[0]["generated"]
     assert len(np.unique(generated_labels[unmatched])) == 5
+
+
+def test_grouped_benchmark_halves_share_no_day():
+    """The real-vs-real halves are made of whole days (days of one flare event merged): no day in both."""
+    from flaresynth.experiments.stats import day_groups
+
+    times = pd.date_range("2024-05-01", periods=240, freq="2h").strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
+    events = np.array([""] * 240, dtype=object)
+    events[11:14] = "ev1"  # 22:00 on day 1 to 02:00 on day 2: one event over midnight
+    groups = day_groups(times, events)
+    assert len(np.unique(groups)) == 19  # 20 days, two of them merged by the event
+    plan = resampling_plan(240, 50, repeats=4, seed=3, groups=groups)
+    days = np.array([t[:10] for t in times])
+    for entry in plan:
+        assert entry["grouped"]
+        a, b = set(days[entry["reference"]]), set(days[entry["benchmark"]])
+        assert not a & b
+        assert not ({"2024-05-01", "2024-05-02"} & a and {"2024-05-01", "2024-05-02"} & b)
+        assert abs(len(entry["reference"]) - 120) <= 12
+    # a split within a single day cannot be grouped: random halves, and the plan says so
+    assert not resampling_plan(20, 10, groups=np.zeros(20))[0]["grouped"]

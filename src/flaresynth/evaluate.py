@@ -56,6 +56,7 @@ import numpy as np
 
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
+from flaresynth.experiments.stats import day_groups
 from flaresynth.io import atomic_dir, read_json, write_json
 from flaresynth.labels import flux_to_label_index
 from flaresynth.metrics.referee import estimate_flux
@@ -337,7 +338,8 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     eval_idx = ds.split_indices(None if cfg.split == "all" else cfg.split)
     test_idx = ds.split_indices("test")
     # class-matched: the generated draw follows the real split's class shares (see resampling_plan)
-    plan = resampling_plan(len(eval_idx), len(gen_images), cfg.repeats, cfg.seed,
+    groups = day_groups(ds.labels["time"].to_numpy()[eval_idx], ds.labels["event_id"].to_numpy()[eval_idx])
+    plan = resampling_plan(len(eval_idx), len(gen_images), cfg.repeats, cfg.seed, groups=groups,
                            real_labels=y_real[eval_idx], generated_labels=y_gen)
     notes.append("distribution metrics compare class-matched draws: generated images are drawn with the real "
                  "split's class shares")
@@ -392,8 +394,14 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
             "settings": asdict(cfg),
             "resampling": {"repeats": len(plan), "reference_size": int(len(plan[0]["reference"])),
                            "evaluated_size": int(len(plan[0]["generated"])),
-                           "method": "random disjoint halves of the real split: A = reference, B = benchmark; "
-                                     "generated and B drawn to the same size; mean ± std over resamplings"},
+                           "grouped": bool(plan[0]["grouped"]),
+                           "n_groups": int(len(np.unique(groups))),
+                           "method": ("disjoint halves of the real split made of whole days (days of one flare "
+                                      "event merged), so no day lies in both halves" if plan[0]["grouped"] else
+                                      "random disjoint halves of the real split (it spans a single day: no grouping "
+                                      "possible)")
+                                     + ": A = reference, B = benchmark; generated and B drawn to the same size; "
+                                     "mean ± std over resamplings"},
             "metrics": metrics,
             "details": details,
             "figures": {k: str(Path("figures") / Path(v).name) for k, v in figures.items()},
@@ -469,7 +477,8 @@ def metrics_markdown(result: dict) -> str:
         "",
         f"{result['generated']['n']} generated images vs the real `{result['real']['split']}` split "
         f"({result['real']['n_split']} images), at {result['real']['evaluated_at_size']} px. "
-        f"Distribution metrics: {result['resampling']['repeats']} resamplings, reference = a random half of the real "
+        f"Distribution metrics: {result['resampling']['repeats']} resamplings, reference = a "
+        f"{'whole-day' if result['resampling'].get('grouped') else 'random'} half of the real "
         f"split ({result['resampling']['reference_size']} images), generated and real-vs-real benchmark both "
         f"{result['resampling']['evaluated_size']} images; mean ± std.",
         "",
@@ -483,7 +492,7 @@ def metrics_markdown(result: dict) -> str:
         lines.append(f"| {name} | {_fmt(e['value'], e['std'])} | {_fmt(e['benchmark'], e['benchmark_std'])} | {_fmt(e['ideal'])} |")
     lines += [
         "",
-        "Benchmark: real vs real (two disjoint halves of the real split) for CE/CD/CS/FD/KID; the same classifier on "
+        "Benchmark: real vs real (two disjoint halves of the real split, made of whole days when it spans several) for CE/CD/CS/FD/KID; the same classifier on "
         "the real test split (the ceiling) for F1/precision/recall/accuracy. Ramunno et al.'s real-vs-real benchmark: "
         "CE 0.002, CD 1.001, CS 0.998.",
         "Judge F1 is macro over the requested classes. Only Inception features may be called FID; FD_<encoder> "

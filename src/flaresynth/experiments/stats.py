@@ -300,3 +300,34 @@ def classification_intervals(y_true, predictions, groups, classes, n_boot: int =
                          for c in range(k)},
     }
     return out
+
+
+def day_groups(times, event_ids=None) -> np.ndarray:
+    """Group id of each row: its UTC day, with the days that one flare event spans merged into one group.
+
+    Used where two sets must share no day (the real-vs-real benchmark halves): frames of one day show nearly the
+    same disk, and an event's frames must not straddle two sets either.
+    """
+    days = utc_days(times)
+    uniq, inverse = np.unique(days, return_inverse=True)
+    parent = np.arange(len(uniq))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if event_ids is not None:
+        ev = pd.Series(np.asarray(event_ids, dtype=object)).fillna("").astype(str).to_numpy()
+        first_day: dict[str, int] = {}
+        for e, d in zip(ev, inverse):
+            if not e:
+                continue
+            if e in first_day:
+                a, b = find(first_day[e]), find(d)
+                parent[max(a, b)] = min(a, b)
+            else:
+                first_day[e] = d
+    roots = np.array([find(i) for i in range(len(uniq))])
+    return roots[inverse]

@@ -126,7 +126,7 @@ def cluster_scores(ref: ClusterReference, features) -> dict:
 
 
 def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int = 0,
-                    real_labels=None, generated_labels=None) -> list[dict]:
+                    real_labels=None, generated_labels=None, groups=None) -> list[dict]:
     """Index sets of each resampling: ``reference`` (real half A), ``benchmark`` (real half B) and ``generated``.
 
     ``benchmark`` and ``generated`` have the same size ``min(|B|, n_generated)``. Without labels the generated
@@ -136,6 +136,12 @@ def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int =
     inside a class only when its quota exceeds what was generated). Otherwise a generator sampled uniformly over
     classes would be compared with a real split dominated by the common classes, and the distribution metrics
     would measure the class imbalance rather than the images.
+
+    With ``groups`` (one id per real image: its UTC day, days of one flare event merged) the halves are made of
+    **whole groups**: the groups are shuffled and taken into half A until it holds half of the images, the rest
+    form B, so no day (and no event) lies in both halves and the real-vs-real benchmark compares independent
+    samples rather than near-copies of the same disk. With fewer than 2 groups the halves are random
+    (``"grouped": False`` in each entry says so).
     """
     if n_real < 4 or n_generated < 2:
         raise FlaresynthError(f"evaluation needs at least 4 real and 2 generated images (got {n_real} and {n_generated})")
@@ -144,12 +150,18 @@ def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int =
     plan = []
     for r in range(repeats):
         rng = np.random.default_rng(seed + r)
-        perm = rng.permutation(n_real)
-        half = (n_real + 1) // 2
-        a, b = perm[:half], perm[half:]
+        grouped = groups is not None and len(np.unique(groups)) >= 2
+        if grouped:
+            a, b = _group_halves(rng, np.asarray(groups))
+            b = rng.permutation(b)
+        else:
+            perm = rng.permutation(n_real)
+            half = (n_real + 1) // 2
+            a, b = perm[:half], perm[half:]
         n = min(len(b), n_generated)
         plan.append(
             {
+                "grouped": bool(grouped),
                 "reference": np.sort(a),
                 "benchmark": np.sort(b[:n]),
                 "generated": np.sort(
@@ -160,6 +172,18 @@ def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int =
             }
         )
     return plan
+
+
+def _group_halves(rng, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two halves made of whole groups (A: shuffled groups until it holds half of the rows)."""
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse)
+    order = rng.permutation(len(uniq))
+    cum = np.cumsum(sizes[order])
+    n_a = int(np.clip(np.searchsorted(cum, len(groups) / 2) + 1, 1, len(uniq) - 1))
+    in_a = np.zeros(len(uniq), dtype=bool)
+    in_a[order[:n_a]] = True
+    return np.flatnonzero(in_a[inverse]), np.flatnonzero(~in_a[inverse])
 
 
 def _class_matched_draw(rng, generated_labels: np.ndarray, target_labels: np.ndarray, n: int) -> np.ndarray:
