@@ -395,7 +395,7 @@ def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "train_throughput",
-                                  "train_convergence", "dataset_build", "run_all"])
+                                  "train_convergence", "dataset_build", "run_all", "allocator"])
 def test_help(name):
     r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
