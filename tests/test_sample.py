@@ -59,7 +59,27 @@ def test_continuous_model_takes_any_flux(runs):
     x = generate(m, table, "dpm++", 3, 0.0)
     assert not np.allclose(x[0], x[1]) and not np.allclose(x[1], x[2])
     cls = build_requests(m, classes=["B"], per_class=1)
-    assert -7 < cls["condition_log_flux"].iloc[0] < -6  # the median training flux of class B
+    assert -7 < cls["condition_log_flux"].iloc[0] < -6  # inside class B's training flux range
+
+
+def test_continuous_class_requests_draw_a_flux_per_image_from_the_training_distribution(runs):
+    m = load_run(runs["continuous"])
+    table = build_requests(m, classes=["C", "M"], per_class=6, seed=3)
+    lf = table["condition_log_flux"].to_numpy()
+    assert (table["flux_draw"] == "class-distribution").all()
+    for c in ("C", "M"):
+        q = m.meta["class_log_flux_quantiles"][c]
+        mine = lf[table["label"].to_numpy() == c]
+        assert len(np.unique(mine)) == 6  # different fluxes per image
+        assert (mine >= q[0]).all() and (mine <= q[-1]).all()  # within the class's training fluxes
+    # seeded: the same seeds give the same draws, other seeds other draws
+    assert np.array_equal(build_requests(m, classes=["C", "M"], per_class=6, seed=3)["condition_log_flux"], lf)
+    assert not np.array_equal(build_requests(m, classes=["C", "M"], per_class=6, seed=4)["condition_log_flux"], lf)
+    # a run that stored only the class medians (trained before the quantiles) falls back to them, and says so
+    m.meta = {k: v for k, v in m.meta.items() if k != "class_log_flux_quantiles"}
+    old = build_requests(m, classes=["C"], per_class=3)
+    assert (old["flux_draw"] == "class-median").all()
+    assert np.allclose(old["condition_log_flux"], m.meta["class_log_flux"]["C"])
 
 
 def test_requests_are_validated(runs):

@@ -12,7 +12,11 @@
 What can be requested depends on the conditioning: classes of the run's scheme (GOES letters A..X, or activity
 levels low/medium/high) for every model; XRS-B fluxes in W/m² for every model (a discrete model uses the
 flux's class; a continuous one the flux itself, also between or beyond its training classes). A class request
-to a continuous model uses the median training flux of that class.
+to a continuous model draws each image's flux from that class's training flux distribution (the run's stored
+quantiles of log10 flux, inverse-CDF sampling with a generator seeded by the image's seed), so its samples are
+as varied as the class and not all at its median; the drawn flux is the table's ``condition_log_flux`` and the
+FITS card CONDLFLX. Runs trained before the quantiles were stored fall back to the class median, and the
+table's ``flux_draw`` column says which was used.
 
 Embedding source (``discrete+embedding`` runs; ``--embedding-source``, default the run's
 ``sample.embedding_source``, ``class-mean`` for runs made before the option existed):
@@ -222,7 +226,26 @@ def build_requests(model: TrainedModel, classes=None, fluxes=None, per_class: in
                   "condition_log_flux": math.log10(f)}] * per_class
     table = pd.DataFrame(rows)
     table.insert(2, "seed", np.arange(len(table), dtype=np.int64) + int(seed))
+    if model.kind == "continuous" and len(table):
+        _draw_class_fluxes(table, model.meta.get("class_log_flux_quantiles") or {})
     return table
+
+
+def _draw_class_fluxes(table: pd.DataFrame, quantiles: dict) -> None:
+    """Per image of a class request: log10 flux drawn from the class's training quantiles (seeded by the image's
+    seed); ``flux_draw`` records the rule (see the module docstring)."""
+    probs = np.linspace(0, 1, 33)
+    draw = np.where(table["label"] != "", "class-median", "requested").astype(object)
+    log_flux = table["condition_log_flux"].to_numpy(dtype=np.float64).copy()
+    for i in np.flatnonzero(table["label"].to_numpy() != ""):
+        q = quantiles.get(table["label"].iat[i])
+        if q is None:
+            continue
+        u = np.random.default_rng([int(table["seed"].iat[i]), 0x464C5558]).random()  # own stream per image seed
+        log_flux[i] = float(np.interp(u, np.linspace(0, 1, len(q)) if len(q) != len(probs) else probs, q))
+        draw[i] = "class-distribution"
+    table["condition_log_flux"] = log_flux
+    table["flux_draw"] = draw
 
 
 def conditions(model: TrainedModel, table: pd.DataFrame, embeddings: torch.Tensor | None = None):

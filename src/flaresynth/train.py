@@ -163,6 +163,12 @@ def _training_conditions(ds, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, np
         "class_log_flux": {
             c: float(np.median(log_flux[labels == i])) for i, c in enumerate(classes) if (labels == i).any()
         },
+        # the class's training flux distribution (33 quantiles of log10 flux), from which a class request to a
+        # continuous model draws each image's flux (flaresynth.sampling.build_requests)
+        "class_log_flux_quantiles": {
+            c: np.quantile(log_flux[labels == i], np.linspace(0, 1, 33)).tolist()
+            for i, c in enumerate(classes) if (labels == i).any()
+        },
     }
     return idx, labels, log_flux, info
 
@@ -625,6 +631,7 @@ def train(
         "dataset_image_size": int(ds.images.shape[-1]), "data_hash": data_hash,
         **objective.meta(),
         "train_counts": data_info["train_counts"], "class_log_flux": data_info["class_log_flux"],
+        "class_log_flux_quantiles": data_info["class_log_flux_quantiles"],
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parameters": n_params,
     }
     written: list[str] = []
