@@ -5,7 +5,7 @@ Scoring (:class:`Scorer`), used by ``sampler_quality``, ``guidance_cost`` and ``
 * **judge macro-F1**: the judge CNN of :mod:`flaresynth.metrics.judge`, trained ONCE on the real training split
   at the model's resolution and cached in ``WORKDIR/judges/<data hash>-<size>px`` (every benchmark and every
   setting reuses it); macro over the requested classes, against the requested class.
-* **referee macro-F1**: :func:`flaresynth.metrics.referee.estimate_flux` on the images mapped back to DN/s with the
+* **referee macro-F1**: the referee of :mod:`flaresynth.metrics.referee` (fitted on the training split) on the images mapped back to DN/s with the
   dataset's inverse intensity transform; its GOES class against the requested one. Only on a simulated Sun
   (``--referee auto``, :func:`referee_applies`); otherwise every ``f1_referee`` is None.
 * **FD_domain**: Fréchet distance between the judge's penultimate features (128-d) of the generated images and
@@ -363,6 +363,10 @@ class Scorer:
         self.ref_y = ds.label_index()[idx]
         test = ds.split_indices("test")
         self.referee_real_test_f1 = None
+        if self.referee:
+            from flaresynth.evaluate import fit_split_referee
+
+            self.referee_model = fit_split_referee(ds, real_images)  # fitted on the training split
         if len(test) and self.referee:
             y, pred = ds.label_index()[test], self.referee_classes(real_images[test])
             self.referee_real_test_f1 = macro_f1(y, pred, self.k)
@@ -371,7 +375,7 @@ class Scorer:
         """GOES class index the referee gives each image (:func:`flaresynth.evaluate.referee_classify`)."""
         from flaresynth.evaluate import referee_classify
 
-        return referee_classify(images, self.transform, self.ds.scheme)[0]
+        return referee_classify(images, self.transform, self.ds.scheme, self.referee_model)[0]
 
     def _ref_stats(self, y_gen: np.ndarray, exclude: np.ndarray | None = None) -> RefStats:
         share = np.bincount(y_gen, minlength=self.k) / len(y_gen)

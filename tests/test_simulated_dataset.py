@@ -1,4 +1,5 @@
-"""The embedded default end to end: `flaresynth simulate --days 30 --seed 0`, then `flaresynth dataset build`.
+"""The embedded default end to end: `flaresynth simulate` (180 days from 2015-03-01, 60 min, seed 0), then
+`flaresynth dataset build`.
 
 One module-scoped build (about a minute) serves the checks that need the full-size default: the class balance,
 the class separability of the 64×64 images, and the data hash behind the shipped demo generators.
@@ -25,7 +26,7 @@ def flaresynth(*args):
 def default_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("default")
     sim = root / "sim"
-    flaresynth("simulate", "--out", str(sim), "--days", "30", "--seed", "0")
+    flaresynth("simulate", "--out", str(sim), "--seed", "0")  # the demo's default period
     ds = root / "ds"
     flaresynth("dataset", "build", "--sdoml", str(sim / "sdomlv2.zarr"), "--goes", str(sim / "goes"),
                "--hek", str(sim / "hek" / "flares.json"), "--out", str(ds))

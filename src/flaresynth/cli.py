@@ -78,15 +78,26 @@ def goes(
 @app.command()
 def simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write sdomlv2.zarr, goes/ and hek/ into.")],
-    days: Annotated[int, typer.Option(min=1, help="Number of days to simulate.")] = 30,
-    cadence_min: Annotated[int, typer.Option("--cadence-min", min=1, help="AIA frame cadence in minutes.")] = 12,
-    start: Annotated[str, typer.Option(help="First day, UTC (YYYY-MM-DD).")] = "2024-05-01",
+    days: Annotated[int | None, typer.Option(help="Number of days to simulate [default: 180, the demo's period].")] = None,
+    cadence_min: Annotated[int | None, typer.Option("--cadence-min", help="AIA frame cadence in minutes, a divisor of a day [default: 60].")] = None,
+    start: Annotated[str | None, typer.Option(help="First day, UTC (YYYY-MM-DD), 2010-05-13 to 2040 [default: 2015-03-01].")] = None,
+    cycle_phase: Annotated[float | None, typer.Option("--cycle-phase", help="0-1: a fixed phase of a typical solar cycle (0 minimum, ~0.4 maximum) instead of the dates' activity.")] = None,
+    without: Annotated[list[str] | None, typer.Option("--without", help="Leave out a confounder of real data (repeatable): limb, euv_timing, euv_scatter, exposure, mesh, cosmic_rays, gaps, degradation.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
 ) -> None:
     """Write a simulated Sun in the real archive formats: SDOMLv2 zarr, GOES XRS netCDF, HEK JSON."""
+    # imported here: the simulator pulls in sunpy, xarray and matplotlib, a measurable cost for every other command
+    from flaresynth.sources.simulate import CONFOUNDERS, DEFAULT_CADENCE_MIN, DEFAULT_DAYS, DEFAULT_START
     from flaresynth.sources.simulate import simulate as run_simulation
 
-    summary = run_simulation(out_dir, days=days, cadence_min=cadence_min, start=start, seed=seed)
+    confounders = [c for c in CONFOUNDERS if c not in (without or [])]
+    unknown = [w for w in (without or []) if w not in CONFOUNDERS]
+    if unknown:
+        raise FlaresynthError(f"--without {unknown[0]!r}: expected one of {', '.join(CONFOUNDERS)}")
+    summary = run_simulation(out_dir, days=DEFAULT_DAYS if days is None else days,
+                             cadence_min=DEFAULT_CADENCE_MIN if cadence_min is None else cadence_min,
+                             start=DEFAULT_START if start is None else start, seed=seed, cycle_phase=cycle_phase,
+                             confounders=confounders)
     out.print(summary)
 
 

@@ -9,7 +9,7 @@ A dataset folder is what every later stage reads::
 
 Selection and labelling (the paper's rule, Ramunno et al. 2024 §2; details not published, so documented here):
 
-* **flare frames**: every frame within ``window`` of a HEK flare peak (after de-duplicating reporters); a frame
+* **flare frames**: every frame within ``window`` (widened to half the frame spacing at coarse cadences) of a HEK flare peak (after de-duplicating reporters); a frame
   near two peaks belongs to the nearer one;
 * **quiet frames**: ``quiet_per_day`` frames per day, evenly spaced, taken from frames farther than
   ``quiet_margin`` from any HEK event's start-end interval, so classes A/B exist;
@@ -458,6 +458,17 @@ def build_dataset(
     return manifest
 
 
+def flare_window(times: np.ndarray, window_min: float) -> np.timedelta64:
+    """How far from a flare peak a frame may be to count as a flare frame: ``window_min``, widened to half the
+    typical frame spacing (+1 min for T_OBS jitter) so that every flare keeps at least one frame at coarse
+    cadences (e.g. 60 min, the simulated Sun's default)."""
+    window = np.timedelta64(int(window_min * 60e9), "ns")
+    if len(times) > 1:
+        spacing = np.median(np.diff(np.sort(np.asarray(times, dtype="datetime64[ns]"))))
+        window = max(window, spacing // 2 + np.timedelta64(60, "s"))
+    return window
+
+
 def select_frames(source, events: pd.DataFrame, cfg: BuildConfig) -> pd.DataFrame:
     """Choose flare frames (near HEK peaks) and quiet frames (far from any event); see the module docstring."""
     times = np.asarray(source.times, dtype="datetime64[ns]")
@@ -470,7 +481,7 @@ def select_frames(source, events: pd.DataFrame, cfg: BuildConfig) -> pd.DataFram
     if cfg.end:
         keep &= times < np.datetime64(pd.Timestamp(cfg.end).tz_localize(None), "ns")
 
-    window = np.timedelta64(int(cfg.window_min * 60e9), "ns")
+    window = flare_window(times, cfg.window_min)
     peaks = events["peak"].to_numpy(dtype="datetime64[ns]") if len(events) else np.array([], "datetime64[ns]")
     event_of = np.full(len(times), -1)
     if len(peaks):

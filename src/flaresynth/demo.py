@@ -3,7 +3,7 @@
 Stages, in order; each writes one folder (or file) under ``DIR`` and is **skipped** when that folder is already
 complete from an earlier run (every stage writes atomically, so a folder that exists is a finished stage)::
 
-    sim              DIR/sim/                    simulate(days=30, cadence 12 min, seed 0)
+    sim              DIR/sim/                    simulate(days=180 from 2015-03-01, cadence 60 min, seed 0)
     dataset          DIR/dataset/                build_dataset(default BuildConfig): 64 px, goes5, instant labels
     train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
     samples:<gen>    DIR/samples/<gen>/          every trained class, DPM-Solver++ 20 steps, the run's guidance
@@ -115,8 +115,9 @@ NOMINAL_SECONDS_PER_STEP = {"demo": 0.8, "tiny": 0.02, "cevae-demo": 0.5, "cevae
 class DemoConfig:
     """Everything the demo does; recorded in demo.json. Defaults fit the 20-minute CPU budget."""
 
-    days: int = 30
-    cadence_min: int = 12
+    days: int = 180  # six and a half Carrington rotations: splits by rotation (flaresynth simulate's default)
+    cadence_min: int = 60
+    start: str = "2015-03-01"
     seed: int = 0
     split_by: str = "rotation"  # the dataset's default; 30 days fall back to week blocks (manifest warning)
     buffer_days: float = 2.0
@@ -145,7 +146,7 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, **overrides) -> DemoConfig:
         """The ``--quick`` sizes (seconds, for tests), with ``overrides`` on top."""
-        base = dict(days=3, cadence_min=60, split_by="day", buffer_days=0.25, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3,
+        base = dict(days=3, cadence_min=60, start="2024-05-01", split_by="day", buffer_days=0.25, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3,
                     augment_seeds=1, augment_epochs=1, augment_layers=1, augment_target=None, preset="tiny", probe_steps=2,
                     max_train_steps=12, quick=True)
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -457,10 +458,11 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
 
     stages.run("sim", sim, lambda: (sim / "simulation.json").is_file(),
                lambda task: {"summary": {k: v for k, v in simulate(sim, days=cfg.days, cadence_min=cfg.cadence_min,
-                                                                   seed=cfg.seed, overwrite=True, progress=False).items()
+                                                                   start=cfg.start, seed=cfg.seed, overwrite=True,
+                                                                   progress=False).items()
                                          if k in ("n_frames", "n_hek_events", "n_flares", "frames_per_class", "wall_s")}},
-               {"days": cfg.days, "cadence_min": cfg.cadence_min, "seed": cfg.seed},
-               label=f"simulate {cfg.days} days (cadence {cfg.cadence_min} min, seed {cfg.seed})")
+               {"days": cfg.days, "cadence_min": cfg.cadence_min, "start": cfg.start, "seed": cfg.seed},
+               label=f"simulate {cfg.days} days from {cfg.start} (cadence {cfg.cadence_min} min, seed {cfg.seed})")
 
     def build(task):
         m = build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), ds_path,

@@ -30,7 +30,7 @@ What is compared (Ramunno et al. 2024):
 * **Judge F1** (:mod:`flaresynth.metrics.judge`): a CNN trained on the real training split classifies the
   generated images; precision / recall / F1 (macro over requested classes) against the *requested* class,
   beside the same judge on the real test split (the ceiling).
-* **Physical referee** (simulated Sun only): :func:`flaresynth.metrics.referee.estimate_flux` turns each image,
+* **Physical referee** (simulated Sun only): :mod:`flaresynth.metrics.referee`, fitted on the training split, turns each image,
   mapped back to DN/s, into an XRS-B flux; its GOES class against the requested one gives a second,
   physics-based F1, beside the referee on the real test images.
 
@@ -59,7 +59,7 @@ from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.experiments.stats import day_groups
 from flaresynth.io import atomic_dir, read_json, write_json
 from flaresynth.labels import flux_to_label_index
-from flaresynth.metrics.referee import estimate_flux
+from flaresynth.metrics.referee import Referee, fit_referee
 from flaresynth.transforms import resample
 
 EVAL_FORMAT = "flaresynth-eval/1"
@@ -261,19 +261,29 @@ def _simulated_source(ds) -> bool:
         return False
 
 
-def referee_classify(images: np.ndarray, transform, scheme) -> tuple[np.ndarray, np.ndarray]:
-    """The referee's (class index in ``scheme``, XRS-B flux) for model-space images (N, 1, H, W).
+def fit_split_referee(ds, real_images: np.ndarray, split: str = "train") -> Referee:
+    """The referee fitted on the dataset's ``split`` (model-space images (N, 1, H, W) at the size it will
+    judge, mapped to DN/s; their ``label_flux``): never on the images it then scores."""
+    idx = ds.split_indices(split)
+    flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[idx]
+    dn = ds.transform().inverse(np.asarray(real_images[idx][:, 0], dtype=np.float32))
+    return fit_referee(dn, flux)
+
+
+def referee_classify(images: np.ndarray, transform, scheme, referee: Referee) -> tuple[np.ndarray, np.ndarray]:
+    """The ``referee``'s (class index in ``scheme``, XRS-B flux) for model-space images (N, 1, H, W).
 
     The images are mapped back to DN/s with the dataset's inverse ``transform`` first. A flux with no class
     (NaN, <= 0) gets index -1: a wrong prediction for every class.
     """
     dn = transform.inverse(np.asarray(images[:, 0], dtype=np.float32))
-    flux = np.asarray(estimate_flux(dn), dtype=np.float64).reshape(len(images))
+    flux = np.asarray(referee.estimate_flux(dn), dtype=np.float64).reshape(len(images))
     return np.asarray(flux_to_label_index(flux, scheme), dtype=np.int64), flux
 
 
 def _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, mode: str) -> tuple[dict, dict, str | None]:
-    """Physics-based F1 from :func:`flaresynth.metrics.referee.estimate_flux`; returns (metrics, details, note)."""
+    """Physics-based F1 from the independent referee (:mod:`flaresynth.metrics.referee`), fitted on the
+    training split; returns (metrics, details, note)."""
     from flaresynth.metrics.classification import classification_report
 
     if mode == "off":
@@ -281,20 +291,30 @@ def _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, mode: str) ->
     if mode == "auto" and not _simulated_source(ds):
         return {}, {}, "referee skipped: the dataset's image store is not marked flaresynth_simulated"
     transform = ds.transform()
+    try:
+        referee = fit_split_referee(ds, real_images)
+    except FlaresynthError as exc:
+        if mode == "on":
+            raise FlaresynthError(f"--referee on: cannot fit the referee on the training split ({exc})") from None
+        return {}, {}, f"referee skipped: {exc}"
 
     def classify(images):
-        return referee_classify(images, transform, ds.scheme)
+        return referee_classify(images, transform, ds.scheme, referee)
 
     has = y_gen >= 0
     if not has.any():
         return {}, {}, "referee skipped: no generated image has a requested class"
     pred_gen, flux_gen = classify(gen_images[has])
     gen_report = classification_report(y_gen[has], pred_gen, ds.classes)
-    real_report = None
+    real_report, dex = None, None
     if len(test_idx):
-        pred_real, _ = classify(real_images[test_idx])
+        pred_real, flux_real = classify(real_images[test_idx])
         real_report = classification_report(y_real[test_idx], pred_real, ds.classes)
-    details = {"generated": gen_report, "real_test": real_report,
+        true = ds.labels["label_flux"].to_numpy(dtype=np.float64)[test_idx]
+        ok = np.isfinite(true) & (true > 0)
+        dex = float(np.median(np.abs(np.log10(flux_real[ok]) - np.log10(true[ok])))) if ok.any() else None
+    details = {"generated": gen_report, "real_test": real_report, "real_test_median_abs_error_dex": dex,
+               "fitted_on": f"train split ({referee.n_fit} images)",
                "generated_flux_quantiles": np.quantile(flux_gen, [0.05, 0.5, 0.95]).tolist() if len(flux_gen) else None}
     return _classification_entries("referee", gen_report, real_report, "real test split"), details, None
 

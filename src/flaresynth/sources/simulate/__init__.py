@@ -5,17 +5,23 @@ what the real pipeline (dataset build, training, evaluation) reads. Everything i
 the seed (one :class:`numpy.random.SeedSequence`, one child per component) and every frame is a pure function
 of its time, so frames are rendered in the archive's (shuffled) order and the same seed gives identical files.
 
-Modules: :mod:`~flaresynth.sources.simulate.sun` (the Sun: active regions, flares, the 171 Å renderer and the
+It is meant to be about as hard as real AIA data, not easier: flares behind the limb, 171 Å peaking after the
+X-rays, scattered EUV brightness at fixed flux, exposure control, diffraction, cosmic rays, missing frames and
+a drifting calibration (the confounders, all on by default). Results on it are still upper bounds and claim
+nothing about the real Sun.
+
+Modules: :mod:`~flaresynth.sources.simulate.cycle` (activity, latitudes and NOAA numbers by date),
+:mod:`~flaresynth.sources.simulate.sun` (the Sun: active regions, flares, the 171 Å renderer, the camera and the
 XRS light curve), :mod:`~flaresynth.sources.simulate.archives` (the SDOMLv2 zarr store, GOES netCDF and HEK
 JSON writers, and :func:`simulate`, which writes them all) and :mod:`~flaresynth.sources.simulate.montage`
 (the picture of frames by GOES class). The referee that reads a flux back from an image is an evaluation
 tool and lives in :mod:`flaresynth.metrics.referee`.
 
-Figures (2 shared cores): 30 days at 12 min (3600 frames) take 40-60 s and 1.4 GB; building the default
-64×64 dataset from them takes 4-7 s.
+Figures: the default period (180 days from 2015-03-01 at 60 min, 4249 frames) takes ~190 CPU-s and 1.87 GB;
+building the default 64×64 dataset from it takes ~20 CPU-s.
 """
 
-from flaresynth.sources.simulate.archives import simulate
-from flaresynth.sources.simulate.sun import SimulatedSun
+from flaresynth.sources.simulate.archives import DEFAULT_CADENCE_MIN, DEFAULT_DAYS, DEFAULT_START, simulate
+from flaresynth.sources.simulate.sun import CONFOUNDERS, SimulatedSun
 
-__all__ = ["SimulatedSun", "simulate"]
+__all__ = ["CONFOUNDERS", "DEFAULT_CADENCE_MIN", "DEFAULT_DAYS", "DEFAULT_START", "SimulatedSun", "simulate"]

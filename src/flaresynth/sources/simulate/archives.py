@@ -1,37 +1,47 @@
 """The simulated Sun's archive writers: SDOMLv2 zarr, GOES-16 XRS netCDF and a HEK flare list.
 
-Files (``simulate``), in the formats of the real archives
--------------------------------------------------------
-* ``sdomlv2.zarr`` (SDOMLv2, Galvez et al. 2019): zarr format 2, ``<year>/171A`` float32 (N, 512, 512) in DN/s, written by
+Files (``simulate``), in the public formats of SDOMLv2 (Galvez et al. 2019), GOES-R XRS L2 and the HEK
+-------------------------------------------------------------------------------------------------------
+* ``sdomlv2.zarr``: zarr format 2, ``<year>/171A`` float32 (N, 512, 512) in DN/s, written by
   :func:`flaresynth.sources.sdoml.write_sdoml_frames` (Blosc zstd bitshuffle, chunks of 15 frames), one
   attribute list per FITS keyword. Days are stored in a shuffled order, time-ordered within a day, as in the
   real store; each frame goes to the group of its own year. Headers follow SDOMLv2's 512-px geometry:
   ``CDELT = 4.8″ · RSUN_OBS / 976″``, ``CRPIX = 256.5``, ``R_SUN = 976 / 4.8`` px; ``RSUN_OBS``, ``DSUN_OBS``,
   ``CRLT_OBS`` (B0) and ``CRLN_OBS`` (L0) come from sunpy's ephemeris. ``DEG_COR`` drifts slowly (0.86 in
-  2024, -0.01 a year). ``EXPTIME`` is 2.0 s (AIA's automatic exposure control is not modelled); ~0.3 % of
-  the frames carry a non-zero ``QUALITY``. Pixels keep 11 of their 23 mantissa bits (relative error
-  <= 2.4e-4, far below photon noise), which halves the store (~385 kB a frame).
-* ``goes/sci_xrsf-l2-avg1m_g16_dYYYYMMDD_v2-2-0.nc`` (NOAA's GOES-R XRS L2 format): GOES-16 L2 1-min averages, 1440 rows a day,
+  2024, -0.01 a year). ``EXPTIME`` is 2.0 s, shorter during big flares (automatic exposure control); ~0.3 %
+  of the frames carry a non-zero ``QUALITY`` and ~1.5 % are missing (the ``gaps`` confounder). Frames are
+  rendered by up to 2 worker processes (the bytes do not depend on it). Pixels keep 11 of their 23 mantissa
+  bits (relative error <= 2.4e-4, far below photon noise), ~430 kB a frame with photon noise.
+* ``goes/sci_xrsf-l2-avg1m_g16_dYYYYMMDD_v2-2-0.nc``: GOES-16 L2 1-min averages, 1440 rows a day,
   ``time`` float64 whole seconds since 2000-01-01 12:00:00 (record start). Variable names, dtypes, fill
   values, flag encoding (``flag_values``/``flag_masks``/``flag_meanings``) and global attributes are copied
   from the real file ``sci_xrsf-l2-avg1m_g16_d20210101_truncated.nc`` shipped by sunpy (``id`` = the file
   name; ``date_created`` is fixed, not the wall clock). About 4 minutes a day are ``bad_data`` (flag 2) and
   carry a particle spike (flux × 5-50) or the fill value, so readers must honour ``xrsb_flag``. Fluxes are
   GOES-R "true" fluxes (no SWPC 0.7 factor); a 1-min sample is the light curve at the middle of its minute.
-* ``hek/flares.json`` (the HEK API's JSON): a saved HEK response, one SWPC ``FL`` event per detected flare. As SWPC does,
+* ``hek/flares.json``: a saved HEK response, one SWPC ``FL`` event per detected flare. As SWPC does,
   ``fl_goescls`` is the class of the **maximum XRS-B flux, background included**, between start and end,
   measured on the good samples of the written GOES record, and the peak time is that minute. A flare whose
   maximum is not its own peak (buried in a bigger flare's decay) is not listed, as SWPC would miss it.
   Start = peak - 2.5 σ_rise; end = when the flare has decayed to half its peak (SWPC's rule).
+  ``ar_noaanum`` is the NOAA number of the region's current disk passage (0 for a region never numbered).
 * ``montage.png``: frames by the GOES class of their instantaneous flux (rows A-X), sunpy's ``sdoaia171``
-  colour map, log stretch; ``simulation.json``: the parameters and counts.
+  colour map, log stretch; ``simulation.json``: the parameters and counts, the X flares and their regions,
+  and the ≥M-in-24 h base rate at 6-hourly issue times.
 
+Checked before anything is written: whole days >= 1, a cadence dividing a day, dates from SDO's first light
+(2010-05-13) to 2040, free disk space for the estimated size. The default period, 180 days from 2015-03-01 at
+60 min (4249 frames), takes ~190 CPU-s (two processes: ~1.5-2 min on 2 idle cores) and 1.87 GB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import multiprocessing
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -45,16 +55,19 @@ from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import atomic_dir
 from flaresynth.labels import GOES_CLASSES, flux_to_class, flux_to_letter_index
 from flaresynth.sources.sdoml import write_sdoml_frames
+from flaresynth.sources.simulate.cycle import LAST_DAY, SDO_FIRST_LIGHT
 from flaresynth.sources.simulate.montage import montage
 from flaresynth.sources.simulate.sun import (
     CDELT_SDOML,
     CENTRE,
+    CONFOUNDERS,
     EXPTIME,
     NOISE_XRS,
     RSUN_ARCSEC_SDOML,
     RSUN_PX,
     SIZE,
     SimulatedSun,
+    check_confounders,
     deg_cor,
     sun_to_image,
     to_days,
@@ -64,6 +77,10 @@ CHUNK = 15
 GOES_VERSION = "v2-2-0"
 GOES_EPOCH = np.datetime64("2000-01-01T12:00:00", "ns")
 T_OBS_OFFSET = np.timedelta64(5350, "ms")  # AIA T_OBS is the exposure mid-time, a few seconds past the slot
+MISSING_FRAMES = 0.01  # share of frames lost one by one
+GAPS_PER_DAY = 1 / 20  # multi-hour data gaps (1-8 h)
+#: The demo's default period: six and a half Carrington rotations in the declining phase of cycle 24.
+DEFAULT_START, DEFAULT_DAYS, DEFAULT_CADENCE_MIN = "2015-03-01", 180, 60
 
 # ------------------------------------------------------------------------------------------- the files
 #: Global attributes of the real GOES-16 avg1m product (copied from sunpy's test file, v2-1-0), for ours.
@@ -140,6 +157,17 @@ def _frame_plan(sun: SimulatedSun, cadence_min: int) -> tuple[np.ndarray, np.nda
     nominal = sun.start + np.arange(n) * np.timedelta64(cadence_min, "m")
     t_obs = nominal + T_OBS_OFFSET
     rng = np.random.default_rng(sun._misc_ss)
+    # draw the gaps whether or not they are used, so the other random choices stay the same
+    lost = rng.uniform(size=n) < MISSING_FRAMES
+    n_gaps = int(rng.poisson(GAPS_PER_DAY * sun.days))
+    gap_start = rng.uniform(0, sun.days, n_gaps)
+    gap_hours = rng.uniform(1.0, 8.0, n_gaps)
+    if "gaps" in sun.confounders:
+        # missing frames: isolated losses and a few multi-hour gaps (eclipse seasons, calibrations)
+        t = to_days(t_obs - sun.start)
+        for g0, gh in zip(gap_start, gap_hours):
+            lost |= (t >= g0) & (t < g0 + gh / 24)
+        t_obs = t_obs[~lost]
     years = t_obs.astype("datetime64[Y]").astype(int) + 1970
     day = t_obs.astype("datetime64[D]")
     order = {}
@@ -152,7 +180,7 @@ def _frame_plan(sun: SimulatedSun, cadence_min: int) -> tuple[np.ndarray, np.nda
 
 
 def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.ndarray) -> list[dict]:
-    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, as SDOMLv2 does)."""
+    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, as SDOMLv2's creation script does)."""
     rsun = sun.rsun_obs(t)
     b0 = sun.b0(t)
     l0 = np.interp(t, sun._eph_t, sun._eph_l0) % 360.0
@@ -203,11 +231,39 @@ def _progress_bar(enabled: bool):
     return Progress(*columns, console=console, disable=not (enabled and console.is_terminal))
 
 
-def _write_images(sun: SimulatedSun, root: Path, cadence_min: int, progress: bool):
+_WORKER_SUN: SimulatedSun | None = None  # the Sun a forked rendering worker inherits
+
+
+def _render_chunk(times_and_deg: list[tuple[float, float]]) -> list[tuple[np.ndarray, float]]:
+    """Render one chunk of frames (in a worker process, or here): [(quantised frame, exposure time)]."""
+    return [(_quantise(img), exptime) for img, exptime in
+            (_WORKER_SUN.observe(t, deg_cor=d) for t, d in times_and_deg)]
+
+
+@contextlib.contextmanager
+def _chunk_renderer(sun: SimulatedSun, workers: int):
+    """A function mapping chunks to rendered chunks, in order: forked worker processes when ``workers`` > 1
+    (every frame is a pure function of its time, so the bytes do not depend on who renders it)."""
+    global _WORKER_SUN
+    _WORKER_SUN = sun
+    try:
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # fork: the workers inherit the Sun instead of unpickling it; created before the store is
+            # opened, so no zarr I/O thread exists yet
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                yield lambda chunks: pool.imap(_render_chunk, chunks)
+        else:
+            yield lambda chunks: map(_render_chunk, chunks)
+    finally:
+        _WORKER_SUN = None
+
+
+def _write_images(sun: SimulatedSun, root: Path, cadence_min: int, progress: bool, workers: int = 1):
     """Render every frame, in storage order and 15 (one chunk) at a time, into the store ``root``.
 
-    Returns (T_OBS datetime64, t days since start, frames per year). Only one chunk is in memory at a time:
-    the first is written by ``write_sdoml_frames`` (which creates the array), the others are appended.
+    Returns (T_OBS datetime64, t days since start, frames per year, exposure times). The chunks are rendered
+    by ``workers`` processes and written here in order: the first by ``write_sdoml_frames`` (which creates
+    the array), the others appended.
     """
     t_obs, t, order = _frame_plan(sun, cadence_min)
     rng = np.random.default_rng(sun._misc_ss.spawn(1)[0])
@@ -215,29 +271,36 @@ def _write_images(sun: SimulatedSun, root: Path, cadence_min: int, progress: boo
     quality = np.where(rng.uniform(size=t.size) < 0.003, 1 << 30, 0)
     headers = _headers(sun, t_obs, t, quality)
     deg = deg_cor(t_obs)
-    counts = {}
-    with _progress_bar(progress) as bar:
+    exposures = np.full(t.size, EXPTIME)
+    batches = [(year, idx[b:b + CHUNK]) for year, idx in order.items() for b in range(0, idx.size, CHUNK)]
+    jobs = [[(float(t[i]), float(deg[i])) for i in batch] for _, batch in batches]
+    arrays = {}
+    with _chunk_renderer(sun, workers) as render_chunks, _progress_bar(progress) as bar:
         task = bar.add_task("rendering AIA 171 Å frames", total=t.size)
-        for year, idx in order.items():
-            arr = None
-            for b in range(0, idx.size, CHUNK):
-                batch = idx[b:b + CHUNK]
-                frames = np.stack([_quantise(sun.render(float(t[i]), deg_cor=float(deg[i]))) for i in batch])
-                if arr is None:
-                    arr = write_sdoml_frames(root, year, "171A", frames, [headers[i] for i in batch],
-                                             chunk_frames=CHUNK)
-                else:
-                    arr.append(frames, axis=0)
-                bar.advance(task, batch.size)
-            full = [headers[i] for i in idx]
-            arr.attrs.update({k: [h[k] for h in full] for k in full[0]})
-            counts[str(year)] = int(idx.size)
+        for (year, batch), observed in zip(batches, render_chunks(jobs)):
+            frames = np.stack([img for img, _ in observed])
+            for i, (_, exptime) in zip(batch, observed):
+                # automatic exposure control: the header says how long this frame was exposed
+                exposures[i] = exptime
+                headers[i]["EXPTIME"] = exptime
+                headers[i]["DATE-OBS"] = _iso(t_obs[i] - np.timedelta64(int(exptime * 500), "ms"), 2)
+            if year not in arrays:
+                arrays[year] = write_sdoml_frames(root, year, "171A", frames, [headers[i] for i in batch],
+                                                  chunk_frames=CHUNK)
+            else:
+                arrays[year].append(frames, axis=0)
+            bar.advance(task, batch.size)
+    counts = {}
+    for year, idx in order.items():
+        full = [headers[i] for i in idx]
+        arrays[year].attrs.update({k: [h[k] for h in full] for k in full[0]})
+        counts[str(year)] = int(idx.size)
     # Mark the store as simulated, so evaluation can run the physical referee on it (`--referee auto`);
     # a real SDOMLv2 store has no such attribute.
     zarr.open_group(str(root), mode="a", zarr_format=2).attrs.update(
         {"flaresynth_simulated": True, "flaresynth_seed": sun.seed}
     )
-    return t_obs, t, counts
+    return t_obs, t, counts, exposures
 
 
 def _goes_record(sun: SimulatedSun) -> dict[str, np.ndarray]:
@@ -336,7 +399,8 @@ def _write_goes(sun: SimulatedSun, rec: dict, folder: Path) -> list[str]:
         arrays = {"time": seconds, **{k: v for k, (v, _) in data.items()}}
         encoding = {k: {"dtype": v.dtype, "_FillValue": _NC_FILL[v.dtype], "zlib": True, "complevel": 4,
                         "chunksizes": (1440,)} for k, v in arrays.items()}
-        ds.to_netcdf(folder / name, engine="h5netcdf", encoding=encoding)
+        # netCDF4 (a dependency) writes these files ~5x faster than h5netcdf
+        ds.to_netcdf(folder / name, engine="netcdf4", encoding=encoding)
         names.append(name)
     return names
 
@@ -379,7 +443,7 @@ def _hek_events(sun: SimulatedSun, rec: dict) -> list[dict]:
             "frm_institute": "NOAA SWPC",
             "obs_observatory": "GOES",
             "obs_instrument": "XRS",
-            "ar_noaanum": int(ar.noaa),
+            "ar_noaanum": int(ar.noaa_at(tp)),
             "hpc_x": hpc_x,
             "hpc_y": hpc_y,
             "hgs_x": round(lon, 2),
@@ -417,8 +481,64 @@ def _parse_start(start) -> np.datetime64:
     return day.astype("datetime64[ns]")
 
 
-def simulate(out_dir, days: int = 30, cadence_min: int = 12, start: str = "2024-05-01", seed: int = 0,
-             overwrite: bool = False, progress: bool = True) -> dict:
+def check_request(out_dir, days, cadence_min, start, cycle_phase=None, confounders=CONFOUNDERS,
+                  overwrite: bool = False) -> np.datetime64:
+    """Check a simulation request before anything is written; returns the first day. One-line errors."""
+    if int(days) != days or days < 1:
+        raise FlaresynthError(f"--days {days!r}: expected a whole number of days >= 1")
+    if int(cadence_min) != cadence_min or not 1 <= cadence_min <= 1440 or 1440 % int(cadence_min):
+        raise FlaresynthError(f"--cadence-min {cadence_min!r}: expected whole minutes that divide a day "
+                              "(e.g. 6, 12, 30, 60)")
+    day0 = _parse_start(start)
+    last = day0 + np.timedelta64(int(days) - 1, "D")
+    if day0 < SDO_FIRST_LIGHT:
+        raise FlaresynthError(f"--start {start}: before SDO's first light ({SDO_FIRST_LIGHT}); AIA has no data "
+                              "to imitate")
+    if last > LAST_DAY:
+        raise FlaresynthError(f"--start {start} --days {days}: ends {str(last)[:10]}, after {LAST_DAY} "
+                              "(the solar-cycle model stops there)")
+    if cycle_phase is not None and not 0.0 <= float(cycle_phase) <= 1.0:
+        raise FlaresynthError(f"--cycle-phase {cycle_phase!r}: expected a number from 0 (minimum) to 1")
+    try:
+        check_confounders(confounders)
+    except ValueError as exc:
+        raise FlaresynthError(f"--without: {exc}") from None
+    out = Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise input_error(out, None, "already exists and is not empty (choose a new folder)")
+    need = estimated_bytes(int(days), int(cadence_min))
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise input_error(out, None, f"needs about {need / 1e9:.1f} GB but {parent} has {free / 1e9:.1f} GB free "
+                          "(fewer --days or a longer --cadence-min)")
+    return day0
+
+
+def estimated_bytes(days: int, cadence_min: int) -> int:
+    """Disk space a simulation needs: ~400 kB a frame (zstd, 11-bit mantissas) + ~0.3 MB of GOES a day."""
+    return int(days * 1440 / cadence_min * 400e3 + days * 0.3e6 + 5e6)
+
+
+def forecast_base_rate(rec: dict, days: float, every_hours: float = 6.0, horizon_hours: float = 24.0) -> float:
+    """Share of issue times (every ``every_hours`` from the start, with a whole horizon ahead) followed by an
+    XRS-B flux >= 1e-5 W/m² (M1) within ``horizon_hours``: the ≥M-in-24 h climatology of a forecast."""
+    flux = np.where(rec["good"], rec["xrsb"], 0.0)
+    issue = np.arange(0.0, days - horizon_hours / 24 + 1e-9, every_hours / 24)
+    if not issue.size:
+        return float("nan")
+    m = flux >= 1e-5
+    csum = np.concatenate([[0], np.cumsum(m)])
+    lo = np.floor(issue * 1440).astype(int) + 1
+    hi = np.minimum(lo + int(horizon_hours * 60), m.size)
+    return float(np.mean(csum[hi] - csum[lo] > 0))
+
+
+def simulate(out_dir, days: int = DEFAULT_DAYS, cadence_min: int = DEFAULT_CADENCE_MIN, start: str = DEFAULT_START,
+             seed: int = 0, cycle_phase: float | None = None, confounders=CONFOUNDERS, overwrite: bool = False,
+             progress: bool = True, workers: int | None = None) -> dict:
     """Write a simulated Sun in the real archive formats into ``out_dir``.
 
     Parameters
@@ -426,28 +546,30 @@ def simulate(out_dir, days: int = 30, cadence_min: int = 12, start: str = "2024-
     out_dir : folder to create (it appears only when complete): ``sdomlv2.zarr``, ``goes/``,
         ``hek/flares.json``, ``montage.png``, ``simulation.json``.
     days : whole days to simulate, from ``start`` 00:00 UTC.
-    cadence_min : AIA frame cadence in minutes (SDOMLv2 is used at 6-12 min).
-    start : first day, UTC, ``YYYY-MM-DD``.
+    cadence_min : AIA frame cadence in minutes, a divisor of a day (SDOMLv2 is used at 6-12 min; the demo's
+        180 days use 60).
+    start : first day, UTC, ``YYYY-MM-DD``, from SDO's first light (2010-05-13) to 2040.
     seed : seed of everything; the same seed gives identical array data, netCDF variables and JSON.
+    cycle_phase : None (the dates set the activity) or 0-1, a fixed phase of a typical solar cycle.
+    confounders : the confounders of real data to add (default: all of
+        :data:`~flaresynth.sources.simulate.sun.CONFOUNDERS`).
     overwrite : replace an existing ``out_dir`` (only once the new one is complete).
     progress : show a progress bar on stderr when it is a terminal.
+    workers : processes rendering frames (default: up to 2, one per core); the files do not depend on it.
 
     Returns
     -------
-    dict (JSON-able): frames, flares per GOES class (HEK events), files, sizes and wall time in seconds.
+    dict (JSON-able): frames, flares per GOES class (HEK events), the X flares and their regions, the ≥M-in-24 h
+    base rate, files, sizes and wall time in seconds.
     """
     t_wall = time.perf_counter()
-    if int(days) != days or days < 1:
-        raise FlaresynthError(f"days {days!r}: expected a whole number of days >= 1")
-    if int(cadence_min) != cadence_min or not 1 <= cadence_min <= 1440:
-        raise FlaresynthError(f"cadence_min {cadence_min!r}: expected whole minutes between 1 and 1440")
-    day0 = _parse_start(start)
+    day0 = check_request(out_dir, days, cadence_min, start, cycle_phase, confounders, overwrite)
     out = Path(out_dir)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise input_error(out, None, "already exists and is not empty (choose a new folder)")
-    sun = SimulatedSun(day0, int(days), int(seed))
+    sun = SimulatedSun(day0, int(days), int(seed), cycle_phase=cycle_phase, confounders=confounders)
     with atomic_dir(out, overwrite=True) as tmp:
-        t_obs, t, per_year = _write_images(sun, tmp / "sdomlv2.zarr", int(cadence_min), progress)
+        workers = min(2, os.cpu_count() or 1) if workers is None else max(int(workers), 1)
+        t_obs, t, per_year, exposures = _write_images(sun, tmp / "sdomlv2.zarr", int(cadence_min), progress,
+                                                      workers)
         rec = _goes_record(sun)
         goes_files = _write_goes(sun, rec, tmp / "goes")
         events = _hek_events(sun, rec)
@@ -459,17 +581,26 @@ def simulate(out_dir, days: int = 30, cadence_min: int = 12, start: str = "2024-
         chosen = montage(sun, t_obs, t, frame_flux, tmp / "montage.png")
         idx = flux_to_letter_index(frame_flux)
         hek_letters = [e["fl_goescls"][0] for e in events]
+        x_events = [e for e in events if e["fl_goescls"].startswith("X")]
         summary = {
             "start": str(day0.astype("datetime64[D]")),
             "days": int(days),
             "cadence_min": int(cadence_min),
             "seed": int(seed),
+            "cycle_phase": cycle_phase,
+            "confounders": sorted(sun.confounders),
+            "mean_sunspot_number": round(150.0 * float(np.mean(sun.activity(np.arange(0, days, 1.0)))), 1),
             "n_frames": int(t.size),
+            "n_frames_short_exposure": int((exposures < EXPTIME).sum()),
             "frames_per_year": per_year,
             "frames_per_class": {c: int((idx == i).sum()) for i, c in enumerate(GOES_CLASSES)},
             "n_flares_simulated": len(sun.flares),
             "n_hek_events": len(events),
             "n_flares": {c: hek_letters.count(c) for c in GOES_CLASSES},
+            "x_flares": [{"class": e["fl_goescls"], "peak": e["event_peaktime"], "ar_noaanum": e["ar_noaanum"]}
+                         for e in x_events],
+            "x_flare_regions": len({e["ar_noaanum"] for e in x_events}),
+            "base_rate_m24": round(forecast_base_rate(rec, days), 3),
             "n_active_regions": len(sun.regions),
             "goes_files": len(goes_files),
             "goes_bad_minutes": int((~rec["good"]).sum()),
@@ -483,4 +614,3 @@ def simulate(out_dir, days: int = 30, cadence_min: int = 12, start: str = "2024-
     summary["store_bytes"] = sum(p.stat().st_size for p in (out / "sdomlv2.zarr").rglob("*") if p.is_file())
     summary["wall_s"] = round(time.perf_counter() - t_wall, 1)
     return summary
-
