@@ -421,15 +421,26 @@ def test_171_peak_lags_the_xray_peak():
 def test_cli_simulate_writes_everything(tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(out), "--days", "1",
-                        "--cadence-min", "60"], capture_output=True, text=True, timeout=300)
+                        "--start", "2024-05-01", "--cadence-min", "60", "--without", "gaps"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     png = (out / "montage.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert (out / "hek" / "flares.json").is_file()
     assert len(list((out / "goes").glob("*.nc"))) == 1
     store = zarr.open_group(str(out / "sdomlv2.zarr"), mode="r", zarr_format=2)
-    assert store["2024"]["171A"].shape == (24, 512, 512)
+    assert store["2024"]["171A"].shape == (24, 512, 512)  # no gaps: every hour
+    assert "gaps" not in json.loads((out / "simulation.json").read_text())["confounders"]
     assert not list(tmp_path.glob(".cli.tmp-*"))  # the temporary sibling is gone
     r2 = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(out), "--days", "1"],
                         capture_output=True, text=True, timeout=300)
     assert r2.returncode != 0 and "Traceback" not in r2.stderr and str(out) in r2.stderr
+
+
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    for args in (["--days", "0"], ["--start", "2009-01-01"], ["--cadence-min", "7"], ["--without", "sunspots"]):
+        r = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(tmp_path / "x"), *args],
+                           capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())
