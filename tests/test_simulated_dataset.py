@@ -40,12 +40,16 @@ def test_all_five_classes_with_counts_falling_from_c_to_x(default_dataset):
 
 
 def test_classes_are_separable_but_not_trivially(default_dataset):
-    """The evaluation judge (a small CNN) trained on the train split, scored on held-out days."""
+    """The evaluation judge (a small CNN) trained on the train split, scored on held-out rotations.
+
+    With the confounders of real data (limb flares, EUV delays and scatter, exposure control, noise) and a test
+    split holding a handful of M and X frames, macro-F1 is far from 1 (0.41 measured on the default period):
+    well above chance (0.2), below a trivially separable Sun."""
     from flaresynth.metrics.judge import train_judge
 
     judge = train_judge(default_dataset, seed=0)
     f1 = judge.meta["real_test"]["f1"]
-    assert 0.6 <= f1 <= 0.97, judge.meta["real_test"]
+    assert 0.3 <= f1 <= 0.97, judge.meta["real_test"]
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped demo generators were trained on the day-split dataset of the "
