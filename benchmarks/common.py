@@ -546,15 +546,15 @@ def generate_any(model, table, sampler: str, steps: int | None, guidance: float,
     for lo in range(0, len(table), batch_size):
         hi = min(len(table), lo + batch_size)
         sched = clipped_sampler(base, model.meta["scheduler"], steps)  # fresh: multistep solvers keep state
-        out.append(sample_loop(model.denoiser, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.image_shape,
+        out.append(sample_loop(model.network, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.image_shape,
                                guidance=guidance, device=model.device))
     return torch.cat(out).numpy() if out else np.zeros((0, *model.image_shape), np.float32)
 
 
 def timed_generate(model, table, sampler: str, steps: int | None, guidance: float, batch_size: int):
     """Generate the request table; returns (images, info: seconds, forward_calls, nfe_per_image, images_per_s)."""
-    counter = CountingDenoiser(model.denoiser)
-    counted = replace(model, denoiser=counter)
+    counter = CountingDenoiser(model.network)
+    counted = replace(model, network=counter)
     t0 = time.perf_counter()
     images = generate_any(counted, table, sampler, steps, guidance, batch_size)
     seconds = time.perf_counter() - t0
@@ -569,7 +569,7 @@ def requested_index(model, table) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- model from a checkpoint
 def model_from_checkpoint(run: Path, ckpt: Path, ds, device: str = "cpu"):
-    """A :class:`flaresynth.sampling.TrainedModel` with the EMA weights of checkpoint folder ``ckpt`` of ``run``.
+    """A :class:`flaresynth.runs.Run` with the EMA weights of checkpoint folder ``ckpt`` of ``run``.
 
     Rebuilds the network from ``RUN/config.yaml`` and the dataset it was trained on (``ds``: needed for the
     class counts and median fluxes a continuous model is asked with), then copies the EMA shadow parameters
@@ -581,7 +581,7 @@ def model_from_checkpoint(run: Path, ckpt: Path, ds, device: str = "cpu"):
     from flaresynth.diffusion import make_scheduler
     from flaresynth.errors import FlaresynthError
     from flaresynth.models.unet import build_denoiser
-    from flaresynth.sampling import TrainedModel
+    from flaresynth.runs import MODEL_DIR, Run
     from flaresynth.train import load_training_data, read_checkpoint, resolve_for_dataset
 
     cfg = resolve_for_dataset(load_config(Path(run) / "config.yaml"), ds)
@@ -610,7 +610,8 @@ def model_from_checkpoint(run: Path, ckpt: Path, ds, device: str = "cpu"):
             "train_counts": data["train_counts"], "class_log_flux": data["class_log_flux"],
             "config": cfg.to_dict(), "conditioning": model.conditioner.describe(), "step": int(state["step"]),
             "model_id": f"{Path(run).name}@{int(state['step'])}"}
-    return TrainedModel(path=Path(run), denoiser=model, meta=meta, device=torch.device(device))
+    return Run(path=Path(run), folder=Path(run) / MODEL_DIR, kind="ddpm", meta=meta, network=model,
+               device=torch.device(device))
 
 
 # ----------------------------------------------------------------------------------------------- the ceiling

@@ -95,12 +95,13 @@ def main() -> None:
 
     from flaresynth.dataset import open_dataset
     from flaresynth.errors import input_error
-    from flaresynth.sampling import build_requests, check_student_settings, load_run
+    from flaresynth.runs import open_run
+    from flaresynth.sampling import build_requests, check_student_settings
 
-    teacher = load_run(args.run, "cpu")
+    teacher = open_run(args.run, "cpu")
     if "student" in teacher.meta:
         raise FlaresynthError(f"--run {args.run}: a distilled student; --run is the teacher")
-    students = [load_run(s, "cpu") for s in args.student]
+    students = [open_run(s, "cpu") for s in args.student]
     for s, name in zip(students, args.student, strict=True):
         if "student" not in s.meta:
             raise FlaresynthError(f"--student {name}: not a distilled student (made by `flaresynth distill`)")

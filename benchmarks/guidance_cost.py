@@ -3,7 +3,7 @@
 1. **Batched vs separate passes.** flaresynth runs the conditional and the unconditional pass of each sampling
    step as ONE forward of the concatenated batch (:func:`flaresynth.diffusion.guided_output`). Here the same
    inputs (x_t, t, classes) go through that batched forward and through two separate forwards (conditional,
-   then unconditional, combined with the same ``cfg_combine``), at several batch sizes; reported: median wall
+   then unconditional, combined with the same ``guided_combine``), at several batch sizes; reported: median wall
    time of each over ``--repeats`` after a warm-up, the ratio separate / batched (> 1: batching pays; on a
    CPU a bigger batch is not always cheaper per image: the working set outgrows the caches), and the
    largest absolute difference between the two guided outputs (they must agree to float rounding: the
@@ -48,7 +48,7 @@ def batched_vs_separate(model, batch: int, guidance: float, repeats: int, seed: 
     """Wall time of one guided network evaluation done as one batched forward vs two separate ones."""
     import torch
 
-    from flaresynth.diffusion import cfg_combine, guided_output
+    from flaresynth.diffusion import guided_combine, guided_output
     from flaresynth.models.conditioning import Condition
 
     g = torch.Generator().manual_seed(seed)
@@ -60,14 +60,14 @@ def batched_vs_separate(model, batch: int, guidance: float, repeats: int, seed: 
     flux = torch.tensor([model.meta.get("class_log_flux", {}).get(model.classes[int(i)], -6.0) for i in labels],
                         dtype=torch.float32)
     cond = Condition(labels, flux, None)
-    net = model.denoiser
+    net = model.network
     keep, drop = torch.zeros(batch, dtype=torch.bool), torch.ones(batch, dtype=torch.bool)
 
     def batched():
         return guided_output(net, x, t, cond, guidance)
 
     def separate():
-        return cfg_combine(net(x, t, cond, keep), net(x, t, cond, drop), guidance)
+        return guided_combine(net(x, t, cond, keep), net(x, t, cond, drop), guidance)
 
     times = {"batched": [], "separate": []}
     with torch.no_grad():
@@ -114,9 +114,10 @@ def main() -> None:
         raise FlaresynthError(f"--sampler {args.sampler!r}: expected one of {', '.join(LIBRARY_SAMPLERS + CANDIDATE_SAMPLERS)}")
 
     from flaresynth.dataset import open_dataset
-    from flaresynth.sampling import build_requests, load_run
+    from flaresynth.runs import open_run
+    from flaresynth.sampling import build_requests
 
-    model = load_run(args.run, "cpu")
+    model = open_run(args.run, "cpu")
     run_guidance = float(model.meta["config"]["sample"]["guidance"])
     timing = []
     for b in batches:

@@ -143,9 +143,10 @@ def main() -> None:
 
     from flaresynth.dataset import open_dataset
     from flaresynth.errors import input_error
-    from flaresynth.sampling import build_requests, load_run
+    from flaresynth.runs import open_run
+    from flaresynth.sampling import build_requests
 
-    model = load_run(args.run, "cpu")
+    model = open_run(args.run, "cpu")
     ds = open_dataset(resolve_data(args))
     if list(ds.classes) != list(model.classes):
         raise input_error(ds.path / "manifest.json", "classes", f"{list(ds.classes)}, but the model has {list(model.classes)}")

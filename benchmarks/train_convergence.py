@@ -193,17 +193,17 @@ def curve_for(run: Path, ds, scorer, args, guidance: float, cpu_per_wall: float,
     Returns (curve, notes).
     """
     from flaresynth.errors import FlaresynthError
-    from flaresynth.sampling import load_run
+    from flaresynth.runs import META_FILE, MODEL_DIR, open_run
 
     entries = read_log(run / "log.jsonl")
     steps, secs = train_seconds_by_step(entries)
     points, notes, seen = [], [], set()
     targets = [("checkpoint", p) for p in checkpoints_of(run) if not every or int(p.name.split("-")[1]) % every == 0]
-    if final_model and (run / "model" / "flaresynth.json").is_file():
+    if final_model and (run / MODEL_DIR / META_FILE).is_file():
         targets.append(("model", run / "model"))
     for kind, path in targets:
         try:
-            model = model_from_checkpoint(run, path, ds) if kind == "checkpoint" else load_run(run, "cpu")
+            model = model_from_checkpoint(run, path, ds) if kind == "checkpoint" else open_run(run, "cpu")
             if model.meta.get("data_hash", ds.manifest.get("data_hash")) != ds.manifest.get("data_hash"):
                 raise FlaresynthError(f"data_hash: trained on another dataset, not {ds.path}")
         except (FlaresynthError, FileNotFoundError, OSError) as exc:

@@ -216,12 +216,12 @@ def test_plan_steps():
 def test_checkpoint_ema_weights_are_the_final_models(toy):
     """The last checkpoint's EMA weights, loaded by the benchmark, are the run's final model/ weights."""
     common = importlib.import_module("common")
-    from flaresynth.sampling import load_run
+    from flaresynth.runs import open_run
 
     ds = open_dataset(toy["ds"])
     from_ckpt = common.model_from_checkpoint(toy["run"], toy["run"] / "checkpoints" / "step-0000002", ds)
-    final = load_run(toy["run"], "cpu")
-    a, b = from_ckpt.denoiser.state_dict(), final.denoiser.state_dict()
+    final = open_run(toy["run"], "cpu")
+    a, b = from_ckpt.network.state_dict(), final.network.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert from_ckpt.meta["step"] == 2 and from_ckpt.meta["scheduler"] == final.meta["scheduler"]

@@ -12,19 +12,23 @@ from flaresynth.errors import FlaresynthError
 from flaresynth.models.cevae import (
     CeVAE,
     ClassGaussians,
-    cevae_loss,
-    context_mask,
+    decode,
     encode_means,
     fit_class_gaussians,
-    kl_divergence,
-    load_cevae,
-    load_encoder,
     parameter_count,
-    reconstruction_loss,
 )
+from flaresynth.runs import load_encoder, open_run
 from flaresynth.samples import open_samples
-from flaresynth.train import latest_checkpoint, read_checkpoint, train
-from flaresynth.transforms import resample
+from flaresynth.train import (
+    cevae_loss,
+    context_mask,
+    kl_divergence,
+    latest_checkpoint,
+    read_checkpoint,
+    reconstruction_loss,
+    train,
+)
+from flaresynth.transforms import channel_transforms, resample
 from toy import make_dataset, toy_images
 
 
@@ -186,8 +190,9 @@ def test_train_writes_a_cevae_run_and_resume_reproduces_it(ds, run, tmp_path):
     assert (run / "samples" / "step-0000003.png").stat().st_size > 1000  # class-Gaussian grid, EMA weights
     files = {p.name for p in (run / "model").iterdir()}
     assert files == {"config.json", "model.safetensors", "flaresynth.json", "latent_classes.npz"}
-    model, meta, _ = load_cevae(run)
-    assert meta["model_type"] == "cevae" and meta["sample_size"] == 16 and meta["step"] == 6
+    opened = open_run(run, "cpu")
+    model, meta = opened.network, opened.meta
+    assert opened.kind == "cevae" and meta["model_type"] == "cevae" and meta["sample_size"] == 16 and meta["step"] == 6
     assert meta["latent_classes"]["counts"] == [6, 6, 6, 6, 6]
     # the saved weights are the EMA weights
     state = read_checkpoint(latest_checkpoint(run))
@@ -197,9 +202,7 @@ def test_train_writes_a_cevae_run_and_resume_reproduces_it(ds, run, tmp_path):
     # the class Gaussians are those of the training latents under the saved weights
     d = open_dataset(ds)
     idx = d.split_indices("train")
-    from flaresynth.train import channel_transforms
-
-    x = resample(np.asarray(d.images[idx]), channel_transforms(d), 16)
+    x = resample(np.asarray(d.images[idx]), channel_transforms(d.manifest["transform"], 1), 16)
     mu = encode_means(model, torch.from_numpy(x)).numpy()
     g = ClassGaussians.load(run / "model" / "latent_classes.npz")
     labels = d.label_index()[idx]
@@ -253,7 +256,7 @@ def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp
 
 
 def test_encoder_gives_deterministic_latent_means_whatever_the_batch(ds, run):
-    enc = load_encoder(run)
+    enc = load_encoder(f"cevae:{run}")
     assert enc.dim == 8
     images = torch.from_numpy(np.array(open_dataset(ds).images[:9]))  # 32 px: resized to the model's 16
     a = enc.embed(images)
@@ -263,17 +266,16 @@ def test_encoder_gives_deterministic_latent_means_whatever_the_batch(ds, run):
     assert a.shape == (9, 8) and a.dtype == torch.float32
     assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a[5:6], d)
     # the latent MEAN: the model's encoder output at the model's resolution, no sampling
-    model, meta, _ = load_cevae(run)
-    from flaresynth.transforms import IntensityTransform
-
-    x16 = resample(images.numpy(), [IntensityTransform.from_dict(meta["transform"])], 16)
+    opened = open_run(run, "cpu")
+    model = opened.network
+    x16 = resample(images.numpy(), opened.transforms(), 16)
     with torch.no_grad():
         mu, _ = model.encode(torch.from_numpy(x16))
     torch.testing.assert_close(a, mu, rtol=1e-4, atol=1e-5)
     with pytest.raises(FlaresynthError, match="expected"):
         enc.embed(torch.zeros(2, 3, 16, 16))
-    with pytest.raises(FlaresynthError, match="not a trained ceVAE"):
-        load_encoder(ds)
+    with pytest.raises(FlaresynthError, match="model/flaresynth.json: missing"):
+        load_encoder(f"cevae:{ds}")
 
 
 def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_path):
@@ -294,7 +296,7 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     stored = load_file(str(tmp_path / "ddpm" / "model" / "conditioner.safetensors"))["class_mean_embedding"]
     d = open_dataset(ds)
     idx = d.split_indices("train")
-    emb = load_encoder(run).embed(torch.from_numpy(np.asarray(d.images[idx])))
+    emb = load_encoder(f"cevae:{run}").embed(torch.from_numpy(np.asarray(d.images[idx])))
     labels = torch.from_numpy(d.label_index()[idx])
     torch.testing.assert_close(stored[3], emb[labels == 3].mean(0))
 
@@ -306,9 +308,9 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     assert s.images.shape == (4, 1, 16, 16) and s.manifest["embedding_source"] == "class-gaussian"
     assert np.isfinite(s.images).all()
 
-    from flaresynth.sampling import build_requests, generate, load_run, request_embeddings
+    from flaresynth.sampling import build_requests, generate, request_embeddings
 
-    m = load_run(tmp_path / "ddpm")
+    m = open_run(tmp_path / "ddpm")
     table = build_requests(m, classes=["C", "X"], per_class=3, seed=4)
     mean_emb, _ = request_embeddings(m, table, "class-mean")
     torch.testing.assert_close(mean_emb[0], stored[2])
@@ -317,7 +319,7 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     img_emb, rows = request_embeddings(m, table, "image", ds)
     assert list(d.labels["label"].iloc[rows]) == ["C"] * 3 + ["X"] * 3
     assert (d.labels["split"].iloc[rows] == "train").all()
-    torch.testing.assert_close(img_emb, load_encoder(run).embed(torch.from_numpy(np.asarray(d.images[rows]))))
+    torch.testing.assert_close(img_emb, load_encoder(f"cevae:{run}").embed(torch.from_numpy(np.asarray(d.images[rows]))))
     a = generate(m, table, "ddim", 2, 1.0, embeddings=img_emb)
     b = generate(m, table, "ddim", 2, 1.0, embeddings=mean_emb)
     assert a.shape == (6, 1, 16, 16) and not np.allclose(a, b)  # the embedding reaches the network
@@ -355,12 +357,9 @@ def test_cevae_samples_folder_is_the_ddpm_format_and_evaluation_reads_it(ds, run
     np.testing.assert_allclose(fits.getdata(path), tr.inverse(np.asarray(s.images[7, 0])), rtol=1e-5)
 
     # image i is the decoded draw of its class Gaussian with seed i
-    from flaresynth.cevae_sampling import load_cevae_run
-    from flaresynth.models.cevae import decode
-
-    cr = load_cevae_run(run)
+    cr = open_run(run)
     z = cr.gaussians.sample(cr.gaussians.index("X"), [8])
-    np.testing.assert_allclose(s.images[3], decode(cr.model, torch.from_numpy(z).float())[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(s.images[3], decode(cr.network, torch.from_numpy(z).float())[0].numpy(), atol=1e-5)
     again = sample(run, tmp_path / "again", classes=["X"], per_class=1, seed=8, fits=False, grid=False)
     np.testing.assert_allclose(open_samples(again).images[0], s.images[3], atol=1e-5)
     # DDPM sampler settings do not apply and are ignored (one call for every generator); embeddings are an error

@@ -191,14 +191,14 @@ def _fresh_demo_folder(demo, out):
 
 
 def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
-    """Without --train: every generator flaresynth.pretrained.available() lists, the ceVAE through the same
+    """Without --train: every generator flaresynth.runs.shipped_runs() lists, the ceVAE through the same
     sample() call as the DDPMs and in its own column; the shipped generator that is not installed is named."""
-    from flaresynth import pretrained
+    from flaresynth import demo as demo_module
 
     runs = demo["out"] / "runs"
     # stand-ins for the shipped weights: the tiny runs the --train demo made (demo:continuous "not installed")
     installed = {"demo:cevae": runs / "cevae", "demo:discrete": runs / "discrete", "demo:embedding": runs / "embedding"}
-    monkeypatch.setattr(pretrained, "available", lambda: dict(installed))
+    monkeypatch.setattr(demo_module, "shipped_runs", lambda: dict(installed))
     out = _fresh_demo_folder(demo, tmp_path / "shipped")
     summary = run_demo(out, DemoConfig.quick_config(), progress=False)
     d = json.loads((out / "demo.json").read_text())
@@ -227,10 +227,10 @@ def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
 
 
 def test_a_generator_that_is_not_shipped_is_skipped_with_a_note(demo, tmp_path, monkeypatch):
-    from flaresynth import pretrained
+    from flaresynth import demo as demo_module
 
     out = _fresh_demo_folder(demo, tmp_path / "noweights")
-    monkeypatch.setattr(pretrained, "available", lambda: {})
+    monkeypatch.setattr(demo_module, "shipped_runs", lambda: {})
     summary = run_demo(out, DemoConfig.quick_config(generators=["embedding"]), progress=False)
     d = json.loads((out / "demo.json").read_text())
     assert d["stages"]["sim"]["status"] == "found complete" and d["stages"]["dataset"]["status"] == "found complete"
@@ -265,14 +265,14 @@ def test_a_generator_trained_on_an_earlier_data_version_is_flagged_stale(demo, t
     summary and the report (its scores are not leak-free; retraining is pending)."""
     import shutil
 
-    from flaresynth import pretrained
+    from flaresynth import demo as demo_module
 
     stale = tmp_path / "stale-discrete"
     shutil.copytree(demo["out"] / "runs" / "discrete", stale)
     prov = json.loads((stale / "provenance.json").read_text())
     prov["data_hash"] = "0" * 64  # an earlier data version
     (stale / "provenance.json").write_text(json.dumps(prov))
-    monkeypatch.setattr(pretrained, "available", lambda: {"demo:discrete": stale})
+    monkeypatch.setattr(demo_module, "shipped_runs", lambda: {"demo:discrete": stale})
     out = _fresh_demo_folder(demo, tmp_path / "stale")
     summary = run_demo(out, DemoConfig.quick_config(generators=["discrete"]), progress=False)
     line = [n for n in summary["notes"] if "trained on an earlier data version" in n]

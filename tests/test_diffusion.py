@@ -8,9 +8,9 @@ import torch
 
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.diffusion import (
-    cfg_combine,
     diffusion_loss,
     drop_mask,
+    guided_combine,
     guided_output,
     loss_weights,
     make_sampler,
@@ -23,9 +23,9 @@ from flaresynth.models.conditioning import (
     RandomProjectionEncoder,
     as_encoder,
     flux_features,
-    load_encoder,
 )
 from flaresynth.models.unet import build_denoiser, build_unet, count_parameters
+from flaresynth.runs import load_encoder
 from flaresynth.train import batch_indices, step_generator
 
 N_CLASSES = 5
@@ -200,8 +200,8 @@ def test_cfg_weight_convention_matches_the_seed_codes_lerp():
     c, u = torch.randn(3, 4), torch.randn(3, 4)
     w = 2.0
     # fpramunno/Modelling_Solar_Image_with_DDPM: torch.lerp(uncond, cond, cfg_scale) with cfg_scale = w + 1
-    assert torch.allclose(cfg_combine(c, u, w), torch.lerp(u, c, w + 1), atol=1e-6)
-    assert torch.equal(cfg_combine(c, u, 0.0), c)
+    assert torch.allclose(guided_combine(c, u, w), torch.lerp(u, c, w + 1), atol=1e-6)
+    assert torch.equal(guided_combine(c, u, 0.0), c)
 
 
 # ------------------------------------------------------------------------------------------ conditioning

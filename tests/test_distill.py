@@ -10,21 +10,16 @@ import torch
 
 from flaresynth.config import load_config, load_preset
 from flaresynth.dataset import open_dataset
-from flaresynth.distill import (
-    DistillObjective,
-    distill,
-    is_student,
-    load_student,
-    stage_plan,
-    student_from_teacher,
-    student_scheduler_config,
-)
+from flaresynth.diffusion import student_scheduler_config
+from flaresynth.distill import distill, is_student, stage_plan
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.conditioning import Condition
-from flaresynth.models.unet import build_denoiser, load_model
+from flaresynth.models.student import GuidanceStudent, student_from_teacher
+from flaresynth.models.unet import build_denoiser
+from flaresynth.runs import open_run
 from flaresynth.samples import open_samples
-from flaresynth.sampling import build_requests, generate, load_run, sample
-from flaresynth.train import load_training_data, step_generator, train
+from flaresynth.sampling import build_requests, generate, sample
+from flaresynth.train import DistillObjective, load_training_data, step_generator, train
 from toy import cli, make_dataset, one_line_error
 
 STAGE_STEPS = 40
@@ -91,7 +86,9 @@ def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_
         objective = DistillObjective(cfg, data, ds.classes)
         torch.manual_seed(cfg.train.seed)
         start = objective.build_model().eval()
-        end, meta = load_student(folder / "model")
+        opened = open_run(folder / "model", "cpu")
+        end, meta = opened.network, opened.meta
+        assert opened.kind == "student" and isinstance(end, GuidanceStudent)
         assert meta["student"]["stage"] == cfg.distill.stage and meta["ema_weights"]
         x0, cond = data["images"][:24], data["cond"].index(slice(0, 24))
         with torch.no_grad():
@@ -100,10 +97,10 @@ def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_
         assert err[1] < 0.9 * err[0], (folder.name, err)
         assert not (folder / "checkpoints").exists()  # a completed stage keeps only its model
     # end to end: the 2-step student against the teacher's guided 4-step DDIM from the same x_T, at w = 1
-    teacher = load_run(runs["teacher"])
+    teacher = open_run(runs["teacher"])
     teacher_ddim = replace(teacher, meta={**teacher.meta, "scheduler": student_scheduler_config(teacher.meta["scheduler"])})
-    student = load_run(runs["student"])
-    start = replace(student, denoiser=student_from_teacher(teacher.denoiser).eval())
+    student = open_run(runs["student"])
+    start = replace(student, network=student_from_teacher(teacher.network).eval())
     table = build_requests(teacher, per_class=3, seed=0)
     reference = generate(teacher_ddim, table, "ddim", 4, 1.0)
     gap = {name: float(np.mean((generate(m, table, "ddim", 2, 1.0) - reference) ** 2))
@@ -122,16 +119,15 @@ def test_student_run_folder_is_a_run_that_samples_in_its_own_steps(runs, tmp_pat
     assert all(s["train_steps"] == STAGE_STEPS for s in prov["stages"])
     log = [json.loads(ln) for ln in (st / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 * STAGE_STEPS and {e["stage"] for e in log} == {"0-guidance-4", "1-progressive-2"}
-    with pytest.raises(FlaresynthError, match="distilled student"):
-        load_model(st / "model")  # the DDPM loader refuses it rather than misreading it
+    assert open_run(st).kind == "student"  # opened as a student, not misread as a DDPM
 
     # one forward of B rows per step: guidance is an input, not a second pass
-    model = load_run(st)
+    model = open_run(st)
     calls = []
-    inner = model.denoiser
-    model.denoiser.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    inner = model.network
+    model.network.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
     generate(model, build_requests(model, classes=["A", "X"], per_class=2), "ddim", 2, 2.0, batch_size=4)
-    assert calls == [4, 4] and inner is model.denoiser
+    assert calls == [4, 4] and inner is model.network
 
     r = cli("sample", "--run", str(st), "--out", str(tmp_path / "s"), "--per-class", "1", "--no-progress")
     assert r.returncode == 0, r.stderr

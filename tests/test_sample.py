@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from flaresynth import pretrained
 from flaresynth.config import load_preset
 from flaresynth.errors import FlaresynthError
+from flaresynth.runs import META_FILE, MODEL_DIR, load_encoder, open_run, resolve_shipped, shipped_runs
 from flaresynth.samples import open_samples
-from flaresynth.sampling import build_requests, generate, load_run, parse_fluxes, sample
+from flaresynth.sampling import build_requests, generate, parse_fluxes, sample
 from flaresynth.train import train
 from toy import cli, make_dataset, one_line_error
 
@@ -29,7 +31,7 @@ def runs(tmp_path_factory):
 
 
 def test_same_seed_same_images_and_per_image_seeds(runs):
-    m = load_run(runs["discrete"])
+    m = open_run(runs["discrete"])
     table = build_requests(m, classes=["A", "M"], per_class=3, seed=7)
     assert list(table["seed"]) == [7, 8, 9, 10, 11, 12]
     a = generate(m, table, "ddpm", 4, 1.0, batch_size=6)
@@ -45,13 +47,13 @@ def test_same_seed_same_images_and_per_image_seeds(runs):
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "unipc"])
 def test_each_sampler_runs(runs, sampler):
-    m = load_run(runs["discrete"])
+    m = open_run(runs["discrete"])
     x = generate(m, build_requests(m, classes=["C"], per_class=2), sampler, 3, 2.0)
     assert x.shape == (2, 1, 16, 16) and np.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
 
 
 def test_continuous_model_takes_any_flux(runs):
-    m = load_run(runs["continuous"])
+    m = open_run(runs["continuous"])
     table = build_requests(m, fluxes=parse_fluxes(["3e-5,2e-3", "X20"]), per_class=1, seed=0)
     assert list(table["flux_class"]) == ["M", "X", "X"] and (table["label"] == "").all()
     # same seed for every row: only the flux differs, and the images differ with it
@@ -63,7 +65,7 @@ def test_continuous_model_takes_any_flux(runs):
 
 
 def test_continuous_class_requests_draw_a_flux_per_image_from_the_training_distribution(runs):
-    m = load_run(runs["continuous"])
+    m = open_run(runs["continuous"])
     table = build_requests(m, classes=["C", "M"], per_class=6, seed=3)
     lf = table["condition_log_flux"].to_numpy()
     assert (table["flux_draw"] == "class-distribution").all()
@@ -83,7 +85,7 @@ def test_continuous_class_requests_draw_a_flux_per_image_from_the_training_distr
 
 
 def test_requests_are_validated(runs):
-    m = load_run(runs["discrete"])
+    m = open_run(runs["discrete"])
     with pytest.raises(FlaresynthError, match="saw no training image of class X"):
         build_requests(m, classes=["X"])
     with pytest.raises(FlaresynthError, match="not a class of this model"):
@@ -123,6 +125,12 @@ def test_cli_sample_writes_fits_sunpy_opens_as_aia_maps(runs, tmp_path):
     assert m.wavelength.value == 171 and str(m.unit) == "DN / s"
     assert m.scale.axis1.value == pytest.approx(4.8 * 512 / 16)
     assert m.rsun_obs.value == pytest.approx(976.0)
+    # the observer of the SDOMLv2 frame: on the Sun-Earth line, where the solar radius appears as 976"
+    obs = m.observer_coordinate
+    assert obs.lon.deg == pytest.approx(0) and obs.lat.deg == pytest.approx(0)
+    assert obs.radius.to_value("m") == pytest.approx(696e6 / np.sin(np.radians(976 / 3600)), rel=1e-9)
+    assert m.date.isot.startswith("2000-01-01T12:00:00") and m.detector == "AIA"
+    assert m.reference_pixel.x.value == pytest.approx(7.5)  # the disk centre is the image centre (0-based)
     h = fits.getheader(path)
     for key in ("CTYPE1", "CUNIT1", "CDELT1", "CRPIX1", "TELESCOP", "INSTRUME", "WAVELNTH", "WAVEUNIT", "DSUN_OBS",
                 "HGLN_OBS", "HGLT_OBS", "DATE-OBS", "RSUN_OBS"):
@@ -161,34 +169,27 @@ def test_cli_bad_input_is_one_line(runs, tmp_path, args, needle):
 
 
 def test_cli_shipped_run_names_resolve_or_say_what_exists(tmp_path):
-    from flaresynth import pretrained
-
     r = cli("sample", "--run", "demo:discrete", "--out", str(tmp_path / "o"), "--steps", "2", "--per-class", "1")
-    if "demo:discrete" in pretrained.available():
+    if "demo:discrete" in shipped_runs():
         assert r.returncode == 0, r.stderr
     else:
         line = one_line_error(r)
         assert "demo:discrete" in line and "shipped runs installed" in line
     with pytest.raises(FlaresynthError, match="unknown shipped run"):
-        pretrained.resolve("demo:nonsense")
+        resolve_shipped("demo:nonsense")
 
 
 def test_every_shipped_run_has_its_weights():
     """A shipped run whose weights are missing is a broken package, not a reason to skip."""
-    from flaresynth import pretrained
-
     for name, folder in pretrained.SHIPPED.items():
-        model = pretrained.HERE / folder / "model"
+        model = pretrained.HERE / folder / MODEL_DIR
         weights = [p for p in model.glob("*.safetensors") if p.stat().st_size > 0] if model.is_dir() else []
-        assert (model / "flaresynth.json").is_file() and weights, f"{name}: no weights in {model}"
-    assert set(pretrained.available()) == set(pretrained.SHIPPED)
+        assert (model / META_FILE).is_file() and weights, f"{name}: no weights in {model}"
+    assert set(shipped_runs()) == set(pretrained.SHIPPED)
 
 
 def test_every_shipped_run_samples_each_class(tmp_path):
     """Including the ceVAE baseline and the embedding DDPM, whose encoder is named ``cevae:demo:cevae``."""
-    from flaresynth import pretrained
-    from flaresynth.samples import open_samples
-
     for name in pretrained.SHIPPED:
         out = sample(name, tmp_path / name.replace(":", "-"), per_class=1, sampler="dpm++", steps=2, fits=False)
         s = open_samples(out)
@@ -197,10 +198,7 @@ def test_every_shipped_run_samples_each_class(tmp_path):
 
 
 def test_shipped_cevae_is_an_encoder_by_name():
-    from flaresynth import pretrained
-    from flaresynth.models.conditioning import load_encoder
-
-    assert "demo:cevae" in pretrained.available()
+    assert "demo:cevae" in shipped_runs()
     enc = load_encoder("cevae:demo:cevae")
     x = torch.zeros(2, 1, 64, 64)
     assert enc.embed(x).shape == (2, enc.dim)
@@ -210,8 +208,8 @@ def test_activity_levels_of_an_activity3_run(tmp_path):
     ds = make_dataset(tmp_path / "ds3", n=30, scheme="activity3")
     cfg = load_preset("tiny")
     cfg.train.steps = 1
-    m = load_run(train(ds, tmp_path / "act", cfg, progress=False))
-    assert m.classes == ("low", "medium", "high") and m.denoiser.unet.config.num_class_embeds == 4
+    m = open_run(train(ds, tmp_path / "act", cfg, progress=False))
+    assert m.classes == ("low", "medium", "high") and m.network.unet.config.num_class_embeds == 4
     table = build_requests(m, classes=["low", "High"], fluxes=[3e-5], per_class=1)
     assert list(table["flux_class"]) == ["low", "high", "high"]
     with pytest.raises(FlaresynthError, match="not a class of this model"):

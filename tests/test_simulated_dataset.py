@@ -58,10 +58,11 @@ def test_classes_are_separable_but_not_trivially(default_dataset):
 def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_dataset):
     """A change to the simulator or the builder must force a retrain, not a silent mismatch."""
     from flaresynth import pretrained
+    from flaresynth.runs import PROVENANCE_FILE, resolve_shipped, shipped_runs
 
-    assert set(pretrained.available()) == set(pretrained.SHIPPED)  # a missing weight file fails here
+    assert set(shipped_runs()) == set(pretrained.SHIPPED)  # a missing weight file fails here
     for name in pretrained.SHIPPED:
-        provenance = json.loads((pretrained.resolve(name) / "provenance.json").read_text())
+        provenance = json.loads((resolve_shipped(name) / PROVENANCE_FILE).read_text())
         assert provenance["data_hash"] == default_dataset.manifest["data_hash"], name
 
 

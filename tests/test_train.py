@@ -118,7 +118,7 @@ def test_a_checkpoint_that_fails_midway_never_becomes_latest(run, monkeypatch, t
 
 @pytest.mark.parametrize("kind", ["continuous", "discrete+embedding"])
 def test_each_conditioning_trains_and_saves(ds, tmp_path, kind):
-    from flaresynth.sampling import load_run
+    from flaresynth.runs import open_run
 
     cfg = tiny(steps=2, sample_every=2)
     cfg.conditioning.kind = kind
@@ -127,10 +127,10 @@ def test_each_conditioning_trains_and_saves(ds, tmp_path, kind):
     files = {p.name for p in (out / "model").iterdir()}
     assert {"conditioner.safetensors", "flaresynth.json", "diffusion_pytorch_model.safetensors"} <= files
     assert (out / "samples" / "step-0000002.png").stat().st_size > 1000  # the EMA grid
-    m = load_run(out)
-    assert m.kind == kind
+    m = open_run(out)
+    assert m.kind == "ddpm" and m.conditioning == kind
     if kind == "discrete+embedding":
-        means = m.denoiser.conditioner.class_mean_embedding
+        means = m.network.conditioner.class_mean_embedding
         assert means.shape == (5, 12) and means.abs().sum() > 0
     else:
         assert m.meta["class_log_flux"]["M"] == pytest.approx(-4.5, abs=0.5)

@@ -20,12 +20,12 @@ Generators (:data:`GENERATORS`, the paper's columns): ``cevae`` (baseline), ``di
 ``embedding`` (discrete + ceVAE image embedding). Where each comes from, first match wins: an explicit
 ``--run NAME=PATH``; with ``--train``, a run trained here into ``DIR/runs/<gen>``; a complete
 ``DIR/runs/<gen>`` from an earlier ``--train`` session; the shipped weights installed with the package
-(:func:`flaresynth.pretrained.available`: ``demo:cevae``, ``demo:discrete``, ``demo:continuous``,
+(:func:`flaresynth.runs.shipped_runs`: ``demo:cevae``, ``demo:discrete``, ``demo:continuous``,
 ``demo:embedding``, whose encoder is ``cevae:demo:cevae``). A generator found nowhere is skipped; the summary
 names the shipped generators that are not installed, and the notes, the summary and the report say which
 columns are missing and why. The ceVAE goes through the same :func:`flaresynth.sampling.sample` call as the
-DDPMs, which hands a ceVAE run to :func:`flaresynth.cevae_sampling.sample_cevae` (class-Gaussian latents,
-one decoder pass; the sampler options are ignored), and it gets its own column in every table.
+DDPMs, which opens each run once (:func:`flaresynth.runs.open_run`) and decodes a ceVAE's class-Gaussian latents
+(one decoder pass; the sampler options are ignored), and it gets its own column in every table.
 The shipped generators were trained on exactly ``simulate --days 30 --seed 0`` + the default dataset
 build, i.e. on this demo's ``DIR/dataset`` (its data hash is checked and a mismatch is noted).
 
@@ -79,6 +79,7 @@ from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import read_json, write_json
 from flaresynth.report import training_caveats
+from flaresynth.runs import model_folder, read_meta, shipped_runs
 
 DEMO_FORMAT = "flaresynth-demo/1"
 DEMO_JSON = "demo.json"
@@ -358,10 +359,8 @@ def _run_complete(run: Path) -> bool:
 
 
 def _shipped_folder(spec: GeneratorSpec) -> Path | None:
-    """Folder of a shipped generator installed here (:func:`flaresynth.pretrained.available`), or None."""
-    from flaresynth import pretrained
-
-    folder = pretrained.available().get(spec.shipped)
+    """Folder of a shipped generator installed here (:func:`flaresynth.runs.shipped_runs`), or None."""
+    folder = shipped_runs().get(spec.shipped)
     return Path(folder) if folder is not None else None
 
 
@@ -380,13 +379,10 @@ def _embedding_data(run: Path, ds_path: Path) -> Path | None:
 
 
 def _model_id(run: Path) -> str | None:
-    for cand in (run / "model" / "flaresynth.json", run / "flaresynth.json"):
-        if cand.is_file():
-            try:
-                return read_json(cand).get("model_id")
-            except (OSError, ValueError):
-                return None
-    return None
+    try:
+        return read_meta(model_folder(run)).get("model_id")
+    except FlaresynthError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -499,7 +495,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
             params["embedding_data"] = str(emb_data)
 
         def work(task, run=run, folder=folder, emb_data=emb_data):
-            # sample() hands a ceVAE run to its own sampler (cevae_sampling.sample_cevae: one decoder pass of
+            # sample() opens the run once and hands a ceVAE run to its own generator (one decoder pass of
             # class-Gaussian latents; sampler, steps and guidance are ignored there)
             sample(run, folder, per_class=cfg.per_class, sampler=cfg.sampler, steps=cfg.sampler_steps, seed=0,
                    device=cfg.device, fits=True, grid=True, progress=False, embedding_data=emb_data)
@@ -593,10 +589,9 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
 
 
 def _run_size(run: Path) -> int | None:
-    mid = run / "model" / "flaresynth.json"
     try:
-        return int(read_json(mid)["sample_size"]) if mid.is_file() else None
-    except (OSError, ValueError, KeyError):
+        return int(read_meta(model_folder(run))["sample_size"])
+    except (FlaresynthError, KeyError, TypeError, ValueError):
         return None
 
 
@@ -766,7 +761,6 @@ def _seconds_per_step(log: Path, upto: int) -> float:
 # --------------------------------------------------------------------------------------------- summary
 def demo_summary(out: str | Path) -> dict:
     """Where the report is, headline numbers per generator and the augmentation result, stage times, notes."""
-    from flaresynth import pretrained
     from flaresynth.report import HEADLINE_METRICS
 
     out = Path(out)
@@ -788,7 +782,7 @@ def demo_summary(out: str | Path) -> dict:
         headline["augment"] = {r: (s.get("balanced_accuracy") or {}).get("mean") for r, s in summ.items()}
     stages = [{"stage": k, "seconds": v.get("seconds"), "status": v.get("status")} for k, v in data["stages"].items()]
     last = data["sessions"][-1] if data.get("sessions") else {}
-    installed = pretrained.available()
+    installed = shipped_runs()
     return {
         "out": str(out),
         "report": str(out / REPORT_FILE) if (out / REPORT_FILE).is_file() else None,

@@ -1,4 +1,5 @@
-"""The diffusion process: noise schedule, training loss, classifier-free guidance and the sampling loop.
+"""The diffusion process: noise schedule, training loss, classifier-free guidance, the sampling loop, and the
+DDIM step arithmetic of distillation (:mod:`flaresynth.distill`).
 
 Forward process (Ho et al. 2020; Ramunno et al. 2024): x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε with T = 1000
 and a linear β from 1e-4 to 0.02, held by diffusers' ``DDPMScheduler``. Training draws t uniformly from
@@ -9,7 +10,7 @@ Loss (:func:`diffusion_loss`): the "simple" MSE between the network output and i
 weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"): each item's MSE is
 multiplied by min(SNR_t, γ)/SNR_t for ε and min(SNR_t, γ)/(SNR_t + 1) for v, SNR_t = ᾱ_t/(1−ᾱ_t).
 
-Classifier-free guidance (Ho & Salimans 2022, eq. 6; :func:`cfg_combine`):
+Classifier-free guidance (Ho & Salimans 2022, eq. 6; :func:`guided_combine`):
 ε̃ = ε(x, c) + w·(ε(x, c) − ε(x, ∅)). w = 0 is the purely conditional model. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM)
 computes ``torch.lerp(ε_u, ε_c, s)`` = ε_u + s(ε_c − ε_u), so its ``cfg_scale`` s is w + 1 (its default 3 is w = 2).
 The conditional and unconditional passes run as one forward on the concatenated batch
@@ -33,9 +34,11 @@ initial noise and (for ddpm) its per-step noise, so an image depends on its seed
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from flaresynth.config import DiffusionConfig
 from flaresynth.errors import FlaresynthError
@@ -46,8 +49,6 @@ SAMPLER_DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20, "unipc": 20}
 
 def make_scheduler(cfg: DiffusionConfig):
     """The training noise schedule: a diffusers ``DDPMScheduler``."""
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=cfg.beta_schedule,
@@ -65,8 +66,6 @@ def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
     ``scheduler_config`` is the training ``DDPMScheduler``'s ``config``; ``steps`` ``None`` means the
     sampler's default (:data:`SAMPLER_DEFAULT_STEPS`).
     """
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-
     if name not in SAMPLER_DEFAULT_STEPS:
         raise FlaresynthError(f"--sampler {name!r}: expected one of {', '.join(SAMPLER_DEFAULT_STEPS)}")
     steps = SAMPLER_DEFAULT_STEPS[name] if steps is None else steps
@@ -139,7 +138,7 @@ def diffusion_loss(denoiser, scheduler, x0: torch.Tensor, cond: Condition, drop:
 # ------------------------------------------------------------------------------------------ guidance
 
 
-def cfg_combine(out_cond: torch.Tensor, out_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+def guided_combine(out_cond: torch.Tensor, out_uncond: torch.Tensor, guidance: float) -> torch.Tensor:
     """Ho & Salimans: out_c + w·(out_c − out_u). (fpramunno/Modelling_Solar_Image_with_DDPM uses a lerp weight of w + 1.)"""
     return out_cond + guidance * (out_cond - out_uncond)
 
@@ -159,7 +158,7 @@ def guided_output(denoiser, x: torch.Tensor, t, cond: Condition, guidance: float
         return denoiser(x, t, cond, torch.zeros(n, dtype=torch.bool, device=x.device))
     drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(x.device)
     out = denoiser(torch.cat([x, x]), torch.cat([t, t]), cond.twice(), drop)
-    return cfg_combine(out[:n], out[n:], guidance)
+    return guided_combine(out[:n], out[n:], guidance)
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -206,9 +205,52 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
 
 
 def _step_params(sampler) -> set[str]:
-    import inspect
-
     return set(inspect.signature(sampler.step).parameters)
+
+
+# ------------------------------------------------------------------------------------------ DDIM steps (distillation)
+
+
+def student_scheduler_config(scheduler_config: dict) -> dict:
+    """The DDIM sampler config of every distillation stage: the training schedule, ``timestep_spacing="trailing"``."""
+    sched = DDIMScheduler.from_config(dict(scheduler_config), timestep_spacing="trailing")
+    return {k: v for k, v in dict(sched.config).items() if not k.startswith("_")}
+
+
+def ddim_scheduler(config: dict, steps: int):
+    """diffusers ``DDIMScheduler`` (η = 0) of ``config`` with ``steps`` timesteps set."""
+    sched = DDIMScheduler.from_config(config)
+    sched.set_timesteps(int(steps))
+    return sched
+
+
+def ddim_step(scheduler, model_output: torch.Tensor, timesteps: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    """``DDIMScheduler.step`` for a batch whose items sit at different timesteps (one call per distinct t)."""
+    out = torch.empty_like(sample)
+    for t in torch.unique(timesteps).tolist():
+        sel = timesteps == t
+        out[sel] = scheduler.step(model_output[sel], int(t), sample[sel]).prev_sample
+    return out
+
+
+def _scales(scheduler, alpha_bar: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = alpha_bar.to(like.device, torch.float32).view(-1, *([1] * (like.ndim - 1)))
+    return a.sqrt(), (1 - a).sqrt()
+
+
+def previous_alpha_bar(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """ᾱ at the timestep one DDIM step of ``scheduler`` goes to from each of ``timesteps`` (as its ``step``)."""
+    prev = timesteps - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    ab = scheduler.alphas_cumprod[prev.clamp(min=0).cpu()]
+    return torch.where(prev.cpu() >= 0, ab, torch.as_tensor(float(scheduler.final_alpha_cumprod)))
+
+
+def one_step_noise(scheduler, z_t: torch.Tensor, timesteps: torch.Tensor, z_target: torch.Tensor) -> torch.Tensor:
+    """The ε with which ONE DDIM step of ``scheduler`` from ``z_t`` lands on ``z_target`` (:mod:`flaresynth.distill`)."""
+    a_t, s_t = _scales(scheduler, scheduler.alphas_cumprod[timesteps.cpu()], z_t)
+    a_p, s_p = _scales(scheduler, previous_alpha_bar(scheduler, timesteps), z_t)
+    x0 = (z_target - (s_p / s_t) * z_t) / (a_p - (s_p / s_t) * a_t)
+    return (z_t - a_t * x0) / s_t
 
 
 __all__ = [
@@ -220,9 +262,14 @@ __all__ = [
     "snr",
     "loss_weights",
     "diffusion_loss",
-    "cfg_combine",
+    "guided_combine",
     "guided_output",
     "seeded_generators",
     "initial_noise",
     "sample_loop",
+    "student_scheduler_config",
+    "ddim_scheduler",
+    "ddim_step",
+    "previous_alpha_bar",
+    "one_step_noise",
 ]

@@ -7,7 +7,8 @@
   collapse) or in the wrong places shows here;
 * :func:`tsne_figure` — t-SNE (scikit-learn) of real and generated feature vectors, coloured by class, real as
   dots and generated as crosses;
-* :func:`class_distribution` — images per class in each split of the dataset, and generated.
+* :func:`class_distribution` — images per class in each split of the dataset, and generated;
+* :func:`save_grid` — the grid of a samples folder and of the training-time snapshots: one row per label.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no window) and saved as PNG.
 Every function returns the path it wrote.
@@ -15,25 +16,24 @@ Every function returns the path it wrote.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia* colour maps with matplotlib)
+from matplotlib.figure import Figure
 
 CLASS_COLOURS = ("#4c72b0", "#55a868", "#c4b000", "#dd8452", "#c44e52", "#8172b3", "#937860", "#da8bc3")
 
 
 def aia171_cmap():
     """sunpy's AIA 171 Å colour map."""
-    import matplotlib
-    import sunpy.visualization.colormaps  # noqa: F401  (registers the sdoaia* colour maps with matplotlib)
-
     return matplotlib.colormaps["sdoaia171"]
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -170,3 +170,38 @@ def class_distribution(counts: dict, classes: Sequence[str], path, generated: di
     ax.set_title(title)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def save_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "", n_cols: int | None = None,
+              channel: str = "171A") -> None:
+    """PNG grid of model-space images (first channel), one row per distinct label, in the channel's AIA
+    colour map (sunpy's ``sdoaia171`` for 171 Å)."""
+    groups: dict[str, list[int]] = {}
+    for i, lab in enumerate(row_labels):
+        groups.setdefault(lab, []).append(i)
+    n_cols = n_cols or max(len(v) for v in groups.values())
+    n_rows = len(groups)
+    width = 1.2 * n_cols + 0.8
+    if title:
+        title = "\n".join(textwrap.wrap(title, width=max(20, int(width * 13))))
+    top = 0.25 + 0.18 * title.count("\n") if title else 0.05
+    fig = Figure(figsize=(width, 1.2 * n_rows + top))
+    digits = "".join(ch for ch in str(channel) if ch.isdigit())
+    name = f"sdoaia{digits or 171}"
+    cmap = matplotlib.colormaps[name if name in matplotlib.colormaps else "sdoaia171"]
+    for r, (lab, idx) in enumerate(groups.items()):
+        for c in range(n_cols):
+            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(idx):
+                ax.imshow(images[idx[c], 0], cmap=cmap, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+            if c == 0:
+                ax.set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    height = 1.2 * n_rows + top
+    fig.subplots_adjust(left=0.8 / width, right=0.99, bottom=0.01, top=1 - top / height, wspace=0.04, hspace=0.04)
+    fig.savefig(path, dpi=100)

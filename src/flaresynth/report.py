@@ -47,6 +47,7 @@ import jinja2
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import atomic_file, read_json
+from flaresynth.runs import CONFIG_FILE, META_FILE, MODEL_DIR, PROVENANCE_FILE
 
 #: Column order of the metrics table (the paper's generators); others follow in discovery order.
 GENERATOR_ORDER = ("ceVAE", "discrete", "continuous", "discrete+embedding")
@@ -162,10 +163,10 @@ def classify(path: Path) -> tuple[str, dict] | None:
 def _run_record(path: Path) -> dict:
     import yaml
 
-    rec: dict = {"config": None, "provenance": _json(path / "provenance.json"), "meta": _json(path / "model" / "flaresynth.json"),
+    rec: dict = {"config": None, "provenance": _json(path / PROVENANCE_FILE), "meta": _json(path / MODEL_DIR / META_FILE),
                  "log": [], "grid": None}
     try:
-        rec["config"] = yaml.safe_load((path / "config.yaml").read_text())
+        rec["config"] = yaml.safe_load((path / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
         pass
     log = path / "log.jsonl"

@@ -6,27 +6,53 @@ Layout::
       samples.npy     float32 (N, C, H, W), model space [-1, 1] (the dataset's intensity transform)
       samples.csv     one row per image (columns: :data:`SAMPLE_COLUMNS`)
       manifest.json   format, generator, scheme/classes, transform, sampler settings, seed, counts
-      fits/           optional: one FITS file per image in DN/s with an AIA-like WCS
-      grid.png        optional: a per-class grid in the AIA 171 colour map
+      fits/           optional: one FITS file per image in DN/s with an AIA-like WCS (:func:`write_fits`)
+      grid.png        optional: a per-class grid in the AIA 171 colour map (:func:`flaresynth.figures.save_grid`)
 
-The DDPM sampler and the ceVAE baseline write the same folder, so evaluation treats them alike.
+The DDPM sampler and the ceVAE baseline write the same folder (:func:`write_samples`, with the per-image files
+of :func:`image_writer`), so evaluation treats them alike.
+
+FITS geometry: the synthetic image was never observed, so the header describes the frame its training data
+had. SDOMLv2 (Galvez et al. 2019, ApJS 242, 7) rescales every AIA image so the solar radius is 976″ at 4.8″/px
+for 512 px, so CDELT = 4.8·512/size ″/px, and the observer sits on the Sun–Earth line (HGLN_OBS = HGLT_OBS = 0) at
+DSUN_OBS = RSUN_REF / sin(976″) = 1.4709e11 m (0.983 au), where the solar radius appears as 976″. DATE-OBS is a
+nominal epoch, J2000.0 (2000-01-01T12:00:00, when Earth was at that distance): it carries no information about
+the image and only fixes the coordinate frame's time for sunpy. The WCS and observer cards come from
+``sunpy.map.header_helper.make_fitswcs_header``, so ``sunpy.map.Map`` opens each file as an AIA map.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import pandas as pd
+from astropy.coordinates import SkyCoord
+from astropy.io import fits as pyfits
+from sunpy.coordinates import frames
+from sunpy.map.header_helper import make_fitswcs_header
 
 from flaresynth.errors import input_error
+from flaresynth.figures import save_grid
 from flaresynth.io import atomic_dir, open_npy, read_json, write_json
+from flaresynth.labels import flux_to_class
+from flaresynth.transforms import SDOML_CDELT_512, SDOML_RSUN_ARCSEC, SDOML_SIZE
 
 SAMPLES_FORMAT = "flaresynth-samples/1"
 SAMPLES_FILE = "samples.npy"
 SAMPLES_TABLE = "samples.csv"
 MANIFEST_FILE = "manifest.json"
+
+#: Nominal observation time written as DATE-OBS (see the module docstring).
+NOMINAL_DATE_OBS = "2000-01-01T12:00:00.000"
+#: Solar radius in metres (sunpy's and the AIA headers' RSUN_REF).
+RSUN_REF_M = 696_000_000.0
+#: AIA telescope number of each channel (AIA_1: 131/335, AIA_2: 193/211, AIA_3: 171/UV, AIA_4: 94/304).
+AIA_TELESCOPE = {94: 4, 131: 1, 171: 3, 193: 2, 211: 2, 304: 4, 335: 1, 1600: 3, 1700: 3, 4500: 3}
 
 #: Columns of samples.csv.
 SAMPLE_COLUMNS = [
@@ -117,3 +143,113 @@ def open_samples(path: str | Path) -> SamplesFolder:
     if images.shape[0] != len(table):
         raise input_error(path / SAMPLES_TABLE, None, f"{len(table)} rows, but {SAMPLES_FILE} holds {images.shape[0]} images")
     return SamplesFolder(path=path, manifest=manifest, table=table, images=images)
+
+
+# ------------------------------------------------------------------------------------------ FITS files
+
+
+def channel_wavelength(channel: str) -> int:
+    """``'171A'`` -> 171."""
+    digits = "".join(ch for ch in str(channel) if ch.isdigit())
+    return int(digits) if digits else 171
+
+
+def fits_header(size: int, channel: str = "171A", extra: dict | None = None) -> pyfits.Header:
+    """An AIA FITS header for a synthetic ``size``×``size`` image in DN/s (geometry: module docstring).
+
+    WCS, observer and instrument cards from ``make_fitswcs_header``; then flaresynth's own: the nominal
+    T_OBS, ``SYNTHETI``, and ``extra`` (``{key: value}`` or ``{key: (value, comment)}``).
+    """
+    wave = channel_wavelength(channel)
+    dsun = RSUN_REF_M / math.sin(math.radians(SDOML_RSUN_ARCSEC / 3600.0))
+    observer = SkyCoord(0 * u.deg, 0 * u.deg, dsun * u.m, frame=frames.HeliographicStonyhurst,
+                        obstime=NOMINAL_DATE_OBS)
+    centre = SkyCoord(0 * u.arcsec, 0 * u.arcsec, frame=frames.Helioprojective(
+        observer=observer, obstime=NOMINAL_DATE_OBS, rsun=RSUN_REF_M * u.m))
+    cdelt = SDOML_CDELT_512 * SDOML_SIZE / size
+    meta = make_fitswcs_header(
+        (size, size), centre, reference_pixel=[(size - 1) / 2.0] * 2 * u.pix, scale=[cdelt] * 2 * u.arcsec / u.pix,
+        rotation_angle=0 * u.deg, telescope="SDO/AIA", instrument=f"AIA_{AIA_TELESCOPE.get(wave, 3)}",
+        detector="AIA", observatory="SDO", wavelength=wave * u.AA, unit=u.DN / u.s,
+    )
+    header = pyfits.Header()
+    for key, value in meta.items():
+        if key != "keycomments":
+            header[key.upper()] = value.item() if isinstance(value, np.generic) else value
+    header["BUNIT"] = ("DN/s", "exposure-normalised, as SDOMLv2")
+    header["DATE-OBS"] = (NOMINAL_DATE_OBS, "nominal epoch (J2000), not an observation")
+    header["T_OBS"] = (NOMINAL_DATE_OBS, "nominal epoch (J2000), not an observation")
+    header["CDELT1"] = (header["CDELT1"], f"[arcsec/pix] SDOMLv2 {SDOML_CDELT_512} at {SDOML_SIZE} px")
+    header["RSUN_OBS"] = (header["RSUN_OBS"], "[arcsec] SDOMLv2 normalised radius")
+    header["DSUN_OBS"] = (header["DSUN_OBS"], "[m] distance where RSUN_REF appears as RSUN_OBS")
+    header["SYNTHETI"] = (True, "generated by flaresynth, not observed")
+    for key, value in (extra or {}).items():
+        header[key] = value
+    return header
+
+
+def write_fits(path: Path, image_dn: np.ndarray, channels: list[str], extra: dict) -> None:
+    """One FITS file: the first channel in the primary HDU, any further channel in an image extension."""
+    size = image_dn.shape[-1]
+    hdus = []
+    for i, ch in enumerate(channels):
+        header = fits_header(size, ch, extra)
+        data = np.asarray(image_dn[i], dtype=np.float32)
+        hdus.append(pyfits.PrimaryHDU(data, header) if i == 0 else pyfits.ImageHDU(data, header))
+    pyfits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def row_label(row) -> str:
+    """The label of a request row: its class, or the class of its requested flux."""
+    if row["label"]:
+        return str(row["label"])
+    return f"{flux_to_class(row['requested_flux'])}"
+
+
+def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: list[str], scheme: str,
+                 model_id: str, header: Callable[[pd.Series], dict], grid_title: str, fits: bool = True,
+                 grid: bool = True) -> Callable[[Path], None]:
+    """The ``extra`` step of :func:`write_samples` shared by every generator: one FITS file per image in DN/s
+    (``fits/NNNNN_<label>.fits``, named in the table's ``file`` column) with the common header cards plus the
+    generator's own (``header(row)``), and the PNG grid."""
+    names = [f"{i:05d}_{row_label(row)}.fits" for i, row in table.iterrows()]
+    if fits:
+        table["file"] = [f"fits/{n}" for n in names]
+
+    def extra(tmp: Path) -> None:
+        if fits:
+            (tmp / "fits").mkdir()
+            for i, row in table.iterrows():
+                dn = np.stack([transforms[c].inverse(images[i, c]) for c in range(images.shape[1])])
+                req_flux = row["requested_flux"]
+                cards = {
+                    "GOESCLS": (row["label"] or row["flux_class"], f"requested class (scheme {scheme})"),
+                    "GOESFLUX": (float(req_flux) if np.isfinite(req_flux) else "none", "[W/m2] requested XRS-B flux"),
+                    "SEED": (int(row["seed"]), "seed of this image"),
+                    # a long id keeps its full value and drops the comment, so the card stays within 80 characters
+                    "MODELID": (str(model_id)[:68], "flaresynth model id" if len(str(model_id)) <= 46 else ""),
+                    **header(row),
+                }
+                write_fits(tmp / "fits" / names[i], dn, channels, cards)
+        if grid:
+            save_grid(images, [row_label(r) for _, r in table.iterrows()], tmp / "grid.png", title=grid_title,
+                      channel=channels[0])
+
+    return extra
+
+
+__all__ = [
+    "SAMPLES_FORMAT",
+    "SAMPLES_FILE",
+    "SAMPLES_TABLE",
+    "MANIFEST_FILE",
+    "SAMPLE_COLUMNS",
+    "NOMINAL_DATE_OBS",
+    "SamplesFolder",
+    "write_samples",
+    "open_samples",
+    "channel_wavelength",
+    "fits_header",
+    "write_fits",
+    "image_writer",
+]

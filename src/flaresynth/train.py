@@ -20,8 +20,9 @@ sees) stops the launch with one line, so RUN must be on a filesystem every machi
 start); a checkpoint resumes only with as many processes as saved it, unless ``allow_world_size_change``.
 
 What is trained is an *objective* (:func:`make_objective`, config ``kind``): :class:`DiffusionObjective`
-(the DDPM's noise-prediction loss) or :class:`flaresynth.models.cevae.CevaeObjective` (the ceVAE's VAE +
-context-encoding loss). An objective builds the model, computes a batch's loss from a per-step random
+(the DDPM's noise-prediction loss), :class:`CevaeObjective` (the ceVAE's VAE + context-encoding loss,
+:func:`cevae_loss`; the network is :class:`flaresynth.models.cevae.CeVAE`) or :class:`DistillObjective` (one
+stage of :mod:`flaresynth.distill`). An objective builds the model, computes a batch's loss from a per-step random
 generator, and writes the training grids and the final model folder; the loop around it is shared.
 
 Reproducibility: the batch of step s is a slice of a per-epoch permutation seeded by (seed, epoch), and the
@@ -33,7 +34,7 @@ run interrupted at a checkpoint and resumed reproduces the uninterrupted run's w
 a resume does not depend on how many devices either session saw. A step the fp16 GradScaler skips (inf/NaN
 gradients) advances neither the LR schedule nor the EMA.
 
-The run folder::
+The run folder (read back by :func:`flaresynth.runs.open_run`)::
 
     RUN/
       config.yaml          the resolved config (in_channels filled in from the dataset)
@@ -59,6 +60,8 @@ A checkpoint folder is written under a temporary name, renamed when complete, an
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
 import os
@@ -69,23 +72,64 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import accelerate
+import diffusers
 import numpy as np
+import pandas as pd
 import torch
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import broadcast_object_list, gather_object
+from diffusers.training_utils import EMAModel
+from numpy.lib.format import open_memmap
 
 from flaresynth import __version__
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
+from flaresynth.dataset import open_dataset
 from flaresynth.devices import use_deterministic_kernels
-from flaresynth.diffusion import diffusion_loss, drop_mask, make_scheduler, sample_timesteps
+from flaresynth.diffusion import (
+    ddim_scheduler,
+    ddim_step,
+    diffusion_loss,
+    drop_mask,
+    guided_combine,
+    make_scheduler,
+    one_step_noise,
+    sample_timesteps,
+    student_scheduler_config,
+)
 from flaresynth.errors import FlaresynthError
+from flaresynth.figures import save_grid
 from flaresynth.io import atomic_dir, atomic_file, read_json, sha256_file, write_json
+from flaresynth.models.cevae import MODEL_TYPE as CEVAE_MODEL_TYPE
+from flaresynth.models.cevae import (
+    CeVAE,
+    ClassGaussians,
+    build_cevae,
+    decode,
+    encode_means,
+    fit_class_gaussians,
+)
+from flaresynth.models.conditioning import Condition, as_encoder, embed_all
+from flaresynth.models.student import save_student, student_from_teacher
+from flaresynth.models.unet import build_denoiser, count_parameters, save_denoiser
 from flaresynth.progress import ProgressBar
-from flaresynth.transforms import resample
+from flaresynth.runs import (
+    EMBEDDING_CLASSES_FILE,
+    LATENT_CLASSES_FILE,
+    MODEL_DIR,
+    SCHEDULER_DIR,
+    Run,
+    load_encoder,
+    open_run,
+    write_meta,
+)
+from flaresynth.sampling import build_requests, generate
+from flaresynth.transforms import channel_transforms, resample
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "state.pt"
-#: Per-class Gaussians of a discrete+embedding run's training embeddings (``embedding_source: class-gaussian``).
-EMBEDDING_CLASSES_FILE = "embedding_classes.npz"
 #: Set to a folder to make every rank write rank<r>.json there (parameter digest, checkpoints written, the
 #: dataset rows of each of its micro-batches).
 DEBUG_RANK_DIR_ENV = "FLARESYNTH_DEBUG_RANK_DIR"
@@ -133,13 +177,9 @@ def resolve_for_dataset(cfg: RunConfig, ds) -> RunConfig:
 # ------------------------------------------------------------------------------------------ data
 
 
-def channel_transforms(ds) -> list:
-    """One intensity transform per dataset channel (manifest ``transform``: one object, or a list)."""
-    from flaresynth.transforms import IntensityTransform
-
-    t = ds.manifest["transform"]
-    items = t if isinstance(t, list) else [t] * int(ds.images.shape[1])
-    return [IntensityTransform.from_dict(d, source=str(ds.path / "manifest.json")) for d in items]
+def _dataset_transforms(ds) -> list:
+    """The dataset's per-channel intensity transforms (:func:`flaresynth.transforms.channel_transforms`)."""
+    return channel_transforms(ds.manifest["transform"], int(ds.images.shape[1]), str(ds.path / "manifest.json"))
 
 
 def _training_conditions(ds, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -179,8 +219,6 @@ def _conditioning_kind(cfg: RunConfig) -> str:
 
 def _training_encoder(cfg: RunConfig, encoder=None):
     """The frozen encoder of a ``discrete+embedding`` run and the id that names it in the saved model."""
-    from flaresynth.models.conditioning import as_encoder, load_encoder
-
     enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder)
     # a ceVAE's model id names its weights, not only its path
     return enc, getattr(enc, "model_id", None) or str(cfg.conditioning.encoder)
@@ -191,8 +229,6 @@ def _embed_rows(ds, idx: np.ndarray, enc) -> torch.Tensor:
 
     The encoder sees the dataset's own images (its resolution), not the ones resized for the model.
     """
-    from flaresynth.models.conditioning import embed_all
-
     parts = [embed_all(enc, torch.from_numpy(np.asarray(ds.images[idx[lo : lo + DATA_CHUNK]], dtype=np.float32)),
                        batch_size=DATA_CHUNK)
              for lo in range(0, len(idx), DATA_CHUNK)]
@@ -206,10 +242,8 @@ def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None) -> None
     holds the whole split; ``train_embeddings.npz`` (``discrete+embedding`` only) holds the frozen encoder's
     ``embeddings`` (N, D) and ``encoder_id``. :func:`load_training_data` memory-maps them.
     """
-    from numpy.lib.format import open_memmap
-
     idx, *_ = _training_conditions(ds, cfg)  # bad labels fail before anything is written
-    size, transforms = cfg.model.sample_size, channel_transforms(ds)
+    size, transforms = cfg.model.sample_size, _dataset_transforms(ds)
     with atomic_dir(folder, overwrite=True) as tmp:
         images = open_memmap(tmp / CACHE_IMAGES, mode="w+", dtype=np.float32,
                              shape=(len(idx), int(ds.images.shape[1]), size, size))
@@ -237,13 +271,10 @@ def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = No
     (:class:`~flaresynth.models.cevae.ClassGaussians`) and ``encoder_id``. A ceVAE run uses only images and
     labels.
     """
-    from flaresynth.models.cevae import fit_class_gaussians
-    from flaresynth.models.conditioning import Condition
-
     idx, labels, log_flux, info = _training_conditions(ds, cfg)
     classes = list(ds.classes)
     if cache is None:
-        images = torch.from_numpy(resample(ds.images[idx], channel_transforms(ds), cfg.model.sample_size))
+        images = torch.from_numpy(resample(ds.images[idx], _dataset_transforms(ds), cfg.model.sample_size))
     else:
         # copy-on-write map: torch wants a writable array; the pages stay shared because nothing writes them
         images = torch.from_numpy(np.load(cache / CACHE_IMAGES, mmap_mode="c"))
@@ -349,8 +380,6 @@ class DiffusionObjective:
         self.parts: dict[str, torch.Tensor] = {}
 
     def build_model(self) -> torch.nn.Module:
-        from flaresynth.models.unet import build_denoiser
-
         c = self.cfg
         model = build_denoiser(c.model, c.model.in_channels, c.conditioning.kind, len(self.classes),
                                flux_frequencies=c.conditioning.flux_frequencies, embed_dim=self.data.get("embed_dim"))
@@ -373,25 +402,234 @@ class DiffusionObjective:
         _sample_grid(raw_model, self.cfg, meta, path, step, dev)
 
     def save_final(self, raw_model, folder: Path, meta: dict) -> None:
-        from flaresynth.models.unet import save_model
+        save_denoiser(raw_model, folder)
+        write_meta(folder, {**meta, "ema_weights": True, "conditioning": raw_model.conditioner.describe()})
+        make_scheduler(self.cfg.diffusion).save_pretrained(folder / SCHEDULER_DIR)
+        if "class_embedding_gaussians" in self.data:
+            self.data["class_embedding_gaussians"].save(folder / EMBEDDING_CLASSES_FILE)
 
-        save_model(raw_model, folder, {**meta, "ema_weights": True})
-        make_scheduler(self.cfg.diffusion).save_pretrained(folder / "scheduler")
+
+# The ceVAE's objective (Zimmerer et al. 2018; FHNW i4Ds/sdo-cli ``sood ce_vae``): the loss formula and its
+# differences from the FHNW code are in the docstring of :mod:`flaresynth.models.cevae`.
+
+
+def reconstruction_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``mse``) error per pixel, averaged over the batch; a scalar."""
+    diff = x_rec.float() - x.float()
+    return diff.abs().mean() if kind == "l1" else diff.pow(2).mean()
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) averaged over latent dimensions and batch (FHNW's normalisation); a scalar."""
+    return (0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())).mean()
+
+
+def context_mask(x: torch.Tensor, generator: torch.Generator, max_squares: int = 2,
+                 max_fraction: float = 0.5) -> torch.Tensor:
+    """A copy of ``x`` (B, C, H, W) with random squares painted over (the context-encoding input).
+
+    Per image: n ~ U{0..max_squares} squares, side ~ U{0..⌊max_fraction·min(H, W)⌋ − 1}, uniform position,
+    one fill value ~ U(min, max of that image) per square (all channels). Random numbers come from the CPU
+    ``generator`` in a fixed order, so the result depends only on its state.
+    """
+    b, _, h, w = x.shape
+    j = int(max_squares)
+    max_side = max(1, int(max_fraction * min(h, w)))
+    n = torch.randint(0, j + 1, (b,), generator=generator)
+    side = torch.randint(0, max_side, (b, j), generator=generator)
+    pos = torch.rand(b, j, 2, generator=generator)
+    u = torch.rand(b, j, generator=generator)
+    if j == 0:
+        return x.clone()
+    top = torch.floor(pos[..., 0] * (h - side + 1)).long()
+    left = torch.floor(pos[..., 1] * (w - side + 1)).long()
+    flat = x.detach().flatten(1)
+    lo, hi = flat.min(1).values.cpu(), flat.max(1).values.cpu()
+    value = lo[:, None] + u * (hi - lo)[:, None]
+    rows, cols = torch.arange(h), torch.arange(w)
+    out = x.clone()
+    for k in range(j):  # later squares paint over earlier ones
+        active = (k < n)[:, None, None]
+        inside = ((rows[None, :, None] >= top[:, k, None, None]) & (rows[None, :, None] < (top[:, k] + side[:, k])[:, None, None])
+                  & (cols[None, None, :] >= left[:, k, None, None]) & (cols[None, None, :] < (left[:, k] + side[:, k])[:, None, None])
+                  & active)
+        inside = inside[:, None].to(x.device)
+        out = torch.where(inside, value[:, k].to(x.device, x.dtype)[:, None, None, None], out)
+    return out
+
+
+def cevae_loss(model, x: torch.Tensor, generator: torch.Generator, ce_factor: float = 0.5, beta: float = 0.01,
+               rec_loss: str = "l1", max_squares: int = 2, max_fraction: float = 0.5):
+    """The ceVAE loss of one batch (module docstring) and its parts ``rec``, ``kl``, ``ce`` (detached).
+
+    ``model`` is called once, ``model(inputs, eps) -> (x_rec, mu, logvar)``, on the batch and (when
+    ``ce_factor > 0``) its masked copy stacked behind it; ``eps`` comes from ``generator`` (CPU).
+    """
+    b = x.shape[0]
+    inputs = x
+    if ce_factor > 0:
+        inputs = torch.cat([x, context_mask(x, generator, max_squares, max_fraction)])
+    net = model.module if hasattr(model, "module") else model  # DDP wraps the CeVAE
+    eps = torch.randn(inputs.shape[0], net.z_dim, generator=generator).to(x.device)
+    x_rec, mu, logvar = model(inputs, eps)
+    # errors in standardised units (divided by the residual std), so β weighs the KL against errors of order 1
+    x_rec, x = x_rec / net.scale, x / net.scale
+    rec = reconstruction_loss(x_rec[:b], x, rec_loss)
+    kl = kl_divergence(mu[:b], logvar[:b])
+    loss = (1.0 - ce_factor) * (rec + beta * kl)
+    parts = {"rec": rec.detach(), "kl": kl.detach()}
+    if ce_factor > 0:
+        ce = reconstruction_loss(x_rec[b:], x, rec_loss)
+        loss = loss + ce_factor * ce
+        parts["ce"] = ce.detach()
+    return loss, parts
+
+
+class CevaeObjective:
+    """The ceVAE (:class:`~flaresynth.models.cevae.CeVAE`, the paper's baseline): VAE + context-encoding loss
+    (:func:`cevae_loss`), per-class latent Gaussians fitted at the end (what its sampler draws from).
+
+    ``data`` is the loop's :func:`load_training_data` result (images at the model's
+    resolution and their class labels), used at the end to fit the per-class latent Gaussians.
+    """
+
+    name = CEVAE_MODEL_TYPE
+
+    def __init__(self, cfg, data: dict, classes):
+        self.cfg = cfg
+        self.data = data
+        self.classes = tuple(classes)
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def build_model(self) -> CeVAE:
+        model = build_cevae(self.cfg, self.cfg.model.in_channels)
+        if self.cfg.cevae.standardize:
+            model.set_standardization(self.data["images"])
+        return model
+
+    def loss(self, model, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
+        e = self.cfg.cevae
+        loss, self.parts = cevae_loss(model, x0, generator, e.ce_factor, e.beta, e.rec_loss, e.mask_max_squares,
+                                      e.mask_max_fraction)
+        return loss
+
+    def meta(self) -> dict:
+        return {"model_type": CEVAE_MODEL_TYPE}
+
+    def fit_gaussians(self, model: CeVAE, device) -> ClassGaussians:
+        """Per-class Gaussians of the training images' latent means under the model's current weights."""
+        mu = encode_means(model, self.data["images"], device)
+        return fit_class_gaussians(mu.numpy(), self.data["cond"].labels.numpy(), self.classes,
+                                   self.cfg.cevae.class_ridge)
+
+    def sample_grid(self, model: CeVAE, meta: dict, path: Path, step: int, device) -> None:
+        """A per-class grid of decoded class-Gaussian draws (weights already swapped to EMA by the loop)."""
+        gauss = self.fit_gaussians(model, device)
+        per = self.cfg.sample.grid_per_class
+        labels, z = [], []
+        for k, c in enumerate(self.classes):
+            if gauss.counts[k]:
+                z.append(gauss.sample(k, range(per)))
+                labels += [c] * per
+        images = decode(model, torch.from_numpy(np.concatenate(z)).float(), device)
+        save_grid(images.numpy(), labels, path, title=f"step {step} | EMA | ceVAE class-Gaussian latents")
+
+    def save_final(self, model: CeVAE, folder: Path, meta: dict) -> None:
+        """Weights, config, per-class latent Gaussians and ``flaresynth.json`` into ``folder``."""
+        model.save_pretrained(folder)
+        gauss = self.fit_gaussians(model, next(model.parameters()).device)
+        gauss.save(folder / LATENT_CLASSES_FILE)
+        write_meta(folder, {
+            **meta, "model_type": CEVAE_MODEL_TYPE, "cevae": model.describe(), "ema_weights": True,
+            "latent_classes": {**gauss.summary(), "file": LATENT_CLASSES_FILE,
+                               "fit": "latent means of the train split at the model resolution, final EMA weights"},
+        })
+
+
+class DistillObjective(DiffusionObjective):
+    """One distillation stage (config ``distill``; :mod:`flaresynth.distill`): guidance or progressive
+    distillation of a teacher run into a :class:`~flaresynth.models.student.GuidanceStudent`.
+
+    ``loss`` draws, from the step's generator and in this order, the grid timesteps, the noise and the CFG
+    weights; the teacher (frozen, its EMA weights) makes the target without gradients.
+    """
+
+    name = "student"
+
+    def __init__(self, cfg: RunConfig, data: dict, classes):
+        super().__init__(cfg, data, classes)
+        d = cfg.distill
+        teacher = open_run(d.teacher, "cpu")  # the frozen teacher, moved to the batch's device in target()
+        self.teacher, self.teacher_meta = teacher.network, teacher.meta
+        self.teacher.requires_grad_(False)
+        teacher_is_student = "student" in self.teacher_meta
+        if teacher_is_student != (d.stage == "progressive"):
+            raise FlaresynthError(f"{d.teacher}: distill.teacher: a {d.stage} stage needs a "
+                                  f"{'distilled student' if d.stage == 'progressive' else 'DDPM'} as its teacher")
+        self.sampler_config = student_scheduler_config(self.scheduler.config)
+        self.student_sched = ddim_scheduler(self.sampler_config, d.student_steps)
+        self.teacher_sched = ddim_scheduler(self.sampler_config, d.teacher_steps)
+        self.grid = self.student_sched.timesteps.clone()
+
+    def build_model(self) -> torch.nn.Module:
+        if self.cfg.distill.stage == "guidance":
+            model = student_from_teacher(self.teacher, self.cfg.distill.guidance_frequencies)
+        else:
+            model = copy.deepcopy(self.teacher)
+        return model.requires_grad_(True).train()
+
+    def draw(self, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z_t, t, w) of one batch: grid timesteps, the noised images, the CFG weights."""
+        d, dev = self.cfg.distill, x0.device
+        t = self.grid[torch.randint(0, len(self.grid), (len(x0),), generator=g)].to(dev)
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        w = (d.guidance_min + (d.guidance_max - d.guidance_min) * torch.rand(len(x0), generator=g)).to(dev)
+        return self.student_sched.add_noise(x0, noise, t), t, w
+
+    @torch.no_grad()
+    def target(self, z: torch.Tensor, t: torch.Tensor, cond: Condition, w: torch.Tensor) -> torch.Tensor:
+        """The ε the student should output at (z, t, c, w)."""
+        self.teacher.to(z.device).eval()
+        if self.cfg.distill.stage == "guidance":
+            n = len(z)
+            drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(z.device)
+            out = self.teacher(torch.cat([z, z]), torch.cat([t, t]), cond.twice(), drop)
+            return guided_combine(out[:n], out[n:], w.view(-1, *([1] * (z.ndim - 1))))
+        half = self.teacher_sched
+        z1 = ddim_step(half, self.teacher(z, t, cond, w), t, z)
+        t1 = t - half.config.num_train_timesteps // half.num_inference_steps
+        z2 = ddim_step(half, self.teacher(z1, t1, cond, w), t1, z1)
+        return one_step_noise(self.student_sched, z, t, z2)
+
+    def loss(self, model, x0: torch.Tensor, cond, g: torch.Generator) -> torch.Tensor:
+        z, t, w = self.draw(x0, g)
+        target = self.target(z, t, cond, w)
+        pred = model(z, t, cond, w)
+        return torch.mean((pred.float() - target.float()) ** 2)
+
+    def meta(self) -> dict:
+        d = self.cfg.distill
+        return {"scheduler": self.sampler_config,
+                "student": {"stage": d.stage, "steps": d.student_steps, "teacher_steps": d.teacher_steps,
+                            "teacher": d.teacher, "teacher_id": self.teacher_meta.get("model_id"),
+                            "guidance_range": [d.guidance_min, d.guidance_max]},
+                **({"encoder_id": self.data["encoder_id"]} if "encoder_id" in self.data else {})}
+
+    def save_final(self, raw_model, folder: Path, meta: dict) -> None:
+        save_student(raw_model, folder)
+        write_meta(folder, {**meta, "ema_weights": True, "conditioning": raw_model.conditioner.describe(),
+                            "student": {**meta.get("student", {}), **raw_model.describe()}})
+        ddim_scheduler(self.sampler_config, self.cfg.distill.student_steps).save_pretrained(folder / SCHEDULER_DIR)
         if "class_embedding_gaussians" in self.data:
             self.data["class_embedding_gaussians"].save(folder / EMBEDDING_CLASSES_FILE)
 
 
 def make_objective(cfg: RunConfig, data: dict, classes):
-    """The objective of ``cfg.kind``: :class:`DiffusionObjective`, the ceVAE's ``CevaeObjective``, or a
-    distillation stage's ``flaresynth.distill.DistillObjective``."""
+    """The objective of ``cfg.kind``: :class:`DiffusionObjective`, :class:`CevaeObjective`, or a distillation
+    stage's :class:`DistillObjective`."""
     if cfg.kind == "cevae":
-        from flaresynth.models.cevae import CevaeObjective
-
         return CevaeObjective(cfg, data, classes)
     if cfg.kind == "student":
-        # imported here: flaresynth.distill imports this module
-        from flaresynth.distill import DistillObjective
-
         return DistillObjective(cfg, data, classes)
     return DiffusionObjective(cfg, data, classes)
 
@@ -451,8 +689,6 @@ def write_checkpoint(out: Path, step: int, state: dict, keep: int) -> Path:
 
 def param_digest(module: torch.nn.Module) -> str:
     """SHA-256 over all parameters and buffers (name order): equal digests = identical weights."""
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
         h.update(k.encode())
@@ -497,12 +733,6 @@ def train(
     allow_world_size_change : resume a checkpoint saved by another number of processes (the batch, or with
         ``train.global_batch`` the per-process random streams, then differ from the interrupted run's).
     """
-    from accelerate import Accelerator, PartialState
-    from diffusers.training_utils import EMAModel
-
-    from flaresynth.dataset import open_dataset
-    from flaresynth.models.unet import count_parameters
-
     out = Path(out)
     t_start = time.time()
     if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1):
@@ -518,8 +748,6 @@ def train(
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # accelerate keeps its settings in a process-wide singleton; a second train() in the same process
         # (tests, notebooks, experiments) may ask for other ones, so start from a clean state
-        from accelerate.state import AcceleratorState
-
         AcceleratorState._reset_state(reset_partial_state=True)
     # cpu=True also when no GPU is visible: accelerate then runs several processes (torchrun, or
     # `accelerate launch --multi_gpu` on a CPU machine) as MULTI_CPU with the gloo backend instead of
@@ -742,8 +970,6 @@ def _on_main_process(procs, fn):
     A :class:`FlaresynthError` there is raised on every process with the same message, so none is left
     waiting for the others. The result must pickle (it is broadcast).
     """
-    from accelerate.utils import broadcast_object_list
-
     box = [None]
     if procs.is_main_process:
         try:
@@ -759,8 +985,6 @@ def _on_main_process(procs, fn):
 
 def _on_every_process(procs, fn):
     """Run ``fn`` on every process; if it raises :class:`FlaresynthError` on any, raise it on all of them."""
-    from accelerate.utils import gather_object
-
     try:
         value, error = fn(), None
     except FlaresynthError as exc:
@@ -838,12 +1062,9 @@ def _with_ema(raw_model, ema, fn):
 
 def _sample_grid(raw_model, cfg: RunConfig, meta: dict, path: Path, step: int, dev) -> None:
     """A DDPM per-class grid (fast sampler of ``sample.grid_sampler``); the caller swaps in the EMA weights."""
-    import pandas as pd
-
-    from flaresynth.sampling import TrainedModel, build_requests, generate, save_grid
-
-    tm = TrainedModel(path=path.parent.parent, denoiser=raw_model,
-                      meta={**meta, "conditioning": raw_model.conditioner.describe()}, device=torch.device(dev))
+    run = path.parent.parent
+    tm = Run(path=run, folder=run / MODEL_DIR, kind="ddpm", meta={**meta, "conditioning": raw_model.conditioner.describe()},
+             network=raw_model, device=torch.device(dev))
     table = build_requests(tm, per_class=cfg.sample.grid_per_class, seed=0)
     imgs = generate(tm, table, cfg.sample.grid_sampler, cfg.sample.grid_steps, cfg.sample.guidance)
     save_grid(imgs, list(pd.Series(table["label"]).astype(str)), path,
@@ -854,7 +1075,7 @@ def _save_final_model(objective, raw_model, ema, out: Path, meta: dict) -> None:
     """``RUN/model/`` from the EMA weights, written by the objective into a folder renamed when complete."""
 
     def run():
-        with atomic_dir(out / "model", overwrite=True) as tmp:
+        with atomic_dir(out / MODEL_DIR, overwrite=True) as tmp:
             objective.save_final(raw_model, tmp, meta)
 
     _with_ema(raw_model, ema, run)
@@ -862,9 +1083,6 @@ def _save_final_model(objective, raw_model, ema, out: Path, meta: dict) -> None:
 
 def _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params, t_start,
                       command, global_batch, batch_size) -> None:
-    import accelerate
-    import diffusers
-
     path = out / "provenance.json"
     previous = read_json(path) if path.is_file() else {}
     sessions = previous.get("sessions", []) + [{
@@ -922,6 +1140,12 @@ def _state_devices(optimizer) -> dict[str, list[str]]:
 __all__ = [
     "train",
     "DiffusionObjective",
+    "CevaeObjective",
+    "DistillObjective",
+    "cevae_loss",
+    "context_mask",
+    "kl_divergence",
+    "reconstruction_loss",
     "make_objective",
     "resolve_config",
     "load_training_data",

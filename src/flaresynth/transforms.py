@@ -157,6 +157,16 @@ class IntensityTransform:
         return cls(str(d["channel"]), lo, hi)
 
 
+def channel_transforms(spec, n_channels: int, source: str = "manifest") -> list[IntensityTransform]:
+    """One :class:`IntensityTransform` per channel from a stored ``transform`` field: one object (every
+    channel) or a list of ``n_channels`` objects, as dataset manifests and model metadata hold it.
+    ``source`` names the file in error messages."""
+    items = spec if isinstance(spec, list) else [spec] * int(n_channels)
+    if len(items) != int(n_channels):
+        raise FlaresynthError(f"{source}: field 'transform': {len(items)} transforms for {n_channels} channel(s)")
+    return [IntensityTransform.from_dict(d, source=str(source)) for d in items]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # resizing
 
@@ -321,6 +331,7 @@ def resample(images, transforms, size: int, chunk: int = 256) -> np.ndarray:
 __all__ = [
     "CHANNEL_RANGES",
     "IntensityTransform",
+    "channel_transforms",
     "resize",
     "resample",
     "default_limb_radius",

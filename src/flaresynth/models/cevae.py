@@ -18,7 +18,7 @@ so only the two dense bottom layers grow with the size (∝ size²). Parameters 
 1 channel: 8.56 M at 32 px, 13.28 M at 64, 32.15 M at 128, 107.6 M at 256 (z_dim 256, FHNW's 256-px config:
 208 M). Presets may use narrower ``fmap_sizes`` (``cevae.fmap_sizes``) for a CPU.
 
-Loss (:func:`cevae_loss`), exactly the FHNW ``training_step`` weighting::
+Loss (:func:`flaresynth.train.cevae_loss`, the training objective beside the DDPM's), exactly the FHNW ``training_step`` weighting::
 
     loss = (1 − ce_factor) · (rec(x̂, x) + β · KL) + ce_factor · rec(x̂_ce, x)
 
@@ -59,12 +59,12 @@ mostly spreads along the span of its few images). A class with a single image ge
 within-class covariance (Σ over classes with ≥ 2 images of (n_k − 1)Σ_k, / Σ (n_k − 1)); if no class has two
 images, the covariance of all latents; with a single image overall, the prior N(0, I). Sampling draws
 z = m_k + L_k ε with Σ_k = L_k L_kᵀ (float64 Cholesky) and ε from the image's own seeded generator, then
-decodes it and clips to [-1, 1] (:class:`ClassGaussians`, :mod:`flaresynth.cevae_sampling`). The Gaussians
+decodes it and clips to [-1, 1] (:class:`ClassGaussians`, :func:`flaresynth.sampling.generate_cevae`). The Gaussians
 are stored with the weights (``RUN/model/latent_classes.npz``), so sampling needs no dataset.
 
 The encoder (third conditioning experiment)
 -------------------------------------------
-:func:`load_encoder` returns a :class:`CevaeEncoder`, an :class:`~flaresynth.models.conditioning.ImageEncoder`
+:func:`flaresynth.runs.load_encoder` (``cevae:RUN``) returns a :class:`CevaeEncoder`, an :class:`~flaresynth.models.conditioning.ImageEncoder`
 mapping (B, C, H, W) images in [-1, 1] to their latent means μ (B, z_dim): eval mode, no gradient, no
 sampling. Images of another size are first resized like the training loader does (back to DN/s with the
 run's intensity transform, area mean, forward again). Images are encoded one at a time, so an image's
@@ -86,16 +86,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import read_json, write_json
+from flaresynth.transforms import channel_transforms, resample, resize
 
+#: ``model_type`` of a ceVAE run in its ``flaresynth.json`` (:mod:`flaresynth.runs`).
 MODEL_TYPE = "cevae"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-META_FILE = "flaresynth.json"
-LATENT_FILE = "latent_classes.npz"
 LOGVAR_RANGE = (-30.0, 20.0)
 #: Relative ridge of a fitted class covariance when none is configured.
 DEFAULT_RIDGE = 1e-3
@@ -185,8 +186,6 @@ class CeVAE(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """``config.json`` (constructor arguments) and ``model.safetensors`` (weights) in ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_FILE))
@@ -196,8 +195,6 @@ class CeVAE(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> CeVAE:
         """Read a folder written by :meth:`save_pretrained` (eval mode)."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (folder / name).is_file():
@@ -216,81 +213,6 @@ class CeVAE(nn.Module):
 def build_cevae(cfg, in_channels: int) -> CeVAE:
     """The ceVAE of a :class:`~flaresynth.config.RunConfig` (``model.sample_size``, ``cevae`` section)."""
     return CeVAE(in_channels, cfg.model.sample_size, cfg.cevae.z_dim, cfg.cevae.fmap_sizes, cfg.cevae.bias)
-
-
-# ------------------------------------------------------------------------------------------ loss
-
-
-def reconstruction_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Mean absolute (``l1``) or squared (``mse``) error per pixel, averaged over the batch; a scalar."""
-    diff = x_rec.float() - x.float()
-    return diff.abs().mean() if kind == "l1" else diff.pow(2).mean()
-
-
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, 1)) averaged over latent dimensions and batch (FHNW's normalisation); a scalar."""
-    return (0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())).mean()
-
-
-def context_mask(x: torch.Tensor, generator: torch.Generator, max_squares: int = 2,
-                 max_fraction: float = 0.5) -> torch.Tensor:
-    """A copy of ``x`` (B, C, H, W) with random squares painted over (the context-encoding input).
-
-    Per image: n ~ U{0..max_squares} squares, side ~ U{0..⌊max_fraction·min(H, W)⌋ − 1}, uniform position,
-    one fill value ~ U(min, max of that image) per square (all channels). Random numbers come from the CPU
-    ``generator`` in a fixed order, so the result depends only on its state.
-    """
-    b, _, h, w = x.shape
-    j = int(max_squares)
-    max_side = max(1, int(max_fraction * min(h, w)))
-    n = torch.randint(0, j + 1, (b,), generator=generator)
-    side = torch.randint(0, max_side, (b, j), generator=generator)
-    pos = torch.rand(b, j, 2, generator=generator)
-    u = torch.rand(b, j, generator=generator)
-    if j == 0:
-        return x.clone()
-    top = torch.floor(pos[..., 0] * (h - side + 1)).long()
-    left = torch.floor(pos[..., 1] * (w - side + 1)).long()
-    flat = x.detach().flatten(1)
-    lo, hi = flat.min(1).values.cpu(), flat.max(1).values.cpu()
-    value = lo[:, None] + u * (hi - lo)[:, None]
-    rows, cols = torch.arange(h), torch.arange(w)
-    out = x.clone()
-    for k in range(j):  # later squares paint over earlier ones
-        active = (k < n)[:, None, None]
-        inside = ((rows[None, :, None] >= top[:, k, None, None]) & (rows[None, :, None] < (top[:, k] + side[:, k])[:, None, None])
-                  & (cols[None, None, :] >= left[:, k, None, None]) & (cols[None, None, :] < (left[:, k] + side[:, k])[:, None, None])
-                  & active)
-        inside = inside[:, None].to(x.device)
-        out = torch.where(inside, value[:, k].to(x.device, x.dtype)[:, None, None, None], out)
-    return out
-
-
-def cevae_loss(model, x: torch.Tensor, generator: torch.Generator, ce_factor: float = 0.5, beta: float = 0.01,
-               rec_loss: str = "l1", max_squares: int = 2, max_fraction: float = 0.5):
-    """The ceVAE loss of one batch (module docstring) and its parts ``rec``, ``kl``, ``ce`` (detached).
-
-    ``model`` is called once, ``model(inputs, eps) -> (x_rec, mu, logvar)``, on the batch and (when
-    ``ce_factor > 0``) its masked copy stacked behind it; ``eps`` comes from ``generator`` (CPU).
-    """
-    b = x.shape[0]
-    inputs = x
-    if ce_factor > 0:
-        inputs = torch.cat([x, context_mask(x, generator, max_squares, max_fraction)])
-    net = model.module if hasattr(model, "module") else model  # DDP wraps the CeVAE
-    eps = torch.randn(inputs.shape[0], net.z_dim, generator=generator).to(x.device)
-    x_rec, mu, logvar = model(inputs, eps)
-    # errors in standardised units (divided by the residual std), so β weighs the KL against errors of order 1
-    x_rec, x = x_rec / net.scale, x / net.scale
-    rec = reconstruction_loss(x_rec[:b], x, rec_loss)
-    kl = kl_divergence(mu[:b], logvar[:b])
-    loss = (1.0 - ce_factor) * (rec + beta * kl)
-    parts = {"rec": rec.detach(), "kl": kl.detach()}
-    if ce_factor > 0:
-        ce = reconstruction_loss(x_rec[b:], x, rec_loss)
-        loss = loss + ce_factor * ce
-        parts["ce"] = ce.detach()
-    return loss, parts
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -413,71 +335,6 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE) 
     return ClassGaussians(tuple(classes), counts, means, covs, fallback, float(ridge))
 
 
-# ------------------------------------------------------------------------------------------ objective
-
-
-class CevaeObjective:
-    """What the training loop (:func:`flaresynth.train.train`) needs to train a ceVAE.
-
-    ``data`` is the loop's :func:`~flaresynth.train.load_training_data` result (images at the model's
-    resolution and their class labels), used at the end to fit the per-class latent Gaussians.
-    """
-
-    name = MODEL_TYPE
-
-    def __init__(self, cfg, data: dict, classes):
-        self.cfg = cfg
-        self.data = data
-        self.classes = tuple(classes)
-        self.parts: dict[str, torch.Tensor] = {}
-
-    def build_model(self) -> CeVAE:
-        model = build_cevae(self.cfg, self.cfg.model.in_channels)
-        if self.cfg.cevae.standardize:
-            model.set_standardization(self.data["images"])
-        return model
-
-    def loss(self, model, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
-        e = self.cfg.cevae
-        loss, self.parts = cevae_loss(model, x0, generator, e.ce_factor, e.beta, e.rec_loss, e.mask_max_squares,
-                                      e.mask_max_fraction)
-        return loss
-
-    def meta(self) -> dict:
-        return {"model_type": MODEL_TYPE}
-
-    def fit_gaussians(self, model: CeVAE, device) -> ClassGaussians:
-        """Per-class Gaussians of the training images' latent means under the model's current weights."""
-        mu = encode_means(model, self.data["images"], device)
-        return fit_class_gaussians(mu.numpy(), self.data["cond"].labels.numpy(), self.classes,
-                                   self.cfg.cevae.class_ridge)
-
-    def sample_grid(self, model: CeVAE, meta: dict, path: Path, step: int, device) -> None:
-        """A per-class grid of decoded class-Gaussian draws (weights already swapped to EMA by the loop)."""
-        from flaresynth.sampling import save_grid
-
-        gauss = self.fit_gaussians(model, device)
-        per = self.cfg.sample.grid_per_class
-        labels, z = [], []
-        for k, c in enumerate(self.classes):
-            if gauss.counts[k]:
-                z.append(gauss.sample(k, range(per)))
-                labels += [c] * per
-        images = decode(model, torch.from_numpy(np.concatenate(z)).float(), device)
-        save_grid(images.numpy(), labels, path, title=f"step {step} | EMA | ceVAE class-Gaussian latents")
-
-    def save_final(self, model: CeVAE, folder: Path, meta: dict) -> None:
-        """Weights, config, per-class latent Gaussians and ``flaresynth.json`` into ``folder``."""
-        model.save_pretrained(folder)
-        gauss = self.fit_gaussians(model, next(model.parameters()).device)
-        gauss.save(folder / LATENT_FILE)
-        write_json(folder / META_FILE, {
-            **meta, "model_type": MODEL_TYPE, "cevae": model.describe(), "ema_weights": True,
-            "latent_classes": {**gauss.summary(), "file": LATENT_FILE,
-                               "fit": "latent means of the train split at the model resolution, final EMA weights"},
-        })
-
-
 @torch.no_grad()
 def decode(model: CeVAE, z: torch.Tensor, device=None, batch_size: int = 64) -> torch.Tensor:
     """Decode latents (N, z_dim) -> float32 images (N, C, S, S) on the CPU, clipped to [-1, 1]."""
@@ -492,42 +349,13 @@ def decode(model: CeVAE, z: torch.Tensor, device=None, batch_size: int = 64) -> 
     return torch.cat(out) if out else torch.zeros(0, model.in_channels, model.sample_size, model.sample_size)
 
 
-# ------------------------------------------------------------------------------------------ loading
-
-
-def model_folder(path: str | Path) -> Path:
-    """The ceVAE model folder of ``path``: a run folder (``RUN/model``) or the model folder itself."""
-    path = Path(path)
-    for cand in (path / "model", path):
-        if (cand / META_FILE).is_file() and read_json(cand / META_FILE).get("model_type") == MODEL_TYPE:
-            return cand
-    if not path.exists():
-        raise FlaresynthError(f"{path}: no such ceVAE run or model folder")
-    raise FlaresynthError(f"{path}: not a trained ceVAE (no model/{META_FILE} with model_type 'cevae')")
-
-
-def is_cevae(path: str | Path) -> bool:
-    """True when ``path`` is a ceVAE run folder or model folder."""
-    try:
-        model_folder(path)
-    except (FlaresynthError, ValueError, OSError):
-        return False
-    return True
-
-
-def load_cevae(path: str | Path, device: str | torch.device = "cpu") -> tuple[CeVAE, dict, Path]:
-    """The trained ceVAE (eval mode, on ``device``), its ``flaresynth.json`` metadata and its model folder."""
-    folder = model_folder(path)
-    model = CeVAE.from_pretrained(folder).to(device)
-    return model, read_json(folder / META_FILE), folder
+# ------------------------------------------------------------------------------------------ encoder
 
 
 class CevaeEncoder:
     """A frozen ceVAE encoder as an :class:`~flaresynth.models.conditioning.ImageEncoder`: images -> μ."""
 
     def __init__(self, model: CeVAE, meta: dict | None = None, device: str | torch.device = "cpu"):
-        from flaresynth.transforms import IntensityTransform
-
         self.model = model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -536,13 +364,10 @@ class CevaeEncoder:
         meta = meta or {}
         self.model_id = meta.get("model_id")
         t = meta.get("transform")
-        items = t if isinstance(t, list) else [t] * model.in_channels
-        self.transforms = [IntensityTransform.from_dict(d) for d in items] if t is not None else None
+        self.transforms = channel_transforms(t, model.in_channels, "ceVAE metadata") if t is not None else None
 
     def _to_model_size(self, x: torch.Tensor) -> torch.Tensor:
         """Resize like the training loader (:func:`flaresynth.transforms.resample`: via DN/s)."""
-        from flaresynth.transforms import resample, resize
-
         s = self.model.sample_size
         if x.shape[-2:] == (s, s):
             return x
@@ -559,12 +384,6 @@ class CevaeEncoder:
                 f"ceVAE encoder: images of shape {tuple(x.shape)}, expected (B, {self.model.in_channels}, H, W)"
             )
         return encode_means(self.model, self._to_model_size(x), self.device)
-
-
-def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> CevaeEncoder:
-    """The encoder of a trained ceVAE run (or model folder) at ``path``: images -> latent means."""
-    model, meta, _ = load_cevae(path, device)
-    return CevaeEncoder(model, meta, device)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -589,20 +408,11 @@ def parameter_count(sample_size: int, z_dim: int = 128, fmap_sizes=(16, 64, 256,
 __all__ = [
     "CeVAE",
     "build_cevae",
-    "reconstruction_loss",
-    "kl_divergence",
-    "context_mask",
-    "cevae_loss",
     "encode_means",
     "decode",
     "ClassGaussians",
     "fit_class_gaussians",
-    "CevaeObjective",
     "CevaeEncoder",
-    "model_folder",
-    "is_cevae",
-    "load_cevae",
-    "load_encoder",
     "count_parameters",
     "parameter_count",
 ]

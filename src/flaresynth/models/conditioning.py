@@ -19,7 +19,8 @@ embedding*, as in the paper's ``UNet_conditional`` (fpramunno/Modelling_Solar_Im
     embedding of that class's training images (stored with the weights) stands in.
 
 Encoders plug in through the small :class:`ImageEncoder` protocol: ``dim`` and ``embed(images)`` mapping
-(B, C, H, W) images in [-1, 1] to (B, dim) vectors. :func:`load_encoder` reads the config string.
+(B, C, H, W) images in [-1, 1] to (B, dim) vectors. :func:`flaresynth.runs.load_encoder` reads the config
+string (``conditioning.encoder``).
 
 The null branch is always part of the graph (``torch.where`` rather than indexing), so every parameter gets a
 gradient in every step, which DistributedDataParallel requires.
@@ -27,10 +28,8 @@ gradient in every step, which DistributedDataParallel requires.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -103,60 +102,6 @@ def as_encoder(obj) -> ImageEncoder:
             obj.eval()
         return CallableEncoder(obj)
     raise FlaresynthError(f"image encoder {obj!r}: expected an object with embed() and dim, or a callable")
-
-
-def load_encoder(spec: str) -> ImageEncoder:
-    """Build the frozen encoder named by ``conditioning.encoder``.
-
-    ``random:DIM[:SEED]``
-        :class:`RandomProjectionEncoder` (tests, baselines).
-    ``cevae:PATH``
-        the ceVAE encoder saved at PATH (``flaresynth.models.cevae.load_encoder``); PATH may be a shipped
-        run's name (``cevae:demo:cevae``), so a shipped generator's config does not name a local folder.
-    ``torchscript:PATH``
-        a TorchScript module mapping images to vectors (or to ``(mu, logvar)``).
-    ``package.module:name``
-        an importable encoder object, class or zero-argument factory.
-    """
-    kind, _, rest = str(spec).partition(":")
-    if kind == "random":
-        parts = rest.split(":") if rest else []
-        try:
-            dim = int(parts[0]) if parts else 16
-            seed = int(parts[1]) if len(parts) > 1 else 0
-        except ValueError:
-            raise FlaresynthError(f"conditioning.encoder {spec!r}: expected 'random:DIM[:SEED]'") from None
-        return RandomProjectionEncoder(dim, seed)
-    if kind == "cevae":
-        try:
-            cevae = importlib.import_module("flaresynth.models.cevae")
-        except ImportError:
-            raise FlaresynthError(
-                f"conditioning.encoder {spec!r}: the ceVAE module (flaresynth.models.cevae) is not available"
-            ) from None
-        from flaresynth import pretrained
-
-        path = Path(rest)
-        if not path.exists() and pretrained.is_shipped_name(rest):
-            path = pretrained.resolve(rest)
-        if not path.exists():
-            raise FlaresynthError(f"{rest}: conditioning.encoder: no such ceVAE encoder")
-        return as_encoder(cevae.load_encoder(path))
-    if kind == "torchscript":
-        if not Path(rest).is_file():
-            raise FlaresynthError(f"{rest}: conditioning.encoder: no such TorchScript file")
-        return as_encoder(torch.jit.load(rest, map_location="cpu"))
-    if rest and "/" not in spec:
-        try:
-            obj = getattr(importlib.import_module(kind), rest)
-        except (ImportError, AttributeError):
-            raise FlaresynthError(f"conditioning.encoder {spec!r}: cannot import {rest} from {kind}") from None
-        if isinstance(obj, type) or (callable(obj) and not isinstance(obj, nn.Module) and not hasattr(obj, "embed")):
-            obj = obj()
-        return as_encoder(obj)
-    raise FlaresynthError(
-        f"conditioning.encoder {spec!r}: expected 'random:DIM', 'cevae:PATH', 'torchscript:PATH' or 'module:name'"
-    )
 
 
 @torch.no_grad()
@@ -277,7 +222,6 @@ __all__ = [
     "RandomProjectionEncoder",
     "CallableEncoder",
     "as_encoder",
-    "load_encoder",
     "embed_all",
     "Condition",
     "Conditioner",

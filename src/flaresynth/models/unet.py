@@ -8,9 +8,9 @@ embedding with the class embedding *added* to it), decouples resolution from wid
 ``UNet2DModel.from_pretrained`` without flaresynth. The ``paper`` preset (64×64, widths 64/128/256/320,
 attention at 32/16/8 px) has 23.26 M parameters against the paper's 23.33 M.
 
-A model folder (``RUN/model/``) is a ``save_pretrained`` folder of the U-Net plus::
+A model folder (``RUN/model/``, :mod:`flaresynth.runs`) is a ``save_pretrained`` folder of the U-Net plus::
 
-    flaresynth.json           classes, scheme, intensity transform, conditioning description, step, ...
+    flaresynth.json           the run's metadata (:func:`flaresynth.runs.write_meta`)
     conditioner.safetensors   the conditioner's weights when they are not inside the U-Net
                               (continuous and discrete+embedding; discrete lives in the U-Net's embedding)
 """
@@ -20,14 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from diffusers import UNet2DModel
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flaresynth.config import ModelConfig
 from flaresynth.errors import FlaresynthError
-from flaresynth.io import read_json, write_json
 from flaresynth.models.conditioning import Condition, Conditioner
 
-META_FILE = "flaresynth.json"
 CONDITIONER_FILE = "conditioner.safetensors"
 
 
@@ -49,8 +49,6 @@ def build_unet(cfg: ModelConfig, in_channels: int, kind: str, n_classes: int):
     ``discrete`` uses the U-Net's own class embedding with ``n_classes + 1`` rows (the last is the null class);
     the other kinds take a ready (B, time_embed_dim) vector (``class_embed_type="identity"``).
     """
-    from diffusers import UNet2DModel
-
     down, up = block_types(cfg)
     native = kind == "discrete"
     return UNet2DModel(
@@ -99,43 +97,37 @@ def build_denoiser(cfg: ModelConfig, in_channels: int, kind: str, n_classes: int
     return Denoiser(unet, cond)
 
 
-def save_model(denoiser: Denoiser, folder: str | Path, meta: dict) -> Path:
-    """Write a model folder: U-Net ``save_pretrained``, conditioner weights if any, and ``flaresynth.json``."""
-    from safetensors.torch import save_file
+def save_denoiser(denoiser: Denoiser, folder: str | Path) -> Path:
+    """Write the weights into a model folder: U-Net ``save_pretrained`` and the conditioner's weights if any.
 
+    The run's metadata (``flaresynth.json``) is written by :func:`flaresynth.runs.write_meta`.
+    """
     folder = Path(folder)
     denoiser.unet.save_pretrained(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in denoiser.conditioner.state_dict().items()}
     if state:
         save_file(state, str(folder / CONDITIONER_FILE))
-    write_json(folder / META_FILE, {**meta, "conditioning": denoiser.conditioner.describe()})
     return folder
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, dict]:
-    """Read a model folder written by :func:`save_model`; returns the denoiser (eval mode) and its metadata."""
-    from diffusers import UNet2DModel
-    from safetensors.torch import load_file
-
+def load_denoiser(folder: str | Path, conditioning: dict, device: str | torch.device = "cpu") -> Denoiser:
+    """Read the weights :func:`save_denoiser` wrote; ``conditioning`` is the conditioner's
+    :meth:`~flaresynth.models.conditioning.Conditioner.describe` (stored in the run's metadata). Eval mode."""
     folder = Path(folder)
-    if not (folder / META_FILE).is_file() or not (folder / "config.json").is_file():
-        raise FlaresynthError(f"{folder}: not a flaresynth model folder (no {META_FILE} or config.json)")
-    meta = read_json(folder / META_FILE)
-    if "student" in meta:
-        raise FlaresynthError(f"{folder}: a distilled student (w as input), not a DDPM; "
-                              "open it with flaresynth.distill.load_student")
-    c = meta["conditioning"]
+    c = conditioning
     try:
         unet = UNet2DModel.from_pretrained(folder)
     except (OSError, ValueError, RuntimeError) as exc:
         raise FlaresynthError(f"{folder}: U-Net weights unreadable ({str(exc).splitlines()[0]})") from None
     conditioner = Conditioner(c["kind"], c["n_classes"], c["time_embed_dim"], c["flux_frequencies"], c["embed_dim"])
     if (folder / CONDITIONER_FILE).is_file():
-        conditioner.load_state_dict(load_file(str(folder / CONDITIONER_FILE)))
+        try:
+            conditioner.load_state_dict(load_file(str(folder / CONDITIONER_FILE)))
+        except (OSError, RuntimeError) as exc:
+            raise FlaresynthError(f"{folder / CONDITIONER_FILE}: unreadable ({str(exc).splitlines()[0]})") from None
     elif not conditioner.native:
         raise FlaresynthError(f"{folder / CONDITIONER_FILE}: missing ({c['kind']} conditioning needs it)")
-    denoiser = Denoiser(unet, conditioner).to(device).eval()
-    return denoiser, meta
+    return Denoiser(unet, conditioner).to(device).eval()
 
 
 __all__ = [
@@ -145,6 +137,6 @@ __all__ = [
     "build_denoiser",
     "count_parameters",
     "Denoiser",
-    "save_model",
-    "load_model",
+    "save_denoiser",
+    "load_denoiser",
 ]

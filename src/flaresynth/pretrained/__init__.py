@@ -12,15 +12,14 @@ name                   folder                 conditioning
 ``demo:cevae``         ``demo-cevae/``        none (the ceVAE baseline; class Gaussians in latent space)
 =====================  =====================  =========================================
 
-Each is made by ``flaresynth train --preset demo`` (``cevae-demo`` for the ceVAE; the conditioning set in
+Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: ``open_run("demo:discrete")``,
+:func:`flaresynth.runs.shipped_runs`. Each is made by ``flaresynth train --preset demo`` (``cevae-demo`` for the ceVAE; the conditioning set in
 the config) on the dataset its ``provenance.json`` names; the folder's ``README.md`` says how.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from flaresynth.errors import FlaresynthError
 
 #: Shipped-run name -> folder under this package.
 SHIPPED: dict[str, str] = {
@@ -29,38 +28,9 @@ SHIPPED: dict[str, str] = {
     "demo:embedding": "demo-embedding",
     "demo:cevae": "demo-cevae",
 }
+#: The prefix that marks a shipped-run name (``demo:...``) rather than a path.
+PREFIX = "demo"
 
 HERE = Path(__file__).resolve().parent
 
-
-def available() -> dict[str, Path]:
-    """Shipped runs present in this installation: name -> run folder."""
-    found = {}
-    for name, folder in SHIPPED.items():
-        path = HERE / folder
-        if (path / "model" / "flaresynth.json").is_file():
-            found[name] = path
-    return found
-
-
-def is_shipped_name(run: str) -> bool:
-    """True for strings of the form ``demo:...`` (a shipped-run name rather than a path)."""
-    prefix, sep, _ = str(run).partition(":")
-    return bool(sep) and prefix == "demo"
-
-
-def resolve(name: str) -> Path:
-    """Folder of the shipped run ``name``; a one-line error listing the shipped runs when it is absent."""
-    have = available()
-    if name in have:
-        return have[name]
-    listing = ", ".join(sorted(have)) if have else "none are installed yet"
-    if name not in SHIPPED:
-        raise FlaresynthError(f"--run {name}: unknown shipped run (names: {', '.join(SHIPPED)}; installed: {listing})")
-    raise FlaresynthError(
-        f"--run {name}: no shipped weights in {HERE / SHIPPED[name]} (shipped runs installed: {listing}); "
-        "train a run with `flaresynth train --preset demo` and pass its folder"
-    )
-
-
-__all__ = ["SHIPPED", "available", "is_shipped_name", "resolve"]
+__all__ = ["SHIPPED", "PREFIX", "HERE"]

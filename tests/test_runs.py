@@ -1,0 +1,158 @@
+"""Opening runs (flaresynth.runs): shipped names and paths, the model kind, damaged folders, default sampler."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from flaresynth.errors import FlaresynthError
+from flaresynth.models.cevae import CeVAE
+from flaresynth.models.unet import Denoiser
+from flaresynth.runs import (
+    EMBEDDING_CLASSES_FILE,
+    LATENT_CLASSES_FILE,
+    META_FILE,
+    MODEL_DIR,
+    load_encoder,
+    model_kind,
+    open_run,
+    read_meta,
+    shipped_runs,
+)
+from flaresynth.samples import open_samples
+from flaresynth.sampling import sampler_settings
+from toy import cli, one_line_error
+
+SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_copy(tmp_path):
+    """A copy of a shipped run's folder (its model/ and config), to damage."""
+
+    def copy(name):
+        dst = tmp_path / name.replace(":", "-")
+        shutil.copytree(shipped_runs()[name], dst)
+        return dst
+
+    return copy
+
+
+def test_every_shipped_run_is_installed():
+    assert sorted(shipped_runs()) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name, kind, conditioning, network",
+                         [("demo:discrete", "ddpm", "discrete", Denoiser),
+                          ("demo:continuous", "ddpm", "continuous", Denoiser),
+                          ("demo:embedding", "ddpm", "discrete+embedding", Denoiser),
+                          ("demo:cevae", "cevae", "cevae", CeVAE)])
+def test_open_run_by_shipped_name(name, kind, conditioning, network):
+    run = open_run(name, "cpu")
+    assert (run.kind, run.conditioning, run.name) == (kind, conditioning, name)
+    assert isinstance(run.network, network) and not run.network.training
+    assert run.device == torch.device("cpu")
+    assert run.path == shipped_runs()[name] and run.folder == run.path / MODEL_DIR
+    assert run.classes == ("A", "B", "C", "M", "X") and run.image_shape == (1, 32, 32)
+    assert [t.channel for t in run.transforms()] == ["171A"]
+    assert (run.gaussians is not None) == (kind == "cevae")
+    assert model_kind(name) == kind
+
+
+def test_open_run_by_path_run_folder_or_model_folder(run_copy):
+    folder = run_copy("demo:discrete")
+    for path in (folder, folder / MODEL_DIR, str(folder)):
+        run = open_run(path, "cpu")
+        assert run.kind == "ddpm" and run.folder == folder / MODEL_DIR and run.name is None
+    # the same weights as the shipped run
+    a, b = open_run(folder, "cpu").network.state_dict(), open_run("demo:discrete", "cpu").network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name, weights", [("demo:discrete", "diffusion_pytorch_model.safetensors"),
+                                           ("demo:continuous", "conditioner.safetensors"),
+                                           ("demo:cevae", "model.safetensors"),
+                                           ("demo:cevae", LATENT_CLASSES_FILE)])
+def test_missing_weights_is_a_one_line_error_naming_the_file(run_copy, name, weights):
+    folder = run_copy(name)
+    (folder / MODEL_DIR / weights).unlink()
+    with pytest.raises(FlaresynthError) as err:
+        open_run(folder, "cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and str(folder / MODEL_DIR / weights) in msg and "missing" in msg
+
+
+def test_cli_missing_weights_is_one_line(run_copy, tmp_path):
+    folder = run_copy("demo:discrete")
+    (folder / MODEL_DIR / "diffusion_pytorch_model.safetensors").unlink()
+    line = one_line_error(cli("sample", "--run", str(folder), "--out", str(tmp_path / "o"), "--per-class", "1"))
+    assert "diffusion_pytorch_model.safetensors: missing" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_model_kind_and_damaged_metadata(run_copy):
+    folder = run_copy("demo:discrete")
+    meta_path = folder / MODEL_DIR / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "model_type": "latent-ddpm"}))
+    with pytest.raises(FlaresynthError, match=r"flaresynth.json: model_type: 'latent-ddpm' is not a model kind") as err:
+        open_run(folder, "cpu")
+    assert "\n" not in str(err.value)
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "conditioning"}))
+    with pytest.raises(FlaresynthError, match="field 'conditioning': missing"):
+        read_meta(folder / MODEL_DIR)
+    meta_path.write_text('{"classes": [')
+    with pytest.raises(FlaresynthError, match="flaresynth.json: unreadable"):
+        open_run(folder, "cpu")
+    meta_path.unlink()
+    with pytest.raises(FlaresynthError, match="flaresynth.json: missing"):
+        open_run(folder, "cpu")
+
+
+def test_names_and_paths_that_are_not_runs(tmp_path):
+    with pytest.raises(FlaresynthError, match="unknown shipped run"):
+        open_run("demo:nonsense")
+    with pytest.raises(FlaresynthError, match="no such run folder"):
+        open_run(tmp_path / "absent")
+    with pytest.raises(FlaresynthError, match="missing"):
+        open_run(tmp_path)  # a folder without model/flaresynth.json
+    with pytest.raises(FlaresynthError, match="--device 'tpu'"):
+        open_run("demo:discrete", "tpu")
+
+
+def test_image_encoders_by_name():
+    enc = load_encoder("cevae:demo:cevae")
+    assert enc.dim == open_run("demo:cevae", "cpu").network.z_dim
+    assert enc.embed(torch.zeros(2, 1, 64, 64)).shape == (2, enc.dim)
+    with pytest.raises(FlaresynthError, match="needs a ceVAE run"):
+        load_encoder("cevae:demo:discrete")
+    with pytest.raises(FlaresynthError, match="no such ceVAE run"):
+        load_encoder("cevae:/nowhere/run")
+
+
+def test_shipped_ddpm_defaults_to_a_fast_sampler_named_in_its_config():
+    for name in ("demo:discrete", "demo:continuous", "demo:embedding"):
+        run = open_run(name, "cpu")
+        assert run.sample_defaults["sampler"] == "ddim" and run.sample_defaults["steps"] == 20
+        assert sampler_settings(run) == ("ddim", 20), name
+        # the paper's DDPM is one flag away, with its own 1000 steps (None = the sampler's default)
+        assert sampler_settings(run, "ddpm") == ("ddpm", None)
+        assert sampler_settings(run, None, 5) == ("ddim", 5)
+    assert (shipped_runs()["demo:embedding"] / MODEL_DIR / EMBEDDING_CLASSES_FILE).is_file()
+
+
+def test_cli_sample_of_a_shipped_run_without_sampler_runs_ddim_20(tmp_path):
+    r = cli("sample", "--run", "demo:discrete", "--out", str(tmp_path / "s"), "--classes", "M", "--per-class", "1",
+            "--no-fits", "--no-grid", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = open_samples(tmp_path / "s")
+    assert (s.manifest["sampler"], s.manifest["steps"]) == ("ddim", 20)
