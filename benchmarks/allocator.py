@@ -124,6 +124,7 @@ def main() -> None:
                         record = json.loads((scratch / f"demo-{tag}" / "demo.json").read_text())
                         pair[setting]["stage_seconds"] = {k: v.get("seconds") for k, v in record["stages"].items()}
                     shutil.rmtree(scratch / (f"samples-{tag}" if name == "sample" else f"demo-{tag}"), ignore_errors=True)
+                    log(f"  {json.dumps(pair[setting])}")  # each run's figures as soon as it ends
                 pairs.append(pair)
             keys = ["wall_s", "user_s", "sys_s", "peak_rss_mb", "minor_faults"] + (["images_per_s"] if name == "sample" else [])
             results[name] = {
