@@ -322,11 +322,6 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
         yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
 
 
-def config_to_yaml(cfg: RunConfig) -> str:
-    """``cfg`` as a YAML string."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
 # ----------------------------------------------------------------------------------------- checking
 
 
@@ -550,7 +545,6 @@ __all__ = [
     "load_config",
     "load_preset",
     "save_config",
-    "config_to_yaml",
     "validate",
     "RUN_KINDS",
     "CONDITIONING_KINDS",

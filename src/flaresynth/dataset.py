@@ -231,33 +231,6 @@ def check_task(path: str | Path, expected: str, command: str) -> None:
         raise input_error(manifest, "task", f"{task!r}: `{command}` needs a {kind} dataset; {hint}")
 
 
-class ImageDataset:
-    """A ``torch.utils.data.Dataset`` over one split of a dataset folder.
-
-    Items are dicts: ``image`` (float32 tensor C×H×W in [-1, 1]), ``label`` (int index into the classes),
-    ``log_flux`` (float32 log10 of ``label_flux`` in W/m²).
-    """
-
-    def __init__(self, ds: DatasetFolder, split: str | None = "train", indices: np.ndarray | None = None):
-        self.ds = ds
-        self.indices = ds.split_indices(split) if indices is None else np.asarray(indices)
-        self._labels = ds.label_index()
-        self._log_flux = np.log10(np.clip(ds.labels["label_flux"].to_numpy(dtype=np.float64), 1e-10, None))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict:
-        import torch
-
-        j = int(self.indices[i])
-        return {
-            "image": torch.from_numpy(np.array(self.ds.images[j], dtype=np.float32)),
-            "label": int(self._labels[j]),
-            "log_flux": np.float32(self._log_flux[j]),
-        }
-
-
 def write_dataset(
     out: str | Path, images: np.ndarray, labels: pd.DataFrame, manifest: dict, overwrite: bool = False
 ) -> Path:

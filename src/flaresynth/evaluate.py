@@ -57,7 +57,7 @@ import numpy as np
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.experiments.stats import day_groups
-from flaresynth.io import atomic_dir, read_json, write_json
+from flaresynth.io import atomic_dir, write_json
 from flaresynth.labels import flux_to_label_index
 from flaresynth.metrics.referee import Referee, fit_referee
 from flaresynth.transforms import resample
@@ -521,14 +521,3 @@ def metrics_markdown(result: dict) -> str:
     if result.get("notes"):
         lines += ["", "Notes:", *[f"- {n}" for n in result["notes"]]]
     return "\n".join(lines) + "\n"
-
-
-def load_evaluation(path: str | Path) -> dict:
-    """Read an evaluation folder's metrics.json (for reports)."""
-    p = Path(path) / METRICS_JSON
-    if not p.is_file():
-        raise input_error(p, None, "missing: not an evaluation folder (make one with `flaresynth evaluate`)")
-    result = read_json(p)
-    if result.get("format") != EVAL_FORMAT:
-        raise input_error(p, "format", f"{result.get('format')!r}, expected {EVAL_FORMAT!r}")
-    return result

@@ -65,11 +65,6 @@ _ROTATION_KEY = re.compile(r"(PC|CD)[12]_[12]")
 _RSUN_REF_M = 696_000_000.0
 
 
-def sdoml_radius_px(out_size: int = 512) -> float:
-    """Solar radius in pixels of an SDOMLv2-geometry frame of ``out_size`` px (203.33 px at 512)."""
-    return SDOML_RSUN_ARCSEC / (SDOML_FOV_ARCSEC / out_size)
-
-
 def read_aia_fits(path: str | Path, out_size: int = 512) -> tuple[np.ndarray, dict]:
     """Read an AIA level 1 / 1.5 FITS file into the SDOMLv2 geometry, in DN/s.
 
