@@ -255,7 +255,7 @@ def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp
 # ------------------------------------------------------------------------------------------ the encoder
 
 
-def test_encoder_gives_deterministic_latent_means_whatever_the_batch(ds, run):
+def test_encoder_gives_repeatable_latent_means_whatever_the_batch(ds, run):
     enc = load_encoder(f"cevae:{run}")
     assert enc.dim == 8
     images = torch.from_numpy(np.array(open_dataset(ds).images[:9]))  # 32 px: resized to the model's 16
@@ -264,7 +264,10 @@ def test_encoder_gives_deterministic_latent_means_whatever_the_batch(ds, run):
     c = torch.cat([enc.embed(images[i : i + 4]) for i in range(0, 9, 4)])
     d = enc.embed(images[5:6])
     assert a.shape == (9, 8) and a.dtype == torch.float32
-    assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a[5:6], d)
+    assert torch.equal(a, b)  # the same images in the same batches: bit for bit
+    # in other batches only the last bits may change (the encoder runs batched; kernels are chosen by shape)
+    torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a[5:6], d, rtol=1e-4, atol=1e-5)
     # the latent MEAN: the model's encoder output at the model's resolution, no sampling
     opened = open_run(run, "cpu")
     model = opened.network

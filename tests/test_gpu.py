@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+from flaresynth.config import load_preset, save_config
 from flaresynth.dataset import open_dataset
 from flaresynth.samples import write_samples
 from flaresynth.train import DEBUG_RANK_DIR_ENV, latest_checkpoint, read_checkpoint
@@ -90,6 +91,37 @@ def test_evaluate_on_cuda(tmp_path):
         results[device] = json.loads((tmp_path / f"eval-{device}" / "metrics.json").read_text())["metrics"]
     assert set(results["cuda"]) == set(results["cpu"])
     assert all(np.isfinite(e["value"]) for e in results["cuda"].values())
+
+
+def test_sample_on_cuda_with_deterministic_kernels_repeats(tmp_path):
+    common = ["sample", "--run", "demo:discrete", "--classes", "A,X", "--per-class", "2", "--sampler", "ddim",
+              "--steps", "10", "--seed", "3", "--device", "cuda", "--deterministic", "--no-fits", "--no-grid",
+              "--no-progress"]
+    images = {}
+    for name, batch in (("a", "4"), ("b", "4"), ("c", "1")):
+        r = cli(*common, "--out", str(tmp_path / name), "--batch-size", batch, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        images[name] = np.load(tmp_path / name / "samples.npy")
+    assert np.array_equal(images["a"], images["b"])  # the same seed and batch size: bit for bit
+    # another batch size: the same images up to float32 rounding (kernels are chosen by shape; devices.py)
+    np.testing.assert_allclose(images["a"], images["c"], atol=1e-3)
+
+
+def test_embedding_conditioning_with_the_cevae_encoder_on_cuda(tmp_path):
+    """The frozen ceVAE encoder runs on the GPU (training: once, batched; sampling: --embedding-source image)."""
+    ds = make_dataset(tmp_path / "ds")  # 32 px, the shipped ceVAE's size
+    cfg = load_preset("tiny")
+    cfg.train.steps = 2
+    cfg.conditioning.kind, cfg.conditioning.encoder = "discrete+embedding", "cevae:demo:cevae"
+    save_config(cfg, tmp_path / "config.yaml")
+    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "config.yaml"),
+            "--device", "cuda", "--no-progress", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli("sample", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "samples"), "--per-class", "1",
+            "--sampler", "ddim", "--steps", "4", "--embedding-source", "image", "--embedding-data", str(ds),
+            "--device", "cuda", "--no-fits", "--no-grid", "--no-progress", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert np.isfinite(np.load(tmp_path / "samples" / "samples.npy")).all()
 
 
 def _cli_env(extra_env: dict, *args, timeout=600):

@@ -144,6 +144,29 @@ def test_an_encoder_object_can_be_passed_directly(ds, tmp_path):
     assert json.loads((out / "model" / "flaresynth.json").read_text())["conditioning"]["embed_dim"] == 16
 
 
+class _DeviceRecorder(torch.nn.Module):
+    """An encoder whose weights sit on the ``meta`` device (standing in for a GPU): records where its inputs
+    arrive and how many, and answers with 4-D vectors on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(4, device="meta"))
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((x.device.type, len(x)))
+        return torch.arange(len(x) * 4, dtype=torch.float32).reshape(len(x), 4) / 100
+
+
+def test_a_user_encoder_gets_its_inputs_on_its_own_device_batched_once(ds, tmp_path):
+    cfg = tiny(steps=1)
+    cfg.conditioning.kind, cfg.conditioning.encoder = "discrete+embedding", "unused:spec"
+    enc = _DeviceRecorder()
+    train(ds, tmp_path / "enc", cfg, encoder=enc, progress=False)
+    # one batch with the 30 training images, on the encoder's device (a CUDA encoder got CPU inputs before)
+    assert enc.calls == [("meta", 30)]
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 

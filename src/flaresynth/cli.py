@@ -298,6 +298,7 @@ def sample(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     embedding_source: Annotated[str | None, typer.Option("--embedding-source", help="discrete+embedding runs: class-mean (the class's mean training embedding), class-gaussian (a per-image draw from the Gaussian of the class's training embeddings) or image (the embedding of a real training image of the class, from --embedding-data). Default: the run's config (class-mean).")] = None,
     embedding_data: Annotated[Path | None, typer.Option("--embedding-data", help="Dataset folder whose train split gives the real images for --embedding-source image.")] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="GPU: deterministic cuDNN/cuBLAS kernels and no TF32, so the same seed gives the same images bit for bit on the same hardware (slower). A CPU repeats without it.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the samples manifest as JSON.")] = False,
 ) -> None:
     """Generate synthetic AIA images of chosen GOES classes or X-ray fluxes from a trained run.
@@ -312,7 +313,7 @@ def sample(
     path = run_sampling(run, out_dir, classes=parse_classes([classes] if classes else []), fluxes=parse_fluxes(flux),
                         per_class=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
                         batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json,
-                        embedding_source=embedding_source, embedding_data=embedding_data)
+                        embedding_source=embedding_source, embedding_data=embedding_data, deterministic=deterministic)
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:

@@ -2,14 +2,13 @@
 
 Same seed, same image, and the scope of that claim. Every random draw of flaresynth comes from a generator
 seeded per image (sampling) or per step and rank (training), so on a CPU a seed gives the same images bit for
-bit, run after run and whatever the sampling batch size. On a GPU the kernels themselves may not repeat: cuDNN
-may pick a convolution algorithm by timing candidates (``cudnn.benchmark``), some algorithms (and some
-cuBLAS reductions) are non-deterministic, and float32 convolutions may run in TF32 on Ampere and later GPUs.
-:func:`use_deterministic_kernels` (``--deterministic`` on ``train`` and ``sample``) turns all of that off, at
-some cost in speed: then a run repeats bit for bit on the same GPU model, software and batch size. Across batch
-sizes the kernels still differ (their choice depends on the tensor shapes), so images of one seed made with
-different ``--batch-size`` agree to float32 rounding, not bit for bit; mixed precision (fp16/bf16) rounds
-more coarsely again.
+bit run after run, and to float rounding whatever the sampling batch size (batched kernels differ in the last
+bits). On a GPU the kernels themselves may not repeat: cuDNN may pick a convolution algorithm by timing
+candidates (``cudnn.benchmark``), some algorithms (and some cuBLAS reductions) are non-deterministic, and
+float32 convolutions may run in TF32 on Ampere and later GPUs. :func:`use_deterministic_kernels`
+(``--deterministic`` on ``train`` and ``sample``) turns all of that off, at some cost in speed: then a run
+repeats bit for bit on the same GPU model, software and batch size. Across batch sizes images of one seed
+agree to float32 rounding, as on a CPU; mixed precision (fp16/bf16) rounds more coarsely again.
 """
 
 from __future__ import annotations

@@ -347,7 +347,7 @@ def load_encoder(spec: str, device: str | torch.device = "cpu") -> ImageEncoder:
     if kind == "torchscript":
         if not Path(rest).is_file():
             raise FlaresynthError(f"{rest}: conditioning.encoder: no such TorchScript file")
-        return as_encoder(torch.jit.load(rest, map_location="cpu"))
+        return as_encoder(torch.jit.load(rest, map_location=device))
     if rest and "/" not in spec:
         try:
             obj = getattr(importlib.import_module(kind), rest)
@@ -355,6 +355,8 @@ def load_encoder(spec: str, device: str | torch.device = "cpu") -> ImageEncoder:
             raise FlaresynthError(f"conditioning.encoder {spec!r}: cannot import {rest} from {kind}") from None
         if isinstance(obj, type) or (callable(obj) and not isinstance(obj, torch.nn.Module) and not hasattr(obj, "embed")):
             obj = obj()
+        if isinstance(obj, torch.nn.Module):
+            obj = obj.to(device)
         return as_encoder(obj)
     raise FlaresynthError(
         f"conditioning.encoder {spec!r}: expected 'random:DIM', 'cevae:RUN', 'torchscript:PATH' or 'module:name'"

@@ -39,7 +39,9 @@ to [-1, 1] (:func:`generate_cevae`). A flux request uses the Gaussian of the flu
 continuous condition). It writes the same samples folder, so evaluation treats both generators alike.
 
 Seeds: image i of a request list gets seed ``seed + i``; its initial noise and (DDPM) per-step noise come from
-its own generator, so the same seed gives the same image whatever the batch size.
+its own generator, so the same seed gives the same image whatever the batch size, up to float rounding (batched
+kernels differ in the last bits). Run to run it is bit for bit on a CPU; on a GPU with ``deterministic``
+(``--deterministic``: deterministic kernels, no TF32; :mod:`flaresynth.devices` states the scope).
 
 The FITS geometry is described in :mod:`flaresynth.samples`.
 """
@@ -56,6 +58,7 @@ import torch
 from flaresynth import __version__
 from flaresynth.config import EMBEDDING_SOURCES
 from flaresynth.dataset import DatasetFolder, open_dataset
+from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loop
 from flaresynth.errors import FlaresynthError
 from flaresynth.labels import SCHEMES, class_to_flux, flux_to_label_index
@@ -233,7 +236,9 @@ def request_embeddings(model: Run, table: pd.DataFrame, source: str = "class-mea
                                   "to take an embedding from")
         for i in np.flatnonzero(labels == k):
             rows[i] = cands[np.random.default_rng(_derived_seed(seeds[i], 2)).integers(len(cands))]
-    enc = as_encoder(encoder) if encoder is not None else load_encoder(model.meta["config"]["conditioning"]["encoder"])
+    # the run's encoder on the run's device (batched there); an encoder object given by the caller is fed where it is
+    enc = as_encoder(encoder) if encoder is not None else load_encoder(model.meta["config"]["conditioning"]["encoder"],
+                                                                       model.device)
     images = torch.from_numpy(np.asarray(ds.images[np.sort(np.unique(rows))], dtype=np.float32))
     emb_unique = embed_all(enc, images)
     lookup = {int(r): j for j, r in enumerate(np.sort(np.unique(rows)))}
@@ -360,7 +365,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
            batch_size: int | None = None, device: str | None = None, fits: bool = True, grid: bool = True,
            overwrite: bool = False, progress: bool = False, embedding_source: str | None = None,
-           embedding_data: str | Path | None = None) -> Path:
+           embedding_data: str | Path | None = None, deterministic: bool = False) -> Path:
     """Generate images from a run (DDPM or ceVAE) and write a samples folder; returns its path.
 
     ``sampler``, ``steps``, ``guidance`` and ``progress`` do not apply to a ceVAE run and are ignored there (so
@@ -382,10 +387,14 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     embedding_source : ``discrete+embedding`` runs: class-mean, class-gaussian or image (``None``: the run's
         default; ``image`` when only ``embedding_data`` is given).
     embedding_data : dataset folder the ``image`` embeddings come from (its train split).
+    deterministic : deterministic GPU kernels and no TF32 for the rest of the process
+        (:func:`flaresynth.devices.use_deterministic_kernels`), so a GPU repeats its images bit for bit.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FlaresynthError(f"{out}: exists; choose another --out (or pass overwrite)")
+    if deterministic:
+        use_deterministic_kernels()  # before the first GPU work: cuBLAS reads its setting when it starts
     model = run if isinstance(run, Run) else open_run(run, device)
     if model.kind == "cevae":
         # the embedding options would be a mistake (a ceVAE has no image-embedding condition)

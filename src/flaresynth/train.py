@@ -217,9 +217,10 @@ def _conditioning_kind(cfg: RunConfig) -> str:
     return "discrete" if cfg.kind == "cevae" else cfg.conditioning.kind  # a ceVAE trains on images alone
 
 
-def _training_encoder(cfg: RunConfig, encoder=None):
-    """The frozen encoder of a ``discrete+embedding`` run and the id that names it in the saved model."""
-    enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder)
+def _training_encoder(cfg: RunConfig, encoder=None, device: str | torch.device = "cpu"):
+    """The frozen encoder of a ``discrete+embedding`` run (loaded on ``device``; an encoder object given by the
+    caller stays where it is and is fed there) and the id that names it in the saved model."""
+    enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder, device)
     # a ceVAE's model id names its weights, not only its path
     return enc, getattr(enc, "model_id", None) or str(cfg.conditioning.encoder)
 
@@ -235,12 +236,13 @@ def _embed_rows(ds, idx: np.ndarray, enc) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None) -> None:
+def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None, device: str | torch.device = "cpu") -> None:
     """Write the training split at the model's resolution (and its embeddings) into ``folder``, atomically.
 
     ``train_images.npy`` is float32 (N, C, S, S), written one chunk of rows at a time so that no process ever
     holds the whole split; ``train_embeddings.npz`` (``discrete+embedding`` only) holds the frozen encoder's
-    ``embeddings`` (N, D) and ``encoder_id``. :func:`load_training_data` memory-maps them.
+    ``embeddings`` (N, D), computed in batches on ``device``, and ``encoder_id``. :func:`load_training_data`
+    memory-maps them.
     """
     idx, *_ = _training_conditions(ds, cfg)  # bad labels fail before anything is written
     size, transforms = cfg.model.sample_size, _dataset_transforms(ds)
@@ -252,7 +254,7 @@ def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None) -> None
         images.flush()
         del images
         if _conditioning_kind(cfg) == "discrete+embedding":
-            enc, enc_id = _training_encoder(cfg, encoder)
+            enc, enc_id = _training_encoder(cfg, encoder, device)
             with open(tmp / CACHE_EMBEDDINGS, "wb") as fh:
                 np.savez(fh, embeddings=_embed_rows(ds, idx, enc).numpy(), encoder_id=np.array(enc_id))
 
@@ -794,11 +796,12 @@ def train(
               f"lr {t.lr:g} (not scaled with the batch)", file=sys.stderr)
 
     # ---- data: the main process writes the training split at the model's resolution into RUN/cache (and runs
-    # the frozen encoder, once); every process memory-maps it, so one copy per machine sits in the page cache
+    # the frozen encoder, once, batched on its GPU); every process memory-maps it, so one copy per machine sits
+    # in the page cache
     fresh = is_main and not out.exists()
     cache = out / CACHE
     try:
-        _on_main_process(procs, lambda: write_training_cache(ds, cfg, cache, encoder))
+        _on_main_process(procs, lambda: write_training_cache(ds, cfg, cache, encoder, accelerator.device))
         data_info = _on_every_process(procs, lambda: load_training_data(ds, cfg, cache=cache))
     except BaseException:
         if fresh:  # nothing of a run that never started stays on disk

@@ -67,9 +67,9 @@ The encoder (third conditioning experiment)
 :func:`flaresynth.runs.load_encoder` (``cevae:RUN``) returns a :class:`CevaeEncoder`, an :class:`~flaresynth.models.conditioning.ImageEncoder`
 mapping (B, C, H, W) images in [-1, 1] to their latent means μ (B, z_dim): eval mode, no gradient, no
 sampling. Images of another size are first resized like the training loader does (back to DN/s with the
-run's intensity transform, area mean, forward again). Images are encoded one at a time, so an image's
-embedding does not depend on the batch it came in (batched convolutions may change the last bits). A DDPM
-uses it frozen with ``conditioning.encoder: cevae:RUN``.
+run's intensity transform, area mean, forward again). Images are encoded in batches on the encoder's device
+(:func:`encode_means`); an image's embedding then depends on its batch only in the last bits (convolution
+kernels are chosen by shape). A DDPM uses it frozen with ``conditioning.encoder: cevae:RUN``.
 
 Differences from the FHNW code, all deliberate: log σ² instead of log σ as the encoder output (the same
 model, parameterised like the usual VAE; clamped to [-30, 20] against overflow); all context squares are kept
@@ -98,6 +98,8 @@ MODEL_TYPE = "cevae"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 LOGVAR_RANGE = (-30.0, 20.0)
+#: Images per forward pass of the encoder (:func:`encode_means`).
+ENCODE_BATCH = 64
 #: Relative ridge of a fitted class covariance when none is configured.
 DEFAULT_RIDGE = 1e-3
 
@@ -219,16 +221,19 @@ def build_cevae(cfg, in_channels: int) -> CeVAE:
 
 
 @torch.no_grad()
-def encode_means(model: CeVAE, images: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+def encode_means(model: CeVAE, images: torch.Tensor, device: str | torch.device | None = None,
+                 batch_size: int = ENCODE_BATCH) -> torch.Tensor:
     """Latent means μ (N, z_dim) float32 on the CPU of model-space images (N, C, S, S); eval mode, no grad.
 
-    One image per forward pass, so an image's μ is bit-identical whatever batch it arrives in.
+    ``batch_size`` images per forward pass on ``device`` (default: the model's). The same images in the same
+    order give the same μ bit for bit; in another batch an image's μ may differ in the last bits.
     """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device if device is None else torch.device(device)
     try:
-        out = [model.encode(images[i : i + 1].to(dev, torch.float32))[0].cpu() for i in range(len(images))]
+        out = [model.encode(images[i : i + batch_size].to(dev, torch.float32))[0].cpu()
+               for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.z_dim)
@@ -373,7 +378,7 @@ class CevaeEncoder:
             return x
         if self.transforms is None:
             return resize(x, s)  # no transform known: resize the model-space values directly
-        return torch.from_numpy(resample(x.numpy(), self.transforms, s))
+        return torch.from_numpy(resample(x.cpu().numpy(), self.transforms, s))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:

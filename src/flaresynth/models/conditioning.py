@@ -83,12 +83,23 @@ class CallableEncoder:
             raise FlaresynthError("image encoder: its output size is unknown until it has embedded a batch")
         return self._dim
 
+    @property
+    def device(self) -> torch.device | None:
+        """Where a wrapped module's weights are (its inputs go there); ``None`` for a plain callable."""
+        if isinstance(self.fn, nn.Module):
+            for tensor in (*self.fn.parameters(), *self.fn.buffers()):
+                return tensor.device
+        return None
+
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.fn(images)
+        """(B, C, H, W) images -> (B, D) float32 vectors on the CPU. A wrapped module gets the images on its
+        own device (a user's encoder may live on a GPU while the images come from the CPU)."""
+        dev = self.device
+        out = self.fn(images if dev is None else images.to(dev))
         if isinstance(out, tuple | list):
             out = out[0]  # e.g. (mu, logvar) of a VAE encoder: the mean is the embedding
-        out = out.flatten(1).float()
+        out = out.flatten(1).float().cpu()
         self._dim = out.shape[1]
         return out
 
