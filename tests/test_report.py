@@ -167,5 +167,5 @@ def test_hostile_names_and_notes_come_out_escaped(world, tmp_path):
     assert "<script" not in text.lower() and "<b>" not in text
     escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
     assert f"<title>&lt;b&gt;{escaped}&lt;/b&gt;</title>" in text
-    assert "Filling rare classes: real only vs classical augmentation vs generated (&lt;script&gt;alert(1))" in text
+    assert "Filling rare classes: real only, class-weighted, classical augmentation, generated, generated + classical (&lt;script&gt;alert(1))" in text
     assert f"a note with {escaped} and &#34;quotes&#34;" in text

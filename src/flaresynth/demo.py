@@ -10,6 +10,7 @@ complete from an earlier run (every stage writes atomically, so a folder that ex
     judge:<S>px      DIR/eval/judge-<S>px/       one judge CNN per image size, trained once, reused by every eval
     eval:<gen>       DIR/eval/<gen>/             evaluate(): domain (+ effnet-lite0 when installed) features
     augment          DIR/experiments/augment/    run_augment() with the discrete generator's samples
+    forecast         DIR/forecast_dataset/, DIR/experiments/forecast/   build_dataset(task="forecast"), run_forecast()
     report           DIR/report.html             flaresynth.report.build_report(DIR)
 
 ``DIR/demo.json`` records the parameters of every finished stage, its wall time and, per session, which stages
@@ -104,6 +105,8 @@ GENERATORS: tuple[GeneratorSpec, ...] = (
     GeneratorSpec("continuous", "continuous", "demo:continuous", "ddpm", "continuous"),
     GeneratorSpec("embedding", "discrete+embedding", "demo:embedding", "ddpm", "discrete+embedding"),
 )
+#: Fewest simulated days the demo's forecast stage runs on (three week blocks of issue times).
+MIN_FORECAST_DAYS = 21
 #: Embedding encoder of a discrete+embedding generator trained without a ceVAE run (see the module docstring).
 TRAIN_EMBEDDING_ENCODER = "random:64:0"
 #: ceVAE preset trained beside each DDPM preset by --train.
@@ -572,6 +575,47 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         notes.append(f"augmentation experiment {text}")
         stages.note("augment", text)
 
+    # ---- 24 h forecast: its own dataset (issue times every 6 h, >=M flare starting in 24 h), then the experiment
+    fc_path, fc_exp = out / "forecast_dataset", out / "experiments" / "forecast"
+    fc_params = {"split_by": cfg.split_by, "buffer_days": cfg.buffer_days, "issue_every_h": 6.0}
+
+    def build_forecast(task):
+        m = build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), fc_path,
+                          BuildConfig(task="forecast", split_by=cfg.split_by, buffer_days=cfg.buffer_days),
+                          progress=False)
+        return {"counts": m["counts"]["all"], "issue_times": m["forecast"]["issue_times"], "split_rule": m["splits"]["rule"]}
+
+    fc_ready = False
+    if cfg.days < MIN_FORECAST_DAYS:  # decided up front, so a resumed demo skips the same stages
+        notes.append(f"forecast experiment skipped: {cfg.days} simulated days are too few for train, validation and "
+                     f"test blocks of issue times with 24 h outcomes (needs at least {MIN_FORECAST_DAYS})")
+    else:
+        try:
+            stages.run("forecast_dataset", fc_path, lambda: (fc_path / "manifest.json").is_file(), build_forecast,
+                       fc_params, label="forecast dataset (issue times every 6 h; >=M flare starting within 24 h)")
+            fc_ready = True
+        except FlaresynthError as exc:
+            notes.append(f"forecast experiment skipped: {exc}")
+            stages.note("forecast_dataset", f"skipped: {exc}")
+    if fc_ready:
+        from flaresynth.experiments.forecast import ForecastConfig, run_forecast
+
+        fcfg = ForecastConfig(seeds=cfg.augment_seeds, seed=0, epochs=cfg.augment_epochs, layers=cfg.augment_layers,
+                              device=device)
+
+        def forecast(task):
+            r = run_forecast(fc_path, fc_exp, generated=samples.get(gen), config=fcfg, progress=False, log=None)
+            return {"tss": {k: (v.get("tss") or {}).get("mean") for k, v in r["summary"].items()}}
+
+        try:
+            stages.run("forecast", fc_exp, lambda: (fc_exp / "results.json").is_file(), forecast,
+                       {**fc_params, "generator": gen if gen in samples else None, "seeds": cfg.augment_seeds,
+                        "epochs": cfg.augment_epochs, "layers": cfg.augment_layers},
+                       label=f"forecast experiment ({cfg.augment_seeds} seeds × {cfg.augment_epochs} epochs)")
+        except FlaresynthError as exc:  # e.g. a data period too short for a test split with issue times
+            notes.append(f"forecast experiment skipped: {exc}")
+            stages.note("forecast", f"skipped: {exc}")
+
     # ---- the report: rebuilt when anything ran in this session (or it is missing)
     report = out / REPORT_FILE
     state.data["notes"] = notes
@@ -780,6 +824,16 @@ def demo_summary(out: str | Path) -> dict:
     if rj.is_file():
         summ = read_json(rj)["summary"]
         headline["augment"] = {r: (s.get("balanced_accuracy") or {}).get("mean") for r, s in summ.items()}
+    fj = out / "experiments" / "forecast" / "results.json"
+    if fj.is_file():
+        rec = read_json(fj)
+        headline["forecast"] = {
+            "tss": {r: (s.get("tss") or {}).get("mean") for r, s in rec["summary"].items()},
+            "tss_interval": {r: [(s.get("intervals") or {}).get("tss", {}).get(k) for k in ("low", "high")]
+                             for r, s in rec["summary"].items()},
+            "test_positive": rec["data"]["counts"]["test"]["positive"],
+            "independent_flares": (rec["data"].get("independent") or {}).get("flares_behind_test_positives"),
+        }
     stages = [{"stage": k, "seconds": v.get("seconds"), "status": v.get("status")} for k, v in data["stages"].items()]
     last = data["sessions"][-1] if data.get("sessions") else {}
     installed = shipped_runs()
@@ -854,6 +908,12 @@ def print_summary(summary: dict, console) -> None:
     if heads.get("augment"):
         console.print("Augmentation experiment, balanced accuracy on the real test split: "
                       + ", ".join(f"{r} {_fmt(v)}" for r, v in heads["augment"].items()))
+    if heads.get("forecast"):
+        f = heads["forecast"]
+        console.print(f"24 h forecast, TSS on the test split ({f['test_positive']} positive issue times from "
+                      f"{f['independent_flares']} independent flares; 95 % grouped-bootstrap interval): "
+                      + ", ".join(f"{r} {_fmt(v)} [{_fmt(f['tss_interval'][r][0])}, {_fmt(f['tss_interval'][r][1])}]"
+                                  for r, v in f["tss"].items()))
     session = {s["stage"]: s for s in summary["session"].get("stages", [])}
     table = Table(title="Stages (wall time when the stage ran)")
     for col in ("stage", "this run", "seconds"):

@@ -936,16 +936,32 @@ def _augment_block(page: _Page, path: Path, rec: dict) -> None:
     s, regimes = rec["summary"], list(rec["regimes"])
     test = rec["data"]["counts"]["test"]
     st, m = rec.get("settings") or {}, rec.get("model") or {}
-    page.h3(f"Filling rare classes: real only vs classical augmentation vs generated ({path.name})")
+    page.h3(f"Filling rare classes: real only, class-weighted, classical augmentation, generated, generated + classical ({path.name})")
     page.p(f"A DeiT ({m.get('num_hidden_layers')} layers, patch {m.get('patch_size')}, {(m.get('parameters') or 0) / 1e6:.2f} M "
            f"parameters) trained from scratch for {st.get('epochs')} epochs, {st.get('seeds')} seed(s); kept: {rec.get('selection')}. "
-           f"Regimes 2 and 3 fill every class to {rec.get('target_per_class')} training images; tested on the real test "
+           f"The regimes that add images fill every class to {rec.get('target_per_class')} training images; tested on the real test "
            f"split ({sum(test.values())} images). Generated images from {Path(str((rec.get('generated') or {}).get('path'))).name}.")
     titles = [rec["regimes"][r]["title"] for r in regimes]
-    rows = [[f"{c} ({test[c]} test)", *[_pct(s[r]["per_class_accuracy"].get(c)) for r in regimes]] for c in classes]
-    rows.append(["balanced accuracy", *[_pct(s[r].get("balanced_accuracy")) for r in regimes]])
-    rows.append(["macro-F1", *[_fmt((s[r].get("macro_f1") or {}).get("mean"), (s[r].get("macro_f1") or {}).get("std")) for r in regimes]])
+    units = rec["data"].get("independent_units_test") or {}
+
+    def ci(r, key, pct):
+        iv = (s[r].get("intervals") or {}).get(key) or {}
+        if iv.get("low") is None:
+            return ""
+        return (f" [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}] %" if pct else f" [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
+
+    rows = [[f"{c} ({test[c]} test" + (f", {units[c]} independent" if c in units else "") + ")",
+             *[_pct(s[r]["per_class_accuracy"].get(c)) for r in regimes]] for c in classes]
+    rows.append(["balanced accuracy", *[_pct(s[r].get("balanced_accuracy")) + ci(r, "balanced_accuracy", True) for r in regimes]])
+    rows.append(["macro-F1", *[_fmt((s[r].get("macro_f1") or {}).get("mean"), (s[r].get("macro_f1") or {}).get("std"))
+                               + ci(r, "macro_f1", False) for r in regimes]])
     page.add(_table(["class (test images)", *titles], rows))
+    if units:
+        page.p("Independent units: flare events (flare frames) and days (other frames) of the test split; intervals: "
+               "95 % bootstrap over them.", "small")
+    verdicts = _noise_verdicts(s, rec["regimes"], "balanced_accuracy")
+    if verdicts:
+        page.p("Balanced accuracy against real data only: " + "; ".join(verdicts) + ".")
     rows = [[rec["regimes"][r]["title"], *[f"{rec['regimes'][r]['real'][c]} + {rec['regimes'][r]['added'][c]}" for c in classes]]
             for r in regimes]
     page.p("Training images per class (real + added):", "small")
@@ -960,22 +976,57 @@ def _augment_block(page: _Page, path: Path, rec: dict) -> None:
         page.p(n, "small")
 
 
+def _noise_verdicts(summary: dict, regimes: dict, key: str) -> list[str]:
+    """"<regime>: within noise | above | below" against real data only, by overlap of the bootstrap intervals."""
+    base = (summary.get("real", {}).get("intervals") or {}).get(key) or {}
+    out = []
+    for r in regimes:
+        iv = (summary[r].get("intervals") or {}).get(key) or {}
+        if r == "real" or base.get("low") is None or iv.get("low") is None:
+            continue
+        overlap = base["low"] <= iv["high"] and iv["low"] <= base["high"]
+        verdict = "within noise" if overlap else ("above" if iv["low"] > base["high"] else "below")
+        out.append(f"{regimes[r].get('title', r)}: {verdict}")
+    return out
+
+
 def _forecast_block(page: _Page, path: Path, rec: dict) -> None:
     s, regimes, d = rec["summary"], list(rec["regimes"]), rec["data"]
+    ind = d.get("independent") or {}
     page.h3(f"24 h flare forecast ({path.name})")
-    page.p(f"Label: {rec.get('label')}. Test split: {d['counts']['test']['positive']} positive, "
-           f"{d['counts']['test']['negative']} negative (climatological rate {_fmt(d.get('climatological_rate_test'))}); "
-           f"{(rec.get('settings') or {}).get('seeds')} seed(s).")
+    conv = (rec.get("flux_convention") or {}).get("description")
+    page.p(f"Label: {rec.get('label')}" + (f" (flux convention: {conv})" if conv else "") + ". "
+           f"Test split: {d['counts']['test']['positive']} positive issue times"
+           + (f" from {ind['flares_behind_test_positives']} independent flares" if ind.get("flares_behind_test_positives") is not None else "")
+           + f", {d['counts']['test']['negative']} negative (climatological rate {_fmt(d.get('climatological_rate_test'))}); "
+           f"{(rec.get('settings') or {}).get('seeds')} seed(s). Decision threshold: "
+           f"{rec.get('threshold_rule', 'argmax (results made before thresholds were chosen on the validation split)')}. "
+           "Each score: mean ± std over seeds, then its 95 % grouped-bootstrap interval (whole flares and days).")
+
+    def ci(r, key):
+        iv = (s[r].get("intervals") or {}).get(key) or {}
+        return f" [{_fmt(iv['low'])}, {_fmt(iv['high'])}]" if iv.get("low") is not None else ""
+
     rows = []
     for r in regimes:
         info, c = rec["regimes"][r], s[r].get("contingency") or {}
         rows.append([info["title"], f"{info['n_real']} + {info['added_positive']}",
-                     _fmt((s[r].get("tss") or {}).get("mean"), (s[r].get("tss") or {}).get("std")),
-                     _fmt((s[r].get("hss") or {}).get("mean"), (s[r].get("hss") or {}).get("std")),
+                     _fmt((s[r].get("tss") or {}).get("mean"), (s[r].get("tss") or {}).get("std")) + ci(r, "tss"),
+                     _fmt((s[r].get("hss") or {}).get("mean"), (s[r].get("hss") or {}).get("std")) + ci(r, "hss"),
+                     _fmt((s[r].get("tss_max") or {}).get("mean")),
+                     _fmt((s[r].get("bss") or {}).get("mean"), (s[r].get("bss") or {}).get("std")) + ci(r, "bss"),
                      *[_fmt((c.get(k) or {}).get("mean"), digits=1) for k in ("tp", "fp", "fn", "tn")]])
-    page.add(_table(["regime", "training images (real + added positives)", "TSS", "HSS", "TP", "FP", "FN", "TN"], rows))
-    page.add(_img(_png_file(path / (rec.get("figures") or {}).get("forecast_skill", "forecast_skill.png")), "forecast skill",
-                  "TSS and HSS per regime; error bars = std over seeds.", width="640px"))
+    page.add(_table(["regime", "training images (real + added positives)", "TSS", "HSS", "TSS-max (test)", "BSS",
+                     "TP", "FP", "FN", "TN"], rows))
+    verdicts = _noise_verdicts(s, rec["regimes"], "tss")
+    if verdicts:
+        page.p("TSS against real data only: " + "; ".join(verdicts) + ".")
+    figs = rec.get("figures") or {}
+    page.add(_grid(
+        _img(_png_file(path / figs.get("forecast_skill", "forecast_skill.png")), "forecast skill",
+             "TSS and HSS per regime; error bars = std over seeds."),
+        _img(_png_file(path / figs["roc_reliability"]) if figs.get("roc_reliability") else None, "ROC and reliability",
+             "ROC curves and reliability diagram of the seed-mean probabilities on the test split.")))
     for n in rec.get("notes") or []:
         page.p(n, "small")
 

@@ -138,7 +138,7 @@ def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int =
     would measure the class imbalance rather than the images.
 
     With ``groups`` (one id per real image: its UTC day, days of one flare event merged) the halves are made of
-    **whole groups**: the groups are shuffled and taken into half A until it holds half of the images, the rest
+    **whole groups**: the groups are shuffled and taken into half A up to the count closest to half of the images, the rest
     form B, so no day (and no event) lies in both halves and the real-vs-real benchmark compares independent
     samples rather than near-copies of the same disk. With fewer than 2 groups the halves are random
     (``"grouped": False`` in each entry says so).
@@ -175,12 +175,12 @@ def resampling_plan(n_real: int, n_generated: int, repeats: int = 5, seed: int =
 
 
 def _group_halves(rng, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of two halves made of whole groups (A: shuffled groups until it holds half of the rows)."""
+    """Row indices of two halves made of whole groups (A: the shuffled groups up to the count closest to half)."""
     uniq, inverse = np.unique(groups, return_inverse=True)
     sizes = np.bincount(inverse)
     order = rng.permutation(len(uniq))
     cum = np.cumsum(sizes[order])
-    n_a = int(np.clip(np.searchsorted(cum, len(groups) / 2) + 1, 1, len(uniq) - 1))
+    n_a = int(np.clip(np.argmin(np.abs(cum - len(groups) / 2)) + 1, 1, len(uniq) - 1))  # A closest to half
     in_a = np.zeros(len(uniq), dtype=bool)
     in_a[order[:n_a]] = True
     return np.flatnonzero(in_a[inverse]), np.flatnonzero(~in_a[inverse])
