@@ -303,31 +303,18 @@ def classification_intervals(y_true, predictions, groups, classes, n_boot: int =
 
 
 def day_groups(times, event_ids=None) -> np.ndarray:
-    """Group id of each row: its UTC day, with the days that one flare event spans merged into one group.
+    """Group id of each row: its UTC day, except that every frame of a flare event takes the day of the event's
+    first frame, so an event never straddles two groups (and days are never chained through events).
 
     Used where two sets must share no day (the real-vs-real benchmark halves): frames of one day show nearly the
-    same disk, and an event's frames must not straddle two sets either.
+    same disk, and an event's frames must not be split between the sets either.
     """
-    days = utc_days(times)
-    uniq, inverse = np.unique(days, return_inverse=True)
-    parent = np.arange(len(uniq))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    days = utc_days(times).astype(object)
     if event_ids is not None:
         ev = pd.Series(np.asarray(event_ids, dtype=object)).fillna("").astype(str).to_numpy()
-        first_day: dict[str, int] = {}
-        for e, d in zip(ev, inverse):
-            if not e:
-                continue
-            if e in first_day:
-                a, b = find(first_day[e]), find(d)
-                parent[max(a, b)] = min(a, b)
-            else:
-                first_day[e] = d
-    roots = np.array([find(i) for i in range(len(uniq))])
-    return roots[inverse]
+        first_day: dict[str, str] = {}
+        for i in np.argsort(np.asarray(times).astype(str), kind="stable"):
+            if ev[i]:
+                days[i] = first_day.setdefault(ev[i], days[i])
+    uniq, inverse = np.unique(days.astype(str), return_inverse=True)
+    return inverse
