@@ -371,7 +371,7 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
     run_all = importlib.import_module("run_all")
     results = {"dataset_build": entry, **RESULTS}
     h = run_all.headline(results)
-    for name in RESULTS:
+    for name in RESULTS.keys() - {"distill_quality"}:  # run_all does not run it: it needs a trained student
         assert name in h, name
     md = run_all.markdown({"date": "d", "machine": {"cores": 2, "cpu": "x"}, "scripts": results, "headline": h})
     sq = RESULTS["sampler_quality"]["result"]
