@@ -91,6 +91,16 @@ def setup(args) -> Path:
     return out
 
 
+def check_sampling_args(args) -> None:
+    """``--per-class`` and ``--batch-size`` must be whole numbers >= 1; ``--quick`` caps ``--per-class`` at 2."""
+    from flaresynth.errors import FlaresynthError
+
+    if args.per_class < 1 or args.batch_size < 1:
+        raise FlaresynthError(f"--per-class {args.per_class}, --batch-size {args.batch_size}: expected whole numbers >= 1")
+    if args.quick:
+        args.per_class = min(args.per_class, 2)
+
+
 def main_wrapper(fn) -> None:
     """Run ``fn()``; a FlaresynthError becomes one line on stderr and exit code 2."""
     from flaresynth.errors import FlaresynthError

@@ -29,6 +29,7 @@ from __future__ import annotations
 from common import (
     LoadMonitor,
     base_parser,
+    check_sampling_args,
     emit,
     get_judge,
     log,
@@ -87,10 +88,7 @@ def main() -> None:
     monitor = LoadMonitor()
     if not args.student:
         raise FlaresynthError("--student: give at least one student run (made by `flaresynth distill`)")
-    if args.per_class < 1 or args.batch_size < 1:
-        raise FlaresynthError(f"--per-class {args.per_class}, --batch-size {args.batch_size}: expected whole numbers >= 1")
-    if args.quick:
-        args.per_class = min(args.per_class, 2)
+    check_sampling_args(args)
     settings = parse_settings(args.teacher_settings or (QUICK_TEACHER_SETTINGS if args.quick else DEFAULT_TEACHER_SETTINGS))
 
     from flaresynth.dataset import open_dataset

@@ -41,6 +41,7 @@ from common import (
     LIBRARY_SAMPLERS,
     LoadMonitor,
     base_parser,
+    check_sampling_args,
     emit,
     figure,
     get_judge,
@@ -123,7 +124,6 @@ def best_cheaper(rows: list[dict], library_only: bool = True) -> dict | None:
 
 
 def main() -> None:
-    from flaresynth.errors import FlaresynthError
 
     p = base_parser(__doc__, run=True)
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10: < 10 min on 2 cores)")
@@ -135,10 +135,7 @@ def main() -> None:
     args = p.parse_args()
     out = setup(args)
     monitor = LoadMonitor()
-    if args.per_class < 1 or args.batch_size < 1:
-        raise FlaresynthError(f"--per-class {args.per_class}, --batch-size {args.batch_size}: expected whole numbers >= 1")
-    if args.quick:
-        args.per_class = min(args.per_class, 2)
+    check_sampling_args(args)
     settings = parse_settings(args.settings or (QUICK_SETTINGS if args.quick else DEFAULT_SETTINGS))
 
     from flaresynth.dataset import open_dataset

@@ -61,7 +61,7 @@ import pandas as pd
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.forecast_labels import FORECAST_CLASSES, FORECAST_SCHEME, detect_flares, issue_table
-from flaresynth.io import atomic_dir, open_npy, read_json, sha256_file, write_json
+from flaresynth.io import atomic_dir, open_npy, read_folder_manifest, read_json, sha256_file, write_json
 from flaresynth.labels import (
     GOES_CLASSES,
     SCHEMES,
@@ -173,25 +173,8 @@ def open_dataset(path: str | Path) -> DatasetFolder:
     parsed or lacks a column, a truncated or unreadable ``images.npy``, counts that do not match.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise input_error(path, None, "no such dataset folder (make one with `flaresynth dataset build`)")
-    for name in (MANIFEST_FILE, LABELS_FILE, IMAGES_FILE):
-        if not (path / name).is_file():
-            raise input_error(path / name, None, "missing: not a complete flaresynth dataset folder")
-    try:
-        manifest = read_json(path / MANIFEST_FILE)
-    except (OSError, ValueError) as exc:
-        raise input_error(path / MANIFEST_FILE, None, f"not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise input_error(path / MANIFEST_FILE, None, "expected a JSON object")
-    fmt = manifest.get("format")
-    if fmt != DATASET_FORMAT:
-        known = isinstance(fmt, str) and fmt.startswith(DATASET_FORMAT.split("/")[0] + "/")
-        raise input_error(path / MANIFEST_FILE, "format", f"{fmt!r}, expected {DATASET_FORMAT!r}"
-                          + (" (a format version this flaresynth does not read)" if known else ""))
-    for key in ("scheme", "classes", "channels", "transform"):
-        if key not in manifest:
-            raise input_error(path / MANIFEST_FILE, key, "missing")
+    manifest = read_folder_manifest(path, "dataset", "flaresynth dataset build", (MANIFEST_FILE, LABELS_FILE, IMAGES_FILE),
+                                    MANIFEST_FILE, DATASET_FORMAT, ("scheme", "classes", "channels", "transform"))
     try:
         labels = pd.read_csv(path / LABELS_FILE, keep_default_na=False, na_values=[""], dtype={"event_id": str})
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

@@ -96,6 +96,39 @@ def read_json(path: str | Path) -> Any:
         return json.load(fh)
 
 
+def read_folder_manifest(path: str | Path, what: str, make_with: str, files: tuple[str, ...], manifest_file: str,
+                         fmt: str, keys: tuple[str, ...]) -> dict:
+    """Check that folder ``path`` holds ``files`` and return its JSON manifest, checked for format and ``keys``.
+
+    The one door of every flaresynth folder format (dataset, samples) starts here, so a missing folder, a
+    missing file, a manifest that is not JSON or of another format version, or a missing key is the same
+    one-line error naming the file: ``what`` names the format ("dataset"), ``make_with`` the command that
+    writes it.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise input_error(path, None, f"no such {what} folder (make one with `{make_with}`)")
+    for name in files:
+        if not (path / name).is_file():
+            raise input_error(path / name, None, f"missing: not a complete flaresynth {what} folder")
+    try:
+        manifest = read_json(path / manifest_file)
+    except (OSError, ValueError) as exc:
+        raise input_error(path / manifest_file, None, f"not readable JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise input_error(path / manifest_file, None, "expected a JSON object")
+    found = manifest.get("format")
+    if found != fmt:
+        # same family, other version: say so, since the fix is another flaresynth, not another folder
+        known = isinstance(found, str) and found.startswith(fmt.split("/")[0] + "/")
+        raise input_error(path / manifest_file, "format", f"{found!r}, expected {fmt!r}"
+                          + (" (a format version this flaresynth does not read)" if known else ""))
+    for key in keys:
+        if key not in manifest:
+            raise input_error(path / manifest_file, key, "missing")
+    return manifest
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

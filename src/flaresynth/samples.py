@@ -38,7 +38,7 @@ from sunpy.map.header_helper import make_fitswcs_header
 
 from flaresynth.errors import input_error
 from flaresynth.figures import save_grid
-from flaresynth.io import atomic_dir, open_npy, read_json, write_json
+from flaresynth.io import atomic_dir, open_npy, read_folder_manifest, write_json
 from flaresynth.labels import flux_to_class
 from flaresynth.transforms import SDOML_CDELT_512, SDOML_RSUN_ARCSEC, SDOML_SIZE
 
@@ -112,25 +112,8 @@ def open_samples(path: str | Path) -> SamplesFolder:
     (as :func:`flaresynth.dataset.open_dataset` does for dataset folders).
     """
     path = Path(path)
-    if not path.is_dir():
-        raise input_error(path, None, "no such samples folder (make one with `flaresynth sample`)")
-    for name in (MANIFEST_FILE, SAMPLES_TABLE, SAMPLES_FILE):
-        if not (path / name).is_file():
-            raise input_error(path / name, None, "missing: not a complete flaresynth samples folder")
-    try:
-        manifest = read_json(path / MANIFEST_FILE)
-    except (OSError, ValueError) as exc:
-        raise input_error(path / MANIFEST_FILE, None, f"not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise input_error(path / MANIFEST_FILE, None, "expected a JSON object")
-    fmt = manifest.get("format")
-    if fmt != SAMPLES_FORMAT:
-        known = isinstance(fmt, str) and fmt.startswith(SAMPLES_FORMAT.split("/")[0] + "/")
-        raise input_error(path / MANIFEST_FILE, "format", f"{fmt!r}, expected {SAMPLES_FORMAT!r}"
-                          + (" (a format version this flaresynth does not read)" if known else ""))
-    for key in ("classes", "scheme", "transform", "generator"):
-        if key not in manifest:
-            raise input_error(path / MANIFEST_FILE, key, "missing")
+    manifest = read_folder_manifest(path, "samples", "flaresynth sample", (MANIFEST_FILE, SAMPLES_TABLE, SAMPLES_FILE),
+                                    MANIFEST_FILE, SAMPLES_FORMAT, ("classes", "scheme", "transform", "generator"))
     try:
         table = pd.read_csv(path / SAMPLES_TABLE, keep_default_na=False, na_values=["nan", "NaN"], dtype={"label": str})
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
