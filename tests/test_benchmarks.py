@@ -136,6 +136,34 @@ def test_distill_quality(toy, capsys, monkeypatch):
     assert v["nfe_ok"] and v["meets_targets"] == (v["f1_judge_ok"] and v["fd_domain_ok"])
 
 
+def test_flux_fidelity(toy, capsys, monkeypatch):
+    cfg = load_preset("tiny")
+    cfg.train.steps = 2
+    cfg.conditioning.kind = "continuous"
+    run = train(toy["ds"], toy["root"] / "continuous", cfg, progress=False)
+    # the toy dataset is not a simulated Sun: --referee on forces the referee so the script runs
+    r = run_script("flux_fidelity", ["--data", str(toy["ds"]), "--run", str(run), "--referee", "on", "--fluxes",
+                                     "1e-6,1e-4", "--per-class", "2", "--steps", "2"], toy, capsys, monkeypatch)
+    assert [row["requested_flux"] for row in r["rows"]] == [1e-6, 1e-4]
+    for row in r["rows"]:
+        assert row["n_images"] == 2 and row["median_error_dex"] >= 0
+        assert (row["excess_dex"] is None) == (row["referee_real_error_dex"] is None)
+    judged = [row for row in r["rows"] if row["in_training_range"] and row["excess_dex"] is not None]
+    assert r["meets_target"] == (bool(judged) and all(row["excess_dex"] <= 0.1 for row in judged))
+
+
+def test_flux_fidelity_errors_per_request():
+    from flux_fidelity import per_flux_errors, real_errors
+
+    requested = np.array([1e-6, 1e-6, 1e-4])
+    estimated = np.array([1e-5, 1e-6, 1e-6])
+    errs = per_flux_errors(requested, estimated, [1e-6, 1e-4])
+    assert np.allclose(errs[0], [1.0, 0.0]) and np.allclose(errs[1], [2.0])
+    # real frames: only those within the band of the request count
+    near = real_errors(np.array([1e-6, 1.5e-6, 1e-4]), np.array([1e-6, 1.5e-5, 1e-4]), [1e-6], band=0.25)
+    assert np.allclose(near[0], [0.0, 1.0])
+
+
 def test_train_throughput(toy, capsys, monkeypatch):
     r = run_script("train_throughput", ["--data", str(toy["ds"])], toy, capsys, monkeypatch)
     for key in ("matmul_gflops", "conv_gflops", "peak_gflops", "presets", "settings", "plot", "load", "machine"):
@@ -394,7 +422,7 @@ def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1 and "nope" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "train_throughput",
+@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "flux_fidelity", "train_throughput",
                                   "train_convergence", "dataset_build", "run_all", "allocator"])
 def test_help(name):
     r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)

@@ -1,0 +1,163 @@
+"""Flux fidelity of a continuous generator: ask for XRS-B fluxes, read each image's flux back; prints JSON.
+
+The request is the one a user types (``flaresynth sample --run RUN --flux 3e-8,3e-7,3e-6,3e-5,3e-4
+--per-class 12 --seed 0 --sampler ddim --steps 20``); each generated image is mapped back to DN/s with the
+run's inverse intensity transform and its flux read by the independent physical referee
+(:mod:`flaresynth.metrics.referee`) fitted on the dataset's training split. Per requested flux:
+
+* ``median_error_dex``: median |log10(referee flux) − log10(requested flux)| over the generated images;
+* ``referee_real_error_dex``: the referee's own median error on **real test frames** whose true flux lies
+  within ``--band`` dex of the request (``n_real`` of them; None when there are fewer than 3): what a perfect
+  generator would score, since the referee is not perfect either;
+* ``excess_dex`` = the first minus the second, and ``in_training_range`` (the request lies between the
+  training split's lowest and highest flux); ``meets_target`` = excess ≤ ``--target`` dex (issue target 0.1)
+  for every request inside the training range.
+
+The referee applies only where the dataset's images come from the simulated Sun (``--referee auto``): then
+every number here is a statement about that testbed, not about the real Sun.
+
+Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [--fluxes 3e-8,...]``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import (
+    LoadMonitor,
+    base_parser,
+    check_sampling_args,
+    emit,
+    log,
+    machine_info,
+    main_wrapper,
+    real_at_size,
+    referee_applies,
+    resolve_data,
+    setup,
+)
+
+DEFAULT_FLUXES = "3e-8,3e-7,3e-6,3e-5,3e-4"
+
+
+def parse_fluxes(text: str) -> list[float]:
+    """``3e-8,3e-7`` -> [3e-8, 3e-7]; a value that is not a positive number is a one-line error."""
+    from flaresynth.errors import FlaresynthError
+
+    out = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise FlaresynthError(f"--fluxes: {part!r} is not a number (expected e.g. {DEFAULT_FLUXES})") from None
+        if not np.isfinite(value) or value <= 0:
+            raise FlaresynthError(f"--fluxes: {part!r}: expected a positive flux in W/m²")
+        out.append(value)
+    return out
+
+
+def per_flux_errors(requested: np.ndarray, estimated: np.ndarray, fluxes: list[float]) -> list[np.ndarray]:
+    """|log10 estimate − log10 request| of the images of each requested flux."""
+    err = np.abs(np.log10(estimated) - np.log10(requested))
+    return [err[np.isclose(requested, f, rtol=1e-6)] for f in fluxes]
+
+
+def real_errors(true_flux: np.ndarray, estimated: np.ndarray, fluxes: list[float], band: float) -> list[np.ndarray]:
+    """The referee's |log10 error| on real frames whose true flux is within ``band`` dex of each request."""
+    err = np.abs(np.log10(estimated) - np.log10(true_flux))
+    return [err[np.abs(np.log10(true_flux) - np.log10(f)) <= band] for f in fluxes]
+
+
+def main() -> None:
+    p = base_parser(__doc__, run=True)
+    p.set_defaults(run="demo:continuous")
+    p.add_argument("--fluxes", default=DEFAULT_FLUXES, help=f"requested XRS-B fluxes, W/m² (default {DEFAULT_FLUXES})")
+    p.add_argument("--per-class", type=int, default=12, help="images per requested flux (default 12)")
+    p.add_argument("--sampler", default="ddim", help="sampler (default ddim)")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG weight w (default: the run's)")
+    p.add_argument("--band", type=float, default=0.25, help="real frames within this many dex of a request (default 0.25)")
+    p.add_argument("--target", type=float, default=0.1, help="allowed excess over the referee's own error, dex")
+    args = p.parse_args()
+    out = setup(args)
+    monitor = LoadMonitor()
+    check_sampling_args(args)
+    fluxes = parse_fluxes(args.fluxes)
+
+    from flaresynth.dataset import open_dataset
+    from flaresynth.errors import FlaresynthError
+    from flaresynth.evaluate import fit_split_referee
+    from flaresynth.runs import open_run
+    from flaresynth.samples import open_samples
+    from flaresynth.sampling import sample
+
+    model = open_run(args.run, "cpu")
+    if model.conditioning != "continuous":
+        raise FlaresynthError(f"--run {args.run}: conditioning {model.conditioning!r}; flux requests need a "
+                              "continuous (log-flux) generator")
+    ds = open_dataset(resolve_data(args))
+    applies, why = referee_applies(ds, args.referee)
+    if not applies:
+        raise FlaresynthError(f"referee does not apply to {ds.path}: {why}")
+    size = int(model.image_shape[-1])
+    real = real_at_size(ds, size)
+    referee = fit_split_referee(ds, real)
+    transform = ds.transform()
+
+    test = ds.split_indices("test")
+    true_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[test]
+    ok = np.isfinite(true_flux) & (true_flux > 0)
+    real_est = referee.estimate_flux(transform.inverse(np.asarray(real[test][ok][:, 0], dtype=np.float32)))
+    train_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[ds.split_indices("train")]
+    train_flux = train_flux[np.isfinite(train_flux) & (train_flux > 0)]
+
+    log(f"sampling {len(fluxes)} fluxes x {args.per_class} images from {model.model_id} "
+        f"({args.sampler} {args.steps} steps)")
+    with tempfile.TemporaryDirectory(dir=args.workdir if Path(args.workdir).is_dir() else None) as tmp:
+        folder = sample(model, Path(tmp) / "samples", fluxes=fluxes, per_class=args.per_class, sampler=args.sampler,
+                        steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+                        fits=False, grid=False)
+        gs = open_samples(folder)
+        images = np.asarray(gs.images[:, 0], dtype=np.float32)
+        requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
+    gen_est = referee.estimate_flux(model.transforms()[0].inverse(images))
+
+    rows = []
+    for f, gen_err, real_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes),
+                                    real_errors(true_flux[ok], real_est, fluxes, args.band), strict=True):
+        ref = float(np.median(real_err)) if len(real_err) >= 3 else None
+        med = float(np.median(gen_err))
+        inside = bool(train_flux.min() <= f <= train_flux.max())
+        rows.append({"requested_flux": f, "n_images": int(len(gen_err)), "median_error_dex": med,
+                     "referee_real_error_dex": ref, "n_real": int(len(real_err)),
+                     "excess_dex": None if ref is None else med - ref, "in_training_range": inside})
+        log(f"{f:.0e} W/m²: median error {med:.2f} dex over {len(gen_err)} images; referee on {len(real_err)} real "
+            f"frames {'-' if ref is None else f'{ref:.2f}'} dex{'' if inside else ' (outside the training range)'}")
+    judged = [r for r in rows if r["in_training_range"] and r["excess_dex"] is not None]
+    load = monitor.report()
+    emit({
+        "benchmark": "flux_fidelity",
+        "machine": machine_info(args.threads),
+        "load": load,
+        "run": str(model.path),
+        "model_id": model.model_id,
+        "data": str(ds.path),
+        "data_hash": ds.manifest.get("data_hash"),
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "per_flux": args.per_class,
+        "band_dex": args.band,
+        "target_excess_dex": args.target,
+        "training_flux_range": [float(train_flux.min()), float(train_flux.max())],
+        "rows": rows,
+        "median_error_dex_all": float(np.median(np.abs(np.log10(gen_est) - np.log10(requested)))),
+        "meets_target": bool(judged) and all(r["excess_dex"] <= args.target for r in judged),
+        "note": "simulated Sun: the referee and every number here describe the testbed, not the real Sun",
+        "seconds_total": load["wall_s"],
+    }, out, "flux_fidelity")
+
+
+if __name__ == "__main__":
+    main_wrapper(main)
