@@ -417,6 +417,61 @@ def test_171_peak_lags_the_xray_peak():
     assert 8 <= minutes[int(np.argmax(brightness))] <= 16
 
 
+def test_hot_channels_peak_before_171():
+    """A flare heated to 15 MK cools through the channels: 131 Å (Fe XXI, 11 MK) first, 94 Å (Fe XVIII, 7 MK)
+    next, 171 Å (Fe IX, 0.8 MK) last, as AIA observes; each channel measured on the kernel alone."""
+    sun = SimulatedSun("2014-03-01", 40, seed=2)
+    j, t = _region_at(sun, 0.5, 0.9)
+    fl = _flare(sun, j, t, lag=16 / 1440)
+    fl.t_max = 1.5e7
+    minutes = np.arange(-6, 40, 1)
+    peak = {}
+    for channel in ("94A", "131A", "171A"):
+        base = sun.observe_channel(t, channel, flares=False, instrument=False)[0]
+        brightness = [float((sun.observe_channel(t + m / 1440, channel, flares=False, extra_flares=[fl],
+                                                 instrument=False)[0] - base).sum()) for m in minutes]
+        assert max(brightness) > 1e4, channel  # the flare shows in every channel
+        peak[channel] = int(minutes[int(np.argmax(brightness))])
+    assert peak["131A"] < peak["94A"] < peak["171A"], peak
+    assert peak["131A"] <= 2 and 12 <= peak["171A"] <= 20, peak
+
+
+def test_channels_have_their_own_frame_lists_and_171_is_unchanged(tmp_path):
+    """SDOMLv2's layout in several channels: one array per channel in the year group, each with its own T_OBS,
+    exposure and DEG_COR; the multi-hour gaps are shared, isolated losses are not (a frame can be missing in one
+    channel only); and asking for more channels leaves the 171 Å bytes as they were."""
+    from flaresynth.sources.simulate.archives import _channel_plan, _frame_plan
+
+    kw = dict(days=1, cadence_min=180, start="2024-06-01", seed=3, progress=False, workers=1)
+    simulate(tmp_path / "one", **kw)
+    simulate(tmp_path / "three", channels="94A,171A,335A", **kw)
+    one = _file_bytes(tmp_path / "one" / "sdomlv2.zarr")
+    three = _file_bytes(tmp_path / "three" / "sdomlv2.zarr")
+    assert {k: v for k, v in three.items() if "/171A/" in k} == {k: v for k, v in one.items() if "/171A/" in k}
+    group = zarr.open_group(str(tmp_path / "three" / "sdomlv2.zarr"), mode="r", zarr_format=2)["2024"]
+    assert sorted(group.array_keys()) == ["171A", "335A", "94A"]
+    for channel, wave, exposure in (("94A", 94, 2.9), ("335A", 335, 2.9)):
+        attrs = dict(group[channel].attrs)
+        assert set(attrs["WAVELNTH"]) == {wave} and set(attrs["EXPTIME"]) <= {exposure, 1.45, 0.725, 0.363}
+        assert set(attrs["T_OBS"]).isdisjoint(group["171A"].attrs["T_OBS"])  # taken at other seconds of the slot
+        assert all(0.1 < d < 1.0 for d in attrs["DEG_COR"])  # aiapy's table: 335 Å has lost the most
+    assert np.mean(group["335A"].attrs["DEG_COR"]) < np.mean(group["94A"].attrs["DEG_COR"])
+    disk = np.s_[:, 200:312, 200:312]
+    assert 0 < np.median(group["94A"][disk]) < 0.1 * np.median(group["171A"][disk])  # 94 Å is faint on a quiet Sun
+
+    sun = SimulatedSun("2015-03-01", 60, seed=0)
+    slots = {}
+    for channel in ("171A", "94A", "131A"):
+        t_obs = _frame_plan(sun, 60)[0] if channel == "171A" else _channel_plan(sun, 60, channel)[0]
+        slots[channel] = set(t_obs.astype("datetime64[h]").tolist())
+    n = 60 * 24
+    assert all(0.9 * n < len(v) < n for v in slots.values())
+    assert slots["94A"] - slots["171A"] and slots["171A"] - slots["94A"]  # missing in one channel only
+    gap = set((np.datetime64("2015-03-01T00", "h") + np.arange(n)).tolist()) - slots["171A"]
+    shared = gap & (set((np.datetime64("2015-03-01T00", "h") + np.arange(n)).tolist()) - slots["94A"])
+    assert len(shared) >= 3  # the multi-hour gaps hit every channel
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def test_cli_simulate_writes_everything(tmp_path):
     out = tmp_path / "cli"
@@ -438,7 +493,9 @@ def test_cli_simulate_writes_everything(tmp_path):
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
-    for args in (["--days", "0"], ["--start", "2009-01-01"], ["--cadence-min", "7"], ["--without", "sunspots"]):
+    for args in (["--days", "0"], ["--start", "2009-01-01"], ["--cadence-min", "7"], ["--without", "sunspots"],
+                 ["--channels", "171A,94A,171"], ["--channels", "304A"], ["--channels", "171A,blue"],
+                 ["--deg-171", "eve"]):
         r = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(tmp_path / "x"), *args],
                            capture_output=True, text=True, timeout=300)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

@@ -84,6 +84,8 @@ def simulate(
     cycle_phase: Annotated[float | None, typer.Option("--cycle-phase", help="0-1: a fixed phase of a typical solar cycle (0 minimum, ~0.4 maximum) instead of the dates' activity.")] = None,
     without: Annotated[list[str] | None, typer.Option("--without", help="Leave out a confounder of real data (repeatable): limb, euv_timing, euv_scatter, exposure, mesh, cosmic_rays, gaps, degradation.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
+    channels: Annotated[str, typer.Option(help="AIA channels, comma-separated, from 94A, 131A, 171A, 193A, 211A, 335A: one array per channel in each year group, each from the same plasma through its own temperature response. 171A is the same whatever else is asked.")] = "171A",
+    deg_171: Annotated[str, typer.Option("--deg-171", help="DEG_COR of 171 Å: model (the drifting factor the default data were made with) or aiapy (aiapy's degradation table, as the other channels use; changes the 171 Å data).")] = "model",
 ) -> None:
     """Write a simulated Sun in the real archive formats: SDOMLv2 zarr, GOES XRS netCDF, HEK JSON."""
     # imported here: the simulator pulls in sunpy, xarray and matplotlib, a measurable cost for every other command
@@ -97,7 +99,7 @@ def simulate(
     summary = run_simulation(out_dir, days=DEFAULT_DAYS if days is None else days,
                              cadence_min=DEFAULT_CADENCE_MIN if cadence_min is None else cadence_min,
                              start=DEFAULT_START if start is None else start, seed=seed, cycle_phase=cycle_phase,
-                             confounders=confounders)
+                             confounders=confounders, channels=channels, deg_171=deg_171)
     out.print(summary)
 
 

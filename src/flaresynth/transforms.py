@@ -66,6 +66,36 @@ def _channel_name(channel) -> str:
     return name if name.endswith("A") else f"{name}A"
 
 
+def channel_name(channel) -> str:
+    """``'171'``, ``171``, ``'171a'`` or ``'171Å'`` -> ``'171A'``; a one-line error for anything else."""
+    digits = str(channel).strip().upper().removesuffix("Å").removesuffix("A")
+    if not digits.isdigit():
+        raise FlaresynthError(f"channel {channel!r}: expected an AIA channel such as 171A")
+    return f"{int(digits)}A"
+
+
+def parse_channels(spec, allowed=None, option: str = "--channels") -> tuple[str, ...]:
+    """A channel list (``'94A,131A,171A'`` or a sequence) as canonical names, in the given order; one-line errors
+    for an empty list, a name that is not a channel, a duplicate, or one outside ``allowed``."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [str(s).strip() for s in items if str(s).strip()]
+    if not items:
+        raise FlaresynthError(f"{option}: empty (expected e.g. 94A,131A,171A,193A,211A)")
+    names: list[str] = []
+    for item in items:
+        try:
+            name = channel_name(item)
+        except FlaresynthError:
+            raise FlaresynthError(f"{option} {item!r}: not an AIA channel (expected e.g. 94A,131A,171A,193A,211A)"
+                                  ) from None
+        if name in names:
+            raise FlaresynthError(f"{option}: {name} is listed twice (each channel once)")
+        if allowed is not None and name not in allowed:
+            raise FlaresynthError(f"{option} {name}: not available (expected some of {', '.join(allowed)})")
+        names.append(name)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class IntensityTransform:
     """Clip to [lo, hi] DN/s, log10, scale to [-1, 1]; and back.
@@ -331,7 +361,9 @@ def resample(images, transforms, size: int, chunk: int = 256) -> np.ndarray:
 __all__ = [
     "CHANNEL_RANGES",
     "IntensityTransform",
+    "channel_name",
     "channel_transforms",
+    "parse_channels",
     "resize",
     "resample",
     "default_limb_radius",

@@ -1,4 +1,5 @@
-"""The simulated Sun: AIA 171 Å frames, GOES XRS and a HEK flare list, written in the real archive formats.
+"""The simulated Sun: AIA frames (171 Å, or up to six EUV channels), GOES XRS and a HEK flare list, written in
+the real archive formats.
 
 No solar archive is reachable offline, so flaresynth carries a small, self-consistent Sun that writes exactly
 what the real pipeline (dataset build, training, evaluation) reads. Everything is a deterministic function of
@@ -14,11 +15,12 @@ Modules: :mod:`~flaresynth.sources.simulate.cycle` (activity, latitudes and NOAA
 :mod:`~flaresynth.sources.simulate.sun` (the Sun: active regions, flares, the 171 Å renderer, the camera and the
 XRS light curve), :mod:`~flaresynth.sources.simulate.archives` (the SDOMLv2 zarr store, GOES netCDF and HEK
 JSON writers, and :func:`simulate`, which writes them all) and :mod:`~flaresynth.sources.simulate.montage`
-(the picture of frames by GOES class). The referee that reads a flux back from an image is an evaluation
+(the picture of frames by GOES class), :mod:`~flaresynth.sources.simulate.channels` (the other EUV channels:
+temperature responses, flare cooling, each channel's camera and degradation). The referee that reads a flux back from an image is an evaluation
 tool and lives in :mod:`flaresynth.metrics.referee`.
 
 Figures: the default period (180 days from 2015-03-01 at 60 min, 4249 frames) takes ~190 CPU-s and 1.87 GB;
-building the default 64×64 dataset from it takes ~20 CPU-s.
+building the default 64×64 dataset from it takes ~20 CPU-s. Each further channel costs about as much as 171 Å.
 """
 
 from flaresynth.sources.simulate.archives import DEFAULT_CADENCE_MIN, DEFAULT_DAYS, DEFAULT_START, simulate

@@ -55,6 +55,7 @@ from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import atomic_dir
 from flaresynth.labels import GOES_CLASSES, flux_to_class, flux_to_letter_index
 from flaresynth.sources.sdoml import write_sdoml_frames
+from flaresynth.sources.simulate import channels as aia
 from flaresynth.sources.simulate.cycle import LAST_DAY, SDO_FIRST_LIGHT
 from flaresynth.sources.simulate.montage import montage
 from flaresynth.sources.simulate.sun import (
@@ -81,6 +82,8 @@ MISSING_FRAMES = 0.01  # share of frames lost one by one
 GAPS_PER_DAY = 1 / 20  # multi-hour data gaps (1-8 h)
 #: The demo's default period: six and a half Carrington rotations in the declining phase of cycle 24.
 DEFAULT_START, DEFAULT_DAYS, DEFAULT_CADENCE_MIN = "2015-03-01", 180, 60
+#: Where 171 Å's DEG_COR comes from: the drifting model factor of the default data, or aiapy's table.
+DEG_171 = ("model", "aiapy")
 
 # ------------------------------------------------------------------------------------------- the files
 #: Global attributes of the real GOES-16 avg1m product (copied from sunpy's test file, v2-1-0), for ours.
@@ -179,22 +182,56 @@ def _frame_plan(sun: SimulatedSun, cadence_min: int) -> tuple[np.ndarray, np.nda
     return t_obs, to_days(t_obs - sun.start), order
 
 
-def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.ndarray) -> list[dict]:
-    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, as SDOMLv2's creation script does)."""
+def _channel_plan(sun: SimulatedSun, cadence_min: int, channel: str
+                  ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """:func:`_frame_plan` of another channel than 171 Å: the same slots and multi-hour gaps (the whole
+    instrument was off), its own isolated losses (so a frame can be missing in one channel only), its own
+    T_OBS within the slot and its own shuffled order of days."""
+    n = int(math.ceil(sun.days * 1440 / cadence_min - 1e-9))
+    nominal = sun.start + np.arange(n) * np.timedelta64(cadence_min, "m")
+    t_obs = nominal + np.timedelta64(int(round(aia.T_OBS_OFFSET_S[channel] * 1000)), "ms")
+    shared = np.random.default_rng(sun._misc_ss)  # the same draws as _frame_plan: the same multi-hour gaps
+    shared.uniform(size=n)
+    n_gaps = int(shared.poisson(GAPS_PER_DAY * sun.days))
+    gap_start = shared.uniform(0, sun.days, n_gaps)
+    gap_hours = shared.uniform(1.0, 8.0, n_gaps)
+    rng = np.random.default_rng(np.random.SeedSequence([sun.seed, 7770, aia.wavelength(channel)]))
+    lost = rng.uniform(size=n) < MISSING_FRAMES
+    if "gaps" in sun.confounders:
+        t = to_days(t_obs - sun.start)
+        for g0, gh in zip(gap_start, gap_hours):
+            lost |= (t >= g0) & (t < g0 + gh / 24)
+        t_obs = t_obs[~lost]
+    years = t_obs.astype("datetime64[Y]").astype(int) + 1970
+    day = t_obs.astype("datetime64[D]")
+    order = {}
+    for year in np.unique(years):
+        idx = np.flatnonzero(years == year)
+        days = np.unique(day[idx])
+        shuffled = days[rng.permutation(days.size)]
+        order[int(year)] = np.concatenate([idx[day[idx] == d] for d in shuffled])
+    return t_obs, to_days(t_obs - sun.start), order
+
+
+def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.ndarray, channel: str = "171A",
+             deg: np.ndarray | None = None) -> list[dict]:
+    """SDOMLv2 per-frame FITS keywords (geometry rewritten for 512 px, as SDOMLv2's creation script does) of
+    ``channel``; ``deg`` is the DEG_COR of each frame (default: the 171 Å model factor)."""
     rsun = sun.rsun_obs(t)
     b0 = sun.b0(t)
     l0 = np.interp(t, sun._eph_t, sun._eph_l0) % 360.0
     dsun = np.interp(t, sun._eph_t, sun._eph_dsun)
-    deg = deg_cor(t_obs)
-    half_exp = np.timedelta64(int(EXPTIME * 500), "ms")
+    deg = deg_cor(t_obs) if deg is None else deg
+    exposure = aia.EXPOSURE[channel]
+    half_exp = np.timedelta64(int(exposure * 500), "ms")
     out = []
     for k in range(len(t)):
         cdelt = round(CDELT_SDOML * float(rsun[k]) / RSUN_ARCSEC_SDOML, 6)
         out.append({
             "T_OBS": _iso(t_obs[k], 2) + "Z",
             "DATE-OBS": _iso(t_obs[k] - half_exp, 2),
-            "EXPTIME": EXPTIME,
-            "WAVELNTH": 171,
+            "EXPTIME": exposure,
+            "WAVELNTH": aia.wavelength(channel),
             "WAVEUNIT": "angstrom",
             "QUALITY": int(quality[k]),
             "DEG_COR": round(float(deg[k]), 5),
@@ -216,7 +253,7 @@ def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.nd
             "CTYPE1": "HPLN-TAN",
             "CTYPE2": "HPLT-TAN",
             "CROTA2": 0.0,
-            "INSTRUME": "AIA_3",
+            "INSTRUME": f"AIA_{aia.telescope(channel)}",
             "TELESCOP": "SDO/AIA",
             "NAXIS1": SIZE,
             "NAXIS2": SIZE,
@@ -234,10 +271,11 @@ def _progress_bar(enabled: bool):
 _WORKER_SUN: SimulatedSun | None = None  # the Sun a forked rendering worker inherits
 
 
-def _render_chunk(times_and_deg: list[tuple[float, float]]) -> list[tuple[np.ndarray, float]]:
-    """Render one chunk of frames (in a worker process, or here): [(quantised frame, exposure time)]."""
+def _render_chunk(jobs: list[tuple[float, float, str]]) -> list[tuple[np.ndarray, float]]:
+    """Render one chunk of frames (in a worker process, or here) from (t, DEG_COR, channel): [(quantised frame,
+    exposure time)]."""
     return [(_quantise(img), exptime) for img, exptime in
-            (_WORKER_SUN.observe(t, deg_cor=d) for t, d in times_and_deg)]
+            (_WORKER_SUN.observe_channel(t, channel, deg_cor=d) for t, d, channel in jobs)]
 
 
 @contextlib.contextmanager
@@ -258,49 +296,64 @@ def _chunk_renderer(sun: SimulatedSun, workers: int):
         _WORKER_SUN = None
 
 
-def _write_images(sun: SimulatedSun, root: Path, cadence_min: int, progress: bool, workers: int = 1):
-    """Render every frame, in storage order and 15 (one chunk) at a time, into the store ``root``.
+def _write_images(sun: SimulatedSun, root: Path, cadence_min: int, progress: bool, workers: int = 1,
+                  channel_list=aia.DEFAULT_CHANNELS, deg_171: str = "model"):
+    """Render every frame of every channel, in storage order and 15 (one chunk) at a time, into the store ``root``.
 
-    Returns (T_OBS datetime64, t days since start, frames per year, exposure times). The chunks are rendered
-    by ``workers`` processes and written here in order: the first by ``write_sdoml_frames`` (which creates
-    the array), the others appended.
+    Returns (T_OBS datetime64, t days since start, frames per year, exposure times) of 171 Å's frame plan (the
+    montage's frames) and {channel: frames per year}. The chunks are rendered by ``workers`` processes and
+    written here in order: the first of a year by ``write_sdoml_frames`` (which creates the array), the others
+    appended. 171 Å comes first, with the draws it always had, so its bytes do not depend on the other channels.
     """
     t_obs, t, order = _frame_plan(sun, cadence_min)
     rng = np.random.default_rng(sun._misc_ss.spawn(1)[0])
     # a few frames carry a non-zero QUALITY word, as some AIA frames do (readers drop them)
     quality = np.where(rng.uniform(size=t.size) < 0.003, 1 << 30, 0)
-    headers = _headers(sun, t_obs, t, quality)
-    deg = deg_cor(t_obs)
     exposures = np.full(t.size, EXPTIME)
-    batches = [(year, idx[b:b + CHUNK]) for year, idx in order.items() for b in range(0, idx.size, CHUNK)]
-    jobs = [[(float(t[i]), float(deg[i])) for i in batch] for _, batch in batches]
-    arrays = {}
-    with _chunk_renderer(sun, workers) as render_chunks, _progress_bar(progress) as bar:
-        task = bar.add_task("rendering AIA 171 Å frames", total=t.size)
-        for (year, batch), observed in zip(batches, render_chunks(jobs)):
-            frames = np.stack([img for img, _ in observed])
-            for i, (_, exptime) in zip(batch, observed):
-                # automatic exposure control: the header says how long this frame was exposed
-                exposures[i] = exptime
-                headers[i]["EXPTIME"] = exptime
-                headers[i]["DATE-OBS"] = _iso(t_obs[i] - np.timedelta64(int(exptime * 500), "ms"), 2)
-            if year not in arrays:
-                arrays[year] = write_sdoml_frames(root, year, "171A", frames, [headers[i] for i in batch],
-                                                  chunk_frames=CHUNK)
-            else:
-                arrays[year].append(frames, axis=0)
-            bar.advance(task, batch.size)
+    plans = {}
+    for channel in channel_list:
+        if channel == "171A":
+            deg = deg_cor(t_obs) if deg_171 == "model" else aia.aiapy_degradation(channel, t_obs)
+            plans[channel] = (t_obs, t, order, quality, deg, exposures)
+        else:
+            c_obs, c_t, c_order = _channel_plan(sun, cadence_min, channel)
+            c_rng = np.random.default_rng(np.random.SeedSequence([sun.seed, 7771, aia.wavelength(channel)]))
+            c_quality = np.where(c_rng.uniform(size=c_t.size) < 0.003, 1 << 30, 0)
+            plans[channel] = (c_obs, c_t, c_order, c_quality, aia.aiapy_degradation(channel, c_obs),
+                              np.full(c_t.size, aia.EXPOSURE[channel]))
     counts = {}
-    for year, idx in order.items():
-        full = [headers[i] for i in idx]
-        arrays[year].attrs.update({k: [h[k] for h in full] for k in full[0]})
-        counts[str(year)] = int(idx.size)
+    with _chunk_renderer(sun, workers) as render_chunks, _progress_bar(progress) as bar:
+        for channel in channel_list:
+            c_obs, c_t, c_order, c_quality, deg, c_exposures = plans[channel]
+            headers = _headers(sun, c_obs, c_t, c_quality, channel, deg)
+            batches = [(year, idx[b:b + CHUNK]) for year, idx in c_order.items() for b in range(0, idx.size, CHUNK)]
+            jobs = [[(float(c_t[i]), float(deg[i]), channel) for i in batch] for _, batch in batches]
+            arrays = {}
+            task = bar.add_task(f"rendering AIA {channel[:-1]} Å frames", total=c_t.size)
+            for (year, batch), observed in zip(batches, render_chunks(jobs)):
+                frames = np.stack([img for img, _ in observed])
+                for i, (_, exptime) in zip(batch, observed):
+                    # automatic exposure control: the header says how long this frame was exposed
+                    c_exposures[i] = exptime
+                    headers[i]["EXPTIME"] = exptime
+                    headers[i]["DATE-OBS"] = _iso(c_obs[i] - np.timedelta64(int(exptime * 500), "ms"), 2)
+                if year not in arrays:
+                    arrays[year] = write_sdoml_frames(root, year, channel, frames, [headers[i] for i in batch],
+                                                      chunk_frames=CHUNK)
+                else:
+                    arrays[year].append(frames, axis=0)
+                bar.advance(task, batch.size)
+            counts[channel] = {}
+            for year, idx in c_order.items():
+                full = [headers[i] for i in idx]
+                arrays[year].attrs.update({k: [h[k] for h in full] for k in full[0]})
+                counts[channel][str(year)] = int(idx.size)
     # Mark the store as simulated, so evaluation can run the physical referee on it (`--referee auto`);
     # a real SDOMLv2 store has no such attribute.
     zarr.open_group(str(root), mode="a", zarr_format=2).attrs.update(
         {"flaresynth_simulated": True, "flaresynth_seed": sun.seed}
     )
-    return t_obs, t, counts, exposures
+    return t_obs, t, counts, {channel: plans[channel][5] for channel in channel_list}
 
 
 def _goes_record(sun: SimulatedSun) -> dict[str, np.ndarray]:
@@ -482,8 +535,12 @@ def _parse_start(start) -> np.datetime64:
 
 
 def check_request(out_dir, days, cadence_min, start, cycle_phase=None, confounders=CONFOUNDERS,
-                  overwrite: bool = False) -> np.datetime64:
+                  overwrite: bool = False, channel_list=aia.DEFAULT_CHANNELS, deg_171: str = "model"
+                  ) -> np.datetime64:
     """Check a simulation request before anything is written; returns the first day. One-line errors."""
+    channel_list = aia.parse_channels(channel_list, allowed=aia.CHANNELS)
+    if deg_171 not in DEG_171:
+        raise FlaresynthError(f"--deg-171 {deg_171!r}: expected one of {', '.join(DEG_171)}")
     if int(days) != days or days < 1:
         raise FlaresynthError(f"--days {days!r}: expected a whole number of days >= 1")
     if int(cadence_min) != cadence_min or not 1 <= cadence_min <= 1440 or 1440 % int(cadence_min):
@@ -506,7 +563,7 @@ def check_request(out_dir, days, cadence_min, start, cycle_phase=None, confounde
     out = Path(out_dir)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise input_error(out, None, "already exists and is not empty (choose a new folder)")
-    need = estimated_bytes(int(days), int(cadence_min))
+    need = estimated_bytes(int(days), int(cadence_min), len(channel_list))
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
@@ -517,9 +574,10 @@ def check_request(out_dir, days, cadence_min, start, cycle_phase=None, confounde
     return day0
 
 
-def estimated_bytes(days: int, cadence_min: int) -> int:
-    """Disk space a simulation needs: ~400 kB a frame (zstd, 11-bit mantissas) + ~0.3 MB of GOES a day."""
-    return int(days * 1440 / cadence_min * 400e3 + days * 0.3e6 + 5e6)
+def estimated_bytes(days: int, cadence_min: int, n_channels: int = 1) -> int:
+    """Disk space a simulation needs: ~400 kB a frame and channel (zstd, 11-bit mantissas) + ~0.3 MB of GOES a
+    day."""
+    return int(n_channels * days * 1440 / cadence_min * 400e3 + days * 0.3e6 + 5e6)
 
 
 def forecast_base_rate(rec: dict, days: float, every_hours: float = 6.0, horizon_hours: float = 24.0) -> float:
@@ -538,7 +596,8 @@ def forecast_base_rate(rec: dict, days: float, every_hours: float = 6.0, horizon
 
 def simulate(out_dir, days: int = DEFAULT_DAYS, cadence_min: int = DEFAULT_CADENCE_MIN, start: str = DEFAULT_START,
              seed: int = 0, cycle_phase: float | None = None, confounders=CONFOUNDERS, overwrite: bool = False,
-             progress: bool = True, workers: int | None = None) -> dict:
+             progress: bool = True, workers: int | None = None, channels=aia.DEFAULT_CHANNELS,
+             deg_171: str = "model") -> dict:
     """Write a simulated Sun in the real archive formats into ``out_dir``.
 
     Parameters
@@ -556,6 +615,11 @@ def simulate(out_dir, days: int = DEFAULT_DAYS, cadence_min: int = DEFAULT_CADEN
     overwrite : replace an existing ``out_dir`` (only once the new one is complete).
     progress : show a progress bar on stderr when it is a terminal.
     workers : processes rendering frames (default: up to 2, one per core); the files do not depend on it.
+    channels : AIA channels to write, any of 94A, 131A, 171A, 193A, 211A, 335A (default 171A alone), one array
+        per channel in each year group, each with its own frame list
+        (:mod:`~flaresynth.sources.simulate.channels`); 171 Å is the same whatever else is asked.
+    deg_171 : DEG_COR of 171 Å: ``model`` (the drifting model factor the default data were made with) or
+        ``aiapy`` (aiapy's degradation table, as the other channels; changes the 171 Å bytes).
 
     Returns
     -------
@@ -563,13 +627,15 @@ def simulate(out_dir, days: int = DEFAULT_DAYS, cadence_min: int = DEFAULT_CADEN
     base rate, files, sizes and wall time in seconds.
     """
     t_wall = time.perf_counter()
-    day0 = check_request(out_dir, days, cadence_min, start, cycle_phase, confounders, overwrite)
+    day0 = check_request(out_dir, days, cadence_min, start, cycle_phase, confounders, overwrite, channels, deg_171)
+    channel_list = aia.parse_channels(channels, allowed=aia.CHANNELS)
     out = Path(out_dir)
     sun = SimulatedSun(day0, int(days), int(seed), cycle_phase=cycle_phase, confounders=confounders)
     with atomic_dir(out, overwrite=True) as tmp:
         workers = min(2, os.cpu_count() or 1) if workers is None else max(int(workers), 1)
-        t_obs, t, per_year, exposures = _write_images(sun, tmp / "sdomlv2.zarr", int(cadence_min), progress,
-                                                      workers)
+        t_obs, t, per_channel, exposures = _write_images(sun, tmp / "sdomlv2.zarr", int(cadence_min), progress,
+                                                         workers, channel_list, deg_171)
+        first = "171A" if "171A" in channel_list else channel_list[0]
         rec = _goes_record(sun)
         goes_files = _write_goes(sun, rec, tmp / "goes")
         events = _hek_events(sun, rec)
@@ -590,9 +656,14 @@ def simulate(out_dir, days: int = DEFAULT_DAYS, cadence_min: int = DEFAULT_CADEN
             "cycle_phase": cycle_phase,
             "confounders": sorted(sun.confounders),
             "mean_sunspot_number": round(150.0 * float(np.mean(sun.activity(np.arange(0, days, 1.0)))), 1),
-            "n_frames": int(t.size),
-            "n_frames_short_exposure": int((exposures < EXPTIME).sum()),
-            "frames_per_year": per_year,
+            "channels": list(channel_list),
+            "deg_171": deg_171,
+            "n_frames": int(sum(per_channel[first].values())),
+            "n_frames_short_exposure": int((exposures[first] < aia.EXPOSURE[first]).sum()),
+            "frames_per_year": per_channel[first],
+            **({"frames_per_channel": {c: int(sum(v.values())) for c, v in per_channel.items()},
+                "short_exposures_per_channel": {c: int((e < aia.EXPOSURE[c]).sum()) for c, e in exposures.items()}}
+               if len(channel_list) > 1 else {}),
             "frames_per_class": {c: int((idx == i).sum()) for i, c in enumerate(GOES_CLASSES)},
             "n_flares_simulated": len(sun.flares),
             "n_hek_events": len(events),

@@ -71,9 +71,13 @@ Confounders of real data (:data:`CONFOUNDERS`, all on by default, each can be le
 * ``cosmic_rays``: ~12 residual cosmic-ray hits per 2 s frame (log-normal, median 200 DN; 30 % 2-pixel).
 * ``gaps`` (the archive writer's): 1 % of frames lost one by one and a 1-8 h gap every 20 days on average;
   0.3 % of the frames carry a non-zero ``QUALITY``.
-* ``degradation``: the true 171 Å throughput wanders ±3 % around the ``DEG_COR`` SDOMLv2 divides by, so the
-  corrected data keep a slow calibration drift. (aiapy's degradation table is not used: aiapy is not a
-  dependency.)
+* ``degradation``: the true throughput wanders ±3 % around the ``DEG_COR`` SDOMLv2 divides by, so the
+  corrected data keep a slow calibration drift. 171 Å's ``DEG_COR`` is a drifting model factor
+  (:func:`deg_cor`), the other channels' come from aiapy's degradation table (:mod:`.channels`; ``--deg-171
+  aiapy`` uses it for 171 Å too, which changes the default data the shipped generators were trained on).
+
+Other channels (94, 131, 193, 211, 335 Å): :meth:`SimulatedSun.observe_channel` renders the same plasma through
+each channel's temperature response (:mod:`~flaresynth.sources.simulate.channels`); 171 Å is :meth:`observe`.
 
 GOES XRS
 --------
@@ -97,6 +101,7 @@ from astropy.time import Time
 from scipy.ndimage import gaussian_filter
 from scipy.signal import fftconvolve
 
+from flaresynth.sources.simulate import channels
 from flaresynth.sources.simulate.cycle import activity, decimal_year, emergence_latitude, first_noaa_number
 
 # ------------------------------------------------------------------------------------------------ geometry
@@ -296,6 +301,7 @@ class Flare:
     euv_lag: float = 0.0  # days from the X-ray peak to the 171 Å peak
     euv_gain: float = 1.0  # 171 Å brightness factor at fixed X-ray flux
     dimming: float = 0.0  # depth of the coronal dimming that follows (0: not eruptive)
+    t_max: float = 1.0e7  # K, loop temperature at the X-ray peak (the other EUV channels: channels.py)
 
     def flux(self, t) -> np.ndarray:
         """XRS-B flux (W/m²) GOES sees of the flare alone at times ``t`` (days): occulted part removed."""
@@ -431,6 +437,10 @@ class SimulatedSun:
         self._number_passages()
         self.flares = self._make_flares(np.random.default_rng(fl_ss))
         self._win = np.array([fl.window() for fl in self.flares]).reshape(-1, 2)
+        # flare temperatures from a stream of their own, so every earlier draw (and the 171 Å frames) is unchanged
+        t_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 131094]))
+        for fl, scatter in zip(self.flares, t_rng.lognormal(0.0, 0.25, len(self.flares))):
+            fl.t_max = channels.flare_t_max(fl.peak, float(scatter))
 
     # ------------------------------------------------------------------------------------------ set-up
     def _ephemeris(self):
@@ -722,24 +732,73 @@ class SimulatedSun:
             return img, EXPTIME
         return self._camera(img, t, deg_cor)
 
-    def _camera(self, img: np.ndarray, t: float, deg_cor: float) -> tuple[np.ndarray, float]:
+    def observe_channel(self, t: float, channel: str, deg_cor: float = 0.865, flares: bool = True,
+                        extra_flares: list | None = None, instrument: bool = True) -> tuple[np.ndarray, float]:
+        """(frame in DN/s, exposure time in s) of AIA channel ``channel`` at ``t`` days.
+
+        171 Å is :meth:`observe`. Another channel sees the same plasma through its temperature response: each
+        component of the 171 Å image weighted by its DEM's brightness ratio, flares by their cooling
+        temperature (:mod:`~flaresynth.sources.simulate.channels`), then that channel's camera.
+        """
+        channel = channels.channel_name(channel)
+        if channel == "171A":
+            return self.observe(t, deg_cor, flares, extra_flares, instrument)
+        ratio = channels.component_ratios(channel)
+        k = t / TEXTURE_PERIOD
+        i0 = int(math.floor(k))
+        w = k - i0
+        a, b = np.float32(math.cos(0.5 * math.pi * w)), np.float32(math.sin(0.5 * math.pi * w))
+        log_tex = self._textures[i0 % N_TEXTURES] * a + self._textures[(i0 + 1) % N_TEXTURES] * b
+        img = self._network * np.exp(log_tex) * np.float32(ratio["network"] / self._texture_norm)
+        img += self._corona * np.float32(ratio["corona"])
+        b0 = float(self.b0(t))
+        for hole in self.holes:
+            self._paint_hole(img, hole, t, b0, power=channels.HOLE_POWER[channel])
+        self._paint_regions(img, t, b0, scales={LOOP_SIGMA: ratio["loops"], GLOW_SIGMA: ratio["core"]})
+        active = [self.flares[i] for i in np.flatnonzero((self._win[:, 0] <= t) & (t <= self._win[:, 1]))
+                  ] if flares else []
+        active += list(extra_flares or [])
+        for fl in active:
+            if fl.dimming > 0:
+                ar = self.regions[fl.region]
+                self._paint_dimming(img, fl, t, float(ar.lon(t)), b0, ar)
+        spacing = channels.mesh_spacing(channel, MESH_SPACING)
+        for fl in active:
+            ar = self.regions[fl.region]
+            # the loops pass 171 Å's temperature when the 171 Å kernel peaks
+            t_171 = fl.t_peak + (fl.euv_lag if fl.euv_lag > 0 else EUV_LAG_MEDIAN)
+            amp = float(channels.flare_brightness(channel, t, fl.t_peak, fl.sigma_rise, t_171, fl.t_max,
+                                                  EUV_DECAY_FACTOR * fl.tau_decay))
+            self._paint_kernel(img, fl, fl.euv_gain * fl.peak, float(ar.lon(t)), b0, ar, amp=amp, spacing=spacing)
+        if not instrument:
+            return img, channels.EXPOSURE[channel]
+        return self._camera(img, t, deg_cor, channel)
+
+    def _camera(self, img: np.ndarray, t: float, deg_cor: float, channel: str = "171A") -> tuple[np.ndarray, float]:
         """AIA's camera on the true DN/s ``img``: exposure control, photon noise, cosmic rays, saturation."""
-        rng = np.random.default_rng([self.seed, 1729, int(round(t * 86400))])  # the frame's own noise
+        if channel == "171A":
+            rng = np.random.default_rng([self.seed, 1729, int(round(t * 86400))])  # the frame's own noise
+            base, steps, dn_per_photon, phase = EXPTIME, AEC_EXPOSURES, 1.1, 0.0
+        else:
+            rng = np.random.default_rng([self.seed, 1729, int(round(t * 86400)), channels.wavelength(channel)])
+            base, steps = channels.EXPOSURE[channel], channels.exposure_steps(channel)
+            dn_per_photon, phase = channels.dn_per_photon()[channel], channels.channel_phase(channel)
         deg_true = deg_cor
         if "degradation" in self.confounders:
             # the correction SDOMLv2 divides by is a model: the true throughput wanders ±3 % around it
-            deg_true = deg_cor * (1.0 + 0.03 * math.sin(2 * math.pi * t / 300.0 + self.seed))
-        exptime = EXPTIME
-        peak_dn = float(img.max()) * EXPTIME * deg_true
+            drift = 2 * math.pi * t / 300.0 + self.seed
+            deg_true = deg_cor * (1.0 + 0.03 * math.sin(drift if channel == "171A" else drift + phase))
+        exptime = base
+        peak_dn = float(img.max()) * base * deg_true
         if "exposure" in self.confounders and peak_dn > AEC_LEVEL * FULL_WELL_DN:
             # automatic exposure control: the longest exposure of AIA's flare table that keeps the brightest
             # pixel below AEC_LEVEL of the full well, else the shortest
-            fits = [e for e in AEC_EXPOSURES if float(img.max()) * e * deg_true <= AEC_LEVEL * FULL_WELL_DN]
-            exptime = fits[0] if fits else AEC_EXPOSURES[-1]
+            fits = [e for e in steps if float(img.max()) * e * deg_true <= AEC_LEVEL * FULL_WELL_DN]
+            exptime = fits[0] if fits else steps[-1]
         gain = exptime * deg_true  # DN per DN/s of corrected intensity
         dn = img * np.float32(gain)
         # photon noise (~1.1 DN per 171 Å photon) and read noise, in DN
-        dn += np.sqrt(np.maximum(dn, 0.0) * 1.1 + 1.44, dtype=np.float32) * rng.standard_normal(
+        dn += np.sqrt(np.maximum(dn, 0.0) * dn_per_photon + 1.44, dtype=np.float32) * rng.standard_normal(
             dn.shape, dtype=np.float32)
         if "cosmic_rays" in self.confounders:
             n = int(rng.poisson(COSMIC_RAYS * exptime / EXPTIME))
@@ -754,8 +813,9 @@ class SimulatedSun:
             _bloom(img, sat)
         return img.astype(np.float32), exptime
 
-    def _paint_hole(self, img, hole: CoronalHole, t: float, b0: float):
-        """Darken the disk inside the hole (angular distance on the sphere, soft edge), in a sprite."""
+    def _paint_hole(self, img, hole: CoronalHole, t: float, b0: float, power: float = 1.0):
+        """Darken the disk inside the hole (angular distance on the sphere, soft edge), in a sprite; ``power``
+        raises the darkening factor (hotter channels see darker holes)."""
         la = math.radians(hole.lat)
         cx, cy, cz = sun_to_image(np.array([math.cos(la), 0.0, math.sin(la)]), hole.lon(t), b0)
         if cz < -math.sin(math.radians(hole.radius * 1.5)):
@@ -771,12 +831,15 @@ class SimulatedSun:
         ang = np.degrees(np.arccos(cosd))
         edge = np.clip((ang - hole.radius) / (0.35 * hole.radius) + 0.5, 0.0, 1.0)
         factor = 1.0 - (1.0 - hole.depth) * (1.0 - edge) * self._disk[r0:r1, c0:c1]
+        if power != 1.0:
+            factor = factor**power
         img[r0:r1, c0:c1] *= factor.astype(np.float32)
 
-    def _paint_regions(self, img, t: float, b0: float):
+    def _paint_regions(self, img, t: float, b0: float, scales: dict | None = None):
         """Add every region's visible loops (0.7 px wide) and diffuse emission (5 px blur) to ``img``.
 
         All regions' points go into one full-frame accumulator per width; both are blurred in one FFT pass.
+        ``scales`` ({width: factor}) weighs the loops and the diffuse core for another channel than 171 Å.
         """
         groups = {LOOP_SIGMA: ([], [], []), GLOW_SIGMA: ([], [], [])}
         for ar in self.regions:
@@ -790,7 +853,7 @@ class SimulatedSun:
                 cols, rows, ws = groups[sigma]
                 cols.append(CENTRE + x[keep] * RSUN_PX)
                 rows.append(CENTRE - y[keep] * RSUN_PX)
-                ws.append(wts[keep] * E_UNIT * s)
+                ws.append(wts[keep] * E_UNIT * s if scales is None else wts[keep] * (E_UNIT * s * scales[sigma]))
         spectrum = None
         for sigma, (cols, rows, ws) in groups.items():
             if cols:
@@ -827,14 +890,16 @@ class SimulatedSun:
         img[r0:r1, c0:c1] *= (1.0 - depth * np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / sig**2)
                               ).astype(np.float32)
 
-    def _paint_kernel(self, img, fl: Flare, f: float, lon: float, b0: float, ar: ActiveRegion):
+    def _paint_kernel(self, img, fl: Flare, f: float, lon: float, b0: float, ar: ActiveRegion,
+                      amp: float | None = None, spacing: float = MESH_SPACING):
         """Add the 171 Å kernel of a flare driven by flux ``f`` (W/m²) at its place in ``ar``.
 
         The arcade core sits ``LOOP_TOP`` above the ribbons: a flare just behind the limb shows its core above
         the limb (the part behind the disk hidden) and no ribbons. With ``mesh``, a tenth of the kernel's light
-        goes into the entrance filter's diffraction pattern.
+        goes into the entrance filter's diffraction pattern. ``amp`` scales the kernel (another channel's
+        brightness relative to 171 Å's), ``spacing`` is that channel's mesh order spacing.
         """
-        if f < 1e-10:
+        if f < 1e-10 or (amp is not None and amp * float(kernel_peak(f)) < 1e-3):
             return
         (x, y, z), (xt, yt, zt) = self._flare_site(fl, ar, lon, b0)
         ribbons = bool(_visible(x, y, z))
@@ -860,20 +925,23 @@ class SimulatedSun:
             for side in (-1.0, 1.0):
                 k += 0.35 * peak * np.exp(-0.5 * ((u_ / (1.5 * sig)) ** 2 + ((v - side * sig) / (0.5 * sig)) ** 2))
             k += fp * np.exp(-0.5 * (u_ * u_ + (v - sig) ** 2) / FOOTPOINT_SIGMA**2)
+        if amp is not None:
+            k *= amp
         if mesh:
-            k = (1.0 - MESH_FRACTION) * k + MESH_FRACTION * fftconvolve(k, _mesh_psf(), mode="same")
+            psf = _mesh_psf() if spacing == MESH_SPACING else _mesh_psf(spacing)
+            k = (1.0 - MESH_FRACTION) * k + MESH_FRACTION * fftconvolve(k, psf, mode="same")
         img[r0:r1, c0:c1] += np.maximum(k, 0.0).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _mesh_psf() -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _mesh_psf(spacing: float = MESH_SPACING) -> np.ndarray:
     """The entrance filter mesh's diffraction pattern (unit sum): four arms along the mesh diagonals, orders
-    every ``MESH_SPACING`` px, weights falling as 1 / (1 + (n / 8)²) (a sinc² envelope, smoothed)."""
+    every ``spacing`` px (∝ λ), weights falling as 1 / (1 + (n / 8)²) (a sinc² envelope, smoothed)."""
     psf = np.zeros((2 * MESH_HALF + 1, 2 * MESH_HALF + 1))
-    for n in range(1, int(MESH_HALF / (MESH_SPACING * 0.7072))):
+    for n in range(1, int(MESH_HALF / (spacing * 0.7072))):
         w = 1.0 / (1.0 + (n / 8.0) ** 2)
         for sx, sy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-            dx = dy = n * MESH_SPACING * 0.7071
+            dx = dy = n * spacing * 0.7071
             ix, iy = int(round(MESH_HALF + sx * dx)), int(round(MESH_HALF + sy * dy))
             psf[iy, ix] += w
     psf = _gauss_blur(psf, 0.8)
