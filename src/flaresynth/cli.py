@@ -115,6 +115,8 @@ def dataset_build(
     horizon: Annotated[float, typer.Option("--horizon", help="--task forecast: forecast window in hours after each issue time.")] = 24.0,
     size: Annotated[int, typer.Option(help="Image size in pixels (64, 128, 256...).")] = 64,
     channel: Annotated[str, typer.Option(help="AIA channel array, e.g. 171A.")] = "171A",
+    channels: Annotated[str | None, typer.Option(help="Several AIA channels at once, comma-separated (e.g. 94A,131A,171A,193A,211A): images (N, C, H, W), frames aligned on the first channel's times, one intensity transform per channel.")] = None,
+    align_tol: Annotated[float | None, typer.Option("--align-tol", help="With --channels: seconds within which every channel must have a frame for a frame to be kept [default: half the first channel's cadence].")] = None,
     scheme: Annotated[str, typer.Option(help="Label scheme: goes5 (A,B,C,M,X) or activity3 (low, medium, high).")] = "goes5",
     label: Annotated[str, typer.Option(help="Label rule: instant (XRS-B at the image time), peak24 (peak in the next 24 h) or event (HEK class).")] = "instant",
     scale: Annotated[str, typer.Option(help="GOES flux convention: true or swpc.")] = "true",
@@ -137,7 +139,8 @@ def dataset_build(
     from flaresynth.dataset import BuildConfig, build_dataset
 
     cfg = BuildConfig(
-        size=size, channel=channel, scheme=scheme, label_rule=label, scale=scale, window_min=window_min,
+        size=size, channel=channel, channels=None if channels is None else channels.split(","), align_tol_s=align_tol,
+        scheme=scheme, label_rule=label, scale=scale, window_min=window_min,
         quiet_per_day=quiet_per_day, start=start, end=end, test_fraction=test_fraction,
         val_fraction=val_fraction, task=task, issue_every_h=issue_every, forecast_hours=horizon, split_by=split_by, buffer_days=buffer_days, split_seed=split_seed,
         mask_limb=mask_limb, workers=workers,
@@ -150,6 +153,11 @@ def dataset_build(
     if manifest.get("up_to_date"):
         out.print(f"{out_dir}: up to date (same inputs and parameters); nothing to do")
     _print_counts(out_dir, manifest)
+    if manifest.get("alignment"):
+        a = manifest["alignment"]
+        out.print(f"channels {', '.join(manifest['channels'])}: {a['n_aligned']} of {a['n_reference_frames']} "
+                  f"{a['reference']} frames aligned within {a['tolerance_s']:g} s; dropped {a['n_dropped']} "
+                  f"(missing: {a['missing_per_channel']})", highlight=False)
     _print_forecast(manifest.get("forecast"))
     _print_splits(manifest.get("splits"))
 

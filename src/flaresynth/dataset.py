@@ -7,6 +7,13 @@ A dataset folder is what every later stage reads::
       labels.csv     one row per image (columns: :data:`LABEL_COLUMNS`)
       manifest.json  format, sources, build parameters, transform constants, counts, versions, hashes
 
+Several channels (``channels``, ``--channels 94A,131A,171A,193A,211A``): the channels' frame lists are aligned on
+the first channel's times (:class:`~flaresynth.sources.aligned.AlignedChannels`: every other channel must have a
+frame within ``align_tol_s``, default half the first channel's cadence; a frame any channel lacks is dropped and
+counted in ``manifest.json["alignment"]``), ``images.npy`` holds (N, C, H, W) in the order asked, and
+``manifest.json["transform"]`` is a list, one invertible transform per channel (each channel's own clip range).
+Selection, labels and splits follow the aligned frames as they follow a single channel's.
+
 Selection and labelling (the paper's rule, Ramunno et al. 2024 §2; details not published, so documented here):
 
 * **flare frames**: every frame within ``window`` (widened to half the frame spacing at coarse cadences) of a HEK flare peak (after de-duplicating reporters); a frame
@@ -159,10 +166,22 @@ class DatasetFolder:
         return np.array([lookup[c] for c in self.labels["label"]], dtype=np.int64)
 
     def transform(self):
-        """The intensity transform the images were made with (model space <-> DN/s)."""
+        """The intensity transform the images were made with (model space <-> DN/s), for a one-channel dataset;
+        a one-line error for a multi-channel one (steps that handle one channel stop there, see
+        :meth:`transforms`)."""
         from flaresynth.transforms import IntensityTransform
 
+        if len(self.channels) != 1 or isinstance(self.manifest["transform"], list):
+            raise input_error(self.path / MANIFEST_FILE, "channels", f"{len(self.channels)} channels "
+                              f"({', '.join(self.channels)}): this step handles a one-channel dataset only (build "
+                              "one with --channel 171A)")
         return IntensityTransform.from_dict(self.manifest["transform"])
+
+    def transforms(self) -> list:
+        """One intensity transform per channel (:func:`flaresynth.transforms.channel_transforms`)."""
+        from flaresynth.transforms import channel_transforms
+
+        return channel_transforms(self.manifest["transform"], int(self.images.shape[1]), str(self.path / MANIFEST_FILE))
 
 
 def open_dataset(path: str | Path) -> DatasetFolder:
@@ -266,6 +285,8 @@ class BuildConfig:
 
     size: int = 64
     channel: str = "171A"
+    channels: list[str] | None = None  # several channels at once (None: ``channel`` alone)
+    align_tol_s: float | None = None  # seconds; None: half the first channel's cadence
     scheme: str = "goes5"
     label_rule: str = "instant"
     scale: str = "true"
@@ -289,7 +310,20 @@ class BuildConfig:
     workers: int | None = None  # local dask threads (None: one per core)
     years: list[int] | None = field(default=None)
 
+    def channel_list(self) -> tuple[str, ...]:
+        """The channels to build, in order (``channels``, else ``channel`` alone)."""
+        from flaresynth.transforms import CHANNEL_RANGES, parse_channels
+
+        if self.channels is None:
+            return parse_channels([self.channel], allowed=tuple(CHANNEL_RANGES), option="--channel")
+        return parse_channels(self.channels, allowed=tuple(CHANNEL_RANGES))
+
     def validate(self) -> None:
+        names = self.channel_list()
+        if self.channels is not None and self.channel != "171A" and names != (self.channel,):
+            raise FlaresynthError(f"--channel {self.channel} and --channels {','.join(names)}: give one of them")
+        if self.align_tol_s is not None and not self.align_tol_s >= 0:
+            raise FlaresynthError(f"--align-tol {self.align_tol_s!r}: expected seconds >= 0")
         check_scheme(self.scheme)
         if self.label_rule not in LABEL_RULES:
             raise FlaresynthError(f"--label {self.label_rule!r}: expected one of {', '.join(LABEL_RULES)}")
@@ -339,7 +373,7 @@ def build_dataset(
     """
     from flaresynth.sources.goes import read_xrs_files
     from flaresynth.sources.hek import read_events
-    from flaresynth.sources.images import open_images
+    from flaresynth.sources.images import open_channels, open_images
 
     cfg = config or BuildConfig()
     cfg.validate()
@@ -354,7 +388,14 @@ def build_dataset(
         raise input_error(out, None, "exists and was built from other inputs; use --overwrite to replace it")
 
     t0 = time.perf_counter()
-    source = open_images(images, channel=cfg.channel, years=cfg.years)
+    channels = cfg.channel_list()
+    if len(channels) == 1:
+        source = open_images(images, channel=channels[0], years=cfg.years)
+    else:
+        source = open_channels(images, channels, years=cfg.years, align_tol_s=cfg.align_tol_s)
+        if not len(source):
+            raise input_error(images, None, f"no frame has all of {', '.join(channels)} within "
+                              f"{source.alignment['tolerance_s']:g} s of each other (--align-tol)")
     xrs = read_xrs_files(list(goes), scale=cfg.scale)
     events = read_events(hek) if hek else None
     if cfg.task == "forecast":
@@ -378,15 +419,18 @@ def build_dataset(
         )
     from flaresynth.transforms import IntensityTransform
 
-    transform = IntensityTransform.for_channel(cfg.channel)
+    transforms = [IntensityTransform.for_channel(c) for c in channels]
+    transform = transforms[0] if len(channels) == 1 else transforms
     with atomic_dir(out, overwrite=overwrite) as tmp:
         preprocess_frames(source, table["source_index"].to_numpy(), tmp / IMAGES_FILE, cfg, transform, scheduler, progress)
         manifest = {
             "task": cfg.task,
             "scheme": FORECAST_SCHEME if cfg.task == "forecast" else cfg.scheme,
             "classes": list(FORECAST_CLASSES if cfg.task == "forecast" else SCHEMES[cfg.scheme]),
-            "channels": [cfg.channel],
-            "transform": transform.to_dict(),
+            "channels": list(channels),
+            # one invertible transform per channel (a list) when there are several, as runs and samples store it
+            "transform": transform.to_dict() if len(channels) == 1 else [t.to_dict() for t in transforms],
+            **({"alignment": source.alignment} if len(channels) > 1 else {}),
             "image_size": cfg.size,
             "label_rule": "forecast" if cfg.task == "forecast" else cfg.label_rule,
             "flux_convention": _convention(cfg.scale),
@@ -779,23 +823,32 @@ def _iso(t) -> str:
 
 
 def preprocess_frames(source, indices, path: Path, cfg: BuildConfig, transform, scheduler, progress) -> None:
-    """Read, resize, log-scale and store the selected frames, in batches run by dask."""
+    """Read, resize, log-scale and store the selected frames, in batches run by dask.
+
+    ``transform`` is one :class:`~flaresynth.transforms.IntensityTransform` (a one-channel source, frames
+    (n, H, W)) or a list of them, one per channel of an aligned source (frames (n, C, H, W)).
+    """
     import dask
     from numpy.lib.format import open_memmap
 
     from flaresynth.transforms import apply_limb_mask, limb_mask, resize
 
     n = len(indices)
-    result = open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 1, cfg.size, cfg.size))
+    per_channel = list(transform) if isinstance(transform, (list, tuple)) else None
+    n_channels = len(per_channel) if per_channel else 1
+    result = open_memmap(path, mode="w+", dtype=np.float32, shape=(n, n_channels, cfg.size, cfg.size))
     mask = limb_mask(cfg.size) if cfg.mask_limb else None
 
     def work(batch_indices):
         frames = source.read_many(batch_indices)
         small = resize(frames.astype(np.float32), cfg.size)
-        x = transform.forward(small)
+        if per_channel is None:
+            x = transform.forward(small)[:, None]
+        else:  # (n, C, size, size): each channel through its own transform
+            x = np.stack([t.forward(small[:, c]) for c, t in enumerate(per_channel)], axis=1)
         if mask is not None:
             x = apply_limb_mask(x, mask)
-        return np.asarray(x, dtype=np.float32)[:, None]
+        return np.asarray(x, dtype=np.float32)
 
     # Sorting by source index keeps each store chunk inside one batch; results go back to table order.
     order = np.argsort(indices, kind="stable")
@@ -838,7 +891,10 @@ def _progress(iterable, total: int, enabled: bool, description: str):
 def _input_fingerprint(images: str, goes: Sequence[str], hek: str, cfg: BuildConfig) -> str:
     """Hash of the build parameters and of the inputs' names, sizes and modification times."""
     h = hashlib.sha256()
-    h.update(json.dumps({k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, sort_keys=True, default=str).encode())
+    # the multi-channel fields enter only when set, so a one-channel build keeps the fingerprint it always had
+    params = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__
+              if not (k in ("channels", "align_tol_s") and getattr(cfg, k) is None)}
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for spec in [images, *goes, hek]:
         p = Path(str(spec))
         if p.exists():

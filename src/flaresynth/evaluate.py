@@ -133,16 +133,15 @@ def _check_compatible(ds, gs) -> None:
         raise input_error(gs.path / "manifest.json", "scheme", f"{gs.manifest.get('scheme')!r}, but the dataset has {ds.scheme!r}")
     if gs.images.shape[1] != ds.images.shape[1]:
         raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset has {ds.images.shape[1]}")
+    ds.transform()  # evaluation handles one channel: a multi-channel dataset stops here with one line
     if gs.images.shape[-1] != gs.images.shape[-2]:
         raise input_error(gs.path / "samples.npy", "shape", f"{gs.images.shape[-2:]}: expected square images")
 
 
 def _generated_in_dataset_space(gs, ds) -> tuple[np.ndarray, str | None]:
-    from flaresynth.transforms import IntensityTransform
-
+    d_t = ds.transform()  # one channel: a multi-channel dataset or samples folder stops here with one line
+    g_t = gs.transform(default=ds.manifest["transform"])
     images = np.asarray(gs.images, dtype=np.float32)
-    g_t = IntensityTransform.from_dict(gs.manifest.get("transform", ds.manifest["transform"]), source=str(gs.path / "manifest.json"))
-    d_t = ds.transform()
     if g_t.to_dict() == d_t.to_dict():
         return images, None
     return d_t.forward(g_t.inverse(images)), f"generated images mapped from transform {g_t.to_dict()} to the dataset's {d_t.to_dict()}"

@@ -6,7 +6,8 @@ Layout::
       samples.npy     float32 (N, C, H, W), model space [-1, 1] (the dataset's intensity transform)
       samples.csv     one row per image (columns: :data:`SAMPLE_COLUMNS`)
       manifest.json   format, generator, scheme/classes, transform, sampler settings, seed, counts
-      fits/           optional: one FITS file per image in DN/s with an AIA-like WCS (:func:`write_fits`)
+      fits/           optional: one FITS file per image and channel in DN/s with an AIA-like WCS (:func:`write_fits`),
+                      as AIA's own files are: NNNNN_<label>.fits for one channel, NNNNN_<label>_<channel>.fits for several
       grid.png        optional: a per-class grid in the AIA 171 colour map (:func:`flaresynth.figures.save_grid`)
 
 The DDPM sampler and the ceVAE baseline write the same folder (:func:`write_samples`, with the per-image files
@@ -18,7 +19,9 @@ for 512 px, so CDELT = 4.8·512/size ″/px, and the observer sits on the Sun–
 DSUN_OBS = RSUN_REF / sin(976″) = 1.4709e11 m (0.983 au), where the solar radius appears as 976″. DATE-OBS is a
 nominal epoch, J2000.0 (2000-01-01T12:00:00, when Earth was at that distance): it carries no information about
 the image and only fixes the coordinate frame's time for sunpy. The WCS and observer cards come from
-``sunpy.map.header_helper.make_fitswcs_header``, so ``sunpy.map.Map`` opens each file as an AIA map.
+``sunpy.map.header_helper.make_fitswcs_header``, so ``sunpy.map.Map`` opens each file as an AIA map of its
+channel (``WAVELNTH``, ``WAVEUNIT``, ``INSTRUME`` AIA_n of that channel's telescope). Pixels are DN/s, so
+``EXPTIME`` is 1 s, as aiapy's ``normalize_exposure`` leaves it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,18 @@ class SamplesFolder:
     @property
     def classes(self) -> tuple[str, ...]:
         return tuple(self.manifest["classes"])
+
+    def transform(self, default: dict | None = None):
+        """The intensity transform of one-channel samples (``default``: the dataset's, for folders written
+        without one); a one-line error for several channels (steps that handle one channel stop there)."""
+        from flaresynth.transforms import IntensityTransform
+
+        spec = self.manifest.get("transform", default)
+        if isinstance(spec, list) or self.images.shape[1] != 1:
+            names = ", ".join(self.manifest.get("channels") or []) or "?"
+            raise input_error(self.path / MANIFEST_FILE, "channels", f"{self.images.shape[1]} channels ({names}): "
+                              "this step handles one-channel samples only")
+        return IntensityTransform.from_dict(spec, source=str(self.path / MANIFEST_FILE))
 
     def label_index(self) -> np.ndarray:
         """Index into :attr:`classes` of each image's requested class (-1 where none)."""
@@ -160,6 +175,7 @@ def fits_header(size: int, channel: str = "171A", extra: dict | None = None) -> 
         if key != "keycomments":
             header[key.upper()] = value.item() if isinstance(value, np.generic) else value
     header["BUNIT"] = ("DN/s", "exposure-normalised, as SDOMLv2")
+    header["EXPTIME"] = (1.0, "[s] exposure-normalised: pixels are DN/s")
     header["DATE-OBS"] = (NOMINAL_DATE_OBS, "nominal epoch (J2000), not an observation")
     header["T_OBS"] = (NOMINAL_DATE_OBS, "nominal epoch (J2000), not an observation")
     header["CDELT1"] = (header["CDELT1"], f"[arcsec/pix] SDOMLv2 {SDOML_CDELT_512} at {SDOML_SIZE} px")
@@ -171,15 +187,18 @@ def fits_header(size: int, channel: str = "171A", extra: dict | None = None) -> 
     return header
 
 
-def write_fits(path: Path, image_dn: np.ndarray, channels: list[str], extra: dict) -> None:
-    """One FITS file: the first channel in the primary HDU, any further channel in an image extension."""
-    size = image_dn.shape[-1]
-    hdus = []
-    for i, ch in enumerate(channels):
-        header = fits_header(size, ch, extra)
-        data = np.asarray(image_dn[i], dtype=np.float32)
-        hdus.append(pyfits.PrimaryHDU(data, header) if i == 0 else pyfits.ImageHDU(data, header))
-    pyfits.HDUList(hdus).writeto(path, overwrite=True)
+def write_fits(path: Path, image_dn: np.ndarray, channel: str, extra: dict) -> None:
+    """One FITS file of one channel (H, W) in DN/s, as AIA writes one file per channel."""
+    data = np.asarray(image_dn, dtype=np.float32)
+    pyfits.PrimaryHDU(data, fits_header(data.shape[-1], channel, extra)).writeto(path, overwrite=True)
+
+
+def fits_names(index: int, label: str, channels: list[str]) -> list[str]:
+    """File names of one image's FITS files: ``NNNNN_<label>.fits`` for one channel, one
+    ``NNNNN_<label>_<channel>.fits`` per channel for several."""
+    if len(channels) == 1:
+        return [f"{index:05d}_{label}.fits"]
+    return [f"{index:05d}_{label}_{ch}.fits" for ch in channels]
 
 
 def row_label(row) -> str:
@@ -192,12 +211,15 @@ def row_label(row) -> str:
 def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: list[str], scheme: str,
                  model_id: str, header: Callable[[pd.Series], dict], grid_title: str, fits: bool = True,
                  grid: bool = True) -> Callable[[Path], None]:
-    """The ``extra`` step of :func:`write_samples` shared by every generator: one FITS file per image in DN/s
-    (``fits/NNNNN_<label>.fits``, named in the table's ``file`` column) with the common header cards plus the
-    generator's own (``header(row)``), and the PNG grid."""
-    names = [f"{i:05d}_{row_label(row)}.fits" for i, row in table.iterrows()]
+    """The ``extra`` step of :func:`write_samples` shared by every generator: one FITS file per image and channel
+    in DN/s (:func:`fits_names`; the table's ``file`` column names them, ``;``-separated for several channels)
+    with the common header cards plus the generator's own (``header(row)``), and the PNG grid."""
+    if len(channels) != images.shape[1] or len(transforms) != images.shape[1]:
+        raise input_error(None, "channels", f"{len(channels)} channel names and {len(transforms)} transforms for "
+                          f"images of {images.shape[1]} channel(s)")
+    names = [fits_names(i, row_label(row), channels) for i, row in table.iterrows()]
     if fits:
-        table["file"] = [f"fits/{n}" for n in names]
+        table["file"] = [";".join(f"fits/{n}" for n in files) for files in names]
 
     def extra(tmp: Path) -> None:
         if fits:
@@ -213,7 +235,10 @@ def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: 
                     "MODELID": (str(model_id)[:68], "flaresynth model id" if len(str(model_id)) <= 46 else ""),
                     **header(row),
                 }
-                write_fits(tmp / "fits" / names[i], dn, channels, cards)
+                if len(channels) > 1:
+                    cards["CHANNELS"] = (",".join(channels), "channels of this image, one file each")
+                for name, channel, plane in zip(names[i], channels, dn):
+                    write_fits(tmp / "fits" / name, plane, channel, cards)
         if grid:
             save_grid(images, [row_label(r) for _, r in table.iterrows()], tmp / "grid.png", title=grid_title,
                       channel=channels[0])
@@ -234,5 +259,6 @@ __all__ = [
     "channel_wavelength",
     "fits_header",
     "write_fits",
+    "fits_names",
     "image_writer",
 ]

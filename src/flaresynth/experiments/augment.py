@@ -119,14 +119,11 @@ class GeneratedPool:
     """The generated images of a samples folder, mapped on demand into a dataset's model space and size."""
 
     def __init__(self, gs, ds, size: int | None = None, labels: np.ndarray | None = None):
-        from flaresynth.transforms import IntensityTransform
-
         self.gs = gs
         self.size = int(size or ds.image_size)
         self.labels = requested_class_index(gs, ds.classes, ds.scheme) if labels is None else np.asarray(labels)
-        self.source_transform = IntensityTransform.from_dict(
-            gs.manifest.get("transform", ds.manifest["transform"]), source=str(gs.path / "manifest.json"))
-        self.target_transform = ds.transform()
+        self.target_transform = ds.transform()  # one channel: several stop here with one line
+        self.source_transform = gs.transform(default=ds.manifest["transform"])
         self.notes: list[str] = []
         same_transform = self.source_transform.to_dict() == self.target_transform.to_dict()
         self.identity = same_transform and gs.images.shape[-1] == self.size

@@ -315,6 +315,8 @@ class AIAFitsFolder(TimeIndexedFrames):
     files : the FITS files of the channel, in time order.
     n_other_channel : files of SDO/AIA in other channels, ignored.
     n_not_aia : FITS files of other instruments, ignored.
+    not_aia : (file, INSTRUME) of each of them.
+    other_channels : the wavelengths (Å) of the other AIA channels' files.
     """
 
     def __init__(self, path: str | Path, channel: str = "171A", out_size: int = 512,
@@ -333,14 +335,19 @@ class AIAFitsFolder(TimeIndexedFrames):
             raise input_error(path, None, "does not exist (expected a folder of AIA FITS files or one file)")
         self.n_other_channel = 0
         self.n_not_aia = 0
+        self.not_aia: list[tuple[Path, str]] = []
+        self.other_channels: set[int] = set()
         files, headers, times = [], [], []
         for f in candidates:
             raw = _read_header(f)
             if not _is_aia(raw):
                 self.n_not_aia += 1
+                self.not_aia.append((f, str(raw.get("INSTRUME", raw.get("TELESCOP", "")) or "")))
                 continue
             if _wavelength(raw) != wavelength:
                 self.n_other_channel += 1
+                if _wavelength(raw) is not None:
+                    self.other_channels.add(_wavelength(raw))
                 continue
             header = aia_output_header(raw, self.out_size, f)
             t = parse_t_obs([header["T_OBS"]], f, "T_OBS")[0]
@@ -352,7 +359,9 @@ class AIAFitsFolder(TimeIndexedFrames):
         if not files:
             raise input_error(path, None, f"no SDO/AIA {channel} FITS file (of {len(candidates)} FITS files: "
                               f"{self.n_other_channel} of other AIA channels, {self.n_not_aia} not AIA"
-                              + (f", years {list(years)} requested" if years is not None else "") + ")")
+                              + (f", years {list(years)} requested" if years is not None else "") + ")"
+                              + (f"; AIA channels there: {', '.join(f'{w}A' for w in sorted(self.other_channels))}"
+                                 if self.other_channels else ""))
         order = np.argsort(np.array(times, dtype="datetime64[ns]"), kind="stable")
         self.files = [files[i] for i in order]
         self._headers = [headers[i] for i in order]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from flaresynth.errors import input_error
+from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.sources.aia_fits import AIAFitsFolder
+from flaresynth.sources.aligned import AlignedChannels
 from flaresynth.sources.frames import FITS_SUFFIXES
 from flaresynth.sources.sdoml import SDOMLStore, is_url
 
@@ -33,3 +34,21 @@ def open_images(spec, channel: str = "171A", years: Sequence[int] | None = None)
     if path.is_dir() or path.name.lower().endswith(FITS_SUFFIXES):
         return AIAFitsFolder(path, channel=channel, years=years)
     raise input_error(path, None, "neither an SDOMLv2 zarr store nor a FITS file")
+
+
+def open_channels(spec, channels: Sequence[str], years: Sequence[int] | None = None,
+                  align_tol_s: float | None = None) -> AlignedChannels:
+    """Several channels of one source (:func:`open_images` each), aligned in time
+    (:class:`~flaresynth.sources.aligned.AlignedChannels`). A channel the source lacks, or a FITS folder that
+    mixes in files of another instrument, is a one-line error naming what is there."""
+    sources = []
+    for channel in channels:
+        try:
+            sources.append(open_images(spec, channel=channel, years=years))
+        except FlaresynthError as exc:
+            raise FlaresynthError(f"--channels {channel}: {exc}") from None
+    if isinstance(sources[0], AIAFitsFolder) and sources[0].not_aia:
+        path, instrument = sources[0].not_aia[0]
+        raise input_error(path, "INSTRUME", f"{instrument!r}: the folder mixes instruments ({sources[0].n_not_aia} "
+                          "file(s) not SDO/AIA); a multi-channel build takes SDO/AIA files only")
+    return AlignedChannels(sources, channels, align_tol_s)
