@@ -472,6 +472,18 @@ def test_channels_have_their_own_frame_lists_and_171_is_unchanged(tmp_path):
     assert len(shared) >= 3  # the multi-hour gaps hit every channel
 
 
+def test_deg_171_aiapy_uses_aiapys_table_for_171(tmp_path):
+    """--deg-171 aiapy: 171 Å's DEG_COR is aiapy's degradation factor from its shipped table (not the model's)."""
+    from flaresynth.sources.simulate.channels import aiapy_degradation
+
+    simulate(tmp_path / "a", days=1, cadence_min=360, start="2016-06-01", seed=1, progress=False, deg_171="aiapy",
+             confounders=[c for c in CONFOUNDERS if c != "gaps"])
+    arr = zarr.open_group(str(tmp_path / "a" / "sdomlv2.zarr"), mode="r", zarr_format=2)["2016"]["171A"]
+    expected = aiapy_degradation("171A", _t_obs(arr.attrs["T_OBS"]))
+    np.testing.assert_allclose(arr.attrs["DEG_COR"], expected, atol=1e-5)
+    assert 0.5 < min(expected) and max(expected) < 0.9  # 2016: well below the model factor's ~0.94
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def test_cli_simulate_writes_everything(tmp_path):
     out = tmp_path / "cli"
