@@ -2,7 +2,9 @@
 
 Files (``simulate``), in the public formats of SDOMLv2 (Galvez et al. 2019), GOES-R XRS L2 and the HEK
 -------------------------------------------------------------------------------------------------------
-* ``sdomlv2.zarr``: zarr format 2, ``<year>/171A`` float32 (N, 512, 512) in DN/s, written by
+* ``sdomlv2.zarr``: zarr format 2, ``<year>/171A`` (and ``<year>/94A`` ... with ``channels``: one array per
+  channel, each with its own frame list, T_OBS seconds, exposures and DEG_COR; frames lost in one channel only,
+  multi-hour gaps in all) float32 (N, 512, 512) in DN/s, written by
   :func:`flaresynth.sources.sdoml.write_sdoml_frames` (Blosc zstd bitshuffle, chunks of 15 frames), one
   attribute list per FITS keyword. Days are stored in a shuffled order, time-ordered within a day, as in the
   real store; each frame goes to the group of its own year. Headers follow SDOMLv2's 512-px geometry:

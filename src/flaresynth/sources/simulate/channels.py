@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from flaresynth.errors import FlaresynthError
 from flaresynth.transforms import channel_name, parse_channels
 
 __all__ = ["CHANNELS", "DEFAULT_CHANNELS", "channel_name", "parse_channels", "temperature_responses", "response",
@@ -84,6 +85,9 @@ def temperature_responses() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(log T grid, {channel: R(T) in DN cm⁵ s⁻¹ pix⁻¹}) from the SolarSoft table shipped in demregpy."""
     from demregpy.tresp import aia_tresp  # the path of the table the package ships (its own pointer to it)
 
+    if not Path(aia_tresp).is_file():
+        raise FlaresynthError(f"{aia_tresp}: missing (the AIA temperature responses demregpy 0.6 ships; reinstall "
+                              "flaresynth's dependencies)")
     data = scipy.io.readsav(aia_tresp)
     logt = np.asarray(data["logt"], dtype=np.float64)
     names = [c.decode() if isinstance(c, bytes) else str(c) for c in data["channels"]]
@@ -144,7 +148,11 @@ def flare_brightness(channel: str, t, t_peak: float, sigma_rise: float, t_171: f
 def _aiapy_table_path() -> Path:
     import aiapy  # imported here: aiapy pulls in sunpy.map (seconds), needed only for the degradation table
 
-    return Path(aiapy.__file__).parent / "tests" / "data" / "aia_V8_20171210_050627_response_table.txt"
+    path = Path(aiapy.__file__).parent / "tests" / "data" / "aia_V8_20171210_050627_response_table.txt"
+    if not path.is_file():
+        raise FlaresynthError(f"{path}: missing (the degradation table aiapy 0.10 ships; reinstall flaresynth's "
+                              "dependencies)")
+    return path
 
 
 @functools.lru_cache(maxsize=1)
