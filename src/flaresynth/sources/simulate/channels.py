@@ -207,7 +207,7 @@ def telescope(channel: str) -> int:
 def exposure_steps(channel: str) -> tuple[float, ...]:
     """The shorter exposures (s) automatic exposure control picks from in flares, longest first."""
     base = EXPOSURE[channel_name(channel)]
-    return tuple(round(base * f, 3) for f in (0.5, 0.25, 0.125)) if channel != "171A" else (1.0, 0.5, 0.25)
+    return tuple(round(base * f, 4) for f in (0.5, 0.25, 0.125))
 
 
 def channel_phase(channel: str) -> float:
