@@ -192,23 +192,18 @@ def test_five_channel_samples_are_one_aia_fits_file_per_channel(tmp_path):
         image_writer(images, table, transforms[:4], channels, "goes5", "x", lambda row: {}, "x")
 
 
-def test_one_channel_steps_stop_with_one_line_on_several_channels(built, tmp_path):
-    """Evaluation handles one channel: a 3-channel dataset and samples folder stop it with one clear line, and
-    samples of another channel count than the dataset are refused."""
+def test_samples_of_another_channel_count_are_refused(built, tmp_path):
+    """Evaluation takes every channel (tests/test_channels_eval.py); samples of another channel count than the
+    dataset are refused with one line, nothing written."""
     from flaresynth.samples import write_samples
 
     out, _ = built
     ds = open_dataset(out)
     table = pd.DataFrame({"label": ["C", "M"], "requested_flux": [np.nan, np.nan], "seed": [0, 1]})
-    for n in (3, 1):
-        manifest = {"generator": "test", "classes": list(ds.classes), "scheme": ds.scheme,
-                    "transform": ds.manifest["transform"][:n] if n > 1 else ds.manifest["transform"][1],
-                    "channels": ds.channels[:n]}
-        write_samples(tmp_path / f"s{n}", np.zeros((2, n, 32, 32), np.float32), table, manifest)
-    line = one_line_error(cli("evaluate", "--real", str(out), "--generated", str(tmp_path / "s3"), "--out",
-                              str(tmp_path / "e3")))
-    assert "3 channels (94A, 171A, 193A): this step handles a one-channel dataset only" in line
+    manifest = {"generator": "test", "classes": list(ds.classes), "scheme": ds.scheme,
+                "transform": ds.manifest["transform"][1], "channels": ds.channels[1:2]}
+    write_samples(tmp_path / "s1", np.zeros((2, 1, 32, 32), np.float32), table, manifest)
     line = one_line_error(cli("evaluate", "--real", str(out), "--generated", str(tmp_path / "s1"), "--out",
                               str(tmp_path / "e1")))
-    assert "channels: 1, but the dataset has 3" in line
-    assert not (tmp_path / "e3").exists() and not (tmp_path / "e1").exists()
+    assert "channels: 1 (171A), but the dataset has 3 (94A, 171A, 193A)" in line
+    assert not (tmp_path / "e1").exists()

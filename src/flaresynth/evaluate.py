@@ -59,6 +59,7 @@ from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.experiments.stats import day_groups
 from flaresynth.io import atomic_dir, write_json
 from flaresynth.labels import flux_to_label_index
+from flaresynth.metrics.channels import ratio_names
 from flaresynth.metrics.referee import Referee, fit_referee
 from flaresynth.transforms import resample
 
@@ -66,10 +67,13 @@ EVAL_FORMAT = "flaresynth-eval/1"
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
 REFEREE_MODES = ("auto", "on", "off")
+#: The referee's channel (171 Å, as in the paper) and the hot channels of the second referee, by name.
+REFEREE_CHANNEL = "171A"
+HOT_CHANNELS = ("94A", "131A")
 
 #: Ideal value of each metric family.
 IDEAL = {"CE": 0.0, "CD": 1.0, "CS": 1.0, "FD": 0.0, "FID": 0.0, "KID": 0.0, "F1": 1.0, "precision": 1.0,
-         "recall": 1.0, "accuracy": 1.0}
+         "recall": 1.0, "accuracy": 1.0, "XC": 0.0}
 
 
 @dataclass
@@ -90,6 +94,7 @@ class EvaluateConfig:
     figures: bool = True
     tsne_max_points: int = 1500
     judge_max_epochs: int = 40
+    channel_judges: bool = True  # several channels: also a judge (and domain features) per channel
 
     def validate(self) -> None:
         from flaresynth.metrics.features import parse_feature_specs
@@ -127,24 +132,45 @@ def requested_labels(samples, classes, scheme: str) -> tuple[np.ndarray, dict]:
 
 
 def _check_compatible(ds, gs) -> None:
+    """One-line errors for a samples folder that cannot be compared with the dataset: other classes, scheme,
+    channels (count, names or order) or non-square images."""
     if list(gs.classes) != list(ds.classes):
         raise input_error(gs.path / "manifest.json", "classes", f"{list(gs.classes)}, but the dataset {ds.path} has {list(ds.classes)}")
     if gs.manifest.get("scheme", ds.scheme) != ds.scheme:
         raise input_error(gs.path / "manifest.json", "scheme", f"{gs.manifest.get('scheme')!r}, but the dataset has {ds.scheme!r}")
+    names = gs.manifest.get("channels")
     if gs.images.shape[1] != ds.images.shape[1]:
-        raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset has {ds.images.shape[1]}")
-    ds.transform()  # evaluation handles one channel: a multi-channel dataset stops here with one line
+        listed = f" ({', '.join(names)})" if names else ""
+        raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}{listed}, but the dataset has "
+                          f"{ds.images.shape[1]} ({', '.join(ds.channels)})")
+    # a folder written without channel names (older samplers, the ceVAE) holds the dataset's channels
+    if names is not None and list(names) != list(ds.channels):
+        raise input_error(gs.path / "manifest.json", "channels", f"{', '.join(names)}, but the dataset {ds.path} has "
+                          f"{', '.join(ds.channels)} (the same channels in the same order are needed)")
     if gs.images.shape[-1] != gs.images.shape[-2]:
         raise input_error(gs.path / "samples.npy", "shape", f"{gs.images.shape[-2:]}: expected square images")
+    _samples_transforms(gs, ds)  # a transform list that does not fit the channels stops here
+
+
+def _samples_transforms(gs, ds) -> list:
+    """One intensity transform per channel of the samples folder (the dataset's when it records none)."""
+    from flaresynth.transforms import channel_transforms
+
+    return channel_transforms(gs.manifest.get("transform", ds.manifest["transform"]), int(gs.images.shape[1]),
+                              str(gs.path / "manifest.json"))
 
 
 def _generated_in_dataset_space(gs, ds) -> tuple[np.ndarray, str | None]:
-    d_t = ds.transform()  # one channel: a multi-channel dataset or samples folder stops here with one line
-    g_t = gs.transform(default=ds.manifest["transform"])
+    d_ts, g_ts = ds.transforms(), _samples_transforms(gs, ds)
     images = np.asarray(gs.images, dtype=np.float32)
-    if g_t.to_dict() == d_t.to_dict():
+    differ = [c for c, (g, d) in enumerate(zip(g_ts, d_ts)) if g.to_dict() != d.to_dict()]
+    if not differ:
         return images, None
-    return d_t.forward(g_t.inverse(images)), f"generated images mapped from transform {g_t.to_dict()} to the dataset's {d_t.to_dict()}"
+    images = images.copy()
+    for c in differ:
+        images[:, c] = d_ts[c].forward(g_ts[c].inverse(images[:, c]))
+    mapped = "; ".join(f"{g_ts[c].to_dict()} to {d_ts[c].to_dict()}" for c in differ)
+    return images, f"generated images mapped (through DN/s) from transform {mapped}"
 
 
 def _prepare_out(out: Path) -> None:
@@ -156,35 +182,47 @@ def _prepare_out(out: Path) -> None:
             raise input_error(out, None, "exists and is not an evaluation folder (no metrics.json); choose another --out")
 
 
-def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log) -> tuple[object, dict]:
-    """Load, reuse or train the judge; returns it and a note on where it came from."""
+def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, channel: str | None = None) -> tuple[object, dict]:
+    """Load, reuse or train the judge; returns it and a note on where it came from.
+
+    ``channel``: the judge of that channel alone (``real_images`` then holds it alone), kept in ``judge_<channel>``
+    beside the all-channel judge (``--judge PATH``: ``PATH_<channel>``)."""
     from flaresynth.metrics.judge import check_judge, load_judge, save_judge, train_judge
 
     size = real_images.shape[-1]
+    channels = [channel] if channel else None
+    name = f"judge_{channel}" if channel else "judge"
+
+    def train():
+        if log and channel:
+            log(f"judge of {channel} alone")
+        return train_judge(ds, real_images, seed=cfg.seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs,
+                           channels=channels)
+
     if cfg.judge:
-        path = Path(cfg.judge)
+        path = Path(f"{cfg.judge}_{channel}") if channel else Path(cfg.judge)
         if path.exists():
             judge = load_judge(path, cfg.device)
-            check_judge(judge, ds, size)
+            check_judge(judge, ds, size, channels)
             return judge, {"source": "loaded", "path": str(path)}
-        judge = train_judge(ds, real_images, seed=cfg.seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs)
+        judge = train()
         save_judge(judge, path)
         return judge, {"source": "trained", "path": str(path)}
-    cached = out / "judge"
+    cached = out / name
     if cached.is_dir():
         try:
             judge = load_judge(cached, cfg.device)
-            check_judge(judge, ds, size)
-            shutil.copytree(cached, tmp / "judge")
-            judge.path = out / "judge"
-            return judge, {"source": "reused from the previous evaluation in this folder", "path": str(out / "judge")}
+            check_judge(judge, ds, size, channels)
+            shutil.copytree(cached, tmp / name)
+            judge.path = out / name
+            return judge, {"source": "reused from the previous evaluation in this folder", "path": str(out / name)}
         except FlaresynthError as exc:
             if log:
                 log(f"not reusing {cached}: {exc}")
-    judge = train_judge(ds, real_images, seed=cfg.seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs)
-    save_judge(judge, tmp / "judge")
-    judge.path = out / "judge"
-    return judge, {"source": "trained", "path": str(out / "judge")}
+    judge = train()
+    save_judge(judge, tmp / name)
+    judge.path = out / name
+    return judge, {"source": "trained", "path": str(out / name)}
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -260,62 +298,107 @@ def _simulated_source(ds) -> bool:
         return False
 
 
-def fit_split_referee(ds, real_images: np.ndarray, split: str = "train") -> Referee:
-    """The referee fitted on the dataset's ``split`` (model-space images (N, 1, H, W) at the size it will
-    judge, mapped to DN/s; their ``label_flux``): never on the images it then scores."""
+def _dn_channels(ds, images: np.ndarray, channels) -> tuple[np.ndarray, list]:
+    """DN/s of the named ``channels`` of model-space images (N, C, H, W): (N, H, W) for one channel, (N, K, H, W)
+    for several, and each channel's (lo, hi) range (what its transform keeps)."""
+    transforms = ds.transforms()
+    pos = [list(ds.channels).index(c) for c in channels]
+    planes = [transforms[k].inverse(np.asarray(images[:, k], dtype=np.float32)) for k in pos]
+    clips = [(transforms[k].lo, transforms[k].hi) for k in pos]
+    return (planes[0] if len(planes) == 1 else np.stack(planes, axis=1)), clips
+
+
+def fit_split_referee(ds, real_images: np.ndarray, split: str = "train", channels=(REFEREE_CHANNEL,)) -> Referee:
+    """The referee fitted on the dataset's ``split`` (model-space images (N, C, H, W) at the size it will
+    judge, its ``channels`` mapped to DN/s; their ``label_flux``): never on the images it then scores."""
     idx = ds.split_indices(split)
     flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[idx]
-    dn = ds.transform().inverse(np.asarray(real_images[idx][:, 0], dtype=np.float32))
-    return fit_referee(dn, flux)
+    dn, clips = _dn_channels(ds, real_images[idx], channels)
+    return fit_referee(dn, flux, clips=clips)
 
 
-def referee_classify(images: np.ndarray, transform, scheme, referee: Referee) -> tuple[np.ndarray, np.ndarray]:
-    """The ``referee``'s (class index in ``scheme``, XRS-B flux) for model-space images (N, 1, H, W).
+def referee_classify(images: np.ndarray, ds, referee: Referee, channels=(REFEREE_CHANNEL,)) -> tuple[np.ndarray, np.ndarray]:
+    """The ``referee``'s (class index in the dataset's scheme, XRS-B flux) for model-space images (N, C, H, W).
 
-    The images are mapped back to DN/s with the dataset's inverse ``transform`` first. A flux with no class
+    Its ``channels`` are mapped back to DN/s with the dataset's inverse transforms first. A flux with no class
     (NaN, <= 0) gets index -1: a wrong prediction for every class.
     """
-    dn = transform.inverse(np.asarray(images[:, 0], dtype=np.float32))
+    dn, _ = _dn_channels(ds, images, channels)
     flux = np.asarray(referee.estimate_flux(dn), dtype=np.float64).reshape(len(images))
-    return np.asarray(flux_to_label_index(flux, scheme), dtype=np.int64), flux
+    return np.asarray(flux_to_label_index(flux, ds.scheme), dtype=np.int64), flux
 
 
-def _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, mode: str) -> tuple[dict, dict, str | None]:
+def _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, mode: str) -> tuple[dict, dict, list[str]]:
     """Physics-based F1 from the independent referee (:mod:`flaresynth.metrics.referee`), fitted on the
-    training split; returns (metrics, details, note)."""
+    training split: on 171 Å (``*_referee``) and, where the dataset holds 94 and/or 131 Å, a second one on those
+    hot channels (``*_referee_hot``); returns (metrics, details per referee, notes)."""
     from flaresynth.metrics.classification import classification_report
 
     if mode == "off":
-        return {}, {}, "referee off (--referee off)"
+        return {}, {}, ["referee off (--referee off)"]
     if mode == "auto" and not _simulated_source(ds):
-        return {}, {}, "referee skipped: the dataset's image store is not marked flaresynth_simulated"
-    transform = ds.transform()
-    try:
-        referee = fit_split_referee(ds, real_images)
-    except FlaresynthError as exc:
-        if mode == "on":
-            raise FlaresynthError(f"--referee on: cannot fit the referee on the training split ({exc})") from None
-        return {}, {}, f"referee skipped: {exc}"
-
-    def classify(images):
-        return referee_classify(images, transform, ds.scheme, referee)
-
+        return {}, {}, ["referee skipped: the dataset's image store is not marked flaresynth_simulated"]
     has = y_gen >= 0
     if not has.any():
-        return {}, {}, "referee skipped: no generated image has a requested class"
-    pred_gen, flux_gen = classify(gen_images[has])
-    gen_report = classification_report(y_gen[has], pred_gen, ds.classes)
-    real_report, dex = None, None
-    if len(test_idx):
-        pred_real, flux_real = classify(real_images[test_idx])
-        real_report = classification_report(y_real[test_idx], pred_real, ds.classes)
-        true = ds.labels["label_flux"].to_numpy(dtype=np.float64)[test_idx]
-        ok = np.isfinite(true) & (true > 0)
-        dex = float(np.median(np.abs(np.log10(flux_real[ok]) - np.log10(true[ok])))) if ok.any() else None
-    details = {"generated": gen_report, "real_test": real_report, "real_test_median_abs_error_dex": dex,
-               "fitted_on": f"train split ({referee.n_fit} images)",
-               "generated_flux_quantiles": np.quantile(flux_gen, [0.05, 0.5, 0.95]).tolist() if len(flux_gen) else None}
-    return _classification_entries("referee", gen_report, real_report, "real test split"), details, None
+        return {}, {}, ["referee skipped: no generated image has a requested class"]
+    which = []
+    if REFEREE_CHANNEL in ds.channels:
+        which.append(("referee", (REFEREE_CHANNEL,)))
+    elif mode == "on":
+        raise FlaresynthError(f"--referee on: the dataset has no {REFEREE_CHANNEL} channel ({', '.join(ds.channels)})")
+    hot = tuple(c for c in HOT_CHANNELS if c in ds.channels)
+    if hot:
+        which.append(("referee_hot", hot))
+    metrics, details, notes = {}, {}, []
+    if not which:
+        notes.append(f"referee skipped: the dataset has no {REFEREE_CHANNEL}, 94A or 131A channel")
+    for suffix, channels in which:
+        try:
+            referee = fit_split_referee(ds, real_images, channels=channels)
+        except FlaresynthError as exc:
+            if mode == "on":
+                raise FlaresynthError(f"--referee on: cannot fit the referee on the training split ({exc})") from None
+            notes.append(f"{suffix.replace('_', ' ')} skipped: {exc}")
+            continue
+        pred_gen, flux_gen = referee_classify(gen_images[has], ds, referee, channels)
+        gen_report = classification_report(y_gen[has], pred_gen, ds.classes)
+        real_report, dex = None, None
+        if len(test_idx):
+            pred_real, flux_real = referee_classify(real_images[test_idx], ds, referee, channels)
+            real_report = classification_report(y_real[test_idx], pred_real, ds.classes)
+            true = ds.labels["label_flux"].to_numpy(dtype=np.float64)[test_idx]
+            ok = np.isfinite(true) & (true > 0)
+            dex = float(np.median(np.abs(np.log10(flux_real[ok]) - np.log10(true[ok])))) if ok.any() else None
+        details[suffix] = {"channels": list(channels), "generated": gen_report, "real_test": real_report,
+                           "real_test_median_abs_error_dex": dex, "fitted_on": f"train split ({referee.n_fit} images)",
+                           "generated_flux_quantiles": np.quantile(flux_gen, [0.05, 0.5, 0.95]).tolist() if len(flux_gen) else None}
+        metrics.update(_classification_entries(suffix, gen_report, real_report, "real test split"))
+    return metrics, details, notes
+
+
+def channel_consistency(ds, real_images, real_labels, gen_images, gen_labels, plan, seed: int = 0) -> tuple[dict, dict]:
+    """The cross-channel metric ``XC_ratios`` (:mod:`flaresynth.metrics.channels`) of model-space images (real:
+    the evaluated split, aligned with ``plan``); returns (metrics entry, details with the shuffled-channel value,
+    per class and per ratio)."""
+    from flaresynth.metrics.channels import consistency_metric, region_ratios, shuffle_channels_within_class
+
+    transforms = ds.transforms()
+
+    def ratios(images):
+        dn = np.stack([t.inverse(np.asarray(images[:, c], dtype=np.float32)) for c, t in enumerate(transforms)], axis=1)
+        return region_ratios(dn, ds.channels)
+
+    names = ratio_names(ds.channels)
+    real_r = ratios(real_images)
+    shuffled_r = ratios(shuffle_channels_within_class(real_images, real_labels, seed=seed))
+    result = consistency_metric(real_r, real_labels, ratios(gen_images), gen_labels, plan, ds.classes, names, shuffled_r)
+    entry = _entry(result["value"], result["std"], result["benchmark"], result["benchmark_std"], "XC")
+    details = {k: v for k, v in result.items() if k not in ("value", "std", "benchmark", "benchmark_std")}
+    details["method"] = ("log10 ratio of each channel to 171 A in each image's brightest region (5x5 px at 64 px) "
+                         "found on the sum of the channels' contrasts; per class and ratio the 1-Wasserstein distance "
+                         "(dex) to the reference half, averaged; 'shuffled': the benchmark half with each channel "
+                         "permuted among the images of its class")
+    return entry, details
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -341,7 +424,7 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     notes: list[str] = []
 
     size = int(gs.images.shape[-1])
-    real_images = resample(ds.images, ds.transform(), size)
+    real_images = resample(ds.images, ds.transforms(), size)
     if ds.image_size != size:
         notes.append(f"real images brought from {ds.image_size} px to the generated {size} px "
                      "(inverse transform to DN/s, flaresynth.transforms.resize, forward transform)")
@@ -367,19 +450,38 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     encoders = {spec: make_encoder(spec, device=cfg.device) for spec in cfg.features if spec != "domain"}
     with atomic_dir(out, overwrite=True) as tmp:
         judge, judge_note = _judge_for(ds, real_images, cfg, out, tmp, log)
+        multi = len(ds.channels) > 1
+        channel_judges = {}
+        if multi and cfg.channel_judges:
+            for c, ch in enumerate(ds.channels):
+                channel_judges[ch] = _judge_for(ds, real_images[:, [c]], cfg, out, tmp, log, channel=ch)
         metrics: dict = {}
         details: dict = {"encoders": {}}
         features = {}
+        # (name, encoder, channel index or None for all channels): the judge's "domain" features see every
+        # channel at once (and each channel's own judge that channel alone); the RGB encoders take one channel,
+        # so on several channels they run on each channel separately
+        runs = []
         for spec in cfg.features:
-            encoder = encoders.get(spec) or make_encoder(spec, device=cfg.device, judge=judge)
+            if spec == "domain":
+                runs.append(("domain", make_encoder(spec, device=cfg.device, judge=judge), None))
+                for c, ch in enumerate(ds.channels):
+                    if ch in channel_judges:
+                        runs.append((f"domain_{ch}", make_encoder(spec, device=cfg.device, judge=channel_judges[ch][0]), c))
+            elif multi:
+                runs += [(f"{encoders[spec].name}_{ch}", encoders[spec], c) for c, ch in enumerate(ds.channels)]
+            else:
+                runs.append((encoders[spec].name, encoders[spec], None))
+        for name, encoder, c in runs:
             if log:
-                log(f"features: {encoder.spec} ({encoder.dim}-d)")
-            real_f = encoder.encode(real_images[eval_idx], cfg.batch_size)
-            gen_f = encoder.encode(gen_images, cfg.batch_size)
-            features[encoder.name] = (real_f, gen_f)
-            entries, det = distribution_metrics(real_f, gen_f, plan, encoder.name, cfg)
+                log(f"features: {encoder.spec} ({encoder.dim}-d)" + (f", {ds.channels[c]}" if c is not None else ""))
+            sel = slice(None) if c is None else [c]
+            real_f = encoder.encode(real_images[eval_idx][:, sel], cfg.batch_size)
+            gen_f = encoder.encode(gen_images[:, sel], cfg.batch_size)
+            features[name] = (real_f, gen_f)
+            entries, det = distribution_metrics(real_f, gen_f, plan, name, cfg)
             metrics.update(entries)
-            details["encoders"][encoder.name] = {"encoder": encoder.info(), **det}
+            details["encoders"][name] = {"encoder": encoder.info(), **({"channel": ds.channels[c]} if c is not None else {}), **det}
             k_used = det["clusters"]["k"]
             if k_used < cfg.clusters and not any("k-means" in n for n in notes):
                 notes.append(f"k-means with K = {k_used} instead of {cfg.clusters}: the reference half has only "
@@ -393,12 +495,28 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
         metrics.update(_classification_entries("judge", gen_report, real_report, "real test split (judge ceiling)"))
         details["judge"] = {**judge_note, "generated": gen_report, "real_test": real_report,
                             "training": judge.meta.get("training"), "architecture": judge.meta.get("architecture")}
+        for c, (ch, (cj, cj_note)) in enumerate(channel_judges.items()):
+            g_rep = classification_report(y_gen[has], cj.predict(gen_images[has][:, [c]]) if has.any() else
+                                          np.zeros(0, dtype=np.int64), ds.classes)
+            r_rep = (classification_report(y_real[test_idx], cj.predict(real_images[test_idx][:, [c]]), ds.classes)
+                     if len(test_idx) else None)
+            metrics.update(_classification_entries(f"judge_{ch}", g_rep, r_rep, f"real test split ({ch} judge ceiling)"))
+            details[f"judge_{ch}"] = {**cj_note, "generated": g_rep, "real_test": r_rep,
+                                      "training": cj.meta.get("training")}
 
-        ref_metrics, ref_details, ref_note = _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, cfg.referee)
+        ref_metrics, ref_details, ref_notes = _referee(ds, real_images, gen_images, y_gen, test_idx, y_real, cfg.referee)
         metrics.update(ref_metrics)
-        details["referee"] = ref_details or {"note": ref_note}
-        if ref_note:
-            notes.append(ref_note)
+        details["referee"] = ref_details.get("referee") or {"note": "; ".join(ref_notes) or "no 171A channel"}
+        if "referee_hot" in ref_details:
+            details["referee_hot"] = ref_details["referee_hot"]
+        notes += ref_notes
+
+        xc_names = ratio_names(ds.channels)
+        if xc_names:
+            xc_entry, xc_details = channel_consistency(ds, real_images[eval_idx], y_real[eval_idx], gen_images, y_gen,
+                                                       plan, seed=cfg.seed)
+            metrics["XC_ratios"] = xc_entry
+            details["channels"] = xc_details
 
         figures = {}
         if cfg.figures:
@@ -407,7 +525,8 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
             "format": EVAL_FORMAT,
             "real": {"path": str(ds.path), "data_hash": ds.manifest.get("data_hash"), "split": cfg.split,
                      "n_split": int(len(eval_idx)), "n_test": int(len(test_idx)), "image_size": ds.image_size,
-                     "evaluated_at_size": size, "scheme": ds.scheme, "classes": list(ds.classes)},
+                     "evaluated_at_size": size, "scheme": ds.scheme, "classes": list(ds.classes),
+                     "channels": list(ds.channels)},
             "generated": {"path": str(gs.path), "n": int(len(gen_images)), "generator": gs.manifest.get("generator"),
                           "counts": {c: int((y_gen == i).sum()) for i, c in enumerate(ds.classes)}, "labels": label_notes},
             "settings": asdict(cfg),
@@ -438,8 +557,21 @@ def _figures(folder: Path, ds, real_images, eval_idx, y_real, gen_images, y_gen,
 
     paths = {}
     real_sel, real_y = real_images[eval_idx], y_real[eval_idx]
-    paths["class_grid"] = F.class_grid(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "class_grid.png", seed=cfg.seed)
-    paths["std_maps"] = F.std_maps(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "std_maps.png")
+    channels = list(ds.channels)
+    # class_grid and std_maps show 171 Å when present (the paper's channel), else the first channel
+    main = channels.index(REFEREE_CHANNEL) if REFEREE_CHANNEL in channels else 0
+    paths["class_grid"] = F.class_grid(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "class_grid.png", seed=cfg.seed,
+                                       channel=main, channel_name=channels[main] if len(channels) > 1 else None)
+    paths["std_maps"] = F.std_maps(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "std_maps.png", channel=main)
+    if len(channels) > 1:
+        for c, ch in enumerate(channels):
+            if c != main:  # the same seed: the same images in every channel's grid
+                paths[f"class_grid_{ch}"] = F.class_grid(real_sel, real_y, gen_images, y_gen, ds.classes,
+                                                         folder / f"class_grid_{ch}.png", seed=cfg.seed, channel=c,
+                                                         channel_name=ch)
+        if set(F.RGB_CHANNELS) <= set(channels):
+            paths["rgb_grid"] = F.class_grid(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "rgb_grid.png",
+                                             seed=cfg.seed, rgb_channels=channels)
     for name, (rf, gf) in features.items():
         paths[f"tsne_{name}"] = F.tsne_figure(rf, real_y, gf, y_gen, ds.classes, folder / f"tsne_{name}.png",
                                               title=f"t-SNE of {name} features ({cfg.split} split and generated)",
@@ -475,14 +607,16 @@ def _fmt(value, std=None) -> str:
 
 def metric_order(encoders, names) -> list[str]:
     """The paper's row order of the metric ``names`` present: CE/CD/CS per encoder, FD (FID for Inception), KID,
-    then F1/precision/recall/accuracy of the judge and the referee, then anything else."""
+    then F1/precision/recall/accuracy of the judge and the referees, the cross-channel metric, then anything
+    else (e.g. the per-channel judges)."""
     order = []
     for fam in ("CE", "CD", "CS"):
         order += [f"{fam}_{e}" for e in encoders]
     order += [("FID" if e == "inception" else f"FD_{e}") for e in encoders]
     order += [f"KID_{e}" for e in encoders]
-    for who in ("judge", "referee"):
+    for who in ("judge", "referee", "referee_hot"):
         order += [f"{fam}_{who}" for fam in ("F1", "precision", "recall", "accuracy")]
+    order.append("XC_ratios")
     order += [k for k in names if k not in order]
     return [k for k in order if k in names]
 
@@ -517,6 +651,15 @@ def metrics_markdown(result: dict) -> str:
         "Judge F1 is macro over the requested classes. Only Inception features may be called FID; FD_<encoder> "
         "values of different encoders are not comparable with each other or with published FIDs.",
     ]
+    xc = result["details"].get("channels")
+    if xc:
+        lines += ["", "XC_ratios (cross-channel consistency): log10 ratios " + ", ".join(xc["ratios"]) + " in each image's "
+                  "brightest region, per class the 1-Wasserstein distance (dex) to the reference half, averaged over ratios "
+                  f"and classes. Real images with each channel shuffled among the images of their class score "
+                  f"{_fmt(xc.get('shuffled'), xc.get('shuffled_std'))} (a generator whose channels do not belong together)."]
+    if len(result["real"].get("channels") or []) > 1:
+        lines += ["Several channels: the judge and FD/KID/CE/CD/CS_domain see all channels at once; `_<channel>` rows "
+                  "are a judge trained on that channel alone and its features; RGB encoders run on each channel."]
     if result.get("notes"):
         lines += ["", "Notes:", *[f"- {n}" for n in result["notes"]]]
     return "\n".join(lines) + "\n"

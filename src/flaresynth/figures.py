@@ -1,7 +1,9 @@
 """Figures of an evaluation: what the numbers in metrics.md are about, for a person to look at.
 
-* :func:`class_grid` — per class, real images beside generated ones, in the AIA 171 Å colour map
-  (sunpy's ``sdoaia171``) on the model's log scale ([-1, 1] = [log10 5, log10 3500] DN/s for 171 Å);
+* :func:`class_grid` — per class, real images beside generated ones, in the channel's AIA colour map
+  (sunpy's ``sdoaia171`` for 171 Å) on the model's log scale ([-1, 1] = [log10 5, log10 3500] DN/s for 171 Å);
+  for several channels one grid per channel and an RGB composite (:func:`rgb_composite`: red 211, green 193,
+  blue 171 Å, as in the SDO press images);
 * :func:`std_maps` — per class, the per-pixel standard deviation over the images of that class, real above
   generated (the "Std A … Std X" slides of Ramunno's talk): where a generator varies too little (mode
   collapse) or in the wrong places shows here;
@@ -33,6 +35,30 @@ def aia171_cmap():
     return matplotlib.colormaps["sdoaia171"]
 
 
+def channel_cmap(channel: str = "171A"):
+    """sunpy's AIA colour map of ``channel`` (``"94A"`` -> ``sdoaia94``); 171 Å's for a channel it lacks."""
+    digits = "".join(ch for ch in str(channel) if ch.isdigit())
+    name = f"sdoaia{digits or 171}"
+    return matplotlib.colormaps[name if name in matplotlib.colormaps else "sdoaia171"]
+
+
+#: Channels of the RGB composite (red, green, blue), as in the SDO press images.
+RGB_CHANNELS = ("211A", "193A", "171A")
+
+
+def rgb_composite(images, channels: Sequence[str], rgb: Sequence[str] = RGB_CHANNELS) -> np.ndarray:
+    """(N, H, W, 3) RGB in [0, 1] of model-space images (N, C, H, W): red, green, blue = the ``rgb`` channels.
+
+    Scaling: each channel's model space (its own log10 DN/s range mapped to [-1, 1] by its intensity transform)
+    taken linearly to [0, 1], ``(x + 1) / 2``, clipped. So each colour is a log stretch between that channel's
+    transform limits (e.g. 211 Å 7-3500 DN/s, 193 Å 20-5500, 171 Å 5-3500): the same per-channel log scaling
+    the SDO press composites use, with fixed limits rather than per-image ones, so real and generated images
+    are drawn alike."""
+    images = np.asarray(images, dtype=np.float32)
+    pos = [list(channels).index(c) for c in rgb]
+    return np.clip((np.moveaxis(images[:, pos], 1, -1) + 1.0) / 2.0, 0.0, 1.0)
+
+
 def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -50,10 +76,13 @@ def _pick(labels: np.ndarray, c: int, n: int, rng) -> np.ndarray:
 
 
 def class_grid(real, real_labels, generated, generated_labels, classes: Sequence[str], path, n_per_class: int = 4,
-               seed: int = 0) -> Path:
-    """Rows = classes; left ``n_per_class`` random real images, right as many generated ones (channel 0)."""
+               seed: int = 0, channel: int = 0, channel_name: str | None = None,
+               rgb_channels: Sequence[str] | None = None) -> Path:
+    """Rows = classes; left ``n_per_class`` random real images, right as many generated ones: channel ``channel``
+    in its AIA colour map (``channel_name``, default 171 Å's), or with ``rgb_channels`` (the names of all the
+    images' channels) the 211/193/171 Å composite of :func:`rgb_composite`. The same seed picks the same images."""
     rng = np.random.default_rng(seed)
-    cmap = aia171_cmap()
+    cmap = channel_cmap(channel_name or "171A")
     k, n = len(classes), n_per_class
     fig = _figure(1.3 * (2 * n) + 0.6, 1.35 * k + 0.5)
     axes = fig.subplots(k, 2 * n, squeeze=False)
@@ -64,26 +93,30 @@ def class_grid(real, real_labels, generated, generated_labels, classes: Sequence
                 ax = axes[row, side * n + j]
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if j < len(chosen):
-                    ax.imshow(np.asarray(images[chosen[j], 0]), cmap=cmap, vmin=-1, vmax=1, origin="lower")
+                if j < len(chosen) and rgb_channels is not None:
+                    ax.imshow(rgb_composite(images[chosen[j] : chosen[j] + 1], rgb_channels)[0], origin="lower")
+                elif j < len(chosen):
+                    ax.imshow(np.asarray(images[chosen[j], channel]), cmap=cmap, vmin=-1, vmax=1, origin="lower")
                 else:
                     ax.set_facecolor("0.9")
                 if row == 0 and j == 0:
                     ax.set_title("real" if side == 0 else "generated", loc="left", fontsize=10)
             axes[row, 0].set_ylabel(c, rotation=0, labelpad=14, fontsize=11)
-    fig.suptitle("Real (left) and generated (right) images per class")
+    what = ("RGB = 211/193/171 Å" if rgb_channels is not None else channel_name) or ""
+    fig.suptitle("Real (left) and generated (right) images per class" + (f", {what}" if what else ""))
     return _save(fig, path)
 
 
-def std_maps(real, real_labels, generated, generated_labels, classes: Sequence[str], path) -> Path:
-    """Per-class per-pixel standard deviation (model-space units) of real (top) and generated (bottom) images."""
+def std_maps(real, real_labels, generated, generated_labels, classes: Sequence[str], path, channel: int = 0) -> Path:
+    """Per-class per-pixel standard deviation (model-space units) of real (top) and generated (bottom) images,
+    channel ``channel``."""
     k = len(classes)
     maps = {}
     for name, images, labels in (("real", real, real_labels), ("generated", generated, generated_labels)):
         labels = np.asarray(labels)
         for c in range(k):
             idx = np.flatnonzero(labels == c)
-            maps[name, c] = np.asarray(images[idx, 0], dtype=np.float64).std(axis=0) if len(idx) >= 2 else None
+            maps[name, c] = np.asarray(images[idx, channel], dtype=np.float64).std(axis=0) if len(idx) >= 2 else None
     finite = [m for m in maps.values() if m is not None]
     vmax = max((float(m.max()) for m in finite), default=1.0) or 1.0
     fig = _figure(2.0 * k + 1.0, 4.4)
@@ -188,9 +221,7 @@ def save_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str 
         title = "\n".join(textwrap.wrap(title, width=max(20, int(width * 13))))
     top = 0.25 + 0.18 * title.count("\n") if title else 0.05
     fig = Figure(figsize=(width, 1.2 * n_rows + top))
-    digits = "".join(ch for ch in str(channel) if ch.isdigit())
-    name = f"sdoaia{digits or 171}"
-    cmap = matplotlib.colormaps[name if name in matplotlib.colormaps else "sdoaia171"]
+    cmap = channel_cmap(channel)
     for r, (lab, idx) in enumerate(groups.items()):
         for c in range(n_cols):
             ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)

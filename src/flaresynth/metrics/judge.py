@@ -163,6 +163,7 @@ def train_judge(
     lr: float = 2e-3,
     device: str = "cpu",
     log=None,
+    channels: list[str] | None = None,
 ) -> Judge:
     """Train a judge on a dataset folder's training split (see the module docstring).
 
@@ -172,6 +173,8 @@ def train_judge(
     images : optional array aligned with ``ds``'s rows (N, C, S, S) in [-1, 1], e.g. the dataset brought to
         another size; default ``ds.images``.
     log : optional callable receiving one progress line per epoch.
+    channels : names of the channels of ``images`` (default the dataset's), e.g. ``["94A"]`` for a judge of
+        one channel of a multi-channel dataset (``images`` then holds that channel alone).
     """
     torch = _torch()
     x_all = np.asarray(ds.images if images is None else images, dtype=np.float32)
@@ -246,7 +249,7 @@ def train_judge(
         {
             "format": JUDGE_FORMAT,
             "scheme": ds.scheme,
-            "channels": ds.channels,
+            "channels": list(channels) if channels is not None else ds.channels,
             "dataset": str(ds.path),
             "dataset_hash": ds.manifest.get("data_hash"),
             "dataset_image_size": int(ds.image_size),
@@ -303,8 +306,9 @@ def load_judge(path: str | Path, device: str = "cpu") -> Judge:
     return Judge(model=model, meta=meta, path=path, device=device)
 
 
-def check_judge(judge: Judge, ds, image_size: int) -> None:
-    """Raise a one-line error unless the judge was trained on ``ds`` at ``image_size`` with its classes."""
+def check_judge(judge: Judge, ds, image_size: int, channels: list[str] | None = None) -> None:
+    """Raise a one-line error unless the judge was trained on ``ds`` at ``image_size`` with its classes and
+    ``channels`` (default all the dataset's)."""
     where = (judge.path / META_FILE) if judge.path else "judge"
     if judge.meta.get("dataset_hash") != ds.manifest.get("data_hash"):
         raise input_error(where, "dataset_hash", f"the judge was trained on another dataset ({judge.meta.get('dataset')}), not {ds.path}")
@@ -312,5 +316,8 @@ def check_judge(judge: Judge, ds, image_size: int) -> None:
         raise input_error(where, "classes", f"{list(judge.classes)}, but the dataset has {list(ds.classes)}")
     if judge.image_size != image_size:
         raise input_error(where, "image_size", f"{judge.image_size} px, but the evaluation runs at {image_size} px")
-    if int(judge.meta["in_channels"]) != len(ds.channels):
-        raise input_error(where, "in_channels", f"{judge.meta['in_channels']}, but the dataset has {len(ds.channels)} channel(s)")
+    channels = list(ds.channels) if channels is None else list(channels)
+    if int(judge.meta["in_channels"]) != len(channels):
+        raise input_error(where, "in_channels", f"{judge.meta['in_channels']}, but the evaluation needs {len(channels)} channel(s) ({', '.join(channels)})")
+    if judge.meta.get("channels") is not None and list(judge.meta["channels"]) != channels:
+        raise input_error(where, "channels", f"{', '.join(judge.meta['channels'])}, but the evaluation needs {', '.join(channels)}")

@@ -20,6 +20,12 @@ The map to log10 flux is a gradient-boosted regression on these (log) features (
 On the simulated Sun its F1 on the real test frames is an upper bound of nothing in particular: it says how
 well the label can be read from the image at all, with the confounders (limb flares, EUV delays and scatter,
 exposure control) making that harder, as on real AIA data.
+
+**Hot channels.** Where a dataset holds 94 Å and/or 131 Å (Fe XVIII at ~7 MK, Fe XXI at ~11 MK: the flare
+plasma itself, Boerner et al. 2012), :mod:`flaresynth.evaluate` fits a second referee the same way on those
+channels (:func:`fit_referee` on (N, K, H, W) images: the same :func:`measure` features of each hot channel,
+clipped to that channel's own model range, side by side), so the X-ray flux is also read where a flare is
+brightest, not only through 171 Å's late, indirect response.
 """
 
 from __future__ import annotations
@@ -38,12 +44,12 @@ RSUN_FRACTION = (976.0 / 4.8) / 512.0  # solar radius / image width (SDOMLv2)
 N_FEATURES = 6
 
 
-def _to_grid(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, GRID, GRID) area mean (exact for fractional factors), clipped to :data:`CLIP`."""
+def _to_grid(images: np.ndarray, clip=CLIP) -> np.ndarray:
+    """(N, H, W) -> (N, GRID, GRID) area mean (exact for fractional factors), clipped to ``clip``."""
     n, h, w = images.shape
     if (h, w) != (GRID, GRID):
         images = _area_matrix(h, GRID) @ images @ _area_matrix(w, GRID).T
-    return np.clip(images, *CLIP)
+    return np.clip(images, *clip)
 
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -62,19 +68,22 @@ def _geometry() -> tuple[np.ndarray, np.ndarray]:
     return r < 0.98, r < 1.3
 
 
-def measure(images_dn_per_s) -> np.ndarray:
+def measure(images_dn_per_s, clip=CLIP) -> np.ndarray:
     """(N, 6) log10 features of (N, H, W) or (H, W) images in DN/s: integrated excess, peak excess, area and
-    excess of the brightest region, excess above 4× the quiet level, quiet level. See the module docstring."""
+    excess of the brightest region, excess above 4× the quiet level, quiet level. See the module docstring.
+
+    ``clip``: the (lo, hi) DN/s range kept, 171 Å's by default; another channel passes its own (its model
+    transform's range), so a faint channel such as 94 Å keeps its quiet level."""
     arr = np.asarray(images_dn_per_s, dtype=np.float64)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or min(arr.shape[1:]) < 8:
         raise FlaresynthError(f"referee: image of shape {arr.shape}: expected (H, W) or (N, H, W) in DN/s")
-    arr = np.nan_to_num(arr, nan=CLIP[0], posinf=CLIP[1], neginf=CLIP[0])
+    arr = np.nan_to_num(arr, nan=clip[0], posinf=clip[1], neginf=clip[0])
     disk, inside = _geometry()
     px_area = (512.0 / GRID) ** 2
     out = np.empty((arr.shape[0], N_FEATURES))
-    for i, img in enumerate(_to_grid(arr)):
+    for i, img in enumerate(_to_grid(arr, clip)):
         quiet = float(np.median(img[disk]))
         excess = np.where(inside, img - quiet, 0.0)
         peak = float(excess.max())
@@ -91,21 +100,37 @@ def measure(images_dn_per_s) -> np.ndarray:
     return out
 
 
+def measure_channels(images_dn_per_s, clips=None) -> np.ndarray:
+    """:func:`measure` of each channel of (N, K, H, W) images in DN/s, side by side: (N, 6·K). ``clips``: one
+    (lo, hi) range per channel (default 171 Å's for every channel). (N, H, W) input is one channel."""
+    arr = np.asarray(images_dn_per_s)
+    if arr.ndim != 4:
+        return measure(arr, (clips or [CLIP])[0])
+    clips = list(clips) if clips is not None else [CLIP] * arr.shape[1]
+    if len(clips) != arr.shape[1]:
+        raise FlaresynthError(f"referee: {len(clips)} clip ranges for {arr.shape[1]} channels")
+    return np.hstack([measure(arr[:, k], clips[k]) for k in range(arr.shape[1])])
+
+
 @dataclass
 class Referee:
-    """A fitted map from the measured features (:func:`measure`) to log10 XRS-B flux."""
+    """A fitted map from the measured features (:func:`measure`, one block per channel) to log10 XRS-B flux."""
 
     model: HistGradientBoostingRegressor
     n_fit: int
+    clips: list | None = None  # per channel (lo, hi) DN/s; None: one 171 Å-like channel
 
     def estimate_flux(self, images_dn_per_s) -> np.ndarray:
-        """XRS-B flux (W/m²) for (N, H, W) images in DN/s (any size: brought to 32×32 by an area mean)."""
-        return 10.0 ** np.clip(self.model.predict(measure(images_dn_per_s)), -9.0, -2.0)
+        """XRS-B flux (W/m²) for (N, H, W) images in DN/s, or (N, K, H, W) for a referee fitted on K channels
+        (any size: brought to 32×32 by an area mean)."""
+        return 10.0 ** np.clip(self.model.predict(measure_channels(images_dn_per_s, self.clips)), -9.0, -2.0)
 
 
-def fit_referee(images_dn_per_s, flux) -> Referee:
+def fit_referee(images_dn_per_s, flux, clips=None) -> Referee:
     """Fit the referee on images (DN/s) with known XRS-B fluxes (W/m²; non-finite or <= 0 are left out).
 
+    ``images_dn_per_s``: (N, H, W) one channel, or (N, K, H, W) several (e.g. the hot 94 and 131 Å channels),
+    each measured alike with its own ``clips`` range and the features put side by side.
     The map is scikit-learn's histogram gradient-boosted trees (least squares on log10 flux, fixed seed): it
     learns the quiet and active-region background and the flare kernels' contribution without a formula
     chosen for this simulator.
@@ -114,6 +139,7 @@ def fit_referee(images_dn_per_s, flux) -> Referee:
     ok = np.isfinite(flux) & (flux > 0)
     if ok.sum() < 10:
         raise FlaresynthError(f"referee: {int(ok.sum())} labelled images to fit on; need at least 10")
-    feats = measure(np.asarray(images_dn_per_s)[ok])
+    clips = [tuple(c) for c in clips] if clips is not None else None
+    feats = measure_channels(np.asarray(images_dn_per_s)[ok], clips)
     model = HistGradientBoostingRegressor(random_state=0).fit(feats, np.log10(flux[ok]))
-    return Referee(model, int(ok.sum()))
+    return Referee(model, int(ok.sum()), clips)
