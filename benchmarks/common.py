@@ -385,7 +385,7 @@ class Scorer:
         """GOES class index the referee gives each image (:func:`flaresynth.evaluate.referee_classify`)."""
         from flaresynth.evaluate import referee_classify
 
-        return referee_classify(images, self.transform, self.ds.scheme, self.referee_model)[0]
+        return referee_classify(images, self.ds, self.referee_model)[0]
 
     def _ref_stats(self, y_gen: np.ndarray, exclude: np.ndarray | None = None) -> RefStats:
         share = np.bincount(y_gen, minlength=self.k) / len(y_gen)
