@@ -59,7 +59,8 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("flaresynth", "templ
                                 keep_trailing_newline=True)
 FAMILY_NAMES = {"CE": "cluster error", "CD": "cluster distance", "CS": "cluster std", "FD": "Fréchet distance",
                 "FID": "Fréchet inception distance", "KID": "kernel distance (KID)", "F1": "F1 (macro)",
-                "precision": "precision (macro)", "recall": "recall (macro)", "accuracy": "accuracy"}
+                "precision": "precision (macro)", "recall": "recall (macro)", "accuracy": "accuracy",
+                "XC": "cross-channel ratio distance (dex)"}
 
 
 def planned_steps(preset: str | None) -> int | None:
@@ -790,9 +791,21 @@ def _section_images(page: _Page, parts: Parts, columns) -> None:
                 how += f" {manifest.get('steps')} steps, guidance w={manifest.get('guidance')}"
             how += f", seed {manifest.get('seed')}, {manifest.get('n_images')} images"
         page.h3(label)
-        page.add(_img(_png_file(path / (rec.get("figures") or {}).get("class_grid", "figures/class_grid.png")),
-                      f"{label} class grid", f"{label}: real test images (left) and generated ones (right) per class{how}.",
-                      width="900px"))
+        figs = rec.get("figures") or {}
+        channels = (rec.get("real") or {}).get("channels") or []
+        main = "171A" if "171A" in channels else (channels[0] if channels else None)
+        page.add(_img(_png_file(path / figs.get("class_grid", "figures/class_grid.png")),
+                      f"{label} class grid", f"{label}: real test images (left) and generated ones (right) per class"
+                      + (f", {main}" if len(channels) > 1 else "") + f"{how}.", width="900px"))
+        if len(channels) > 1:
+            # several channels: the composite first (does a flare look the same in every channel?), then each channel
+            if figs.get("rgb_grid"):
+                page.add(_img(_png_file(path / figs["rgb_grid"]), f"{label} RGB composite",
+                              f"{label}: the same images as RGB composites, red 211 Å, green 193 Å, blue 171 Å (as in the "
+                              "SDO press images), each colour its channel's log10 DN/s between its transform's limits.",
+                              width="900px"))
+            page.add(_grid(*(_img(_png_file(path / figs[f"class_grid_{ch}"]), f"{label} {ch} grid", f"{label}: {ch}")
+                             for ch in channels if f"class_grid_{ch}" in figs)))
         if gen.get("path"):
             shown.add(Path(str(gen["path"])).resolve())
     for path, manifest in parts.samples.items():
@@ -890,6 +903,14 @@ def _section_metrics(page: _Page, parts: Parts) -> None:
                "each other, and only Inception features give an FID comparable with published ones."
                + (" Benchmarks differ between columns (different sample counts), so each cell carries its own." if varying else ""),
                "small")
+        xc = [(label, (rec.get("details") or {}).get("channels")) for _, label, rec in cols]
+        if any(d for _, d in xc):
+            page.p("XC_ratios (several channels): in each image's brightest region, the log10 ratios "
+                   + ", ".join(next(d for _, d in xc if d)["ratios"]) + "; per class, the 1-Wasserstein distance (dex) of "
+                   "their distribution to the real reference half, averaged. A generator whose every channel looks right "
+                   "alone but whose channels do not belong together scores like real images with each channel shuffled "
+                   "among the images of their class: " + "; ".join(f"{label}: {_fmt(d.get('shuffled'), d.get('shuffled_std'))}"
+                                                                  for label, d in xc if d) + ".", "small")
         _per_class_f1(page, cols)
         notes: dict[str, list[str]] = {}
         for _, label, rec in cols:
