@@ -17,6 +17,7 @@ from flaresynth.evaluate import EvaluateConfig, channel_consistency, evaluate
 from flaresynth.experiments.stats import day_groups
 from flaresynth.metrics.channels import ratio_names, region_ratios, shuffle_channels_within_class
 from flaresynth.metrics.cluster import resampling_plan
+from flaresynth.report import build_report
 from flaresynth.samples import write_samples
 from flaresynth.sources.simulate.archives import simulate
 from toy import cli, one_line_error
@@ -120,6 +121,8 @@ def test_evaluate_takes_every_channel(sim_ds, tmp_path):
         assert (tmp_path / "eval" / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "eval" / "metrics.md").read_text()
     assert "| XC_ratios |" in md and "shuffled among the images of their class" in md
+    html = build_report([tmp_path / "eval"], tmp_path / "report.html").read_text()
+    assert "RGB composite" in html and "XC_ratios" in html and "94A grid" in html
     # the next run into the same folder reuses every judge
     again = evaluate(sim_ds.path, gen, tmp_path / "eval", EvaluateConfig(repeats=1, figures=False))
     assert again["details"]["judge_94A"]["source"].startswith("reused")

@@ -40,6 +40,22 @@ brought to it through physical units: inverse intensity transform to DN/s, :func
 built at that size would have taken. If the samples folder's intensity transform differs from the
 dataset's, the generated images are mapped into the dataset's model space the same way (DN/s in between).
 
+Several AIA channels (a dataset built with ``--channels``): the samples folder must hold the dataset's channels,
+same names in the same order (else one line, nothing written); each channel goes through its own transform.
+
+* the judge takes all C channels (so ``FD_domain``, ``KID_domain``, ``CE/CD/CS_domain`` and ``F1_judge`` see the
+  channels together, their agreement included) and, unless ``channel_judges`` is off, one more judge is trained
+  on each channel alone (``EVAL/judge_<ch>``, with ``--judge PATH`` at ``PATH_<ch>``), giving ``F1_judge_<ch>``
+  and ``FD/KID/CE/CD/CS_domain_<ch>``: every metric per channel. The pretrained RGB encoders take one channel,
+  so they run on each channel (``FD_effnet_<ch>``...);
+* the referee reads 171 Å, found by name; where 94 and/or 131 Å are present a second referee is fitted the same
+  way on those hot channels (``*_referee_hot``, :mod:`flaresynth.metrics.referee`);
+* ``XC_ratios`` (:mod:`flaresynth.metrics.channels`): the channel ratios to 171 Å in each image's brightest
+  region compared per class with the real images', beside the real-vs-real benchmark of the same resamplings
+  and (in ``details.channels.shuffled``) the score of real images with channels shuffled within their class;
+* figures: ``class_grid`` shows 171 Å, ``class_grid_<ch>`` each other channel (the same images), ``rgb_grid``
+  the 211/193/171 Å composite (:func:`flaresynth.figures.rgb_composite`).
+
 Requested classes: the ``label`` column of samples.csv; where ``requested_flux`` is given, its GOES class in
 the dataset's scheme is used instead and disagreements are counted in the notes.
 """
