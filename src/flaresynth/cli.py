@@ -263,7 +263,8 @@ def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (from `flaresynth dataset build`).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: config, log, checkpoints, final model.")],
     config: Annotated[Path | None, typer.Option("--config", help="Run config YAML (missing keys keep their defaults).")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Shipped config: demo (CPU, 32 px, 1.1 M params; discrete class), demo-continuous (flux), demo-embedding (class + demo:cevae embedding), paper (64 px, 23 M), paper128, tiny (tests); cevae-demo (the ceVAE baseline, CPU, 32 px, 1.4 M), cevae-tiny (tests). Default: demo, or the run's own config with --resume.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Shipped config: demo (CPU, 32 px, 1.1 M params; discrete class), demo-continuous (flux), demo-embedding (class + demo:cevae embedding), paper (64 px, 23 M), paper128, tiny (tests); cevae-demo (the ceVAE baseline, CPU, 32 px, 1.4 M), cevae-tiny (tests); autoencoder-demo (64 px <-> 16x16x4 latents), demo64-latent, demo64-latent-continuous, demo64-latent-embedding (latent diffusion at 64 px, with --autoencoder), autoencoder-tiny, tiny-latent (tests). Default: demo, or the run's own config with --resume.")] = None,
+    autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Latent configs: the autoencoder run (flaresynth train --preset autoencoder-demo, same dataset) whose latents the DDPM learns; replaces the config's latent.autoencoder. The run keeps a copy.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimiser steps in total (default: the config's train.steps); continue later with --resume.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest complete checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible). Under `accelerate launch` accelerate places each process.")] = None,
@@ -272,7 +273,7 @@ def train(
     allow_world_size_change: Annotated[bool, typer.Option("--allow-world-size-change", help="Resume a checkpoint saved by another number of processes (its batch, or with train.global_batch its random streams, then differ from the interrupted run's).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's provenance.json when done.")] = False,
 ) -> None:
-    """Train the class-conditional DDPM, or the ceVAE baseline (config kind: cevae), with EMA, checkpoints and resume; works unchanged under `accelerate launch`."""
+    """Train the class-conditional DDPM (in pixels, or in an autoencoder's latents), the ceVAE baseline (config kind: cevae) or the autoencoder of latent diffusion (kind: autoencoder), with EMA, checkpoints and resume; works unchanged under `accelerate launch`."""
     import os
 
     from flaresynth.dataset import check_task
@@ -282,7 +283,8 @@ def train(
     check_task(data, "images", "flaresynth train")
     run = run_training(data, out_dir, config, preset=preset, max_steps=max_steps, resume=resume, device=device,
                        progress=progress and not as_json, command=["flaresynth", *sys.argv[1:]],
-                       deterministic=deterministic, allow_world_size_change=allow_world_size_change)
+                       deterministic=deterministic, allow_world_size_change=allow_world_size_change,
+                       autoencoder=autoencoder)
     if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only the main process reports
         return
     if as_json:

@@ -1,10 +1,12 @@
 """Typed configuration of a training run: dataclasses, YAML in and out, errors that name the key.
 
-A run is described by one :class:`RunConfig`: what is trained (``kind``) and seven sections::
+A run is described by one :class:`RunConfig`: what is trained (``kind``) and nine sections::
 
     name: demo
     kind: ddpm    # ddpm (the conditional diffusion model) | cevae (the ceVAE baseline and embedding encoder)
                   # | student (a few-step DDPM distilled from a ddpm run, see flaresynth.distill)
+                  # | autoencoder (the image <-> latent autoencoder of latent diffusion, see
+                  #   flaresynth.models.autoencoder)
     model:        # the U-Net (diffusers UNet2DModel), see flaresynth.models.unet; for a ceVAE only
                   # sample_size and in_channels are used
     diffusion:    # noise schedule, prediction target, loss weighting, see flaresynth.diffusion (ddpm only)
@@ -13,10 +15,12 @@ A run is described by one :class:`RunConfig`: what is trained (``kind``) and sev
     cevae:        # latent size, feature maps, loss weights, context-encoding masks (cevae only),
                   # see flaresynth.models.cevae
     distill:      # teacher, stage and step counts of one distillation stage (student only)
+    autoencoder:  # widths, latent channels, KL and flare weights of the autoencoder (autoencoder only)
+    latent:       # the autoencoder a latent DDPM (or its student) works in (ddpm, student; optional)
     train:        # optimiser, EMA, steps, checkpoints, see flaresynth.train (every kind)
     sample:       # default sampler, guidance and embedding source of `flaresynth sample`, training grids
 
-Presets ship with the package (``flaresynth/configs/{demo,paper,paper128,tiny,cevae-demo,cevae-tiny}.yaml``)
+Presets ship with the package (``flaresynth/configs/<preset>.yaml``, :data:`PRESETS`)
 and are read with
 :func:`load_preset`. A YAML file may hold only some keys: the others keep the dataclass defaults. Unknown keys
 and ill-typed values raise :class:`~flaresynth.errors.FlaresynthError` naming the file and the dotted key, e.g.
@@ -41,7 +45,7 @@ import yaml
 
 from flaresynth.errors import FlaresynthError
 
-RUN_KINDS = ("ddpm", "cevae", "student")
+RUN_KINDS = ("ddpm", "cevae", "student", "autoencoder")
 #: Stages of a distilled student (see flaresynth.distill).
 DISTILL_STAGES = ("guidance", "progressive")
 CONDITIONING_KINDS = ("discrete", "continuous", "discrete+embedding")
@@ -52,10 +56,13 @@ VARIANCE_TYPES = ("fixed_small", "fixed_large")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")
-PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-tiny")
+PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-tiny",
+           "autoencoder-demo", "autoencoder-tiny", "demo64-latent", "demo64-latent-continuous",
+           "demo64-latent-embedding", "tiny-latent")
 #: Where the embedding of a ``discrete+embedding`` request comes from (see flaresynth.sampling).
 EMBEDDING_SOURCES = ("class-mean", "class-gaussian", "image")
 CEVAE_REC_LOSSES = ("l1", "mse")
+AUTOENCODER_REC_LOSSES = ("l1", "mse")
 
 
 @dataclass
@@ -171,6 +178,46 @@ class DistillConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """The autoencoder of latent diffusion (``kind: autoencoder``; :mod:`flaresynth.models.autoencoder`).
+
+    A diffusers ``AutoencoderKL`` (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion
+    Models"): one encoder/decoder level per entry of ``block_out_channels``, each but the last halving the side,
+    so (32, 64, 64) maps 64×64 images to 16×16×``latent_channels`` latents. Loss: per-pixel reconstruction
+    (``rec_loss``) + ``kl_weight`` · KL, both summed over an image and divided by its pixel count, as in the
+    LDM recipe (KL weight 1e-6), plus ``flare_weight``: the reconstruction error of a pixel is weighted by
+    1 + flare_weight · ((x + 1) / 2)^4 (x in model space [-1, 1]), so the bright flare kernels, the few pixels
+    that decide the class, count more than the quiet disk (0 turns it off). ``mid_attention``: the
+    self-attention block at the lowest resolution (diffusers' default).
+    """
+
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    mid_attention: bool = True
+    kl_weight: float = 1e-6
+    rec_loss: str = "l1"
+    flare_weight: float = 0.0
+
+
+@dataclass
+class LatentConfig:
+    """Latent diffusion (``kind: ddpm`` or ``student``): the diffusion model works on the latents of a trained
+    autoencoder run instead of on pixels.
+
+    ``autoencoder``: the autoencoder run folder (``flaresynth train --preset autoencoder-demo``), trained on the
+    same dataset. Training encodes the training split once (the posterior means) and multiplies them by
+    ``scaling_factor``; ``None`` measures it as 1 / std of those latents (Rombach et al. 2022, Sec. 4.3.2), so
+    the diffusion sees latents of unit variance. ``model.sample_size`` is then the latent side and
+    ``model.in_channels`` the latent channels. The run keeps a copy of the autoencoder (``RUN/autoencoder/``).
+    """
+
+    autoencoder: str | None = None
+    scaling_factor: float | None = None
+
+
+@dataclass
 class TrainConfig:
     """Optimisation. ``batch_size`` is per process and per micro-step; the batch of one optimiser step (the
     global batch) is ``batch_size × processes × grad_accum``, so it grows with the number of GPUs. Set
@@ -242,6 +289,8 @@ class RunConfig:
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     cevae: CevaeConfig = field(default_factory=CevaeConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -262,21 +311,27 @@ class RunConfig:
         Resuming needs the same fingerprint. Left out: the planned length, logging, checkpoint and grid
         intervals, ``batch_size`` when ``global_batch`` replaces it, and the sampling defaults, which may change between an interrupted run and its resume;
         and the sections the run's ``kind`` does not use (so a ``ddpm`` config hashes exactly as it did
-        before ``kind``, ``cevae`` and ``distill`` existed, and old runs still resume).
+        before ``kind``, ``cevae``, ``distill``, ``autoencoder`` and ``latent`` existed, and old runs still resume;
+        ``latent`` counts only when it names an autoencoder).
         """
         d = self.to_dict()
-        d.pop("name")
-        d.pop("sample")
+        for key in ("name", "sample", "autoencoder", "latent"):
+            d.pop(key)
         kind = d.pop("kind")
-        if kind != "student":
-            d.pop("distill")
-        else:
-            d["kind"] = kind
-        if kind in ("ddpm", "student"):
+        small_model = {k: d["model"][k] for k in ("sample_size", "in_channels")}
+        if kind == "cevae":
+            d = {"kind": kind, "model": small_model, "cevae": d["cevae"], "train": d["train"]}
+        elif kind == "autoencoder":
+            d = {"kind": kind, "model": small_model, "autoencoder": dataclasses.asdict(self.autoencoder),
+                 "train": d["train"]}
+        else:  # ddpm, student
             d.pop("cevae")
-        else:
-            d = {"kind": kind, "model": {k: d["model"][k] for k in ("sample_size", "in_channels")},
-                 "cevae": d["cevae"], "train": d["train"]}
+            if kind == "student":
+                d["kind"] = kind
+            else:
+                d.pop("distill")
+            if self.latent.autoencoder is not None:
+                d["latent"] = dataclasses.asdict(self.latent)
         for key in ("steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints"):
             d["train"].pop(key)
         # global_batch, when set, replaces batch_size; unset, it is left out so older configs hash as before
@@ -419,6 +474,9 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if cfg.kind == "cevae":
         _validate_cevae(cfg, source)
         return
+    if cfg.kind == "autoencoder":
+        _validate_autoencoder(cfg, source)
+        return
     if cfg.kind == "student":
         _validate_distill(cfg, source)
     if not m.block_out_channels:
@@ -458,6 +516,14 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if not 0 <= c.p_uncond <= 1:
         raise FlaresynthError(f"{source}: conditioning.p_uncond: {c.p_uncond}, expected a probability in [0, 1]")
     _positive(source, "conditioning.flux_frequencies", c.flux_frequencies)
+    if cfg.latent.autoencoder is not None:
+        if not cfg.latent.autoencoder:
+            raise FlaresynthError(f"{source}: latent.autoencoder: empty (an autoencoder run folder, or null for pixels)")
+        if cfg.latent.scaling_factor is not None:
+            _positive(source, "latent.scaling_factor", cfg.latent.scaling_factor)
+        if d.clip_sample:
+            raise FlaresynthError(f"{source}: diffusion.clip_sample: true would clip the latents (unit variance, not "
+                                  "[-1, 1]) at every sampling step; a latent run needs false")
     if c.kind == "discrete+embedding" and not c.encoder:
         raise FlaresynthError(
             f"{source}: conditioning.encoder: missing (discrete+embedding needs an image encoder, "
@@ -509,6 +575,26 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
     _positive(source, "distill.guidance_frequencies", e.guidance_frequencies)
 
 
+def _validate_autoencoder(cfg: RunConfig, source: str) -> None:
+    a, size = cfg.autoencoder, cfg.model.sample_size
+    if not a.block_out_channels:
+        raise FlaresynthError(f"{source}: autoencoder.block_out_channels: expected at least one width")
+    for w in a.block_out_channels:
+        if w <= 0 or w % a.norm_num_groups:
+            raise FlaresynthError(f"{source}: autoencoder.block_out_channels: {w} is not a positive multiple of "
+                                  f"autoencoder.norm_num_groups ({a.norm_num_groups})")
+    if size % 2 ** (len(a.block_out_channels) - 1):
+        raise FlaresynthError(f"{source}: model.sample_size: {size} cannot be halved {len(a.block_out_channels) - 1} "
+                              "times (one per extra level of autoencoder.block_out_channels)")
+    _positive(source, "autoencoder.layers_per_block", a.layers_per_block)
+    _positive(source, "autoencoder.latent_channels", a.latent_channels)
+    _positive(source, "autoencoder.kl_weight", a.kl_weight, allow_zero=True)
+    _positive(source, "autoencoder.flare_weight", a.flare_weight, allow_zero=True)
+    _choice(source, "autoencoder.rec_loss", a.rec_loss, AUTOENCODER_REC_LOSSES)
+    if cfg.latent.autoencoder is not None:
+        raise FlaresynthError(f"{source}: latent.autoencoder: an autoencoder run does not train in another one's latents")
+
+
 def _validate_cevae(cfg: RunConfig, source: str) -> None:
     e, size = cfg.cevae, cfg.model.sample_size
     _positive(source, "cevae.z_dim", e.z_dim)
@@ -539,6 +625,8 @@ __all__ = [
     "ConditioningConfig",
     "CevaeConfig",
     "DistillConfig",
+    "AutoencoderConfig",
+    "LatentConfig",
     "TrainConfig",
     "SampleConfig",
     "RunConfig",

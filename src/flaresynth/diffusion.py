@@ -177,8 +177,9 @@ def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...])
 @torch.no_grad()
 def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape: tuple[int, ...],
                 guidance: float = 0.0, device: str | torch.device = "cpu",
-                callback: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Run ``sampler`` from x_T to x₀ for one batch; returns float32 (B, C, H, W) on the CPU, clipped to [-1, 1].
+                callback: Callable[[int], None] | None = None, clip: bool = True) -> torch.Tensor:
+    """Run ``sampler`` from x_T to x₀ for one batch; returns float32 (B, C, H, W) on the CPU, clipped to [-1, 1]
+    (``clip``; a latent run's latents are not images and are returned as they are).
 
     Parameters
     ----------
@@ -201,7 +202,7 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
         x = sampler.step(out, t, x, **kwargs).prev_sample
         if callback is not None:
             callback(i)
-    return x.clamp(-1.0, 1.0).float().cpu()
+    return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()
 
 
 def _step_params(sampler) -> set[str]:

@@ -68,6 +68,7 @@ from flaresynth.dataset import open_dataset
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, atomic_file, read_json, write_json
 from flaresynth.runs import (
+    AUTOENCODER_DIR,
     META_FILE,
     MODEL_DIR,
     PROVENANCE_FILE,
@@ -178,8 +179,9 @@ def distill(
     t_start = time.time()
     teacher_run = resolve(run)
     teacher_kind = model_kind(teacher_run)
-    if teacher_kind == "cevae":
-        raise FlaresynthError(f"{run}: a ceVAE run; only a diffusion (DDPM) run can be distilled")
+    if teacher_kind in ("cevae", "autoencoder"):
+        raise FlaresynthError(f"{run}: a {'ceVAE' if teacher_kind == 'cevae' else 'autoencoder'} run; only a "
+                              "diffusion (DDPM) run can be distilled")
     if teacher_kind == "student":
         raise FlaresynthError(f"{run}: already a distilled student; distil its teacher instead "
                               "(--steps sets how few steps the new student takes)")
@@ -189,6 +191,15 @@ def distill(
     if teacher_cfg.kind != "ddpm":
         raise FlaresynthError(f"{teacher_folder / META_FILE}: config.kind: {teacher_cfg.kind!r}, expected ddpm")
     plan = stage_plan(teacher_steps, steps, teacher_cfg.diffusion.num_train_timesteps)
+    if meta.get("latent"):
+        # a latent teacher: every stage trains in the latents of the teacher's own copy of its autoencoder, at
+        # the teacher's scale (the student's inputs are the teacher's)
+        ae_dir = next((p for p in (teacher_run / AUTOENCODER_DIR, teacher_folder.parent / AUTOENCODER_DIR)
+                       if p.is_dir()), teacher_run / AUTOENCODER_DIR)
+        if not (ae_dir / META_FILE).is_file():
+            raise FlaresynthError(f"{ae_dir}: missing (a latent run keeps its autoencoder there)")
+        teacher_cfg.latent.autoencoder = str(ae_dir.resolve())
+        teacher_cfg.latent.scaling_factor = float(meta["latent"]["scaling_factor"])
     for name, value in (("--stage-steps", stage_steps), ("--guidance-steps", guidance_steps),
                         ("--batch-size", batch_size)):
         if value is not None and (int(value) != value or value < 1):
@@ -254,6 +265,9 @@ def distill(
         "parameters": read_json(last / MODEL_DIR / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),
     })
+    if (last / AUTOENCODER_DIR).is_dir():  # a latent student decodes with the teacher's autoencoder
+        with atomic_dir(out / AUTOENCODER_DIR, overwrite=True) as tmp:
+            shutil.copytree(last / AUTOENCODER_DIR, tmp, dirs_exist_ok=True)
     with atomic_dir(out / MODEL_DIR, overwrite=True) as tmp:
         shutil.copytree(last / MODEL_DIR, tmp, dirs_exist_ok=True)
     return out

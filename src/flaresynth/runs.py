@@ -15,10 +15,15 @@ metadata, checks the files, picks the device and loads the weights, like diffuse
                embedding_classes.npz (discrete+embedding: per-class embedding Gaussians)
         ceVAE: config.json + model.safetensors, latent_classes.npz (per-class latent Gaussians)
         student (distilled, :mod:`flaresynth.distill`): the DDPM's U-Net files + student.safetensors, scheduler/
+        autoencoder (of latent diffusion, :mod:`flaresynth.models.autoencoder`): AutoencoderKL.save_pretrained
+      autoencoder/         latent runs only (DDPM or student with a ``latent`` section in flaresynth.json): a
+                           copy of the autoencoder run's model folder, so the run needs nothing else to sample
 
 The model kind (:func:`kind_of`) is ``flaresynth.json``'s ``model_type``; DDPM runs and distilled students
 predate the field and are told apart by the ``student`` section. A kind is opened by its loader in
-:data:`_LOADERS`; a new kind (a latent DDPM) adds its loader there and its name to :data:`MODEL_KINDS`.
+:data:`_LOADERS`; a new kind adds its loader there and its name to :data:`MODEL_KINDS`. A latent DDPM is a DDPM
+(or student) whose metadata has a ``latent`` section (scaling factor, the autoencoder's id and data hash):
+:func:`open_run` then also opens ``RUN/autoencoder/`` (:attr:`Run.autoencoder`), and sampling decodes with it.
 
 Everything that opens a run asks this module: sampling, the demo, the report, the image encoder of a
 ``discrete+embedding`` DDPM (:func:`load_encoder`, ``conditioning.encoder: cevae:RUN``).
@@ -41,6 +46,7 @@ from flaresynth.transforms import IntensityTransform, channel_transforms
 if TYPE_CHECKING:
     import torch
 
+    from flaresynth.models.autoencoder import LatentAutoencoder
     from flaresynth.models.cevae import CevaeEncoder, ClassGaussians
     from flaresynth.models.conditioning import ImageEncoder
 
@@ -58,8 +64,12 @@ SCHEDULER_DIR = "scheduler"
 EMBEDDING_CLASSES_FILE = "embedding_classes.npz"
 #: Per-class Gaussians of a ceVAE run's training latents (what its sampler draws from).
 LATENT_CLASSES_FILE = "latent_classes.npz"
+#: ``RUN/autoencoder/``: a latent run's copy of its autoencoder's model folder.
+AUTOENCODER_DIR = "autoencoder"
 #: Model kinds this version opens (:func:`kind_of`).
-MODEL_KINDS = ("ddpm", "cevae", "student")
+MODEL_KINDS = ("ddpm", "cevae", "student", "autoencoder")
+#: Kinds without a diffusion scheduler or conditioning.
+_NOT_DIFFUSION = ("cevae", "autoencoder")
 #: Fields every ``flaresynth.json`` holds.
 META_FIELDS = ("classes", "scheme", "transform")
 
@@ -70,8 +80,9 @@ class Run:
 
     ``path`` is the run folder, ``folder`` its model folder (``RUN/model``, or ``path`` when a model folder was
     opened); ``network`` the :class:`~flaresynth.models.unet.Denoiser` of a DDPM or the
-    :class:`~flaresynth.models.cevae.CeVAE`; ``gaussians`` the per-class latent Gaussians of a ceVAE; ``name``
-    the shipped name it was opened by, if any.
+    :class:`~flaresynth.models.cevae.CeVAE` or the :class:`~flaresynth.models.autoencoder.LatentAutoencoder`;
+    ``gaussians`` the per-class latent Gaussians of a ceVAE; ``name`` the shipped name it was opened by, if any;
+    ``autoencoder`` the decoder of a latent DDPM (``None`` for a pixel one).
     """
 
     path: Path
@@ -82,6 +93,7 @@ class Run:
     device: torch.device
     gaussians: ClassGaussians | None = None
     name: str | None = None
+    autoencoder: LatentAutoencoder | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -93,13 +105,28 @@ class Run:
 
     @property
     def conditioning(self) -> str:
-        """``discrete``, ``continuous``, ``discrete+embedding`` for a DDPM or student; ``cevae`` for the ceVAE."""
-        return self.kind if self.kind == "cevae" else self.meta["conditioning"]["kind"]
+        """``discrete``, ``continuous``, ``discrete+embedding`` for a DDPM or student; ``cevae`` for the ceVAE,
+        ``autoencoder`` for an autoencoder."""
+        return self.kind if self.kind in _NOT_DIFFUSION else self.meta["conditioning"]["kind"]
+
+    @property
+    def latent(self) -> dict | None:
+        """A latent DDPM's ``latent`` metadata (scaling factor, image size, autoencoder id); ``None`` for pixels."""
+        return self.meta.get("latent") if self.kind not in _NOT_DIFFUSION else None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        if self.kind == "cevae":
+        """(C, H, W) of the images the run makes (a latent run's decoded images)."""
+        if self.kind in _NOT_DIFFUSION:
             return (self.network.in_channels, self.network.sample_size, self.network.sample_size)
+        if self.latent is not None:
+            c, s = int(self.latent["image_channels"]), int(self.latent["image_size"])
+            return (c, s, s)
+        return self.sample_shape
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the diffusion model denoises: the image, or a latent run's latent."""
         return (int(self.meta["in_channels"]), int(self.meta["sample_size"]), int(self.meta["sample_size"]))
 
     @property
@@ -208,7 +235,7 @@ def read_meta(folder: Path) -> dict:
     if kind not in MODEL_KINDS:
         raise FlaresynthError(f"{path}: model_type: {kind!r} is not a model kind this flaresynth opens "
                               f"(expected one of {', '.join(MODEL_KINDS)}; a newer flaresynth may)")
-    for key in META_FIELDS + (("conditioning", "scheduler") if kind != "cevae" else ()):
+    for key in META_FIELDS + (("conditioning", "scheduler") if kind not in _NOT_DIFFUSION else ()):
         if key not in meta:
             raise FlaresynthError(f"{path}: field {key!r}: missing (not a flaresynth run's metadata)")
     return meta
@@ -222,7 +249,7 @@ def write_meta(folder: str | Path, meta: dict) -> Path:
 
 
 def model_kind(run: str | Path) -> str:
-    """The model kind (``ddpm``, ``cevae``) of a run folder or shipped name, without loading weights."""
+    """The model kind (``ddpm``, ``cevae``, ``student``, ``autoencoder``) of a run folder or shipped name, without loading weights."""
     return kind_of(read_meta(model_folder(resolve(run))))
 
 
@@ -285,12 +312,56 @@ def _load_student(folder: Path, meta: dict, device: torch.device) -> tuple[torch
     return student.load_student(folder, meta, device), None
 
 
+def _load_autoencoder(folder: Path, meta: dict, device: torch.device) -> tuple[torch.nn.Module, None]:
+    from flaresynth.models import autoencoder  # weights-side import: see the note above the module's imports
+
+    _require(folder, "config.json")
+    _require(folder, "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+    return autoencoder.load_autoencoder(folder, device), None
+
+
 #: Model kind -> loader(model folder, metadata, device) -> (network, per-class latent Gaussians or None).
 _LOADERS: dict[str, Callable[[Path, dict, torch.device], tuple[torch.nn.Module, ClassGaussians | None]]] = {
     "ddpm": _load_ddpm,
     "cevae": _load_cevae,
     "student": _load_student,
+    "autoencoder": _load_autoencoder,
 }
+
+
+def autoencoder_meta(spec: str | Path) -> tuple[Path, dict]:
+    """Model folder and checked metadata of the autoencoder run ``spec`` (no weights loaded).
+
+    A missing folder or a run of another kind is a one-line error naming it (``latent.autoencoder``).
+    """
+    path = Path(spec)
+    if not path.exists() and not (is_shipped_name(spec) and str(spec) in shipped_runs()):
+        raise FlaresynthError(f"{spec}: latent.autoencoder: no such autoencoder run (train one with "
+                              "`flaresynth train --preset autoencoder-demo` and pass it with --autoencoder RUN)")
+    folder = model_folder(resolve(spec))
+    meta = read_meta(folder)
+    if kind_of(meta) != "autoencoder":
+        raise FlaresynthError(f"{folder / META_FILE}: model_type: {kind_of(meta)!r}, but latent.autoencoder needs an "
+                              "autoencoder run")
+    return folder, meta
+
+
+def _latent_autoencoder(path: Path, folder: Path, meta: dict, device: torch.device) -> LatentAutoencoder:
+    """The autoencoder a latent run keeps in ``RUN/autoencoder/``, checked against the run's ``latent`` record."""
+    from flaresynth.models.autoencoder import load_autoencoder  # weights-side import (see above)
+
+    ae_dir = next((p for p in (path / AUTOENCODER_DIR, folder.parent / AUTOENCODER_DIR) if p.is_dir()),
+                  path / AUTOENCODER_DIR)
+    if not (ae_dir / META_FILE).is_file():
+        raise FlaresynthError(f"{ae_dir}: missing (a latent run keeps its autoencoder there; copy the whole run "
+                              "folder)")
+    ae_folder, ae_meta = autoencoder_meta(ae_dir)
+    want = meta["latent"]
+    if ae_meta.get("model_id") != want.get("autoencoder_id"):
+        raise FlaresynthError(f"{ae_folder / META_FILE}: model_id {ae_meta.get('model_id')!r}, but the run was "
+                              f"trained in the latents of {want.get('autoencoder_id')!r}")
+    _require(ae_folder, "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+    return load_autoencoder(ae_folder, device)
 
 
 def open_run(run: str | Path, device: str | torch.device | None = None) -> Run:
@@ -306,8 +377,10 @@ def open_run(run: str | Path, device: str | torch.device | None = None) -> Run:
     kind = kind_of(meta)
     dev = pick_device(device)
     network, gaussians = _LOADERS[kind](folder, meta, dev)
+    ae = _latent_autoencoder(path, folder, meta, dev) if kind not in _NOT_DIFFUSION and meta.get("latent") else None
     name = str(run) if is_shipped_name(run) and not Path(run).exists() else None
-    return Run(path=path, folder=folder, kind=kind, meta=meta, network=network, device=dev, gaussians=gaussians, name=name)
+    return Run(path=path, folder=folder, kind=kind, meta=meta, network=network, device=dev, gaussians=gaussians,
+               name=name, autoencoder=ae)
 
 
 # ------------------------------------------------------------------------------------------ image encoders
@@ -371,7 +444,9 @@ __all__ = [
     "SCHEDULER_DIR",
     "EMBEDDING_CLASSES_FILE",
     "LATENT_CLASSES_FILE",
+    "AUTOENCODER_DIR",
     "MODEL_KINDS",
+    "autoencoder_meta",
     "Run",
     "shipped_runs",
     "is_shipped_name",

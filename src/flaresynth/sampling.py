@@ -62,6 +62,7 @@ from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loop
 from flaresynth.errors import FlaresynthError
 from flaresynth.labels import SCHEMES, class_to_flux, flux_to_label_index
+from flaresynth.models.autoencoder import decode as decode_latents
 from flaresynth.models.cevae import ClassGaussians, decode
 from flaresynth.models.conditioning import Condition, as_encoder, embed_all
 from flaresynth.progress import ProgressBar
@@ -250,7 +251,7 @@ def request_embeddings(model: Run, table: pd.DataFrame, source: str = "class-mea
 
 def auto_batch_size(model: Run, guidance: float) -> int:
     """A batch that fits in memory: a rough activation estimate against a quarter of the free memory."""
-    c, s, _ = model.image_shape
+    c, s, _ = model.sample_shape
     cfg = model.meta["config"]["model"]
     per_image = 0
     for i, w in enumerate(cfg["block_out_channels"]):
@@ -286,7 +287,8 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
 
     ``sampler``: ddpm | ddim | dpm++ | unipc; ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
     ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
-    see :func:`request_embeddings`).
+    see :func:`request_embeddings`). A latent run samples latents and decodes them with its autoencoder
+    (latents / scaling factor), batch by batch.
     """
     if steps is not None and (int(steps) != steps or steps < 1):
         raise FlaresynthError(f"--steps {steps!r}: expected a whole number >= 1")
@@ -309,8 +311,11 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
         hi = min(n, lo + batch)
         sched = make_sampler(sampler, sched_cfg, steps)  # fresh: multistep solvers keep per-run state
         cb = (lambda _i, k=hi - lo: bar.update(k)) if bar is not None else None
-        out.append(sample_loop(model.network, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.image_shape,
-                               guidance=guidance, device=model.device, callback=cb))
+        x = sample_loop(model.network, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.sample_shape,
+                        guidance=guidance, device=model.device, callback=cb, clip=model.latent is None)
+        if model.latent is not None:
+            x = decode_latents(model.autoencoder, x / float(model.latent["scaling_factor"]), model.device)
+        out.append(x)
     if bar is not None:
         bar.close()
     return torch.cat(out).numpy() if out else np.zeros((0, *model.image_shape), np.float32)
@@ -396,6 +401,9 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     if deterministic:
         use_deterministic_kernels()  # before the first GPU work: cuBLAS reads its setting when it starts
     model = run if isinstance(run, Run) else open_run(run, device)
+    if model.kind == "autoencoder":
+        raise FlaresynthError(f"{model.path}: an autoencoder run reconstructs but does not generate; train a latent "
+                              "DDPM in its latents (config latent.autoencoder, preset demo64-latent) and sample that")
     if model.kind == "cevae":
         # the embedding options would be a mistake (a ceVAE has no image-embedding condition)
         for name, value in (("--embedding-source", embedding_source), ("--embedding-data", embedding_data)):
@@ -461,6 +469,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
            if student is not None else {}),
         **({"embedding_data": str(embedding_data)} if source == "image" else {}),
+        **({"latent": {k: model.latent[k] for k in ("autoencoder_id", "scaling_factor", "latent_shape")}}
+           if model.latent is not None else {}),
         "ema_weights": True,
         "date_obs": f"{NOMINAL_DATE_OBS} (nominal J2000 epoch; synthetic images have no observation time)",
         "device": str(model.device),

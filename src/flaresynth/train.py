@@ -101,6 +101,16 @@ from flaresynth.diffusion import (
 from flaresynth.errors import FlaresynthError
 from flaresynth.figures import save_grid
 from flaresynth.io import atomic_dir, atomic_file, read_json, sha256_file, write_json
+from flaresynth.metrics.reconstruction import format_table, reconstruction_errors
+from flaresynth.models.autoencoder import MODEL_TYPE as AUTOENCODER_MODEL_TYPE
+from flaresynth.models.autoencoder import (
+    LatentAutoencoder,
+    build_autoencoder,
+    load_autoencoder,
+    save_autoencoder,
+)
+from flaresynth.models.autoencoder import decode as decode_latents
+from flaresynth.models.autoencoder import encode_means as encode_latents
 from flaresynth.models.cevae import MODEL_TYPE as CEVAE_MODEL_TYPE
 from flaresynth.models.cevae import (
     CeVAE,
@@ -115,11 +125,14 @@ from flaresynth.models.student import save_student, student_from_teacher
 from flaresynth.models.unet import build_denoiser, count_parameters, save_denoiser
 from flaresynth.progress import ProgressBar
 from flaresynth.runs import (
+    AUTOENCODER_DIR,
     EMBEDDING_CLASSES_FILE,
     LATENT_CLASSES_FILE,
+    META_FILE,
     MODEL_DIR,
     SCHEDULER_DIR,
     Run,
+    autoencoder_meta,
     load_encoder,
     open_run,
     write_meta,
@@ -138,6 +151,8 @@ DEBUG_RANK_DIR_ENV = "FLARESYNTH_DEBUG_RANK_DIR"
 CACHE = "cache"
 CACHE_IMAGES = "train_images.npy"
 CACHE_EMBEDDINGS = "train_embeddings.npz"
+#: Split the autoencoder run's reconstruction benchmark is measured on (the first of these that has rows).
+RECONSTRUCTION_SPLITS = ("test", "val", "train")
 #: Dataset rows read, resized and embedded at a time while the cache is written.
 DATA_CHUNK = 256
 
@@ -145,33 +160,70 @@ DATA_CHUNK = 256
 # ------------------------------------------------------------------------------------------ config
 
 
-def resolve_config(out: Path, config: RunConfig | str | Path | None, preset: str | None, resume: bool) -> RunConfig:
-    """The config of this invocation: explicit config, preset, the run's own (on resume), or ``demo``."""
+def resolve_config(out: Path, config: RunConfig | str | Path | None, preset: str | None, resume: bool,
+                   autoencoder: str | Path | None = None) -> RunConfig:
+    """The config of this invocation: explicit config, preset, the run's own (on resume), or ``demo``;
+    ``autoencoder`` (``--autoencoder``) replaces its ``latent.autoencoder`` (made absolute)."""
     if config is not None and preset is not None:
         raise FlaresynthError("give --config or --preset, not both")
     saved = out / "config.yaml"
     if isinstance(config, RunConfig):
-        return config
-    if config is not None:
-        return load_config(config)
-    if preset is not None:
-        return load_preset(preset)
-    if resume and saved.is_file():
-        return load_config(saved)
-    return load_preset("demo")
+        cfg = config
+    elif config is not None:
+        cfg = load_config(config)
+    elif preset is not None:
+        cfg = load_preset(preset)
+    elif resume and saved.is_file():
+        cfg = load_config(saved)
+    else:
+        cfg = load_preset("demo")
+    if autoencoder is None:
+        return cfg
+    if cfg.latent.autoencoder is None:
+        raise FlaresynthError(f"--autoencoder {autoencoder}: the config {cfg.name!r} is a pixel one (no "
+                              "latent.autoencoder); use a latent preset such as demo64-latent")
+    d = cfg.to_dict()
+    d["latent"]["autoencoder"] = str(Path(autoencoder).resolve())
+    return RunConfig.from_dict(d, source="--autoencoder")
 
 
-def resolve_for_dataset(cfg: RunConfig, ds) -> RunConfig:
-    """Fill the dataset-dependent fields (``model.in_channels``) of a copy of ``cfg``."""
+def resolve_for_dataset(cfg: RunConfig, ds, out: Path | None = None) -> RunConfig:
+    """Fill the dataset-dependent fields (``model.in_channels``) of a copy of ``cfg``.
+
+    A latent run (``latent.autoencoder``) takes them from its autoencoder (:func:`latent_source` of ``out``),
+    which must have been trained on this dataset: ``model.in_channels`` is the latent channels, and
+    ``model.sample_size`` must be the latent side.
+    """
     d = cfg.to_dict()
     n_channels = int(ds.images.shape[1])
+    if cfg.latent.autoencoder is not None:
+        folder, meta = autoencoder_meta(latent_source(cfg, out))
+        ae = meta["autoencoder"]
+        n_channels, side = int(ae["latent_shape"][0]), int(ae["latent_shape"][1])
+        where = folder / META_FILE
+        if int(ds.images.shape[-1]) != int(ae["sample_size"]) or int(ds.images.shape[1]) != int(ae["in_channels"]):
+            raise FlaresynthError(
+                f"{ds.path / 'manifest.json'}: images of {int(ds.images.shape[1])}x{int(ds.images.shape[-1])} px, but "
+                f"the autoencoder {folder} works on {ae['in_channels']}x{ae['sample_size']} px images")
+        if meta.get("data_hash") != ds.manifest.get("data_hash"):
+            raise FlaresynthError(f"{where}: data_hash: the autoencoder was trained on another dataset than {ds.path}")
+        if cfg.model.sample_size != side:
+            raise FlaresynthError(f"model.sample_size: {cfg.model.sample_size}, but the latents of {folder} are "
+                                  f"{side}x{side} (set model.sample_size: {side})")
     if d["model"]["in_channels"] is None:
         d["model"]["in_channels"] = n_channels
     elif d["model"]["in_channels"] != n_channels:
-        raise FlaresynthError(
-            f"model.in_channels: {d['model']['in_channels']}, but the dataset {ds.path} has {n_channels} channel(s)"
-        )
+        what = "the autoencoder's latents have" if cfg.latent.autoencoder is not None else f"the dataset {ds.path} has"
+        raise FlaresynthError(f"model.in_channels: {d['model']['in_channels']}, but {what} {n_channels} channel(s)")
     return RunConfig.from_dict(d, source="config")
+
+
+def latent_source(cfg: RunConfig, out: Path | None = None) -> Path:
+    """The autoencoder a latent run encodes with: the run's own copy (``RUN/autoencoder``) once it has one, else
+    ``latent.autoencoder``."""
+    if out is not None and (Path(out) / AUTOENCODER_DIR / META_FILE).is_file():
+        return Path(out) / AUTOENCODER_DIR
+    return Path(cfg.latent.autoencoder)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -214,7 +266,8 @@ def _training_conditions(ds, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _conditioning_kind(cfg: RunConfig) -> str:
-    return "discrete" if cfg.kind == "cevae" else cfg.conditioning.kind  # a ceVAE trains on images alone
+    # a ceVAE and an autoencoder train on images alone
+    return "discrete" if cfg.kind in ("cevae", "autoencoder") else cfg.conditioning.kind
 
 
 def _training_encoder(cfg: RunConfig, encoder=None, device: str | torch.device = "cpu"):
@@ -236,27 +289,61 @@ def _embed_rows(ds, idx: np.ndarray, enc) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None, device: str | torch.device = "cpu") -> None:
+def _write_latents(ds, idx: np.ndarray, autoencoder: Path, scaling_factor: float | None, device, images) -> float:
+    """Fill ``images`` (N, c, h, w) with the scaled latent means of dataset rows ``idx``; returns the scale.
+
+    The autoencoder runs on ``device`` one chunk at a time; the scale is ``scaling_factor`` or, when ``None``,
+    1 / std of the latents (all elements), measured here.
+    """
+    ae = load_autoencoder(autoencoder, device)
+    transforms = _dataset_transforms(ds)
+    for lo in range(0, len(idx), DATA_CHUNK):
+        rows = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, ae.sample_size)
+        images[lo : lo + DATA_CHUNK] = encode_latents(ae, torch.from_numpy(rows), device).numpy()
+    if scaling_factor is None:
+        # two passes in float64 over the chunks: no process holds the whole split
+        n = images.size
+        mean = sum(float(np.asarray(images[lo : lo + DATA_CHUNK], np.float64).sum())
+                   for lo in range(0, len(idx), DATA_CHUNK)) / n
+        var = sum(float(((np.asarray(images[lo : lo + DATA_CHUNK], np.float64) - mean) ** 2).sum())
+                  for lo in range(0, len(idx), DATA_CHUNK)) / max(n - 1, 1)
+        if not var > 0:
+            raise FlaresynthError(f"{autoencoder}: the latents of the training split are constant; the autoencoder "
+                                  "is unusable (train it longer)")
+        scaling_factor = 1.0 / math.sqrt(var)
+    for lo in range(0, len(idx), DATA_CHUNK):
+        images[lo : lo + DATA_CHUNK] *= np.float32(scaling_factor)
+    return float(scaling_factor)
+
+
+def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None, device: str | torch.device = "cpu",
+                         autoencoder: Path | None = None, scaling_factor: float | None = None) -> float | None:
     """Write the training split at the model's resolution (and its embeddings) into ``folder``, atomically.
 
     ``train_images.npy`` is float32 (N, C, S, S), written one chunk of rows at a time so that no process ever
     holds the whole split; ``train_embeddings.npz`` (``discrete+embedding`` only) holds the frozen encoder's
     ``embeddings`` (N, D), computed in batches on ``device``, and ``encoder_id``. :func:`load_training_data`
-    memory-maps them.
+    memory-maps them. A latent run (``autoencoder``: the autoencoder's model folder) stores the latent means
+    × the scaling factor instead of the images (:func:`_write_latents`) and returns that factor; the image
+    encoder still sees the dataset's images.
     """
     idx, *_ = _training_conditions(ds, cfg)  # bad labels fail before anything is written
     size, transforms = cfg.model.sample_size, _dataset_transforms(ds)
+    channels = int(cfg.model.in_channels or ds.images.shape[1])
     with atomic_dir(folder, overwrite=True) as tmp:
-        images = open_memmap(tmp / CACHE_IMAGES, mode="w+", dtype=np.float32,
-                             shape=(len(idx), int(ds.images.shape[1]), size, size))
-        for lo in range(0, len(idx), DATA_CHUNK):
-            images[lo : lo + DATA_CHUNK] = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, size)
+        images = open_memmap(tmp / CACHE_IMAGES, mode="w+", dtype=np.float32, shape=(len(idx), channels, size, size))
+        if autoencoder is not None:
+            scaling_factor = _write_latents(ds, idx, autoencoder, scaling_factor, device, images)
+        else:
+            for lo in range(0, len(idx), DATA_CHUNK):
+                images[lo : lo + DATA_CHUNK] = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, size)
         images.flush()
         del images
         if _conditioning_kind(cfg) == "discrete+embedding":
             enc, enc_id = _training_encoder(cfg, encoder, device)
             with open(tmp / CACHE_EMBEDDINGS, "wb") as fh:
                 np.savez(fh, embeddings=_embed_rows(ds, idx, enc).numpy(), encoder_id=np.array(enc_id))
+    return scaling_factor if autoencoder is not None else None
 
 
 def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = None) -> dict:
@@ -275,7 +362,13 @@ def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = No
     """
     idx, labels, log_flux, info = _training_conditions(ds, cfg)
     classes = list(ds.classes)
-    if cache is None:
+    if cache is None and cfg.latent.autoencoder is not None:
+        c, s = int(cfg.model.in_channels), cfg.model.sample_size
+        latents = np.zeros((len(idx), c, s, s), np.float32)
+        info["latent_scaling_factor"] = _write_latents(ds, idx, latent_source(cfg), cfg.latent.scaling_factor, "cpu",
+                                                       latents)
+        images = torch.from_numpy(latents)
+    elif cache is None:
         images = torch.from_numpy(resample(ds.images[idx], _dataset_transforms(ds), cfg.model.sample_size))
     else:
         # copy-on-write map: torch wants a writable array; the pages stay shared because nothing writes them
@@ -380,6 +473,7 @@ class DiffusionObjective:
         self.classes = tuple(classes)
         self.scheduler = make_scheduler(cfg.diffusion)
         self.parts: dict[str, torch.Tensor] = {}
+        self.autoencoder: LatentAutoencoder | None = None  # a latent run's decoder, for the training grids
 
     def build_model(self) -> torch.nn.Module:
         c = self.cfg
@@ -401,7 +495,7 @@ class DiffusionObjective:
         return {"scheduler": {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}, **extra}
 
     def sample_grid(self, raw_model, meta: dict, path: Path, step: int, dev) -> None:
-        _sample_grid(raw_model, self.cfg, meta, path, step, dev)
+        _sample_grid(raw_model, self.cfg, meta, path, step, dev, self.autoencoder)
 
     def save_final(self, raw_model, folder: Path, meta: dict) -> None:
         save_denoiser(raw_model, folder)
@@ -548,6 +642,102 @@ class CevaeObjective:
         })
 
 
+def autoencoder_loss(model, x: torch.Tensor, generator: torch.Generator, kl_weight: float = 1e-6,
+                     rec_loss: str = "l1", flare_weight: float = 0.0):
+    """The autoencoder's loss of one batch and its parts ``rec``, ``kl`` (detached).
+
+    Per image: reconstruction error summed over pixels (each weighted by 1 + flare_weight·((x + 1)/2)^4) plus
+    kl_weight × the KL of the posterior summed over latent elements, divided by the image's pixel count (the LDM
+    recipe's sum-over-elements balance, per pixel); averaged over the batch. ``model`` is called once,
+    ``model(x, eps) -> (x_rec, mean, logvar)``, with ``eps`` from ``generator`` (CPU).
+    """
+    net = model.module if hasattr(model, "module") else model  # DDP wraps the LatentAutoencoder
+    eps = torch.randn((len(x), *net.latent_shape), generator=generator).to(x.device)
+    x_rec, mean, logvar = model(x, eps)
+    diff = x_rec.float() - x.float()
+    err = diff.abs() if rec_loss == "l1" else diff.pow(2)
+    if flare_weight > 0:
+        # the bright kernels (a few pixels) decide the class: weigh them up, the quiet disk stays at 1
+        err = err * (1.0 + flare_weight * ((x.float() + 1.0) / 2.0).clamp(0, 1) ** 4)
+    n_pixels = x[0].numel()
+    rec = err.flatten(1).sum(1).mean() / n_pixels
+    kl = (0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())).flatten(1).sum(1).mean() / n_pixels
+    return rec + kl_weight * kl, {"rec": rec.detach(), "kl": kl.detach()}
+
+
+class AutoencoderObjective:
+    """The autoencoder of latent diffusion (:mod:`flaresynth.models.autoencoder`, config ``autoencoder``):
+    L1 (+ flare weight) reconstruction + small KL (:func:`autoencoder_loss`).
+
+    At the end it measures its reconstructions of the dataset's test split (:data:`RECONSTRUCTION_SPLITS`):
+    peak-brightness and brightest-region area errors per class
+    (:func:`flaresynth.metrics.reconstruction.reconstruction_errors`), stored in ``flaresynth.json`` and
+    logged (:attr:`report`).
+    """
+
+    name = AUTOENCODER_MODEL_TYPE
+
+    def __init__(self, cfg: RunConfig, data: dict, classes, ds=None):
+        self.cfg = cfg
+        self.data = data
+        self.classes = tuple(classes)
+        self.ds = ds
+        self.parts: dict[str, torch.Tensor] = {}
+        self.report: dict | None = None
+
+    def build_model(self) -> LatentAutoencoder:
+        return LatentAutoencoder(build_autoencoder(self.cfg.autoencoder, self.cfg.model.in_channels,
+                                                   self.cfg.model.sample_size))
+
+    def loss(self, model, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
+        a = self.cfg.autoencoder
+        loss, self.parts = autoencoder_loss(model, x0, generator, a.kl_weight, a.rec_loss, a.flare_weight)
+        return loss
+
+    def meta(self) -> dict:
+        return {"model_type": AUTOENCODER_MODEL_TYPE}
+
+    def _reconstruct(self, model: LatentAutoencoder, images: torch.Tensor, device) -> torch.Tensor:
+        return decode_latents(model, encode_latents(model, images, device), device)
+
+    def sample_grid(self, model: LatentAutoencoder, meta: dict, path: Path, step: int, device) -> None:
+        """Training images of each class (first rows) above their reconstructions (EMA weights)."""
+        labels = self.data["cond"].labels.numpy()
+        rows = np.concatenate([np.flatnonzero(labels == k)[: self.cfg.sample.grid_per_class]
+                               for k in range(len(self.classes))])
+        x = self.data["images"][torch.from_numpy(rows)].float()
+        rec = self._reconstruct(model, x, device)
+        names = [self.classes[int(k)] for k in labels[rows]]
+        save_grid(np.concatenate([x.numpy(), rec.numpy()]), names + [f"{n} rec" for n in names], path,
+                  title=f"step {step} | EMA | autoencoder: originals, then reconstructions")
+
+    def benchmark(self, model: LatentAutoencoder, device) -> dict:
+        """Flare-kernel fidelity of the reconstructions of the first non-empty split of
+        :data:`RECONSTRUCTION_SPLITS` (all of it, at the model's resolution)."""
+        ds = self.ds
+        split = next(s for s in RECONSTRUCTION_SPLITS if len(ds.split_indices(s)))
+        idx = ds.split_indices(split)
+        transforms = _dataset_transforms(ds)
+        real, rec = [], []
+        for lo in range(0, len(idx), DATA_CHUNK):
+            x = torch.from_numpy(resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, self.cfg.model.sample_size))
+            real.append(x.numpy())
+            rec.append(self._reconstruct(model, x, device).numpy())
+        errors = reconstruction_errors(np.concatenate(real), np.concatenate(rec), ds.label_index()[idx],
+                                       self.classes, transforms)
+        return {"split": split, "per_class": errors}
+
+    def save_final(self, model: LatentAutoencoder, folder: Path, meta: dict) -> None:
+        """Weights, and ``flaresynth.json`` with the reconstruction benchmark (also logged by the loop)."""
+        save_autoencoder(model, folder)
+        extra = {}
+        if self.ds is not None:
+            self.report = {"reconstruction": self.benchmark(model, next(model.parameters()).device)}
+            extra = self.report
+        write_meta(folder, {**meta, "model_type": AUTOENCODER_MODEL_TYPE, "autoencoder": model.describe(),
+                            "ema_weights": True, **extra})
+
+
 class DistillObjective(DiffusionObjective):
     """One distillation stage (config ``distill``; :mod:`flaresynth.distill`): guidance or progressive
     distillation of a teacher run into a :class:`~flaresynth.models.student.GuidanceStudent`.
@@ -626,11 +816,14 @@ class DistillObjective(DiffusionObjective):
             self.data["class_embedding_gaussians"].save(folder / EMBEDDING_CLASSES_FILE)
 
 
-def make_objective(cfg: RunConfig, data: dict, classes):
-    """The objective of ``cfg.kind``: :class:`DiffusionObjective`, :class:`CevaeObjective`, or a distillation
-    stage's :class:`DistillObjective`."""
+def make_objective(cfg: RunConfig, data: dict, classes, ds=None):
+    """The objective of ``cfg.kind``: :class:`DiffusionObjective`, :class:`CevaeObjective`,
+    :class:`AutoencoderObjective` (``ds``: the dataset its benchmark reads), or a distillation stage's
+    :class:`DistillObjective`."""
     if cfg.kind == "cevae":
         return CevaeObjective(cfg, data, classes)
+    if cfg.kind == "autoencoder":
+        return AutoencoderObjective(cfg, data, classes, ds)
     if cfg.kind == "student":
         return DistillObjective(cfg, data, classes)
     return DiffusionObjective(cfg, data, classes)
@@ -715,6 +908,7 @@ def train(
     command: list[str] | None = None,
     deterministic: bool = False,
     allow_world_size_change: bool = False,
+    autoencoder: str | Path | None = None,
 ) -> Path:
     """Train (or continue) a run; returns the run folder.
 
@@ -734,6 +928,7 @@ def train(
     deterministic : deterministic GPU kernels, no TF32 (:func:`flaresynth.devices.use_deterministic_kernels`).
     allow_world_size_change : resume a checkpoint saved by another number of processes (the batch, or with
         ``train.global_batch`` the per-process random streams, then differ from the interrupted run's).
+    autoencoder : a latent config's autoencoder run (replaces ``latent.autoencoder``).
     """
     out = Path(out)
     t_start = time.time()
@@ -761,7 +956,7 @@ def train(
     # ---- config, dataset and the checkpoint to resume: the main process resolves them (on node-local disks
     # the other nodes would see no checkpoint and start at step 0); every process checks it reads the same
     ds = _on_every_process(procs, lambda: open_dataset(data))
-    plan = _on_main_process(procs, lambda: _plan_session(out, ds, config, preset, resume))
+    plan = _on_main_process(procs, lambda: _plan_session(out, ds, config, preset, resume, autoencoder))
     cfg, ckpt_name = plan["config"], plan["checkpoint"]
     data_hash = ds.manifest.get("data_hash", "")
     t = cfg.train
@@ -797,11 +992,18 @@ def train(
 
     # ---- data: the main process writes the training split at the model's resolution into RUN/cache (and runs
     # the frozen encoder, once, batched on its GPU); every process memory-maps it, so one copy per machine sits
-    # in the page cache
+    # in the page cache. A latent run caches the scaled latents of its autoencoder instead; the scale is the
+    # config's, else the one the run measured in its first session (kept in its checkpoints), else measured now
+    latent = plan["latent"]
+    ae_folder = Path(latent["folder"]) if latent is not None else None
+    scaling = cfg.latent.scaling_factor
+    if scaling is None and state is not None:
+        scaling = state.get("latent_scaling_factor")
     fresh = is_main and not out.exists()
     cache = out / CACHE
     try:
-        _on_main_process(procs, lambda: write_training_cache(ds, cfg, cache, encoder, accelerator.device))
+        scaling = _on_main_process(procs, lambda: write_training_cache(ds, cfg, cache, encoder, accelerator.device,
+                                                                       ae_folder, scaling))
         data_info = _on_every_process(procs, lambda: load_training_data(ds, cfg, cache=cache))
     except BaseException:
         if fresh:  # nothing of a run that never started stays on disk
@@ -812,7 +1014,7 @@ def train(
     classes = list(ds.classes)
 
     # ---- objective, model, optimiser, LR schedule (same init on every rank)
-    objective = make_objective(cfg, data_info, classes)
+    objective = make_objective(cfg, data_info, classes, ds)
     torch.manual_seed(t.seed)
     model = objective.build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
@@ -848,6 +1050,8 @@ def train(
             ema.load_state_dict(state["ema"])
         ema.to(dev)
     state = None
+    if latent is not None and is_main and t.sample_every:
+        objective.autoencoder = load_autoencoder(ae_folder, dev)  # the training grids decode with it
 
     stop = t.steps if max_steps is None else int(max_steps)
     log_path = out / "log.jsonl"
@@ -856,6 +1060,12 @@ def train(
         save_config(cfg, out / "config.yaml")
         _truncate_log(log_path, start_step)
         (out / "samples").mkdir(exist_ok=True)
+        if latent is not None and ae_folder != out / AUTOENCODER_DIR:
+            # the run's own copy: `flaresynth sample --run RUN` and a resume need nothing outside RUN
+            with atomic_dir(out / AUTOENCODER_DIR, overwrite=True) as tmp:
+                shutil.copytree(ae_folder, tmp, dirs_exist_ok=True)
+            print(f"train {cfg.name}: latent diffusion in the latents of {ae_folder} (copied to "
+                  f"{out / AUTOENCODER_DIR}), scaling factor {scaling:.5g}", file=sys.stderr)
     meta_common = {
         "classes": classes, "scheme": ds.scheme, "transform": ds.manifest["transform"], "channels": ds.channels,
         "in_channels": cfg.model.in_channels, "sample_size": cfg.model.sample_size,
@@ -865,6 +1075,14 @@ def train(
         "class_log_flux_quantiles": data_info["class_log_flux_quantiles"],
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parameters": n_params,
     }
+    if latent is not None:
+        ae = latent["meta"]["autoencoder"]
+        meta_common["latent"] = {
+            "autoencoder": AUTOENCODER_DIR, "autoencoder_id": latent["meta"].get("model_id"),
+            "autoencoder_data_hash": latent["meta"].get("data_hash"), "scaling_factor": scaling,
+            "image_size": int(ae["sample_size"]), "image_channels": int(ae["in_channels"]),
+            "latent_shape": list(ae["latent_shape"]),
+        }
     written: list[str] = []
     rows_seen: list[list[int]] | None = [] if os.environ.get(DEBUG_RANK_DIR_ENV) else None
 
@@ -877,6 +1095,7 @@ def train(
             "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
             # fp16 loss scaling must resume where it was, or the first steps after a resume are skipped
             "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "latent_scaling_factor": scaling,
         }
         written.append(write_checkpoint(out, step, ckpt, t.keep_checkpoints).name)
 
@@ -959,6 +1178,14 @@ def train(
                                                            "model_id": f"{out.name}-{tag}-{cfg.fingerprint()}@{final_step}"})
         _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params,
                           t_start, command, global_batch, batch_size)
+        report = getattr(objective, "report", None)
+        if report:  # the objective's end-of-training measurements (the autoencoder's reconstruction benchmark)
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps({"step": final_step, **report}) + "\n")
+            if "reconstruction" in report:
+                rec = report["reconstruction"]
+                print(f"train {cfg.name}: reconstruction of the {rec['split']} split (flare kernels)\n"
+                      f"{format_table(rec['per_class'])}", file=sys.stderr)
     _debug_rank_file(raw_model, optimizer, rank, world, final_step, written, rows_seen)
     accelerator.wait_for_everyone()
     if is_main:  # every process is past its last read of the cache
@@ -998,13 +1225,14 @@ def _on_every_process(procs, fn):
     return value
 
 
-def _plan_session(out: Path, ds, config, preset, resume: bool) -> dict:
-    """The main process's view of the run folder: the config, and the checkpoint to resume (name, step)."""
-    cfg = resolve_for_dataset(resolve_config(out, config, preset, resume), ds)
+def _plan_session(out: Path, ds, config, preset, resume: bool, autoencoder=None) -> dict:
+    """The main process's view of the run folder: the config, the checkpoint to resume (name, step), and a
+    latent run's autoencoder (model folder and metadata)."""
+    cfg = resolve_for_dataset(resolve_config(out, config, preset, resume, autoencoder), ds, out)
     ckpt_path = None
     if resume:
         if (out / "config.yaml").is_file():
-            saved = resolve_for_dataset(load_config(out / "config.yaml"), ds)
+            saved = resolve_for_dataset(load_config(out / "config.yaml"), ds, out)
             if saved.fingerprint() != cfg.fingerprint():
                 raise FlaresynthError(
                     f"{out / 'config.yaml'}: the run was made with another config (fingerprint {saved.fingerprint()} "
@@ -1022,7 +1250,11 @@ def _plan_session(out: Path, ds, config, preset, resume: bool) -> dict:
             step = int(read_json(ckpt_path / "meta.json")["step"])
         except (OSError, ValueError, KeyError, TypeError):
             step = None  # read_checkpoint, on every process, says what is wrong with it
-    return {"config": cfg, "checkpoint": None if ckpt_path is None else ckpt_path.name, "step": step}
+    latent = None
+    if cfg.latent.autoencoder is not None:
+        folder, meta = autoencoder_meta(latent_source(cfg, out))
+        latent = {"folder": str(folder), "meta": meta}
+    return {"config": cfg, "checkpoint": None if ckpt_path is None else ckpt_path.name, "step": step, "latent": latent}
 
 
 def _read_named_checkpoint(path: Path, step: int | None, rank: int) -> dict:
@@ -1063,11 +1295,12 @@ def _with_ema(raw_model, ema, fn):
         raw_model.train(was_training)
 
 
-def _sample_grid(raw_model, cfg: RunConfig, meta: dict, path: Path, step: int, dev) -> None:
-    """A DDPM per-class grid (fast sampler of ``sample.grid_sampler``); the caller swaps in the EMA weights."""
+def _sample_grid(raw_model, cfg: RunConfig, meta: dict, path: Path, step: int, dev, autoencoder=None) -> None:
+    """A DDPM per-class grid (fast sampler of ``sample.grid_sampler``; a latent run's ``autoencoder`` decodes);
+    the caller swaps in the EMA weights."""
     run = path.parent.parent
     tm = Run(path=run, folder=run / MODEL_DIR, kind="ddpm", meta={**meta, "conditioning": raw_model.conditioner.describe()},
-             network=raw_model, device=torch.device(dev))
+             network=raw_model, device=torch.device(dev), autoencoder=autoencoder)
     table = build_requests(tm, per_class=cfg.sample.grid_per_class, seed=0)
     imgs = generate(tm, table, cfg.sample.grid_sampler, cfg.sample.grid_steps, cfg.sample.guidance)
     save_grid(imgs, list(pd.Series(table["label"]).astype(str)), path,
