@@ -10,7 +10,7 @@ from flaresynth.errors import FlaresynthError
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_loads_and_round_trips(name, tmp_path):
     cfg = load_preset(name)
-    assert cfg.kind in ("ddpm", "cevae")
+    assert cfg.kind in ("ddpm", "cevae", "autoencoder")
     save_config(cfg, tmp_path / "config.yaml")
     back = load_config(tmp_path / "config.yaml")
     assert back == cfg and back.fingerprint() == cfg.fingerprint()

@@ -634,7 +634,8 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
 
 def _run_size(run: Path) -> int | None:
     try:
-        return int(read_meta(model_folder(run))["sample_size"])
+        meta = read_meta(model_folder(run))
+        return int((meta.get("latent") or {}).get("image_size") or meta["sample_size"])  # a latent run: its images
     except (FlaresynthError, KeyError, TypeError, ValueError):
         return None
 

@@ -21,8 +21,16 @@ start); a checkpoint resumes only with as many processes as saved it, unless ``a
 
 What is trained is an *objective* (:func:`make_objective`, config ``kind``): :class:`DiffusionObjective`
 (the DDPM's noise-prediction loss), :class:`CevaeObjective` (the ceVAE's VAE + context-encoding loss,
-:func:`cevae_loss`; the network is :class:`flaresynth.models.cevae.CeVAE`) or :class:`DistillObjective` (one
-stage of :mod:`flaresynth.distill`). An objective builds the model, computes a batch's loss from a per-step random
+:func:`cevae_loss`; the network is :class:`flaresynth.models.cevae.CeVAE`), :class:`AutoencoderObjective`
+(the autoencoder of latent diffusion, :func:`autoencoder_loss`) or :class:`DistillObjective` (one
+stage of :mod:`flaresynth.distill`).
+
+Latent diffusion (config ``latent.autoencoder``): the same loop and objectives on different data. The main
+process encodes the training split once with the autoencoder into ``RUN/cache`` (posterior means × the scaling
+factor, 1 / their std unless the config fixes it; the factor is kept in the checkpoints so a resume uses the
+first session's), copies the autoencoder into ``RUN/autoencoder/``, and the model's metadata records the factor
+and the autoencoder's id; sampling (:mod:`flaresynth.sampling`) decodes. Only "data -> x0" and "x0 -> image"
+differ from pixel diffusion. An objective builds the model, computes a batch's loss from a per-step random
 generator, and writes the training grids and the final model folder; the loop around it is shared.
 
 Reproducibility: the batch of step s is a slice of a per-epoch permutation seeded by (seed, epoch), and the
@@ -46,13 +54,17 @@ The run folder (read back by :func:`flaresynth.runs.open_run`)::
                            + meta.json
         latest             name of the newest complete checkpoint (updated atomically, after the folder)
       cache/               during a session only: train_images.npy (the training split at the model's
-                           resolution, memory-mapped by every process) [+ train_embeddings.npz]
+                           resolution, or a latent run's scaled latents, memory-mapped by every process)
+                           [+ train_embeddings.npz]
+      autoencoder/         latent runs: a copy of the autoencoder's model folder
       samples/step-*.png   periodic class grids from the EMA weights
       model/               the final EMA weights: UNet2DModel.save_pretrained + flaresynth.json
                            (+ conditioner.safetensors when the conditioning is not inside the U-Net,
                            + embedding_classes.npz: per-class Gaussians of the image embeddings);
                            for a ceVAE: config.json + model.safetensors + flaresynth.json
-                           + latent_classes.npz (per-class Gaussians of the training latents)
+                           + latent_classes.npz (per-class Gaussians of the training latents);
+                           for an autoencoder: AutoencoderKL.save_pretrained + flaresynth.json (with the
+                           reconstruction benchmark of the test split, also the last line of log.jsonl)
 
 A checkpoint folder is written under a temporary name, renamed when complete, and only then named in
 ``latest``; ``meta.json`` holds the SHA-256 of ``state.pt``, so a damaged file is detected on resume.
@@ -365,8 +377,8 @@ def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = No
     if cache is None and cfg.latent.autoencoder is not None:
         c, s = int(cfg.model.in_channels), cfg.model.sample_size
         latents = np.zeros((len(idx), c, s, s), np.float32)
-        info["latent_scaling_factor"] = _write_latents(ds, idx, latent_source(cfg), cfg.latent.scaling_factor, "cpu",
-                                                       latents)
+        ae_folder, _ = autoencoder_meta(latent_source(cfg))
+        info["latent_scaling_factor"] = _write_latents(ds, idx, ae_folder, cfg.latent.scaling_factor, "cpu", latents)
         images = torch.from_numpy(latents)
     elif cache is None:
         images = torch.from_numpy(resample(ds.images[idx], _dataset_transforms(ds), cfg.model.sample_size))
@@ -665,6 +677,27 @@ def autoencoder_loss(model, x: torch.Tensor, generator: torch.Generator, kl_weig
     return rec + kl_weight * kl, {"rec": rec.detach(), "kl": kl.detach()}
 
 
+def reconstruction_benchmark(model: LatentAutoencoder, ds, split: str | None = None, device="cpu") -> dict:
+    """Flare-kernel fidelity (:func:`flaresynth.metrics.reconstruction.reconstruction_errors`) of an
+    autoencoder's reconstructions (posterior mean, decoded) of a dataset split: ``split``, or the first non-empty
+    one of :data:`RECONSTRUCTION_SPLITS`. Returns ``{"split", "per_class", "seconds"}``."""
+    t0 = time.perf_counter()
+    if split is None:
+        split = next((s for s in RECONSTRUCTION_SPLITS if len(ds.split_indices(s))), "train")
+    idx = ds.split_indices(split)
+    if not len(idx):
+        raise FlaresynthError(f"{ds.path / 'labels.csv'}: split: no {split!r} rows to measure reconstructions on")
+    transforms = _dataset_transforms(ds)
+    real, rec = [], []
+    for lo in range(0, len(idx), DATA_CHUNK):
+        x = torch.from_numpy(resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, model.sample_size))
+        real.append(x.numpy())
+        rec.append(decode_latents(model, encode_latents(model, x, device), device).numpy())
+    errors = reconstruction_errors(np.concatenate(real), np.concatenate(rec), ds.label_index()[idx], tuple(ds.classes),
+                                   transforms)
+    return {"split": split, "per_class": errors, "seconds": round(time.perf_counter() - t0, 2)}
+
+
 class AutoencoderObjective:
     """The autoencoder of latent diffusion (:mod:`flaresynth.models.autoencoder`, config ``autoencoder``):
     L1 (+ flare weight) reconstruction + small KL (:func:`autoencoder_loss`).
@@ -712,20 +745,8 @@ class AutoencoderObjective:
                   title=f"step {step} | EMA | autoencoder: originals, then reconstructions")
 
     def benchmark(self, model: LatentAutoencoder, device) -> dict:
-        """Flare-kernel fidelity of the reconstructions of the first non-empty split of
-        :data:`RECONSTRUCTION_SPLITS` (all of it, at the model's resolution)."""
-        ds = self.ds
-        split = next(s for s in RECONSTRUCTION_SPLITS if len(ds.split_indices(s)))
-        idx = ds.split_indices(split)
-        transforms = _dataset_transforms(ds)
-        real, rec = [], []
-        for lo in range(0, len(idx), DATA_CHUNK):
-            x = torch.from_numpy(resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, self.cfg.model.sample_size))
-            real.append(x.numpy())
-            rec.append(self._reconstruct(model, x, device).numpy())
-        errors = reconstruction_errors(np.concatenate(real), np.concatenate(rec), ds.label_index()[idx],
-                                       self.classes, transforms)
-        return {"split": split, "per_class": errors}
+        """:func:`reconstruction_benchmark` of the run's dataset."""
+        return reconstruction_benchmark(model, self.ds, device=device)
 
     def save_final(self, model: LatentAutoencoder, folder: Path, meta: dict) -> None:
         """Weights, and ``flaresynth.json`` with the reconstruction benchmark (also logged by the loop)."""
@@ -1379,6 +1400,10 @@ __all__ = [
     "CevaeObjective",
     "DistillObjective",
     "cevae_loss",
+    "AutoencoderObjective",
+    "autoencoder_loss",
+    "reconstruction_benchmark",
+    "latent_source",
     "context_mask",
     "kl_divergence",
     "reconstruction_loss",

@@ -1,0 +1,238 @@
+"""Latent diffusion: the autoencoder run kind, its flare-kernel benchmark, and DDPMs trained in its latents."""
+
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from toy import cli, make_dataset, one_line_error
+
+from flaresynth.config import RunConfig, load_preset
+from flaresynth.dataset import open_dataset
+from flaresynth.diffusion import make_scheduler
+from flaresynth.distill import distill
+from flaresynth.errors import FlaresynthError
+from flaresynth.metrics.reconstruction import kernel_stats, reconstruction_errors
+from flaresynth.models.autoencoder import LatentAutoencoder, build_autoencoder, decode, encode_means
+from flaresynth.runs import AUTOENCODER_DIR, open_run
+from flaresynth.sampling import build_requests, generate, sample
+from flaresynth.train import DiffusionObjective, load_training_data, step_generator, train
+from flaresynth.transforms import channel_transforms
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("latent") / "ds", n=40, size=64)
+
+
+@pytest.fixture(scope="module")
+def ae_run(data, tmp_path_factory):
+    """A tiny autoencoder (64 px -> 16x16x2) trained 4 steps on the toy dataset."""
+    return train(data, tmp_path_factory.mktemp("ae") / "ae", preset="autoencoder-tiny", progress=False)
+
+
+def latent_cfg(kind: str = "discrete") -> RunConfig:
+    d = load_preset("tiny-latent").to_dict()
+    d["conditioning"]["kind"] = kind
+    if kind == "discrete+embedding":
+        d["conditioning"]["encoder"] = "random:8"
+    return RunConfig.from_dict(d)
+
+
+def test_autoencoder_round_trip_shapes():
+    cfg = load_preset("autoencoder-tiny")
+    torch.manual_seed(0)
+    ae = LatentAutoencoder(build_autoencoder(cfg.autoencoder, 1, 64))
+    x = torch.rand(3, 1, 64, 64) * 2 - 1
+    z = encode_means(ae, x)
+    assert z.shape == (3, *ae.latent_shape) == (3, 2, 16, 16) and z.dtype == torch.float32
+    y = decode(ae, z)
+    assert y.shape == x.shape and y.dtype == torch.float32 and y.abs().max() <= 1
+
+
+def test_autoencoder_run_opens_and_reports_reconstruction(ae_run):
+    run = open_run(ae_run, "cpu")
+    assert run.kind == "autoencoder" and run.image_shape == (1, 64, 64)
+    rec = run.meta["reconstruction"]
+    assert rec["split"] == "test" and set(rec["per_class"]) == {"all", "A", "B", "C", "M", "X"}
+    log = [json.loads(ln) for ln in (ae_run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["reconstruction"] == rec and "loss_rec" in log[0] and "loss_kl" in log[0]
+
+
+def test_reconstruction_errors_see_a_dimmed_flare():
+    t = channel_transforms({"channel": "171A", "lo": 5.0, "hi": 3500.0}, 1)
+    yy, xx = np.mgrid[0:64, 0:64]
+    disk = np.where(np.hypot(xx - 31.5, yy - 31.5) < 24, 100.0, 5.0)
+    flare = 2000.0 * np.exp(-((xx - 30) ** 2 + (yy - 28) ** 2) / 8.0)
+    real_dn = np.stack([disk + flare, disk + flare])
+    dim_dn = np.stack([disk + flare, disk + 0.1 * flare])
+    peaks, areas = kernel_stats(real_dn)
+    assert peaks[0] == pytest.approx(2000.0, rel=0.01) and areas[0] > 5
+    real = t[0].forward(real_dn)[:, None].astype(np.float32)
+    rec = t[0].forward(dim_dn)[:, None].astype(np.float32)
+    err = reconstruction_errors(real, rec, np.array([3, 4]), ("A", "B", "C", "M", "X"), t)
+    assert err["M"]["peak_error_dex"] == 0 and err["M"]["l1"] == 0
+    assert err["X"]["peak_bias_dex"] == pytest.approx(np.log10(201) - np.log10(2001), abs=0.02)
+
+
+def test_latent_training_lowers_the_loss_on_a_fixed_batch(data, ae_run):
+    cfg = RunConfig.from_dict({**latent_cfg().to_dict(), "latent": {"autoencoder": str(ae_run)},
+                               "model": {**latent_cfg().to_dict()["model"], "in_channels": 2}})
+    info = load_training_data(open_dataset(data), cfg)
+    assert info["images"].shape[1:] == (2, 16, 16)
+    assert info["images"].std().item() == pytest.approx(1.0, abs=0.05)  # scaled to unit variance
+    obj = DiffusionObjective(cfg, info, ("A", "B", "C", "M", "X"))
+    torch.manual_seed(0)
+    model = obj.build_model()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    x0, cond = info["images"][:8], info["cond"].index(torch.arange(8))
+
+    def fixed_loss():
+        with torch.no_grad():
+            return obj.loss(model, x0, cond, step_generator(0, 0, 0)).item()
+
+    before = fixed_loss()
+    for i in range(25):
+        loss = obj.loss(model, x0, cond, step_generator(0, i + 1, 0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert fixed_loss() < 0.8 * before
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "discrete+embedding"])
+def test_latent_run_trains_resumes_and_samples_self_contained(data, ae_run, tmp_path, kind):
+    ae = tmp_path / "ae"
+    shutil.copytree(ae_run, ae)
+    run = tmp_path / "run"
+    train(data, run, latent_cfg(kind), autoencoder=ae, max_steps=2, progress=False)
+    assert (run / AUTOENCODER_DIR / "flaresynth.json").is_file()
+    shutil.rmtree(ae)  # the run holds its autoencoder: resume and sampling need nothing else
+    train(data, run, resume=True, progress=False)
+    assert json.loads((run / "provenance.json").read_text())["steps"] == 4
+    meta = json.loads((run / "model" / "flaresynth.json").read_text())
+    assert meta["sample_size"] == 16 and meta["in_channels"] == 2 and meta["latent"]["image_size"] == 64
+    if kind == "discrete":  # the command line, once: `flaresynth sample --run RUN` alone
+        r = cli("sample", "--run", str(run), "--out", str(tmp_path / "s"), "--per-class", "1", "--sampler", "ddim",
+                "--steps", "2", "--no-progress")
+        assert r.returncode == 0, r.stderr
+    else:
+        sample(run, tmp_path / "s", per_class=1, sampler="ddim", steps=2)
+    images = np.load(tmp_path / "s" / "samples.npy")
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert images.shape == (5, 1, 64, 64) and manifest["image_size"] == 64 and manifest["latent"]["latent_shape"] == [2, 16, 16]
+    assert np.isfinite(images).all() and images.std() > 0
+
+
+def test_latent_run_reloads_and_samples_identically(data, ae_run, tmp_path):
+    run = train(data, tmp_path / "run", latent_cfg(), autoencoder=ae_run, progress=False)
+    table = build_requests(open_run(run, "cpu"), per_class=1, seed=3)
+    outs = [generate(open_run(run, "cpu"), table, sampler, 3, 1.0) for sampler in ("dpm++", "dpm++", "ddpm")]
+    assert outs[0].shape == (5, 1, 64, 64)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2])
+
+
+def test_latent_student_samples_with_the_teachers_autoencoder(data, ae_run, tmp_path):
+    teacher = train(data, tmp_path / "teacher", latent_cfg(), autoencoder=ae_run, progress=False)
+    student = distill(teacher, tmp_path / "student", steps=2, teacher_steps=4, stage_steps=1, progress=False)
+    assert (student / AUTOENCODER_DIR / "flaresynth.json").is_file()
+    out = sample(student, tmp_path / "s", per_class=1)
+    assert np.load(out / "samples.npy").shape == (5, 1, 64, 64)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_autoencoder_one_line_and_nothing_written(data, ae_run, tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", "--data", str(data), "--out", str(out), "--preset", "tiny-latent", "--autoencoder",
+            str(tmp_path / "nowhere"), "--no-progress")
+    assert "no such autoencoder run" in one_line_error(r) and not out.exists()
+    # a run of another kind (a pixel DDPM) is no autoencoder
+    pixel = train(data, tmp_path / "pixel", load_preset("tiny"), max_steps=1, progress=False)
+    with pytest.raises(FlaresynthError, match="model_type: 'ddpm', but latent.autoencoder needs an autoencoder"):
+        train(data, out, latent_cfg(), autoencoder=pixel, progress=False)
+    assert not out.exists()
+    # a dataset of another image size, and one of the same size but other images
+    small = make_dataset(tmp_path / "ds32", n=40, size=32)
+    r = cli("train", "--data", str(small), "--out", str(out), "--preset", "tiny-latent", "--autoencoder",
+            str(ae_run), "--no-progress")
+    assert "images of 1x32 px, but the autoencoder" in one_line_error(r) and not out.exists()
+    other = make_dataset(tmp_path / "other", n=40, size=64, seed=5)
+    with pytest.raises(FlaresynthError, match="trained on another dataset"):
+        train(other, out, latent_cfg(), autoencoder=ae_run, progress=False)
+    assert not out.exists()
+    # a pixel config with --autoencoder, and clip_sample on latents
+    with pytest.raises(FlaresynthError, match="is a pixel one"):
+        train(data, out, load_preset("tiny"), autoencoder=ae_run, progress=False)
+    with pytest.raises(FlaresynthError, match="diffusion.clip_sample"):
+        RunConfig.from_dict({"latent": {"autoencoder": str(ae_run)}})
+    assert not out.exists()
+
+
+def test_latent_run_without_its_autoencoder_and_autoencoder_as_generator(data, ae_run, tmp_path):
+    run = train(data, tmp_path / "run", latent_cfg(), autoencoder=ae_run, max_steps=1, progress=False)
+    shutil.rmtree(run / AUTOENCODER_DIR)
+    r = cli("sample", "--run", str(run), "--out", str(tmp_path / "s"), "--no-progress")
+    assert f"{run / AUTOENCODER_DIR}: missing" in one_line_error(r) and not (tmp_path / "s").exists()
+    with pytest.raises(FlaresynthError, match="does not generate"):
+        sample(ae_run, tmp_path / "s")
+    with pytest.raises(FlaresynthError, match="autoencoder run; only a diffusion"):
+        distill(ae_run, tmp_path / "st", progress=False)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "st").exists()
+
+
+def test_fingerprint_counts_the_latent_section_only_when_used():
+    pixel = load_preset("tiny")
+    d = pixel.to_dict()
+    d["autoencoder"]["latent_channels"] = 8  # unused by a ddpm run
+    assert RunConfig.from_dict(d).fingerprint() == pixel.fingerprint()
+    a, b = latent_cfg(), latent_cfg()
+    b.latent.scaling_factor = 0.5
+    assert a.fingerprint() != b.fingerprint() != pixel.fingerprint()
+    assert make_scheduler(a.diffusion).config.clip_sample is False
+
+
+def test_autoencoder_fidelity_benchmark(data, ae_run, tmp_path, capsys, monkeypatch):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    module = importlib.import_module("autoencoder_fidelity")
+    monkeypatch.setattr(sys, "argv", ["autoencoder_fidelity.py", "--ae", str(ae_run), "--data", str(data), "--split",
+                                      "train", "--out", str(tmp_path), "--threads", "1", "--quick"])
+    capsys.readouterr()
+    module.main()
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "train" and result["same_dataset"] is True
+    assert result["per_class"]["all"]["n"] == 30 and json.loads((tmp_path / "autoencoder_fidelity.json").read_text()) == result
+
+
+def test_accelerate_launch_two_processes_trains_a_latent_run(data, ae_run, tmp_path):
+    """Two gloo processes (as tests/test_accelerate.py): one model, the main process encodes and copies."""
+    import os
+    import subprocess
+
+    from test_accelerate import free_port
+
+    from flaresynth.train import DEBUG_RANK_DIR_ENV
+
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("accelerate launcher not installed")
+    run, ranks = tmp_path / "run", tmp_path / "ranks"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
+               **{DEBUG_RANK_DIR_ENV: str(ranks)})
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           "-m", "flaresynth", "train", "--data", str(data), "--out", str(run), "--preset", "tiny-latent",
+           "--autoencoder", str(ae_run), "--device", "cpu", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = [json.loads((ranks / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert [i["world_size"] for i in info] == [2, 2] and info[0]["param_digest"] == info[1]["param_digest"]
+    assert (run / AUTOENCODER_DIR / "flaresynth.json").is_file() and not (run / "cache").exists()
+    assert np.load(sample(run, tmp_path / "s", per_class=1) / "samples.npy").shape == (5, 1, 64, 64)
