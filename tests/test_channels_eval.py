@@ -137,3 +137,39 @@ def test_generated_channels_must_be_the_datasets(sim_ds, tmp_path):
     line = one_line_error(cli("evaluate", "--real", str(sim_ds.path), "--generated", str(fewer), "--out", str(tmp_path / "e")))
     assert "channels: 3 (94A, 131A, 171A), but the dataset has 5" in line
     assert not (tmp_path / "e").exists()
+
+
+def test_augmentation_experiment_takes_every_channel(sim_ds, tmp_path):
+    """The classifier of the augmentation experiment takes the five channels; a classical copy flips, turns and
+    brightens every channel of an image alike, each through its own transform; other channel names are refused."""
+    import torch
+
+    from flaresynth.errors import FlaresynthError
+    from flaresynth.experiments.augment import (
+        AugmentConfig,
+        ClassicalAugmentation,
+        classical_augment,
+        run_augment,
+    )
+
+    gen = _samples(sim_ds, tmp_path / "real", shuffle=False)
+    result = run_augment(sim_ds.path, gen, tmp_path / "aug", AugmentConfig(seeds=1, epochs=1, layers=1, batch_size=16),
+                         progress=False)
+    assert result["model"]["num_channels"] == 5 and len(result["runs"]) == len(result["regimes"])
+    transforms = sim_ds.transforms()
+    x = torch.from_numpy(np.array(sim_ds.images[:2], dtype=np.float32))
+    g = torch.Generator().manual_seed(0)
+    flipped = classical_augment(x, transforms, ClassicalAugmentation(rotation_deg=0, brightness=0.5), g)
+    for i in range(2):  # the same flips and brightness factor in every channel: DN/s ratios between channels kept
+        dn = np.stack([t.inverse(x[i, c].numpy()) for c, t in enumerate(transforms)])
+        out = np.stack([t.inverse(flipped[i, c].numpy()) for c, t in enumerate(transforms)])
+        candidates = [dn, dn[:, :, ::-1], dn[:, ::-1, :], dn[:, ::-1, ::-1]]
+        inside = [np.all((d > 1.01 * np.array([t.lo for t in transforms])[:, None, None]) &
+                         (d < 0.99 * np.array([t.hi for t in transforms])[:, None, None]), axis=0) for d in candidates]
+        factors = [np.median(out[:, m] / d[:, m], axis=1) for d, m in zip(candidates, inside)]
+        spread = [np.ptp(f) / np.mean(f) for f in factors]
+        assert min(spread) < 1e-3, spread  # one geometry and one factor fit all five channels
+    wrong = _samples(sim_ds, tmp_path / "order", shuffle=False, channels=CHANNELS[::-1])
+    with pytest.raises(FlaresynthError, match="channels: 211A, 193A, 171A, 131A, 94A, but the dataset"):
+        run_augment(sim_ds.path, wrong, tmp_path / "aug2", AugmentConfig(seeds=1, epochs=1, layers=1), progress=False)
+    assert not (tmp_path / "aug2").exists()

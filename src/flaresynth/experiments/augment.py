@@ -31,6 +31,10 @@ regimes and compare the average accuracy per class. We do the same, with every u
   size differs from the dataset's they are mapped into the dataset's model space through DN/s: inverse
   transform → :func:`flaresynth.transforms.resize` (area mean when shrinking, bilinear when enlarging) →
   the dataset's forward transform — the path a dataset built at that size would have taken.
+* **several channels** (a dataset built with ``--channels``): the classifier takes all C channels
+  (``in_channels`` = C), each channel goes through its own transform, a classical copy flips, turns and
+  brightens all channels of an image together, and a samples folder must hold the dataset's channels (same
+  names, same order).
 
 Classifier, training and model selection: :mod:`flaresynth.experiments.classifier`. Scores:
 :mod:`flaresynth.experiments.stats`. Output (written atomically)::
@@ -57,6 +61,7 @@ from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.experiments.classifier import ExperimentConfig, n_parameters, prepare_out, run_regimes
 from flaresynth.io import atomic_dir, write_json
+from flaresynth.transforms import channel_transforms
 
 EXPERIMENT_FORMAT = "flaresynth-experiment/1"
 RESULTS_JSON = "results.json"
@@ -89,7 +94,12 @@ def check_samples(gs, ds, check_classes: bool = True) -> None:
         raise input_error(gs.path / "samples.npy", "size", f"{gs.images.shape[-1]} px, larger than the dataset's "
                           f"{ds.image_size} px images: build the dataset at the generator's size (--size)")
     if gs.images.shape[1] != ds.images.shape[1]:
-        raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset {ds.path} has {ds.images.shape[1]}")
+        raise input_error(gs.path / "samples.npy", "channels", f"{gs.images.shape[1]}, but the dataset {ds.path} has "
+                          f"{ds.images.shape[1]} ({', '.join(ds.channels)})")
+    names = gs.manifest.get("channels")  # absent in folders of older samplers: the dataset's, as many as it has
+    if names is not None and list(names) != list(ds.channels):
+        raise input_error(gs.path / "manifest.json", "channels", f"{', '.join(names)}, but the dataset {ds.path} has "
+                          f"{', '.join(ds.channels)} (the same channels in the same order are needed)")
     if gs.images.shape[-1] != gs.images.shape[-2]:
         raise input_error(gs.path / "samples.npy", "shape", f"{tuple(gs.images.shape[-2:])}: expected square images")
     if len(gs.images) == 0:
@@ -122,14 +132,16 @@ class GeneratedPool:
         self.gs = gs
         self.size = int(size or ds.image_size)
         self.labels = requested_class_index(gs, ds.classes, ds.scheme) if labels is None else np.asarray(labels)
-        self.target_transform = ds.transform()  # one channel: several stop here with one line
-        self.source_transform = gs.transform(default=ds.manifest["transform"])
+        self.target_transforms = ds.transforms()  # one per channel
+        self.source_transforms = channel_transforms(gs.manifest.get("transform", ds.manifest["transform"]),
+                                                    gs.images.shape[1], str(gs.path / "manifest.json"))
         self.notes: list[str] = []
-        same_transform = self.source_transform.to_dict() == self.target_transform.to_dict()
-        self.identity = same_transform and gs.images.shape[-1] == self.size
-        if not same_transform:
-            self.notes.append(f"generated images mapped from transform {self.source_transform.to_dict()} to the "
-                              f"dataset's {self.target_transform.to_dict()} (through DN/s)")
+        differ = [(s.to_dict(), t.to_dict()) for s, t in zip(self.source_transforms, self.target_transforms)
+                  if s.to_dict() != t.to_dict()]
+        self.identity = not differ and gs.images.shape[-1] == self.size
+        if differ:
+            self.notes.append("generated images mapped from transform " + "; ".join(f"{a} to the dataset's {b}" for a, b in differ)
+                              + " (through DN/s)")
         if gs.images.shape[-1] != self.size:
             self.notes.append(f"generated images resized from {gs.images.shape[-1]} to {self.size} px "
                               "(inverse transform to DN/s, flaresynth.transforms.resize, forward transform)")
@@ -144,7 +156,7 @@ class GeneratedPool:
         for start in range(0, len(indices), chunk):
             x = np.asarray(self.gs.images[indices[start : start + chunk]], dtype=np.float32)
             if not self.identity:
-                x = self.target_transform.forward(resize(self.source_transform.inverse(x), self.size))
+                x = per_channel(self.target_transforms, resize(per_channel(self.source_transforms, x, inverse=True), self.size))
             out[start : start + len(x)] = x
         return out
 
@@ -168,7 +180,7 @@ def real_at_size(ds, rows, size: int, via: int | None = None) -> np.ndarray:
     from flaresynth.transforms import resample
 
     x = np.asarray(ds.images[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
-    t = ds.transform()
+    t = ds.transforms()
     if via is not None and via < x.shape[-1]:
         x = resample(x, t, via)
     return resample(x, t, size)
@@ -184,17 +196,32 @@ class ClassicalAugmentation:
     brightness: float = 0.2  # factor drawn log-uniformly in [1/(1+b), 1+b]
 
 
+def per_channel(transforms, x, inverse: bool = False):
+    """Model space -> DN/s (``inverse``) or back of (N, C, H, W) images (numpy or torch), each channel through its
+    own transform; ``transforms``: a list of one per channel, or one :class:`~flaresynth.transforms.IntensityTransform`
+    for every channel."""
+    if not isinstance(transforms, (list, tuple)):
+        return transforms.inverse(x) if inverse else transforms.forward(x)
+    parts = [(t.inverse if inverse else t.forward)(x[:, c]) for c, t in enumerate(transforms)]
+    if hasattr(x, "detach"):  # torch
+        import torch
+
+        return torch.stack(parts, dim=1)
+    return np.stack(parts, axis=1)
+
+
 def classical_augment(x, transform, params: ClassicalAugmentation, generator):
     """Augmented copies of model-space images ``x`` (torch float32 (N, C, H, W)), drawn with ``generator``.
 
-    Works in DN/s through ``transform`` (an :class:`~flaresynth.transforms.IntensityTransform`) so that the
-    rotation interpolates intensities, not logarithms, and brightness is a multiplicative factor.
+    Works in DN/s through ``transform`` (an :class:`~flaresynth.transforms.IntensityTransform`, or a list of one
+    per channel) so that the rotation interpolates intensities, not logarithms, and brightness is a
+    multiplicative factor. Several channels move together: one flip, angle and brightness factor per image.
     """
     import torch
     import torch.nn.functional as F
 
     n = x.shape[0]
-    dn = transform.inverse(x).to(torch.float32)
+    dn = per_channel(transform, x, inverse=True).to(torch.float32)
     if params.flips:
         h = torch.rand(n, generator=generator) < 0.5
         v = torch.rand(n, generator=generator) < 0.5
@@ -211,7 +238,7 @@ def classical_augment(x, transform, params: ClassicalAugmentation, generator):
         log_b = math.log(1.0 + params.brightness)
         factor = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * log_b)
         dn = dn * factor[:, None, None, None]
-    return transform.forward(dn)
+    return per_channel(transform, dn)
 
 
 # ------------------------------------------------------------------------------------------- training sets
@@ -295,7 +322,7 @@ def make_training_sets(
             if kind == "classical":
                 rng = np.random.default_rng([seed, 1])
                 gen = torch.Generator().manual_seed(int(seed))
-                transform = ds.transform()
+                transform = ds.transforms()
                 for c, n in enumerate(counts):
                     have = np.flatnonzero(labels == c)
                     if n <= 0 or len(have) == 0:
