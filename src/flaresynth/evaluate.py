@@ -13,7 +13,9 @@ writes, atomically, an evaluation folder::
 "benchmark_kind", "ideal"}`` (``None`` where undefined). Names: ``CE_<enc>``, ``CD_<enc>``, ``CS_<enc>``,
 ``FD_<enc>`` (``FID`` for Inception only), ``KID_<enc>`` for each encoder ``<enc>`` in ``domain``, ``effnet``,
 ``clip``, ``dinov2``, ``inception``; ``F1_judge``, ``precision_judge``, ``recall_judge``, ``accuracy_judge``;
-the same four with ``_referee`` when the referee ran. ``details`` holds per-cluster values, per-class
+the same four with ``_referee`` when the referee ran (``_referee_hot`` for the hot-channel referee). On
+several channels also ``<metric>_<channel>`` for the per-channel judges and encoders (``F1_judge_94A``,
+``FD_domain_171A``...) and ``XC_ratios`` (cross-channel consistency). ``details`` holds per-cluster values, per-class
 precision/recall/F1, confusion matrices, the encoders' weights hashes and the judge's training record.
 
 What is compared (Ramunno et al. 2024):
