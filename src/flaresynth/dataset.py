@@ -58,6 +58,7 @@ import json
 import os
 import platform
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -827,55 +828,140 @@ def preprocess_frames(source, indices, path: Path, cfg: BuildConfig, transform, 
 
     ``transform`` is one :class:`~flaresynth.transforms.IntensityTransform` (a one-channel source, frames
     (n, H, W)) or a list of them, one per channel of an aligned source (frames (n, C, H, W)).
-    """
-    import dask
-    from numpy.lib.format import open_memmap
 
-    from flaresynth.transforms import apply_limb_mask, limb_mask, resize
+    On local threads (``scheduler`` None) each batch is read from ``source`` and written here. On a
+    dask.distributed cluster each task carries only ``source.batch(...)`` (where its frames live) and the rows
+    it fills: the worker opens the store or files itself, preprocesses its frames and writes its rows of the
+    ``.npy`` at ``path`` in place (created here first with its header), returning the row count and a CRC-32 of
+    what it wrote, which is checked against the file afterwards. So the workers must see ``path`` (the
+    temporary folder beside ``--out``) and the images at the same paths as this process: one machine, or a
+    shared filesystem on an HPC cluster. A worker that cannot is a one-line error before any task runs.
+    """
+    from numpy.lib.format import open_memmap
 
     n = len(indices)
     per_channel = list(transform) if isinstance(transform, (list, tuple)) else None
     n_channels = len(per_channel) if per_channel else 1
     result = open_memmap(path, mode="w+", dtype=np.float32, shape=(n, n_channels, cfg.size, cfg.size))
-    mask = limb_mask(cfg.size) if cfg.mask_limb else None
-
-    def work(batch_indices):
-        frames = source.read_many(batch_indices)
-        small = resize(frames.astype(np.float32), cfg.size)
-        if per_channel is None:
-            x = transform.forward(small)[:, None]
-        else:  # (n, C, size, size): each channel through its own transform
-            x = np.stack([t.forward(small[:, c]) for c, t in enumerate(per_channel)], axis=1)
-        if mask is not None:
-            x = apply_limb_mask(x, mask)
-        return np.asarray(x, dtype=np.float32)
-
     # Sorting by source index keeps each store chunk inside one batch; results go back to table order.
     order = np.argsort(indices, kind="stable")
     batches = [order[i : i + cfg.batch_frames] for i in range(0, n, cfg.batch_frames)]
-    tasks = [dask.delayed(work)(indices[b]) for b in batches]
     if scheduler:
-        from distributed import Client, as_completed
+        result.flush()
+        del result  # the workers write the rows; this process only checks them
+        _preprocess_distributed(source, indices, batches, Path(path), cfg, transform, scheduler, progress)
+        return
 
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise FlaresynthError(f"--scheduler {scheduler}: cannot connect to a dask scheduler ({exc})") from exc
-        with client:
-            futures = client.compute(tasks)
-            where = {f.key: b for f, b in zip(futures, batches)}
-            for fut in _progress(as_completed(futures), len(futures), progress, "preprocessing (dask.distributed)"):
-                result[where[fut.key]] = fut.result()
-    else:
-        # compute in groups so progress advances and memory stays bounded
-        step = 4 * (cfg.workers or os.cpu_count() or 1)
-        bar = _progress(range(0, len(tasks), step), (len(tasks) + step - 1) // step, progress, "preprocessing (dask threads)")
-        for start in bar:
-            done = dask.compute(*tasks[start : start + step], scheduler="threads", num_workers=cfg.workers)
-            for b, arr in zip(batches[start : start + step], done):
-                result[b] = arr
+    import dask
+
+    def work(batch_indices):
+        return _preprocess_batch(source.read_many(batch_indices), cfg.size, transform, cfg.mask_limb)
+
+    tasks = [dask.delayed(work)(indices[b]) for b in batches]
+    # compute in groups so progress advances and memory stays bounded
+    step = 4 * (cfg.workers or os.cpu_count() or 1)
+    bar = _progress(range(0, len(tasks), step), (len(tasks) + step - 1) // step, progress, "preprocessing (dask threads)")
+    for start in bar:
+        done = dask.compute(*tasks[start : start + step], scheduler="threads", num_workers=cfg.workers)
+        for b, arr in zip(batches[start : start + step], done):
+            result[b] = arr
     result.flush()
     del result
+
+
+def _preprocess_batch(frames: np.ndarray, size: int, transform, mask_limb: bool) -> np.ndarray:
+    """Frames (n, H, W) or (n, C, H, W) in DN/s -> float32 (n, C, size, size) model images."""
+    from flaresynth.transforms import apply_limb_mask, limb_mask, resize
+
+    small = resize(frames.astype(np.float32), size)
+    if not isinstance(transform, (list, tuple)):
+        x = transform.forward(small)[:, None]
+    else:  # (n, C, size, size): each channel through its own transform
+        x = np.stack([t.forward(small[:, c]) for c, t in enumerate(transform)], axis=1)
+    if mask_limb:
+        x = apply_limb_mask(x, limb_mask(size))
+    return np.asarray(x, dtype=np.float32)
+
+
+def _write_batch(batch, rows: np.ndarray, path: str, size: int, transform, mask_limb: bool) -> tuple[int, int]:
+    """On a dask.distributed worker: read the frames of ``batch`` from their source, preprocess them and write
+    them into ``rows`` of the ``.npy`` at ``path``; returns (rows written, CRC-32 of their bytes)."""
+    from numpy.lib.format import open_memmap
+
+    x = _preprocess_batch(batch.read(), size, transform, mask_limb)
+    out = open_memmap(path, mode="r+")
+    out[rows] = x
+    out.flush()
+    del out
+    return len(rows), zlib.crc32(x.tobytes())
+
+
+def _probe_worker(path: str, shape: tuple, batch) -> str | None:
+    """Run on every worker before a distributed build: None when it can open the output in place and read the
+    first frame, else what failed (one line)."""
+    from numpy.lib.format import open_memmap
+
+    try:
+        out = open_memmap(path, mode="r+")
+        ok = tuple(out.shape) == tuple(shape)
+        del out
+        if not ok:
+            return f"output: {path} holds another array than this build's (another file at the same path?)"
+    except Exception as exc:  # any reason a worker cannot write the file is reported, not raised
+        return f"output: cannot open {path} ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    try:
+        batch.read()
+    except Exception as exc:
+        return f"images: cannot read the first frame ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    return None
+
+
+def _preprocess_distributed(source, indices, batches, path: Path, cfg: BuildConfig, transform, scheduler: str,
+                            progress: bool) -> None:
+    """The dask.distributed side of :func:`preprocess_frames`: workers read, preprocess and write their own rows."""
+    from distributed import Client, as_completed
+    from numpy.lib.format import open_memmap
+
+    path = path.resolve()  # the workers' working folder is not ours
+    shape = (len(indices), len(transform) if isinstance(transform, (list, tuple)) else 1, cfg.size, cfg.size)
+    try:
+        client = Client(scheduler, timeout="20s")
+    except OSError as exc:
+        raise FlaresynthError(f"--scheduler {scheduler}: cannot connect to a dask scheduler ({exc})") from exc
+    with client:
+        if not client.scheduler_info()["workers"]:
+            try:
+                client.wait_for_workers(1, timeout=60)
+            except TimeoutError:
+                raise FlaresynthError(f"--scheduler {scheduler}: no dask worker joined within 60 s") from None
+        probe = source.batch(indices[:1])
+        problems = {w: p for w, p in client.run(_probe_worker, str(path), shape, probe).items() if p}
+        if problems:
+            worker, problem = sorted(problems.items())[0]
+            raise FlaresynthError(
+                f"--scheduler {scheduler}: worker {worker} ({len(problems)} of {len(client.scheduler_info()['workers'])}"
+                f") cannot build here: {problem}. dask workers read the images and write their own rows of "
+                f"{IMAGES_FILE} themselves, so they must see this machine's files at the same paths (one machine, "
+                "or --out and the images on a filesystem every worker mounts)")
+        futures = [client.submit(_write_batch, source.batch(indices[b]), b, str(path), cfg.size, transform,
+                                 cfg.mask_limb, pure=False) for b in batches]
+        where = {f.key: k for k, f in enumerate(futures)}
+        crcs = {}
+        for fut in _progress(as_completed(futures), len(futures), progress, "preprocessing (dask.distributed)"):
+            k = where[fut.key]
+            n_written, crcs[k] = fut.result()
+            if n_written != len(batches[k]):
+                raise FlaresynthError(f"--scheduler {scheduler}: a worker wrote {n_written} of the "
+                                      f"{len(batches[k])} rows of batch {k}")
+    # the file as this process sees it must hold what every worker wrote (a filesystem that does not share
+    # writes between the machines would otherwise give a silently wrong dataset)
+    written = open_memmap(path, mode="r")
+    bad = [k for k, b in enumerate(batches) if zlib.crc32(np.ascontiguousarray(written[b]).tobytes()) != crcs[k]]
+    del written
+    if bad:
+        raise FlaresynthError(f"--scheduler {scheduler}: {len(bad)} of {len(batches)} batches differ in {path} from "
+                              "what the workers wrote: the workers' writes do not reach this machine (put --out on a "
+                              "filesystem every worker shares)")
 
 
 def _progress(iterable, total: int, enabled: bool, description: str):

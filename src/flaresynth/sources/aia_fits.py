@@ -35,7 +35,9 @@ format ``%Y-%m-%dT%H:%M:%S.%fZ`` (from ``DATE-OBS + EXPTIME/2``, AIA's definitio
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -387,6 +389,12 @@ class AIAFitsFolder(TimeIndexedFrames):
             out[k] = self.read(int(i))
         return out
 
+    def batch(self, indices) -> FitsBatch:
+        """A small picklable description of the frames at ``indices`` (time order): their files (absolute paths)
+        and the output size; :meth:`FitsBatch.read` reads them in any process that sees the same files."""
+        idx = self._indices(indices)
+        return FitsBatch(files=tuple(os.path.abspath(self.files[int(i)]) for i in idx), out_size=self.out_size)
+
     def to_dask(self, indices=None):
         """Lazy float32 (n, H, W) dask array, one task per file, in the given order (default: all)."""
         import dask
@@ -404,6 +412,24 @@ class AIAFitsFolder(TimeIndexedFrames):
             for i in idx
         ]
         return da.concatenate(parts, axis=0)
+
+
+@dataclasses.dataclass
+class FitsBatch:
+    """Where some frames live (their FITS files), not their pixels: what a dask.distributed worker reads itself."""
+
+    files: tuple[str, ...]
+    out_size: int
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self) -> np.ndarray:
+        """The frames as float32 (n, H, W) in DN/s, in order (as :meth:`AIAFitsFolder.read_many`)."""
+        out = np.empty((len(self.files), self.out_size, self.out_size), dtype=np.float32)
+        for k, f in enumerate(self.files):
+            out[k] = read_aia_fits(f, self.out_size)[0]
+        return out
 
 
 def _read_image(path: str, out_size: int) -> np.ndarray:

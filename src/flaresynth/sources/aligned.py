@@ -11,11 +11,12 @@ cadence. ``QUALITY`` of an aligned frame is the bitwise OR over its channels,
 so a frame flagged in any channel is dropped by the dataset builder.
 
 It has the interface of :class:`~flaresynth.sources.frames.TimeIndexedFrames` (``times``, ``headers()``,
-``read_many``), with frames of shape (C, H, W).
+``read_many``, ``batch``), with frames of shape (C, H, W).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -113,4 +114,29 @@ class AlignedChannels(TimeIndexedFrames):
         out = np.empty((len(idx), len(self.sources), *self.frame_shape), dtype=np.float32)
         for c, src in enumerate(self.sources):
             out[:, c] = src.read_many(self.index[idx, c])
+        return out
+
+    def batch(self, indices) -> AlignedBatch:
+        """A small picklable description of the frames at ``indices`` (time order): one batch per channel of
+        that channel's own frames; :meth:`AlignedBatch.read` reads them in any process that sees the source."""
+        idx = self._indices(indices)
+        return AlignedBatch(parts=tuple(src.batch(self.index[idx, c]) for c, src in enumerate(self.sources)),
+                            frame_shape=tuple(self.frame_shape))
+
+
+@dataclasses.dataclass
+class AlignedBatch:
+    """The channels' batches of some aligned frames (see :meth:`AlignedChannels.batch`)."""
+
+    parts: tuple  # one batch (SDOMLBatch or FitsBatch) per channel, in channel order
+    frame_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def read(self) -> np.ndarray:
+        """The frames as float32 (n, C, H, W), in order (as :meth:`AlignedChannels.read_many`)."""
+        out = np.empty((len(self), len(self.parts), *self.frame_shape), dtype=np.float32)
+        for c, part in enumerate(self.parts):
+            out[:, c] = part.read()
         return out

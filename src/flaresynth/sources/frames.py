@@ -4,6 +4,10 @@
 :class:`flaresynth.sources.aia_fits.AIAFitsFolder`; :func:`parse_t_obs` reads AIA's ``T_OBS`` for both. The
 factory that picks a source for a path, :func:`flaresynth.sources.images.open_images`, sits above them (as
 ``sunpy.map.Map`` sits above its map sources).
+
+Every source also has ``batch(indices)``: a small picklable description of those frames (where they live, not
+their pixels) whose ``read()`` gives the same array as ``read_many(indices)`` in any process that sees the same
+files or URL. The dataset build sends these to dask.distributed workers, which read their own frames.
 """
 
 from __future__ import annotations

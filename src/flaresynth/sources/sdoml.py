@@ -18,6 +18,10 @@ Reading choices, and why:
 * Chunking is read from each array's ``.zarray`` (15 frames in the creation script, 120 in the small public
   store); :meth:`SDOMLStore.read_many` groups requested frames by (year, chunk) so each chunk is decompressed
   once.
+* :meth:`SDOMLStore.batch` describes some frames by where they live (the store's path or URL, the channel, and
+  each frame's year and stored position): a few hundred bytes that another process (a dask.distributed worker)
+  turns back into pixels with :meth:`SDOMLBatch.read`, opening the store itself. It opens each year's array
+  from its ``.zarray`` alone, so a worker never parses the per-frame attribute lists either.
 * Remote stores are opened through fsspec: ``s3://`` anonymously (the NASA HDRL bucket
   ``gov-nasa-hdrl-data1/contrib/fdl-sdoml/fdl-sdoml-v2/sdomlv2.zarr`` needs no credentials), ``gs://`` with
   ``gcsfs`` (token ``"anon"``), ``http(s)://`` (cannot be listed: pass ``years``), and ``memory://``.
@@ -26,7 +30,10 @@ Reading choices, and why:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -126,6 +133,10 @@ class SDOMLStore(TimeIndexedFrames):
         self.channel = str(channel)
         store, self.source = _open_store(path_or_url, storage_options)
         self._store = store
+        # where another process reopens the store (batch()): an absolute path, the URL, or the store object
+        self._location = (path_or_url if not isinstance(path_or_url, (str, Path))
+                          else path_or_url.rstrip("/") if is_url(str(path_or_url)) else os.path.abspath(path_or_url))
+        self._storage_options = dict(storage_options) if storage_options else None
         try:
             zarr.open_group(store, mode="r", use_consolidated=False)
         except FileNotFoundError:
@@ -237,16 +248,15 @@ class SDOMLStore(TimeIndexedFrames):
         Reads are grouped by (year, chunk), so each chunk is fetched and decompressed once.
         """
         idx = self._indices(indices)
-        out = np.empty((len(idx), *self.frame_shape), dtype=np.float32)
-        if len(idx) == 0:
-            return out
-        slots, local = self._slot[idx], self._local[idx]
-        chunk = np.array([local[k] // self._years[s].array.chunks[0] for k, s in enumerate(slots)])
-        keys = slots.astype(np.int64) * (1 << 40) + chunk
-        for key in np.unique(keys):
-            where = np.nonzero(keys == key)[0]
-            out[where] = _read_block(self._years[slots[where[0]]].array, local[where])
-        return out
+        return _read_grouped([ya.array for ya in self._years], self._slot[idx], self._local[idx], self.frame_shape)
+
+    def batch(self, indices) -> SDOMLBatch:
+        """A small picklable description of the frames at ``indices`` (time order) that any process seeing the
+        same store reads with :meth:`SDOMLBatch.read` (the same pixels as :meth:`read_many`)."""
+        idx = self._indices(indices)
+        years = np.array([ya.year for ya in self._years], dtype=np.int64)[self._slot[idx]]
+        return SDOMLBatch(location=self._location, storage_options=self._storage_options, channel=self.channel,
+                          years=years, local=self._local[idx].copy(), frame_shape=self.frame_shape)
 
     def to_dask(self, indices=None):
         """Lazy float32 (n, H, W) dask array of the frames at ``indices`` (default: all), in that order.
@@ -293,6 +303,77 @@ class SDOMLStore(TimeIndexedFrames):
         chunks = (tuple(np.diff(bounds).tolist()), (self.frame_shape[0],), (self.frame_shape[1],))
         return da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=()), name, chunks,
                         dtype=np.float32)
+
+
+@dataclasses.dataclass
+class SDOMLBatch:
+    """Where some frames of one channel live in an SDOMLv2 store (not their pixels): what a dask.distributed
+    worker needs to read them itself. Remote stores are reopened with the same (anonymous by default) options."""
+
+    location: object  # absolute path, URL, or a zarr store object
+    storage_options: dict | None
+    channel: str
+    years: np.ndarray  # year group of each frame
+    local: np.ndarray  # stored position of each frame in its year's array
+    frame_shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    def read(self) -> np.ndarray:
+        """The frames as float32 (n, H, W) in DN/s, in order; each chunk is fetched and decompressed once."""
+        wanted = np.unique(self.years)
+        handles = [_pixel_array(self.location, self.storage_options, int(y), self.channel) for y in wanted]
+        return _read_grouped(handles, np.searchsorted(wanted, self.years), self.local, self.frame_shape)
+
+
+def _pixel_array(location, storage_options: dict | None, year: int, channel: str) -> zarr.Array:
+    """The pixel handle of ``<year>/<channel>``; the store is opened once per process for a path or URL, the
+    array's ``.zarray`` is read afresh (a store rewritten in place is never read with stale metadata)."""
+    if isinstance(location, str):
+        store = _cached_store(location, json.dumps(storage_options, sort_keys=True))
+    else:
+        store = _open_store(location, storage_options)[0]
+    return _open_pixels(store, f"{year:04d}/{channel}")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_store(location: str, options_json: str):
+    return _open_store(location, json.loads(options_json))[0]
+
+
+def _open_pixels(store, path: str) -> zarr.Array:
+    """The array at ``path`` with empty attributes, from its ``.zarray`` alone: a year's ``.zattrs`` in SDOMLv2
+    holds ~221 MB of per-frame keyword lists, which pixel reads do not need."""
+    try:
+        from zarr.core.array import Array, AsyncArray
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.metadata.v2 import ArrayV2Metadata
+        from zarr.core.sync import sync
+        from zarr.storage import StorePath
+
+        raw = sync(store.get(f"{path}/.zarray", prototype=default_buffer_prototype()))
+        if raw is not None:
+            meta = ArrayV2Metadata.from_dict({**json.loads(raw.to_bytes()), "attributes": {}})
+            return Array(AsyncArray(metadata=meta, store_path=StorePath(store, path)))
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError):
+        pass  # another zarr (or a zarr v3 array): open it the ordinary way below, still correct
+    return _without_attributes(zarr.open_array(store=store, path=path, mode="r"))
+
+
+def _read_grouped(handles: Sequence[zarr.Array], which: np.ndarray, local: np.ndarray,
+                  frame_shape: tuple[int, int]) -> np.ndarray:
+    """Frames ``local[k]`` of ``handles[which[k]]`` as float32 (n, H, W) in order k, reads grouped by (array,
+    chunk) so each chunk is fetched and decompressed once."""
+    out = np.empty((len(local), *frame_shape), dtype=np.float32)
+    if len(local) == 0:
+        return out
+    per_chunk = np.array([h.chunks[0] for h in handles], dtype=np.int64)
+    keys = np.asarray(which, dtype=np.int64) * (1 << 40) + np.asarray(local) // per_chunk[which]
+    for key in np.unique(keys):
+        where = np.nonzero(keys == key)[0]
+        out[where] = _read_block(handles[which[where[0]]], local[where])
+    return out
 
 
 def _gather(blocks: list[np.ndarray], which: np.ndarray, rows: np.ndarray) -> np.ndarray:
