@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,6 +284,9 @@ def test_fits_folder_interface(fits_folder):
     np.testing.assert_array_equal(folder.read(1), read_aia_fits(fits_folder / "e.fits.gz")[0])
     np.testing.assert_array_equal(folder.select("2011-02-15T00:10", "2011-02-15T00:30"), [1, 2])
     np.testing.assert_array_equal(folder.to_dask([3, 0, 2]).compute(scheduler="sync"), frames)
+    batch = folder.batch([3, 0, 2])  # what a dask.distributed worker reads itself: absolute file paths
+    assert all(Path(f).is_absolute() for f in batch.files)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(batch)).read(), frames)
     assert len(AIAFitsFolder(fits_folder / "a.fits")) == 1
     assert len(AIAFitsFolder(fits_folder, channel="193A")) == 1
 

@@ -228,3 +228,30 @@ def test_distributed_scheduler_gives_the_same_images(archive, built, tmp_path):
     b = open_dataset(out)
     np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
     assert b.manifest["scheduler"] == cluster.scheduler_address
+
+
+def test_a_worker_that_does_not_see_the_output_folder_is_one_line(archive, tmp_path):
+    """dask workers write their rows of images.npy themselves, so a worker without the client's filesystem (as on
+    another machine without a shared one) stops the build before any task, with one line, and leaves nothing."""
+    distributed = pytest.importorskip("distributed")
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs mount namespaces (root) to give a worker a filesystem of its own")
+    parent = tmp_path / "out"
+    parent.mkdir()
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster:
+        # the worker sees an empty tmpfs where the output folder is, and every other file as this process does
+        worker = subprocess.Popen(["unshare", "-m", "sh", "-c", f"mount -t tmpfs none '{parent}' && exec "
+                                   f"{sys.executable} -m distributed.cli.dask_worker {cluster.scheduler_address} "
+                                   "--nthreads 1 --no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with distributed.Client(cluster) as client:
+                client.wait_for_workers(1, timeout=60)
+            r = flaresynth(*build_args(archive, parent / "ds", "--scheduler", cluster.scheduler_address))
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot open" in lines[0] and str(parent) in lines[0] and "same paths" in lines[0], lines[0]
+    assert list(parent.iterdir()) == []  # the temporary folder is gone, no dataset

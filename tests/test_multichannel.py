@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from sunpy.data.test import get_test_filepath as sunpy_file
 
-from flaresynth.dataset import open_dataset
+from flaresynth.dataset import BuildConfig, build_dataset, open_dataset
 from flaresynth.errors import FlaresynthError
 from flaresynth.sources.aia_fits import read_aia_fits
 from flaresynth.sources.frames import T_OBS_FORMAT
@@ -114,6 +114,22 @@ def test_build_with_several_channels(built):
     # steps that handle one channel say so
     with pytest.raises(FlaresynthError, match="3 channels .*one-channel dataset only"):
         ds.transform()
+
+
+def test_distributed_build_of_several_channels_equals_the_threads_build(archive, built, tmp_path):
+    """Workers read each channel's own frames and write their rows of images.npy themselves; batches of 4 frames
+    so both workers write into the file."""
+    distributed = pytest.importorskip("distributed")
+    cfg = BuildConfig(channels=["94A", "171A", "193A"], size=32, split_by="chronological", buffer_days=0,
+                      quiet_per_day=24, batch_frames=4)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        manifest = build_dataset(str(archive["store"]), [str(SDAC_M)], str(archive["hek"]), tmp_path / "ds", cfg,
+                                 scheduler=cluster.scheduler_address, progress=False)
+        workers_used = len(cluster.scheduler_info["workers"])
+    threads = open_dataset(built[0])
+    np.testing.assert_array_equal(np.asarray(open_dataset(tmp_path / "ds").images), np.asarray(threads.images))
+    assert manifest["scheduler"] == cluster.scheduler_address and workers_used == 2
+    assert len(threads.labels) > 2 * cfg.batch_frames  # several batches, spread over the workers
 
 
 @pytest.mark.parametrize(("channels", "expect"), [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import shutil
 
 import dask
@@ -168,6 +169,32 @@ def test_read_many_keeps_order_and_decompresses_each_chunk_once(store, store_pat
     np.testing.assert_allclose([_rank_from_mean(f, base_mean) for f in everything], np.arange(N)[::-1], atol=1e-3)
 
 
+def test_batch_is_a_small_description_that_reads_the_same_frames(store, store_path, monkeypatch):
+    """What a dask.distributed worker gets: where the frames live (a few hundred bytes, no pixels, no header
+    lists), read back in another process by reopening the store; it reads each chunk and each array's .zarray
+    once, never the per-frame attribute lists (~221 MB a year in SDOMLv2)."""
+    import pickle
+
+    order = np.array([26, 0, 11, 12, 13, 4, 4])
+    batch = store.batch(order)
+    blob = pickle.dumps(batch)
+    assert len(blob) < 2000 and len(batch) == len(order)
+    assert batch.location == str(store_path[0].resolve())  # absolute: a worker's working folder is not ours
+    expected = store.read_many(order)
+    keys = _logged_gets(monkeypatch)
+    np.testing.assert_array_equal(pickle.loads(blob).read(), expected)
+    chunks = {_chunk_key(store_path[1], int(i)) for i in order}
+    assert sorted(keys) == sorted(chunks | {"2011/171A/.zarray", "2012/171A/.zarray"})
+
+
+def test_batch_reads_a_store_whose_attribute_lists_would_not_parse(store_path, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(store_path[0], copy)
+    opened = SDOMLStore(copy)
+    (copy / "2012" / "171A" / ".zattrs").write_text("{ not json")  # after opening: only the batch reads now
+    np.testing.assert_array_equal(opened.batch([20, 1]).read(), opened.read_many([20, 1]))
+
+
 def test_select(store):
     np.testing.assert_array_equal(store.select("2011-12-31T23:30", "2012-01-01T00:30"), np.arange(5, 15))
     np.testing.assert_array_equal(store.select(end="2011-12-31T23:06:00.34"), [0])
@@ -300,6 +327,8 @@ def test_fsspec_url_path(memory_url, store):
     assert remote.header(7) == store.header(7)
     np.testing.assert_array_equal(remote.read_many([25, 2]), store.read_many([25, 2]))
     np.testing.assert_array_equal(remote.to_dask([4]).compute(scheduler="sync"), store.read_many([4]))
+    assert remote.batch([25, 2]).location == memory_url  # a URL is reopened as such (anonymously for s3/gs)
+    np.testing.assert_array_equal(remote.batch([25, 2]).read(), store.read_many([25, 2]))
     assert len(SDOMLStore(memory_url, years=[2012])) == N_2012
     assert isinstance(open_images(memory_url), SDOMLStore)
 

@@ -908,7 +908,8 @@ def _probe_worker(path: str, shape: tuple, batch) -> str | None:
         if not ok:
             return f"output: {path} holds another array than this build's (another file at the same path?)"
     except Exception as exc:  # any reason a worker cannot write the file is reported, not raised
-        return f"output: cannot open {path} ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        return f"output: cannot open {path} ({type(exc).__name__}: {why})"
     try:
         batch.read()
     except Exception as exc:
