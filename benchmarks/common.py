@@ -161,13 +161,17 @@ def _own_cpu_seconds() -> float:
 class LoadMonitor:
     """CPU used by other processes while a benchmark ran (see the module docstring)."""
 
-    def __init__(self):
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _proc_busy_seconds(), _own_cpu_seconds()
+    def __init__(self, helper_cpu=None):
+        """``helper_cpu``: a callable giving the CPU seconds of this benchmark's helper processes that are not
+        (yet) reaped children, e.g. dask.distributed workers, so that their work is not counted as load."""
+        self.helper_cpu = helper_cpu or (lambda: 0.0)
+        self.t0, self.busy0 = time.perf_counter(), _proc_busy_seconds()
+        self.own0 = _own_cpu_seconds() + self.helper_cpu()
         self.load0 = os.getloadavg()[0]
 
     def report(self) -> dict:
         wall = time.perf_counter() - self.t0
-        busy, own = _proc_busy_seconds(), _own_cpu_seconds() - self.own0
+        busy, own = _proc_busy_seconds(), _own_cpu_seconds() + self.helper_cpu() - self.own0
         other = None if busy is None or self.busy0 is None else max(0.0, busy - self.busy0 - own)
         cores = None if other is None else other / max(wall, 1e-9)
         return {"wall_s": wall, "own_cpu_s": own, "other_cpu_s": other, "other_cores_busy": cores,

@@ -117,7 +117,9 @@ def headline(results: dict) -> dict:
     if d:
         h["dataset_build"] = {k: d.get(k) for k in ("n_frames", "raw_read_frames_per_s", "build_1_thread_images_per_s",
                                                      "build_dask_2_threads_images_per_s",
-                                                     "build_dask_distributed_2_workers_images_per_s", "outputs_identical")}
+                                                     "build_dask_distributed_1_worker_images_per_s",
+                                                     "build_dask_distributed_2_workers_images_per_s",
+                                                     "distributed_2_workers_vs_1_thread", "outputs_identical")}
     t = res("train_throughput")
     if t:
         h["train_throughput"] = {k: t.get(k) for k in ("matmul_gflops", "conv_gflops", "peak_gflops")}
@@ -271,8 +273,10 @@ def markdown(summary: dict) -> str:
                   f"{d['n_frames']} frames: raw read {f(d['raw_read_frames_per_s'])} frames/s; build "
                   f"{f(d['build_1_thread_images_per_s'])} images/s on 1 thread, "
                   f"{f(d['build_dask_2_threads_images_per_s'])} on dask with 2 threads, "
-                  f"{f(d['build_dask_distributed_2_workers_images_per_s'])} on dask.distributed with 2 workers "
-                  f"(outputs identical: {d['outputs_identical']})."]
+                  f"{f(d.get('build_dask_distributed_1_worker_images_per_s'))} on dask.distributed with 1 worker, "
+                  f"{f(d['build_dask_distributed_2_workers_images_per_s'])} with 2 workers "
+                  f"({f(d.get('distributed_2_workers_vs_1_thread'), '{:.2f}')}× one thread; outputs identical: "
+                  f"{d['outputs_identical']})."]
     failed = summary.get("failed") or []
     if failed:
         lines += ["", f"Failed: {', '.join(failed)}."]

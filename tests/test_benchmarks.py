@@ -390,8 +390,15 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
     assert entry["returncode"] == 0 and entry["result"]["n_frames"] == 24 and entry["result"]["outputs_identical"]
     assert entry["result"] == json.loads((out / "dataset_build.json").read_text())  # --out passed on
     for key in ("raw_read_frames_per_s", "build_1_thread_images_per_s", "build_dask_2_threads_images_per_s",
-                "build_dask_distributed_2_workers_images_per_s", "machine", "load"):
+                "build_dask_distributed_1_worker_images_per_s", "build_dask_distributed_2_workers_images_per_s",
+                "distributed_2_workers_vs_1_thread", "machine", "load"):
         assert key in entry["result"], key
+    builds = entry["result"]["builds"]  # each build's runs, with the load during each
+    assert set(builds) == {"build_1_thread", "build_dask_2_threads", "build_dask_distributed_1_worker",
+                           "build_dask_distributed_2_workers"}
+    assert all(len(runs) == 1 and "other_cores_busy" in runs[0] for runs in builds.values())  # --quick: one repeat
+    assert entry["result"]["distributed_2_workers_vs_1_thread"] == pytest.approx(
+        entry["result"]["build_dask_distributed_2_workers_images_per_s"] / entry["result"]["build_1_thread_images_per_s"])
     assert "other_cores_busy" in entry and summary["failed"] == [] and summary["quick"]
     assert summary["headline"]["dataset_build"]["build_1_thread_images_per_s"] > 0
     assert "Dataset build" in (out / "summary.md").read_text()

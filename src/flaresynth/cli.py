@@ -130,7 +130,7 @@ def dataset_build(
     buffer_days: Annotated[float, typer.Option("--buffer-days", help="Days dropped around every boundary between blocks of different splits (every frame, flare frames included).")] = 2.0,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the block assignment search.")] = 0,
     mask_limb: Annotated[bool, typer.Option("--mask-limb", help="Set pixels outside the solar disk to -1.")] = False,
-    scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address; default: local threads.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="dask.distributed scheduler address; its workers read the images and write their rows of --out themselves, so they must see both at the same paths (one machine, or a shared filesystem); default: local threads.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Local dask threads (default: one per core).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder built from other inputs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
