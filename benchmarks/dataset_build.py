@@ -9,11 +9,14 @@ The figures, all on the same frames of an SDOMLv2-layout store written by the si
   cluster of one and two single-threaded worker processes, where each worker reads its own frames and writes its
   own rows of the output (``--scheduler``). The workers are started, and flaresynth imported on them, before the
   timing, as on a running cluster; each timed build includes connecting to the scheduler and probing the workers.
+* ``..._preload``: the same with workers started with ``preload=["flaresynth.allocator"]`` (``dask worker
+  --preload flaresynth.allocator``), which undoes the nanny's ``MALLOC_TRIM_THRESHOLD_`` (every frame-sized array
+  a fresh mmap otherwise; see :mod:`flaresynth.allocator`).
 
 ``outputs_identical``: every build wrote the same array. Each build runs ``--repeats`` times, the four
 interleaved so a change in the machine's load hits them alike; ``*_images_per_s`` is the median, ``builds``
 holds every run and the CPU other processes used during each build (``other_cores_busy``; the workers' own CPU
-is not counted as load). ``distributed_2_workers_vs_1_thread``: the ratio of the medians.
+is not counted as load). ``distributed_2_workers_vs_1_thread`` (and ``_preload_``): the ratio of the medians.
 
 The simulated Sun (``--days`` at ``--cadence-min``; default 1 day at 6 min = 240 frames; ``--days 10``: 2400
 frames, ~3 min to simulate) is made once per size in ``WORKDIR/sim-<days>d-<cadence>m`` and reused by later
@@ -35,9 +38,11 @@ from pathlib import Path
 import numpy as np
 from common import DEFAULT_WORKDIR, LoadMonitor, emit, log, machine_info, main_wrapper
 
-#: Timed builds: name -> (local dask threads, distributed workers); exactly one of them is set.
-BUILDS = {"build_1_thread": (1, None), "build_dask_2_threads": (2, None),
-          "build_dask_distributed_1_worker": (None, 1), "build_dask_distributed_2_workers": (None, 2)}
+#: Timed builds: name -> (local dask threads, distributed workers, workers preload flaresynth.allocator).
+BUILDS = {"build_1_thread": (1, None, False), "build_dask_2_threads": (2, None, False),
+          "build_dask_distributed_1_worker": (None, 1, False), "build_dask_distributed_2_workers": (None, 2, False),
+          "build_dask_distributed_1_worker_preload": (None, 1, True),
+          "build_dask_distributed_2_workers_preload": (None, 2, True)}
 
 
 def main() -> None:
@@ -90,17 +95,19 @@ def main() -> None:
 
     clusters, clients = {}, {}
     try:
-        for n in sorted({w for _, w in BUILDS.values() if w}):
-            clusters[n] = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-            clients[n] = Client(clusters[n])
-            clients[n].run(importlib.import_module, "flaresynth.dataset")  # as on a cluster already running
+        for key in sorted({(w, pre) for _, w, pre in BUILDS.values() if w}):
+            clusters[key] = LocalCluster(n_workers=key[0], threads_per_worker=1, processes=True, dashboard_address=":0",
+                                         preload=["flaresynth.allocator"] if key[1] else [])
+            clients[key] = Client(clusters[key])
+            clients[key].run(importlib.import_module, "flaresynth.dataset")  # as on a cluster already running
 
         def timed(name: str, repeat: int) -> np.ndarray:
-            threads, workers = BUILDS[name]
+            threads, workers, preload = BUILDS[name]
             cfg = BuildConfig(size=args.size, workers=threads)
-            scheduler = clusters[workers].scheduler_address if workers else None
+            key = (workers, preload)
+            scheduler = clusters[key].scheduler_address if workers else None
             # the workers' CPU is this benchmark's own work, not load
-            helper = (lambda: sum(clients[workers].run(time.process_time).values())) if workers else None
+            helper = (lambda: sum(clients[key].run(time.process_time).values())) if workers else None
             path = scratch / f"{name}-{repeat}.npy"
             load = LoadMonitor(helper_cpu=helper)
             t = time.perf_counter()
@@ -129,8 +136,9 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     for name, entries in runs.items():
         results[f"{name}_images_per_s"] = statistics.median(e["images_per_s"] for e in entries)
-    results["distributed_2_workers_vs_1_thread"] = (results["build_dask_distributed_2_workers_images_per_s"]
-                                                    / results["build_1_thread_images_per_s"])
+    for variant in ("", "_preload"):
+        results[f"distributed_2_workers{variant}_vs_1_thread"] = (
+            results[f"build_dask_distributed_2_workers{variant}_images_per_s"] / results["build_1_thread_images_per_s"])
     results["threads_2_vs_1_thread"] = (results["build_dask_2_threads_images_per_s"]
                                         / results["build_1_thread_images_per_s"])
     results["builds"] = runs

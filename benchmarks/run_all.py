@@ -119,7 +119,9 @@ def headline(results: dict) -> dict:
                                                      "build_dask_2_threads_images_per_s",
                                                      "build_dask_distributed_1_worker_images_per_s",
                                                      "build_dask_distributed_2_workers_images_per_s",
-                                                     "distributed_2_workers_vs_1_thread", "outputs_identical")}
+                                                     "distributed_2_workers_vs_1_thread",
+                                                     "build_dask_distributed_2_workers_preload_images_per_s",
+                                                     "distributed_2_workers_preload_vs_1_thread", "outputs_identical")}
     t = res("train_throughput")
     if t:
         h["train_throughput"] = {k: t.get(k) for k in ("matmul_gflops", "conv_gflops", "peak_gflops")}
@@ -275,8 +277,10 @@ def markdown(summary: dict) -> str:
                   f"{f(d['build_dask_2_threads_images_per_s'])} on dask with 2 threads, "
                   f"{f(d.get('build_dask_distributed_1_worker_images_per_s'))} on dask.distributed with 1 worker, "
                   f"{f(d['build_dask_distributed_2_workers_images_per_s'])} with 2 workers "
-                  f"({f(d.get('distributed_2_workers_vs_1_thread'), '{:.2f}')}× one thread; outputs identical: "
-                  f"{d['outputs_identical']})."]
+                  f"({f(d.get('distributed_2_workers_vs_1_thread'), '{:.2f}')}× one thread), "
+                  f"{f(d.get('build_dask_distributed_2_workers_preload_images_per_s'))} with 2 workers preloading "
+                  f"flaresynth.allocator ({f(d.get('distributed_2_workers_preload_vs_1_thread'), '{:.2f}')}×); "
+                  f"outputs identical: {d['outputs_identical']}."]
     failed = summary.get("failed") or []
     if failed:
         lines += ["", f"Failed: {', '.join(failed)}."]

@@ -395,7 +395,8 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
         assert key in entry["result"], key
     builds = entry["result"]["builds"]  # each build's runs, with the load during each
     assert set(builds) == {"build_1_thread", "build_dask_2_threads", "build_dask_distributed_1_worker",
-                           "build_dask_distributed_2_workers"}
+                           "build_dask_distributed_2_workers", "build_dask_distributed_1_worker_preload",
+                           "build_dask_distributed_2_workers_preload"}
     assert all(len(runs) == 1 and "other_cores_busy" in runs[0] for runs in builds.values())  # --quick: one repeat
     assert entry["result"]["distributed_2_workers_vs_1_thread"] == pytest.approx(
         entry["result"]["build_dask_distributed_2_workers_images_per_s"] / entry["result"]["build_1_thread_images_per_s"])

@@ -220,7 +220,7 @@ def test_bad_input_is_one_line_and_leaves_no_folder(archive, tmp_path, change, e
 
 def test_distributed_scheduler_gives_the_same_images(archive, built, tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         out = tmp_path / "ds_dask"
         r = flaresynth(*build_args(archive, out, "--scheduler", cluster.scheduler_address, "--json"))
         assert r.returncode == 0, r.stderr
@@ -238,7 +238,7 @@ def test_a_worker_that_does_not_see_the_output_folder_is_one_line(archive, tmp_p
         pytest.skip("needs mount namespaces (root) to give a worker a filesystem of its own")
     parent = tmp_path / "out"
     parent.mkdir()
-    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as cluster:
         # the worker sees an empty tmpfs where the output folder is, and every other file as this process does
         worker = subprocess.Popen(["unshare", "-m", "sh", "-c", f"mount -t tmpfs none '{parent}' && exec "
                                    f"{sys.executable} -m distributed.cli.dask_worker {cluster.scheduler_address} "

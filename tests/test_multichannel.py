@@ -122,7 +122,7 @@ def test_distributed_build_of_several_channels_equals_the_threads_build(archive,
     distributed = pytest.importorskip("distributed")
     cfg = BuildConfig(channels=["94A", "171A", "193A"], size=32, split_by="chronological", buffer_days=0,
                       quiet_per_day=24, batch_frames=4)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         manifest = build_dataset(str(archive["store"]), [str(SDAC_M)], str(archive["hek"]), tmp_path / "ds", cfg,
                                  scheduler=cluster.scheduler_address, progress=False)
         workers_used = len(cluster.scheduler_info["workers"])

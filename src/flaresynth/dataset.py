@@ -873,7 +873,7 @@ def _preprocess_batch(frames: np.ndarray, size: int, transform, mask_limb: bool)
     """Frames (n, H, W) or (n, C, H, W) in DN/s -> float32 (n, C, size, size) model images."""
     from flaresynth.transforms import apply_limb_mask, limb_mask, resize
 
-    small = resize(frames.astype(np.float32), size)
+    small = resize(frames.astype(np.float32, copy=False), size)  # no 32 MB copy of float32 frames
     if not isinstance(transform, (list, tuple)):
         x = transform.forward(small)[:, None]
     else:  # (n, C, size, size): each channel through its own transform
