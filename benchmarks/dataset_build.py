@@ -17,6 +17,9 @@ The figures, all on the same frames of an SDOMLv2-layout store written by the si
 interleaved so a change in the machine's load hits them alike; ``*_images_per_s`` is the median, ``builds``
 holds every run and the CPU other processes used during each build (``other_cores_busy``; the workers' own CPU
 is not counted as load). ``distributed_2_workers_vs_1_thread`` (and ``_preload_``): the ratio of the medians.
+``*_cpu_ms_per_image``: CPU time of the build (this process and the workers) per image, median: what a build
+costs whatever the load, so a distributed build whose figure equals one thread's has no overhead to lose when
+the cores are free, which wall-time speed-ups on a loaded machine cannot show.
 
 The simulated Sun (``--days`` at ``--cadence-min``; default 1 day at 6 min = 240 frames; ``--days 10``: 2400
 frames, ~3 min to simulate) is made once per size in ``WORKDIR/sim-<days>d-<cadence>m`` and reused by later
@@ -113,8 +116,10 @@ def main() -> None:
             t = time.perf_counter()
             preprocess_frames(store, indices, path, cfg, transform, scheduler, progress=False)
             seconds = time.perf_counter() - t
-            busy = load.report()["other_cores_busy"]
+            report = load.report()
+            busy = report["other_cores_busy"]
             runs.setdefault(name, []).append({"images_per_s": len(indices) / seconds, "seconds": seconds,
+                                              "cpu_ms_per_image": 1000 * report["own_cpu_s"] / len(indices),
                                               "other_cores_busy": busy})
             log(f"{name} (run {repeat + 1}): {len(indices) / seconds:.1f} images/s, other cores busy "
                 f"{busy if busy is None else round(busy, 2)}")
@@ -136,6 +141,7 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     for name, entries in runs.items():
         results[f"{name}_images_per_s"] = statistics.median(e["images_per_s"] for e in entries)
+        results[f"{name}_cpu_ms_per_image"] = statistics.median(e["cpu_ms_per_image"] for e in entries)
     for variant in ("", "_preload"):
         results[f"distributed_2_workers{variant}_vs_1_thread"] = (
             results[f"build_dask_distributed_2_workers{variant}_images_per_s"] / results["build_1_thread_images_per_s"])
