@@ -19,8 +19,8 @@ Set ``FLARESYNTH_KEEP_FREED_MEMORY=0`` to keep glibc's defaults in the command (
 
 dask.distributed workers are started by their nanny with ``MALLOC_TRIM_THRESHOLD_=65536``, which also fixes
 glibc's mmap threshold at 128 KiB, so every frame-sized array a dataset-build task allocates is a fresh ``mmap``
-faulted in page by page (measured: ~40 % more CPU per batch than the same task in the client, about twice the
-wall time under load). Such workers opt in with this module as a dask preload, which calls
+faulted in page by page (``benchmarks/dataset_build.py``: ~60 % more CPU per image than the same work on a
+thread of the client). Such workers opt in with this module as a dask preload, which calls
 :func:`keep_freed_memory` in each worker process: ``dask worker SCHEDULER --preload flaresynth.allocator`` (or
 ``LocalCluster(..., preload=["flaresynth.allocator"])``).
 """
