@@ -15,8 +15,10 @@ from scipy import ndimage
 from sunkit_image.data.test import get_test_filepath as sunkit_test_file
 from sunpy.data.test import get_test_filepath
 
+from flaresynth.dataset import BuildConfig, preprocess_frames
 from flaresynth.errors import FlaresynthError
 from flaresynth.sources.aia_fits import AIAFitsFolder, read_aia_fits
+from flaresynth.transforms import IntensityTransform
 
 AIA_171 = get_test_filepath("aia_171_level1.fits")
 AIA_CUTOUT = sunkit_test_file("aia_171_cutout.fits")
@@ -289,6 +291,19 @@ def test_fits_folder_interface(fits_folder):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(batch)).read(), frames)
     assert len(AIAFitsFolder(fits_folder / "a.fits")) == 1
     assert len(AIAFitsFolder(fits_folder, channel="193A")) == 1
+
+
+def test_distributed_preprocessing_of_a_fits_folder_equals_threads(fits_folder, tmp_path):
+    """A dask.distributed worker reads its FITS files itself and writes its rows: the same bytes as threads."""
+    distributed = pytest.importorskip("distributed")
+    folder, order = AIAFitsFolder(fits_folder), np.array([3, 0, 2, 1])
+    cfg, transform = BuildConfig(size=32, batch_frames=2), IntensityTransform.for_channel("171A")
+    preprocess_frames(folder, order, tmp_path / "threads.npy", cfg, transform, None, False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        preprocess_frames(folder, order, tmp_path / "dist.npy", cfg, transform, cluster.scheduler_address, False)
+    threads = np.load(tmp_path / "threads.npy")
+    assert threads.shape == (4, 1, 32, 32) and np.ptp(threads) > 0
+    np.testing.assert_array_equal(np.load(tmp_path / "dist.npy"), threads)
 
 
 def test_fits_folder_errors(fits_folder, tmp_path):
