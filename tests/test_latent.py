@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy import cli, make_dataset, one_line_error
 
 from flaresynth.config import RunConfig, load_preset
 from flaresynth.dataset import open_dataset
@@ -22,6 +21,7 @@ from flaresynth.runs import AUTOENCODER_DIR, open_run
 from flaresynth.sampling import build_requests, generate, sample
 from flaresynth.train import DiffusionObjective, load_training_data, step_generator, train
 from flaresynth.transforms import channel_transforms
+from toy import cli, make_dataset, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +216,8 @@ def test_accelerate_launch_two_processes_trains_a_latent_run(data, ae_run, tmp_p
     import os
     import subprocess
 
-    from test_accelerate import free_port
-
     from flaresynth.train import DEBUG_RANK_DIR_ENV
+    from test_accelerate import free_port
 
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if accelerate is None:

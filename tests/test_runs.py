@@ -51,18 +51,20 @@ def test_every_shipped_run_is_installed():
     assert sorted(shipped_runs()) == sorted(SHIPPED)
 
 
-@pytest.mark.parametrize("name, kind, conditioning, network",
-                         [("demo:discrete", "ddpm", "discrete", Denoiser),
-                          ("demo:continuous", "ddpm", "continuous", Denoiser),
-                          ("demo:embedding", "ddpm", "discrete+embedding", Denoiser),
-                          ("demo:cevae", "cevae", "cevae", CeVAE)])
-def test_open_run_by_shipped_name(name, kind, conditioning, network):
+@pytest.mark.parametrize("name, kind, conditioning, network, size",
+                         [("demo:discrete", "ddpm", "discrete", Denoiser, 64),
+                          ("demo:continuous", "ddpm", "continuous", Denoiser, 64),
+                          ("demo:embedding", "ddpm", "discrete+embedding", Denoiser, 32),
+                          ("demo:cevae", "cevae", "cevae", CeVAE, 32)])
+def test_open_run_by_shipped_name(name, kind, conditioning, network, size):
     run = open_run(name, "cpu")
     assert (run.kind, run.conditioning, run.name) == (kind, conditioning, name)
     assert isinstance(run.network, network) and not run.network.training
     assert run.device == torch.device("cpu")
     assert run.path == shipped_runs()[name] and run.folder == run.path / MODEL_DIR
-    assert run.classes == ("A", "B", "C", "M", "X") and run.image_shape == (1, 32, 32)
+    assert run.classes == ("A", "B", "C", "M", "X") and run.image_shape == (1, size, size)
+    # the 64 px generators are latent DDPMs that carry their own autoencoder
+    assert (run.autoencoder is not None) == (size == 64)
     assert [t.channel for t in run.transforms()] == ["171A"]
     assert (run.gaussians is not None) == (kind == "cevae")
     assert model_kind(name) == kind

@@ -173,7 +173,6 @@ def test_batch_is_a_small_description_that_reads_the_same_frames(store, store_pa
     """What a dask.distributed worker gets: where the frames live (a few hundred bytes, no pixels, no header
     lists), read back in another process by reopening the store; it reads each chunk and each array's .zarray
     once, never the per-frame attribute lists (~221 MB a year in SDOMLv2)."""
-    import pickle
 
     order = np.array([26, 0, 11, 12, 13, 4, 4])
     batch = store.batch(order)
