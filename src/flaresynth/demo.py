@@ -6,7 +6,7 @@ complete from an earlier run (every stage writes atomically, so a folder that ex
     sim              DIR/sim/                    simulate(days=180 from 2015-03-01, cadence 60 min, seed 0)
     dataset          DIR/dataset/                build_dataset(default BuildConfig): 64 px, goes5, instant labels
     train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
-    samples:<gen>    DIR/samples/<gen>/          every trained class, DPM-Solver++ 20 steps, the run's guidance
+    samples:<gen>    DIR/samples/<gen>/          every trained class, DDIM 20 steps, the run's guidance
     judge:<S>px      DIR/eval/judge-<S>px/       one judge CNN per image size, trained once, reused by every eval
     eval:<gen>       DIR/eval/<gen>/             evaluate(): domain (+ effnet-lite0 when installed) features
     augment          DIR/experiments/augment/    run_augment() with the discrete generator's samples
@@ -27,8 +27,11 @@ names the shipped generators that are not installed, and the notes, the summary 
 columns are missing and why. The ceVAE goes through the same :func:`flaresynth.sampling.sample` call as the
 DDPMs, which opens each run once (:func:`flaresynth.runs.open_run`) and decodes a ceVAE's class-Gaussian latents
 (one decoder pass; the sampler options are ignored), and it gets its own column in every table.
-The shipped generators were trained on exactly ``simulate --days 30 --seed 0`` + the default dataset
-build, i.e. on this demo's ``DIR/dataset`` (its data hash is checked and a mismatch is noted).
+The shipped ``demo:discrete`` and ``demo:continuous`` (64 px latent diffusion) were trained on exactly this
+demo's ``DIR/dataset`` (``simulate --seed 0`` over the default 180 days + the default dataset build, rotation
+splits); ``demo:embedding`` and ``demo:cevae`` (32 px) still come from the 30-day data of the earlier protocol.
+The data hash of every generator is checked against ``DIR/dataset`` and a mismatch is noted in the summary and
+the report.
 
 ``--train MINUTES`` retrains every generator from scratch and splits the minutes evenly between them: the
 ceVAE with the ``cevae-demo`` preset, the DDPMs with the ``demo`` preset (conditioning changed per generator),
