@@ -167,6 +167,15 @@ def _frame_plan(sun: SimulatedSun, cadence_min: int) -> tuple[np.ndarray, np.nda
     n_gaps = int(rng.poisson(GAPS_PER_DAY * sun.days))
     gap_start = rng.uniform(0, sun.days, n_gaps)
     gap_hours = rng.uniform(1.0, 8.0, n_gaps)
+    return _drop_and_order(sun, t_obs, lost, gap_start, gap_hours, rng)
+
+
+def _drop_and_order(sun: SimulatedSun, t_obs: np.ndarray, lost: np.ndarray, gap_start: np.ndarray,
+                    gap_hours: np.ndarray, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """The frame plan's common tail: drop the ``lost`` frames and the multi-hour gaps (with the ``gaps``
+    confounder), then each year's frame order with its days shuffled by ``rng`` (SDOMLv2 stores are not sorted
+    by time). Returns (T_OBS, days since the start, {year: order})."""
     if "gaps" in sun.confounders:
         # missing frames: isolated losses and a few multi-hour gaps (eclipse seasons, calibrations)
         t = to_days(t_obs - sun.start)
@@ -199,20 +208,7 @@ def _channel_plan(sun: SimulatedSun, cadence_min: int, channel: str
     gap_hours = shared.uniform(1.0, 8.0, n_gaps)
     rng = np.random.default_rng(np.random.SeedSequence([sun.seed, 7770, aia.wavelength(channel)]))
     lost = rng.uniform(size=n) < MISSING_FRAMES
-    if "gaps" in sun.confounders:
-        t = to_days(t_obs - sun.start)
-        for g0, gh in zip(gap_start, gap_hours):
-            lost |= (t >= g0) & (t < g0 + gh / 24)
-        t_obs = t_obs[~lost]
-    years = t_obs.astype("datetime64[Y]").astype(int) + 1970
-    day = t_obs.astype("datetime64[D]")
-    order = {}
-    for year in np.unique(years):
-        idx = np.flatnonzero(years == year)
-        days = np.unique(day[idx])
-        shuffled = days[rng.permutation(days.size)]
-        order[int(year)] = np.concatenate([idx[day[idx] == d] for d in shuffled])
-    return t_obs, to_days(t_obs - sun.start), order
+    return _drop_and_order(sun, t_obs, lost, gap_start, gap_hours, rng)
 
 
 def _headers(sun: SimulatedSun, t_obs: np.ndarray, t: np.ndarray, quality: np.ndarray, channel: str = "171A",
