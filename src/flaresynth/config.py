@@ -56,8 +56,8 @@ VARIANCE_TYPES = ("fixed_small", "fixed_large")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")
-PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-tiny",
-           "autoencoder-demo", "autoencoder-tiny", "demo64-latent", "demo64-latent-continuous",
+PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-demo64",
+           "cevae-tiny", "autoencoder-demo", "autoencoder-tiny", "demo64-latent", "demo64-latent-continuous",
            "demo64-latent-embedding", "tiny-latent")
 #: Where the embedding of a ``discrete+embedding`` request comes from (see flaresynth.sampling).
 EMBEDDING_SOURCES = ("class-mean", "class-gaussian", "image")
