@@ -207,11 +207,14 @@ def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
     for gen in used:
         assert d["generators"][gen]["source"] == f"shipped (demo:{gen})"
         assert d["stages"][f"samples:{gen}"]["status"] == "done" and (out / "eval" / gen / "metrics.json").is_file()
+    # no student installed: the teacher with the demo's DDIM 20, two U-Net forwards a step under guidance
+    assert d["generators"]["discrete"]["sampling"]["unet_evaluations_per_image"] == 2 * DemoConfig().sampler_steps
     cevae = json.loads((out / "samples" / "cevae" / "manifest.json").read_text())
     assert cevae["generator"] == "flaresynth-cevae" and cevae["run"] == str(runs / "cevae")
     assert d["generators"]["continuous"]["source"] is None and not (out / "samples" / "continuous").exists()
     assert summary["shipped"] == {"installed": ["demo:cevae", "demo:discrete", "demo:embedding"],
-                                  "not_installed": ["demo:continuous"]}
+                                  "not_installed": ["demo:discrete-student", "demo:continuous",
+                                                    "demo:continuous-student"]}
     assert any(n.startswith("continuous: skipped, not shipped") for n in summary["notes"])
     assert set(summary["headline"]["generators"]) == set(used)
     assert summary["headline"]["generated_images"]["cevae"] == cevae["n_images"]
@@ -235,7 +238,7 @@ def test_a_generator_that_is_not_shipped_is_skipped_with_a_note(demo, tmp_path, 
     d = json.loads((out / "demo.json").read_text())
     assert d["stages"]["sim"]["status"] == "found complete" and d["stages"]["dataset"]["status"] == "found complete"
     assert d["generators"]["embedding"]["source"] is None
-    assert summary["shipped"]["not_installed"] == [g.shipped for g in GENERATORS]
+    assert [n for n in summary["shipped"]["not_installed"] if not n.endswith("-student")] == [g.shipped for g in GENERATORS]
     assert any(n.startswith("discrete+embedding: skipped, not shipped") for n in summary["notes"])
     assert any("augmentation experiment skipped" in n for n in summary["notes"])
     assert not (out / "samples").exists() and not (out / "eval").exists()
@@ -280,3 +283,37 @@ def test_a_generator_trained_on_an_earlier_data_version_is_flagged_stale(demo, t
     assert "not leak-free" in line[0] and "retraining is pending" in line[0]
     assert json.loads((out / "demo.json").read_text())["generators"]["discrete"]["stale"] is True
     assert "trained on an earlier data version" in (out / "report.html").read_text()
+
+
+def test_a_shipped_student_is_sampled_in_its_own_steps_and_said_so(demo, tmp_path, monkeypatch):
+    """An installed student replaces its teacher (its own sampler, steps and w); --run still wins over it; demo.json,
+    the summary and the report name the model and its U-Net evaluations per image."""
+    from flaresynth import demo as demo_module
+    from flaresynth.distill import distill
+
+    runs = demo["out"] / "runs"
+    student = distill(runs / "discrete", tmp_path / "student", steps=2, teacher_steps=4, stage_steps=2, progress=False)
+    # demo:continuous-student is "installed" too, but --run continuous=... must win over it
+    installed = {"demo:discrete": runs / "discrete", "demo:discrete-student": student,
+                 "demo:continuous-student": student}
+    monkeypatch.setattr(demo_module, "shipped_runs", lambda: dict(installed))
+    out = _fresh_demo_folder(demo, tmp_path / "students")
+    cfg = DemoConfig.quick_config(generators=["discrete", "continuous"], runs={"continuous": str(runs / "continuous")})
+    summary = run_demo(out, cfg, progress=False)
+    gens = json.loads((out / "demo.json").read_text())["generators"]
+    assert gens["discrete"]["source"] == "shipped (demo:discrete-student)"
+    assert gens["continuous"]["source"] == "given (--run)"
+    manifest = json.loads((out / "samples" / "discrete" / "manifest.json").read_text())
+    w = json.loads((student / "model" / "flaresynth.json").read_text())["config"]["sample"]["guidance"]
+    assert manifest["steps"] == 2 and manifest["distilled"]["steps"] == 2 and manifest["guidance"] == w
+    assert gens["discrete"]["sampling"]["unet_evaluations_per_image"] == 2  # one forward a step: w is an input
+    teacher = json.loads((out / "samples" / "continuous" / "manifest.json").read_text())
+    assert teacher["steps"] == DemoConfig().sampler_steps and "distilled" not in teacher
+    assert gens["continuous"]["sampling"]["unet_evaluations_per_image"] == 2 * DemoConfig().sampler_steps
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(summary, console)
+    text = console.file.getvalue()
+    assert "distilled student" in text and "2 U-Net evaluations per image" in text
+    assert f"{2 * DemoConfig().sampler_steps} U-Net evaluations per image" in text
+    report = (out / "report.html").read_text()
+    assert "2 U-Net evaluations per image" in report and "distilled student" in report

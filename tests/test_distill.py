@@ -144,6 +144,24 @@ def test_student_run_folder_is_a_run_that_samples_in_its_own_steps(runs, tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_shipped_student_is_a_run_by_name_once_its_folder_exists(runs, tmp_path, monkeypatch):
+    """``demo:discrete-student`` is listed only when its folder is installed, then samples like any run."""
+    from flaresynth import pretrained
+    from flaresynth.cli import main
+    from flaresynth.runs import shipped_runs
+
+    monkeypatch.setattr(pretrained, "HERE", tmp_path / "pretrained")
+    assert "demo:discrete-student" not in shipped_runs()
+    shutil.copytree(runs["student"], tmp_path / "pretrained" / pretrained.SHIPPED["demo:discrete-student"])
+    assert set(shipped_runs()) == {"demo:discrete-student"}
+    with pytest.raises(SystemExit) as done:  # the CLI in this process, so it sees the patched package folder
+        main(["sample", "--run", "demo:discrete-student", "--out", str(tmp_path / "s"), "--per-class", "1",
+              "--no-fits", "--no-progress"])
+    assert done.value.code in (0, None)
+    s = open_samples(tmp_path / "s")
+    assert s.manifest["steps"] == 2 and s.manifest["distilled"]["steps"] == 2 and s.manifest["n_images"] == 5
+
+
 def test_resume_skips_completed_stages(runs):
     st = runs["student"]
     before = (st / "model" / "diffusion_pytorch_model.safetensors").read_bytes()

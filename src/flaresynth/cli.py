@@ -296,7 +296,7 @@ def train(
 # ------------------------------------------------------------------------------------------- sample
 @app.command()
 def sample(
-    run: Annotated[str, typer.Option("--run", help="Run folder, or a shipped run: demo:discrete, demo:continuous, demo:embedding (DDPMs), demo:cevae (the ceVAE baseline).")],
+    run: Annotated[str, typer.Option("--run", help="Run folder, or a shipped run: demo:discrete, demo:continuous, demo:embedding (DDPMs), demo:cevae (the ceVAE baseline), demo:discrete-student, demo:continuous-student (distilled few-step students, where installed).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Samples folder to write (samples.npy, samples.csv, fits/, grid.png).")],
     classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated classes of the model's scheme, e.g. A,M,X or low,high. Default: every trained class (unless --flux is given).")] = None,
     flux: Annotated[list[str] | None, typer.Option("--flux", help="XRS-B flux in W/m² (3e-5) or a GOES class (M3); repeat or comma-separate.")] = None,
@@ -466,7 +466,7 @@ def demo(
     repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Resamplings of the real test split behind each metric's mean ± std (default 3).")] = None,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Simulated days (default 30, what the shipped generators were trained on; --quick: 3).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes that run in seconds (tests): 3 days at 60-min cadence, 2 images per class, 1 resampling, domain features, 1 DeiT epoch; with --train the 'tiny' and 'cevae-tiny' presets, at most 12 steps.")] = False,
-    run: Annotated[list[str] | None, typer.Option("--run", help="Use this run for a generator instead of the shipped one: NAME=PATH with NAME cevae, discrete, continuous or embedding (repeatable).")] = None,
+    run: Annotated[list[str] | None, typer.Option("--run", help="Use this run for a generator instead of the shipped one (or its shipped student): NAME=PATH with NAME cevae, discrete, continuous or embedding (repeatable). A distilled student is sampled with its own steps.")] = None,
     generators: Annotated[str | None, typer.Option("--generators", help="Comma-separated subset of cevae,discrete,continuous,embedding (default: all).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's choice, one per core).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,

@@ -6,7 +6,7 @@ complete from an earlier run (every stage writes atomically, so a folder that ex
     sim              DIR/sim/                    simulate(days=180 from 2015-03-01, cadence 60 min, seed 0)
     dataset          DIR/dataset/                build_dataset(default BuildConfig): 64 px, goes5, instant labels
     train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
-    samples:<gen>    DIR/samples/<gen>/          every trained class, DDIM 20 steps, the run's guidance
+    samples:<gen>    DIR/samples/<gen>/          every trained class, DDIM 20 steps, the run's guidance (a student: its own)
     judge:<S>px      DIR/eval/judge-<S>px/       one judge CNN per image size, trained once, reused by every eval
     eval:<gen>       DIR/eval/<gen>/             evaluate(): domain (+ effnet-lite0 when installed) features
     augment          DIR/experiments/augment/    run_augment() with the discrete generator's samples
@@ -32,6 +32,14 @@ demo's ``DIR/dataset`` (``simulate --seed 0`` over the default 180 days + the de
 splits); ``demo:embedding`` and ``demo:cevae`` (32 px) still come from the 30-day data of the earlier protocol.
 The data hash of every generator is checked against ``DIR/dataset`` and a mismatch is noted in the summary and
 the report.
+
+Students: where the shipped distilled student of a generator is installed (``demo:discrete-student``,
+``demo:continuous-student``; made by ``flaresynth distill``, :mod:`flaresynth.distill`), the demo samples it
+instead of its teacher, with the student's own sampler and steps (one U-Net forward a step: w is an input) at
+the guidance its config records; otherwise the teacher with DDIM 20 at its config's w (two forwards a step:
+conditional and unconditional). An explicit ``--run`` wins over both (a student given so is also sampled in its
+own steps). ``demo.json`` (``generators.<gen>.sampling``), the summary and the report say which model made each
+generator's images and how many U-Net evaluations per image that took.
 
 ``--train MINUTES`` retrains every generator from scratch and splits the minutes evenly between them: the
 ceVAE with the ``cevae-demo`` preset, the DDPMs with the ``demo`` preset (conditioning changed per generator),
@@ -82,8 +90,8 @@ from pathlib import Path
 from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import read_json, write_json
-from flaresynth.report import training_caveats
-from flaresynth.runs import model_folder, read_meta, shipped_runs
+from flaresynth.report import sampling_line, training_caveats
+from flaresynth.runs import kind_of, model_folder, read_meta, shipped_runs
 
 DEMO_FORMAT = "flaresynth-demo/1"
 DEMO_JSON = "demo.json"
@@ -99,13 +107,14 @@ class GeneratorSpec:
     shipped: str  # name in flaresynth.pretrained
     kind: str  # "ddpm" or "cevae"
     conditioning: str | None = None  # conditioning.kind of a DDPM run
+    student: str | None = None  # name of its distilled student in flaresynth.pretrained, sampled when installed
 
 
 #: The generators, in the order of the paper's table columns.
 GENERATORS: tuple[GeneratorSpec, ...] = (
     GeneratorSpec("cevae", "ceVAE", "demo:cevae", "cevae"),
-    GeneratorSpec("discrete", "discrete", "demo:discrete", "ddpm", "discrete"),
-    GeneratorSpec("continuous", "continuous", "demo:continuous", "ddpm", "continuous"),
+    GeneratorSpec("discrete", "discrete", "demo:discrete", "ddpm", "discrete", "demo:discrete-student"),
+    GeneratorSpec("continuous", "continuous", "demo:continuous", "ddpm", "continuous", "demo:continuous-student"),
     GeneratorSpec("embedding", "discrete+embedding", "demo:embedding", "ddpm", "discrete+embedding"),
 )
 #: Fewest simulated days the demo's forecast stage runs on (three week blocks of issue times).
@@ -364,10 +373,43 @@ def _run_complete(run: Path) -> bool:
         return False
 
 
-def _shipped_folder(spec: GeneratorSpec) -> Path | None:
-    """Folder of a shipped generator installed here (:func:`flaresynth.runs.shipped_runs`), or None."""
-    folder = shipped_runs().get(spec.shipped)
-    return Path(folder) if folder is not None else None
+def _shipped_folder(spec: GeneratorSpec) -> tuple[str, Path] | None:
+    """Shipped name and folder of a generator installed here (:func:`flaresynth.runs.shipped_runs`): its
+    distilled student when that is installed, else the teacher; None when neither is."""
+    installed = shipped_runs()
+    for name in (spec.student, spec.shipped):
+        if name and name in installed:
+            return name, Path(installed[name])
+    return None
+
+
+def _shipped_names() -> list[str]:
+    """Every shipped name the demo can use, in column order, each generator's student after its teacher."""
+    return [n for g in GENERATORS for n in (g.shipped, g.student) if n]
+
+
+def _sampling_settings(run: Path, cfg: DemoConfig) -> dict:
+    """How the demo samples ``run`` (metadata only): a distilled student with its own sampler, steps and the
+    guidance its config records (anything else is refused by it); a DDPM teacher with the demo's sampler and steps
+    at its config's guidance; a ceVAE by one decoder pass."""
+    meta = read_meta(model_folder(run))
+    kind = kind_of(meta)
+    if kind == "cevae":
+        return {"kind": kind, "sampler": None, "steps": None, "guidance": None}
+    sample_cfg = (meta.get("config") or {}).get("sample") or {}
+    guidance = float(sample_cfg.get("guidance", 2.0))
+    if kind == "student":
+        return {"kind": kind, "sampler": sample_cfg.get("sampler", "ddim"), "steps": int(meta["student"]["steps"]),
+                "guidance": guidance, "teacher_id": meta["student"].get("teacher_id")}
+    return {"kind": kind, "sampler": cfg.sampler, "steps": cfg.sampler_steps, "guidance": guidance}
+
+
+def unet_evaluations(kind: str, steps: int | None, guidance: float | None) -> int:
+    """U-Net forwards per generated image: one per step for a student (w is an input) or without guidance, two
+    with classifier-free guidance (conditional + unconditional); none for the ceVAE (one decoder pass)."""
+    if kind == "cevae" or not steps:
+        return 0
+    return int(steps) * (1 if kind == "student" or not guidance else 2)
 
 
 def _embedding_data(run: Path, ds_path: Path) -> Path | None:
@@ -493,23 +535,37 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
             continue
         run = runs[spec.key]
         folder = out / "samples" / spec.key
-        params = {"run": str(run), "model_id": _model_id(run), "per_class": cfg.per_class, "sampler": cfg.sampler,
-                  "steps": cfg.sampler_steps}
+        how = _sampling_settings(run, cfg)
+        # a student samples with its own sampler and steps (None: the run's defaults) and records so; a teacher's
+        # params stay those of earlier demos, so their sample folders are still found complete
+        student = how["kind"] == "student"
+        params = {"run": str(run), "model_id": _model_id(run), "per_class": cfg.per_class,
+                  "sampler": how["sampler"] if student else cfg.sampler,
+                  "steps": how["steps"] if student else cfg.sampler_steps,
+                  **({"guidance": how["guidance"], "student": True} if student else {})}
+        evals = unet_evaluations(how["kind"], how["steps"], how["guidance"])
+        state.data["generators"].setdefault(spec.key, {})["sampling"] = {
+            **how, "unet_evaluations_per_image": evals, "model_id": params["model_id"]}
 
         emb_data = _embedding_data(run, ds_path) if spec.kind == "ddpm" else None
         if emb_data is not None:
             params["embedding_data"] = str(emb_data)
 
-        def work(task, run=run, folder=folder, emb_data=emb_data):
+        def work(task, run=run, folder=folder, emb_data=emb_data, student=student, evals=evals):
             # sample() opens the run once and hands a ceVAE run to its own generator (one decoder pass of
-            # class-Gaussian latents; sampler, steps and guidance are ignored there)
-            sample(run, folder, per_class=cfg.per_class, sampler=cfg.sampler, steps=cfg.sampler_steps, seed=0,
-                   device=cfg.device, fits=True, grid=True, progress=False, embedding_data=emb_data)
-            return {"n_images": read_json(folder / "manifest.json").get("n_images")}
+            # class-Gaussian latents; sampler, steps and guidance are ignored there); a student gets None, i.e.
+            # the sampler, steps and guidance of its own config
+            sample(run, folder, per_class=cfg.per_class, sampler=None if student else cfg.sampler,
+                   steps=None if student else cfg.sampler_steps, seed=0, device=cfg.device, fits=True, grid=True,
+                   progress=False, embedding_data=emb_data)
+            return {"n_images": read_json(folder / "manifest.json").get("n_images"),
+                    "unet_evaluations_per_image": evals}
 
         stages.run(f"samples:{spec.key}", folder, lambda folder=folder: (folder / "manifest.json").is_file(), work,
                    params, label=f"sample {spec.title}: {cfg.per_class} per class"
-                   + (f", {cfg.sampler} {cfg.sampler_steps} steps" if spec.kind == "ddpm" else " (class latent Gaussians)"))
+                   + (f", {how['sampler']} {how['steps']} steps"
+                      + (" (distilled student)" if student else "") if how["kind"] != "cevae"
+                      else " (class latent Gaussians)"))
         samples[spec.key] = folder
 
     # ---- one judge per image size, then the evaluations
@@ -675,7 +731,7 @@ def _resolve_generators(out: Path, cfg: DemoConfig, specs, stages: _Stages, disp
         elif _run_complete(own):
             runs[spec.key], info["source"] = own, "trained by an earlier --train session"
         elif (shipped := _shipped_folder(spec)) is not None:
-            runs[spec.key], info["source"] = shipped, f"shipped ({spec.shipped})"
+            runs[spec.key], info["source"] = shipped[1], f"shipped ({shipped[0]})"
         else:
             why = (f"not shipped with this installation (flaresynth/pretrained/{spec.shipped.replace(':', '-')}/ "
                    "is missing)")
@@ -849,8 +905,8 @@ def demo_summary(out: str | Path) -> dict:
         "session": last,
         "generators": data.get("generators", {}),
         # the shipped generators of this installation (flaresynth.pretrained), whether or not this demo used them
-        "shipped": {"installed": [g.shipped for g in GENERATORS if g.shipped in installed],
-                    "not_installed": [g.shipped for g in GENERATORS if g.shipped not in installed]},
+        "shipped": {"installed": [n for n in _shipped_names() if n in installed],
+                    "not_installed": [n for n in _shipped_names() if n not in installed]},
         "notes": data.get("notes", []),
         "total_seconds": round(sum(s["seconds"] or 0 for s in stages), 1),
     }
@@ -931,6 +987,10 @@ def print_summary(summary: dict, console) -> None:
             table.add_row(name, "not run", "–")
     table.add_row("total", "", _fmt(summary["total_seconds"], digits=1))
     console.print(table)
+    gens = summary.get("generators") or {}
+    lines = [f"{titles.get(k, k)}: {sampling_line(g)}" for k, g in gens.items() if sampling_line(g)]
+    if lines:
+        console.print("Sampling: " + "; ".join(lines), highlight=False, soft_wrap=True)
     shipped = summary.get("shipped") or {}
     if shipped.get("not_installed"):
         console.print(f"shipped generators installed: {', '.join(shipped['installed']) or 'none'}; "
@@ -942,4 +1002,4 @@ def print_summary(summary: dict, console) -> None:
 
 
 __all__ = ["GENERATORS", "GeneratorSpec", "DemoConfig", "run_demo", "demo_summary", "print_summary", "headline_layouts",
-           "parse_run_options"]
+           "parse_run_options", "unet_evaluations"]

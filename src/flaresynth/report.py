@@ -113,6 +113,19 @@ def training_caveat(steps: int | None, preset: str | None, minutes: float | None
                    "A run stopped before its planned length is undertrained; its numbers describe that run.")
 
 
+def sampling_line(info: dict) -> str:
+    """One plain line on which model made a demo generator's images and how (summary and report)."""
+    s = info.get("sampling") or {}
+    if not s:
+        return ""
+    if s.get("kind") == "cevae":
+        return f"ceVAE {s.get('model_id')}: class-Gaussian latents, one decoder pass (no U-Net)"
+    what = (f"distilled student {s.get('model_id')} of {s.get('teacher_id')}" if s.get("kind") == "student"
+            else f"DDPM {s.get('model_id')}")
+    return (f"{what}: {s.get('sampler')} {s.get('steps')} steps, w={s.get('guidance'):g}, "
+            f"{s.get('unet_evaluations_per_image')} U-Net evaluations per image")
+
+
 # ------------------------------------------------------------------------------------------ discovery
 @dataclass
 class Parts:
@@ -1108,8 +1121,9 @@ def _section_demo(page: _Page, parts: Parts) -> None:
     for path, rec in parts.demos.items():
         cfg = rec.get("config") or {}
         page.p(f"flaresynth demo into {path}: {cfg.get('days')} simulated days (cadence {cfg.get('cadence_min')} min, "
-               f"seed {cfg.get('seed')}), {cfg.get('per_class')} generated images per class with {cfg.get('sampler')} "
-               f"{cfg.get('sampler_steps')} steps, {cfg.get('repeats')} resampling(s) of the real test split, features "
+               f"seed {cfg.get('seed')}), {cfg.get('per_class')} generated images per class ({cfg.get('sampler')} "
+               f"{cfg.get('sampler_steps')} steps for a DDPM teacher, a distilled student's own steps; the generators "
+               f"table below gives each one's sampler and U-Net evaluations per image), {cfg.get('repeats')} resampling(s) of the real test split, features "
                f"{', '.join(cfg.get('features') or [])}, augmentation with {cfg.get('augment_seeds')} seed(s) × "
                f"{cfg.get('augment_epochs')} epoch(s) of a {cfg.get('augment_layers')}-layer DeiT"
                + (f" filling classes to {cfg.get('augment_target')} images" if cfg.get("augment_target") else "")
@@ -1128,9 +1142,9 @@ def _section_demo(page: _Page, parts: Parts) -> None:
                "that ran it.", "small")
         gens = rec.get("generators") or {}
         if gens:
-            page.add(_table(["generator", "source", "run", "note"],
-                            [[g.get("title", k), g.get("source") or "not available", g.get("run", "–"), g.get("note", "")]
-                             for k, g in gens.items()]))
+            page.add(_table(["generator", "source", "run", "sampling", "note"],
+                            [[g.get("title", k), g.get("source") or "not available", g.get("run", "–"),
+                              sampling_line(g) or "–", g.get("note", "")] for k, g in gens.items()]))
         sessions = rec.get("sessions") or []
         if len(sessions) > 1:
             page.p(f"{len(sessions)} sessions; the last skipped "
