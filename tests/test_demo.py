@@ -1,4 +1,5 @@
-"""`flaresynth demo` end to end at the --quick sizes: the --train path (every generator retrained, tiny presets), then
+"""`flaresynth demo` end to end at the --quick sizes: the --train path (the autoencoder, then every generator retrained,
+tiny presets of the latent route), then
 resumed; the shipped-generator path with stand-in weights; a generator that is not installed."""
 
 import base64
@@ -17,6 +18,7 @@ from flaresynth.demo import GENERATORS, DemoConfig, parse_run_options, print_sum
 from flaresynth.errors import FlaresynthError
 
 GENERATED = tuple(g.key for g in GENERATORS)  # --train retrains all four: cevae, discrete, continuous, embedding
+TRAIN_MINUTES = 0.3
 
 
 def flaresynth(*args, check=True):
@@ -30,7 +32,7 @@ def flaresynth(*args, check=True):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    args = ["demo", "--out", str(out), "--quick", "--train", "0.3", "--threads", "1", "--no-progress"]
+    args = ["demo", "--out", str(out), "--quick", "--train", str(TRAIN_MINUTES), "--threads", "1", "--no-progress"]
     first = flaresynth(*args, "--json")
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     second = flaresynth(*args, "--json")
@@ -83,13 +85,24 @@ def test_every_stage_wrote_its_folder(demo):
     ds = json.loads((out / "dataset" / "manifest.json").read_text())
     trained = [c for c, n in ds["counts"]["train"].items() if n > 0]
     assert d["config"]["days"] == 3 and d["config"]["quick"]
-    for gen in GENERATED:
+    # the latent route: the autoencoder first, in its own equal share of the budget (five models share the minutes)
+    ae = out / "runs" / "autoencoder"
+    ae_id = json.loads((ae / "model" / "flaresynth.json").read_text())["model_id"]
+    for gen in ("autoencoder", *GENERATED):
         prov = json.loads((out / "runs" / gen / "provenance.json").read_text())
         stage = d["stages"][f"train:{gen}"]
         # steps sized from the measured speed within the budget, capped at --quick's 12, and trained exactly
         assert prov["complete"] and prov["steps"] == stage["planned_steps"] and 2 <= prov["steps"] <= 12
         assert prov["data_hash"] == ds["data_hash"] and stage["seconds_per_step"] > 0
-        assert prov["config"]["name"] == ("cevae-tiny-cevae" if gen == "cevae" else f"tiny-{gen}")
+        assert stage["budget_seconds"] == round(TRAIN_MINUTES * 60 / 5, 1)
+        preset = {"autoencoder": "autoencoder-tiny", "cevae": "cevae-tiny"}.get(gen, "tiny-latent")
+        assert prov["config"]["name"] == f"{preset}-{gen}"
+        if gen == "autoencoder":
+            continue
+        if gen != "cevae":  # a DDPM in the latents of the autoencoder just trained, holding its copy
+            meta = json.loads((out / "runs" / gen / "model" / "flaresynth.json").read_text())
+            assert prov["config"]["latent"]["autoencoder"] == str(ae.resolve())
+            assert meta["latent"]["autoencoder_id"] == ae_id and (out / "runs" / gen / "autoencoder").is_dir()
         samples = json.loads((out / "samples" / gen / "manifest.json").read_text())
         if gen != "cevae":  # the ceVAE decodes latent draws: no sampler steps
             assert samples["sampler"] == DemoConfig().sampler and samples["steps"] == DemoConfig().sampler_steps
@@ -98,9 +111,11 @@ def test_every_stage_wrote_its_folder(demo):
         metrics = json.loads((out / "eval" / gen / "metrics.json").read_text())
         assert {"F1_judge", "FD_domain", "CE_domain"} <= set(metrics["metrics"])
         assert metrics["real"]["data_hash"] == ds["data_hash"]
-        # one judge, trained once in its own stage and loaded by every evaluation
+        # one judge per image size (the latent DDPMs decode to the dataset's 64 px, the tiny ceVAE makes 16 px),
+        # trained once in its own stage and loaded by every evaluation
+        assert samples["image_size"] == (16 if gen == "cevae" else ds["image_size"])
         assert metrics["details"]["judge"]["source"] == "loaded"
-        assert metrics["details"]["judge"]["path"] == str(out / "eval" / "judge-16px")
+        assert metrics["details"]["judge"]["path"] == str(out / "eval" / f"judge-{samples['image_size']}px")
     # the embedding generator is conditioned on the ceVAE trained just before it, as in the paper
     embedding = json.loads((out / "runs" / "embedding" / "provenance.json").read_text())["config"]["conditioning"]
     assert embedding["kind"] == "discrete+embedding" and embedding["encoder"] == f"cevae:{out / 'runs' / 'cevae'}"
@@ -113,7 +128,7 @@ def test_every_stage_wrote_its_folder(demo):
 
 def test_stage_times_and_the_summary(demo):
     first, d = demo["first"], demo["demo"]
-    expected = {"sim", "dataset", "judge:16px", "augment", "report",
+    expected = {"sim", "dataset", "train:autoencoder", "judge:16px", "judge:64px", "augment", "report",
                 *(f"{s}:{g}" for s in ("train", "samples", "eval") for g in GENERATED)}
     assert set(d["stages"]) == expected
     assert all(d["stages"][s]["status"] == "done" and d["stages"][s]["seconds"] >= 0 for s in expected)
@@ -125,7 +140,7 @@ def test_stage_times_and_the_summary(demo):
     assert first["headline"]["generators"]["discrete"]["F1_judge"]["value"] == f1
     assert {"real", "classical", "generated"} <= set(first["headline"]["augment"])  # and the regimes added since
     notes = " ".join(first["notes"])
-    assert "smoke test" in notes and "--train 0.3 min" in notes  # what so short a training yields, said plainly
+    assert "smoke test" in notes and f"--train {TRAIN_MINUTES} min" in notes  # what so short a training yields, said plainly
     assert all(d["generators"][g]["source"].startswith("trained") for g in GENERATED)
 
 
@@ -151,6 +166,10 @@ def test_report_is_self_contained(demo):
                       "ideal"]
     assert "F1_judge" in table
     assert "How this was made" in text and "judge:16px" in text
+    # the Models table: the autoencoder of the latent route in its own column, not read as a discrete DDPM
+    models = text[text.index('id="models"'):]
+    assert re.findall(r"<th>(.*?)</th>", models[:models.index("</thead>")]) == [
+        "", "ceVAE", "discrete", "continuous", "discrete+embedding", "autoencoder"]
 
 
 def test_changed_parameters_stop_with_one_line(demo):

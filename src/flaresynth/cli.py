@@ -459,13 +459,13 @@ def experiment_forecast(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Demo folder: sim/, dataset/, samples/, eval/, experiments/, report.html, demo.json. Stages already complete there are skipped, so a rerun resumes.")],
-    train_minutes: Annotated[float | None, typer.Option("--train", help="Retrain all generators from scratch (ceVAE first; discrete+embedding then uses its encoder) within this many minutes in total, split evenly; steps sized from a measured s/step. Default: use the generators shipped with the package.")] = None,
+    train_minutes: Annotated[float | None, typer.Option("--train", help="Retrain all generators from scratch on the 64 px latent route within this many minutes in total: the autoencoder first, then the ceVAE and the three DDPMs in its latents (discrete+embedding uses the new ceVAE's encoder); split evenly between these models; steps sized from a measured s/step. Default: use the generators shipped with the package.")] = None,
     per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="Generated images per class and generator (default 40; --quick: 2).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds of the augmentation experiment (default 2; --quick: 1).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs of the augmentation experiment's DeiT (default 4; --quick: 1).")] = None,
     repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Resamplings of the real test split behind each metric's mean ± std (default 3).")] = None,
-    days: Annotated[int | None, typer.Option("--days", min=1, help="Simulated days (default 30, what the shipped generators were trained on; --quick: 3).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes that run in seconds (tests): 3 days at 60-min cadence, 2 images per class, 1 resampling, domain features, 1 DeiT epoch; with --train the 'tiny' and 'cevae-tiny' presets, at most 12 steps.")] = False,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Simulated days (default 180, the data the 64 px shipped generators were trained on; --quick: 3).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes that run in seconds (tests): 3 days at 60-min cadence, 2 images per class, 1 resampling, domain features, 1 DeiT epoch; with --train the 'autoencoder-tiny', 'tiny-latent' and 'cevae-tiny' presets, at most 12 steps.")] = False,
     run: Annotated[list[str] | None, typer.Option("--run", help="Use this run for a generator instead of the shipped one (or its shipped student): NAME=PATH with NAME cevae, discrete, continuous or embedding (repeatable). A distilled student is sampled with its own steps.")] = None,
     generators: Annotated[str | None, typer.Option("--generators", help="Comma-separated subset of cevae,discrete,continuous,embedding (default: all).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's choice, one per core).")] = None,

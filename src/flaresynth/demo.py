@@ -41,15 +41,21 @@ conditional and unconditional). An explicit ``--run`` wins over both (a student 
 own steps). ``demo.json`` (``generators.<gen>.sampling``), the summary and the report say which model made each
 generator's images and how many U-Net evaluations per image that took.
 
-``--train MINUTES`` retrains every generator from scratch and splits the minutes evenly between them: the
-ceVAE with the ``cevae-demo`` preset, the DDPMs with the ``demo`` preset (conditioning changed per generator),
-no periodic sample grids. The ``discrete+embedding`` generator is conditioned on the encoder of the ceVAE
-just trained (``cevae:DIR/runs/cevae``, as in the paper), or on a fixed random projection (``random:64:0``)
-when no ceVAE run is available. ``train()`` has no time limit, so each run first trains ``probe_steps`` steps;
-the measured seconds per step (median of the logged ``seconds_per_step``, the first step left out) then size
-the remaining steps to the generator's share of the budget, minus the measured start-up cost, and training
-resumes to that count (a resumed run reproduces an uninterrupted one, so the probe costs nothing). A few
-minutes of CPU training give an undertrained model; the summary and the report say so.
+``--train MINUTES`` retrains every generator from scratch on the 64 px latent route (docs/latent_diffusion.md),
+no periodic sample grids: first the autoencoder (``autoencoder-demo``) into ``DIR/runs/autoencoder``, then the
+ceVAE (``cevae-demo64``) and the three DDPMs in the autoencoder's latents (``demo64-latent``,
+``demo64-latent-continuous``, ``demo64-latent-embedding``; each run keeps its copy of the autoencoder). The
+``discrete+embedding`` generator is conditioned on the encoder of the ceVAE just trained
+(``cevae:DIR/runs/cevae``, as in the paper), or on a fixed random projection (``random:64:0``) when no ceVAE run
+is available. The minutes are split evenly between the models trained, and the autoencoder is one of them
+whenever a DDPM is trained: with all four generators it gets one fifth of the budget, the same share as each
+generator (training the shipped runs took about as long for the autoencoder, 40 min, as for each latent DDPM,
+43-45 min). ``train()`` has no time limit, so each run first trains ``probe_steps`` steps; the measured seconds
+per step (median of the logged ``seconds_per_step``, the first step left out) then size the remaining steps to
+the model's share of the budget, minus the measured start-up cost, and training resumes to that count (a resumed
+run reproduces an uninterrupted one, so the probe costs nothing). A few minutes of CPU training give an
+undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
+report say so.
 
 Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured stage by stage with
 one torch thread on a shared machine (CPU seconds of the demo process, ``cpu_seconds`` in demo.json; wall time
@@ -72,7 +78,8 @@ eval 4 × 34 + augment 228 + report 1. The sizes behind this:
 
 ``--quick`` shrinks everything to seconds for tests: 3 simulated days at 60-minute cadence, 2 images per class,
 one resampling, domain features only, a 3-epoch judge, one 1-layer DeiT epoch filling to the largest class
-and, with ``--train``, the ``tiny`` and ``cevae-tiny`` presets capped at 12 steps.
+and, with ``--train``, the ``autoencoder-tiny``, ``tiny-latent`` and ``cevae-tiny`` (16 px) presets capped at 12
+steps.
 """
 
 from __future__ import annotations
@@ -121,10 +128,21 @@ GENERATORS: tuple[GeneratorSpec, ...] = (
 MIN_FORECAST_DAYS = 21
 #: Embedding encoder of a discrete+embedding generator trained without a ceVAE run (see the module docstring).
 TRAIN_EMBEDDING_ENCODER = "random:64:0"
-#: ceVAE preset trained beside each DDPM preset by --train.
-CEVAE_PRESETS = {"demo": "cevae-demo", "tiny": "cevae-tiny"}
-#: Seconds per training step assumed before the probe has measured one (sets the LR warm-up and schedule length).
-NOMINAL_SECONDS_PER_STEP = {"demo": 0.8, "tiny": 0.02, "cevae-demo": 0.5, "cevae-tiny": 0.02}
+#: Presets --train uses (by ``DemoConfig.preset``): the 64 px latent route, i.e. the autoencoder first, then the three
+#: DDPMs in its latents and the 64 px ceVAE; ``tiny`` (--quick) is its test-sized counterpart.
+TRAIN_PRESETS = {
+    "demo": {"autoencoder": "autoencoder-demo", "cevae": "cevae-demo64", "discrete": "demo64-latent",
+             "continuous": "demo64-latent-continuous", "discrete+embedding": "demo64-latent-embedding"},
+    "tiny": {"autoencoder": "autoencoder-tiny", "cevae": "cevae-tiny", "discrete": "tiny-latent",
+             "continuous": "tiny-latent", "discrete+embedding": "tiny-latent"},
+}
+#: Folder under DIR/runs of the autoencoder --train makes for the latent DDPMs.
+AUTOENCODER_KEY = "autoencoder"
+#: Seconds per training step assumed before the probe has measured one (sets the LR warm-up and schedule length):
+#: the figures the preset files give for this machine.
+NOMINAL_SECONDS_PER_STEP = {"autoencoder-demo": 1.6, "cevae-demo64": 0.1, "demo64-latent": 0.5,
+                            "demo64-latent-continuous": 0.5, "demo64-latent-embedding": 0.5,
+                            "autoencoder-tiny": 0.1, "cevae-tiny": 0.02, "tiny-latent": 0.02}
 
 
 @dataclass
@@ -177,6 +195,8 @@ class DemoConfig:
             raise FlaresynthError(f"demo: augment_target {self.augment_target!r}: expected a whole number >= 1 or None")
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise FlaresynthError(f"--train {self.train_minutes!r}: expected a positive number of minutes")
+        if self.preset not in TRAIN_PRESETS:
+            raise FlaresynthError(f"demo: preset {self.preset!r}: expected one of {', '.join(TRAIN_PRESETS)}")
         if self.threads is not None and self.threads < 1:
             raise FlaresynthError(f"--threads {self.threads!r}: expected a whole number >= 1")
         known = {g.key for g in GENERATORS}
@@ -709,9 +729,16 @@ def _resolve_generators(out: Path, cfg: DemoConfig, specs, stages: _Stages, disp
                         data_hash: str | None, notes: list[str], state: _State) -> dict[str, Path]:
     """Run folder of every available generator (training them with --train); notes for the others."""
     runs: dict[str, Path] = {}
-    trainable = [s for s in specs if s.key not in cfg.runs]
-    budget = cfg.train_minutes * 60.0 / max(1, len(trainable)) if cfg.train_minutes else None
+    trainable = [s for s in specs if s.key not in cfg.runs] if cfg.train_minutes else []
+    # the latent DDPMs need the autoencoder first; it takes one equal share of the budget (module docstring)
+    ae_run = out / "runs" / AUTOENCODER_KEY if any(s.kind == "ddpm" for s in trainable) else None
+    n_models = len(trainable) + (ae_run is not None)
+    budget = cfg.train_minutes * 60.0 / max(1, n_models) if cfg.train_minutes else None
+    presets = TRAIN_PRESETS[cfg.preset]
     trained: dict[str, int | None] = {}
+    if ae_run is not None:
+        trained["autoencoder"] = _train_stage(AUTOENCODER_KEY, "autoencoder", presets["autoencoder"], ae_run, cfg,
+                                              budget, n_models, stages, display, ds_path, state)
     for spec in specs:  # GENERATORS order: the ceVAE comes before the embedding generator that uses its encoder
         info = {"title": spec.title}
         own = out / "runs" / spec.key
@@ -725,9 +752,13 @@ def _resolve_generators(out: Path, cfg: DemoConfig, specs, stages: _Stages, disp
                 if "cevae" not in runs:
                     notes.append(f"{spec.title}: trained with a fixed random-projection image encoder "
                                  f"({TRAIN_EMBEDDING_ENCODER}) as its embedding, since no ceVAE run is available")
-            trained[spec.title] = _train_stage(spec, own, cfg, budget, len(trainable), stages, display, ds_path,
-                                               state, encoder)
+            latent = ae_run if spec.kind == "ddpm" else None
+            trained[spec.title] = _train_stage(spec.key, spec.title, _preset_for(spec, cfg), own, cfg, budget,
+                                               n_models, stages, display, ds_path, state, spec.conditioning,
+                                               encoder, latent)
             runs[spec.key], info["source"] = own, "trained by this demo (--train)"
+            if latent is not None:
+                info["autoencoder"] = str(latent)
         elif _run_complete(own):
             runs[spec.key], info["source"] = own, "trained by an earlier --train session"
         elif (shipped := _shipped_folder(spec)) is not None:
@@ -752,9 +783,10 @@ def _resolve_generators(out: Path, cfg: DemoConfig, specs, stages: _Stages, disp
         state.data["generators"][spec.key] = info
     if trained:
         listing = ", ".join(f"{k} {v} steps" for k, v in trained.items())
-        presets = [_preset_for(s, cfg) for s in trainable]
-        notes.insert(0, f"--train {cfg.train_minutes:g} min (~{budget / 60:.1f} min per generator): {listing}. "
-                        + training_caveats(presets))
+        used = ([presets["autoencoder"]] if ae_run is not None else []) + [_preset_for(s, cfg) for s in trainable]
+        notes.insert(0, f"--train {cfg.train_minutes:g} min (~{budget / 60:.1f} min per model"
+                        + (", the autoencoder included" if ae_run is not None else "") + f"): {listing}. "
+                        + training_caveats(used))
     if not runs:
         hint = "no generator is available: the report shows the data only. Train them with `flaresynth demo --train MINUTES`"
         notes.append(hint)
@@ -770,36 +802,39 @@ def stale_generator_note(title: str, run_hash: str, data_hash: str | None) -> st
 
 
 def _preset_for(spec: GeneratorSpec, cfg: DemoConfig) -> str:
-    """The shipped preset a generator is trained from: the DDPM preset, or its ceVAE counterpart."""
-    return CEVAE_PRESETS.get(cfg.preset, "cevae-demo") if spec.kind == "cevae" else cfg.preset
+    """The shipped preset --train trains a generator from (:data:`TRAIN_PRESETS`)."""
+    return TRAIN_PRESETS[cfg.preset]["cevae" if spec.kind == "cevae" else spec.conditioning]
 
 
-def _train_stage(spec: GeneratorSpec, run: Path, cfg: DemoConfig, budget: float, n_trained: int, stages: _Stages,
-                 display: _Display, ds_path: Path, state: _State, encoder: str | None = None) -> int | None:
-    """Train one generator within ``budget`` seconds (probe, measure, size, resume; module docstring); its steps."""
+def _train_stage(key: str, title: str, preset: str, run: Path, cfg: DemoConfig, budget: float, n_trained: int,
+                 stages: _Stages, display: _Display, ds_path: Path, state: _State, conditioning: str | None = None,
+                 encoder: str | None = None, autoencoder: Path | None = None) -> int | None:
+    """Train one model (a generator or the autoencoder) from ``preset`` within ``budget`` seconds (probe, measure,
+    size, resume; module docstring); a DDPM in the latents of ``autoencoder``. Returns its steps."""
     from flaresynth.config import RunConfig, load_preset
     from flaresynth.train import train
 
-    preset = _preset_for(spec, cfg)
     base = load_preset(preset).to_dict()
-    nominal = max(1, int(budget / NOMINAL_SECONDS_PER_STEP.get(preset, 0.8)))
-    base["name"] = f"{preset}-{spec.key}"  # the report reads the preset from this prefix
-    if spec.kind == "ddpm":
-        base["conditioning"]["kind"] = spec.conditioning
+    nominal = max(1, int(budget / NOMINAL_SECONDS_PER_STEP.get(preset, 0.5)))
+    base["name"] = f"{preset}-{key}"  # the report reads the preset from this prefix
+    if conditioning:
+        base["conditioning"]["kind"] = conditioning
         if encoder:
             base["conditioning"]["encoder"] = encoder
+    if autoencoder is not None:
+        base["latent"]["autoencoder"] = str(Path(autoencoder).resolve())
     t = base["train"]
     # the warm-up is part of the run's fingerprint: set from the budget, so a resumed session gets the same one
     t["warmup_steps"] = min(t["warmup_steps"], max(1, nominal // 10))
     t["sample_every"] = 0  # no grids during training: they cost sampling time the budget does not have
     t["checkpoint_every"] = 100
-    name = f"train:{spec.key}"
+    name = f"train:{key}"
 
     def config(steps: int, log_every: int) -> RunConfig:
         # train.steps is the length of a cosine LR schedule (ceVAE): the probe already uses the expected length
         d = json.loads(json.dumps(base))
         d["train"]["steps"], d["train"]["log_every"] = int(steps), int(log_every)
-        return RunConfig.from_dict(d, source=f"demo {spec.key}")
+        return RunConfig.from_dict(d, source=f"demo {key}")
 
     def work(task):
         record = state.data["stages"].setdefault(name, {})
@@ -827,7 +862,7 @@ def _train_stage(spec: GeneratorSpec, run: Path, cfg: DemoConfig, budget: float,
                            "probe_seconds": round(wall, 2)})
             state.save()
             resume = True
-        display.progress.update(task, description=f"  train {spec.title}: {planned} steps "
+        display.progress.update(task, description=f"  train {title}: {planned} steps "
                                                   f"(~{measured:.2f} s/step)")
         with _LogWatcher(display, task, run / "log.jsonl", planned):
             train(ds_path, run, config(planned, max(1, min(25, planned // 50))), max_steps=planned, resume=resume,
@@ -836,10 +871,10 @@ def _train_stage(spec: GeneratorSpec, run: Path, cfg: DemoConfig, budget: float,
                 "probe_seconds": record.get("probe_seconds"), "budget_seconds": round(budget, 1)}
 
     stages.run(name, run, lambda: _run_complete(run), work,
-               {"preset": preset, "conditioning": spec.conditioning, "encoder": encoder,
-                "train_minutes": cfg.train_minutes, "generators_trained": n_trained,
-                "max_train_steps": cfg.max_train_steps},
-               label=f"train {spec.title} ({preset} preset, ~{budget / 60:.1f} min)")
+               {"preset": preset, "conditioning": conditioning, "encoder": encoder,
+                "autoencoder": str(autoencoder) if autoencoder is not None else None,
+                "train_minutes": cfg.train_minutes, "models_trained": n_trained, "max_train_steps": cfg.max_train_steps},
+               label=f"train {title} ({preset} preset, ~{budget / 60:.1f} min)")
     try:
         return int(read_json(run / "provenance.json")["steps"])
     except (OSError, ValueError, KeyError):

@@ -75,7 +75,7 @@ def planned_steps(preset: str | None) -> int | None:
         return None
 
 
-TEST_PRESETS = ("tiny", "cevae-tiny")
+TEST_PRESETS = ("tiny", "cevae-tiny", "tiny-latent", "autoencoder-tiny")
 
 
 def training_caveats(presets) -> str:
@@ -86,7 +86,7 @@ def training_caveats(presets) -> str:
     if len(tests) == 1:
         parts.append(training_caveat(None, tests[0]))
     elif tests:
-        parts.append(f"The {' and '.join(repr(t) for t in tests)} test presets (16 px, a few thousand parameters) are "
+        parts.append(f"The {', '.join(repr(t) for t in tests)} test presets (a few thousand parameters each) are "
                      "smoke tests of the pipeline: their images are noise, and every number measures that.")
     return " ".join(parts)
 
@@ -98,7 +98,7 @@ def training_caveat(steps: int | None, preset: str | None, minutes: float | None
     """
     head = f"Trained {steps} steps{f' (~{minutes:.1f} min)' if minutes else ''} from scratch. " if steps is not None else ""
     if preset in TEST_PRESETS:
-        return head + (f"The '{preset}' test preset (16 px, a few thousand parameters) is a smoke test of the "
+        return head + (f"The '{preset}' test preset (a few thousand parameters) is a smoke test of the "
                        "pipeline: its images are noise, and every number measures that.")
     plan = planned_steps(preset)
     if steps is not None and plan and steps >= plan:
@@ -550,10 +550,12 @@ def _is_cevae_run(rec: dict) -> bool:
 
 
 def _run_kind(rec: dict) -> str:
-    """Column title of a run: ceVAE, or the DDPM's conditioning kind."""
+    """Column title of a run: ceVAE, autoencoder (of latent diffusion), or the DDPM's conditioning kind."""
     if _is_cevae_run(rec):
         return "ceVAE"
     cfg = rec.get("config") or {}
+    if cfg.get("kind") == "autoencoder" or (rec.get("meta") or {}).get("model_type") == "autoencoder":
+        return "autoencoder"  # no conditioning: its config's default would read as a discrete DDPM
     kind = (cfg.get("conditioning") or {}).get("kind") or ((rec.get("meta") or {}).get("conditioning") or {}).get("kind")
     return str(kind or "run")
 
