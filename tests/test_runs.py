@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from flaresynth import pretrained
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.cevae import CeVAE
 from flaresynth.models.unet import Denoiser
@@ -48,7 +49,8 @@ def run_copy(tmp_path):
 
 
 def test_every_shipped_run_is_installed():
-    assert sorted(shipped_runs()) == sorted(SHIPPED)
+    # the students (demo:*-student) are listed once their folders are added; nothing outside the package's table
+    assert set(SHIPPED) <= set(shipped_runs()) <= set(pretrained.SHIPPED)
 
 
 @pytest.mark.parametrize("name, kind, conditioning, network, size",
