@@ -359,6 +359,7 @@ def steps_to_match(recipes: dict) -> dict | None:
 
 def long_curve(run: Path, ds, scorer, args, guidance: float) -> dict:
     from flaresynth.config import load_config
+    from flaresynth.runs import META_FILE, MODEL_DIR
 
     cfg = load_config(run / "config.yaml")
     entries = read_log(run / "log.jsonl")
@@ -368,7 +369,7 @@ def long_curve(run: Path, ds, scorer, args, guidance: float) -> dict:
     log(f"long run {run}: {len(entries)} log lines to step {int(steps[-1]) if len(steps) else 0}; checkpoints {kept}")
     curve, notes = curve_for(run, ds, scorer, args, guidance, cores, final_model=True)
     note = (f"the loop keeps the newest train.keep_checkpoints = {cfg.train.keep_checkpoints} checkpoints; found {kept}"
-            f"{' and the final model/' if (run / 'model' / 'flaresynth.json').is_file() else ''}: the quality curve has "
+            f"{' and the final model/' if (run / MODEL_DIR / META_FILE).is_file() else ''}: the quality curve has "
             f"only these points (the loss curve is complete). CPU-hours assume {cores} busy cores.")
     return {"run": str(run), "config": recipe_summary(cfg), "steps_logged": int(steps[-1]) if len(steps) else 0,
             "train_wall_s": float(secs[-1]) if len(secs) else 0.0,

@@ -450,20 +450,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     extra = image_writer(images, table, model.transforms(), channels, model.scheme, model_id, header,
                          f"{model_id} | {sampler} {n_steps} steps | w={guidance:g}", fits=fits, grid=grid)
     manifest = {
-        "generator": "flaresynth-ddpm",
-        "classes": list(model.classes),
-        "scheme": model.scheme,
-        "transform": model.meta["transform"],
-        "channels": channels,
-        "image_size": int(model.image_shape[-1]),
-        "sampler": sampler,
-        "steps": int(n_steps),
-        "guidance": guidance,
+        **_manifest_head(model, "flaresynth-ddpm", sampler, int(n_steps), guidance, seed, per_class),
         "guidance_convention": "eps_c + w (eps_c - eps_u); fpramunno/Modelling_Solar_Image_with_DDPM's lerp cfg_scale = w + 1",
-        "seed": int(seed),
-        "per_class": int(per_class),
-        "model_id": model_id,
-        "run": str(model.path),
         "conditioning": model.conditioning,
         **({"embedding_source": source} if source is not None else {}),
         **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
@@ -471,12 +459,39 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         **({"embedding_data": str(embedding_data)} if source == "image" else {}),
         **({"latent": {k: model.latent[k] for k in ("autoencoder_id", "scaling_factor", "latent_shape")}}
            if model.latent is not None else {}),
-        "ema_weights": True,
+        **_manifest_tail(model, ema_weights=True),
+    }
+    return write_samples(out, images, table, manifest, extra=extra, overwrite=overwrite)
+
+
+def _manifest_head(model: Run, generator: str, sampler: str, steps: int, guidance: float | None, seed: int,
+                   per_class: int) -> dict:
+    """The samples-manifest keys every generator writes first: what made the images and how to read them."""
+    return {
+        "generator": generator,
+        "classes": list(model.classes),
+        "scheme": model.scheme,
+        "transform": model.meta["transform"],
+        "channels": model.channels,
+        "image_size": int(model.image_shape[-1]),
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": int(seed),
+        "per_class": int(per_class),
+        "model_id": model.model_id,
+        "run": str(model.path),
+    }
+
+
+def _manifest_tail(model: Run, ema_weights: bool) -> dict:
+    """The samples-manifest keys every generator writes last: weights, nominal date, device, version."""
+    return {
+        "ema_weights": ema_weights,
         "date_obs": f"{NOMINAL_DATE_OBS} (nominal J2000 epoch; synthetic images have no observation time)",
         "device": str(model.device),
         "flaresynth_version": __version__,
     }
-    return write_samples(out, images, table, manifest, extra=extra, overwrite=overwrite)
 
 
 def _sample_cevae(model: Run, out: Path, classes, fluxes, per_class: int, seed: int, batch_size: int | None,
@@ -493,25 +508,10 @@ def _sample_cevae(model: Run, out: Path, classes, fluxes, per_class: int, seed: 
     extra = image_writer(images, table, model.transforms(), channels, model.scheme, model_id,
                          lambda row: header, f"{model_id} | ceVAE class-Gaussian latents", fits=fits, grid=grid)
     manifest = {
-        "generator": "flaresynth-cevae",
-        "classes": list(model.classes),
-        "scheme": model.scheme,
-        "transform": model.meta["transform"],
-        "channels": channels,
-        "image_size": int(model.image_shape[-1]),
-        "sampler": CEVAE_SAMPLER,
-        "steps": 1,
-        "guidance": None,
-        "seed": int(seed),
-        "per_class": int(per_class),
-        "model_id": model_id,
-        "run": str(model.path),
+        **_manifest_head(model, "flaresynth-cevae", CEVAE_SAMPLER, 1, None, seed, per_class),
         "conditioning": "cevae",
         "latent_classes": model.gaussians.summary(),
-        "ema_weights": bool(model.meta.get("ema_weights", True)),
-        "date_obs": f"{NOMINAL_DATE_OBS} (nominal J2000 epoch; synthetic images have no observation time)",
-        "device": str(model.device),
-        "flaresynth_version": __version__,
+        **_manifest_tail(model, ema_weights=bool(model.meta.get("ema_weights", True))),
     }
     return write_samples(out, images, table, manifest, extra=extra, overwrite=overwrite)
 
