@@ -239,7 +239,7 @@ def real_at_size(ds, size: int) -> np.ndarray:
     """All dataset images at ``size`` px through DN/s (as ``flaresynth evaluate`` does)."""
     from flaresynth.transforms import resample
 
-    return resample(ds.images, ds.transform(), size)
+    return resample(ds.images, ds.transforms(), size)
 
 
 # ----------------------------------------------------------------------------------------------- judge
@@ -363,7 +363,6 @@ class Scorer:
 
     def __init__(self, ds, judge, real_images: np.ndarray, fd_split: str = "all", seed: int = 0, referee: bool = True):
         self.ds, self.judge, self.k = ds, judge, len(ds.classes)
-        self.transform = ds.transform()
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.referee = bool(referee)

@@ -88,7 +88,7 @@ def main() -> None:
 
     from flaresynth.dataset import open_dataset
     from flaresynth.errors import FlaresynthError
-    from flaresynth.evaluate import fit_split_referee
+    from flaresynth.evaluate import REFEREE_CHANNEL, fit_split_referee
     from flaresynth.runs import open_run
     from flaresynth.samples import open_samples
     from flaresynth.sampling import sample
@@ -104,12 +104,17 @@ def main() -> None:
     size = int(model.image_shape[-1])
     real = real_at_size(ds, size)
     referee = fit_split_referee(ds, real)
-    transform = ds.transform()
+    # the referee reads 171 Å (found by name, as flaresynth evaluate does), whatever the other channels are
+    if REFEREE_CHANNEL not in ds.channels or list(ds.channels) != model.channels:
+        raise FlaresynthError(f"{ds.path}: channels {', '.join(ds.channels)}; the referee needs {REFEREE_CHANNEL} "
+                              f"and the run's channels ({', '.join(model.channels)})")
+    ref = ds.channels.index(REFEREE_CHANNEL)
+    transform = ds.transforms()[ref]
 
     test = ds.split_indices("test")
     true_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[test]
     ok = np.isfinite(true_flux) & (true_flux > 0)
-    real_est = referee.estimate_flux(transform.inverse(np.asarray(real[test][ok][:, 0], dtype=np.float32)))
+    real_est = referee.estimate_flux(transform.inverse(np.asarray(real[test][ok][:, ref], dtype=np.float32)))
     train_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[ds.split_indices("train")]
     train_flux = train_flux[np.isfinite(train_flux) & (train_flux > 0)]
 
@@ -120,9 +125,9 @@ def main() -> None:
                         steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                         fits=False, grid=False)
         gs = open_samples(folder)
-        images = np.asarray(gs.images[:, 0], dtype=np.float32)
+        images = np.asarray(gs.images[:, ref], dtype=np.float32)
         requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
-    gen_est = referee.estimate_flux(model.transforms()[0].inverse(images))
+    gen_est = referee.estimate_flux(model.transforms()[ref].inverse(images))
 
     rows = []
     for f, gen_err, real_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes),

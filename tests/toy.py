@@ -15,6 +15,7 @@ import pandas as pd
 
 from flaresynth.dataset import write_dataset
 from flaresynth.labels import GOES_CLASSES, SCHEMES, letter_to_label
+from flaresynth.transforms import IntensityTransform
 
 TRANSFORM = {"channel": "171A", "lo": 5.0, "hi": 3500.0}
 
@@ -37,22 +38,24 @@ def toy_images(n: int, size: int = 32, seed: int = 0, classes=GOES_CLASSES, stre
 
 
 def make_dataset(out, n=40, size=32, seed=0, classes=GOES_CLASSES, scheme="goes5", n_train=30, counts=None,
-                 strength=0.15):
+                 strength=0.15, channels=("171A",)):
     """A dataset folder of toy images.
 
     Either ``n`` images whose classes cycle through ``classes`` (the first ``n_train`` in the train split, the
     rest in test), or ``counts`` = {split: [images of each GOES class A..X]}, rows hourly by split then
-    class, with the 24 h forecast columns (``peak24_flux``, ``flare24`` for M and X).
+    class, with the 24 h forecast columns (``peak24_flux``, ``flare24`` for M and X). Several ``channels``: the
+    same toy image in each, scaled by 1 - 0.1·channel index (so channels differ), each with its AIA transform.
     """
     rng = np.random.default_rng(seed)
     if counts is None:
         plan = [("train" if i < n_train else "test", GOES_CLASSES.index(classes[i % len(classes)])) for i in range(n)]
     else:
         plan = [(split, k) for split, per in counts.items() for k, m in enumerate(per) for _ in range(m)]
-    images = np.empty((len(plan), 1, size, size), np.float32)
+    images = np.empty((len(plan), len(channels), size, size), np.float32)
     rows = []
     for i, (split, k) in enumerate(plan):
-        images[i, 0] = disk_image(rng, size, k, strength)
+        img = disk_image(rng, size, k, strength)
+        images[i] = np.stack([img * (1 - 0.1 * c) for c in range(len(channels))])
         flux = 10.0 ** (-8 + k + rng.uniform(0, 1))
         row = {"time": f"2024-05-01T{i % 24:02d}:00:00" if counts is None else
                (pd.Timestamp("2024-05-01") + pd.Timedelta(hours=i + 1)).isoformat(),
@@ -60,7 +63,9 @@ def make_dataset(out, n=40, size=32, seed=0, classes=GOES_CLASSES, scheme="goes5
         if counts is not None:
             row.update(peak24_flux=flux, flare24=k >= 3)
         rows.append(row)
-    manifest = {"scheme": scheme, "classes": list(SCHEMES[scheme]), "channels": ["171A"], "transform": dict(TRANSFORM)}
+    transform = (dict(TRANSFORM) if list(channels) == ["171A"]
+                 else [IntensityTransform.for_channel(c).to_dict() for c in channels])
+    manifest = {"scheme": scheme, "classes": list(SCHEMES[scheme]), "channels": list(channels), "transform": transform}
     return write_dataset(out, images, pd.DataFrame(rows), manifest)
 
 

@@ -172,10 +172,7 @@ def _check_compatible(ds, gs) -> None:
 
 def _samples_transforms(gs, ds) -> list:
     """One intensity transform per channel of the samples folder (the dataset's when it records none)."""
-    from flaresynth.transforms import channel_transforms
-
-    return channel_transforms(gs.manifest.get("transform", ds.manifest["transform"]), int(gs.images.shape[1]),
-                              str(gs.path / "manifest.json"))
+    return gs.transforms(ds.manifest["transform"])
 
 
 def _generated_in_dataset_space(gs, ds) -> tuple[np.ndarray, str | None]:

@@ -43,7 +43,7 @@ from flaresynth.errors import input_error
 from flaresynth.figures import save_grid
 from flaresynth.io import atomic_dir, open_npy, read_folder_manifest, write_json
 from flaresynth.labels import flux_to_class
-from flaresynth.transforms import SDOML_CDELT_512, SDOML_RSUN_ARCSEC, SDOML_SIZE
+from flaresynth.transforms import SDOML_CDELT_512, SDOML_RSUN_ARCSEC, SDOML_SIZE, channel_transforms
 
 SAMPLES_FORMAT = "flaresynth-samples/1"
 SAMPLES_FILE = "samples.npy"
@@ -78,17 +78,17 @@ class SamplesFolder:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.manifest["classes"])
 
-    def transform(self, default: dict | None = None):
-        """The intensity transform of one-channel samples (``default``: the dataset's, for folders written
-        without one); a one-line error for several channels (steps that handle one channel stop there)."""
-        from flaresynth.transforms import IntensityTransform
+    @property
+    def channels(self) -> list[str]:
+        """The images' channel names (the manifest's; ``171A`` for a one-channel folder written without them)."""
+        names = self.manifest.get("channels")
+        return list(names) if names else (["171A"] if self.images.shape[1] == 1 else [])
 
+    def transforms(self, default=None) -> list:
+        """One intensity transform per channel (``default``: the dataset's ``transform`` field, for folders
+        written without one); a one-line error when the recorded transforms do not fit the channels."""
         spec = self.manifest.get("transform", default)
-        if isinstance(spec, list) or self.images.shape[1] != 1:
-            names = ", ".join(self.manifest.get("channels") or []) or "?"
-            raise input_error(self.path / MANIFEST_FILE, "channels", f"{self.images.shape[1]} channels ({names}): "
-                              "this step handles one-channel samples only")
-        return IntensityTransform.from_dict(spec, source=str(self.path / MANIFEST_FILE))
+        return channel_transforms(spec, int(self.images.shape[1]), str(self.path / MANIFEST_FILE))
 
     def label_index(self) -> np.ndarray:
         """Index into :attr:`classes` of each image's requested class (-1 where none)."""

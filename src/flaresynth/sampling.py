@@ -60,7 +60,7 @@ from flaresynth.config import EMBEDDING_SOURCES
 from flaresynth.dataset import DatasetFolder, open_dataset
 from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loop
-from flaresynth.errors import FlaresynthError
+from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.labels import SCHEMES, class_to_flux, flux_to_label_index
 from flaresynth.models.autoencoder import decode as decode_latents
 from flaresynth.models.cevae import ClassGaussians, decode
@@ -228,6 +228,10 @@ def request_embeddings(model: Run, table: pd.DataFrame, source: str = "class-mea
     ds = data if isinstance(data, DatasetFolder) else open_dataset(data)
     if ds.scheme != model.meta["scheme"]:
         raise FlaresynthError(f"{ds.path / 'manifest.json'}: scheme: {ds.scheme!r}, but the run has {model.meta['scheme']!r}")
+    if list(ds.channels) != model.channels:
+        # an encoder that takes any channel count (random:D) would embed other channels without complaint
+        raise input_error(ds.path / "manifest.json", "channels", f"{', '.join(ds.channels)}, but the run {model.path} "
+                          f"was trained on {', '.join(model.channels)} (the same channels in the same order are needed)")
     train_rows = ds.split_indices("train")
     ds_labels = ds.label_index()[train_rows]
     for k in np.unique(labels):

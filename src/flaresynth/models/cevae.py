@@ -385,8 +385,11 @@ class CevaeEncoder:
         """(B, C, H, W) images in [-1, 1] -> (B, z_dim) float32 latent means (CPU)."""
         x = torch.as_tensor(images).float()
         if x.ndim != 4 or x.shape[1] != self.model.in_channels:
+            got = f"{x.shape[1]} channel(s)" if x.ndim == 4 else f"shape {tuple(x.shape)}"
             raise FlaresynthError(
-                f"ceVAE encoder: images of shape {tuple(x.shape)}, expected (B, {self.model.in_channels}, H, W)"
+                f"ceVAE encoder {self.model_id or ''}: takes images of {self.model.in_channels} channel(s), got {got} "
+                f"(embeddings need a ceVAE trained on the same channels: train one on this dataset with --preset "
+                f"cevae-demo64 and set conditioning.encoder: cevae:RUN)"
             )
         return encode_means(self.model, self._to_model_size(x), self.device)
 
