@@ -186,6 +186,30 @@ def test_train_throughput(toy, capsys, monkeypatch):
     assert Path(r["plot"]).is_file()
 
 
+def test_channel_cost(toy, capsys, monkeypatch):
+    """Five channels against one through the latent route (tiny presets): every case trained and timed, each with
+    its dataset's channel count (not in RESULTS: run_all does not run this by-hand script)."""
+    ds5 = make_dataset(toy["root"] / "ds5", n=24, size=64, n_train=16, channels=("94A", "131A", "171A", "193A", "211A"))
+    ds1 = make_dataset(toy["root"] / "ds1-64", n=24, size=64, n_train=16)
+    module = importlib.import_module("channel_cost")
+    monkeypatch.setattr(sys, "argv", ["channel_cost.py", "--quick", "--threads", "1", "--data", str(ds1), "--data-multi",
+                                      str(ds5), "--workdir", str(toy["workdir"]), "--out", str(toy["out"])])
+    capsys.readouterr()
+    module.main()
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["cases"]) == {"ae_1", "ae_multi", "ldm_1", "ldm_multi"}
+    for name, c in r["cases"].items():
+        assert c["channels"] == (["171A"] if name.endswith("_1") else r["channels_multi"]) and c["steps_timed"] == 2
+        assert c["s_per_step_median"] > 0 and c["full_training_h"] == pytest.approx(
+            c["s_per_step_median"] * c["planned_steps"] / 3600, rel=1e-4)
+    # the autoencoder's first and last convolutions grow with the channels; the latent DDPM does not
+    assert r["cases"]["ae_multi"]["parameters"] > r["cases"]["ae_1"]["parameters"]
+    assert r["cases"]["ldm_multi"]["parameters"] == r["cases"]["ldm_1"]["parameters"]
+    assert r["ratio_multi_over_one"]["ae"] == pytest.approx(
+        r["cases"]["ae_multi"]["s_per_step_median"] / r["cases"]["ae_1"]["s_per_step_median"], rel=1e-4)
+    assert not (toy["workdir"] / "channel_cost").exists()  # scratch runs removed
+
+
 def test_reference_loop_with_a_dataloader(toy):
     tt = importlib.import_module("train_throughput")
     case = {"steps": 2, "warmup": 1, "loader": "dataloader", "workers": 0}
@@ -435,7 +459,7 @@ def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "flux_fidelity", "train_throughput",
-                                  "train_convergence", "dataset_build", "run_all", "allocator"])
+                                  "train_convergence", "dataset_build", "run_all", "allocator", "channel_cost"])
 def test_help(name):
     r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
