@@ -551,6 +551,12 @@ def generate_any(model, table, sampler: str, steps: int | None, guidance: float,
     from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, sample_loop
     from flaresynth.sampling import conditions
 
+    if model.latent is not None:
+        from flaresynth.errors import FlaresynthError
+
+        # latents have unit variance: clipping their predicted x0 to [-1, 1] would cut most of them
+        raise FlaresynthError(f"sampler {sampler}: the x0-clipped candidates apply to pixel runs only "
+                              f"({model.path} is a latent run)")
     base = sampler.removesuffix("-clip")
     steps = int(steps or SAMPLER_DEFAULT_STEPS[base])
     cond = conditions(model, table)

@@ -52,7 +52,7 @@ def batched_vs_separate(model, batch: int, guidance: float, repeats: int, seed: 
     from flaresynth.models.conditioning import Condition
 
     g = torch.Generator().manual_seed(seed)
-    c, s, _ = model.image_shape
+    c, s, _ = model.sample_shape  # what the network denoises: the image, or a latent run's latent
     x = torch.randn(batch, c, s, s, generator=g)
     t = torch.full((batch,), 500, dtype=torch.long)
     n_classes = len(model.classes)

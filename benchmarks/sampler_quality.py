@@ -147,6 +147,10 @@ def main() -> None:
     ds = open_dataset(resolve_data(args))
     if list(ds.classes) != list(model.classes):
         raise input_error(ds.path / "manifest.json", "classes", f"{list(ds.classes)}, but the model has {list(model.classes)}")
+    if model.latent is not None and any(name in CANDIDATE_SAMPLERS for name, _ in settings):
+        # the x0 clip of the candidates is a pixel-space idea (common.generate_any)
+        settings = [(name, steps) for name, steps in settings if name not in CANDIDATE_SAMPLERS]
+        log(f"{model.path} is a latent run: the x0-clipped candidates {', '.join(CANDIDATE_SAMPLERS)} are left out")
     guidance = float(model.meta["config"]["sample"]["guidance"] if args.guidance is None else args.guidance)
     size = model.image_shape[-1]
     real = real_at_size(ds, size)

@@ -205,6 +205,7 @@ def test_channel_cost(toy, capsys, monkeypatch):
     # the autoencoder's first and last convolutions grow with the channels; the latent DDPM does not
     assert r["cases"]["ae_multi"]["parameters"] > r["cases"]["ae_1"]["parameters"]
     assert r["cases"]["ldm_multi"]["parameters"] == r["cases"]["ldm_1"]["parameters"]
+    assert r["flops_ratio_multi_over_one"]["ae"] > 1 and r["flops_ratio_multi_over_one"]["ldm"] == 1
     assert r["ratio_multi_over_one"]["ae"] == pytest.approx(
         r["cases"]["ae_multi"]["s_per_step_median"] / r["cases"]["ae_1"]["s_per_step_median"], rel=1e-4)
     assert not (toy["workdir"] / "channel_cost").exists()  # scratch runs removed
