@@ -40,7 +40,8 @@ def main() -> None:
         log(f"note: {ds.path} is not the dataset {args.ae} was trained on")
     log(f"reconstructing {ds.path} with {args.ae}")
     result = reconstruction_benchmark(run.network, ds, args.split)
-    log("\n" + format_table(result["per_class"]))
+    for ch, errors in (result.get("per_channel") or {"": result["per_class"]}).items():
+        log((f"{ch}:" if ch else "") + "\n" + format_table(errors))
     emit({"benchmark": "autoencoder_fidelity", "autoencoder": str(Path(args.ae)), "model_id": run.model_id,
           "data": str(ds.path), "same_dataset": ds.manifest.get("data_hash") == run.meta.get("data_hash"),
           **result, "machine": machine_info(args.threads)}, out, "autoencoder_fidelity")

@@ -5,6 +5,7 @@ Module fixtures: the toy Sun in 94/131/171/193/211 Å at 64 px (each channel its
 alone; a tiny autoencoder on each (4 steps) and a tiny discrete+embedding latent DDPM on the 5-channel one.
 """
 
+import json
 
 import numpy as np
 import pytest
@@ -58,6 +59,14 @@ def test_five_channel_latent_run_reloads_and_samples_identically(world):
     gs = open_samples(world["s5"])  # the samples folder: the (N, C, H, W) array and the dataset's transforms
     assert gs.images.shape == (10, 5, 64, 64) and gs.channels == list(CHANNELS)
     assert [t.channel for t in gs.transforms()] == list(CHANNELS)
+
+
+def test_autoencoder_measures_the_flare_kernels_of_every_channel(world):
+    rec = open_run(world["ae5"], "cpu").meta["reconstruction"]
+    assert rec["channel"] == "171A" and list(rec["per_channel"]) == list(CHANNELS)
+    assert rec["per_class"] == rec["per_channel"]["171A"]
+    # each channel through its own transform: the toy channels are scaled copies, so their errors differ
+    assert len({json.dumps(e["all"]) for e in rec["per_channel"].values()}) == len(CHANNELS)
 
 
 def test_five_channel_fits_files_open_as_aia_maps_of_their_channel(world):

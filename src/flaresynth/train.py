@@ -680,7 +680,8 @@ def autoencoder_loss(model, x: torch.Tensor, generator: torch.Generator, kl_weig
 def reconstruction_benchmark(model: LatentAutoencoder, ds, split: str | None = None, device="cpu") -> dict:
     """Flare-kernel fidelity (:func:`flaresynth.metrics.reconstruction.reconstruction_errors`) of an
     autoencoder's reconstructions (posterior mean, decoded) of a dataset split: ``split``, or the first non-empty
-    one of :data:`RECONSTRUCTION_SPLITS`. Returns ``{"split", "per_class", "seconds"}``."""
+    one of :data:`RECONSTRUCTION_SPLITS`. Returns ``{"split", "per_class", "seconds"}``: ``per_class`` of 171 Å
+    (else the first channel); on several channels also ``channel`` (its name) and ``per_channel`` (every channel's)."""
     t0 = time.perf_counter()
     if split is None:
         split = next((s for s in RECONSTRUCTION_SPLITS if len(ds.split_indices(s))), "train")
@@ -693,9 +694,15 @@ def reconstruction_benchmark(model: LatentAutoencoder, ds, split: str | None = N
         x = torch.from_numpy(resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, model.sample_size))
         real.append(x.numpy())
         rec.append(decode_latents(model, encode_latents(model, x, device), device).numpy())
-    errors = reconstruction_errors(np.concatenate(real), np.concatenate(rec), ds.label_index()[idx], tuple(ds.classes),
-                                   transforms)
-    return {"split": split, "per_class": errors, "seconds": round(time.perf_counter() - t0, 2)}
+    real, rec, labels = np.concatenate(real), np.concatenate(rec), ds.label_index()[idx]
+    names = list(ds.channels)
+    per_channel = {ch: reconstruction_errors(real, rec, labels, tuple(ds.classes), transforms, channel=c)
+                   for c, ch in enumerate(names)}
+    main = "171A" if "171A" in names else names[0]
+    out = {"split": split, "per_class": per_channel[main], "seconds": round(time.perf_counter() - t0, 2)}
+    if len(names) > 1:
+        out.update(channel=main, per_channel=per_channel)
+    return out
 
 
 class AutoencoderObjective:
@@ -1205,8 +1212,9 @@ def train(
                 fh.write(json.dumps({"step": final_step, **report}) + "\n")
             if "reconstruction" in report:
                 rec = report["reconstruction"]
-                print(f"train {cfg.name}: reconstruction of the {rec['split']} split (flare kernels)\n"
-                      f"{format_table(rec['per_class'])}", file=sys.stderr)
+                for ch, errors in (rec.get("per_channel") or {"": rec["per_class"]}).items():
+                    print(f"train {cfg.name}: reconstruction of the {rec['split']} split (flare kernels"
+                          f"{', ' + ch if ch else ''})\n{format_table(errors)}", file=sys.stderr)
     _debug_rank_file(raw_model, optimizer, rank, world, final_step, written, rows_seen)
     accelerator.wait_for_everyone()
     if is_main:  # every process is past its last read of the cache

@@ -47,23 +47,23 @@ def kernel_stats(images_dn_per_s) -> tuple[np.ndarray, np.ndarray]:
     return peaks, areas
 
 
-def reconstruction_errors(real, rec, labels, classes, transforms) -> dict:
-    """Per-class (and ``all``) flare-kernel fidelity of reconstructions ``rec`` of images ``real``.
+def reconstruction_errors(real, rec, labels, classes, transforms, channel: int = 0) -> dict:
+    """Per-class (and ``all``) flare-kernel fidelity of reconstructions ``rec`` of images ``real`` in one channel.
 
     ``real``, ``rec``: (N, C, S, S) in model space; ``labels``: class index per image; ``transforms``: the
-    per-channel intensity transforms (the first channel, 171 Å, is measured). Each entry: ``n``,
-    ``peak_error_dex`` and ``peak_bias_dex``, ``area_error`` and ``area_bias`` (relative), ``l1``.
+    per-channel intensity transforms; ``channel``: the index of the channel measured. Each entry: ``n``,
+    ``peak_error_dex`` and ``peak_bias_dex``, ``area_error`` and ``area_bias`` (relative), ``l1`` (of that channel).
     """
     real, rec = np.asarray(real, dtype=np.float32), np.asarray(rec, dtype=np.float32)
     labels = np.asarray(labels)
     if real.shape != rec.shape or real.ndim != 4 or len(labels) != len(real):
         raise FlaresynthError(f"reconstruction_errors: shapes {real.shape}, {rec.shape} and {len(labels)} labels differ")
-    inv = transforms[0].inverse
-    p_real, a_real = kernel_stats(inv(real[:, 0]))
-    p_rec, a_rec = kernel_stats(inv(rec[:, 0]))
+    inv = transforms[channel].inverse
+    p_real, a_real = kernel_stats(inv(real[:, channel]))
+    p_rec, a_rec = kernel_stats(inv(rec[:, channel]))
     d_peak = np.log10(1.0 + p_rec) - np.log10(1.0 + p_real)
     d_area = (a_rec - a_real) / np.maximum(a_real, 1.0)
-    l1 = np.abs(rec - real).reshape(len(real), -1).mean(1)
+    l1 = np.abs(rec[:, channel] - real[:, channel]).reshape(len(real), -1).mean(1)
     out = {}
     for name, sel in [("all", np.ones(len(real), bool))] + [(c, labels == k) for k, c in enumerate(classes)]:
         if not sel.any():
