@@ -59,6 +59,9 @@ def test_five_channel_latent_run_reloads_and_samples_identically(world):
     gs = open_samples(world["s5"])  # the samples folder: the (N, C, H, W) array and the dataset's transforms
     assert gs.images.shape == (10, 5, 64, 64) and gs.channels == list(CHANNELS)
     assert [t.channel for t in gs.transforms()] == list(CHANNELS)
+    # grids: 171 Å as grid.png, one per other channel, the 211/193/171 Å composite
+    pngs = {p.name for p in world["s5"].glob("*.png")}
+    assert pngs == {"grid.png", "rgb_grid.png"} | {f"grid_{ch}.png" for ch in CHANNELS if ch != "171A"}
 
 
 def test_autoencoder_measures_the_flare_kernels_of_every_channel(world):

@@ -8,7 +8,8 @@ Layout::
       manifest.json   format, generator, scheme/classes, transform, sampler settings, seed, counts
       fits/           optional: one FITS file per image and channel in DN/s with an AIA-like WCS (:func:`write_fits`),
                       as AIA's own files are: NNNNN_<label>.fits for one channel, NNNNN_<label>_<channel>.fits for several
-      grid.png        optional: a per-class grid in the AIA 171 colour map (:func:`flaresynth.figures.save_grid`)
+      grid.png        optional: a per-class grid of 171 Å in its AIA colour map (:func:`flaresynth.figures.save_grid`);
+                      several channels: also grid_<channel>.png for each other channel and rgb_grid.png (211/193/171 Å)
 
 The DDPM sampler and the ceVAE baseline write the same folder (:func:`write_samples`, with the per-image files
 of :func:`image_writer`), so evaluation treats them alike.
@@ -40,7 +41,7 @@ from sunpy.coordinates import frames
 from sunpy.map.header_helper import make_fitswcs_header
 
 from flaresynth.errors import input_error
-from flaresynth.figures import save_grid
+from flaresynth.figures import RGB_CHANNELS, save_grid
 from flaresynth.io import atomic_dir, open_npy, read_folder_manifest, write_json
 from flaresynth.labels import flux_to_class
 from flaresynth.transforms import SDOML_CDELT_512, SDOML_RSUN_ARCSEC, SDOML_SIZE, channel_transforms
@@ -240,8 +241,19 @@ def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: 
                 for name, channel, plane in zip(names[i], channels, dn):
                     write_fits(tmp / "fits" / name, plane, channel, cards)
         if grid:
-            save_grid(images, [row_label(r) for _, r in table.iterrows()], tmp / "grid.png", title=grid_title,
-                      channel=channels[0])
+            labels = [row_label(r) for _, r in table.iterrows()]
+            # several channels: grid.png is 171 Å's (the paper's channel), grid_<ch>.png each other one, and the
+            # 211/193/171 Å composite of the SDO press images where those three are there
+            main = channels.index("171A") if "171A" in channels else 0
+            save_grid(images[:, main : main + 1], labels, tmp / "grid.png", title=grid_title, channel=channels[main])
+            if len(channels) > 1:
+                for c, ch in enumerate(channels):
+                    if c != main:
+                        save_grid(images[:, c : c + 1], labels, tmp / f"grid_{ch}.png", title=f"{grid_title} ({ch})",
+                                  channel=ch)
+                if set(RGB_CHANNELS) <= set(channels):
+                    save_grid(images, labels, tmp / "rgb_grid.png", title=f"{grid_title} (RGB = 211/193/171 Å)",
+                              rgb_channels=channels)
 
     return extra
 
