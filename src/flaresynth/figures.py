@@ -46,6 +46,14 @@ def channel_cmap(channel: str = "171A"):
 RGB_CHANNELS = ("211A", "193A", "171A")
 
 
+def main_channel(channels: Sequence[str]) -> tuple[int, str]:
+    """Index and name of the channel a one-channel figure of several shows: 171 Å (the paper's) by name, else
+    the first."""
+    channels = list(channels) or ["171A"]
+    c = channels.index("171A") if "171A" in channels else 0
+    return c, channels[c]
+
+
 def rgb_composite(images, channels: Sequence[str], rgb: Sequence[str] = RGB_CHANNELS) -> np.ndarray:
     """(N, H, W, 3) RGB in [0, 1] of model-space images (N, C, H, W): red, green, blue = the ``rgb`` channels.
 

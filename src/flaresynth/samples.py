@@ -41,7 +41,7 @@ from sunpy.coordinates import frames
 from sunpy.map.header_helper import make_fitswcs_header
 
 from flaresynth.errors import input_error
-from flaresynth.figures import RGB_CHANNELS, save_grid
+from flaresynth.figures import RGB_CHANNELS, main_channel, save_grid
 from flaresynth.io import atomic_dir, open_npy, read_folder_manifest, write_json
 from flaresynth.labels import flux_to_class
 from flaresynth.transforms import SDOML_CDELT_512, SDOML_RSUN_ARCSEC, SDOML_SIZE, channel_transforms
@@ -244,7 +244,7 @@ def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: 
             labels = [row_label(r) for _, r in table.iterrows()]
             # several channels: grid.png is 171 Å's (the paper's channel), grid_<ch>.png each other one, and the
             # 211/193/171 Å composite of the SDO press images where those three are there
-            main = channels.index("171A") if "171A" in channels else 0
+            main = main_channel(channels)[0]
             save_grid(images[:, main : main + 1], labels, tmp / "grid.png", title=grid_title, channel=channels[main])
             if len(channels) > 1:
                 for c, ch in enumerate(channels):
