@@ -58,7 +58,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")
 PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-demo64",
            "cevae-tiny", "autoencoder-demo", "autoencoder-tiny", "demo64-latent", "demo64-latent-continuous",
-           "demo64-latent-embedding", "tiny-latent")
+           "demo64-latent-embedding", "tiny-latent", "autoencoder-demo128", "activity3-latent128")
 #: Where the embedding of a ``discrete+embedding`` request comes from (see flaresynth.sampling).
 EMBEDDING_SOURCES = ("class-mean", "class-gaussian", "image")
 CEVAE_REC_LOSSES = ("l1", "mse")
@@ -361,8 +361,8 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def load_preset(name: str) -> RunConfig:
-    """A preset shipped with the package: ``demo``, ``paper``, ``paper128``, ``tiny``, ``cevae-demo``,
-    ``cevae-tiny``."""
+    """A preset shipped with the package (one of :data:`PRESETS`, e.g. ``demo``, ``paper128``, ``tiny``,
+    ``autoencoder-demo128``)."""
     if name not in PRESETS:
         raise FlaresynthError(f"preset {name!r}: unknown, expected one of {', '.join(PRESETS)}")
     text = resources.files("flaresynth").joinpath("configs", f"{name}.yaml").read_text()
