@@ -9,6 +9,7 @@ import torch
 from flaresynth import pretrained
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.cevae import CeVAE
+from flaresynth.models.student import GuidanceStudent
 from flaresynth.models.unet import Denoiser
 from flaresynth.runs import (
     EMBEDDING_CLASSES_FILE,
@@ -53,20 +54,23 @@ def test_every_shipped_run_is_installed():
     assert set(SHIPPED) <= set(shipped_runs()) <= set(pretrained.SHIPPED)
 
 
-@pytest.mark.parametrize("name, kind, conditioning, network, size",
-                         [("demo:discrete", "ddpm", "discrete", Denoiser, 64),
-                          ("demo:continuous", "ddpm", "continuous", Denoiser, 64),
-                          ("demo:embedding", "ddpm", "discrete+embedding", Denoiser, 32),
-                          ("demo:cevae", "cevae", "cevae", CeVAE, 32)])
-def test_open_run_by_shipped_name(name, kind, conditioning, network, size):
+@pytest.mark.parametrize("name, kind, conditioning, network, latent",
+                         [("demo:discrete", "ddpm", "discrete", Denoiser, True),
+                          ("demo:continuous", "ddpm", "continuous", Denoiser, True),
+                          ("demo:embedding", "ddpm", "discrete+embedding", Denoiser, True),
+                          ("demo:cevae", "cevae", "cevae", CeVAE, False),
+                          ("demo:discrete-student", "student", "discrete", GuidanceStudent, True),
+                          ("demo:continuous-student", "student", "continuous", GuidanceStudent, True)])
+def test_open_run_by_shipped_name(name, kind, conditioning, network, latent):
     run = open_run(name, "cpu")
     assert (run.kind, run.conditioning, run.name) == (kind, conditioning, name)
     assert isinstance(run.network, network) and not run.network.training
     assert run.device == torch.device("cpu")
     assert run.path == shipped_runs()[name] and run.folder == run.path / MODEL_DIR
-    assert run.classes == ("A", "B", "C", "M", "X") and run.image_shape == (1, size, size)
-    # the 64 px generators are latent DDPMs that carry their own autoencoder
-    assert (run.autoencoder is not None) == (size == 64)
+    # every shipped generator works at the paper's 64 px; the diffusion models in the latents of the autoencoder
+    # they carry, the ceVAE in pixels
+    assert run.classes == ("A", "B", "C", "M", "X") and run.image_shape == (1, 64, 64)
+    assert (run.autoencoder is not None) == latent
     assert [t.channel for t in run.transforms()] == ["171A"]
     assert (run.gaussians is not None) == (kind == "cevae")
     assert model_kind(name) == kind

@@ -52,9 +52,6 @@ def test_classes_are_separable_but_not_trivially(default_dataset):
     assert 0.3 <= f1 <= 0.97, judge.meta["real_test"]
 
 
-@pytest.mark.xfail(strict=True, reason="demo:discrete and demo:continuous (64 px latent) are trained on today's "
-                   "default dataset; demo:embedding and demo:cevae (32 px) are still the ones trained on the 30-day "
-                   "day-split data of the earlier protocol: retraining them is pending (about an hour of CPU each)")
 def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_dataset):
     """A change to the simulator or the builder must force a retrain, not a silent mismatch."""
     from flaresynth import pretrained

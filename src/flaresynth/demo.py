@@ -27,9 +27,9 @@ names the shipped generators that are not installed, and the notes, the summary 
 columns are missing and why. The ceVAE goes through the same :func:`flaresynth.sampling.sample` call as the
 DDPMs, which opens each run once (:func:`flaresynth.runs.open_run`) and decodes a ceVAE's class-Gaussian latents
 (one decoder pass; the sampler options are ignored), and it gets its own column in every table.
-The shipped ``demo:discrete`` and ``demo:continuous`` (64 px latent diffusion) were trained on exactly this
-demo's ``DIR/dataset`` (``simulate --seed 0`` over the default 180 days + the default dataset build, rotation
-splits); ``demo:embedding`` and ``demo:cevae`` (32 px) still come from the 30-day data of the earlier protocol.
+Every shipped generator (64 px: the three latent DDPMs, their students and the ceVAE) was trained on exactly
+this demo's ``DIR/dataset`` (``simulate --seed 0`` over the default 180 days + the default dataset build,
+rotation splits).
 The data hash of every generator is checked against ``DIR/dataset`` and a mismatch is noted in the summary and
 the report.
 
