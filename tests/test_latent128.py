@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from flaresynth.config import RunConfig, load_preset
 from flaresynth.labels import ACTIVITY3
