@@ -28,9 +28,10 @@ dataset_app = typer.Typer(help="Build and inspect dataset folders.", no_args_is_
 app.add_typer(dataset_app, name="dataset")
 
 # Results (tables, summaries, paths written, --json) go to stdout; progress, logs and errors to stderr, so
-# `flaresynth demo > summary.txt` and pipes get the result alone.
-out = Console()
-err = Console(stderr=True)
+# `flaresynth demo > summary.txt` and pipes get the result alone. soft_wrap: a line (a path written, a one-line
+# error) stays one line however long its paths are, instead of being cut at the terminal's (or 80) columns.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
