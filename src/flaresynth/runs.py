@@ -337,7 +337,8 @@ def autoencoder_meta(spec: str | Path) -> tuple[Path, dict]:
     path = Path(spec)
     if not path.exists() and not (is_shipped_name(spec) and str(spec) in shipped_runs()):
         raise FlaresynthError(f"{spec}: latent.autoencoder: no such autoencoder run (train one with "
-                              "`flaresynth train --preset autoencoder-demo` and pass it with --autoencoder RUN)")
+                              "`flaresynth train --preset autoencoder-demo`, or autoencoder-demo128 at 128 px, and pass it "
+                              "with --autoencoder RUN)")
     folder = model_folder(resolve(spec))
     meta = read_meta(folder)
     if kind_of(meta) != "autoencoder":
