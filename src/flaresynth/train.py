@@ -700,7 +700,7 @@ def reconstruction_benchmark(model: LatentAutoencoder, ds, split: str | None = N
     names = list(ds.channels)
     per_channel = {ch: reconstruction_errors(real, rec, labels, tuple(ds.classes), transforms, channel=c)
                    for c, ch in enumerate(names)}
-    main = "171A" if "171A" in names else names[0]
+    main = main_channel(names)[1]
     out = {"split": split, "per_class": per_channel[main], "seconds": round(time.perf_counter() - t0, 2)}
     if len(names) > 1:
         out.update(channel=main, per_channel=per_channel)
