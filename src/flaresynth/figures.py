@@ -216,10 +216,14 @@ def class_distribution(counts: dict, classes: Sequence[str], path, generated: di
 
 
 def save_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "", n_cols: int | None = None,
-              channel: str = "171A", rgb_channels: Sequence[str] | None = None) -> None:
-    """PNG grid of model-space images (first channel), one row per distinct label, in the channel's AIA
-    colour map (sunpy's ``sdoaia171`` for 171 Å); with ``rgb_channels`` (the names of all the images' channels)
-    the 211/193/171 Å composite of :func:`rgb_composite` instead."""
+              channels: Sequence[str] | None = None, show: str | None = None) -> None:
+    """PNG grid of model-space images (N, C, H, W) whose channels are named ``channels``, one row per distinct
+    label: channel ``show`` (default :func:`main_channel`: 171 Å, the paper's, else the first) in its AIA
+    colour map (sunpy's ``sdoaia171`` for 171 Å), or with ``show="rgb"`` the 211/193/171 Å composite of
+    :func:`rgb_composite`. No ``channels`` (a one-channel model's meta) means one 171 Å channel."""
+    channels = list(channels or []) or ["171A"]
+    rgb = show == "rgb"
+    plane, channel = (channels.index(show), show) if show and not rgb else main_channel(channels)
     groups: dict[str, list[int]] = {}
     for i, lab in enumerate(row_labels):
         groups.setdefault(lab, []).append(i)
@@ -238,11 +242,12 @@ def save_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str 
             ax.set_yticks([])
             for side in ax.spines.values():
                 side.set_visible(False)
-            if c < len(idx) and rgb_channels is not None:
-                ax.imshow(rgb_composite(images[idx[c] : idx[c] + 1], rgb_channels)[0], origin="lower",
+            if c < len(idx) and rgb:
+                ax.imshow(rgb_composite(images[idx[c] : idx[c] + 1], channels)[0], origin="lower",
                           interpolation="nearest")
             elif c < len(idx):
-                ax.imshow(images[idx[c], 0], cmap=cmap, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+                ax.imshow(images[idx[c], plane], cmap=cmap, vmin=-1, vmax=1, origin="lower",
+                          interpolation="nearest")
             if c == 0:
                 ax.set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=9)
     if title:

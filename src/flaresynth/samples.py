@@ -244,16 +244,16 @@ def image_writer(images: np.ndarray, table: pd.DataFrame, transforms, channels: 
             labels = [row_label(r) for _, r in table.iterrows()]
             # several channels: grid.png is 171 Å's (the paper's channel), grid_<ch>.png each other one, and the
             # 211/193/171 Å composite of the SDO press images where those three are there
-            main = main_channel(channels)[0]
-            save_grid(images[:, main : main + 1], labels, tmp / "grid.png", title=grid_title, channel=channels[main])
+            save_grid(images, labels, tmp / "grid.png", title=grid_title, channels=channels)
             if len(channels) > 1:
-                for c, ch in enumerate(channels):
-                    if c != main:
-                        save_grid(images[:, c : c + 1], labels, tmp / f"grid_{ch}.png", title=f"{grid_title} ({ch})",
-                                  channel=ch)
+                main = main_channel(channels)[1]
+                for ch in channels:
+                    if ch != main:
+                        save_grid(images, labels, tmp / f"grid_{ch}.png", title=f"{grid_title} ({ch})",
+                                  channels=channels, show=ch)
                 if set(RGB_CHANNELS) <= set(channels):
                     save_grid(images, labels, tmp / "rgb_grid.png", title=f"{grid_title} (RGB = 211/193/171 Å)",
-                              rgb_channels=channels)
+                              channels=channels, show="rgb")
 
     return extra
 

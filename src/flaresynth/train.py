@@ -640,8 +640,7 @@ class CevaeObjective:
                 z.append(gauss.sample(k, range(per)))
                 labels += [c] * per
         images = decode(model, torch.from_numpy(np.concatenate(z)).float(), device)
-        c, ch = main_channel(meta.get("channels") or [])  # several channels: 171 Å's grid
-        save_grid(images.numpy()[:, c : c + 1], labels, path, channel=ch,
+        save_grid(images.numpy(), labels, path, channels=meta.get("channels"),
                   title=f"step {step} | EMA | ceVAE class-Gaussian latents")
 
     def save_final(self, model: CeVAE, folder: Path, meta: dict) -> None:
@@ -750,9 +749,9 @@ class AutoencoderObjective:
         x = self.data["images"][torch.from_numpy(rows)].float()
         rec = self._reconstruct(model, x, device)
         names = [self.classes[int(k)] for k in labels[rows]]
-        c, ch = main_channel(meta.get("channels") or [])  # several channels: 171 Å's grid
-        save_grid(np.concatenate([x.numpy(), rec.numpy()])[:, c : c + 1], names + [f"{n} rec" for n in names], path,
-                  channel=ch, title=f"step {step} | EMA | autoencoder: originals, then reconstructions")
+        save_grid(np.concatenate([x.numpy(), rec.numpy()]), names + [f"{n} rec" for n in names], path,
+                  channels=meta.get("channels"),
+                  title=f"step {step} | EMA | autoencoder: originals, then reconstructions")
 
     def benchmark(self, model: LatentAutoencoder, device) -> dict:
         """:func:`reconstruction_benchmark` of the run's dataset."""
@@ -1335,8 +1334,7 @@ def _sample_grid(raw_model, cfg: RunConfig, meta: dict, path: Path, step: int, d
              network=raw_model, device=torch.device(dev), autoencoder=autoencoder)
     table = build_requests(tm, per_class=cfg.sample.grid_per_class, seed=0)
     imgs = generate(tm, table, cfg.sample.grid_sampler, cfg.sample.grid_steps, cfg.sample.guidance)
-    c, ch = main_channel(meta.get("channels") or [])  # several channels: 171 Å's grid
-    save_grid(imgs[:, c : c + 1], list(pd.Series(table["label"]).astype(str)), path, channel=ch,
+    save_grid(imgs, list(pd.Series(table["label"]).astype(str)), path, channels=meta.get("channels"),
               title=f"step {step} | EMA | {cfg.sample.grid_sampler} {cfg.sample.grid_steps} | w={cfg.sample.guidance:g}")
 
 
