@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from flaresynth import pretrained
+from flaresynth.config import SampleConfig
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.cevae import CeVAE
 from flaresynth.models.student import GuidanceStudent
@@ -23,7 +24,7 @@ from flaresynth.runs import (
     shipped_runs,
 )
 from flaresynth.samples import open_samples
-from flaresynth.sampling import sampler_settings
+from flaresynth.sampling import sample_settings
 from toy import cli, one_line_error
 
 SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae")
@@ -151,10 +152,13 @@ def test_shipped_ddpm_defaults_to_a_fast_sampler_named_in_its_config():
     for name in ("demo:discrete", "demo:continuous", "demo:embedding"):
         run = open_run(name, "cpu")
         assert run.sample_defaults["sampler"] == "ddim" and run.sample_defaults["steps"] == 20
-        assert sampler_settings(run) == ("ddim", 20), name
+        w = float(run.sample_defaults["guidance"])
+        assert sample_settings(run.meta) == ("ddim", 20, w), name
         # the paper's DDPM is one flag away, with its own 1000 steps (None = the sampler's default)
-        assert sampler_settings(run, "ddpm") == ("ddpm", None)
-        assert sampler_settings(run, None, 5) == ("ddim", 5)
+        assert sample_settings(run.meta, "ddpm") == ("ddpm", None, w)
+        assert sample_settings(run.meta, None, 5, 0.5) == ("ddim", 5, 0.5)
+    # a run whose config has no sample section: the config defaults, w = 2
+    assert sample_settings({"config": {}}) == (SampleConfig.sampler, SampleConfig.steps, 2.0)
     assert (shipped_runs()["demo:embedding"] / MODEL_DIR / EMBEDDING_CLASSES_FILE).is_file()
 
 

@@ -409,19 +409,23 @@ def _shipped_names() -> list[str]:
 
 
 def _sampling_settings(run: Path, cfg: DemoConfig) -> dict:
-    """How the demo samples ``run`` (metadata only): a distilled student with its own sampler, steps and the
-    guidance its config records (anything else is refused by it); a DDPM teacher with the demo's sampler and steps
-    at its config's guidance; a ceVAE by one decoder pass."""
+    """How the demo samples ``run`` (metadata only, by :func:`flaresynth.sampling.sample_settings`, the rule
+    ``sample`` itself follows): a distilled student with its own sampler, steps and the guidance its config
+    records (anything else is refused by it); a DDPM teacher with the demo's sampler and steps at its config's
+    guidance; a ceVAE by one decoder pass."""
+    from flaresynth.sampling import sample_settings  # weights-side module: imported where the demo samples
+
     meta = read_meta(model_folder(run))
     kind = kind_of(meta)
     if kind == "cevae":
         return {"kind": kind, "sampler": None, "steps": None, "guidance": None}
-    sample_cfg = (meta.get("config") or {}).get("sample") or {}
-    guidance = float(sample_cfg.get("guidance", 2.0))
-    if kind == "student":
-        return {"kind": kind, "sampler": sample_cfg.get("sampler", "ddim"), "steps": int(meta["student"]["steps"]),
-                "guidance": guidance, "teacher_id": meta["student"].get("teacher_id")}
-    return {"kind": kind, "sampler": cfg.sampler, "steps": cfg.sampler_steps, "guidance": guidance}
+    student = kind == "student"
+    sampler, steps, guidance = sample_settings(meta, None if student else cfg.sampler,
+                                               None if student else cfg.sampler_steps)
+    how = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance}
+    if student:
+        how["teacher_id"] = meta["student"].get("teacher_id")
+    return how
 
 
 def unet_evaluations(kind: str, steps: int | None, guidance: float | None) -> int:

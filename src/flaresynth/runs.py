@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flaresynth import pretrained
-from flaresynth.config import SampleConfig
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import read_json, write_json
 from flaresynth.transforms import IntensityTransform, channel_transforms
@@ -141,13 +140,6 @@ class Run:
     def sample_defaults(self) -> dict:
         """The config's ``sample`` section: default sampler, steps, guidance, embedding source."""
         return dict((self.meta.get("config") or {}).get("sample") or {})
-
-    def default_sampler(self) -> tuple[str, int | None]:
-        """Sampler and steps ``flaresynth sample`` uses when none is given: the config's ``sample`` section."""
-        d = self.sample_defaults
-        if not d.get("sampler"):  # a config without a sample section: the config defaults
-            return SampleConfig.sampler, SampleConfig.steps
-        return d["sampler"], d.get("steps")
 
     def transforms(self) -> list[IntensityTransform]:
         """One intensity transform per channel (model space <-> DN/s)."""

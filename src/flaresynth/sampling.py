@@ -56,7 +56,7 @@ import pandas as pd
 import torch
 
 from flaresynth import __version__
-from flaresynth.config import EMBEDDING_SOURCES
+from flaresynth.config import EMBEDDING_SOURCES, SampleConfig
 from flaresynth.dataset import DatasetFolder, open_dataset
 from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import SAMPLER_DEFAULT_STEPS, make_sampler, sample_loop
@@ -360,14 +360,20 @@ def generate_cevae(model: Run, table: pd.DataFrame, batch_size: int | None = Non
 # ------------------------------------------------------------------------------------------ samples folder
 
 
-def sampler_settings(model: Run, sampler: str | None = None, steps: int | None = None) -> tuple[str, int | None]:
-    """The sampler and step count a request runs: ``sampler`` (its ``steps``, or its own default when ``None``),
-    or with ``sampler`` ``None`` the run's configured default (config ``sample.sampler`` and ``sample.steps``;
-    ``steps`` still overrides the count)."""
-    if sampler is not None:
-        return sampler, steps
-    default_sampler, default_steps = model.default_sampler()
-    return default_sampler, steps if steps is not None else default_steps
+def sample_settings(meta: dict, sampler: str | None = None, steps: int | None = None,
+                    guidance: float | None = None) -> tuple[str, int | None, float]:
+    """The sampler, step count and CFG w a request of a run runs, from the run's metadata alone (its
+    ``flaresynth.json``, :attr:`Run.meta`): ``sampler`` (its ``steps``, or its own default when ``None``), or with
+    ``sampler`` ``None`` the run's configured default (config ``sample.sampler`` and ``sample.steps``, the config
+    defaults when the run has no ``sample`` section; ``steps`` still overrides the count); ``guidance``, else the
+    config's ``sample.guidance`` (2.0 when absent)."""
+    d = (meta.get("config") or {}).get("sample") or {}
+    if sampler is None:
+        # a config without a sample section (no sampler in it): the config defaults
+        sampler, default_steps = (d["sampler"], d.get("steps")) if d.get("sampler") else \
+            (SampleConfig.sampler, SampleConfig.steps)
+        steps = default_steps if steps is None else steps
+    return sampler, steps, float(d.get("guidance", 2.0) if guidance is None else guidance)
 
 
 def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, per_class: int = 8,
@@ -416,8 +422,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
                                       "its per-class Gaussians")
         return _sample_cevae(model, out, classes, fluxes, per_class, seed, batch_size, fits, grid, overwrite)
     defaults = model.sample_defaults
-    sampler, steps = sampler_settings(model, sampler, steps)
-    guidance = float(defaults.get("guidance", 2.0) if guidance is None else guidance)
+    sampler, steps, guidance = sample_settings(model.meta, sampler, steps, guidance)
     if steps is not None and int(steps) < 1:
         raise FlaresynthError(f"--steps {steps}: expected a whole number >= 1")
     student = model.meta.get("student")
@@ -530,7 +535,7 @@ __all__ = [
     "auto_batch_size",
     "generate",
     "check_student_settings",
-    "sampler_settings",
+    "sample_settings",
     "latents",
     "generate_cevae",
     "sample",
