@@ -7,7 +7,8 @@ writes, atomically, an evaluation folder::
       metrics.json   every number, with settings, notes and per-class / per-cluster detail
       metrics.md     the paper-shaped table: metric | generated | real-vs-real benchmark | ideal
       judge/         the judge CNN, when it was trained here (reused by the next run into EVAL)
-      figures/       class_grid.png, std_maps.png, tsne_<encoder>.png, class_distribution.png
+      figures/       class_grid.png, std_maps.png, tsne_<encoder>.png, class_distribution.png (several channels:
+                     also class_grid_<ch>.png, rgb_grid.png, channel_class_grid.png)
 
 ``metrics.json["metrics"]`` maps each metric name to ``{"value", "std", "benchmark", "benchmark_std",
 "benchmark_kind", "ideal"}`` (``None`` where undefined). Names: ``CE_<enc>``, ``CD_<enc>``, ``CS_<enc>``,
@@ -56,7 +57,9 @@ same names in the same order (else one line, nothing written); each channel goes
   region compared per class with the real images', beside the real-vs-real benchmark of the same resamplings
   and (in ``details.channels.shuffled``) the score of real images with channels shuffled within their class;
 * figures: ``class_grid`` shows 171 Å, ``class_grid_<ch>`` each other channel (the same images), ``rgb_grid``
-  the 211/193/171 Å composite (:func:`flaresynth.figures.rgb_composite`).
+  the 211/193/171 Å composite (:func:`flaresynth.figures.rgb_composite`) and ``channel_class_grid`` one real and
+  one generated image per class in every channel and the composite (:func:`flaresynth.figures.channel_class_grid`;
+  which images in ``details.channel_class_grid``). None of these is written for one channel.
 
 Requested classes: the ``label`` column of samples.csv; where ``requested_flux`` is given, its GOES class in
 the dataset's scheme is used instead and disagreements are counted in the notes.
@@ -533,9 +536,11 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
             metrics["XC_ratios"] = xc_entry
             details["channels"] = xc_details
 
-        figures = {}
+        figures, layouts = {}, {}
         if cfg.figures:
-            figures = _figures(tmp / "figures", ds, real_images, eval_idx, y_real, gen_images, y_gen, features, cfg, gs)
+            figures = _figures(tmp / "figures", ds, real_images, eval_idx, y_real, gen_images, y_gen, features, cfg, gs,
+                               layouts)
+        details.update(layouts)
         result = {
             "format": EVAL_FORMAT,
             "real": {"path": str(ds.path), "data_hash": ds.manifest.get("data_hash"), "split": cfg.split,
@@ -562,14 +567,20 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
             "versions": {"flaresynth": __version__, "python": platform.python_version(), **_versions()},
             "seconds": round(time.perf_counter() - t0, 2),
         }
+        if multi:
+            details["per_channel"] = per_channel_rows(result)  # the same rows as metrics.md's per-channel table
         write_json(tmp / METRICS_JSON, result)
         (tmp / METRICS_MD).write_text(metrics_markdown(result))
     return result
 
 
-def _figures(folder: Path, ds, real_images, eval_idx, y_real, gen_images, y_gen, features, cfg, gs) -> dict:
+def _figures(folder: Path, ds, real_images, eval_idx, y_real, gen_images, y_gen, features, cfg, gs,
+             layouts: dict | None = None) -> dict:
+    """Draw the evaluation's figures into ``folder``; returns {name: path}. ``layouts`` receives what a figure
+    needs explaining beyond its picture (the images of ``channel_class_grid``)."""
     from flaresynth import figures as F
 
+    layouts = {} if layouts is None else layouts
     paths = {}
     real_sel, real_y = real_images[eval_idx], y_real[eval_idx]
     channels = list(ds.channels)
@@ -587,6 +598,15 @@ def _figures(folder: Path, ds, real_images, eval_idx, y_real, gen_images, y_gen,
         if set(F.RGB_CHANNELS) <= set(channels):
             paths["rgb_grid"] = F.class_grid(real_sel, real_y, gen_images, y_gen, ds.classes, folder / "rgb_grid.png",
                                              seed=cfg.seed, rgb_channels=channels)
+        # every channel of one real and one generated image per class side by side: does a class look alike in
+        # all channels at once? (the layout, i.e. which images, goes to metrics.json)
+        layout = F.channel_class_layout(real_y, y_gen, ds.classes, channels, seed=cfg.seed)
+        ranges = {t.channel: (t.lo, t.hi) for t in ds.transforms()}
+        paths["channel_class_grid"] = F.channel_class_grid(real_sel, gen_images, layout, folder / "channel_class_grid.png",
+                                                           ranges=ranges)
+        layouts["channel_class_grid"] = {**layout, "real": [None if i is None else int(eval_idx[i]) for i in layout["real"]],
+                                         "real_index": "row of the dataset's images.npy",
+                                         "generated_index": "row of the samples folder's samples.npy"}
     for name, (rf, gf) in features.items():
         paths[f"tsne_{name}"] = F.tsne_figure(rf, real_y, gf, y_gen, ds.classes, folder / f"tsne_{name}.png",
                                               title=f"t-SNE of {name} features ({cfg.split} split and generated)",
@@ -636,6 +656,71 @@ def metric_order(encoders, names) -> list[str]:
     return [k for k in order if k in names]
 
 
+def per_channel_rows(result: dict) -> list[dict]:
+    """One row per channel of a several-channel evaluation (empty for one channel), the numbers a per-channel
+    table needs: the judge F1 of that channel's own judge and its ceiling (the real test split), FD_domain of
+    that judge's features and its real-vs-real benchmark, and the channel's ratio to 171 Å in the brightest
+    region (per class 1-Wasserstein distance to the real reference half, averaged over classes, in dex)
+    generated and real-vs-real (``None`` for 171 Å itself and what was not measured)."""
+    channels = list((result.get("real") or {}).get("channels") or [])
+    if len(channels) < 2:
+        return []
+    m = result["metrics"]
+    xc = (result.get("details") or {}).get("channels") or {}
+    per_ratio = xc.get("per_ratio") or {}
+    reference = REFEREE_CHANNEL if REFEREE_CHANNEL in channels else None
+
+    def get(name, key):
+        return (m.get(name) or {}).get(key)
+
+    rows = []
+    for ch in channels:
+        ratio = f"{ch}/{reference}" if reference and ch != reference else None
+        rows.append({
+            "channel": ch,
+            "F1_judge": get(f"F1_judge_{ch}", "value"), "F1_judge_ceiling": get(f"F1_judge_{ch}", "benchmark"),
+            "FD_domain": get(f"FD_domain_{ch}", "value"), "FD_domain_std": get(f"FD_domain_{ch}", "std"),
+            "FD_domain_benchmark": get(f"FD_domain_{ch}", "benchmark"),
+            "FD_domain_benchmark_std": get(f"FD_domain_{ch}", "benchmark_std"),
+            "ratio": ratio,
+            "ratio_W1": (per_ratio.get("generated") or {}).get(ratio) if ratio else None,
+            "ratio_W1_benchmark": (per_ratio.get("benchmark") or {}).get(ratio) if ratio else None,
+        })
+    return rows
+
+
+def per_channel_markdown(result: dict) -> list[str]:
+    """The per-channel table of metrics.md (one row per channel, then all channels together); no lines for one
+    channel."""
+    rows = per_channel_rows(result)
+    if not rows:
+        return []
+    m = result["metrics"]
+
+    def cell(name, key="value", std=None):
+        e = m.get(name) or {}
+        return _fmt(e.get(key), e.get(std) if std else None)
+
+    lines = ["", "## Per channel", "",
+             "| Channel | F1_judge | F1_judge real test (ceiling) | FD_domain | FD_domain real vs real | Ratio | "
+             "Ratio W1 generated (dex) | Ratio W1 real vs real (dex) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['channel']} | {_fmt(r['F1_judge'])} | {_fmt(r['F1_judge_ceiling'])} | "
+                     f"{_fmt(r['FD_domain'], r['FD_domain_std'])} | "
+                     f"{_fmt(r['FD_domain_benchmark'], r['FD_domain_benchmark_std'])} | "
+                     f"{r['ratio'] or '–'} | {_fmt(r['ratio_W1'])} | {_fmt(r['ratio_W1_benchmark'])} |")
+    lines.append(f"| all channels | {cell('F1_judge')} | {cell('F1_judge', 'benchmark')} | "
+                 f"{cell('FD_domain', 'value', 'std')} | {cell('FD_domain', 'benchmark', 'benchmark_std')} | "
+                 f"XC_ratios (mean) | {cell('XC_ratios', 'value', 'std')} | {cell('XC_ratios', 'benchmark', 'benchmark_std')} |")
+    lines += ["", "Rows per channel: a judge trained on that channel alone, its features for FD; \"all channels\": the "
+              "judge of every channel at once. Ratio W1: the channel's log10 ratio to 171 Å in each image's brightest "
+              "region, per class the 1-Wasserstein distance to the real reference half, averaged over classes "
+              "(ideal 0); real vs real is the other half. \"–\": not measured (171 Å is the ratios' reference; "
+              "`--no-channel-judges` skips the per-channel judges)."]
+    return lines
+
+
 def metrics_markdown(result: dict) -> str:
     """The paper-shaped table (rows CE/CD/CS per encoder, FD, KID, then F1/precision/recall)."""
     m = result["metrics"]
@@ -675,6 +760,7 @@ def metrics_markdown(result: dict) -> str:
     if len(result["real"].get("channels") or []) > 1:
         lines += ["Several channels: the judge and FD/KID/CE/CD/CS_domain see all channels at once; `_<channel>` rows "
                   "are a judge trained on that channel alone and its features; RGB encoders run on each channel."]
+    lines += per_channel_markdown(result)
     if result.get("notes"):
         lines += ["", "Notes:", *[f"- {n}" for n in result["notes"]]]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,9 @@
   (sunpy's ``sdoaia171`` for 171 Å) on the model's log scale ([-1, 1] = [log10 5, log10 3500] DN/s for 171 Å);
   for several channels one grid per channel and an RGB composite (:func:`rgb_composite`: red 211, green 193,
   blue 171 Å, as in the SDO press images);
+* :func:`channel_class_grid` — several channels: per class one real and one generated image side by side in
+  every channel (each channel on its own fixed scale, shared by real and generated) and the RGB composite, the
+  images picked by :func:`channel_class_layout`;
 * :func:`std_maps` — per class, the per-pixel standard deviation over the images of that class, real above
   generated (the "Std A … Std X" slides of Ramunno's talk): where a generator varies too little (mode
   collapse) or in the wrong places shows here;
@@ -67,6 +70,16 @@ def rgb_composite(images, channels: Sequence[str], rgb: Sequence[str] = RGB_CHAN
     return np.clip((np.moveaxis(images[:, pos], 1, -1) + 1.0) / 2.0, 0.0, 1.0)
 
 
+def _panel(ax, images, i: int, channel: int = 0, cmap=None, rgb_channels: Sequence[str] | None = None, **kw) -> None:
+    """Draw image ``i`` of model-space ``images`` (N, C, H, W) on ``ax``: channel ``channel`` in ``cmap`` on the
+    fixed scale [-1, 1] (the channel's transform limits, so every image of a channel is drawn alike), or with
+    ``rgb_channels`` (the names of all the images' channels) the composite of :func:`rgb_composite`."""
+    if rgb_channels is not None:
+        ax.imshow(rgb_composite(images[i : i + 1], rgb_channels)[0], origin="lower", **kw)
+    else:
+        ax.imshow(np.asarray(images[i, channel]), cmap=cmap, vmin=-1, vmax=1, origin="lower", **kw)
+
+
 def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -101,10 +114,8 @@ def class_grid(real, real_labels, generated, generated_labels, classes: Sequence
                 ax = axes[row, side * n + j]
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if j < len(chosen) and rgb_channels is not None:
-                    ax.imshow(rgb_composite(images[chosen[j] : chosen[j] + 1], rgb_channels)[0], origin="lower")
-                elif j < len(chosen):
-                    ax.imshow(np.asarray(images[chosen[j], channel]), cmap=cmap, vmin=-1, vmax=1, origin="lower")
+                if j < len(chosen):
+                    _panel(ax, images, chosen[j], channel, cmap, rgb_channels)
                 else:
                     ax.set_facecolor("0.9")
                 if row == 0 and j == 0:
@@ -112,6 +123,68 @@ def class_grid(real, real_labels, generated, generated_labels, classes: Sequence
             axes[row, 0].set_ylabel(c, rotation=0, labelpad=14, fontsize=11)
     what = ("RGB = 211/193/171 Å" if rgb_channels is not None else channel_name) or ""
     fig.suptitle("Real (left) and generated (right) images per class" + (f", {what}" if what else ""))
+    return _save(fig, path)
+
+
+#: Column name of the RGB composite in :func:`channel_class_layout`.
+RGB_COLUMN = "RGB 211/193/171"
+
+
+def channel_class_layout(real_labels, generated_labels, classes: Sequence[str], channels: Sequence[str],
+                         seed: int = 0) -> dict:
+    """What :func:`channel_class_grid` shows: ``rows`` (the classes), ``columns`` (the channels, then
+    :data:`RGB_COLUMN` when 211, 193 and 171 Å are all present; each column a real and a generated panel) and, per
+    row, the index of the ``real`` and the ``generated`` image drawn (picked at random with ``seed``; ``None``
+    when the class has no image in that set)."""
+    rng = np.random.default_rng(seed)
+    columns = list(channels) + ([RGB_COLUMN] if set(RGB_CHANNELS) <= set(channels) else [])
+    picks: dict = {"real": [], "generated": []}
+    for row in range(len(classes)):
+        for side, labels in (("real", real_labels), ("generated", generated_labels)):
+            chosen = _pick(np.asarray(labels), row, 1, rng)
+            picks[side].append(int(chosen[0]) if len(chosen) else None)
+    return {"rows": list(classes), "columns": columns, "channels": list(channels), **picks}
+
+
+def channel_class_grid(real, generated, layout: dict, path, ranges: dict | None = None) -> Path:
+    """Rows = classes, one column pair per channel (real left, generated right) and one for the RGB composite,
+    as :func:`channel_class_layout` laid out. Each channel is drawn in its AIA colour map on its own fixed scale,
+    [-1, 1] in model space = its transform's [lo, hi] DN/s (``ranges``: ``{channel: (lo, hi)}``, printed over
+    the column), the same for real and generated images, so brightness compares across the pair and the rows."""
+    rows, columns, channels = layout["rows"], layout["columns"], layout["channels"]
+    k = len(rows)
+    fig = _figure(2.0 * len(columns) + 0.5, 1.05 * k + 0.9)
+    # the first column pair also holds the class names: a little wider, so its panels are as large as the others
+    subs = np.atleast_1d(fig.subfigures(1, len(columns), wspace=0.02, width_ratios=[1.12] + [1.0] * (len(columns) - 1)))
+    for sub, column in zip(subs, columns):
+        rgb = column == RGB_COLUMN
+        c = None if rgb else channels.index(column)
+        cmap = None if rgb else channel_cmap(column)
+        axes = sub.subplots(k, 2, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
+        for row in range(k):
+            for side, (name, images) in enumerate((("real", real), ("generated", generated))):
+                ax = axes[row, side]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                i = layout[name][row]
+                if i is None:
+                    ax.set_facecolor("0.9")
+                    ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+                else:
+                    _panel(ax, images, i, c, cmap, channels if rgb else None)
+                if row == 0:
+                    ax.set_title("real" if side == 0 else "generated", fontsize=8)
+            if sub is subs[0]:
+                axes[row, 0].set_ylabel(rows[row], rotation=0, labelpad=12, fontsize=11)
+        title = f"{column[:-1]} Å"
+        if rgb:
+            title = "RGB composite\nred 211, green 193, blue 171 Å"
+        elif ranges and column in ranges:
+            lo, hi = ranges[column]
+            title += f"\n{lo:g}–{hi:g} DN/s (log)"
+        sub.suptitle(title, fontsize=9)
+    fig.suptitle("Per class: a real and a generated image in every channel (each channel on its own fixed scale)",
+                 fontsize=10)
     return _save(fig, path)
 
 
@@ -242,12 +315,8 @@ def save_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str 
             ax.set_yticks([])
             for side in ax.spines.values():
                 side.set_visible(False)
-            if c < len(idx) and rgb:
-                ax.imshow(rgb_composite(images[idx[c] : idx[c] + 1], channels)[0], origin="lower",
-                          interpolation="nearest")
-            elif c < len(idx):
-                ax.imshow(images[idx[c], plane], cmap=cmap, vmin=-1, vmax=1, origin="lower",
-                          interpolation="nearest")
+            if c < len(idx):
+                _panel(ax, images, idx[c], plane, cmap, channels if rgb else None, interpolation="nearest")
             if c == 0:
                 ax.set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=9)
     if title:

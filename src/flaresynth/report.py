@@ -819,6 +819,11 @@ def _section_images(page: _Page, parts: Parts, columns) -> None:
                               f"{label}: the same images as RGB composites, red 211 Å, green 193 Å, blue 171 Å (as in the "
                               "SDO press images), each colour its channel's log10 DN/s between its transform's limits.",
                               width="900px"))
+            if figs.get("channel_class_grid"):
+                page.add(_img(_png_file(path / figs["channel_class_grid"]), f"{label} channels per class",
+                              f"{label}: per class one real and one generated image in every channel, each channel on "
+                              "its own fixed scale (its transform's DN/s limits) shared by real and generated.",
+                              width="900px"))
             page.add(_grid(*(_img(_png_file(path / figs[f"class_grid_{ch}"]), f"{label} {ch} grid", f"{label}: {ch}")
                              for ch in channels if f"class_grid_{ch}" in figs)))
         if gen.get("path"):
