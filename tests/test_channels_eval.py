@@ -115,14 +115,14 @@ def test_evaluate_takes_every_channel(sim_ds, tmp_path):
     xc = m["XC_ratios"]
     assert xc["value"] > xc["benchmark"] and result["details"]["channels"]["shuffled"] > xc["benchmark"]
     figures = result["figures"]
-    assert {"class_grid", "std_maps", "rgb_grid", "class_grid_94A", "class_grid_211A"} <= set(figures)
+    assert {"class_grid", "std_maps", "rgb_grid", "class_grid_94A", "class_grid_211A", "channel_class_grid"} <= set(figures)
     assert "class_grid_171A" not in figures  # class_grid is 171 Å's
     for rel in figures.values():
         assert (tmp_path / "eval" / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "eval" / "metrics.md").read_text()
     assert "| XC_ratios |" in md and "shuffled among the images of their class" in md
     html = build_report([tmp_path / "eval"], tmp_path / "report.html").read_text()
-    assert "RGB composite" in html and "XC_ratios" in html and "94A grid" in html
+    assert "RGB composite" in html and "XC_ratios" in html and "94A grid" in html and "channels per class" in html
     # the next run into the same folder reuses every judge
     again = evaluate(sim_ds.path, gen, tmp_path / "eval", EvaluateConfig(repeats=1, figures=False))
     assert again["details"]["judge_94A"]["source"].startswith("reused")

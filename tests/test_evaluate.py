@@ -116,6 +116,10 @@ def test_cli_evaluate_end_to_end(world, tmp_path):
     for fig in ("class_grid", "std_maps", "tsne_domain", "class_distribution"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
         assert result["figures"][fig] == f"figures/{fig}.png"
+    # one channel: none of the several-channel figures or the per-channel table
+    assert set(result["figures"]) == {"class_grid", "std_maps", "tsne_domain", "class_distribution"}
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(f"{f}.png" for f in result["figures"])
+    assert "## Per channel" not in md and "per_channel" not in result["details"]
 
 
 def test_a_perfect_generator_scores_the_judge_ceiling(world, tmp_path):

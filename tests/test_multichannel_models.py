@@ -15,7 +15,9 @@ from astropy.io import fits
 from flaresynth.config import RunConfig, load_preset
 from flaresynth.distill import distill
 from flaresynth.errors import FlaresynthError
-from flaresynth.evaluate import EvaluateConfig, evaluate
+from flaresynth.dataset import open_dataset
+from flaresynth.evaluate import EvaluateConfig, _fmt, evaluate, requested_labels
+from flaresynth.figures import RGB_COLUMN, channel_class_figure, channel_class_layout
 from flaresynth.runs import open_run
 from flaresynth.samples import open_samples
 from flaresynth.sampling import build_requests, generate, sample
@@ -89,15 +91,64 @@ def test_five_channel_fits_files_open_as_aia_maps_of_their_channel(world):
 
 def test_evaluation_of_five_channel_samples_reports_every_channel(world):
     # split "all": the toy test split has too few images per class for the channel ratios' two halves
-    cfg = EvaluateConfig(repeats=1, judge_max_epochs=2, figures=False, split="all")
-    result = evaluate(world["ds5"], world["s5"], world["root"] / "eval", cfg)
+    cfg = EvaluateConfig(repeats=1, judge_max_epochs=2, split="all", tsne_max_points=40)
+    out = world["root"] / "eval"
+    result = evaluate(world["ds5"], world["s5"], out, cfg)
     m = result["metrics"]
     for ch in CHANNELS:
         for name in (f"F1_judge_{ch}", f"FD_domain_{ch}"):
             assert np.isfinite(m[name]["value"]), name
     assert np.isfinite(m["F1_judge"]["value"]) and np.isfinite(m["XC_ratios"]["value"])
     assert result["real"]["channels"] == list(CHANNELS)
-    assert set(result["details"]["channels"]["per_ratio"]["generated"]) == {f"{c}/171A" for c in ("94A", "131A", "193A", "211A")}
+    per_ratio = result["details"]["channels"]["per_ratio"]
+    assert set(per_ratio["generated"]) == {f"{c}/171A" for c in ("94A", "131A", "193A", "211A")}
+    # the per-channel table: one row per channel in metrics.json and metrics.md, each number beside its benchmark
+    rows = {r["channel"]: r for r in result["details"]["per_channel"]}
+    assert list(rows) == list(CHANNELS)
+    assert rows["94A"]["FD_domain"] == m["FD_domain_94A"]["value"] and rows["94A"]["F1_judge"] == m["F1_judge_94A"]["value"]
+    assert rows["131A"]["ratio_W1_benchmark"] == per_ratio["benchmark"]["131A/171A"]
+    assert rows["171A"]["ratio"] is None and rows["193A"]["ratio"] == "193A/171A"
+    table = (out / "metrics.md").read_text().split("## Per channel")[1].splitlines()
+    body = [line.split(" | ") for line in table if line.startswith("| ") and not line.startswith("| Channel")]
+    assert [cells[0] for cells in body] == [f"| {ch}" for ch in CHANNELS] + ["| all channels"]
+    assert {len(cells) for cells in body} == {8}
+    assert body[0][3] == _fmt(m["FD_domain_94A"]["value"], m["FD_domain_94A"]["std"])
+    assert body[1][6] == _fmt(per_ratio["generated"]["131A/171A"]) and body[2][5:8] == ["–", "–", "– |"]
+    # the per-class grid of every channel: its layout (which images) recorded, each the class of its row
+    assert (out / result["figures"]["channel_class_grid"]).read_bytes()[:4] == b"\x89PNG"
+    layout = result["details"]["channel_class_grid"]
+    ds, gs = open_dataset(world["ds5"]), open_samples(world["s5"])
+    assert layout["rows"] == list(ds.classes) and layout["columns"] == [*CHANNELS, RGB_COLUMN]
+    y_real, y_gen = ds.label_index(), requested_labels(gs, ds.classes, ds.scheme)[0]
+    for row in range(len(ds.classes)):
+        for side, labels in (("real", y_real), ("generated", y_gen)):
+            i = layout[side][row]
+            assert (i is None) == (row not in labels) and (i is None or labels[i] == row), (side, row)
+    assert sum(i is not None for i in layout["generated"]) >= 2
+
+
+def test_channel_class_figure_draws_each_channel_on_its_fixed_scale():
+    """One column pair per channel and one for the composite, a real and a generated panel per class; both panels
+    of a channel in its AIA colour map on [-1, 1] (the transform's limits), whatever the images hold."""
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-0.5, 0.2, (6, 5, 8, 8)).astype(np.float32)
+    gen = rng.uniform(-1.0, 1.0, (4, 5, 8, 8)).astype(np.float32)
+    layout = channel_class_layout([0, 0, 1, 1, 2, 2], [0, 1, 1, 2], ["A", "B", "C", "M"], CHANNELS, seed=0)
+    assert layout["real"][3] is None and layout["generated"][3] is None and layout["generated"][0] == 0
+    fig = channel_class_figure(real, gen, layout, ranges={"94A": (0.1, 800.0)})
+    assert len(fig.subfigs) == 6
+    for sub, column in zip(fig.subfigs, layout["columns"]):
+        assert len(sub.axes) == 2 * 4
+        shown = [ax.images[0] for ax in sub.axes if ax.images]
+        assert len(shown) == 6  # 3 real, 3 generated: class M has none
+        if column != RGB_COLUMN:
+            assert {im.get_clim() for im in shown} == {(-1.0, 1.0)}
+            assert {im.get_cmap().name for im in shown} == {f"sdoaia{column[:-1]}"}
+        else:
+            assert {im.get_array().shape for im in shown} == {(8, 8, 3)}
+    assert "0.1–800 DN/s" in fig.subfigs[0]._suptitle.get_text()
+    one = channel_class_layout([0, 1], [0, 1], ["A", "B"], ["94A", "171A"])
+    assert one["columns"] == ["94A", "171A"]  # no composite without 211 and 193 Å
 
 
 def test_five_channel_continuous_teacher_distils_to_a_five_channel_student(world, tmp_path):

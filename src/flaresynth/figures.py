@@ -16,7 +16,7 @@
 * :func:`save_grid` — the grid of a samples folder and of the training-time snapshots: one row per label.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot state, no window) and saved as PNG.
-Every function returns the path it wrote.
+Every function returns the path it wrote (``channel_class_figure`` the figure itself, for inspection).
 """
 
 from __future__ import annotations
@@ -148,9 +148,15 @@ def channel_class_layout(real_labels, generated_labels, classes: Sequence[str], 
 
 def channel_class_grid(real, generated, layout: dict, path, ranges: dict | None = None) -> Path:
     """Rows = classes, one column pair per channel (real left, generated right) and one for the RGB composite,
-    as :func:`channel_class_layout` laid out. Each channel is drawn in its AIA colour map on its own fixed scale,
-    [-1, 1] in model space = its transform's [lo, hi] DN/s (``ranges``: ``{channel: (lo, hi)}``, printed over
-    the column), the same for real and generated images, so brightness compares across the pair and the rows."""
+    as :func:`channel_class_layout` laid out (:func:`channel_class_figure`); saved to ``path``."""
+    return _save(channel_class_figure(real, generated, layout, ranges), path)
+
+
+def channel_class_figure(real, generated, layout: dict, ranges: dict | None = None) -> Figure:
+    """The figure of :func:`channel_class_grid`: one subfigure per column of ``layout``, each with a real and a
+    generated panel per class. Each channel is drawn in its AIA colour map on its own fixed scale, [-1, 1] in
+    model space = its transform's [lo, hi] DN/s (``ranges``: ``{channel: (lo, hi)}``, printed over the column),
+    the same for real and generated images, so brightness compares across the pair and down the rows."""
     rows, columns, channels = layout["rows"], layout["columns"], layout["channels"]
     k = len(rows)
     fig = _figure(2.0 * len(columns) + 0.5, 1.05 * k + 0.9)
@@ -185,7 +191,7 @@ def channel_class_grid(real, generated, layout: dict, path, ranges: dict | None 
         sub.suptitle(title, fontsize=9)
     fig.suptitle("Per class: a real and a generated image in every channel (each channel on its own fixed scale)",
                  fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def std_maps(real, real_labels, generated, generated_labels, classes: Sequence[str], path, channel: int = 0) -> Path:
