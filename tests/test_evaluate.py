@@ -226,3 +226,7 @@ def test_simulated_store_is_detected_from_its_zarr_attribute(tmp_path):
     assert not _simulated_source(as_ds(tmp_path / "real.zarr"))
     assert not _simulated_source(as_ds(tmp_path / "missing.zarr"))
     assert not _simulated_source(types.SimpleNamespace(manifest={}))
+    # a relative path, as `dataset build --sdoml sim.zarr` records it, found beside the dataset from another folder
+    beside = types.SimpleNamespace(manifest={"sources": {"images": "sim.zarr"}}, path=tmp_path / "ds")
+    assert _simulated_source(beside)
+    assert not _simulated_source(types.SimpleNamespace(manifest={"sources": {"images": "real.zarr"}}, path=tmp_path / "ds"))

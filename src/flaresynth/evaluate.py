@@ -304,9 +304,18 @@ def _classification_entries(suffix: str, gen_report: dict, real_report: dict | N
 
 
 def _simulated_source(ds) -> bool:
-    """True when the dataset's image store is a zarr root with attribute ``flaresynth_simulated`` = true."""
+    """True when the dataset's image store is a zarr root with attribute ``flaresynth_simulated`` = true.
+
+    ``dataset build`` records the store's path as given: a relative one is looked for from the working directory,
+    then beside the dataset folder (``build --sdoml sim/sdomlv2.zarr --out ds`` run in one folder and
+    ``evaluate --real that/folder/ds`` run from another)."""
     src = (ds.manifest.get("sources") or {}).get("images")
-    if not src or not Path(str(src)).exists():
+    if not src:
+        return False
+    src = Path(str(src))
+    if not src.exists() and not src.is_absolute() and getattr(ds, "path", None) is not None:
+        src = Path(ds.path).resolve().parent / src
+    if not src.exists():
         return False
     try:
         import zarr
