@@ -13,9 +13,9 @@ import sunpy.map
 from astropy.io import fits
 
 from flaresynth.config import RunConfig, load_preset
+from flaresynth.dataset import open_dataset
 from flaresynth.distill import distill
 from flaresynth.errors import FlaresynthError
-from flaresynth.dataset import open_dataset
 from flaresynth.evaluate import EvaluateConfig, _fmt, evaluate, requested_labels
 from flaresynth.figures import RGB_COLUMN, channel_class_figure, channel_class_layout
 from flaresynth.runs import open_run
