@@ -9,8 +9,8 @@ Scoring (:class:`Scorer`), used by ``sampler_quality``, ``guidance_cost`` and ``
   dataset's inverse intensity transform; its GOES class against the requested one. Only on a simulated Sun
   (``--referee auto``, :func:`referee_applies`); otherwise every ``f1_referee`` is None.
 * **FD_domain**: Fréchet distance between the judge's penultimate features (128-d) of the generated images and
-  of the real images of the ``--fd-split`` (default ``all``: every split, so X, which the test split of the
-  30-day Sun lacks, has real images). The real statistics are **class-matched**: each real image is weighted
+  of the real images of the ``--fd-split`` (default ``all``: every split, so X, rare in any one split, has all
+  its real images). The real statistics are **class-matched**: each real image is weighted
   so that every class carries the share it has among the generated images (weighted mean and unbiased
   weighted covariance). Without this a class-balanced request (e.g. 10 per class) would be compared with a
   real set that is mostly B and C, and that mismatch, the same for every sampler, would dwarf the differences
@@ -64,8 +64,9 @@ def base_parser(doc: str, run: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(doc.splitlines()[1:]))
     p.add_argument("--data", type=Path, default=None,
-                   help="dataset folder (default: simulate 30 days, seed 0, and build the default 64x64 dataset "
-                        "into WORKDIR/ds30 once, ~1 min)")
+                   help="dataset folder (default: the project's default dataset, as flaresynth demo builds it: "
+                        "flaresynth simulate's default days and cadence, seed 0, built at 64x64 into "
+                        "WORKDIR/ds<days> once, ~1.5 min)")
     if run:
         p.add_argument("--run", default="demo:discrete", help="trained run folder or shipped name (default demo:discrete)")
         p.add_argument("--batch-size", type=int, default=32, help="images per sampling batch (x2 rows with guidance)")
@@ -214,17 +215,21 @@ def current_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------------------------- data
 def default_dataset(workdir: Path) -> Path:
-    """The default dataset: 30 simulated days (seed 0, 12-min cadence) built at 64x64; made once, cached."""
+    """The project's default dataset, made once into ``WORKDIR/ds<days>`` and cached: ``flaresynth simulate``'s
+    default Sun (its default days, start and cadence, seed 0) built with the default :class:`BuildConfig`
+    (64x64, goes5, rotation blocks), i.e. what ``flaresynth demo`` builds and the shipped generators were
+    trained on."""
     from flaresynth.dataset import BuildConfig, build_dataset
-    from flaresynth.sources.simulate import simulate
+    from flaresynth.sources.simulate import DEFAULT_CADENCE_MIN, DEFAULT_DAYS, DEFAULT_START, simulate
 
     workdir = Path(workdir)
-    ds, sim = workdir / "ds30", workdir / "sim30"
+    ds, sim = workdir / f"ds{DEFAULT_DAYS}", workdir / f"sim{DEFAULT_DAYS}"
     if (ds / "manifest.json").is_file():
         return ds
     if not (sim / "simulation.json").is_file():
-        log(f"simulating 30 days (seed 0) into {sim} (~1 min, 1.4 GB)")
-        simulate(sim, days=30, cadence_min=12, seed=0, overwrite=True, progress=False)
+        log(f"simulating {DEFAULT_DAYS} days from {DEFAULT_START} ({DEFAULT_CADENCE_MIN}-min cadence, seed 0) "
+            f"into {sim} (~1.5 min quiet, 1.8 GB)")
+        simulate(sim, seed=0, overwrite=True, progress=False)  # the package's defaults: one source of truth
     log(f"building the 64x64 dataset into {ds}")
     build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), ds,
                   BuildConfig(), overwrite=True, progress=False)
