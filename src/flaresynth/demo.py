@@ -57,24 +57,23 @@ run reproduces an uninterrupted one, so the probe costs nothing). A few minutes 
 undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
 report say so.
 
-Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured stage by stage with
-one torch thread on a shared machine (CPU seconds of the demo process, ``cpu_seconds`` in demo.json; wall time
-there was 1.5-3× longer): simulate 43 s, dataset 4 s, sampling ~48 s per DDPM generator and ~3 s for the
-ceVAE, judge 19 s, evaluation ~34 s per generator, augmentation 228 s, report < 1 s. With all four generators
-that is ~580 CPU-s (~10 min) on one thread: sim 43 + dataset 4 + samples 3 × 48 + 3 + judge 19 +
-eval 4 × 34 + augment 228 + report 1. The sizes behind this:
+Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-03 on the
+project's 2-core CPU with nothing else running, with the shipped 64 px generators (the 4-step students for
+discrete and continuous; the README's figures): 12 min 27 s wall in all, 2.9 GB peak memory; simulate 86 s,
+dataset 10 s, sampling 11-12 s per student (4 steps), 22 s for the embedding DDPM (DDIM 20) and 6 s for the
+ceVAE, one 64 px judge 48 s, evaluation 44-49 s per generator, augmentation 262 s, forecast dataset 7 s,
+forecast 81 s, report 2 s. The sizes behind this:
 
-* ``per_class = 40``: 200 generated images per generator (5 classes). The real test split of the default
-  dataset holds 260 images, so the distribution metrics compare halves of 130 images either way; more samples
-  would cost ~0.25 CPU-s per DDPM image (1.1 M-parameter U-Net at 32 px, 20 steps with guidance) and not
-  enlarge the comparison.
+* ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 569
+  (the report states both). Sampling is the cheap part (22 s for a DDIM-20 DDPM's 200 images); evaluation and
+  the augmentation experiment take most of the budget.
 * ``repeats = 3`` resamplings of the real test split for the mean ± std (the metrics' own default is 5);
   features ``domain`` + ``effnet-lite0`` (224 px ImageNet EfficientNet: the costly part of an evaluation).
-* judge: up to 40 epochs with early stopping (its own default), at the generators' 32 px, trained once.
+* judge: up to 40 epochs with early stopping (its own default), at the generators' 64 px, trained once.
 * augment: ``seeds = 2``, ``epochs = 4``, a 2-layer DeiT (the CLI's default 4 layers doubles the cost) and
-  ``target_per_class = 400``: A, M and X are filled to 400 training images, B (418) and C (688) keep theirs;
-  filling to the largest class (688) would add ~40 % more images per epoch. The rare classes are filled from
-  40 generated images each, reused up to 10 times (the results say so).
+  ``target_per_class = 400``: every class with fewer training images is filled to 400, a larger one keeps
+  its own (filling to the largest class instead would add more images per epoch). The rare classes are filled
+  from 40 generated images each, reused up to 10 times (the results say so).
 
 ``--quick`` shrinks everything to seconds for tests: 3 simulated days at 60-minute cadence, 2 images per class,
 one resampling, domain features only, a 3-epoch judge, one 1-layer DeiT epoch filling to the largest class
