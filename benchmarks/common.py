@@ -597,25 +597,39 @@ def model_from_checkpoint(run: Path, ckpt: Path, ds, device: str = "cpu"):
 
     Rebuilds the network from ``RUN/config.yaml`` and the dataset it was trained on (``ds``: needed for the
     class counts and median fluxes a continuous model is asked with), then copies the EMA shadow parameters
-    (diffusers ``EMAModel.state_dict()["shadow_params"]``, in ``parameters()`` order) into it.
+    (diffusers ``EMAModel.state_dict()["shadow_params"]``, in ``parameters()`` order) into it. A latent run
+    (``latent.autoencoder``) also gets its autoencoder (the run's copy, ``RUN/autoencoder``) and the scaling
+    factor its checkpoint recorded, so it samples decoded images as its final ``model/`` does.
     """
     import torch
 
     from flaresynth.config import load_config
     from flaresynth.diffusion import make_scheduler
     from flaresynth.errors import FlaresynthError
+    from flaresynth.models.autoencoder import load_autoencoder
     from flaresynth.models.unet import build_denoiser
-    from flaresynth.runs import MODEL_DIR, Run
-    from flaresynth.train import load_training_data, read_checkpoint, resolve_for_dataset
+    from flaresynth.runs import MODEL_DIR, Run, autoencoder_meta
+    from flaresynth.train import (
+        CACHE,
+        CACHE_IMAGES,
+        latent_record,
+        latent_source,
+        load_training_data,
+        read_checkpoint,
+        resolve_for_dataset,
+    )
 
-    cfg = resolve_for_dataset(load_config(Path(run) / "config.yaml"), ds)
+    run = Path(run)
+    cfg = resolve_for_dataset(load_config(run / "config.yaml"), ds, run)
     if getattr(cfg, "kind", "ddpm") != "ddpm" or cfg.conditioning.kind not in ("discrete", "continuous"):
         raise FlaresynthError(f"{run}/config.yaml: conditioning.kind: {cfg.conditioning.kind!r} "
                               f"({getattr(cfg, 'kind', 'ddpm')}); the benchmarks sample discrete and continuous DDPM runs only")
     state = read_checkpoint(Path(ckpt))
     if state.get("data_hash") != ds.manifest.get("data_hash"):
         raise FlaresynthError(f"{ckpt}: data_hash: the checkpoint was trained on another dataset, not {ds.path}")
-    data = load_training_data(ds, cfg)
+    # the run's own training cache when it is still there: a latent run's would otherwise be re-encoded
+    cache = run / CACHE if (run / CACHE / CACHE_IMAGES).is_file() else None
+    data = load_training_data(ds, cfg, cache=cache)
     model = build_denoiser(cfg.model, cfg.model.in_channels, cfg.conditioning.kind, len(ds.classes),
                            flux_frequencies=cfg.conditioning.flux_frequencies)
     shadow = state["ema"]["shadow_params"]
@@ -627,15 +641,24 @@ def model_from_checkpoint(run: Path, ckpt: Path, ds, device: str = "cpu"):
             p.copy_(s)
     model.to(device).eval()
     scheduler = make_scheduler(cfg.diffusion)
+    latent = autoencoder = None
+    if cfg.latent.autoencoder is not None:
+        ae_folder, ae_meta = autoencoder_meta(latent_source(cfg, run))
+        scaling = cfg.latent.scaling_factor if cfg.latent.scaling_factor is not None else state.get("latent_scaling_factor")
+        if scaling is None:
+            raise FlaresynthError(f"{ckpt}: latent_scaling_factor: missing (and no latent.scaling_factor in "
+                                  f"{run / 'config.yaml'}); cannot decode its latents")
+        latent = latent_record(ae_meta, float(scaling))
+        autoencoder = load_autoencoder(ae_folder, device)
     meta = {"classes": list(ds.classes), "scheme": ds.scheme, "transform": ds.manifest["transform"],
             "channels": ds.channels, "in_channels": cfg.model.in_channels, "sample_size": cfg.model.sample_size,
             "data_hash": ds.manifest.get("data_hash"),
             "scheduler": {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
             "train_counts": data["train_counts"], "class_log_flux": data["class_log_flux"],
             "config": cfg.to_dict(), "conditioning": model.conditioner.describe(), "step": int(state["step"]),
-            "model_id": f"{Path(run).name}@{int(state['step'])}"}
-    return Run(path=Path(run), folder=Path(run) / MODEL_DIR, kind="ddpm", meta=meta, network=model,
-               device=torch.device(device))
+            "model_id": f"{run.name}@{int(state['step'])}", **({"latent": latent} if latent is not None else {})}
+    return Run(path=run, folder=run / MODEL_DIR, kind="ddpm", meta=meta, network=model,
+               device=torch.device(device), autoencoder=autoencoder)
 
 
 # ----------------------------------------------------------------------------------------------- the ceiling

@@ -186,12 +186,12 @@ def headline(results: dict) -> dict:
                 "steps": r.get("steps"), "s_per_step": r.get("s_per_step"),
                 "cpu_hours": last.get("cpu_hours"), "final_f1_judge": last.get("f1_judge"),
                 "final_fd_domain": last.get("fd_domain")}
-        lr = c.get("long_run") or {}
-        if lr.get("curve"):
-            last = lr["curve"][-1]
-            h["train_convergence"]["long_run"] = {"run": lr.get("run"), "step": last.get("step"),
-                                                  "cpu_hours": last.get("cpu_hours"), "f1_judge": last.get("f1_judge"),
-                                                  "fd_domain": last.get("fd_domain")}
+        # every --log run (a JSON from before --log was repeatable has only long_run)
+        h["train_convergence"]["long_runs"] = [
+            {"run": lr.get("run"), "label": lr.get("label") or Path(lr["run"]).name, "step": lr["curve"][-1].get("step"),
+             "cpu_hours": lr["curve"][-1].get("cpu_hours"), "f1_judge": lr["curve"][-1].get("f1_judge"),
+             "fd_domain": lr["curve"][-1].get("fd_domain")}
+            for lr in (c.get("long_runs") or [c.get("long_run") or {}]) if lr.get("curve")]
     return h
 
 
@@ -268,9 +268,8 @@ def markdown(summary: dict) -> str:
         for name, r in c["recipes"].items():
             lines.append(f"| {name} | {r['steps']} | {f(r['s_per_step'])} ({f(c['ceiling_s_per_step'])}) | "
                          f"{f(r['cpu_hours'], '{:.3f}')} | {f(r['final_f1_judge'], '{:.3f}')} | {f(r['final_fd_domain'])} |")
-        if c.get("long_run"):
-            r = c["long_run"]
-            lines.append(f"| long run {Path(r['run']).name} | {r['step']} | | {f(r['cpu_hours'], '{:.2f}')} | "
+        for r in c.get("long_runs") or []:
+            lines.append(f"| long run {r['label']} | {r['step']} | | {f(r['cpu_hours'], '{:.2f}')} | "
                          f"{f(r['f1_judge'], '{:.3f}')} | {f(r['fd_domain'])} |")
     if "dataset_build" in h:
         d = h["dataset_build"]

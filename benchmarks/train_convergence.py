@@ -111,12 +111,16 @@ def read_log(path: Path) -> list[dict]:
 
 
 def train_seconds_by_step(entries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, cumulative training seconds at each logged step) from log.jsonl entries."""
+    """(steps, cumulative training seconds at each logged step) from log.jsonl entries.
+
+    Only training windows count (lines with ``seconds_per_step``): an autoencoder's log also has a
+    ``reconstruction`` line, which is no window; a resumed run's repeated steps count once.
+    """
     steps, secs, prev, total = [], [], 0, 0.0
     for e in sorted(entries, key=lambda e: e["step"]):
-        if e["step"] <= prev:
+        if e["step"] <= prev or "seconds_per_step" not in e:
             continue
-        total += float(e.get("seconds_per_step", 0.0)) * (e["step"] - prev)
+        total += float(e["seconds_per_step"]) * (e["step"] - prev)
         prev = e["step"]
         steps.append(prev)
         secs.append(total)
@@ -187,9 +191,11 @@ def checkpoints_of(run: Path) -> list[Path]:
 
 
 def curve_for(run: Path, ds, scorer, args, guidance: float, cpu_per_wall: float, final_model: bool = False,
-              every: int | None = None) -> tuple[list, list]:
+              every: int | None = None, offset_s: float = 0.0, image_size: int | None = None) -> tuple[list, list]:
     """Quality at every checkpoint of ``run`` (at multiples of ``every`` when given; + its final model).
 
+    ``offset_s``: seconds spent before the run's step 0 (a latent route's autoencoder training), added to every
+    point's CPU-hours. ``image_size``: the side ``scorer`` judges; a model making other images is skipped.
     Returns (curve, notes).
     """
     from flaresynth.errors import FlaresynthError
@@ -206,6 +212,8 @@ def curve_for(run: Path, ds, scorer, args, guidance: float, cpu_per_wall: float,
             model = model_from_checkpoint(run, path, ds) if kind == "checkpoint" else open_run(run, "cpu")
             if model.meta.get("data_hash", ds.manifest.get("data_hash")) != ds.manifest.get("data_hash"):
                 raise FlaresynthError(f"data_hash: trained on another dataset, not {ds.path}")
+            if image_size is not None and model.image_shape[-1] != image_size:
+                raise FlaresynthError(f"makes {model.image_shape[-1]} px images, the judge is {image_size} px")
         except (FlaresynthError, FileNotFoundError, OSError) as exc:
             notes.append(f"{path}: skipped ({str(exc).splitlines()[0]})")
             continue
@@ -215,7 +223,8 @@ def curve_for(run: Path, ds, scorer, args, guidance: float, cpu_per_wall: float,
         seen.add(step)
         q = evaluate_model(model, scorer, args, guidance)
         s = seconds_at(step, steps, secs)
-        points.append({"step": step, "source": kind, "train_wall_s": s, "cpu_hours": s * cpu_per_wall / 3600, **q})
+        points.append({"step": step, "source": kind, "train_wall_s": s, "offset_s": offset_s,
+                       "cpu_hours": (s + offset_s) * cpu_per_wall / 3600, **q})
         referee = f", referee F1 {q['f1_referee']:.3f}" if q["f1_referee"] is not None else ""
         log(f"  {run.name} step {step}: judge F1 {q['f1_judge']:.3f} ± {q['f1_judge_std']:.3f}, FD_domain "
             f"{q['fd_domain']:.3f}{referee}")
@@ -241,10 +250,14 @@ def main() -> None:
     p.add_argument("--sampler", default="ddim", help="sampler of the evaluations (default ddim: see the module docstring)")
     p.add_argument("--sample-steps", type=int, default=20, help="its steps (default 20)")
     p.add_argument("--guidance", type=float, default=None, help="CFG w (default: the base preset's)")
-    p.add_argument("--log", type=Path, default=None, help="RUN/log.jsonl of a long run to add (with its checkpoints)")
+    p.add_argument("--log", type=Path, action="append", default=None,
+                   help="RUN/log.jsonl of a long run to add (with its checkpoints); repeat it to compare runs, e.g. "
+                        "a pixel and a latent route")
+    p.add_argument("--label", action="append", default=None,
+                   help="name of each --log run in the table and figure, in --log order (default: its folder's name)")
     p.add_argument("--log-cores", type=float, default=None,
                    help="busy cores assumed for --log's CPU-hours (default: every core of this machine)")
-    p.add_argument("--skip-short", action="store_true", help="do not train; only evaluate --log's run")
+    p.add_argument("--skip-short", action="store_true", help="do not train; only evaluate the --log runs")
     p.add_argument("--keep", action="store_true", help="keep the short runs (in WORKDIR/convergence-*)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
     args = p.parse_args()
@@ -265,19 +278,15 @@ def main() -> None:
     if args.steps is not None:
         args.steps = args.steps // args.evals * args.evals
 
-    from flaresynth.config import load_config, load_preset
+    from flaresynth.config import load_preset
     from flaresynth.dataset import open_dataset
 
     data = resolve_data(args)
     ds = open_dataset(data)
     base = load_preset(args.base_preset)
     guidance = float(base.sample.guidance if args.guidance is None else args.guidance)
-    long_run_dir = None
-    if args.log is not None:
-        if not args.log.is_file():
-            raise FlaresynthError(f"--log {args.log}: no such file (expected RUN/log.jsonl)")
-        long_run_dir = args.log.parent
-    elif args.skip_short:
+    long_runs = long_run_labels(args.log or [], args.label)
+    if args.skip_short and not long_runs:
         raise FlaresynthError("--skip-short: needs --log RUN/log.jsonl (nothing else to evaluate)")
     scorers: dict[int, Scorer] = {}
     judges, referee_info = {}, {}
@@ -290,7 +299,11 @@ def main() -> None:
             scorers[size], referee_info[size] = make_scorer(ds, judge, real, args)
         return scorers[size]
 
-    size = load_config(long_run_dir / "config.yaml").model.sample_size if args.skip_short else base.model.sample_size
+    # a latent run's model.sample_size is its latent side: the judge scores the decoded images
+    sizes = {label: image_size_of(run) for label, run in long_runs}
+    size = sizes[long_runs[0][0]] if args.skip_short else base.model.sample_size
+    if len(set(sizes.values())) > 1:
+        log(f"warning: the --log runs make images of different sizes {sizes}: each is scored by a judge of its size")
     scorer = scorer_for(size)
     judge_info = judges[size]
 
@@ -302,7 +315,7 @@ def main() -> None:
               "sampler": args.sampler, "sample_steps": args.sample_steps, "guidance": guidance,
               "per_class": args.per_class, "judge": judge_info, "referee": referee_info[size],
               "referee_real_test_f1": scorer.referee_real_test_f1,
-              **rates, **fl, "ceiling_s_per_step": ceil_s, "recipes": {}, "long_run": None}
+              **rates, **fl, "ceiling_s_per_step": ceil_s, "recipes": {}, "long_run": None, "long_runs": []}
 
     scratch = args.workdir / f"convergence-{uuid.uuid4().hex[:8]}"
     try:
@@ -331,15 +344,18 @@ def main() -> None:
                                            "achieved_over_ceiling": ceil_s / s_per_step if s_per_step else None,
                                            "curve": curve, "loss": loss_curve(entries), "notes": notes}
             result["demo_steps_to_match_plain_final"] = steps_to_match(result["recipes"])
-        if long_run_dir is not None:
-            long_size = load_config(long_run_dir / "config.yaml").model.sample_size
-            result["long_run"] = long_curve(long_run_dir, ds, scorer_for(long_size), args, guidance)
+        for label, run in long_runs:
+            lr = long_curve(run, ds, scorer_for(sizes[label]), args, guidance, label, sizes[label])
+            result["long_runs"].append({**lr, "judge_path": judges[sizes[label]]["path"]})
+        result["long_run"] = result["long_runs"][0] if result["long_runs"] else None
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     load = monitor.report()
     result = {"benchmark": "train_convergence", "machine": machine_info(args.threads), "load": load, **result,
               "seconds_total": load["wall_s"]}
+    result["table_md"] = table_md(result)
+    log("quality against CPU-hours:\n" + result["table_md"])
     result["plot"] = str(plot(result, out / "train_convergence.png"))
     emit(result, out, "train_convergence")
 
@@ -357,7 +373,80 @@ def steps_to_match(recipes: dict) -> dict | None:
             "step_ratio": None}
 
 
-def long_curve(run: Path, ds, scorer, args, guidance: float) -> dict:
+def long_run_labels(logs: list[Path], labels: list[str] | None) -> list[tuple[str, Path]]:
+    """(label, run folder) of each ``--log RUN/log.jsonl``: ``--label`` in order, else the folder's name."""
+    from flaresynth.errors import FlaresynthError
+
+    for path in logs:
+        if not path.is_file():
+            raise FlaresynthError(f"--log {path}: no such file (expected RUN/log.jsonl)")
+    if labels is not None and len(labels) != len(logs):
+        raise FlaresynthError(f"--label: {len(labels)} labels for {len(logs)} --log runs (give one per --log, in order)")
+    runs = [path.parent for path in logs]
+    names = labels if labels is not None else [run.resolve().name for run in runs]
+    if len(set(names)) != len(names):
+        if labels is not None:
+            raise FlaresynthError(f"--label: {names}: each run needs its own label")
+        names = [str(run) for run in runs]  # two runs with one folder name: their paths tell them apart
+    return list(zip(names, runs, strict=True))
+
+
+def image_size_of(run: Path) -> int:
+    """Side of the images ``run`` makes: ``model.sample_size`` in pixels, or for a latent run its autoencoder's
+    image side (its ``model.sample_size`` is the latent's)."""
+    from flaresynth.config import load_config
+    from flaresynth.runs import autoencoder_meta
+    from flaresynth.train import latent_source
+
+    cfg = load_config(run / "config.yaml")
+    if cfg.latent.autoencoder is None:
+        return int(cfg.model.sample_size)
+    _, meta = autoencoder_meta(latent_source(cfg, run))
+    return int(meta["autoencoder"]["sample_size"])
+
+
+def route_offset(run: Path) -> dict:
+    """The upfront training seconds of ``run``'s route: for a latent run, its autoencoder's (that run's log.jsonl,
+    summed as :func:`train_seconds_by_step` does); 0 for a pixel run.
+
+    Returns ``offset_seconds``, ``offset_steps``, ``offset_source`` (the log read) and ``note``: 0 with a note
+    saying why when the autoencoder's log is not there (a shipped ``demo:...`` name, a deleted folder) or the
+    folder now holds another autoencoder than the one the run keeps a copy of.
+    """
+    from flaresynth.config import load_config
+    from flaresynth.errors import FlaresynthError
+    from flaresynth.runs import AUTOENCODER_DIR, META_FILE, MODEL_DIR, model_folder, read_meta, resolve
+
+    spec = load_config(run / "config.yaml").latent.autoencoder
+    none = {"offset_seconds": 0.0, "offset_steps": 0, "offset_source": None, "note": None}
+    if spec is None:
+        return none
+    lost = "; the CPU-hours exclude the autoencoder's training"
+    try:
+        folder = resolve(spec)
+        named_id = read_meta(model_folder(folder)).get("model_id")
+    except (FlaresynthError, OSError, ValueError) as exc:
+        return {**none, "note": f"latent.autoencoder {spec}: {str(exc).splitlines()[0]}{lost}"}
+    if folder.name == MODEL_DIR and not (folder / "log.jsonl").is_file():
+        folder = folder.parent  # latent.autoencoder named RUN/model: the log is RUN's
+    path = folder / "log.jsonl"
+    if not path.is_file():
+        return {**none, "note": f"latent.autoencoder {spec}: no log.jsonl in {folder} (shipped autoencoders have "
+                                f"none){lost}"}
+    copy = run / AUTOENCODER_DIR / META_FILE
+    used_id = read_meta(copy.parent).get("model_id") if copy.is_file() else None
+    if used_id is not None and used_id != named_id:
+        return {**none, "note": f"latent.autoencoder {spec}: holds autoencoder {named_id!r}, the run trained in "
+                                f"{used_id!r} ({copy}): its log is not this route's{lost}"}
+    steps, secs = train_seconds_by_step(read_log(path))
+    return {"offset_seconds": float(secs[-1]) if len(secs) else 0.0, "offset_steps": int(steps[-1]) if len(steps) else 0,
+            "offset_source": str(path), "note": None}
+
+
+def long_curve(run: Path, ds, scorer, args, guidance: float, label: str | None = None,
+               image_size: int | None = None) -> dict:
+    """Loss curve and quality points of a finished run (``--log``); a latent run's CPU-hours include its
+    autoencoder's training (:func:`route_offset`)."""
     from flaresynth.config import load_config
     from flaresynth.runs import META_FILE, MODEL_DIR
 
@@ -366,28 +455,60 @@ def long_curve(run: Path, ds, scorer, args, guidance: float) -> dict:
     steps, secs = train_seconds_by_step(entries)
     cores = args.log_cores or os.cpu_count() or 1
     kept = [p.name for p in checkpoints_of(run)]
-    log(f"long run {run}: {len(entries)} log lines to step {int(steps[-1]) if len(steps) else 0}; checkpoints {kept}")
-    curve, notes = curve_for(run, ds, scorer, args, guidance, cores, final_model=True)
+    offset = route_offset(run)
+    log(f"long run {run}: {len(entries)} log lines to step {int(steps[-1]) if len(steps) else 0}; checkpoints {kept}"
+        + (f"; + {offset['offset_seconds']:.0f} s of autoencoder training ({offset['offset_source']})"
+           if offset["offset_source"] else "") + (f"; {offset['note']}" if offset["note"] else ""))
+    curve, notes = curve_for(run, ds, scorer, args, guidance, cores, final_model=True,
+                             offset_s=offset["offset_seconds"], image_size=image_size)
     note = (f"the loop keeps the newest train.keep_checkpoints = {cfg.train.keep_checkpoints} checkpoints; found {kept}"
             f"{' and the final model/' if (run / MODEL_DIR / META_FILE).is_file() else ''}: the quality curve has "
-            f"only these points (the loss curve is complete). CPU-hours assume {cores} busy cores.")
-    return {"run": str(run), "config": recipe_summary(cfg), "steps_logged": int(steps[-1]) if len(steps) else 0,
+            f"only these points (the loss curve is complete). CPU-hours assume {cores} busy cores"
+            f"{' (for the autoencoder too)' if offset['offset_source'] else ''}."
+            + (f" {offset['note']}" if offset["note"] else ""))
+    return {"run": str(run), "label": label or run.name, "latent": cfg.latent.autoencoder is not None,
+            "image_size": image_size, "config": recipe_summary(cfg), "steps_logged": int(steps[-1]) if len(steps) else 0,
             "train_wall_s": float(secs[-1]) if len(secs) else 0.0,
-            "s_per_step": float(secs[-1] / steps[-1]) if len(steps) else None,
+            "s_per_step": float(secs[-1] / steps[-1]) if len(steps) else None, **offset,
             "cpu_hours_assumed_cores": cores, "checkpoints_kept": kept, "curve": curve,
             "loss": loss_curve(entries), "note": note, "skipped": notes}
 
 
+def table_md(result: dict) -> str:
+    """Markdown table of every evaluated point: route, step, CPU-hours (with any autoencoder offset), judge F1,
+    FD_domain, referee F1 (± the bootstrap std)."""
+    def pm(p, key, fmt):
+        return "–" if p.get(key) is None else fmt.format(p[key]) + (
+            f" ± {fmt.format(p[key + '_std'])}" if p.get(key + "_std") is not None else "")
+
+    rows = ["| route | step | CPU-h | judge F1 | FD_domain | referee F1 |", "|---|---|---|---|---|---|"]
+    series = [(name, r["curve"]) for name, r in result["recipes"].items()]
+    series += [(r["label"], r["curve"]) for r in result.get("long_runs") or []]
+    for name, curve in series:
+        for p in curve:
+            rows.append(f"| {name} | {p['step']} | {p['cpu_hours']:.3g} | {pm(p, 'f1_judge', '{:.3f}')} | "
+                        f"{pm(p, 'fd_domain', '{:.3g}')} | {pm(p, 'f1_referee', '{:.3f}')} |")
+    return "\n".join(rows)
+
+
 def plot(result: dict, path):
+    """Judge F1 and FD_domain against CPU-hours, and the loss against steps, one line per recipe or --log run; a
+    latent route's autoencoder training is the dashed line its curve starts after."""
     fig, (ax1, ax2, ax3) = figure(3, width=4.2)
-    series = [(name, r["curve"], r["loss"]) for name, r in result["recipes"].items()]
-    if result.get("long_run"):
-        series.append(("long run " + Path(result["long_run"]["run"]).name, result["long_run"]["curve"], result["long_run"]["loss"]))
-    for name, curve, loss in series:
+    series = [(name, r["curve"], r["loss"], 0.0) for name, r in result["recipes"].items()]
+    for r in result.get("long_runs") or []:
+        offset_h = r.get("offset_seconds", 0.0) * r["cpu_hours_assumed_cores"] / 3600
+        series.append((r["label"] if not result["recipes"] else "long run " + r["label"], r["curve"], r["loss"], offset_h))
+    for name, curve, loss, offset_h in series:
         if curve:
             h = [p["cpu_hours"] for p in curve]
-            ax1.errorbar(h, [p["f1_judge"] for p in curve], yerr=[p["f1_judge_std"] for p in curve], fmt="o-", capsize=3, label=name)
-            ax2.errorbar(h, [p["fd_domain"] for p in curve], yerr=[p["fd_domain_std"] for p in curve], fmt="o-", capsize=3, label=name)
+            line = ax1.errorbar(h, [p["f1_judge"] for p in curve], yerr=[p["f1_judge_std"] for p in curve], fmt="o-",
+                                capsize=3, label=name)
+            ax2.errorbar(h, [p["fd_domain"] for p in curve], yerr=[p["fd_domain_std"] for p in curve], fmt="o-", capsize=3,
+                         label=name)
+            if offset_h:
+                for ax in (ax1, ax2):
+                    ax.axvline(offset_h, ls="--", lw=0.8, c=line[0].get_color(), label=f"{name}: its autoencoder")
         if loss:
             a = np.asarray(loss, dtype=np.float64)
             ax3.plot(a[:, 0], a[:, 1], lw=0.8, label=name)
@@ -398,13 +519,20 @@ def plot(result: dict, path):
     ax2.set_xlabel("CPU-hours")
     ax2.set_ylabel("FD_domain")
     ax3.set_xlabel("training step")
-    ax3.set_ylabel("training loss (each recipe's own weighting)")
+    ax3.set_ylabel("training loss (each run's own weighting)")
     ax3.set_yscale("log")
     for ax in (ax1, ax2, ax3):
         ax.legend(fontsize=7)
     rec = ", ".join(f"{n} {r['s_per_step']:.2f} s/step" for n, r in result["recipes"].items() if r.get("s_per_step"))
-    fig.suptitle(f"Convergence on the {result['base_preset']} network ({rec}; FLOP ceiling {result['ceiling_s_per_step']:.3f} s/step)\n"
-                 f"{subtitle(result['machine'], result['load'])}", fontsize=9)
+    if result["recipes"]:
+        title = f"Convergence on the {result['base_preset']} network ({rec}; FLOP ceiling {result['ceiling_s_per_step']:.3f} s/step)"
+    else:  # --skip-short: the --log runs alone, e.g. a pixel and a latent route
+        title = "Convergence: " + ", ".join(
+            f"{r['label']} {r['s_per_step']:.2f} s/step"
+            + (f" after {r['offset_seconds'] / 3600:.2f} h of autoencoder training (counted in its CPU-hours)"
+               if r.get("offset_seconds") else "")
+            for r in result["long_runs"] if r.get("s_per_step"))
+    fig.suptitle(f"{title}\n{subtitle(result['machine'], result['load'])}", fontsize=9)
     fig.savefig(path, dpi=110)
     return path
 

@@ -280,6 +280,67 @@ def test_checkpoint_ema_weights_are_the_final_models(toy):
     assert from_ckpt.meta["step"] == 2 and from_ckpt.meta["scheduler"] == final.meta["scheduler"]
 
 
+@pytest.fixture(scope="module")
+def routes(tmp_path_factory):
+    """The two 64 px routes, 4 steps each with both checkpoints (2, 4) kept: a ``tiny`` pixel run at 64 px and a
+    ``tiny-latent`` run (16x16x2 latents) on an ``autoencoder-tiny`` run, all on one 64 px toy dataset."""
+    root = tmp_path_factory.mktemp("routes")
+    ds = make_dataset(root / "ds", n=40, size=64)
+    ae = train(ds, root / "ae64", preset="autoencoder-tiny", progress=False)
+    pixel = load_preset("tiny")
+    pixel.model.sample_size, pixel.model.block_out_channels = 64, [8, 16, 16, 16]  # levels 64..8: attention at 8
+    train(ds, root / "pixel64", pixel, progress=False)
+    latent = train(ds, root / "latent64", preset="tiny-latent", autoencoder=ae, progress=False)
+    return {"ds": ds, "ae": ae, "pixel": root / "pixel64", "latent": latent}
+
+
+def test_train_convergence_compares_a_pixel_and_a_latent_route(routes, toy, capsys, monkeypatch):
+    """Two --log runs give two curves scored by one 64 px judge; the latent route's time axis starts after its
+    autoencoder's training seconds (summed here from the autoencoder's own log)."""
+    r = run_script("train_convergence", ["--data", str(routes["ds"]), "--skip-short", "--log",
+                                         str(routes["pixel"] / "log.jsonl"), "--log", str(routes["latent"] / "log.jsonl")],
+                   toy, capsys, monkeypatch)
+    pixel, latent = r["long_runs"]
+    assert r["recipes"] == {} and r["long_run"] == pixel
+    assert (pixel["label"], latent["label"]) == ("pixel64", "latent64") and (pixel["latent"], latent["latent"]) == (False, True)
+    assert load_preset("tiny-latent").model.sample_size == 16  # the latent side: the judge must not be 16 px
+    assert pixel["image_size"] == latent["image_size"] == 64 and pixel["judge_path"] == latent["judge_path"]
+    assert r["judge"]["path"] == pixel["judge_path"] and pixel["judge_path"].endswith("-64px-2ep")
+    ae_seconds, prev = 0.0, 0
+    for e in (json.loads(ln) for ln in (routes["ae"] / "log.jsonl").read_text().splitlines()):
+        if "seconds_per_step" in e and e["step"] > prev:
+            ae_seconds, prev = ae_seconds + e["seconds_per_step"] * (e["step"] - prev), e["step"]
+    assert ae_seconds > 0 and prev == 4
+    assert pixel["offset_seconds"] == 0 and pixel["offset_source"] is None and pixel["note"].endswith("busy cores.")
+    assert latent["offset_seconds"] == pytest.approx(ae_seconds, rel=1e-5) and latent["offset_steps"] == 4
+    assert latent["offset_source"] == str(routes["ae"] / "log.jsonl")
+    cores = latent["cpu_hours_assumed_cores"]
+    for run in (pixel, latent):
+        assert [p["step"] for p in run["curve"]] == [2, 4] and run["checkpoints_kept"] == ["step-0000002", "step-0000004"]
+        for p in run["curve"]:
+            assert 0 <= p["f1_judge"] <= 1 and p["fd_domain"] >= 0
+            # the JSON keeps 6 significant digits
+            assert p["offset_s"] == pytest.approx(run["offset_seconds"], rel=1e-5)
+            assert p["cpu_hours"] * 3600 / cores == pytest.approx(p["train_wall_s"] + run["offset_seconds"], rel=1e-5)
+            assert f"| {run['label']} | {p['step']} | {p['cpu_hours']:.3g} | {p['f1_judge']:.3f}" in r["table_md"]
+    assert r["table_md"].count("\n") == 1 + 4  # header, rule, 2 points per route
+
+
+def test_route_offset_without_an_autoencoder_log(routes, tmp_path):
+    """A latent run whose latent.autoencoder is a shipped-style name (no log) gets offset 0 and a note saying why."""
+    tc = importlib.import_module("train_convergence")
+    run = tmp_path / "latent"
+    run.mkdir()
+    text = (routes["latent"] / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace(str(routes["ae"].resolve()), "demo:autoencoder"))
+    assert "demo:autoencoder" in (run / "config.yaml").read_text()
+    off = tc.route_offset(run)
+    assert off["offset_seconds"] == 0 and off["offset_source"] is None
+    assert "demo:autoencoder" in off["note"] and "exclude the autoencoder" in off["note"]
+    assert tc.route_offset(routes["pixel"]) == {"offset_seconds": 0.0, "offset_steps": 0, "offset_source": None,
+                                                "note": None}
+
+
 def test_scoring_helpers_agree_with_the_library():
     common = importlib.import_module("common")
     from flaresynth.metrics.classification import classification_report
@@ -444,6 +505,8 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
         assert f"| {s['name']} | {s['nfe_per_image']:.0f} |" in md
     assert "Fast default" in md and "### Training throughput" in md and "| tiny (batch 4" in md
     assert "### Classifier-free guidance" in md and "### Convergence" in md
+    for lr in RESULTS["train_convergence"]["result"]["long_runs"]:  # a row per --log run (the last call: two routes)
+        assert f"| long run {lr['label']} | {lr['curve'][-1]['step']} |" in md
 
 
 def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):

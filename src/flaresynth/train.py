@@ -238,6 +238,16 @@ def latent_source(cfg: RunConfig, out: Path | None = None) -> Path:
     return Path(cfg.latent.autoencoder)
 
 
+def latent_record(ae_meta: dict, scaling_factor: float | None) -> dict:
+    """The ``latent`` section of a latent run's model metadata, from its autoencoder's metadata and the latent
+    scaling factor (what :func:`flaresynth.runs.open_run` checks and sampling decodes with)."""
+    ae = ae_meta["autoencoder"]
+    return {"autoencoder": AUTOENCODER_DIR, "autoencoder_id": ae_meta.get("model_id"),
+            "autoencoder_data_hash": ae_meta.get("data_hash"), "scaling_factor": scaling_factor,
+            "image_size": int(ae["sample_size"]), "image_channels": int(ae["in_channels"]),
+            "latent_shape": list(ae["latent_shape"])}
+
+
 # ------------------------------------------------------------------------------------------ data
 
 
@@ -1106,13 +1116,7 @@ def train(
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parameters": n_params,
     }
     if latent is not None:
-        ae = latent["meta"]["autoencoder"]
-        meta_common["latent"] = {
-            "autoencoder": AUTOENCODER_DIR, "autoencoder_id": latent["meta"].get("model_id"),
-            "autoencoder_data_hash": latent["meta"].get("data_hash"), "scaling_factor": scaling,
-            "image_size": int(ae["sample_size"]), "image_channels": int(ae["in_channels"]),
-            "latent_shape": list(ae["latent_shape"]),
-        }
+        meta_common["latent"] = latent_record(latent["meta"], scaling)
     written: list[str] = []
     rows_seen: list[list[int]] | None = [] if os.environ.get(DEBUG_RANK_DIR_ENV) else None
 
@@ -1414,6 +1418,7 @@ __all__ = [
     "autoencoder_loss",
     "reconstruction_benchmark",
     "latent_source",
+    "latent_record",
     "context_mask",
     "kl_divergence",
     "reconstruction_loss",
