@@ -35,7 +35,20 @@ cores are assumed (default: every core; the shipped demo run trained its steps 1
 another job, so ``--log-cores 1`` is nearer for it). Seconds per step are set beside the arithmetic ceiling (FLOPs of a step over
 the measured peak rate, as in ``train_throughput.py``).
 
-Usage: ``python benchmarks/train_convergence.py [--data DS] [--minutes 3] [--log RUN/log.jsonl]``
+Routes: ``--log`` repeats, one curve per run (named by its folder, or by ``--label`` in ``--log`` order), to
+compare e.g. pixel diffusion with latent diffusion at 64 px. A latent run (config ``latent.autoencoder``) is
+judged on its decoded images: every run is scored by the judge and FD reference of the size of the images it
+makes (the latent run's ``model.sample_size`` is its 16 px latent side; a checkpoint is decoded with the run's
+copy of its autoencoder), so two 64 px routes share one 64 px judge. Its route also paid for the autoencoder:
+that run's training seconds (its ``log.jsonl``, summed as above) are added to every point's time axis
+(``offset_s`` per point; ``offset_seconds``, ``offset_source`` per run; the same ``--log-cores``). An
+autoencoder without a log (a shipped ``demo:...`` name, a deleted folder, or a folder now holding another
+autoencoder than the run's copy) adds 0 and the run's ``note`` says so. ``table_md`` (also on stderr): route,
+step, CPU-hours, judge F1, FD_domain, referee F1, for every evaluated point.
+
+Usage: ``python benchmarks/train_convergence.py [--data DS] [--minutes 3] [--log RUN/log.jsonl]``; the route
+comparison: ``python benchmarks/train_convergence.py --data DS --skip-short --log PIXEL/log.jsonl
+--log LATENT/log.jsonl [--label pixel --label latent] [--log-cores 1]``
 """
 
 from __future__ import annotations
