@@ -451,7 +451,10 @@ def route_offset(run: Path) -> dict:
     if used_id is not None and used_id != named_id:
         return {**none, "note": f"latent.autoencoder {spec}: holds autoencoder {named_id!r}, the run trained in "
                                 f"{used_id!r} ({copy}): its log is not this route's{lost}"}
-    steps, secs = train_seconds_by_step(read_log(path))
+    try:
+        steps, secs = train_seconds_by_step(read_log(path))
+    except (ValueError, KeyError, TypeError) as exc:
+        return {**none, "note": f"{path}: unreadable ({type(exc).__name__}: {exc}){lost}"}
     return {"offset_seconds": float(secs[-1]) if len(secs) else 0.0, "offset_steps": int(steps[-1]) if len(steps) else 0,
             "offset_source": str(path), "note": None}
 
