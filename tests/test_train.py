@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from flaresynth.config import load_preset, save_config
+from flaresynth.config import load_preset, save_config, validate
 from flaresynth.dataset import open_dataset
 from flaresynth.errors import FlaresynthError
-from flaresynth.train import latest_checkpoint, read_checkpoint, train, write_checkpoint
+from flaresynth.train import (
+    DEBUG_RANK_DIR_ENV,
+    batch_indices,
+    class_balance_weights,
+    latest_checkpoint,
+    read_checkpoint,
+    train,
+    write_checkpoint,
+)
 from flaresynth.transforms import IntensityTransform, resample, resize
 from toy import cli, make_dataset, one_line_error
 
@@ -75,6 +83,43 @@ def test_run_folder_holds_config_log_provenance_checkpoints_and_a_plain_diffuser
     live = state["model"]["unet.conv_in.weight"]
     ema = state["ema"]["shadow_params"][0]
     assert torch.equal(unet.conv_in.weight.detach(), ema) and not torch.equal(ema, live)
+
+
+def test_class_balance_draws_each_class_equally_at_alpha_1_and_keeps_the_stream_pure():
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    assert class_balance_weights(labels, 0.0) is None
+    p = class_balance_weights(labels, 1.0)
+    assert np.isclose(p.sum(), 1) and np.allclose([p[labels == k].sum() for k in range(3)], 1 / 3)
+    half = class_balance_weights(labels, 0.5)  # shares ∝ sqrt(n): 90:9:1 -> 9.5:3:1
+    assert np.allclose([half[labels == k].sum() for k in range(3)], np.sqrt([90, 9, 1]) / np.sqrt([90, 9, 1]).sum())
+    rows = np.concatenate([batch_indices(100, 64, m, 3, p) for m in range(200)])
+    share = np.bincount(labels[rows], minlength=3) / len(rows)
+    assert np.allclose(share, 1 / 3, atol=0.02)  # plain epochs would give 0.90 / 0.09 / 0.01
+    assert np.array_equal(batch_indices(100, 64, 7, 3, p), batch_indices(100, 64, 7, 3, p))
+    assert not np.array_equal(batch_indices(100, 64, 7, 3, p), batch_indices(100, 64, 8, 3, p))
+    with pytest.raises(FlaresynthError, match="train.class_balance"):
+        validate(tiny(class_balance=1.5))
+
+
+def test_training_with_class_balance_sees_the_rare_classes_and_resumes_exactly(tmp_path, monkeypatch):
+    ds = make_dataset(tmp_path / "skewed", counts={"train": [4, 20, 4, 2, 1], "test": [1, 1, 1, 1, 1]})
+    data = open_dataset(ds)
+    labels = data.label_index()[data.split_indices("train")]
+    seen = {}
+    for alpha in (0.0, 1.0):
+        monkeypatch.setenv(DEBUG_RANK_DIR_ENV, str(tmp_path / f"ranks{alpha}"))
+        train(ds, tmp_path / f"a{alpha}", tiny(steps=16, class_balance=alpha), progress=False)
+        rows = np.concatenate(json.loads((tmp_path / f"ranks{alpha}" / "rank0.json").read_text())["batch_rows"])
+        seen[alpha] = np.bincount(labels[rows], minlength=5) / len(rows)
+    assert np.isclose(seen[0.0][4], 1 / 31, atol=0.02)  # plain epochs: X is 1 image of 31
+    assert seen[1.0][4] > 0.1 and seen[1.0][1] < 0.35  # balanced: ~1/5 each (64 rows)
+    monkeypatch.delenv(DEBUG_RANK_DIR_ENV)
+    cfg = tiny(steps=4, checkpoint_every=2, class_balance=0.5)
+    train(ds, tmp_path / "full", cfg, progress=False)
+    train(ds, tmp_path / "cut", cfg, max_steps=2, progress=False)
+    train(ds, tmp_path / "cut", None, resume=True, progress=False)
+    a, b = (read_checkpoint(latest_checkpoint(tmp_path / r))["model"] for r in ("full", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_weights(ds, tmp_path):

@@ -230,6 +230,12 @@ class TrainConfig:
     EMA (diffusers ``EMAModel``): decay ``min(ema_decay, 1 - (1 + n)^-ema_power)`` with ``ema_warmup``, else
     ``min(ema_decay, (1 + n)/(10 + n))``, where n counts updates after ``ema_update_after_step`` (before that
     the EMA simply copies the weights, which is the 2000-step warm start of fpramunno/Modelling_Solar_Image_with_DDPM).
+
+    ``class_balance`` α: a training image of a class with n training images is drawn with probability ∝ n^-α, so
+    each class's share of the batches is ∝ n^(1-α) (0: every image equally, in per-epoch permutations; 1: every
+    class equally; 0.5 between). M and X frames are ~1 % of a year of AIA images, so at α = 0 the conditional
+    model sees an X-class condition a few times per thousand images. With α > 0 the rows are drawn with
+    replacement, still a pure function of (seed, micro-step), so resume and multi-process runs are unchanged.
     """
 
     steps: int = 10000
@@ -253,6 +259,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 0
     keep_checkpoints: int = 2
+    class_balance: float = 0.0
 
 
 @dataclass
@@ -543,6 +550,9 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
     _choice(source, "train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     if not 0 <= t.ema_decay < 1:
         raise FlaresynthError(f"{source}: train.ema_decay: {t.ema_decay}, expected 0 <= decay < 1")
+    if not 0 <= t.class_balance <= 1:
+        raise FlaresynthError(f"{source}: train.class_balance: {t.class_balance}, expected 0 <= α <= 1 "
+                              "(0 every image equally, 1 every class equally)")
     if t.mixed_precision is not None:
         _choice(source, "train.mixed_precision", t.mixed_precision, MIXED_PRECISION)
 

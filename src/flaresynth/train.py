@@ -418,12 +418,16 @@ def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = No
     return info
 
 
-def batch_indices(n: int, global_batch: int, micro_step: int, seed: int) -> np.ndarray:
+def batch_indices(n: int, global_batch: int, micro_step: int, seed: int, p: np.ndarray | None = None) -> np.ndarray:
     """Dataset rows of global micro-batch ``micro_step``: consecutive slices of per-epoch permutations.
 
     Position p of the endless stream is row ``perm_e[p mod n]`` of epoch e = p // n, with ``perm_e`` seeded by
-    (seed, e), so the batch is a pure function of (seed, micro_step).
+    (seed, e), so the batch is a pure function of (seed, micro_step). With row probabilities ``p``
+    (:func:`class_balance_weights`) the rows are drawn with replacement instead, from a generator seeded by
+    (seed, micro_step): still a pure function of both.
     """
+    if p is not None:
+        return np.random.default_rng([int(seed), int(micro_step), 2]).choice(n, size=global_batch, p=p)
     pos = np.arange(micro_step * global_batch, (micro_step + 1) * global_batch, dtype=np.int64)
     epochs = pos // n
     out = np.empty_like(pos)
@@ -432,6 +436,16 @@ def batch_indices(n: int, global_batch: int, micro_step: int, seed: int) -> np.n
         sel = epochs == e
         out[sel] = perm[pos[sel] % n]
     return out
+
+
+def class_balance_weights(labels: np.ndarray, alpha: float) -> np.ndarray | None:
+    """Row probabilities ∝ (training images of the row's class)^-α, summing to 1; ``None`` for α = 0 (plain
+    epochs). ``train.class_balance`` in :class:`flaresynth.config.TrainConfig` says why."""
+    if alpha == 0:
+        return None
+    counts = np.bincount(labels)
+    w = counts[labels].astype(np.float64) ** -float(alpha)
+    return w / w.sum()
 
 
 def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
@@ -1051,6 +1065,7 @@ def train(
         raise
     images, cond_all = data_info["images"], data_info["cond"]
     n_train = images.shape[0]
+    row_p = class_balance_weights(cond_all.labels.numpy(), t.class_balance)
     classes = list(ds.classes)
 
     # ---- objective, model, optimiser, LR schedule (same init on every rank)
@@ -1144,7 +1159,7 @@ def train(
     for step in range(start_step + 1, stop + 1):
         for micro in range(t.grad_accum):
             m = (step - 1) * t.grad_accum + micro  # global micro-step number: the seed of everything below
-            rows = batch_indices(n_train, global_batch, m, t.seed)[rank * batch_size : (rank + 1) * batch_size]
+            rows = batch_indices(n_train, global_batch, m, t.seed, row_p)[rank * batch_size : (rank + 1) * batch_size]
             if rows_seen is not None:
                 rows_seen.append(rows.tolist())
             rows_t = torch.from_numpy(rows)
@@ -1429,6 +1444,7 @@ __all__ = [
     "per_process_batch",
     "dropout_seed",
     "batch_indices",
+    "class_balance_weights",
     "step_generator",
     "latest_checkpoint",
     "read_checkpoint",
