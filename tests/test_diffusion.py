@@ -1,11 +1,14 @@
 """Config, network, conditioning, loss and classifier-free guidance (no dataset, no files but YAML)."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import flaresynth
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.diffusion import (
     diffusion_loss,
@@ -88,6 +91,18 @@ def test_fingerprint_ignores_run_length_but_not_the_recipe():
     assert a.fingerprint() == b.fingerprint()
     b.train.lr = 0.5
     assert a.fingerprint() != b.fingerprint()
+    c = load_preset("tiny")
+    c.train.class_balance = 0.5
+    assert c.fingerprint() != a.fingerprint()
+
+
+def test_shipped_runs_still_have_the_fingerprint_they_were_trained_with():
+    # a new config field must not change old runs' fingerprints, or they no longer resume
+    shipped = [p for p in (Path(flaresynth.__file__).parent / "pretrained").glob("*/provenance.json")
+               if "fingerprint" in json.loads(p.read_text())]
+    assert len(shipped) >= 4
+    for prov in shipped:
+        assert load_config(prov.parent / "config.yaml").fingerprint() == json.loads(prov.read_text())["fingerprint"], prov
 
 
 # ------------------------------------------------------------------------------------------ network

@@ -345,6 +345,9 @@ class RunConfig:
         if d["train"].pop("global_batch") is not None:
             d["train"]["global_batch"] = self.train.global_batch
             d["train"].pop("batch_size")
+        # likewise class_balance: 0 (plain epochs) is left out, so runs from before it existed still resume
+        if d["train"].pop("class_balance"):
+            d["train"]["class_balance"] = self.train.class_balance
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
