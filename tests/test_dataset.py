@@ -117,6 +117,16 @@ def test_build_writes_a_labelled_float_dataset(built):
     assert flare["event_id"].nunique() == 2
 
 
+def test_manifest_records_absolute_source_paths_whatever_the_working_directory(archive, tmp_path):
+    root = archive["root"]
+    args = ["dataset", "build", "--sdoml", "sdomlv2.zarr", "--goes", str(GOES16_X), "--goes", str(SDAC_M),
+            "--hek", "hek.json", "--out", str(tmp_path / "ds"), *SPLIT_ARGS]
+    r = subprocess.run([sys.executable, "-m", "flaresynth", *args], capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr
+    sources = open_dataset(tmp_path / "ds").manifest["sources"]
+    assert sources["images"] == str(archive["store"].resolve()) and sources["hek"] == str(archive["hek"].resolve())
+
+
 def test_labels_are_the_goes_flux_at_the_image_time(built):
     out, _ = built
     ds = open_dataset(out)

@@ -438,13 +438,14 @@ def build_dataset(
             "forecast": forecast_info,
             "splits": split_info,
             "sources": {
-                "images": str(images),
+                # local paths absolute, so evaluate and report find the store from any working directory
+                "images": _recorded_path(images),
                 "image_source_type": type(source).__name__,
                 "n_source_frames": int(len(source)),
-                "goes": [str(g) for g in goes],
+                "goes": [_recorded_path(g) for g in goes],
                 "goes_files": list(xrs.files),
                 "goes_scale": cfg.scale,
-                "hek": str(hek),
+                "hek": _recorded_path(hek),
                 "n_hek_events": int(len(events)) if events is not None else None,
             },
             "build": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
@@ -973,6 +974,12 @@ def _progress(iterable, total: int, enabled: bool, description: str):
 
     # on stderr: stdout holds the command's result (e.g. --json)
     return track(iterable, total=total, description=description, transient=True, console=Console(stderr=True))
+
+
+def _recorded_path(spec) -> str:
+    """A source as the manifest records it: a local path made absolute, anything else (a URL) as given."""
+    p = Path(str(spec))
+    return str(p.resolve()) if p.exists() else str(spec)
 
 
 def _input_fingerprint(images: str, goes: Sequence[str], hek: str, cfg: BuildConfig) -> str:
