@@ -72,6 +72,7 @@ from flaresynth.runs import (
     META_FILE,
     MODEL_DIR,
     PROVENANCE_FILE,
+    latent_autoencoder_folder,
     model_folder,
     model_kind,
     read_meta,
@@ -192,12 +193,10 @@ def distill(
         raise FlaresynthError(f"{teacher_folder / META_FILE}: config.kind: {teacher_cfg.kind!r}, expected ddpm")
     plan = stage_plan(teacher_steps, steps, teacher_cfg.diffusion.num_train_timesteps)
     if meta.get("latent"):
-        # a latent teacher: every stage trains in the latents of the teacher's own copy of its autoencoder, at
-        # the teacher's scale (the student's inputs are the teacher's)
-        ae_dir = next((p for p in (teacher_run / AUTOENCODER_DIR, teacher_folder.parent / AUTOENCODER_DIR)
-                       if p.is_dir()), teacher_run / AUTOENCODER_DIR)
-        if not (ae_dir / META_FILE).is_file():
-            raise FlaresynthError(f"{ae_dir}: missing (a latent run keeps its autoencoder there)")
+        # a latent teacher: every stage trains in the latents of the teacher's autoencoder (its own copy, or the
+        # shipped one a shipped teacher names), at the teacher's scale (the student's inputs are the teacher's);
+        # each stage, and so the student, keeps its own copy as any trained run does
+        ae_dir = latent_autoencoder_folder(teacher_run, teacher_folder, meta)
         teacher_cfg.latent.autoencoder = str(ae_dir.resolve())
         teacher_cfg.latent.scaling_factor = float(meta["latent"]["scaling_factor"])
     for name, value in (("--stage-steps", stage_steps), ("--guidance-steps", guidance_steps),

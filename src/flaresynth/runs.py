@@ -18,12 +18,17 @@ metadata, checks the files, picks the device and loads the weights, like diffuse
         autoencoder (of latent diffusion, :mod:`flaresynth.models.autoencoder`): AutoencoderKL.save_pretrained
       autoencoder/         latent runs only (DDPM or student with a ``latent`` section in flaresynth.json): a
                            copy of the autoencoder run's model folder, so the run needs nothing else to sample
+                           (a shipped latent run has none: it names a shipped autoencoder run instead, below)
 
 The model kind (:func:`kind_of`) is ``flaresynth.json``'s ``model_type``; DDPM runs and distilled students
 predate the field and are told apart by the ``student`` section. A kind is opened by its loader in
 :data:`_LOADERS`; a new kind adds its loader there and its name to :data:`MODEL_KINDS`. A latent DDPM is a DDPM
 (or student) whose metadata has a ``latent`` section (scaling factor, the autoencoder's id and data hash):
-:func:`open_run` then also opens ``RUN/autoencoder/`` (:attr:`Run.autoencoder`), and sampling decodes with it.
+:func:`open_run` then also opens its autoencoder (:attr:`Run.autoencoder`, found by
+:func:`latent_autoencoder_folder`), and sampling decodes with it: ``RUN/autoencoder/``, or, when the ``latent``
+section's ``autoencoder`` is a shipped name (``demo:autoencoder``), that shipped run, so the package holds the
+autoencoder its latent runs share once (:mod:`flaresynth.pretrained`). Either way its ``model_id`` must be the
+``autoencoder_id`` the run recorded.
 
 Everything that opens a run asks this module: sampling, the demo, the report, the image encoder of a
 ``discrete+embedding`` DDPM (:func:`load_encoder`, ``conditioning.encoder: cevae:RUN``).
@@ -339,16 +344,32 @@ def autoencoder_meta(spec: str | Path) -> tuple[Path, dict]:
     return folder, meta
 
 
-def _latent_autoencoder(path: Path, folder: Path, meta: dict, device: torch.device) -> LatentAutoencoder:
-    """The autoencoder a latent run keeps in ``RUN/autoencoder/``, checked against the run's ``latent`` record."""
-    from flaresynth.models.autoencoder import load_autoencoder  # weights-side import (see above)
+def latent_autoencoder_folder(path: Path, folder: Path, meta: dict) -> Path:
+    """The autoencoder folder of the latent run at ``path`` (model folder ``folder``, metadata ``meta``).
 
+    ``RUN/autoencoder/`` (the copy ``flaresynth train`` writes), unless the metadata's ``latent.autoencoder`` is a
+    shipped name (``demo:autoencoder``): then that shipped run's model folder, so the package's latent runs share
+    one copy. A missing one is a one-line error. Not checked against the run's ``autoencoder_id`` here.
+    """
+    ref = str((meta.get("latent") or {}).get("autoencoder") or AUTOENCODER_DIR)
+    if is_shipped_name(ref):
+        if ref not in shipped_runs():
+            raise FlaresynthError(f"{folder / META_FILE}: latent.autoencoder: {ref!r} is not installed (the shipped "
+                                  f"autoencoder this run decodes with; expected in {pretrained.HERE})")
+        return model_folder(resolve_shipped(ref))
     ae_dir = next((p for p in (path / AUTOENCODER_DIR, folder.parent / AUTOENCODER_DIR) if p.is_dir()),
                   path / AUTOENCODER_DIR)
     if not (ae_dir / META_FILE).is_file():
         raise FlaresynthError(f"{ae_dir}: missing (a latent run keeps its autoencoder there; copy the whole run "
                               "folder)")
-    ae_folder, ae_meta = autoencoder_meta(ae_dir)
+    return ae_dir
+
+
+def _latent_autoencoder(path: Path, folder: Path, meta: dict, device: torch.device) -> LatentAutoencoder:
+    """The autoencoder of a latent run (:func:`latent_autoencoder_folder`), checked against its ``latent`` record."""
+    from flaresynth.models.autoencoder import load_autoencoder  # weights-side import (see above)
+
+    ae_folder, ae_meta = autoencoder_meta(latent_autoencoder_folder(path, folder, meta))
     want = meta["latent"]
     if ae_meta.get("model_id") != want.get("autoencoder_id"):
         raise FlaresynthError(f"{ae_folder / META_FILE}: model_id {ae_meta.get('model_id')!r}, but the run was "
@@ -440,6 +461,7 @@ __all__ = [
     "AUTOENCODER_DIR",
     "MODEL_KINDS",
     "autoencoder_meta",
+    "latent_autoencoder_folder",
     "Run",
     "shipped_runs",
     "is_shipped_name",

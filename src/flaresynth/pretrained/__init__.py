@@ -4,22 +4,35 @@ A shipped run is an ordinary run folder (``config.yaml``, ``provenance.json``, `
 stored as ``flaresynth/pretrained/<folder>/``:
 
 =============================  =============================  ==============================================
-name                           folder                         conditioning
+name                           folder                         what it is
 =============================  =============================  ==============================================
-``demo:discrete``              ``demo-discrete/``             GOES class (A, B, C, M, X)
-``demo:continuous``            ``demo-continuous/``           log10 XRS-B flux
-``demo:embedding``             ``demo-embedding/``            class + ceVAE embedding (encoder ``demo:cevae``)
-``demo:cevae``                 ``demo-cevae/``                none (the ceVAE baseline; class Gaussians in latent space)
+``demo:discrete``              ``demo-discrete/``             generator: GOES class (A, B, C, M, X)
+``demo:continuous``            ``demo-continuous/``           generator: log10 XRS-B flux
+``demo:embedding``             ``demo-embedding/``            generator: class + ceVAE embedding (encoder ``demo:cevae``)
+``demo:cevae``                 ``demo-cevae/``                generator: the ceVAE baseline (class Gaussians in latent space)
 ``demo:discrete-student``      ``demo-discrete-student/``     as ``demo:discrete``: its distilled few-step student
 ``demo:continuous-student``    ``demo-continuous-student/``   as ``demo:continuous``: its distilled few-step student
+``demo:autoencoder``           ``demo-autoencoder/``          not a generator: the 64 px <-> 16x16x4 autoencoder
+                                                              the five latent runs above decode with
 =============================  =============================  ==============================================
 
 Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: ``open_run("demo:discrete")``,
-:func:`flaresynth.runs.shipped_runs`. Each is made by ``flaresynth train`` (the preset and dataset in its ``config.yaml`` and ``provenance.json``;
+:func:`flaresynth.runs.shipped_runs` (every installed name, the autoencoder included: it opens like any run, and
+``flaresynth sample`` refuses it in one line; a caller wanting generators checks the model kind). Each is made by
+``flaresynth train`` (the preset and dataset in its ``config.yaml`` and ``provenance.json``;
 the folder's ``README.md`` says how); a student by ``flaresynth distill --run demo:discrete --out RUN2 --steps 4``
 (:mod:`flaresynth.distill`), which samples in its own few DDIM steps with w as an input. A name is listed as
 installed only when its folder holds a model, so a student folder can be added later without code changes;
 ``flaresynth demo`` samples a generator from its student when that is installed.
+
+The latent runs share one autoencoder. A run ``flaresynth train`` writes keeps a copy in ``RUN/autoencoder/`` (so
+the folder needs nothing else); a shipped latent run instead names a shipped autoencoder run in its
+``model/flaresynth.json`` (``latent.autoencoder: demo:autoencoder``, :func:`flaresynth.runs.latent_autoencoder_folder`),
+so the package holds those weights once. The autoencoder's id recorded next to that name is still checked on
+opening. To ship another latent run: if its autoencoder is already shipped, drop the run's ``autoencoder/`` and
+set that field to the autoencoder's name; otherwise add its autoencoder's model folder as a run here first
+(``model/``, ``config.yaml``, ``provenance.json``) under a new name in :data:`SHIPPED`. ``tests/test_runs.py``
+checks that no two shipped folders hold the same weights file.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ SHIPPED: dict[str, str] = {
     "demo:cevae": "demo-cevae",
     "demo:discrete-student": "demo-discrete-student",
     "demo:continuous-student": "demo-continuous-student",
+    "demo:autoencoder": "demo-autoencoder",
 }
 #: The prefix that marks a shipped-run name (``demo:...``) rather than a path.
 PREFIX = "demo"
