@@ -1,7 +1,9 @@
 """Opening runs (flaresynth.runs): shipped names and paths, the model kind, damaged folders, default sampler."""
 
+import hashlib
 import json
 import shutil
+from collections import defaultdict
 
 import pytest
 import torch
@@ -9,15 +11,19 @@ import torch
 from flaresynth import pretrained
 from flaresynth.config import SampleConfig
 from flaresynth.errors import FlaresynthError
+from flaresynth.models.autoencoder import LatentAutoencoder
 from flaresynth.models.cevae import CeVAE
 from flaresynth.models.student import GuidanceStudent
 from flaresynth.models.unet import Denoiser
 from flaresynth.runs import (
+    AUTOENCODER_DIR,
     EMBEDDING_CLASSES_FILE,
     LATENT_CLASSES_FILE,
     META_FILE,
     MODEL_DIR,
+    latent_autoencoder_folder,
     load_encoder,
+    model_folder,
     model_kind,
     open_run,
     read_meta,
@@ -27,7 +33,11 @@ from flaresynth.samples import open_samples
 from flaresynth.sampling import sample_settings
 from toy import cli, one_line_error
 
-SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae")
+SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder")
+#: The shipped latent runs, all in the latents of the one shipped autoencoder (the package holds it once).
+LATENT = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:discrete-student", "demo:continuous-student")
+#: The package's size limit for flaresynth/pretrained/ (sum of file sizes).
+PRETRAINED_MAX_BYTES = 60 * 1024 * 1024
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -61,15 +71,16 @@ def test_every_shipped_run_is_installed():
                           ("demo:embedding", "ddpm", "discrete+embedding", Denoiser, True),
                           ("demo:cevae", "cevae", "cevae", CeVAE, False),
                           ("demo:discrete-student", "student", "discrete", GuidanceStudent, True),
-                          ("demo:continuous-student", "student", "continuous", GuidanceStudent, True)])
+                          ("demo:continuous-student", "student", "continuous", GuidanceStudent, True),
+                          ("demo:autoencoder", "autoencoder", "autoencoder", LatentAutoencoder, False)])
 def test_open_run_by_shipped_name(name, kind, conditioning, network, latent):
     run = open_run(name, "cpu")
     assert (run.kind, run.conditioning, run.name) == (kind, conditioning, name)
     assert isinstance(run.network, network) and not run.network.training
     assert run.device == torch.device("cpu")
     assert run.path == shipped_runs()[name] and run.folder == run.path / MODEL_DIR
-    # every shipped generator works at the paper's 64 px; the diffusion models in the latents of the autoencoder
-    # they carry, the ceVAE in pixels
+    # every shipped generator works at the paper's 64 px; the diffusion models in the latents of the shipped
+    # autoencoder they name, the ceVAE in pixels
     assert run.classes == ("A", "B", "C", "M", "X") and run.image_shape == (1, 64, 64)
     assert (run.autoencoder is not None) == latent
     assert [t.channel for t in run.transforms()] == ["171A"]
@@ -77,14 +88,82 @@ def test_open_run_by_shipped_name(name, kind, conditioning, network, latent):
     assert model_kind(name) == kind
 
 
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_open_run_by_path_run_folder_or_model_folder(run_copy):
     folder = run_copy("demo:discrete")
     for path in (folder, folder / MODEL_DIR, str(folder)):
         run = open_run(path, "cpu")
         assert run.kind == "ddpm" and run.folder == folder / MODEL_DIR and run.name is None
-    # the same weights as the shipped run
-    a, b = open_run(folder, "cpu").network.state_dict(), open_run("demo:discrete", "cpu").network.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the same weights as the shipped run, and (by the name its metadata records) the same shipped autoencoder
+    a, b = open_run(folder, "cpu"), open_run("demo:discrete", "cpu")
+    assert _same_weights(a.network, b.network) and _same_weights(a.autoencoder, b.autoencoder)
+    assert _same_weights(a.autoencoder, open_run("demo:autoencoder", "cpu").network)
+
+
+def test_shipped_latent_runs_share_the_shipped_autoencoder():
+    """Each shipped latent run names demo:autoencoder instead of carrying a copy, and it is the one the run was
+    trained in (the id it recorded); any other shipped latent run resolves to an autoencoder with its id too."""
+    installed = shipped_runs()
+    shared = model_folder(installed["demo:autoencoder"])
+    latent = set()
+    for name, path in installed.items():
+        folder = model_folder(path)
+        meta = read_meta(folder)
+        if model_kind(name) not in ("ddpm", "student") or not meta.get("latent"):
+            continue
+        latent.add(name)
+        ae = latent_autoencoder_folder(path, folder, meta)
+        assert model_kind(ae) == "autoencoder", name
+        assert read_meta(ae)["model_id"] == meta["latent"]["autoencoder_id"], name
+        if name in LATENT:
+            assert ae == shared and not (path / AUTOENCODER_DIR).exists(), name
+    assert latent >= set(LATENT)
+
+
+def test_no_two_shipped_files_hold_the_same_weights_and_the_package_fits():
+    """The duplication the shared autoencoder removed cannot come back unnoticed; pretrained/ stays <= 60 MB."""
+    by_hash = defaultdict(list)
+    files = [p for p in pretrained.HERE.rglob("*") if p.is_file()]
+    for p in files:
+        if p.suffix in (".safetensors", ".bin"):
+            by_hash[hashlib.sha256(p.read_bytes()).hexdigest()].append(str(p.relative_to(pretrained.HERE)))
+    assert len(by_hash) >= 10  # every shipped network's weights were seen
+    twins = [paths for paths in by_hash.values() if len(paths) > 1]
+    assert not twins, f"identical weights shipped twice (share them, see flaresynth.pretrained): {twins}"
+    total = sum(p.stat().st_size for p in files)
+    assert total <= PRETRAINED_MAX_BYTES, f"pretrained/ holds {total / 2**20:.1f} MB"
+
+
+def test_a_latent_runs_autoencoder_is_checked_by_id_and_named_in_one_line(run_copy, tmp_path, monkeypatch):
+    """The shipped name resolves only to an autoencoder with the id the run recorded; an unknown or uninstalled
+    name, or a run-local copy that is missing, is one line naming the file."""
+    folder = run_copy("demo:continuous")
+    meta_path = folder / MODEL_DIR / META_FILE
+    meta = json.loads(meta_path.read_text())
+    other = {**meta, "latent": {**meta["latent"], "autoencoder_id": "ae64-autoencoder-0000000000000000@900"}}
+    meta_path.write_text(json.dumps(other))
+    with pytest.raises(FlaresynthError, match="but the run was trained in the latents of 'ae64-autoencoder-0000") as err:
+        open_run(folder, "cpu")
+    assert "\n" not in str(err.value)
+    meta_path.write_text(json.dumps({**meta, "latent": {**meta["latent"], "autoencoder": "demo:nonsense"}}))
+    with pytest.raises(FlaresynthError, match=r"latent.autoencoder: 'demo:nonsense' is not installed"):
+        open_run(folder, "cpu")
+    # a run written by `flaresynth train` names its own copy, RUN/autoencoder/, which the shipped one does not replace
+    meta_path.write_text(json.dumps({**meta, "latent": {**meta["latent"], "autoencoder": AUTOENCODER_DIR}}))
+    line = one_line_error(cli("sample", "--run", str(folder), "--out", str(tmp_path / "s"), "--no-progress"))
+    assert f"{folder / AUTOENCODER_DIR}: missing" in line and not (tmp_path / "s").exists()
+    shutil.copytree(model_folder(shipped_runs()["demo:autoencoder"]), folder / AUTOENCODER_DIR)
+    assert open_run(folder, "cpu").autoencoder is not None
+    # an installation without the shipped autoencoder
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setattr(pretrained, "HERE", tmp_path / "empty")
+    with pytest.raises(FlaresynthError, match=r"'demo:autoencoder' is not installed") as err:
+        open_run(folder, "cpu")
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("name, weights", [("demo:discrete", "diffusion_pytorch_model.safetensors"),
