@@ -9,7 +9,15 @@ import torch
 from flaresynth import pretrained
 from flaresynth.config import load_preset
 from flaresynth.errors import FlaresynthError
-from flaresynth.runs import META_FILE, MODEL_DIR, load_encoder, model_kind, open_run, resolve_shipped, shipped_runs
+from flaresynth.runs import (
+    META_FILE,
+    MODEL_DIR,
+    load_encoder,
+    model_kind,
+    open_run,
+    resolve_shipped,
+    shipped_runs,
+)
 from flaresynth.samples import open_samples
 from flaresynth.sampling import build_requests, generate, parse_fluxes, sample
 from flaresynth.train import train
