@@ -14,6 +14,9 @@ name                           folder                         what it is
 ``demo:continuous-student``    ``demo-continuous-student/``   as ``demo:continuous``: its distilled few-step student
 ``demo:autoencoder``           ``demo-autoencoder/``          not a generator: the 64 px <-> 16x16x4 autoencoder
                                                               the five latent runs above decode with
+``demo:multichannel``          ``demo-multichannel/``         generator: GOES class, five AIA channels at once
+                                                              (94, 131, 171, 193, 211 Å); holds its own
+                                                              5-channel autoencoder; not used by ``flaresynth demo``
 =============================  =============================  ==============================================
 
 Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: ``open_run("demo:discrete")``,
@@ -48,6 +51,7 @@ SHIPPED: dict[str, str] = {
     "demo:discrete-student": "demo-discrete-student",
     "demo:continuous-student": "demo-continuous-student",
     "demo:autoencoder": "demo-autoencoder",
+    "demo:multichannel": "demo-multichannel",
 }
 #: The prefix that marks a shipped-run name (``demo:...``) rather than a path.
 PREFIX = "demo"
