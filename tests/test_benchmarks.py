@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -327,16 +328,26 @@ def test_train_convergence_compares_a_pixel_and_a_latent_route(routes, toy, caps
 
 
 def test_route_offset_without_an_autoencoder_log(routes, tmp_path):
-    """A latent run whose latent.autoencoder is a shipped-style name (no log) gets offset 0 and a note saying why."""
+    """A latent run whose autoencoder folder keeps no log gets offset 0 and a note saying why; the shipped
+    demo:autoencoder keeps its training log, so a run naming it is charged that log's seconds."""
     tc = importlib.import_module("train_convergence")
-    run = tmp_path / "latent"
-    run.mkdir()
+    from flaresynth.runs import resolve
+
+    bare = tmp_path / "ae-without-log"
+    shutil.copytree(routes["ae"] / "model", bare / "model")  # the weights, not the run's log.jsonl
     text = (routes["latent"] / "config.yaml").read_text()
-    (run / "config.yaml").write_text(text.replace(str(routes["ae"].resolve()), "demo:autoencoder"))
-    assert "demo:autoencoder" in (run / "config.yaml").read_text()
-    off = tc.route_offset(run)
+    for name, spec in (("bare", str(bare)), ("shipped", "demo:autoencoder")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(text.replace(str(routes["ae"].resolve()), spec))
+        assert spec in (run / "config.yaml").read_text()
+    off = tc.route_offset(tmp_path / "bare")
     assert off["offset_seconds"] == 0 and off["offset_source"] is None
-    assert "demo:autoencoder" in off["note"] and "exclude the autoencoder" in off["note"]
+    assert "no log.jsonl" in off["note"] and "exclude the autoencoder" in off["note"]
+    log = resolve("demo:autoencoder") / "log.jsonl"
+    off = tc.route_offset(tmp_path / "shipped")
+    assert off["offset_source"] == str(log) and off["note"] is None
+    assert off["offset_seconds"] == pytest.approx(tc.train_seconds_by_step(tc.read_log(log))[1][-1])
     assert tc.route_offset(routes["pixel"]) == {"offset_seconds": 0.0, "offset_steps": 0, "offset_source": None,
                                                 "note": None}
 
