@@ -91,7 +91,7 @@ def main() -> None:
     from flaresynth.evaluate import REFEREE_CHANNEL, fit_split_referee
     from flaresynth.runs import open_run
     from flaresynth.samples import open_samples
-    from flaresynth.sampling import sample
+    from flaresynth.sampling import sample, sample_settings
 
     model = open_run(args.run, "cpu")
     if model.conditioning != "continuous":
@@ -152,6 +152,7 @@ def main() -> None:
         "data_hash": ds.manifest.get("data_hash"),
         "sampler": args.sampler,
         "steps": args.steps,
+        "guidance": sample_settings(model.meta, args.sampler, args.steps, args.guidance)[2],
         "per_flux": args.per_class,
         "band_dex": args.band,
         "target_excess_dex": args.target,

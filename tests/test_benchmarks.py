@@ -144,8 +144,10 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
     run = train(toy["ds"], toy["root"] / "continuous", cfg, progress=False)
     # the toy dataset is not a simulated Sun: --referee on forces the referee so the script runs
     r = run_script("flux_fidelity", ["--data", str(toy["ds"]), "--run", str(run), "--referee", "on", "--fluxes",
-                                     "1e-6,1e-4", "--per-class", "2", "--steps", "2"], toy, capsys, monkeypatch)
+                                     "1e-6,1e-4", "--per-class", "2", "--steps", "2", "--guidance", "3"], toy,
+                   capsys, monkeypatch)
     assert [row["requested_flux"] for row in r["rows"]] == [1e-6, 1e-4]
+    assert r["guidance"] == 3.0  # the w the images were drawn with is part of the record
     for row in r["rows"]:
         assert row["n_images"] == 2 and row["median_error_dex"] >= 0
         assert (row["excess_dex"] is None) == (row["referee_real_error_dex"] is None)
