@@ -62,3 +62,20 @@ def test_tiny_128px_activity3_latent_run_samples_each_level(tmp_path):
     assert sorted(table["label"]) == sorted(ACTIVITY3) and manifest["scheme"] == "activity3"
     assert list(table["condition_label"]) == [ACTIVITY3.index(c) for c in table["label"]]
     assert manifest["image_size"] == 128 and manifest["latent"]["latent_shape"] == [4, 16, 16]
+
+
+def test_shipped_activity3_generator_is_a_128px_latent_run_with_its_own_autoencoder():
+    """demo:activity3 (the two presets above, trained on the default period at --scheme activity3 --size 128):
+    three levels at 128 px, decoded by the f = 8 autoencoder it carries, and the same images for the same seed."""
+    run = open_run("demo:activity3", "cpu")
+    assert (run.kind, run.scheme, run.classes, run.image_shape) == ("ddpm", "activity3", ACTIVITY3, (1, 128, 128))
+    assert run.autoencoder is not None and (run.path / AUTOENCODER_DIR / "flaresynth.json").is_file()
+    assert run.meta["config"]["name"] == "activity3-latent128"
+
+
+def test_shipped_activity3_samples_reproduce_for_a_seed(tmp_path):
+    a, b = (sample("demo:activity3", tmp_path / name, classes=["high"], per_class=2, sampler="ddim", steps=4,
+                   fits=False, grid=False) for name in ("a", "b"))
+    x = np.load(a / "samples.npy")
+    assert x.shape == (2, 1, 128, 128) and np.isfinite(x).all() and x.std() > 0
+    assert np.array_equal(x, np.load(b / "samples.npy"))

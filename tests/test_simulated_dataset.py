@@ -23,14 +23,27 @@ def flaresynth(*args):
 
 
 @pytest.fixture(scope="module")
-def default_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("default")
-    sim = root / "sim"
+def default_sim(tmp_path_factory):
+    sim = tmp_path_factory.mktemp("default") / "sim"
     flaresynth("simulate", "--out", str(sim), "--seed", "0")  # the demo's default period
-    ds = root / "ds"
+    return sim
+
+
+def build(sim, out, *options):
     flaresynth("dataset", "build", "--sdoml", str(sim / "sdomlv2.zarr"), "--goes", str(sim / "goes"),
-               "--hek", str(sim / "hek" / "flares.json"), "--out", str(ds))
-    return open_dataset(ds)
+               "--hek", str(sim / "hek" / "flares.json"), "--out", str(out), *options)
+    return open_dataset(out)
+
+
+@pytest.fixture(scope="module")
+def default_dataset(default_sim):
+    return build(default_sim, default_sim.parent / "ds")
+
+
+@pytest.fixture(scope="module")
+def activity3_dataset(default_sim):
+    """The same period at 128 px in three activity levels: the data of demo:activity3."""
+    return build(default_sim, default_sim.parent / "ds128", "--scheme", "activity3", "--size", "128")
 
 
 def test_all_five_classes_with_counts_falling_from_c_to_x(default_dataset):
@@ -52,9 +65,10 @@ def test_classes_are_separable_but_not_trivially(default_dataset):
     assert 0.3 <= f1 <= 0.97, judge.meta["real_test"]
 
 
-def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_dataset):
+def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_dataset, activity3_dataset):
     """A change to the simulator or the builder must force a retrain, not a silent mismatch. Every shipped run
-    counts, the autoencoder the latent generators share (demo:autoencoder) included."""
+    counts, the autoencoder the latent generators share (demo:autoencoder) included; demo:activity3 was trained
+    on the same period built at 128 px in activity levels."""
     from flaresynth import pretrained
     from flaresynth.runs import MODEL_DIR, PROVENANCE_FILE, read_meta, resolve_shipped, shipped_runs
 
@@ -66,7 +80,8 @@ def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_
             # here, too long for a test, so its hash is not re-derived; its README gives the commands and the hash
             assert read_meta(resolve_shipped(name) / MODEL_DIR)["channels"] == ["94A", "131A", "171A", "193A", "211A"]
             continue
-        assert provenance["data_hash"] == default_dataset.manifest["data_hash"], name
+        built = activity3_dataset if name == "demo:activity3" else default_dataset
+        assert provenance["data_hash"] == built.manifest["data_hash"], name
 
 
 def test_store_is_marked_simulated(default_dataset):

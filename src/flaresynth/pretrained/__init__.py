@@ -17,6 +17,9 @@ name                           folder                         what it is
 ``demo:multichannel``          ``demo-multichannel/``         generator: GOES class, five AIA channels at once
                                                               (94, 131, 171, 193, 211 Å); holds its own
                                                               5-channel autoencoder; not used by ``flaresynth demo``
+``demo:activity3``             ``demo-activity3/``            generator: activity level (low, medium, high) at
+                                                              128 px; holds its own 128 px autoencoder; not used
+                                                              by ``flaresynth demo``
 =============================  =============================  ==============================================
 
 Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: ``open_run("demo:discrete")``,
@@ -33,8 +36,9 @@ the folder needs nothing else); a shipped latent run instead names a shipped aut
 ``model/flaresynth.json`` (``latent.autoencoder: demo:autoencoder``, :func:`flaresynth.runs.latent_autoencoder_folder`),
 so the package holds those weights once. The autoencoder's id recorded next to that name is still checked on
 opening. To ship another latent run: if its autoencoder is already shipped, drop the run's ``autoencoder/`` and
-set that field to the autoencoder's name; otherwise add its autoencoder's model folder as a run here first
-(``model/``, ``config.yaml``, ``provenance.json``) under a new name in :data:`SHIPPED`. ``tests/test_runs.py``
+set that field to the autoencoder's name; if several shipped runs would share a new one, add its model folder
+as a run here first (``model/``, ``config.yaml``, ``provenance.json``) under a new name in :data:`SHIPPED`; a run
+whose autoencoder nobody else uses keeps it in its own ``autoencoder/`` (``demo:multichannel``, ``demo:activity3``). ``tests/test_runs.py``
 checks that no two shipped folders hold the same weights file.
 """
 
@@ -52,6 +56,7 @@ SHIPPED: dict[str, str] = {
     "demo:continuous-student": "demo-continuous-student",
     "demo:autoencoder": "demo-autoencoder",
     "demo:multichannel": "demo-multichannel",
+    "demo:activity3": "demo-activity3",
 }
 #: The prefix that marks a shipped-run name (``demo:...``) rather than a path.
 PREFIX = "demo"
