@@ -59,10 +59,10 @@ report say so.
 
 Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-03 on the
 project's 2-core CPU with nothing else running, with the shipped 64 px generators (the 4-step students for
-discrete and continuous; the README's figures): 12 min 27 s wall in all, 2.9 GB peak memory; simulate 86 s,
-dataset 10 s, sampling 11-12 s per student (4 steps), 22 s for the embedding DDPM (DDIM 20) and 6 s for the
-ceVAE, one 64 px judge 48 s, evaluation 44-49 s per generator, augmentation 262 s, forecast dataset 7 s,
-forecast 81 s, report 2 s. The sizes behind this:
+discrete and continuous; the README's figures): 11 min 45 s wall in all, 2.9 GB peak memory; simulate 52 s,
+dataset 8 s, sampling 9 s per student (4 steps), 18 s for the embedding DDPM (DDIM 20) and 4 s for the ceVAE,
+one 64 px judge 36 s, evaluation 41-50 s per generator, augmentation 286 s, forecast dataset 6 s, forecast 90 s,
+report 1 s (12 min 27 s in an earlier run). The sizes behind this:
 
 * ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 569
   (the report states both). Sampling is the cheap part (22 s for a DDIM-20 DDPM's 200 images); evaluation and
