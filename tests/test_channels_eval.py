@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 
 from flaresynth.dataset import open_dataset
-from flaresynth.evaluate import EvaluateConfig, channel_consistency, evaluate
+from flaresynth.evaluate import (
+    HOT_CHANNELS,
+    EvaluateConfig,
+    channel_consistency,
+    evaluate,
+    fit_split_referee,
+    referee_classify,
+)
 from flaresynth.experiments.stats import day_groups
 from flaresynth.metrics.channels import ratio_names, region_ratios, shuffle_channels_within_class
 from flaresynth.metrics.cluster import resampling_plan
@@ -126,6 +133,30 @@ def test_evaluate_takes_every_channel(sim_ds, tmp_path):
     # the next run into the same folder reuses every judge
     again = evaluate(sim_ds.path, gen, tmp_path / "eval", EvaluateConfig(repeats=1, figures=False))
     assert again["details"]["judge_94A"]["source"].startswith("reused")
+
+
+def test_the_hot_referee_reads_the_flux_from_94_and_131_only(sim_ds):
+    """Fitted on the training split's 94 and 131 Å, the hot referee's flux on held-out frames follows their true
+    XRS-B flux; it ignores 171 Å (taken from other frames, nothing changes) and moves with the hot channels."""
+    from scipy.stats import spearmanr
+
+    real = np.asarray(sim_ds.images, dtype=np.float32)
+    referee = fit_split_referee(sim_ds, real, channels=HOT_CHANNELS)
+    test = sim_ds.split_indices("test")
+    true = sim_ds.labels["label_flux"].to_numpy(dtype=np.float64)[test]
+    _, flux = referee_classify(real[test], sim_ds, referee, HOT_CHANNELS)
+    ok = np.isfinite(true) & (true > 0) & np.isfinite(flux) & (flux > 0)
+    assert ok.sum() >= 10
+    rho = spearmanr(np.log10(flux[ok]), np.log10(true[ok])).statistic
+    assert rho > 0.6, rho
+    other = np.roll(np.arange(len(test)), 1)  # each frame's channel taken from its neighbour in the test split
+    cool = real[test].copy()
+    cool[:, CHANNELS.index("171A")] = cool[other, CHANNELS.index("171A")]
+    assert np.array_equal(referee_classify(cool, sim_ds, referee, HOT_CHANNELS)[1], flux)
+    hot = real[test].copy()
+    for ch in HOT_CHANNELS:
+        hot[:, CHANNELS.index(ch)] = hot[other, CHANNELS.index(ch)]
+    assert not np.allclose(referee_classify(hot, sim_ds, referee, HOT_CHANNELS)[1], flux)
 
 
 def test_generated_channels_must_be_the_datasets(sim_ds, tmp_path):

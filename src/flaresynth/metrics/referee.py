@@ -131,7 +131,8 @@ def fit_referee(images_dn_per_s, flux, clips=None) -> Referee:
 
     ``images_dn_per_s``: (N, H, W) one channel, or (N, K, H, W) several (e.g. the hot 94 and 131 Å channels),
     each measured alike with its own ``clips`` range and the features put side by side.
-    The map is scikit-learn's histogram gradient-boosted trees (least squares on log10 flux, fixed seed): it
+    The map is scikit-learn's histogram gradient-boosted trees (least squares on log10 flux, fixed seed; leaves
+    of 20 images, or a quarter of the images below 80, so a small fit is not a constant): it
     learns the quiet and active-region background and the flare kernels' contribution without a formula
     chosen for this simulator.
     """
@@ -141,5 +142,8 @@ def fit_referee(images_dn_per_s, flux, clips=None) -> Referee:
         raise FlaresynthError(f"referee: {int(ok.sum())} labelled images to fit on; need at least 10")
     clips = [tuple(c) for c in clips] if clips is not None else None
     feats = measure_channels(np.asarray(images_dn_per_s)[ok], clips)
-    model = HistGradientBoostingRegressor(random_state=0).fit(feats, np.log10(flux[ok]))
+    # scikit-learn's default leaf of 20 images allows no split below 40 and would fit a constant: small fits get
+    # leaves of a quarter of their images (from 80 images on, the default)
+    leaf = min(20, max(2, int(ok.sum()) // 4))
+    model = HistGradientBoostingRegressor(min_samples_leaf=leaf, random_state=0).fit(feats, np.log10(flux[ok]))
     return Referee(model, int(ok.sum()), clips)
