@@ -143,7 +143,7 @@ def fit_referee(images_dn_per_s, flux, clips=None) -> Referee:
     clips = [tuple(c) for c in clips] if clips is not None else None
     feats = measure_channels(np.asarray(images_dn_per_s)[ok], clips)
     # scikit-learn's default leaf of 20 images allows no split below 40 and would fit a constant: small fits get
-    # leaves of a quarter of their images (from 80 images on, the default)
-    leaf = min(20, max(2, int(ok.sum()) // 4))
+    # leaves of a quarter of their images (at least 2, as 10 images are required above; from 80 on, the default)
+    leaf = min(20, int(ok.sum()) // 4)
     model = HistGradientBoostingRegressor(min_samples_leaf=leaf, random_state=0).fit(feats, np.log10(flux[ok]))
     return Referee(model, int(ok.sum()), clips)
