@@ -5,13 +5,18 @@ The request is the one a user types (``flaresynth sample --run RUN --flux 3e-8,3
 run's inverse intensity transform and its flux read by the independent physical referee
 (:mod:`flaresynth.metrics.referee`) fitted on the dataset's training split. Per requested flux:
 
-* ``median_error_dex``: median |log10(referee flux) − log10(requested flux)| over the generated images;
+* ``median_error_dex``: median |log10(referee flux) − log10(requested flux)| over the generated images, and
+  ``median_bias_dex`` the median of the signed difference (> 0: the images look brighter than asked);
 * ``referee_real_error_dex``: the referee's own median error on **real test frames** whose true flux lies
   within ``--band`` dex of the request (``n_real`` of them; None when there are fewer than 3): what a perfect
   generator would score, since the referee is not perfect either;
 * ``excess_dex`` = the first minus the second, and ``in_training_range`` (the request lies between the
   training split's lowest and highest flux); ``meets_target`` = excess ≤ ``--target`` dex (issue target 0.1)
-  for every request inside the training range.
+  for every request inside the training range;
+* for a latent run, ``referee_autoencoder_error_dex``: the referee's median error on the SAME real frames after
+  the run's autoencoder has encoded (posterior mean) and decoded them. A latent generator can be no sharper
+  than its autoencoder, so this is what a perfect latent generator would score: when it is already far above
+  ``referee_real_error_dex``, the flux is lost in the autoencoder, not in the diffusion model.
 
 The referee applies only where the dataset's images come from the simulated Sun (``--referee auto``): then
 every number here is a statement about that testbed, not about the real Sun.
@@ -59,8 +64,8 @@ def parse_fluxes(text: str) -> list[float]:
 
 
 def per_flux_errors(requested: np.ndarray, estimated: np.ndarray, fluxes: list[float]) -> list[np.ndarray]:
-    """|log10 estimate − log10 request| of the images of each requested flux."""
-    err = np.abs(np.log10(estimated) - np.log10(requested))
+    """log10 estimate − log10 request (signed) of the images of each requested flux."""
+    err = np.log10(estimated) - np.log10(requested)
     return [err[np.isclose(requested, f, rtol=1e-6)] for f in fluxes]
 
 
@@ -114,7 +119,16 @@ def main() -> None:
     test = ds.split_indices("test")
     true_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[test]
     ok = np.isfinite(true_flux) & (true_flux > 0)
-    real_est = referee.estimate_flux(transform.inverse(np.asarray(real[test][ok][:, ref], dtype=np.float32)))
+    real_test = np.asarray(real[test][ok], dtype=np.float32)
+    real_est = referee.estimate_flux(transform.inverse(real_test[:, ref]))
+    rec_est = None
+    if model.autoencoder is not None:
+        import torch
+
+        from flaresynth.models.autoencoder import decode, encode_means
+
+        rec = decode(model.autoencoder, encode_means(model.autoencoder, torch.from_numpy(real_test))).numpy()
+        rec_est = referee.estimate_flux(transform.inverse(rec[:, ref]))
     train_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[ds.split_indices("train")]
     train_flux = train_flux[np.isfinite(train_flux) & (train_flux > 0)]
 
@@ -130,16 +144,24 @@ def main() -> None:
     gen_est = referee.estimate_flux(model.transforms()[ref].inverse(images))
 
     rows = []
-    for f, gen_err, real_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes),
-                                    real_errors(true_flux[ok], real_est, fluxes, args.band), strict=True):
+    rec_errs = (real_errors(true_flux[ok], rec_est, fluxes, args.band) if rec_est is not None
+                else [None] * len(fluxes))
+    for f, gen_err, real_err, rec_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes),
+                                             real_errors(true_flux[ok], real_est, fluxes, args.band), rec_errs,
+                                             strict=True):
         ref = float(np.median(real_err)) if len(real_err) >= 3 else None
-        med = float(np.median(gen_err))
+        ae = float(np.median(rec_err)) if rec_err is not None and len(rec_err) >= 3 else None
+        med = float(np.median(np.abs(gen_err)))
         inside = bool(train_flux.min() <= f <= train_flux.max())
         rows.append({"requested_flux": f, "n_images": int(len(gen_err)), "median_error_dex": med,
+                     "median_bias_dex": float(np.median(gen_err)),
                      "referee_real_error_dex": ref, "n_real": int(len(real_err)),
-                     "excess_dex": None if ref is None else med - ref, "in_training_range": inside})
+                     "excess_dex": None if ref is None else med - ref, "in_training_range": inside,
+                     "referee_autoencoder_error_dex": ae})
         log(f"{f:.0e} W/m²: median error {med:.2f} dex over {len(gen_err)} images; referee on {len(real_err)} real "
-            f"frames {'-' if ref is None else f'{ref:.2f}'} dex{'' if inside else ' (outside the training range)'}")
+            f"frames {'-' if ref is None else f'{ref:.2f}'} dex"
+            f"{'' if ae is None else f', on their autoencoder reconstructions {ae:.2f} dex'}"
+            f"{'' if inside else ' (outside the training range)'}")
     judged = [r for r in rows if r["in_training_range"] and r["excess_dex"] is not None]
     load = monitor.report()
     emit({

@@ -149,8 +149,9 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
     assert [row["requested_flux"] for row in r["rows"]] == [1e-6, 1e-4]
     assert r["guidance"] == 3.0  # the w the images were drawn with is part of the record
     for row in r["rows"]:
-        assert row["n_images"] == 2 and row["median_error_dex"] >= 0
+        assert row["n_images"] == 2 and row["median_error_dex"] >= abs(row["median_bias_dex"]) - 1e-12
         assert (row["excess_dex"] is None) == (row["referee_real_error_dex"] is None)
+        assert row["referee_autoencoder_error_dex"] is None  # a pixel run has no autoencoder to lose the flux in
     judged = [row for row in r["rows"] if row["in_training_range"] and row["excess_dex"] is not None]
     assert r["meets_target"] == (bool(judged) and all(row["excess_dex"] <= 0.1 for row in judged))
 
@@ -161,7 +162,7 @@ def test_flux_fidelity_errors_per_request():
     requested = np.array([1e-6, 1e-6, 1e-4])
     estimated = np.array([1e-5, 1e-6, 1e-6])
     errs = per_flux_errors(requested, estimated, [1e-6, 1e-4])
-    assert np.allclose(errs[0], [1.0, 0.0]) and np.allclose(errs[1], [2.0])
+    assert np.allclose(errs[0], [1.0, 0.0]) and np.allclose(errs[1], [-2.0])  # signed: too dim is negative
     # real frames: only those within the band of the request count
     near = real_errors(np.array([1e-6, 1.5e-6, 1e-4]), np.array([1e-6, 1.5e-5, 1e-4]), [1e-6], band=0.25)
     assert np.allclose(near[0], [0.0, 1.0])
@@ -295,6 +296,24 @@ def routes(tmp_path_factory):
     train(ds, root / "pixel64", pixel, progress=False)
     latent = train(ds, root / "latent64", preset="tiny-latent", autoencoder=ae, progress=False)
     return {"ds": ds, "ae": ae, "pixel": root / "pixel64", "latent": latent}
+
+
+def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(routes, toy, tmp_path, capsys,
+                                                                               monkeypatch):
+    """A latent run's floor: the referee on the autoencoder's reconstructions of the same real frames."""
+    cfg = load_preset("tiny-latent")
+    cfg.train.steps = 2
+    cfg.conditioning.kind = "continuous"
+    run = train(routes["ds"], tmp_path / "latent-continuous", cfg, autoencoder=routes["ae"], progress=False)
+    # a band of 3 dex takes every one of the 10 real test frames (fluxes 1e-8 .. 1e-3) for the first request
+    r = run_script("flux_fidelity", ["--data", str(routes["ds"]), "--run", str(run), "--referee", "on", "--fluxes",
+                                     "1e-6,1e3", "--band", "3", "--per-class", "2", "--steps", "2"], toy, capsys,
+                   monkeypatch)
+    near, far = r["rows"]
+    assert near["n_real"] == 10 and far["n_real"] == 0
+    assert near["referee_autoencoder_error_dex"] >= 0 and far["referee_autoencoder_error_dex"] is None
+    # a 2-step autoencoder's reconstructions are not the real frames: the referee reads them differently
+    assert near["referee_autoencoder_error_dex"] != near["referee_real_error_dex"]
 
 
 def test_train_convergence_compares_a_pixel_and_a_latent_route(routes, toy, capsys, monkeypatch):
