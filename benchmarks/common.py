@@ -754,4 +754,5 @@ def figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
 def subtitle(machine: dict, load: dict) -> str:
     busy = load.get("other_cores_busy")
     tag = f", other processes used {busy:.1f} cores (UNDER LOAD)" if load.get("under_load") else ""
-    return f"{machine['date'][:10]}, {machine['cores']} cores, {machine['torch_threads']} threads{tag}"
+    threads = machine["torch_threads"]
+    return f"{machine['date'][:10]}, {machine['cores']} cores, {threads} thread{'' if threads == 1 else 's'}{tag}"

@@ -21,6 +21,9 @@ run's inverse intensity transform and its flux read by the independent physical 
 The referee applies only where the dataset's images come from the simulated Sun (``--referee auto``): then
 every number here is a statement about that testbed, not about the real Sun.
 
+``--checkpoint RUN/checkpoints/step-N`` scores that checkpoint's EMA weights instead of the run's final
+``model/`` (how flux fidelity moves with training).
+
 Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [--fluxes 3e-8,...]``.
 """
 
@@ -38,6 +41,7 @@ from common import (
     log,
     machine_info,
     main_wrapper,
+    model_from_checkpoint,
     real_at_size,
     referee_applies,
     resolve_data,
@@ -85,6 +89,8 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=None, help="CFG weight w (default: the run's)")
     p.add_argument("--band", type=float, default=0.25, help="real frames within this many dex of a request (default 0.25)")
     p.add_argument("--target", type=float, default=0.1, help="allowed excess over the referee's own error, dex")
+    p.add_argument("--checkpoint", default=None,
+                   help="a checkpoint folder of --run (RUN/checkpoints/step-N): score its EMA weights")
     args = p.parse_args()
     out = setup(args)
     monitor = LoadMonitor()
@@ -98,11 +104,12 @@ def main() -> None:
     from flaresynth.samples import open_samples
     from flaresynth.sampling import sample, sample_settings
 
-    model = open_run(args.run, "cpu")
+    ds = open_dataset(resolve_data(args))
+    model = (model_from_checkpoint(Path(args.run), Path(args.checkpoint), ds) if args.checkpoint
+             else open_run(args.run, "cpu"))
     if model.conditioning != "continuous":
         raise FlaresynthError(f"--run {args.run}: conditioning {model.conditioning!r}; flux requests need a "
                               "continuous (log-flux) generator")
-    ds = open_dataset(resolve_data(args))
     applies, why = referee_applies(ds, args.referee)
     if not applies:
         raise FlaresynthError(f"referee does not apply to {ds.path}: {why}")
@@ -169,6 +176,7 @@ def main() -> None:
         "machine": machine_info(args.threads),
         "load": load,
         "run": str(model.path),
+        "checkpoint": args.checkpoint,
         "model_id": model.model_id,
         "data": str(ds.path),
         "data_hash": ds.manifest.get("data_hash"),

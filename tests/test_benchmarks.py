@@ -302,7 +302,7 @@ def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(ro
                                                                                monkeypatch):
     """A latent run's floor: the referee on the autoencoder's reconstructions of the same real frames."""
     cfg = load_preset("tiny-latent")
-    cfg.train.steps = 2
+    cfg.train.steps, cfg.train.checkpoint_every = 2, 1
     cfg.conditioning.kind = "continuous"
     run = train(routes["ds"], tmp_path / "latent-continuous", cfg, autoencoder=routes["ae"], progress=False)
     # a band of 3 dex takes every one of the 10 real test frames (fluxes 1e-8 .. 1e-3) for the first request
@@ -314,6 +314,13 @@ def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(ro
     assert near["referee_autoencoder_error_dex"] >= 0 and far["referee_autoencoder_error_dex"] is None
     # a 2-step autoencoder's reconstructions are not the real frames: the referee reads them differently
     assert near["referee_autoencoder_error_dex"] != near["referee_real_error_dex"]
+    # --checkpoint: the step-1 EMA weights, not the final model, answer the same requests
+    ckpt = run / "checkpoints" / "step-0000001"
+    r1 = run_script("flux_fidelity", ["--data", str(routes["ds"]), "--run", str(run), "--checkpoint", str(ckpt),
+                                      "--fluxes", "1e-6,1e3", "--band", "3", "--referee", "on", "--per-class", "2",
+                                      "--steps", "2"], toy, capsys, monkeypatch)
+    assert r1["model_id"].endswith("@1") and r["model_id"] != r1["model_id"] and r1["checkpoint"] == str(ckpt)
+    assert r1["rows"][0]["referee_real_error_dex"] == near["referee_real_error_dex"]  # the same real frames
 
 
 def test_train_convergence_compares_a_pixel_and_a_latent_route(routes, toy, capsys, monkeypatch):
