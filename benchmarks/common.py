@@ -263,7 +263,8 @@ def get_judge(ds, images: np.ndarray, workdir: Path, path: Path | None = None, s
         check_judge(judge, ds, size)
         source = "given"
     else:
-        tag = f"{str(ds.manifest.get('data_hash', 'nohash'))[:12]}-{size}px" + ("" if max_epochs == 40 else f"-{max_epochs}ep")
+        tag = (f"{str(ds.manifest.get('data_hash', 'nohash'))[:12]}-{size}px" + ("" if max_epochs == 40 else f"-{max_epochs}ep")
+               + ("" if seed == 0 else f"-seed{seed}"))
         path = Path(workdir) / "judges" / tag
         judge = None
         if path.is_dir():

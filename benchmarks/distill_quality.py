@@ -18,6 +18,12 @@ FD_domain <= ``--fd-ratio`` (1.2) x the reference's. ``meets_targets`` says whet
 the measurement at this size can tell. On the simulated Sun every figure is an upper bound of what the same
 generator would reach on the real Sun, and claims nothing about it.
 
+One judge's training noise can move these figures by more than the tolerance: two judges trained with the
+same seed on two machines put the same student at −0.14 and −0.01 from the same reference. ``--judge-seeds 1,2``
+scores the same images with more judges (trained with those seeds, cached like the first): each row gains
+``by_judge`` (every judge's figures and differences, the first judge's first) and each student's verdict
+``meets_targets_every_judge``.
+
 Cost: the reference DDPM 1000 dominates (at 40 per class, 200 images, 1000 steps x 2 rows). A run at the issue's
 size is for a quiet machine; ``--quick`` (2 per class, DDPM 10) is the smoke test.
 
@@ -62,6 +68,35 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2"`` -> [1, 2]; empty -> []."""
+    from flaresynth.errors import FlaresynthError
+
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(t.isdigit() for t in parts):
+        raise FlaresynthError(f"--judge-seeds {text!r}: expected whole numbers separated by commas (e.g. 1,2)")
+    return [int(t) for t in parts]
+
+
+def score_against_reference(scorer, generated: list, y, rows: list[dict], judge_info: dict) -> list[dict]:
+    """One judge's figures for every setting's images, and each one's difference to the first (the reference)
+    with its paired bootstrap std."""
+    scored = [scorer.score(images, y, return_raw=True) for images in generated]
+    ref, ref_raw = scored[0]
+    out = []
+    for (q, raw), row in zip(scored, rows, strict=True):
+        r = {"judge_seed": judge_info.get("seed"), "judge_real_test_f1": judge_info.get("real_test_f1"), **q,
+             "nfe_per_image": row["nfe_per_image"],
+             "fd_rel_to_reference": q["fd_domain"] / ref["fd_domain"] if ref["fd_domain"] > 0 else None,
+             "f1_judge_minus_reference": q["f1_judge"] - ref["f1_judge"],
+             "f1_referee_minus_reference": None if ref["f1_referee"] is None else q["f1_referee"] - ref["f1_referee"]}
+        r.update(scorer.paired(ref_raw, raw) if raw is not ref_raw else
+                 {"fd_rel_to_reference_std": 0.0, "f1_judge_minus_reference_std": 0.0,
+                  "f1_referee_minus_reference_std": None if ref["f1_referee"] is None else 0.0})
+        out.append(r)
+    return out
+
+
 def verdict(row: dict, ref: dict, f1_tol: float, fd_ratio: float, max_nfe: float = 4) -> dict:
     """Whether ``row`` meets the issue's targets against the reference, and whether the noise can tell."""
     f1_ok = row["f1_judge"] >= ref["f1_judge"] - f1_tol
@@ -83,6 +118,8 @@ def main() -> None:
     p.add_argument("--f1-tol", type=float, default=0.02, help="judge F1 may drop this much (default 0.02)")
     p.add_argument("--fd-ratio", type=float, default=1.2, help="FD_domain may grow this factor (default 1.2)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
+    p.add_argument("--judge-seeds", default="",
+                   help="more judges, trained with these seeds (e.g. 1,2), score the same images (default: none)")
     args = p.parse_args()
     out = setup(args)
     monitor = LoadMonitor()
@@ -90,6 +127,7 @@ def main() -> None:
         raise FlaresynthError("--student: give at least one student run (made by `flaresynth distill`)")
     check_sampling_args(args)
     settings = parse_settings(args.teacher_settings or (QUICK_TEACHER_SETTINGS if args.quick else DEFAULT_TEACHER_SETTINGS))
+    extra_seeds = parse_seeds(args.judge_seeds)
 
     from flaresynth.dataset import open_dataset
     from flaresynth.errors import input_error
@@ -123,27 +161,34 @@ def main() -> None:
     for s, path in zip(students, args.student, strict=True):
         sampler, steps = s.meta["config"]["sample"]["sampler"], int(s.meta["student"]["steps"])
         jobs.append(("student", f"student-{sampler}-{steps} ({path})", s, sampler, steps))
-    rows, raws = [], []
+    rows, generated = [], []
     for role, name, model, sampler, steps in jobs:
         images, info = timed_generate(model, table, sampler, steps, guidance, args.batch_size)
-        q, raw = scorer.score(images, y, return_raw=True)
-        row = {"name": name, "role": role, "run": str(model.path), "model_id": model.meta.get("model_id"),
-               "sampler": sampler, "steps": steps, **info, **q}
-        rows.append(row)
-        raws.append(raw)
-        log(f"{name}: NFE {info['nfe_per_image']:.0f}, {info['images_per_s']:.2f} images/s, FD_domain "
-            f"{q['fd_domain']:.3f} ± {q['fd_domain_std']:.3f}, judge F1 {q['f1_judge']:.3f} ± {q['f1_judge_std']:.3f}")
+        rows.append({"name": name, "role": role, "run": str(model.path), "model_id": model.meta.get("model_id"),
+                     "sampler": sampler, "steps": steps, **info})
+        generated.append(images)
+        log(f"{name}: NFE {info['nfe_per_image']:.0f}, {info['images_per_s']:.2f} images/s")
+    judged = [score_against_reference(scorer, generated, y, rows,
+                                      {**judge_info, "seed": None if args.judge else args.seed})]
+    for seed in extra_seeds:
+        extra, extra_info = get_judge(ds, real, args.workdir, None, seed, max_epochs=2 if args.quick else 40)
+        judged.append(score_against_reference(make_scorer(ds, extra, real, args)[0], generated, y, rows,
+                                              {**extra_info, "seed": seed}))
     ref = rows[0]
-    for r, raw in zip(rows, raws, strict=True):
-        r["fd_rel_to_reference"] = r["fd_domain"] / ref["fd_domain"] if ref["fd_domain"] > 0 else None
-        r["f1_judge_minus_reference"] = r["f1_judge"] - ref["f1_judge"]
-        r["f1_referee_minus_reference"] = None if ref["f1_referee"] is None else r["f1_referee"] - ref["f1_referee"]
-        r.update(scorer.paired(raws[0], raw) if r is not ref else
-                 {"fd_rel_to_reference_std": 0.0, "f1_judge_minus_reference_std": 0.0,
-                  "f1_referee_minus_reference_std": None if ref["f1_referee"] is None else 0.0})
+    for i, r in enumerate(rows):
+        r.update(judged[0][i])
+        if len(judged) > 1:
+            r["by_judge"] = [scores[i] for scores in judged]
         r["speedup_vs_reference"] = r["images_per_s"] / max(ref["images_per_s"], 1e-12)
         if r["role"] == "student":
             r["verdict"] = verdict(r, ref, args.f1_tol, args.fd_ratio)
+            if len(judged) > 1:
+                each = [verdict(scores[i], scores[0], args.f1_tol, args.fd_ratio) for scores in judged]
+                r["verdict"].update(meets_targets_every_judge=all(v["meets_targets"] for v in each),
+                                    judges_meeting_targets=sum(v["meets_targets"] for v in each))
+        log(f"{r['name']}: FD_domain {r['fd_domain']:.3f} ± {r['fd_domain_std']:.3f}, judge F1 "
+            f"{r['f1_judge']:.3f} ± {r['f1_judge_std']:.3f} ({r['f1_judge_minus_reference']:+.3f} ± "
+            f"{r['f1_judge_minus_reference_std']:.3f} against the reference)")
     load = monitor.report()
     result = {
         "benchmark": "distill_quality",
@@ -162,6 +207,7 @@ def main() -> None:
         "nfe_convention": "rows through the network per image; a teacher's batched cond+uncond CFG forward counts 2 "
                           "per step, a student's single forward with w as input 1",
         "judge": judge_info,
+        "extra_judge_seeds": extra_seeds,
         "referee": referee_info,
         "fd_split": args.fd_split,
         "fd_domain_real_floor": floor,

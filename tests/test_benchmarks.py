@@ -116,8 +116,8 @@ def test_distill_quality(toy, capsys, monkeypatch):
     from flaresynth.distill import distill
 
     student = distill(toy["run"], toy["root"] / "student", steps=1, teacher_steps=2, stage_steps=2, progress=False)
-    r = run_script("distill_quality", ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--student", str(student)],
-                   toy, capsys, monkeypatch)
+    r = run_script("distill_quality", ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--student", str(student),
+                                       "--judge-seeds", "1"], toy, capsys, monkeypatch)
     for key in ("machine", "load", "teacher", "students", "n_images", "guidance", "judge", "referee", "reference",
                 "fd_domain_real_floor", "criteria", "settings", "simulated_sun_note", "seconds_total"):
         assert key in r, key
@@ -135,6 +135,27 @@ def test_distill_quality(toy, capsys, monkeypatch):
     assert rows["teacher-ddpm-10"]["f1_judge_minus_reference_std"] == 0
     v = st["verdict"]
     assert v["nfe_ok"] and v["meets_targets"] == (v["f1_judge_ok"] and v["fd_domain_ok"])
+    # a second judge (seed 1, cached apart from the first) scores the same images; the first judge's figures lead
+    assert r["extra_judge_seeds"] == [1] and (toy["workdir"] / "judges").is_dir()
+    assert len({p.name for p in (toy["workdir"] / "judges").iterdir() if p.name.endswith("-seed1")}) == 1
+    for row in r["settings"]:
+        first, second = row["by_judge"]
+        assert first["f1_judge"] == row["f1_judge"] and first["fd_domain"] == row["fd_domain"]
+        assert second["judge_seed"] == 1 and 0 <= second["f1_judge"] <= 1
+    ref2 = rows["teacher-ddpm-10"]["by_judge"][1]
+    assert st["by_judge"][1]["f1_judge_minus_reference"] == pytest.approx(st["by_judge"][1]["f1_judge"] - ref2["f1_judge"])
+    each = [row["f1_judge_minus_reference"] >= -0.02 and row["fd_rel_to_reference"] <= 1.2 for row in st["by_judge"]]
+    assert v["judges_meeting_targets"] == sum(each) and v["meets_targets_every_judge"] == all(each)
+
+
+def test_distill_quality_judge_seeds_are_whole_numbers():
+    from distill_quality import parse_seeds
+
+    from flaresynth.errors import FlaresynthError
+
+    assert parse_seeds("") == [] and parse_seeds("1, 2") == [1, 2]
+    with pytest.raises(FlaresynthError, match="--judge-seeds"):
+        parse_seeds("1,x")
 
 
 def test_flux_fidelity(toy, capsys, monkeypatch):
