@@ -184,15 +184,21 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
 
 
 def test_flux_fidelity_errors_per_request():
-    from flux_fidelity import per_flux_errors, real_errors
+    from flux_fidelity import per_flux_errors, reference_frames
 
     requested = np.array([1e-6, 1e-6, 1e-4])
     estimated = np.array([1e-5, 1e-6, 1e-6])
     errs = per_flux_errors(requested, estimated, [1e-6, 1e-4])
     assert np.allclose(errs[0], [1.0, 0.0]) and np.allclose(errs[1], [-2.0])  # signed: too dim is negative
-    # real frames: only those within the band of the request count
-    near = real_errors(np.array([1e-6, 1.5e-6, 1e-4]), np.array([1e-6, 1.5e-5, 1e-4]), [1e-6], band=0.25)
-    assert np.allclose(near[0], [0.0, 1.0])
+    # real frames: those within the band of the request, from the test split while it has 3 of them, else from
+    # every split (the rare fluxes), else none
+    true = np.array([1e-6, 1.5e-6, 1.2e-6, 1e-4, 1.1e-4, 0.9e-4, 1e-2])
+    in_test = np.array([True, True, True, True, False, False, True])
+    frames, source = reference_frames(true, in_test, 1e-6, band=0.25)
+    assert frames.tolist() == [0, 1, 2] and source == "test"
+    frames, source = reference_frames(true, in_test, 1e-4, band=0.25)
+    assert frames.tolist() == [3, 4, 5] and source == "all splits"
+    assert reference_frames(true, in_test, 1e-2, band=0.25)[1] is None
 
 
 def test_train_throughput(toy, capsys, monkeypatch):
