@@ -18,8 +18,9 @@ FD_domain <= ``--fd-ratio`` (1.2) x the reference's. ``meets_targets`` says whet
 the measurement at this size can tell. On the simulated Sun every figure is an upper bound of what the same
 generator would reach on the real Sun, and claims nothing about it.
 
-One judge's training noise can move these figures by more than the tolerance: two judges trained with the
-same seed on two machines put the same student at −0.14 and −0.01 from the same reference. ``--judge-seeds 1,2``
+One judge's training noise can move these figures by more than the tolerance: two judges (one trained by
+``flaresynth evaluate``, one by this benchmark) put the same student's images at −0.14 and −0.01 from the
+same reference. ``--judge-seeds 1,2``
 scores the same images with more judges (trained with those seeds, cached like the first): each row gains
 ``by_judge`` (every judge's figures and differences, the first judge's first) and each student's verdict
 ``meets_targets_every_judge``.
@@ -181,9 +182,9 @@ def main() -> None:
             r["by_judge"] = [scores[i] for scores in judged]
         r["speedup_vs_reference"] = r["images_per_s"] / max(ref["images_per_s"], 1e-12)
         if r["role"] == "student":
-            r["verdict"] = verdict(r, ref, args.f1_tol, args.fd_ratio)
+            each = [verdict(scores[i], scores[0], args.f1_tol, args.fd_ratio) for scores in judged]
+            r["verdict"] = each[0]
             if len(judged) > 1:
-                each = [verdict(scores[i], scores[0], args.f1_tol, args.fd_ratio) for scores in judged]
                 r["verdict"].update(meets_targets_every_judge=all(v["meets_targets"] for v in each),
                                     judges_meeting_targets=sum(v["meets_targets"] for v in each))
         log(f"{r['name']}: FD_domain {r['fd_domain']:.3f} ± {r['fd_domain_std']:.3f}, judge F1 "

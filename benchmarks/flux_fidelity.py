@@ -70,9 +70,14 @@ def parse_fluxes(text: str) -> list[float]:
     return out
 
 
+def dex(estimated: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """log10 estimate − log10 truth (signed, dex)."""
+    return np.log10(estimated) - np.log10(true)
+
+
 def per_flux_errors(requested: np.ndarray, estimated: np.ndarray, fluxes: list[float]) -> list[np.ndarray]:
     """log10 estimate − log10 request (signed) of the images of each requested flux."""
-    err = np.log10(estimated) - np.log10(requested)
+    err = dex(estimated, requested)
     return [err[np.isclose(requested, f, rtol=1e-6)] for f in fluxes]
 
 
@@ -136,15 +141,15 @@ def main() -> None:
     if REFEREE_CHANNEL not in ds.channels or list(ds.channels) != model.channels:
         raise FlaresynthError(f"{ds.path}: channels {', '.join(ds.channels)}; the referee needs {REFEREE_CHANNEL} "
                               f"and the run's channels ({', '.join(model.channels)})")
-    ref = ds.channels.index(REFEREE_CHANNEL)
-    transform = ds.transforms()[ref]
+    channel = ds.channels.index(REFEREE_CHANNEL)
+    transform = ds.transforms()[channel]
 
     all_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)
     labelled = np.flatnonzero(np.isfinite(all_flux) & (all_flux > 0))
     true_flux = all_flux[labelled]
     in_test = np.isin(labelled, ds.split_indices("test"))
     real_labelled = np.asarray(real[labelled], dtype=np.float32)
-    real_est = referee.estimate_flux(transform.inverse(real_labelled[:, ref]))
+    real_est = referee.estimate_flux(transform.inverse(real_labelled[:, channel]))
     rec_est = None
     if model.autoencoder is not None:
         import torch
@@ -152,7 +157,7 @@ def main() -> None:
         from flaresynth.models.autoencoder import decode, encode_means
 
         rec = decode(model.autoencoder, encode_means(model.autoencoder, torch.from_numpy(real_labelled))).numpy()
-        rec_est = referee.estimate_flux(transform.inverse(rec[:, ref]))
+        rec_est = referee.estimate_flux(transform.inverse(rec[:, channel]))
     train_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[ds.split_indices("train")]
     train_flux = train_flux[np.isfinite(train_flux) & (train_flux > 0)]
 
@@ -163,17 +168,17 @@ def main() -> None:
                         steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                         fits=False, grid=False)
         gs = open_samples(folder)
-        images = np.asarray(gs.images[:, ref], dtype=np.float32)
+        images = np.asarray(gs.images[:, channel], dtype=np.float32)
         requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
-    gen_est = referee.estimate_flux(model.transforms()[ref].inverse(images))
+    gen_est = referee.estimate_flux(model.transforms()[channel].inverse(images))
 
     rows = []
     for f, gen_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes), strict=True):
         frames, source = reference_frames(true_flux, in_test, f, args.band)
-        real_err = np.abs(np.log10(real_est[frames]) - np.log10(true_flux[frames]))
+        real_err = np.abs(dex(real_est[frames], true_flux[frames]))
         ref = float(np.median(real_err)) if source else None
-        ae = (float(np.median(np.abs(np.log10(rec_est[frames]) - np.log10(true_flux[frames]))))
-              if source and rec_est is not None else None)
+        ae = (float(np.median(np.abs(dex(rec_est[frames], true_flux[frames])))) if source and rec_est is not None
+              else None)
         med = float(np.median(np.abs(gen_err)))
         inside = bool(train_flux.min() <= f <= train_flux.max())
         rows.append({"requested_flux": f, "n_images": int(len(gen_err)), "median_error_dex": med,
@@ -206,7 +211,7 @@ def main() -> None:
         "target_excess_dex": args.target,
         "training_flux_range": [float(train_flux.min()), float(train_flux.max())],
         "rows": rows,
-        "median_error_dex_all": float(np.median(np.abs(np.log10(gen_est) - np.log10(requested)))),
+        "median_error_dex_all": float(np.median(np.abs(dex(gen_est, requested)))),
         "fallback_error_dex": args.fallback_error,
         "meets_target": bool(judged) and all(r["passes"] for r in judged),
         "note": "simulated Sun: the referee and every number here describe the testbed, not the real Sun",
