@@ -102,6 +102,16 @@ def check_sampling_args(args) -> None:
         args.per_class = min(args.per_class, 2)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2"`` -> [1, 2]; empty -> []."""
+    from flaresynth.errors import FlaresynthError
+
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(t.isdigit() for t in parts):
+        raise FlaresynthError(f"--judge-seeds {text!r}: expected whole numbers separated by commas (e.g. 1,2)")
+    return [int(t) for t in parts]
+
+
 def main_wrapper(fn) -> None:
     """Run ``fn()``; a FlaresynthError becomes one line on stderr and exit code 2."""
     from flaresynth.errors import FlaresynthError

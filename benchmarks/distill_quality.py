@@ -43,6 +43,7 @@ from common import (
     machine_info,
     main_wrapper,
     make_scorer,
+    parse_seeds,
     real_at_size,
     requested_index,
     resolve_data,
@@ -67,16 +68,6 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
                                   f"{', '.join(SAMPLER_DEFAULT_STEPS)}")
         out.append((name, int(steps)))
     return out
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"1,2"`` -> [1, 2]; empty -> []."""
-    from flaresynth.errors import FlaresynthError
-
-    parts = [t.strip() for t in text.split(",") if t.strip()]
-    if not all(t.isdigit() for t in parts):
-        raise FlaresynthError(f"--judge-seeds {text!r}: expected whole numbers separated by commas (e.g. 1,2)")
-    return [int(t) for t in parts]
 
 
 def score_against_reference(scorer, generated: list, y, rows: list[dict], judge_info: dict) -> list[dict]:

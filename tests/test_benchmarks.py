@@ -149,13 +149,72 @@ def test_distill_quality(toy, capsys, monkeypatch):
 
 
 def test_distill_quality_judge_seeds_are_whole_numbers():
-    from distill_quality import parse_seeds
+    from common import parse_seeds
 
     from flaresynth.errors import FlaresynthError
 
     assert parse_seeds("") == [] and parse_seeds("1, 2") == [1, 2]
     with pytest.raises(FlaresynthError, match="--judge-seeds"):
         parse_seeds("1,x")
+
+
+def test_generator_quality(toy, capsys, monkeypatch):
+    r = run_script("generator_quality", ["--data", str(toy["ds"]), "--runs", str(toy["run"]), "--judge-seeds", "0,1"],
+                   toy, capsys, monkeypatch)
+    for key in ("machine", "load", "judges", "ensemble_real_test_f1", "test_events", "targets", "generators",
+                "simulated_sun_note"):
+        assert key in r, key
+    assert [j["seed"] for j in r["judges"]] == [0, 1] and (toy["out"] / "generator_quality.png").is_file()
+    (g,) = r["generators"]
+    assert g["name"] == str(toy["run"]) and g["n_images"] == 2 * len(GOES_CLASSES) and g["kind"] == "ddpm"
+    assert g["steps"] == 20 and g["unet_evaluations_per_image"] == 40  # the demo's DDIM 20, guided: 2 rows a step
+    for judge, row in zip(r["judges"], g["by_judge"], strict=True):
+        # the ceiling is the judge's own real-test F1 (what train_judge stored), the ratio divides by it
+        assert row["real_test_f1"] == pytest.approx(judge["real_test_f1"], abs=1e-6)
+        assert row["f1_ratio"] == pytest.approx(row["f1_judge"] / row["real_test_f1"], rel=1e-5)
+        assert row["fd_ratio"] == pytest.approx(row["fd_domain"] / row["fd_domain_real_floor"], rel=1e-5)
+        assert row["fd_ratio_evaluate"] == pytest.approx(row["fd_domain_evaluate"] / row["fd_domain_evaluate_real_vs_real"], rel=1e-5)
+    v = g["verdict"]
+    ratios = [row["f1_ratio"] for row in g["by_judge"]]
+    assert v["mean_f1_ratio"] == pytest.approx(np.mean(ratios), rel=1e-5)
+    assert v["judges_meeting_class_target"] == sum(x >= 0.9 for x in ratios)
+    assert v["class_target_ensemble"] == (g["ensemble"]["f1_ratio"] >= 0.9)
+    assert v["judges_meeting_fd_target"] == sum(row["fd_ratio_evaluate"] <= 5 for row in g["by_judge"])
+    fixed = g["fd_fixed_encoder"]  # a judge-free FD in ImageNet EfficientNet-Lite0 features
+    assert fixed["encoder"] == "effnet-lite0" and fixed["ratio"] == pytest.approx(fixed["fd"] / fixed["real_vs_real"], rel=1e-5)
+    assert v["fd_target_fixed_encoder"] == (fixed["ratio"] <= 5)
+    assert r["autoencoder_floor"] is None  # a pixel run has no autoencoder to lose detail in
+
+
+def test_ceiling_interval_is_over_events_and_the_ensemble_averages_probabilities():
+    from generator_quality import ceiling_and_ratio, ensemble_predict
+
+    # a perfect judge on the test split: ceiling 1 on every resample, so the ratio's interval is the generated F1's
+    y = np.array([0, 0, 1, 1, 2, 2])
+    c = ceiling_and_ratio(y, y, np.array(["a", "a", "b", "b", "c", "c"]), np.linspace(0.4, 0.6, 200), 3, 0)
+    assert c["real_test_f1"] == 1 and c["real_test_f1_interval"] == [1, 1] and c["test_events"] == 3
+    assert 0.4 <= c["ratio_interval"][0] < c["ratio_interval"][1] <= 0.6
+    # one frame wrong: the interval holds the value; the units resampled are the events, not the frames
+    pred = np.array([0, 0, 1, 1, 2, 0])
+    by_event = ceiling_and_ratio(y, pred, np.array(["a", "a", "b", "b", "c", "c"]), np.full(200, 0.5), 3, 0)
+    by_frame = ceiling_and_ratio(y, pred, np.arange(6).astype(str), np.full(200, 0.5), 3, 0)
+    assert by_event["real_test_f1_interval"][0] <= by_event["real_test_f1"] <= by_event["real_test_f1_interval"][1]
+    assert by_event["test_events"] == 3 and by_frame["test_events"] == 6
+
+    class Fixed:  # a judge whose logits are given
+        def __init__(self, logits):
+            self.values = np.asarray(logits, dtype=float)
+
+        def logits(self, images):
+            return self.values
+
+    a, b = Fixed([[2.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), Fixed([[0.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+    assert ensemble_predict([a], None).tolist() == [0, 1]
+
+    def softmax(v):
+        return np.exp(v) / np.exp(v).sum(1, keepdims=True)
+
+    assert ensemble_predict([a, b], None).tolist() == ((softmax(a.values) + softmax(b.values)) / 2).argmax(1).tolist() == [1, 2]
 
 
 def test_flux_fidelity(toy, capsys, monkeypatch):
@@ -354,6 +413,25 @@ def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(ro
                                       "--steps", "2"], toy, capsys, monkeypatch)
     assert r1["model_id"].endswith("@1") and r["model_id"] != r1["model_id"] and r1["checkpoint"] == str(ckpt)
     assert r1["rows"][0]["referee_real_error_dex"] == near["referee_real_error_dex"]  # the same real frames
+
+
+def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, toy, capsys, monkeypatch):
+    from generator_quality import reconstruct
+
+    from flaresynth.runs import open_run
+
+    r = run_script("generator_quality", ["--data", str(routes["ds"]), "--runs", str(routes["latent"]), "--judge-seeds", "0",
+                                         "--encoder", "none"], toy, capsys, monkeypatch)
+    floor = r["autoencoder_floor"]
+    (j,) = floor["by_judge"]
+    assert floor["autoencoder_of"] == open_run(routes["ae"]).meta["model_id"]
+    assert j["f1_ratio"] == pytest.approx(j["f1_judge"] / j["real_test_f1"], rel=1e-5)
+    assert j["ratio"] == pytest.approx(j["fd"] / j["real_vs_real"], rel=1e-5) and j["fd"] > 0
+    assert r["generators"][0]["fd_fixed_encoder"] is None  # --encoder none
+    # the reconstructions are the autoencoder's: the same shape, not the images themselves
+    images = open_dataset(routes["ds"]).images[:3]
+    rec = reconstruct(open_run(routes["latent"]).autoencoder, images)
+    assert rec.shape == images.shape and not np.allclose(rec, images)
 
 
 def test_train_convergence_compares_a_pixel_and_a_latent_route(routes, toy, capsys, monkeypatch):
@@ -568,8 +646,8 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
     results = {"dataset_build": entry, **RESULTS}
     h = run_all.headline(results)
     # run_all does not run these by hand-only scripts: distill_quality needs a trained student, flux_fidelity a
-    # continuous generator (run_all's --run is the discrete one)
-    for name in RESULTS.keys() - {"distill_quality", "flux_fidelity"}:
+    # continuous generator (run_all's --run is the discrete one), generator_quality scores every shipped generator
+    for name in RESULTS.keys() - {"distill_quality", "flux_fidelity", "generator_quality"}:
         assert name in h, name
     md = run_all.markdown({"date": "d", "machine": {"cores": 2, "cpu": "x"}, "scripts": results, "headline": h})
     sq = RESULTS["sampler_quality"]["result"]
@@ -594,7 +672,7 @@ def test_bad_input_is_one_line(toy, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1 and "nope" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "flux_fidelity", "train_throughput",
+@pytest.mark.parametrize("name", ["sampler_quality", "guidance_cost", "distill_quality", "generator_quality", "flux_fidelity", "train_throughput",
                                   "train_convergence", "dataset_build", "run_all", "allocator", "channel_cost"])
 def test_help(name):
     r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)

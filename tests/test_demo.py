@@ -268,18 +268,18 @@ def test_a_generator_that_is_not_shipped_is_skipped_with_a_note(demo, tmp_path, 
 def test_an_embedding_run_sampling_from_real_images_gets_the_demo_dataset(tmp_path):
     import yaml
 
-    from flaresynth.demo import _embedding_data
+    from flaresynth.demo import embedding_data_for
 
     run, ds = tmp_path / "run", tmp_path / "ds"
     run.mkdir()
     cfg = {"conditioning": {"kind": "discrete+embedding"}, "sample": {"embedding_source": "image"}}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert _embedding_data(run, ds) == ds
+    assert embedding_data_for(run, ds) == ds
     cfg["sample"]["embedding_source"] = "class-mean"
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert _embedding_data(run, ds) is None
+    assert embedding_data_for(run, ds) is None
     (run / "config.yaml").write_text(yaml.safe_dump({"kind": "cevae"}))
-    assert _embedding_data(run, ds) is None
+    assert embedding_data_for(run, ds) is None
 
 
 def test_a_generator_trained_on_an_earlier_data_version_is_flagged_stale(demo, tmp_path, monkeypatch):

@@ -402,12 +402,12 @@ def _shipped_folder(spec: GeneratorSpec) -> tuple[str, Path] | None:
     return None
 
 
-def _shipped_names() -> list[str]:
+def shipped_names() -> list[str]:
     """Every shipped name the demo can use, in column order, each generator's student after its teacher."""
     return [n for g in GENERATORS for n in (g.shipped, g.student) if n]
 
 
-def _sampling_settings(run: Path, cfg: DemoConfig) -> dict:
+def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     """How the demo samples ``run`` (metadata only, by :func:`flaresynth.sampling.sample_settings`, the rule
     ``sample`` itself follows): a distilled student with its own sampler, steps and the guidance its config
     records (anything else is refused by it); a DDPM teacher with the demo's sampler and steps at its config's
@@ -435,7 +435,7 @@ def unet_evaluations(kind: str, steps: int | None, guidance: float | None) -> in
     return int(steps) * (1 if kind == "student" or not guidance else 2)
 
 
-def _embedding_data(run: Path, ds_path: Path) -> Path | None:
+def embedding_data_for(run: Path, ds_path: Path) -> Path | None:
     """The dataset a ``discrete+embedding`` run whose default embedding source is ``image`` takes its real images
     from (this demo's dataset); None for every other run (class-mean / class-gaussian need no data)."""
     import yaml
@@ -558,7 +558,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
             continue
         run = runs[spec.key]
         folder = out / "samples" / spec.key
-        how = _sampling_settings(run, cfg)
+        how = sampling_settings_for(run, cfg)
         # a student samples with its own sampler and steps (None: the run's defaults) and records so; a teacher's
         # params stay those of earlier demos, so their sample folders are still found complete
         student = how["kind"] == "student"
@@ -570,7 +570,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         state.data["generators"].setdefault(spec.key, {})["sampling"] = {
             **how, "unet_evaluations_per_image": evals, "model_id": params["model_id"]}
 
-        emb_data = _embedding_data(run, ds_path) if spec.kind == "ddpm" else None
+        emb_data = embedding_data_for(run, ds_path) if spec.kind == "ddpm" else None
         if emb_data is not None:
             params["embedding_data"] = str(emb_data)
 
@@ -943,8 +943,8 @@ def demo_summary(out: str | Path) -> dict:
         "session": last,
         "generators": data.get("generators", {}),
         # the shipped generators of this installation (flaresynth.pretrained), whether or not this demo used them
-        "shipped": {"installed": [n for n in _shipped_names() if n in installed],
-                    "not_installed": [n for n in _shipped_names() if n not in installed]},
+        "shipped": {"installed": [n for n in shipped_names() if n in installed],
+                    "not_installed": [n for n in shipped_names() if n not in installed]},
         "notes": data.get("notes", []),
         "total_seconds": round(sum(s["seconds"] or 0 for s in stages), 1),
     }
@@ -1040,4 +1040,4 @@ def print_summary(summary: dict, console) -> None:
 
 
 __all__ = ["GENERATORS", "GeneratorSpec", "DemoConfig", "run_demo", "demo_summary", "print_summary", "headline_layouts",
-           "parse_run_options", "unet_evaluations"]
+           "parse_run_options", "unet_evaluations", "shipped_names", "sampling_settings_for", "embedding_data_for"]
