@@ -123,19 +123,34 @@ def evaluate_fd(real_features: np.ndarray, other_features: np.ndarray, plan: lis
             "ratio": float(np.mean(other) / np.mean(real)) if np.mean(real) > 0 else float("nan")}
 
 
-def reconstruct(autoencoder, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Real images through a latent run's autoencoder (posterior mean, decoded): what a perfect latent
-    generator could produce at best."""
+def reconstruct(autoencoder, images: np.ndarray) -> np.ndarray:
+    """Real images through an autoencoder (posterior mean, decoded): the images of a perfect latent generator."""
     import torch
 
     from flaresynth.models.autoencoder import decode, encode_means
 
-    out = []
-    with torch.no_grad():
-        for lo in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.array(images[lo:lo + batch_size], dtype=np.float32))  # a copy: images may be read-only
-            out.append(decode(autoencoder, encode_means(autoencoder, x)).numpy())
-    return np.concatenate(out)
+    with torch.no_grad():  # np.array copies: the dataset's images may be a read-only memory map
+        return decode(autoencoder, encode_means(autoencoder, torch.from_numpy(np.array(images, dtype=np.float32)))).numpy()
+
+
+def floor_autoencoder(spec: str | None, generated: list, ds) -> tuple[object, dict] | None:
+    """The autoencoder whose floor to measure: the run ``spec`` (``--autoencoder``), else that of the first
+    latent generator scored; (its module, where it comes from), or None."""
+    from flaresynth.errors import FlaresynthError
+    from flaresynth.runs import open_run
+
+    if spec is not None:
+        run = open_run(spec, "cpu")
+        if run.kind != "autoencoder":
+            raise FlaresynthError(f"--autoencoder {spec}: a {run.kind} run, not an autoencoder")
+        if run.meta.get("data_hash") != ds.manifest.get("data_hash"):
+            raise FlaresynthError(f"--autoencoder {spec}: trained on another dataset than {ds.path}")
+        return run.network, {"autoencoder_of": run.meta.get("model_id"), "run": str(run.path)}
+    for how in (g[3] for g in generated if g[3]["kind"] != "cevae"):
+        run = open_run(how["run"], "cpu")
+        if run.autoencoder is not None:
+            return run.autoencoder, {"autoencoder_of": run.latent.get("autoencoder_id"), "run": str(run.path)}
+    return None
 
 
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
@@ -190,6 +205,8 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=40, help="images per class (default 40, the demo's)")
     p.add_argument("--judge-seeds", default="0,1,2", help="judges' training seeds (default 0,1,2)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
+    p.add_argument("--autoencoder", default=None,
+                   help="autoencoder run whose floor to measure (default: that of the first latent generator scored)")
     p.add_argument("--encoder", default="effnet-lite0",
                    help="a fixed pretrained encoder for a judge-free FD, evaluate's convention (default effnet-lite0; none: skip)")
     args = p.parse_args()
@@ -209,7 +226,7 @@ def main() -> None:
     from flaresynth.metrics.classification import classification_report
     from flaresynth.metrics.cluster import resampling_plan
     from flaresynth.metrics.features import make_encoder
-    from flaresynth.runs import open_run, shipped_runs
+    from flaresynth.runs import shipped_runs
 
     names = ([n.strip() for n in args.runs.split(",") if n.strip()] if args.runs
              else [n for n in shipped_names() if n in shipped_runs()])
@@ -304,14 +321,13 @@ def main() -> None:
             f"FD / real-vs-real {v['mean_fd_ratio_evaluate']:.1f} (evaluate's), {v['mean_fd_ratio']:.1f} (class mix of the requests)"
             + (f", {fixed['ratio']:.1f} ({args.encoder})" if fixed else ""))
     floor_row = None
-    latent = next((r for r in (open_run(g[3]["run"], "cpu") for g in generated if g[3]["kind"] != "cevae")
-                   if r.autoencoder is not None), None)
-    if latent is not None:
+    found = floor_autoencoder(args.autoencoder, generated, ds)
+    if found is not None:
         # the autoencoder alone: judge F1 on reconstructions of the real test frames against the same judge on the
         # frames themselves; FD of real half A against the reconstructions of half B, beside A against B
-        rec = reconstruct(latent.autoencoder, real[test])
+        rec = reconstruct(found[0], real[test])
         plan = resampling_plan(len(test), len(test), EVAL_REPEATS, args.seed, groups=plan_groups)
-        floor_row = {"autoencoder_of": latent.latent.get("autoencoder_id"), "run": str(latent.path), "by_judge": []}
+        floor_row = {**found[1], "by_judge": []}
         for judge, feats, pred_test in zip(judges, test_features, test_preds, strict=True):
             f1 = macro_f1(y_test, judge.predict(rec), k)
             c = macro_f1(y_test, pred_test, k)

@@ -418,6 +418,7 @@ def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(ro
 def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, toy, capsys, monkeypatch):
     from generator_quality import reconstruct
 
+    from flaresynth.errors import FlaresynthError
     from flaresynth.runs import open_run
 
     r = run_script("generator_quality", ["--data", str(routes["ds"]), "--runs", str(routes["latent"]), "--judge-seeds", "0",
@@ -428,6 +429,14 @@ def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, 
     assert j["f1_ratio"] == pytest.approx(j["f1_judge"] / j["real_test_f1"], rel=1e-5)
     assert j["ratio"] == pytest.approx(j["fd"] / j["real_vs_real"], rel=1e-5) and j["fd"] > 0
     assert r["generators"][0]["fd_fixed_encoder"] is None  # --encoder none
+    # an autoencoder named by --autoencoder, beside a pixel run; a run that is not an autoencoder is refused
+    r = run_script("generator_quality", ["--data", str(routes["ds"]), "--runs", str(routes["pixel"]), "--judge-seeds", "0",
+                                         "--encoder", "none", "--autoencoder", str(routes["ae"])], toy, capsys, monkeypatch)
+    assert r["autoencoder_floor"]["autoencoder_of"] == floor["autoencoder_of"]
+    assert r["autoencoder_floor"]["by_judge"][0]["f1_judge"] == pytest.approx(j["f1_judge"])  # the same reconstructions
+    with pytest.raises(FlaresynthError, match="not an autoencoder"):
+        run_script("generator_quality", ["--data", str(routes["ds"]), "--runs", str(routes["pixel"]), "--judge-seeds", "0",
+                                         "--encoder", "none", "--autoencoder", str(routes["latent"])], toy, capsys, monkeypatch)
     # the reconstructions are the autoencoder's: the same shape, not the images themselves
     images = open_dataset(routes["ds"]).images[:3]
     rec = reconstruct(open_run(routes["latent"]).autoencoder, images)
