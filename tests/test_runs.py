@@ -33,9 +33,10 @@ from flaresynth.samples import open_samples
 from flaresynth.sampling import sample_settings
 from toy import cli, one_line_error
 
-SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder")
-#: The shipped latent runs, all in the latents of the one shipped autoencoder (the package holds it once).
-LATENT = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:discrete-student", "demo:continuous-student")
+SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder", "demo:autoencoder-2700")
+#: The shipped latent runs -> the shipped autoencoder whose latents each was trained in (the package holds each once).
+LATENT = {"demo:discrete": "demo:autoencoder", "demo:embedding": "demo:autoencoder", "demo:discrete-student": "demo:autoencoder",
+          "demo:continuous": "demo:autoencoder-2700", "demo:continuous-student": "demo:autoencoder-2700"}
 #: The package's size limit for flaresynth/pretrained/ (sum of file sizes).
 PRETRAINED_MAX_BYTES = 60 * 1024 * 1024
 
@@ -105,10 +106,9 @@ def test_open_run_by_path_run_folder_or_model_folder(run_copy):
 
 
 def test_shipped_latent_runs_share_the_shipped_autoencoder():
-    """Each shipped latent run names demo:autoencoder instead of carrying a copy, and it is the one the run was
-    trained in (the id it recorded); any other shipped latent run resolves to an autoencoder with its id too."""
+    """Each shipped latent run names its shipped autoencoder instead of carrying a copy, and it is the one the run
+    was trained in (the id it recorded); any other shipped latent run resolves to an autoencoder with its id too."""
     installed = shipped_runs()
-    shared = model_folder(installed["demo:autoencoder"])
     latent = set()
     for name, path in installed.items():
         folder = model_folder(path)
@@ -120,7 +120,8 @@ def test_shipped_latent_runs_share_the_shipped_autoencoder():
         assert model_kind(ae) == "autoencoder", name
         assert read_meta(ae)["model_id"] == meta["latent"]["autoencoder_id"], name
         if name in LATENT:
-            assert ae == shared and not (path / AUTOENCODER_DIR).exists(), name
+            assert meta["latent"]["autoencoder"] == LATENT[name], name
+            assert ae == model_folder(installed[LATENT[name]]) and not (path / AUTOENCODER_DIR).exists(), name
     assert latent >= set(LATENT)
 
 
@@ -156,12 +157,13 @@ def test_a_latent_runs_autoencoder_is_checked_by_id_and_named_in_one_line(run_co
     meta_path.write_text(json.dumps({**meta, "latent": {**meta["latent"], "autoencoder": AUTOENCODER_DIR}}))
     line = one_line_error(cli("sample", "--run", str(folder), "--out", str(tmp_path / "s"), "--no-progress"))
     assert f"{folder / AUTOENCODER_DIR}: missing" in line and not (tmp_path / "s").exists()
-    shutil.copytree(model_folder(shipped_runs()["demo:autoencoder"]), folder / AUTOENCODER_DIR)
+    shipped_ae = meta["latent"]["autoencoder"]  # the shipped autoencoder the run names
+    shutil.copytree(model_folder(shipped_runs()[shipped_ae]), folder / AUTOENCODER_DIR)
     assert open_run(folder, "cpu").autoencoder is not None
     # an installation without the shipped autoencoder
     meta_path.write_text(json.dumps(meta))
     monkeypatch.setattr(pretrained, "HERE", tmp_path / "empty")
-    with pytest.raises(FlaresynthError, match=r"'demo:autoencoder' is not installed") as err:
+    with pytest.raises(FlaresynthError, match=rf"'{shipped_ae}' is not installed") as err:
         open_run(folder, "cpu")
     assert "\n" not in str(err.value)
 
