@@ -276,15 +276,18 @@ def main() -> None:
     rows = []
     for name, images, y, how in generated:
         resamples = scorers[0]._resamples(len(y))
-        by_judge = []
+        # evaluate's resamplings depend on the requests alone: one plan for every judge and the fixed encoder
+        plan = resampling_plan(len(test), len(y), EVAL_REPEATS, args.seed, groups=plan_groups,
+                               real_labels=y_test, generated_labels=y)
+        by_judge, referee = [], None
         for i, (scorer, info, pred_test) in enumerate(zip(scorers, infos, test_preds, strict=True)):
             q, raw = scorer.score(images, y, return_raw=True)
             key = (i, y.tobytes())  # every generator answering the same requests shares the floor
             if key not in floors:
                 floors[key] = scorer.real_floor(y, repeats=FLOOR_REPEATS)
             floor, floor_std = floors[key]
-            plan = resampling_plan(len(test), len(y), EVAL_REPEATS, args.seed, groups=plan_groups,
-                                   real_labels=y_test, generated_labels=y)
+            if i == 0:  # the referee does not depend on the judge: only the first scorer runs it
+                referee = {"f1_referee": q["f1_referee"], "f1_referee_std": q["f1_referee_std"]}
             fd_eval = evaluate_fd(test_features[i], raw["feats"], plan)
             c = ceiling_and_ratio(y_test, pred_test, groups, f1_draws(y, raw["pred"], k, resamples), k, args.seed)
             by_judge.append({"judge_seed": info["seed"], **c, "f1_judge": q["f1_judge"], "f1_judge_std": q["f1_judge_std"],
@@ -295,24 +298,19 @@ def main() -> None:
                              "fd_domain_real_floor": floor, "fd_domain_real_floor_std": floor_std,
                              "fd_ratio": q["fd_domain"] / floor if floor > 0 else float("nan"),
                              "fd_domain_evaluate": fd_eval["fd"], "fd_domain_evaluate_std": fd_eval["fd_std"],
-                             "fd_domain_evaluate_real_vs_real": fd_eval["real_vs_real"], "fd_ratio_evaluate": fd_eval["ratio"],
-                             "f1_referee": q["f1_referee"], "f1_referee_std": q["f1_referee_std"]})
+                             "fd_domain_evaluate_real_vs_real": fd_eval["real_vs_real"], "fd_ratio_evaluate": fd_eval["ratio"]})
         pred = ensemble_predict(judges, images)
         report = classification_report(y, pred, ds.classes)
-        c = ceiling_and_ratio(y_test, ensemble_test, groups, f1_draws(y, pred, k, resamples), k, args.seed)
-        ensemble = {**c, "judge_seeds": seeds, "f1_judge": report["f1"],
-                    "f1_judge_std": float(np.std(f1_draws(y, pred, k, resamples))),
+        draws = f1_draws(y, pred, k, resamples)
+        c = ceiling_and_ratio(y_test, ensemble_test, groups, draws, k, args.seed)
+        ensemble = {**c, "judge_seeds": seeds, "f1_judge": report["f1"], "f1_judge_std": float(np.std(draws)),
                     "f1_judge_per_class": {cl: v["f1"] for cl, v in report["per_class"].items() if v["support"]},
                     "f1_ratio": report["f1"] / c["real_test_f1"] if c["real_test_f1"] > 0 else float("nan")}
         fixed = None
         if encoder is not None:
             fixed = {"encoder": args.encoder, **evaluate_fd(encoder_test, encoder.encode(images), plan)}
-        first = by_judge[0]
-        row = {"name": name, **how, "n_images": len(y), "f1_referee": first.pop("f1_referee"),
-               "f1_referee_std": first.pop("f1_referee_std"), "by_judge": by_judge, "ensemble": ensemble,
+        row = {"name": name, **how, "n_images": len(y), **referee, "by_judge": by_judge, "ensemble": ensemble,
                "fd_fixed_encoder": fixed}
-        for j in by_judge[1:]:
-            j.pop("f1_referee"), j.pop("f1_referee_std")
         row["verdict"] = verdict(by_judge, ensemble, fixed)
         rows.append(row)
         v = row["verdict"]
