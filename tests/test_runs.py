@@ -33,10 +33,10 @@ from flaresynth.samples import open_samples
 from flaresynth.sampling import sample_settings
 from toy import cli, one_line_error
 
-SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder", "demo:autoencoder-2700")
+SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder")
 #: The shipped latent runs -> the shipped autoencoder whose latents each was trained in (the package holds each once).
-LATENT = {"demo:discrete": "demo:autoencoder", "demo:embedding": "demo:autoencoder", "demo:discrete-student": "demo:autoencoder",
-          "demo:continuous": "demo:autoencoder-2700", "demo:continuous-student": "demo:autoencoder-2700"}
+LATENT = {name: "demo:autoencoder" for name in ("demo:discrete", "demo:embedding", "demo:discrete-student",
+                                                "demo:continuous", "demo:continuous-student")}
 #: The package's size limit for flaresynth/pretrained/ (sum of file sizes).
 PRETRAINED_MAX_BYTES = 60 * 1024 * 1024
 

@@ -13,10 +13,7 @@ name                           folder                         what it is
 ``demo:discrete-student``      ``demo-discrete-student/``     as ``demo:discrete``: its distilled few-step student
 ``demo:continuous-student``    ``demo-continuous-student/``   as ``demo:continuous``: its distilled few-step student
 ``demo:autoencoder``           ``demo-autoencoder/``          not a generator: the 64 px <-> 16x16x4 autoencoder
-                                                              (900 steps) demo:discrete, demo:embedding and
-                                                              demo:discrete-student decode with
-``demo:autoencoder-2700``      ``demo-autoencoder-2700/``     the same autoencoder recipe trained 2700 steps: the
-                                                              one demo:continuous and its student decode with
+                                                              every latent run above decodes with
 ``demo:multichannel``          ``demo-multichannel/``         generator: GOES class, five AIA channels at once
                                                               (94, 131, 171, 193, 211 Å); holds its own
                                                               5-channel autoencoder; not used by ``flaresynth demo``
@@ -58,7 +55,6 @@ SHIPPED: dict[str, str] = {
     "demo:discrete-student": "demo-discrete-student",
     "demo:continuous-student": "demo-continuous-student",
     "demo:autoencoder": "demo-autoencoder",
-    "demo:autoencoder-2700": "demo-autoencoder-2700",
     "demo:multichannel": "demo-multichannel",
     "demo:activity3": "demo-activity3",
 }
