@@ -57,15 +57,15 @@ run reproduces an uninterrupted one, so the probe costs nothing). A few minutes 
 undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
 report say so.
 
-Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-03 on the
+Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-04 on the
 project's 2-core CPU with nothing else running, with the shipped 64 px generators (the 4-step students for
-discrete and continuous; the README's figures): 11 min 45 s wall in all, 2.9 GB peak memory; simulate 52 s,
-dataset 8 s, sampling 9 s per student (4 steps), 18 s for the embedding DDPM (DDIM 20) and 4 s for the ceVAE,
-one 64 px judge 36 s, evaluation 41-50 s per generator, augmentation 286 s, forecast dataset 6 s, forecast 90 s,
-report 1 s (12 min 27 s in an earlier run). The sizes behind this:
+discrete and continuous; the README's figures): 10 min 41 s wall in all, 2.8 GB peak memory; simulate 48 s,
+dataset 6 s, sampling 7 s per student (4 steps), 11 s for the embedding DDPM (DDIM 20) and 3 s for the ceVAE,
+one 64 px judge 31 s, evaluation 37-39 s per generator, augmentation 270 s, forecast dataset 6 s, forecast 89 s,
+report 2 s (11 min 45 s on 2026-12-03). The sizes behind this:
 
 * ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 569
-  (the report states both). Sampling is the cheap part (22 s for a DDIM-20 DDPM's 200 images); evaluation and
+  (the report states both). Sampling is the cheap part (11 s for a DDIM-20 latent DDPM's 200 images); evaluation and
   the augmentation experiment take most of the budget.
 * ``repeats = 3`` resamplings of the real test split for the mean ± std (the metrics' own default is 5);
   features ``domain`` + ``effnet-lite0`` (224 px ImageNet EfficientNet: the costly part of an evaluation).
