@@ -49,8 +49,8 @@ ceVAE (``cevae-demo64``) and the three DDPMs in the autoencoder's latents (``dem
 (``cevae:DIR/runs/cevae``, as in the paper), or on a fixed random projection (``random:64:0``) when no ceVAE run
 is available. The minutes are split evenly between the models trained, and the autoencoder is one of them
 whenever a DDPM is trained: with all four generators it gets one fifth of the budget, the same share as each
-generator (training the shipped runs took about as long for the autoencoder, 40 min, as for each latent DDPM,
-43-45 min). ``train()`` has no time limit, so each run first trains ``probe_steps`` steps; the measured seconds
+generator (training the shipped runs took about as long for the autoencoder, 43 min, as for each latent DDPM,
+29-47 min). ``train()`` has no time limit, so each run first trains ``probe_steps`` steps; the measured seconds
 per step (median of the logged ``seconds_per_step``, the first step left out) then size the remaining steps to
 the model's share of the budget, minus the measured start-up cost, and training resumes to that count (a resumed
 run reproduces an uninterrupted one, so the probe costs nothing). A few minutes of CPU training give an
