@@ -10,7 +10,13 @@ import torch
 
 from flaresynth.config import load_config, load_preset
 from flaresynth.dataset import open_dataset
-from flaresynth.diffusion import student_scheduler_config
+from flaresynth.diffusion import (
+    consistency_function,
+    consistency_scheduler_config,
+    make_sampler,
+    make_scheduler,
+    student_scheduler_config,
+)
 from flaresynth.distill import distill, is_student, stage_plan
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.conditioning import Condition
@@ -73,6 +79,76 @@ def test_stage_plan_halves_down_to_the_requested_steps():
     for steps, teacher_steps in ((0, 64), (-2, 64), (128, 64), (3, 64), (4, 24), (4, 2000)):
         with pytest.raises(FlaresynthError):
             stage_plan(teacher_steps, steps)
+
+
+def test_consistency_plan_is_one_stage_on_a_grid_that_divides_the_schedule():
+    assert stage_plan(50, 4, method="consistency") == [("consistency", 50, 4)]
+    assert stage_plan(4, 4, method="consistency") == [("consistency", 4, 4)]
+    for steps, teacher_steps, what in ((4, 64, "divisor"), (8, 4, "more than"), (0, 50, "--steps 0")):
+        with pytest.raises(FlaresynthError, match=what):
+            stage_plan(teacher_steps, steps, method="consistency")
+    with pytest.raises(FlaresynthError, match="--method"):
+        stage_plan(64, 4, method="consistent")
+
+
+def test_consistency_function_is_what_the_lcm_sampler_denoises_to():
+    """Training's f(x_t, t) and LCMScheduler.step's ``denoised`` are one formula, boundary included."""
+    sched_cfg = consistency_scheduler_config(make_scheduler(load_preset("tiny").diffusion).config, 50)
+    sched = make_sampler("lcm", sched_cfg, 4)
+    assert sched.timesteps.tolist() == [999, 759, 499, 259]  # points of the 50-step grid [19, 39, ..., 999]
+    torch.manual_seed(0)
+    x, eps = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    for t in sched.timesteps.tolist():
+        want = sched.step(eps, t, x, generator=torch.Generator().manual_seed(0)).denoised
+        got = consistency_function(sched, eps, torch.full((3,), t), x)
+        torch.testing.assert_close(got, want)
+    # at t = 0, f is the identity whatever the network says
+    torch.testing.assert_close(consistency_function(sched, eps, torch.zeros(3, dtype=torch.long), x), x)
+
+
+@pytest.fixture(scope="module")
+def consistency_student(runs):
+    """The tiny teacher's 2-step consistency student on a 4-step grid."""
+    return distill(runs["teacher"], runs["root"] / "consistency", steps=2, method="consistency", teacher_steps=4,
+                   stage_steps=STAGE_STEPS, lr=1e-3, progress=False)
+
+
+def test_consistency_student_learns_its_target_and_samples_with_lcm(runs, consistency_student, tmp_path):
+    st, ds = consistency_student, open_dataset(runs["ds"])
+    folder = st / "stages" / "0-consistency-2"
+    assert [p.name for p in (st / "stages").iterdir()] == [folder.name]
+    cfg = load_config(folder / "config.yaml")
+    assert cfg.distill.stage == "consistency" and cfg.sample.sampler == "lcm"
+    data = load_training_data(ds, cfg)
+    objective = DistillObjective(cfg, data, ds.classes)
+    assert objective.grid.tolist() == [999, 749, 499, 249]  # trained on every point of the teacher's grid
+    torch.manual_seed(cfg.train.seed)
+    start = objective.build_model().eval()
+    end = open_run(st).network
+    x0, cond = data["images"][:24], data["cond"].index(slice(0, 24))
+    with torch.no_grad():
+        err = [np.mean([objective.loss(m, x0, cond, step_generator(99, k, 0)).item() for k in range(4)])
+               for m in (start, end)]
+    assert err[1] < 0.9 * err[0], err
+    prov = json.loads((st / "provenance.json").read_text())
+    assert prov["method"] == "consistency" and [s["stage"] for s in prov["stages"]] == ["consistency"]
+
+    r = cli("sample", "--run", str(st), "--out", str(tmp_path / "s"), "--per-class", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = open_samples(tmp_path / "s")
+    assert s.manifest["sampler"] == "lcm" and s.manifest["steps"] == 2 and s.manifest["distilled"]["stage"] == "consistency"
+    assert np.isfinite(s.images).all() and s.images.std() > 0
+    # seeded per image: the same seeds give the same images (the sampler's fresh noise included)
+    model = open_run(st)
+    table = build_requests(model, per_class=1, seed=3)
+    np.testing.assert_array_equal(generate(model, table, "lcm", 2, 1.0), generate(model, table, "lcm", 2, 1.0))
+    # its own sampler only; and a DDPM is not sampled with the consistency sampler
+    with pytest.raises(FlaresynthError, match="trained for lcm 2"):
+        sample(st, tmp_path / "bad", sampler="ddim")
+    line = one_line_error(cli("sample", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"),
+                              "--sampler", "lcm", "--no-progress"))
+    assert "not a consistency-distilled student" in line, line
+    assert not (tmp_path / "bad").exists()
 
 
 def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_initialisation(runs):
@@ -221,7 +297,8 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
         assert not out.exists()
     for kwargs, what in (({"steps": 4, "teacher_steps": 24}, "power of two"),
                          ({"steps": 2, "teacher_steps": 8, "guidance_range": (3, 1)}, "--guidance-range"),
-                         ({"steps": 2, "teacher_steps": 8, "lr": 0.0}, "--lr")):
+                         ({"steps": 2, "teacher_steps": 8, "lr": 0.0}, "--lr"),
+                         ({"steps": 4, "teacher_steps": 64, "method": "consistency"}, "divisor")):
         with pytest.raises(FlaresynthError, match=what):
             distill(teacher, out, progress=False, **kwargs)
         assert not out.exists()

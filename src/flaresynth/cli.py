@@ -302,7 +302,7 @@ def sample(
     classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated classes of the model's scheme, e.g. A,M,X or low,high. Default: every trained class (unless --flux is given).")] = None,
     flux: Annotated[list[str] | None, typer.Option("--flux", help="XRS-B flux in W/m² (3e-5) or a GOES class (M3); repeat or comma-separate.")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per requested class or flux.")] = 8,
-    sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50; at --steps 20 the fast choice, see benchmarks/README.md), dpm++ (DPM-Solver++ 2M, 20) or unipc (20). Default: the run's config.")] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50; at --steps 20 the fast choice, see benchmarks/README.md), dpm++ (DPM-Solver++ 2M, 20), unipc (20) or lcm (consistency-distilled students only, 4). Default: the run's config.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the sampler's, above).")] = None,
     guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM) uses cfg_scale = w + 1. Default: the run's config (2).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
@@ -341,9 +341,10 @@ def distill(
     run: Annotated[str, typer.Option("--run", help="The teacher: a DDPM run folder or a shipped one (demo:discrete, demo:continuous, demo:embedding). Not a ceVAE, not a student.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The student's run folder (config.yaml, model/, log.jsonl, provenance.json, stages/).")],
     steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the student, one U-Net forward each (classifier-free guidance folded in).")] = 4,
-    teacher_steps: Annotated[int, typer.Option("--teacher-steps", help="DDIM steps of the teacher the distillation starts from; halved by each progressive stage down to --steps (so --steps times a power of two).")] = 64,
+    method: Annotated[str, typer.Option("--method", help="progressive (guidance distillation, then progressive halvings) or consistency (one consistency-distillation stage, sampled with LCMScheduler).")] = "progressive",
+    teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="DDIM steps of the teacher's grid. progressive: halved by each stage down to --steps (so --steps times a power of two; default 64). consistency: the grid the consistency function is learned on (a divisor of 1000; default 50).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="The teacher's dataset folder (default: the one its provenance.json names; checked by data hash).")] = None,
-    stage_steps: Annotated[int, typer.Option("--stage-steps", help="Optimiser steps of each progressive stage.")] = 1000,
+    stage_steps: Annotated[int, typer.Option("--stage-steps", help="Optimiser steps of each progressive stage, or of the consistency stage.")] = 1000,
     guidance_steps: Annotated[int | None, typer.Option("--guidance-steps", help="Optimiser steps of the guidance stage (default: --stage-steps).")] = None,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of each stage (cosine to 0 over the stage).")] = 1e-4,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (default: the teacher's).")] = None,
@@ -363,7 +364,7 @@ def distill(
         w_range = ()
     if len(w_range) != 2:
         raise FlaresynthError(f"--guidance-range {guidance_range!r}: expected MIN,MAX (e.g. 0,4)")
-    path = run_distillation(run, out_dir, steps, teacher_steps=teacher_steps, data=data, stage_steps=stage_steps,
+    path = run_distillation(run, out_dir, steps, method=method, teacher_steps=teacher_steps, data=data, stage_steps=stage_steps,
                             guidance_steps=guidance_steps, lr=lr, batch_size=batch_size, guidance_range=w_range,
                             resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])

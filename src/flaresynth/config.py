@@ -47,7 +47,7 @@ from flaresynth.errors import FlaresynthError
 
 RUN_KINDS = ("ddpm", "cevae", "student", "autoencoder")
 #: Stages of a distilled student (see flaresynth.distill).
-DISTILL_STAGES = ("guidance", "progressive")
+DISTILL_STAGES = ("guidance", "progressive", "consistency")
 CONDITIONING_KINDS = ("discrete", "continuous", "discrete+embedding")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -55,7 +55,7 @@ LOSS_WEIGHTINGS = ("none", "min_snr")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc", "lcm")
 PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-demo64",
            "cevae-tiny", "autoencoder-demo", "autoencoder-tiny", "demo64-latent", "demo64-latent-continuous",
            "demo64-latent-embedding", "tiny-latent", "autoencoder-demo128", "activity3-latent128")
@@ -163,7 +163,10 @@ class DistillConfig:
     teacher's guided output ε(x,c) + w·(ε(x,c) − ε(x,∅)) in one forward, at the timesteps of a
     ``teacher_steps``-step DDIM sampler (``student_steps`` equals it). ``stage: progressive`` (Salimans & Ho
     2022): one DDIM step of the student, ``student_steps`` = ``teacher_steps`` / 2, lands where two DDIM steps
-    of the teacher (the previous stage's student) land. ``teacher`` is the teacher's run or model folder; w is
+    of the teacher (the previous stage's student) land. ``stage: consistency`` (Song et al. 2023; Luo et al.
+    2023): a student with w as input learns the consistency function of the teacher's guided DDIM ODE on the
+    ``teacher_steps``-step grid and samples in ``student_steps`` of its points with ``LCMScheduler``. ``teacher``
+    is the teacher's run or model folder; w is
     drawn uniformly from [``guidance_min``, ``guidance_max``] and enters through ``guidance_frequencies``
     sinusoidal features added to the conditioning embedding.
     """
@@ -576,10 +579,19 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
     _choice(source, "distill.stage", e.stage, DISTILL_STAGES)
     _positive(source, "distill.teacher_steps", e.teacher_steps)
     _positive(source, "distill.student_steps", e.student_steps)
-    want = e.teacher_steps if e.stage == "guidance" else e.teacher_steps / 2
-    if e.student_steps != want:
-        raise FlaresynthError(f"{source}: distill.student_steps: {e.student_steps}, expected {want:g} for a "
-                              f"{e.stage} stage from {e.teacher_steps} teacher steps")
+    if e.stage == "consistency":
+        if e.student_steps > e.teacher_steps:
+            raise FlaresynthError(f"{source}: distill.student_steps: {e.student_steps}, expected at most "
+                                  f"distill.teacher_steps ({e.teacher_steps}), the grid the student's steps are taken from")
+        if cfg.diffusion.num_train_timesteps % e.teacher_steps:
+            raise FlaresynthError(f"{source}: distill.teacher_steps: {e.teacher_steps}, expected a divisor of "
+                                  f"diffusion.num_train_timesteps ({cfg.diffusion.num_train_timesteps}): the "
+                                  "consistency grid is every T/N-th timestep")
+    else:
+        want = e.teacher_steps if e.stage == "guidance" else e.teacher_steps / 2
+        if e.student_steps != want:
+            raise FlaresynthError(f"{source}: distill.student_steps: {e.student_steps}, expected {want:g} for a "
+                                  f"{e.stage} stage from {e.teacher_steps} teacher steps")
     if e.teacher_steps > cfg.diffusion.num_train_timesteps:
         raise FlaresynthError(f"{source}: distill.teacher_steps: {e.teacher_steps}, expected at most "
                               f"diffusion.num_train_timesteps ({cfg.diffusion.num_train_timesteps})")

@@ -26,6 +26,8 @@ ddpm      ``DDPMScheduler`` (ancestral; the paper's sampler)  1000
 ddim      ``DDIMScheduler`` (η = 0, deterministic)            50
 dpm++     ``DPMSolverMultistepScheduler`` (2M, dpmsolver++)   20
 unipc     ``UniPCMultistepScheduler``                         20
+lcm       ``LCMScheduler`` (multistep consistency sampling;   4
+          consistency-distilled students only)
 ========  =================================================  ==============
 
 Randomness is per image: each image has its own ``torch.Generator`` seeded with its own seed, drawing its
@@ -38,13 +40,13 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, UniPCMultistepScheduler
 
 from flaresynth.config import DiffusionConfig
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.conditioning import Condition
 
-SAMPLER_DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20, "unipc": 20}
+SAMPLER_DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20, "unipc": 20, "lcm": 4}
 
 
 def make_scheduler(cfg: DiffusionConfig):
@@ -61,7 +63,7 @@ def make_scheduler(cfg: DiffusionConfig):
 
 
 def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
-    """A sampling scheduler ``name`` (ddpm, ddim, dpm++, unipc) with its timesteps set.
+    """A sampling scheduler ``name`` (ddpm, ddim, dpm++, unipc, lcm) with its timesteps set.
 
     ``scheduler_config`` is the training ``DDPMScheduler``'s ``config``; ``steps`` ``None`` means the
     sampler's default (:data:`SAMPLER_DEFAULT_STEPS`).
@@ -77,6 +79,9 @@ def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
         sched = DDPMScheduler.from_config(config)
     elif name == "ddim":
         sched = DDIMScheduler.from_config(config)
+    elif name == "lcm":
+        # a consistency student's scheduler config (consistency_scheduler_config) holds its original grid
+        sched = LCMScheduler.from_config(_lcm_keys(config))
     else:
         # DDPM and DDIM clip the predicted x0 to [-1, 1] when the training config says clip_sample; the
         # multistep solvers have no clip_sample, but their thresholding with sample_max_value = range is that
@@ -234,6 +239,31 @@ def ddim_step(scheduler, model_output: torch.Tensor, timesteps: torch.Tensor, sa
     return out
 
 
+def _lcm_keys(scheduler_config: dict) -> dict:
+    known = inspect.signature(LCMScheduler.__init__).parameters  # a DDPM's variance_type is not LCM's
+    return {k: v for k, v in dict(scheduler_config).items() if k in known}
+
+
+def consistency_scheduler_config(scheduler_config: dict, grid_steps: int) -> dict:
+    """The ``LCMScheduler`` config of a consistency student: the training schedule, and as its
+    ``original_inference_steps`` the ``grid_steps``-step grid the student was distilled on (:mod:`flaresynth.distill`).
+    Its x̂₀ is not clipped (``clip_sample`` off), so each step's ``denoised`` is exactly the consistency function
+    the student learned (:func:`consistency_function`); the sample loop still clips the final image."""
+    sched = LCMScheduler.from_config(_lcm_keys(scheduler_config), original_inference_steps=int(grid_steps),
+                                     clip_sample=False, thresholding=False)
+    return {k: v for k, v in dict(sched.config).items() if not k.startswith("_")}
+
+
+def consistency_function(scheduler, eps: torch.Tensor, timesteps: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    """f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂₀ of an ε output, x̂₀ = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t: the clean sample a
+    consistency model maps ``sample`` to, exactly as ``LCMScheduler.step``'s ``denoised`` (its c_skip, c_out;
+    c_skip(0) = 1, c_out(0) = 0, the boundary condition f(x₀, 0) = x₀)."""
+    a_t, s_t = _scales(scheduler, scheduler.alphas_cumprod[timesteps.cpu()], sample)
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.to(sample.device, torch.float32))
+    shape = (-1, *([1] * (sample.ndim - 1)))
+    return c_skip.view(shape) * sample + c_out.view(shape) * (sample - s_t * eps) / a_t
+
+
 def _scales(scheduler, alpha_bar: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     a = alpha_bar.to(like.device, torch.float32).view(-1, *([1] * (like.ndim - 1)))
     return a.sqrt(), (1 - a).sqrt()
@@ -273,4 +303,6 @@ __all__ = [
     "ddim_step",
     "previous_alpha_bar",
     "one_step_noise",
+    "consistency_scheduler_config",
+    "consistency_function",
 ]

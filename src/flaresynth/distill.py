@@ -4,6 +4,7 @@ Run it::
 
     flaresynth distill --run RUN --out RUN2 --steps 4            # RUN: a DDPM run folder or demo:discrete
     flaresynth distill --run RUN --out RUN2 --steps 4 --resume   # continue an interrupted distillation
+    flaresynth distill --run RUN --out RUN3 --steps 4 --method consistency
     flaresynth sample --run RUN2 --out SAMPLES                   # 4 DDIM steps, one forward each
 
 Two published methods, one after the other (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
@@ -29,6 +30,16 @@ starts exactly from the teacher's weights). Salimans & Ho weight the x-space err
 (= the ε error × max(1, 1/SNR)); with the ε parameterisation that weighting did worse here: on the tiny test
 model (4 -> 2 steps, 80 steps per stage) the 2-step student's mean squared distance to the teacher's guided
 4-step samples was 0.212 with it against 0.171 without (0.202 before distillation), so it is not used.
+
+``--method consistency`` is the alternative the measurements chose between: one **consistency distillation**
+stage (Song et al. 2023, "Consistency Models", ICML, Algorithm 2, with the guided teacher and w as an input as
+in Luo et al. 2023, "Latent Consistency Models"). The student, started like the guidance stage's from the
+teacher's conditional model, learns the consistency function f(z_t, t) = c_skip(t) z_t + c_out(t) x̂₀(z_t, t)
+(:func:`flaresynth.diffusion.consistency_function`, ``LCMScheduler``'s c_skip and c_out) of the teacher's
+guided DDIM ODE: on the ``--teacher-steps`` N-step grid (every T/N-th timestep, default 50 as in Luo et al.),
+f at z_t must equal f at the point one guided teacher DDIM step down the grid. It samples with diffusers'
+``LCMScheduler`` (multistep consistency sampling: predict x₀, add fresh noise down to the next of its
+``--steps`` grid points, predict again); ``--stage-steps`` is its training length.
 
 Steps are diffusers' ``DDIMScheduler`` (η = 0) with ``timestep_spacing="trailing"`` (Lin et al. 2024, "Common
 Diffusion Noise Schedules and Sample Steps are Flawed"): a 4-step sampler then starts at t = T−1, where x_T
@@ -81,8 +92,9 @@ from flaresynth.runs import (
 from flaresynth.train import train
 
 STAGES = "stages"
+METHODS = ("progressive", "consistency")
 #: Defaults of `flaresynth distill` (measured choices still to be made: see the module's tests and benchmark).
-DEFAULT_TEACHER_STEPS = 64
+DEFAULT_TEACHER_STEPS = {"progressive": 64, "consistency": 50}
 DEFAULT_STAGE_STEPS = 1000
 DEFAULT_LR = 1e-4
 
@@ -99,8 +111,12 @@ def is_student(path: str | Path) -> bool:
 
 
 
-def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000) -> list[tuple[str, int, int]]:
-    """(stage, teacher steps, student steps) of each stage: guidance at N0, then halvings down to ``steps``."""
+def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000,
+               method: str = "progressive") -> list[tuple[str, int, int]]:
+    """(stage, teacher steps, student steps) of each stage. ``progressive``: guidance at N0, then halvings down
+    to ``steps``; ``consistency``: one consistency stage on the N0-step grid."""
+    if method not in METHODS:
+        raise FlaresynthError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     if int(steps) != steps or steps < 1:
         raise FlaresynthError(f"--steps {steps!r}: expected a whole number >= 1")
     if int(teacher_steps) != teacher_steps or not 1 <= teacher_steps <= num_train_timesteps:
@@ -108,7 +124,12 @@ def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000) 
                               f"{num_train_timesteps} (the teacher's diffusion steps)")
     if steps > teacher_steps:
         raise FlaresynthError(f"--steps {steps}: more than the teacher's {teacher_steps} DDIM steps (--teacher-steps) "
-                              "that distillation starts from and halves")
+                              f"that distillation starts from")
+    if method == "consistency":
+        if num_train_timesteps % teacher_steps:
+            raise FlaresynthError(f"--teacher-steps {teacher_steps}: expected a divisor of the teacher's "
+                                  f"{num_train_timesteps} diffusion steps (the consistency grid is every T/N-th step)")
+        return [("consistency", int(teacher_steps), int(steps))]
     ratio = teacher_steps // steps
     if teacher_steps % steps or ratio & (ratio - 1):
         raise FlaresynthError(f"--steps {steps}: --teacher-steps {teacher_steps} must be {steps} times a power of two "
@@ -134,7 +155,8 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
                       checkpoint_every=min(int(d["train"]["checkpoint_every"]) or train_steps, train_steps))
     if batch_size is not None:
         d["train"]["batch_size"] = int(batch_size)
-    d["sample"].update(sampler="ddim", steps=int(student_steps), guidance=w, grid_sampler="ddim",
+    sampler = "lcm" if stage == "consistency" else "ddim"
+    d["sample"].update(sampler=sampler, steps=int(student_steps), guidance=w, grid_sampler=sampler,
                        grid_steps=int(student_steps))
     return RunConfig.from_dict(d, source=f"stage {stage} of the distillation")
 
@@ -149,7 +171,8 @@ def distill(
     out: str | Path,
     steps: int = 4,
     *,
-    teacher_steps: int = DEFAULT_TEACHER_STEPS,
+    method: str = "progressive",
+    teacher_steps: int | None = None,
     data: str | Path | None = None,
     stage_steps: int = DEFAULT_STAGE_STEPS,
     guidance_steps: int | None = None,
@@ -167,8 +190,10 @@ def distill(
     ----------
     run : the teacher: a DDPM run folder or shipped name (``demo:discrete``); not a ceVAE, not a student.
     out : the student's run folder (module docstring).
-    steps : DDIM steps of the student (one forward each).
-    teacher_steps : DDIM steps N0 the guidance stage works at; ``steps`` × a power of two.
+    steps : sampling steps of the student (one forward each).
+    method : ``progressive`` (guidance, then halvings) or ``consistency`` (one stage; module docstring).
+    teacher_steps : DDIM steps N0 of the teacher's grid (default 64 progressive, 50 consistency); progressive:
+        ``steps`` × a power of two; consistency: a divisor of the teacher's diffusion steps.
     data : the teacher's dataset folder (default: the one its provenance names; the data hash must match).
     stage_steps : optimiser steps of each progressive stage; ``guidance_steps`` those of the guidance stage
         (default ``stage_steps``).
@@ -191,7 +216,9 @@ def distill(
     teacher_cfg = RunConfig.from_dict(meta["config"], source=str(teacher_folder / META_FILE))
     if teacher_cfg.kind != "ddpm":
         raise FlaresynthError(f"{teacher_folder / META_FILE}: config.kind: {teacher_cfg.kind!r}, expected ddpm")
-    plan = stage_plan(teacher_steps, steps, teacher_cfg.diffusion.num_train_timesteps)
+    if teacher_steps is None:
+        teacher_steps = DEFAULT_TEACHER_STEPS.get(method, DEFAULT_TEACHER_STEPS["progressive"])
+    plan = stage_plan(teacher_steps, steps, teacher_cfg.diffusion.num_train_timesteps, method)
     if meta.get("latent"):
         # a latent teacher: every stage trains in the latents of the teacher's autoencoder (its own copy, or the
         # shipped one a shipped teacher names), at the teacher's scale (the student's inputs are the teacher's);
@@ -258,7 +285,8 @@ def distill(
     n_train = sum(s["train_steps"] for s in stages)
     write_json(out / PROVENANCE_FILE, {
         "stage": "distill", "run": str(out), "teacher": str(teacher_run), "teacher_id": meta.get("model_id"),
-        "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "student_steps": int(steps),
+        "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "method": method,
+        "student_steps": int(steps),
         "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "stages": stages,
         "steps": n_train, "planned_steps": n_train, "complete": True, "sessions": sessions,
         "parameters": read_json(last / MODEL_DIR / META_FILE).get("parameters"),
@@ -274,6 +302,7 @@ def distill(
 
 __all__ = [
     "is_student",
+    "METHODS",
     "stage_plan",
     "stage_config",
     "distill",

@@ -289,7 +289,7 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
              embeddings: torch.Tensor | None = None) -> np.ndarray:
     """Images for a request table: float32 (N, C, H, W) in [-1, 1].
 
-    ``sampler``: ddpm | ddim | dpm++ | unipc; ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
+    ``sampler``: ddpm | ddim | dpm++ | unipc | lcm (consistency students); ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
     ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
     see :func:`request_embeddings`). A latent run samples latents and decodes them with its autoencoder
     (latents / scaling factor), batch by batch.
@@ -302,6 +302,9 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
         raise FlaresynthError(f"--batch-size {batch_size!r}: expected a whole number >= 1")
     sched_cfg = model.meta["scheduler"]
     make_sampler(sampler, sched_cfg, steps)  # validates name and steps before any work
+    if sampler == "lcm" and (model.meta.get("student") or {}).get("stage") != "consistency":
+        raise FlaresynthError(f"--sampler lcm: {model.path} is not a consistency-distilled student; the LCM "
+                              "sampler takes a consistency function, which a DDPM's noise prediction is not")
     batch = batch_size or auto_batch_size(model, guidance)
     cond = conditions(model, table, embeddings)
     seeds = table["seed"].to_numpy()

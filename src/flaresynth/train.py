@@ -100,14 +100,18 @@ from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.dataset import open_dataset
 from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import (
+    consistency_function,
+    consistency_scheduler_config,
     ddim_scheduler,
     ddim_step,
     diffusion_loss,
     drop_mask,
     guided_combine,
+    make_sampler,
     make_scheduler,
     one_step_noise,
     sample_timesteps,
+    snr,
     student_scheduler_config,
 )
 from flaresynth.errors import FlaresynthError
@@ -812,13 +816,20 @@ class DistillObjective(DiffusionObjective):
         if teacher_is_student != (d.stage == "progressive"):
             raise FlaresynthError(f"{d.teacher}: distill.teacher: a {d.stage} stage needs a "
                                   f"{'distilled student' if d.stage == 'progressive' else 'DDPM'} as its teacher")
-        self.sampler_config = student_scheduler_config(self.scheduler.config)
-        self.student_sched = ddim_scheduler(self.sampler_config, d.student_steps)
-        self.teacher_sched = ddim_scheduler(self.sampler_config, d.teacher_steps)
-        self.grid = self.student_sched.timesteps.clone()
+        ddim_config = student_scheduler_config(self.scheduler.config)
+        self.teacher_sched = ddim_scheduler(ddim_config, d.teacher_steps)
+        if d.stage == "consistency":
+            # trained on every point of the teacher's grid; samples on student_steps of them (LCMScheduler)
+            self.sampler_config = consistency_scheduler_config(self.scheduler.config, d.teacher_steps)
+            self.student_sched = make_sampler("lcm", self.sampler_config, d.student_steps)
+            self.grid = self.teacher_sched.timesteps.clone()
+        else:
+            self.sampler_config = ddim_config
+            self.student_sched = ddim_scheduler(ddim_config, d.student_steps)
+            self.grid = self.student_sched.timesteps.clone()
 
     def build_model(self) -> torch.nn.Module:
-        if self.cfg.distill.stage == "guidance":
+        if self.cfg.distill.stage in ("guidance", "consistency"):
             model = student_from_teacher(self.teacher, self.cfg.distill.guidance_frequencies)
         else:
             model = copy.deepcopy(self.teacher)
@@ -833,14 +844,20 @@ class DistillObjective(DiffusionObjective):
         return self.student_sched.add_noise(x0, noise, t), t, w
 
     @torch.no_grad()
-    def target(self, z: torch.Tensor, t: torch.Tensor, cond: Condition, w: torch.Tensor) -> torch.Tensor:
-        """The ε the student should output at (z, t, c, w)."""
+    def guided_teacher(self, z: torch.Tensor, t: torch.Tensor, cond: Condition, w: torch.Tensor) -> torch.Tensor:
+        """The DDPM teacher's guided ε(z, c) + w·(ε(z, c) − ε(z, ∅)), both passes in one forward."""
         self.teacher.to(z.device).eval()
+        n = len(z)
+        drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(z.device)
+        out = self.teacher(torch.cat([z, z]), torch.cat([t, t]), cond.twice(), drop)
+        return guided_combine(out[:n], out[n:], w.view(-1, *([1] * (z.ndim - 1))))
+
+    @torch.no_grad()
+    def target(self, z: torch.Tensor, t: torch.Tensor, cond: Condition, w: torch.Tensor) -> torch.Tensor:
+        """The ε the student should output at (z, t, c, w) (guidance and progressive stages)."""
         if self.cfg.distill.stage == "guidance":
-            n = len(z)
-            drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(z.device)
-            out = self.teacher(torch.cat([z, z]), torch.cat([t, t]), cond.twice(), drop)
-            return guided_combine(out[:n], out[n:], w.view(-1, *([1] * (z.ndim - 1))))
+            return self.guided_teacher(z, t, cond, w)
+        self.teacher.to(z.device).eval()
         half = self.teacher_sched
         z1 = ddim_step(half, self.teacher(z, t, cond, w), t, z)
         t1 = t - half.config.num_train_timesteps // half.num_inference_steps
@@ -849,9 +866,29 @@ class DistillObjective(DiffusionObjective):
 
     def loss(self, model, x0: torch.Tensor, cond, g: torch.Generator) -> torch.Tensor:
         z, t, w = self.draw(x0, g)
+        if self.cfg.distill.stage == "consistency":
+            return self.consistency_loss(model, z, t, cond, w)
         target = self.target(z, t, cond, w)
         pred = model(z, t, cond, w)
         return torch.mean((pred.float() - target.float()) ** 2)
+
+    def consistency_loss(self, model, z: torch.Tensor, t: torch.Tensor, cond: Condition,
+                         w: torch.Tensor) -> torch.Tensor:
+        """Consistency distillation (Song et al. 2023, Algorithm 2): f(z_t, t) should equal f(ẑ, t − T/N) with ẑ
+        the teacher's guided DDIM step from z_t down the grid; f is :func:`~flaresynth.diffusion.consistency_function`
+        and the target's f the student itself without gradients (θ⁻ = θ: Song & Dhariwal 2023, "Improved Techniques
+        for Training Consistency Models"). Below the grid's lowest point the target is ẑ itself (c_skip(0) = 1).
+        The squared error in x₀ is weighted by SNR_t, i.e. it is the ε-space MSE of the other stages: an ε
+        parameterisation at t = 999 turns an ε error e into an x₀ error e/√ᾱ ≈ 150 e, which unweighted would drown
+        every other timestep."""
+        sched, d = self.student_sched, self.cfg.distill
+        with torch.no_grad():
+            z_prev = ddim_step(self.teacher_sched, self.guided_teacher(z, t, cond, w), t, z)
+            t_prev = (t - self.cfg.diffusion.num_train_timesteps // d.teacher_steps).clamp(min=0)
+            target = consistency_function(sched, model(z_prev, t_prev, cond, w).float(), t_prev, z_prev)
+        pred = consistency_function(sched, model(z, t, cond, w).float(), t, z)
+        weight = snr(sched, t).view(-1, *([1] * (z.ndim - 1)))
+        return torch.mean(weight * (pred - target.float()) ** 2)
 
     def meta(self) -> dict:
         d = self.cfg.distill
@@ -865,7 +902,7 @@ class DistillObjective(DiffusionObjective):
         save_student(raw_model, folder)
         write_meta(folder, {**meta, "ema_weights": True, "conditioning": raw_model.conditioner.describe(),
                             "student": {**meta.get("student", {}), **raw_model.describe()}})
-        ddim_scheduler(self.sampler_config, self.cfg.distill.student_steps).save_pretrained(folder / SCHEDULER_DIR)
+        self.student_sched.save_pretrained(folder / SCHEDULER_DIR)
         if "class_embedding_gaussians" in self.data:
             self.data["class_embedding_gaussians"].save(folder / EMBEDDING_CLASSES_FILE)
 
