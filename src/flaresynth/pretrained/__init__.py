@@ -26,8 +26,8 @@ Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: `
 :func:`flaresynth.runs.shipped_runs` (every installed name, the autoencoder included: it opens like any run, and
 ``flaresynth sample`` refuses it in one line; a caller wanting generators checks the model kind). Each is made by
 ``flaresynth train`` (the preset and dataset in its ``config.yaml`` and ``provenance.json``;
-the folder's ``README.md`` says how); a student by ``flaresynth distill --run demo:discrete --out RUN2 --steps 4``
-(:mod:`flaresynth.distill`), which samples in its own few DDIM steps with w as an input. A name is listed as
+the folder's ``README.md`` says how); a student by ``flaresynth distill --run demo:discrete --out RUN2 --steps 4 --method consistency``
+(:mod:`flaresynth.distill`), which samples in its own few steps with w as an input. A name is listed as
 installed only when its folder holds a model, so a student folder can be added later without code changes;
 ``flaresynth demo`` samples a generator from its student when that is installed.
 
