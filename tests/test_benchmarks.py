@@ -115,7 +115,8 @@ def test_guidance_cost(toy, capsys, monkeypatch):
 def test_distill_quality(toy, capsys, monkeypatch):
     from flaresynth.distill import distill
 
-    student = distill(toy["run"], toy["root"] / "student", steps=1, teacher_steps=2, stage_steps=2, progress=False)
+    student = distill(toy["run"], toy["root"] / "student", steps=1, method="progressive", teacher_steps=2, stage_steps=2,
+                      progress=False)
     r = run_script("distill_quality", ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--student", str(student),
                                        "--judge-seeds", "1"], toy, capsys, monkeypatch)
     for key in ("machine", "load", "teacher", "students", "n_images", "guidance", "judge", "referee", "reference",

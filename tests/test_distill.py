@@ -40,7 +40,7 @@ def runs(tmp_path_factory):
     cfg.train.steps = 30
     cfg.train.checkpoint_every = 1000  # one checkpoint, at the end
     teacher = train(ds, root / "teacher", cfg, progress=False)
-    student = distill(teacher, root / "student", steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3,
+    student = distill(teacher, root / "student", steps=2, method="progressive", teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3,
                       progress=False)
     return {"root": root, "ds": ds, "teacher": teacher, "student": student}
 
@@ -242,7 +242,8 @@ def test_resume_skips_completed_stages(runs):
     st = runs["student"]
     before = (st / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
     stamp = {p: p.stat().st_mtime_ns for p in (st / "stages").glob("*/model/*.safetensors")}
-    distill(runs["teacher"], st, steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3, resume=True, progress=False)
+    distill(runs["teacher"], st, steps=2, method="progressive", teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3,
+            resume=True, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
     assert (st / "model" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
@@ -262,7 +263,7 @@ def test_an_interrupted_distillation_resumes_to_the_same_student(runs, tmp_path)
                        1e-3, None, (0.0, 4.0))
     train(runs["ds"], out / "stages" / "1-progressive-2", cfg, max_steps=25, progress=False)
     assert not (out / "model").exists()
-    distill(runs["teacher"], out, steps=2, teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3, resume=True,
+    distill(runs["teacher"], out, steps=2, method="progressive", teacher_steps=4, stage_steps=STAGE_STEPS, lr=1e-3, resume=True,
             progress=False)
     a = load_file(str(full / "model" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(out / "model" / "diffusion_pytorch_model.safetensors"))
@@ -289,13 +290,14 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
     cases = [
         (["--run", student], "already a distilled student"),
         (["--run", teacher, "--steps", "0"], "--steps 0"),
-        (["--run", teacher, "--steps", "128"], "more than the teacher's 64"),
+        (["--run", teacher, "--steps", "128"], "more than the teacher's 50"),
+        (["--run", teacher, "--steps", "128", "--method", "progressive"], "more than the teacher's 64"),
     ]
     for args, what in cases:
         line = one_line_error(cli("distill", "--out", str(out), "--no-progress", *args))
         assert what in line, (args, line)
         assert not out.exists()
-    for kwargs, what in (({"steps": 4, "teacher_steps": 24}, "power of two"),
+    for kwargs, what in (({"steps": 4, "teacher_steps": 24, "method": "progressive"}, "power of two"),
                          ({"steps": 2, "teacher_steps": 8, "guidance_range": (3, 1)}, "--guidance-range"),
                          ({"steps": 2, "teacher_steps": 8, "lr": 0.0}, "--lr"),
                          ({"steps": 4, "teacher_steps": 64, "method": "consistency"}, "divisor")):
