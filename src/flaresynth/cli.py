@@ -340,7 +340,7 @@ def sample(
 def distill(
     run: Annotated[str, typer.Option("--run", help="The teacher: a DDPM run folder or a shipped one (demo:discrete, demo:continuous, demo:embedding). Not a ceVAE, not a student.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The student's run folder (config.yaml, model/, log.jsonl, provenance.json, stages/).")],
-    steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the student, one U-Net forward each (classifier-free guidance folded in).")] = 4,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the student (LCM for consistency, DDIM for progressive), one U-Net forward each (classifier-free guidance folded in).")] = 4,
     method: Annotated[str, typer.Option("--method", help="consistency (one consistency-distillation stage, sampled with LCMScheduler; measured best) or progressive (guidance distillation, then progressive halvings).")] = "consistency",
     teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="DDIM steps of the teacher's grid. progressive: halved by each stage down to --steps (so --steps times a power of two; default 64). consistency: the grid the consistency function is learned on (a divisor of 1000; default 50).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="The teacher's dataset folder (default: the one its provenance.json names; checked by data hash).")] = None,

@@ -5,7 +5,7 @@ Run it::
     flaresynth distill --run RUN --out RUN2 --steps 4            # RUN: a DDPM run folder or demo:discrete
     flaresynth distill --run RUN --out RUN2 --steps 4 --resume   # continue an interrupted distillation
     flaresynth distill --run RUN --out RUN3 --steps 4 --method progressive   # the two-stage recipe below
-    flaresynth sample --run RUN2 --out SAMPLES                   # 4 DDIM steps, one forward each
+    flaresynth sample --run RUN2 --out SAMPLES                   # its own 4 steps (LCM; DDIM if progressive), one forward each
 
 Two published methods, one after the other (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
 CVPR, whose two stages are exactly these):
@@ -126,7 +126,7 @@ def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000,
                               f"{num_train_timesteps} (the teacher's diffusion steps)")
     if steps > teacher_steps:
         raise FlaresynthError(f"--steps {steps}: more than the teacher's {teacher_steps} DDIM steps (--teacher-steps) "
-                              f"that distillation starts from")
+                              "that distillation starts from")
     if method == "consistency":
         if num_train_timesteps % teacher_steps:
             raise FlaresynthError(f"--teacher-steps {teacher_steps}: expected a divisor of the teacher's "
