@@ -80,13 +80,6 @@ FLOOR_REPEATS = 30
 EVAL_REPEATS = 3
 
 
-def ensemble_predict(judges, images: np.ndarray) -> np.ndarray:
-    """Class index per image from the mean of the judges' softmax probabilities."""
-    from scipy.special import softmax
-
-    return np.mean([softmax(j.logits(images), axis=1) for j in judges], axis=0).argmax(1)
-
-
 def ceiling_and_ratio(y_test: np.ndarray, pred_test: np.ndarray, groups: np.ndarray, gen_f1_draws: np.ndarray,
                       k: int, seed: int) -> dict:
     """A judge's real-test macro-F1 with its 95 % interval over test events, and the ratio generated F1 /
@@ -226,6 +219,7 @@ def main() -> None:
     from flaresynth.metrics.classification import classification_report
     from flaresynth.metrics.cluster import resampling_plan
     from flaresynth.metrics.features import make_encoder
+    from flaresynth.metrics.judge import ensemble_predict
     from flaresynth.runs import shipped_runs
 
     names = ([n.strip() for n in args.runs.split(",") if n.strip()] if args.runs

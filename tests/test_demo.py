@@ -116,6 +116,11 @@ def test_every_stage_wrote_its_folder(demo):
         assert samples["image_size"] == (16 if gen == "cevae" else ds["image_size"])
         assert metrics["details"]["judge"]["source"] == "loaded"
         assert metrics["details"]["judge"]["path"] == str(out / "eval" / f"judge-{samples['image_size']}px")
+        # and the ensemble's second judge (--quick: 2), trained in the same stage with seed 1
+        ensemble = metrics["details"]["judge_ensemble"]["judges"]
+        assert [(m["seed"], m["source"]) for m in ensemble] == [(0, "loaded"), (1, "loaded")]
+        assert ensemble[1]["path"] == str(out / "eval" / f"judge-{samples['image_size']}px_seed1")
+        assert "F1_judge_ensemble" in metrics["metrics"]
     # the embedding generator is conditioned on the ceVAE trained just before it, as in the paper
     embedding = json.loads((out / "runs" / "embedding" / "provenance.json").read_text())["config"]["conditioning"]
     assert embedding["kind"] == "discrete+embedding" and embedding["encoder"] == f"cevae:{out / 'runs' / 'cevae'}"
@@ -138,6 +143,7 @@ def test_stage_times_and_the_summary(demo):
     assert set(first["headline"]["generators"]) == set(GENERATED)
     f1 = json.loads((demo["out"] / "eval" / "discrete" / "metrics.json").read_text())["metrics"]["F1_judge"]["value"]
     assert first["headline"]["generators"]["discrete"]["F1_judge"]["value"] == f1
+    assert "F1_judge_ensemble" in first["headline"]["generators"]["discrete"]
     assert {"real", "classical", "generated"} <= set(first["headline"]["augment"])  # and the regimes added since
     notes = " ".join(first["notes"])
     assert "smoke test" in notes and f"--train {TRAIN_MINUTES} min" in notes  # what so short a training yields, said plainly

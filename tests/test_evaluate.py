@@ -141,6 +141,61 @@ def test_a_perfect_generator_scores_the_judge_ceiling(world, tmp_path):
     assert fd["value"] + 2 * fd["std"] < noisy["metrics"]["FD_domain"]["value"]
 
 
+def test_the_judges_ensemble_averages_probabilities_not_votes():
+    """Two of three judges lean weakly to class 0, one is sure of class 1: mean probabilities pick 1, a vote 0."""
+    from flaresynth.metrics.judge import ensemble_predict, ensemble_probabilities
+
+    def judge(row):
+        return types.SimpleNamespace(logits=lambda images, batch_size=256: np.tile(np.log(row), (len(images), 1)))
+
+    judges = [judge([0.55, 0.45]), judge([0.55, 0.45]), judge([0.02, 0.98])]
+    np.testing.assert_allclose(ensemble_probabilities(judges, np.zeros((2, 1, 4, 4))), [[0.373333, 0.626667]] * 2, atol=1e-6)
+    np.testing.assert_array_equal(ensemble_predict(judges, np.zeros((2, 1, 4, 4))), [1, 1])
+
+
+def test_an_ensemble_of_judges_scores_with_their_mean_probabilities(world, tmp_path):
+    """--judges 3: two more judges (seeds 1, 2) beside --judge PATH, the ensemble's F1 from their mean softmax
+    (recomputed here with sklearn from the saved judges), each judge's own F1 in the details, reuse on a rerun."""
+    import shutil
+
+    from scipy.special import softmax
+    from sklearn.metrics import f1_score
+
+    shutil.copytree(world.root / "judge", tmp_path / "judge")
+    cfg = EvaluateConfig(features=["domain"], repeats=1, judge=str(tmp_path / "judge"), figures=False, referee="off",
+                         judges=3)
+    result = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev", cfg)
+    judges = [load_judge(tmp_path / name) for name in ("judge", "judge_seed1", "judge_seed2")]
+    assert [j.meta["training"]["seed"] for j in judges] == [0, 1, 2]
+    assert not np.array_equal(judges[0].logits(world.ds.images[world.test]), judges[1].logits(world.ds.images[world.test]))
+    y = world.ds.label_index()[world.test]
+    gen = np.asarray(open_samples(world.root / "noisy").images)
+
+    def ensemble_f1(images):
+        pred = np.mean([softmax(j.logits(images), axis=1) for j in judges], axis=0).argmax(1)
+        return f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)
+
+    entry = result["metrics"]["F1_judge_ensemble"]
+    assert entry["value"] == pytest.approx(ensemble_f1(gen), abs=1e-12)
+    assert entry["benchmark"] == pytest.approx(ensemble_f1(np.asarray(world.ds.images[world.test])), abs=1e-12)
+    members = result["details"]["judge_ensemble"]["judges"]
+    assert [m["seed"] for m in members] == [0, 1, 2] and [m["source"] for m in members] == ["loaded", "trained", "trained"]
+    assert members[0]["f1_generated"] == pytest.approx(result["metrics"]["F1_judge"]["value"], abs=1e-12)
+    for m, j in zip(members, judges, strict=True):
+        assert m["f1_generated"] == pytest.approx(f1_score(y, j.predict(gen), labels=np.unique(y), average="macro",
+                                                           zero_division=0), abs=1e-12)
+    assert "F1_judge_ensemble" in (tmp_path / "ev" / "metrics.md").read_text()
+    # into the evaluation folder itself (no --judge): trained there once, reused by the next run
+    cfg_here = EvaluateConfig(features=["domain"], repeats=1, figures=False, referee="off", judges=2)
+    first = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev2", cfg_here)
+    assert (tmp_path / "ev2" / "judge_seed1" / "judge.json").is_file()
+    again = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev2", cfg_here)
+    assert [m["source"][:6] for m in again["details"]["judge_ensemble"]["judges"]] == ["reused"] * 2
+    assert again["metrics"]["F1_judge_ensemble"] == first["metrics"]["F1_judge_ensemble"]
+    with pytest.raises(FlaresynthError, match="--judges 0"):
+        evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev3", EvaluateConfig(judges=0))
+
+
 def test_flux_requests_at_another_size_bring_the_real_images_to_it(world, tmp_path):
     test = world.test
     small = resample(world.ds.images[test], world.ds.transform(), 16)

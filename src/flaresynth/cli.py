@@ -242,6 +242,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="torch device for the encoders and the judge (cpu, cuda).")] = "cpu",
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the figures.")] = False,
     channel_judges: Annotated[bool, typer.Option("--channel-judges/--no-channel-judges", help="Several channels: also train a judge on each channel alone (per-channel F1_judge_<ch> and FD/KID/CE/CD/CS_domain_<ch>; one more judge training per channel).")] = True,
+    judges: Annotated[int, typer.Option(min=1, help="Judges trained with seeds SEED, SEED+1, ...: more than one adds F1_judge_ensemble (their mean probabilities) beside its own ceiling; FD_domain stays in the first judge's features.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json's metrics as JSON.")] = False,
 ) -> None:
     """Compare generated images with real ones: cluster metrics, Fréchet distance, KID and judge F1, each beside its benchmark."""
@@ -250,7 +251,7 @@ def evaluate(
 
     cfg = EvaluateConfig(features=features, repeats=repeats, clusters=clusters, split=split, seed=seed, device=device,
                          judge=str(judge) if judge else None, referee=referee, figures=not no_figures,
-                         channel_judges=channel_judges)
+                         channel_judges=channel_judges, judges=judges)
     result = run_evaluation(real, generated, out_dir, cfg, log=lambda line: err.print(line, highlight=False))
     if as_json:
         _print_json(result["metrics"])

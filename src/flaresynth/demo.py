@@ -161,6 +161,7 @@ class DemoConfig:
     repeats: int = 3
     clusters: int = 10
     judge_max_epochs: int = 40
+    judges: int = 3  # the evaluation's judge ensemble (seeds 0, 1, ...): one judge's F1 moves with its seed
     augment_generator: str = "discrete"
     augment_seeds: int = 2
     augment_epochs: int = 4
@@ -179,7 +180,7 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, **overrides) -> DemoConfig:
         """The ``--quick`` sizes (seconds, for tests), with ``overrides`` on top."""
-        base = dict(days=3, cadence_min=60, start="2024-05-01", split_by="day", buffer_days=0.25, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3,
+        base = dict(days=3, cadence_min=60, start="2024-05-01", split_by="day", buffer_days=0.25, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3, judges=2,
                     augment_seeds=1, augment_epochs=1, augment_layers=1, augment_target=None, preset="tiny", probe_steps=2,
                     max_train_steps=12, quick=True)
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -187,7 +188,7 @@ class DemoConfig:
 
     def validate(self) -> None:
         for name in ("days", "cadence_min", "per_class", "sampler_steps", "repeats", "clusters", "judge_max_epochs",
-                     "augment_seeds", "augment_epochs", "augment_layers", "probe_steps"):
+                     "judges", "augment_seeds", "augment_epochs", "augment_layers", "probe_steps"):
             if getattr(self, name) < 1:
                 raise FlaresynthError(f"demo: {name} {getattr(self, name)!r}: expected a whole number >= 1")
         if self.augment_target is not None and self.augment_target < 1:
@@ -607,13 +608,20 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
             from flaresynth.metrics.judge import save_judge, train_judge
 
             real = resample(ds.images, ds.transform(), size)
-            j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
-            save_judge(j, judge)
-            return {"real_test_f1": (j.meta.get("real_test") or {}).get("f1"), "epochs": j.meta["training"]["epochs_run"]}
+            # the ensemble's other judges first (where evaluate looks for them: JUDGE_seed<n>), the first judge
+            # last, so its judge.json marks the whole stage complete
+            f1 = {}
+            for seed in [*range(1, cfg.judges), 0]:
+                j = train_judge(ds, real, seed=seed, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
+                save_judge(j, judge if seed == 0 else judge.with_name(f"{judge.name}_seed{seed}"))
+                f1[seed] = (j.meta.get("real_test") or {}).get("f1")
+            return {"real_test_f1": f1[0], "real_test_f1_by_seed": [f1[k] for k in sorted(f1)],
+                    "epochs": j.meta["training"]["epochs_run"]}
 
         stages.run(f"judge:{size}px", judge, lambda judge=judge: (judge / "judge.json").is_file(), train_the_judge,
-                   {"size": size, "data_hash": data_hash, "max_epochs": cfg.judge_max_epochs},
-                   label=f"judge CNN at {size} px (trained once, reused by every evaluation)")
+                   {"size": size, "data_hash": data_hash, "max_epochs": cfg.judge_max_epochs, "judges": cfg.judges},
+                   label=f"{cfg.judges} judge CNN{'s' if cfg.judges > 1 else ''} at {size} px "
+                         "(trained once, reused by every evaluation)")
         judges[size] = judge
 
     for spec in specs:
@@ -623,15 +631,17 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         judge = judges[_samples_size(samples[spec.key])]
         ecfg = EvaluateConfig(features=list(features), repeats=cfg.repeats, clusters=cfg.clusters, split="test", seed=0,
                               device=device, judge=str(judge), referee="auto", figures=True,
-                              judge_max_epochs=cfg.judge_max_epochs)
+                              judge_max_epochs=cfg.judge_max_epochs, judges=cfg.judges)
 
         def run_eval(task, folder=folder, spec=spec, ecfg=ecfg):
             r = evaluate(ds_path, samples[spec.key], folder, ecfg, log=None)
-            return {"judge_f1": r["metrics"].get("F1_judge", {}).get("value")}
+            return {"judge_f1": r["metrics"].get("F1_judge", {}).get("value"),
+                    "judge_ensemble_f1": r["metrics"].get("F1_judge_ensemble", {}).get("value")}
 
         stages.run(f"eval:{spec.key}", folder, lambda folder=folder: (folder / "metrics.json").is_file(), run_eval,
                    {"samples": state.data["stages"].get(f"samples:{spec.key}", {}).get("params"), "data_hash": data_hash,
-                    "features": features, "repeats": cfg.repeats, "clusters": cfg.clusters, "judge": judge.name},
+                    "features": features, "repeats": cfg.repeats, "clusters": cfg.clusters, "judge": judge.name,
+                    "judges": cfg.judges},
                    label=f"evaluate {spec.title} ({', '.join(features)}; {cfg.repeats} resamplings)")
 
     # ---- augmentation experiment with the discrete generator

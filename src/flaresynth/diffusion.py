@@ -40,7 +40,13 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    LCMScheduler,
+    UniPCMultistepScheduler,
+)
 
 from flaresynth.config import DiffusionConfig
 from flaresynth.errors import FlaresynthError

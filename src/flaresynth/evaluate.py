@@ -7,6 +7,7 @@ writes, atomically, an evaluation folder::
       metrics.json   every number, with settings, notes and per-class / per-cluster detail
       metrics.md     the paper-shaped table: metric | generated | real-vs-real benchmark | ideal
       judge/         the judge CNN, when it was trained here (reused by the next run into EVAL)
+      judge_seed<n>/ the ensemble's other judges (``judges`` > 1), likewise
       figures/       class_grid.png, std_maps.png, tsne_<encoder>.png, class_distribution.png (several channels:
                      also class_grid_<ch>.png, rgb_grid.png, channel_class_grid.png)
 
@@ -14,7 +15,8 @@ writes, atomically, an evaluation folder::
 "benchmark_kind", "ideal"}`` (``None`` where undefined). Names: ``CE_<enc>``, ``CD_<enc>``, ``CS_<enc>``,
 ``FD_<enc>`` (``FID`` for Inception only), ``KID_<enc>`` for each encoder ``<enc>`` in ``domain``, ``effnet``,
 ``clip``, ``dinov2``, ``inception``; ``F1_judge``, ``precision_judge``, ``recall_judge``, ``accuracy_judge``;
-the same four with ``_referee`` when the referee ran (``_referee_hot`` for the hot-channel referee). On
+``F1_judge_ensemble`` and its three companions with ``judges`` > 1; the same four with ``_referee`` when the
+referee ran (``_referee_hot`` for the hot-channel referee). On
 several channels also ``<metric>_<channel>`` for the per-channel judges and encoders (``F1_judge_94A``,
 ``FD_domain_171A``...) and ``XC_ratios`` (cross-channel consistency). ``details`` holds per-cluster values, per-class
 precision/recall/F1, confusion matrices, the encoders' weights hashes and the judge's training record.
@@ -32,7 +34,12 @@ What is compared (Ramunno et al. 2024):
   resamplings). ``FD_<encoder>_all`` (in ``details``) is the FD of all generated against all real images.
 * **Judge F1** (:mod:`flaresynth.metrics.judge`): a CNN trained on the real training split classifies the
   generated images; precision / recall / F1 (macro over requested classes) against the *requested* class,
-  beside the same judge on the real test split (the ceiling).
+  beside the same judge on the real test split (the ceiling). One judge is a noisy instrument: its real-test F1
+  moves with nothing but its training seed. ``judges`` = J > 1 trains J − 1 more (seeds ``seed + 1`` ...,
+  kept in ``EVAL/judge_seed<n>``, with ``--judge PATH`` at ``PATH_seed<n>``) and scores the generated and the
+  real test images with their **ensemble** (mean softmax probabilities): ``F1_judge_ensemble`` beside the
+  ensemble's own ceiling, and each judge's F1 and ceiling in ``details.judge_ensemble``. ``FD_domain`` and the
+  other ``_domain`` metrics stay in the first judge's features (an ensemble has no single feature space).
 * **Physical referee** (simulated Sun only): :mod:`flaresynth.metrics.referee`, fitted on the training split, turns each image,
   mapped back to DN/s, into an XRS-B flux; its GOES class against the requested one gives a second,
   physics-based F1, beside the referee on the real test images.
@@ -115,6 +122,7 @@ class EvaluateConfig:
     figures: bool = True
     tsne_max_points: int = 1500
     judge_max_epochs: int = 40
+    judges: int = 1  # more than one: an ensemble of judges trained with seeds seed, seed + 1, ...
     channel_judges: bool = True  # several channels: also a judge (and domain features) per channel
 
     def validate(self) -> None:
@@ -125,6 +133,8 @@ class EvaluateConfig:
             raise FlaresynthError(f"--repeats {self.repeats}: expected at least 1")
         if self.clusters < 1:
             raise FlaresynthError(f"--clusters {self.clusters}: expected at least 1")
+        if int(self.judges) != self.judges or self.judges < 1:
+            raise FlaresynthError(f"--judges {self.judges!r}: expected a whole number >= 1")
         if self.split not in ("train", "val", "test", "all"):
             raise FlaresynthError(f"--split {self.split!r}: expected train, val, test or all")
         if self.referee not in REFEREE_MODES:
@@ -200,25 +210,29 @@ def _prepare_out(out: Path) -> None:
             raise input_error(out, None, "exists and is not an evaluation folder (no metrics.json); choose another --out")
 
 
-def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, channel: str | None = None) -> tuple[object, dict]:
+def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, channel: str | None = None,
+               member: int = 0) -> tuple[object, dict]:
     """Load, reuse or train the judge; returns it and a note on where it came from.
 
     ``channel``: the judge of that channel alone (``real_images`` then holds it alone), kept in ``judge_<channel>``
-    beside the all-channel judge (``--judge PATH``: ``PATH_<channel>``)."""
+    beside the all-channel judge (``--judge PATH``: ``PATH_<channel>``). ``member`` k > 0: the ensemble's judge
+    trained with seed ``cfg.seed + k``, kept in ``judge_seed<seed>`` (``PATH_seed<seed>``)."""
     from flaresynth.metrics.judge import check_judge, load_judge, save_judge, train_judge
 
     size = real_images.shape[-1]
     channels = [channel] if channel else None
-    name = f"judge_{channel}" if channel else "judge"
+    seed = cfg.seed + member
+    suffix = channel if channel else (f"seed{seed}" if member else None)
+    name = f"judge_{suffix}" if suffix else "judge"
 
     def train():
-        if log and channel:
-            log(f"judge of {channel} alone")
-        return train_judge(ds, real_images, seed=cfg.seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs,
+        if log and suffix:
+            log(f"judge of {channel} alone" if channel else f"judge {member + 1} of {cfg.judges} (seed {seed})")
+        return train_judge(ds, real_images, seed=seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs,
                            channels=channels)
 
     if cfg.judge:
-        path = Path(f"{cfg.judge}_{channel}") if channel else Path(cfg.judge)
+        path = Path(f"{cfg.judge}_{suffix}") if suffix else Path(cfg.judge)
         if path.exists():
             judge = load_judge(path, cfg.device)
             check_judge(judge, ds, size, channels)
@@ -301,6 +315,27 @@ def _classification_entries(suffix: str, gen_report: dict, real_report: dict | N
         bench = real_report[key] if real_report else None
         out[f"{family}_{suffix}"] = _entry(gen_report[key], None, bench, None, family, benchmark_kind=kind)
     return out
+
+
+def _ensemble_scores(ensemble: list, seed: int, gen_images, y_gen, test_images, y_test, classes) -> tuple[dict, dict]:
+    """The judges' ensemble (:func:`~flaresynth.metrics.judge.ensemble_predict`) on the generated images and on
+    the real test split (its ceiling): the ``*_judge_ensemble`` metrics, and the details with every judge's own
+    F1 and ceiling beside the ensemble's reports."""
+    from flaresynth.metrics.classification import classification_report
+    from flaresynth.metrics.judge import ensemble_predict
+
+    judges = [j for j, _ in ensemble]
+    empty = np.zeros(0, dtype=np.int64)
+    gen_report = classification_report(y_gen, ensemble_predict(judges, gen_images) if len(y_gen) else empty, classes)
+    real_report = classification_report(y_test, ensemble_predict(judges, test_images), classes) if len(y_test) else None
+    members = []
+    for k, (j, note) in enumerate(ensemble):
+        g = classification_report(y_gen, j.predict(gen_images) if len(y_gen) else empty, classes)
+        r = classification_report(y_test, j.predict(test_images), classes) if len(y_test) else None
+        members.append({"seed": seed + k, **note, "f1_generated": g["f1"], "f1_real_test": r["f1"] if r else None})
+    metrics = _classification_entries("judge_ensemble", gen_report, real_report,
+                                      f"real test split (ceiling of the {len(judges)} judges' ensemble)")
+    return metrics, {"judges": members, "generated": gen_report, "real_test": real_report}
 
 
 def _simulated_source(ds) -> bool:
@@ -477,6 +512,8 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     encoders = {spec: make_encoder(spec, device=cfg.device) for spec in cfg.features if spec != "domain"}
     with atomic_dir(out, overwrite=True) as tmp:
         judge, judge_note = _judge_for(ds, real_images, cfg, out, tmp, log)
+        ensemble = [(judge, judge_note)] + [_judge_for(ds, real_images, cfg, out, tmp, log, member=k)
+                                            for k in range(1, cfg.judges)]
         multi = len(ds.channels) > 1
         channel_judges = {}
         if multi and cfg.channel_judges:
@@ -522,6 +559,10 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
         metrics.update(_classification_entries("judge", gen_report, real_report, "real test split (judge ceiling)"))
         details["judge"] = {**judge_note, "generated": gen_report, "real_test": real_report,
                             "training": judge.meta.get("training"), "architecture": judge.meta.get("architecture")}
+        if len(ensemble) > 1:
+            e_metrics, details["judge_ensemble"] = _ensemble_scores(ensemble, cfg.seed, gen_images[has], y_gen[has],
+                                                                     real_images[test_idx], y_real[test_idx], ds.classes)
+            metrics.update(e_metrics)
         for c, (ch, (cj, cj_note)) in enumerate(channel_judges.items()):
             g_rep = classification_report(y_gen[has], cj.predict(gen_images[has][:, [c]]) if has.any() else
                                           np.zeros(0, dtype=np.int64), ds.classes)
@@ -658,7 +699,7 @@ def metric_order(encoders, names) -> list[str]:
         order += [f"{fam}_{e}" for e in encoders]
     order += [("FID" if e == "inception" else f"FD_{e}") for e in encoders]
     order += [f"KID_{e}" for e in encoders]
-    for who in ("judge", "referee", "referee_hot"):
+    for who in ("judge", "judge_ensemble", "referee", "referee_hot"):
         order += [f"{fam}_{who}" for fam in ("F1", "precision", "recall", "accuracy")]
     order.append("XC_ratios")
     order += [k for k in names if k not in order]

@@ -389,6 +389,7 @@ def _ordered_labels(labels: dict[Path, str]) -> list[tuple[Path, str]]:
 #: The headline metrics (name, column title, which way is better), in the order of the headline table.
 HEADLINE_METRICS = (
     ("F1_judge", "judge F1 (macro)", "↑"),
+    ("F1_judge_ensemble", "judges' ensemble F1 (macro)", "↑"),
     ("FD_domain", "FD domain", "↓"),
     ("CE_domain", "CE domain", "↓"),
     ("CD_domain", "CD domain", "→ 1"),
@@ -398,7 +399,7 @@ HEADLINE_METRICS = (
 )
 BENCHMARK_ROW = "real vs real (benchmark)"
 #: Short titles of the headline metrics, for a terminal (the report keeps the long ones).
-HEADLINE_SHORT = {"F1_judge": "F1 judge", "FD_domain": "FD dom", "CE_domain": "CE dom", "CD_domain": "CD dom",
+HEADLINE_SHORT = {"F1_judge": "F1 judge", "F1_judge_ensemble": "F1 judges", "FD_domain": "FD dom", "CE_domain": "CE dom", "CD_domain": "CD dom",
                   "CS_domain": "CS dom", "FD_effnet": "FD effnet", "F1_referee": "F1 referee"}
 
 
@@ -602,7 +603,10 @@ def _section_summary(page: _Page, parts: Parts, columns) -> None:
         m = rec["metrics"]
         f1 = m.get("F1_judge") or {}
         fd = m.get("FD_domain") or {}
-        items.append(f"{label}: judge F1 {_fmt(f1.get('value'))} (real-test ceiling {_fmt(f1.get('benchmark'))}); "
+        ens = m.get("F1_judge_ensemble")
+        ens_text = (f"; ensemble of {len(rec['details']['judge_ensemble']['judges'])} judges "
+                    f"{_fmt(ens.get('value'))} (ceiling {_fmt(ens.get('benchmark'))})") if ens else ""
+        items.append(f"{label}: judge F1 {_fmt(f1.get('value'))} (real-test ceiling {_fmt(f1.get('benchmark'))}{ens_text}); "
                      f"FD_domain {_fmt(fd.get('value'))} vs real-vs-real {_fmt(fd.get('benchmark'))}; "
                      f"{rec['generated']['n']} generated images.")
     for rec in parts.experiments.values():

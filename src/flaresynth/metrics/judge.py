@@ -135,6 +135,19 @@ class Judge:
         return self._batches(images, batch_size, self.model.features)
 
 
+def ensemble_probabilities(judges, images, batch_size: int = 256) -> np.ndarray:
+    """Mean softmax probabilities (N, K) of several judges (trained with different seeds) on the same images:
+    one judge's F1 moves with nothing but its training seed, their average much less."""
+    from scipy.special import softmax
+
+    return np.mean([softmax(j.logits(images, batch_size), axis=1) for j in judges], axis=0)
+
+
+def ensemble_predict(judges, images, batch_size: int = 256) -> np.ndarray:
+    """Class index per image from the judges' mean softmax probabilities (:func:`ensemble_probabilities`)."""
+    return ensemble_probabilities(judges, images, batch_size).argmax(axis=1).astype(np.int64)
+
+
 def _holdout(train: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split about 15 % of the training rows off as validation: whole days (``groups``) when the training split
     spans several, so early stopping never looks at near-copies of training frames; else stratified rows."""
