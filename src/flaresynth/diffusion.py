@@ -275,9 +275,15 @@ def _scales(scheduler, alpha_bar: torch.Tensor, like: torch.Tensor) -> tuple[tor
     return a.sqrt(), (1 - a).sqrt()
 
 
+def previous_timestep(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """The timestep one DDIM step of ``scheduler`` goes to from each of ``timesteps`` (as its ``step``: t − T/N;
+    negative below the grid's lowest point, where the step lands on the clean sample)."""
+    return timesteps - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+
 def previous_alpha_bar(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     """ᾱ at the timestep one DDIM step of ``scheduler`` goes to from each of ``timesteps`` (as its ``step``)."""
-    prev = timesteps - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    prev = previous_timestep(scheduler, timesteps)
     ab = scheduler.alphas_cumprod[prev.clamp(min=0).cpu()]
     return torch.where(prev.cpu() >= 0, ab, torch.as_tensor(float(scheduler.final_alpha_cumprod)))
 
@@ -308,6 +314,7 @@ __all__ = [
     "ddim_scheduler",
     "ddim_step",
     "previous_alpha_bar",
+    "previous_timestep",
     "one_step_noise",
     "consistency_scheduler_config",
     "consistency_function",

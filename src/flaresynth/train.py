@@ -110,6 +110,7 @@ from flaresynth.diffusion import (
     make_sampler,
     make_scheduler,
     one_step_noise,
+    previous_timestep,
     sample_timesteps,
     snr,
     student_scheduler_config,
@@ -860,7 +861,7 @@ class DistillObjective(DiffusionObjective):
         self.teacher.to(z.device).eval()
         half = self.teacher_sched
         z1 = ddim_step(half, self.teacher(z, t, cond, w), t, z)
-        t1 = t - half.config.num_train_timesteps // half.num_inference_steps
+        t1 = previous_timestep(half, t)
         z2 = ddim_step(half, self.teacher(z1, t1, cond, w), t1, z1)
         return one_step_noise(self.student_sched, z, t, z2)
 
@@ -881,10 +882,10 @@ class DistillObjective(DiffusionObjective):
         The squared error in x₀ is weighted by SNR_t, i.e. it is the ε-space MSE of the other stages: an ε
         parameterisation at t = 999 turns an ε error e into an x₀ error e/√ᾱ ≈ 150 e, which unweighted would drown
         every other timestep."""
-        sched, d = self.student_sched, self.cfg.distill
+        sched = self.student_sched
         with torch.no_grad():
             z_prev = ddim_step(self.teacher_sched, self.guided_teacher(z, t, cond, w), t, z)
-            t_prev = (t - self.cfg.diffusion.num_train_timesteps // d.teacher_steps).clamp(min=0)
+            t_prev = previous_timestep(self.teacher_sched, t).clamp(min=0)
             target = consistency_function(sched, model(z_prev, t_prev, cond, w).float(), t_prev, z_prev)
         pred = consistency_function(sched, model(z, t, cond, w).float(), t, z)
         weight = snr(sched, t).view(-1, *([1] * (z.ndim - 1)))
