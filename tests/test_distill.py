@@ -73,16 +73,17 @@ def test_student_starts_as_the_teachers_conditional_model_for_every_w(kind):
 
 
 def test_stage_plan_halves_down_to_the_requested_steps():
-    assert stage_plan(64, 4) == [("guidance", 64, 64), ("progressive", 64, 32), ("progressive", 32, 16),
-                                 ("progressive", 16, 8), ("progressive", 8, 4)]
-    assert stage_plan(8, 8) == [("guidance", 8, 8)]
+    assert stage_plan(64, 4, method="progressive") == [("guidance", 64, 64), ("progressive", 64, 32),
+                                                       ("progressive", 32, 16), ("progressive", 16, 8),
+                                                       ("progressive", 8, 4)]
+    assert stage_plan(8, 8, method="progressive") == [("guidance", 8, 8)]
     for steps, teacher_steps in ((0, 64), (-2, 64), (128, 64), (3, 64), (4, 24), (4, 2000)):
         with pytest.raises(FlaresynthError):
-            stage_plan(teacher_steps, steps)
+            stage_plan(teacher_steps, steps, method="progressive")
 
 
 def test_consistency_plan_is_one_stage_on_a_grid_that_divides_the_schedule():
-    assert stage_plan(50, 4, method="consistency") == [("consistency", 50, 4)]
+    assert stage_plan(50, 4) == [("consistency", 50, 4)]  # the default method, as distill()'s
     assert stage_plan(4, 4, method="consistency") == [("consistency", 4, 4)]
     for steps, teacher_steps, what in ((4, 64, "divisor"), (8, 4, "more than"), (0, 50, "--steps 0")):
         with pytest.raises(FlaresynthError, match=what):

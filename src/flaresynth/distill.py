@@ -114,7 +114,7 @@ def is_student(path: str | Path) -> bool:
 
 
 def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000,
-               method: str = "progressive") -> list[tuple[str, int, int]]:
+               method: str = "consistency") -> list[tuple[str, int, int]]:
     """(stage, teacher steps, student steps) of each stage. ``progressive``: guidance at N0, then halvings down
     to ``steps``; ``consistency``: one consistency stage on the N0-step grid."""
     if method not in METHODS:
