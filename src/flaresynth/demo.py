@@ -7,7 +7,8 @@ complete from an earlier run (every stage writes atomically, so a folder that ex
     dataset          DIR/dataset/                build_dataset(default BuildConfig): 64 px, goes5, instant labels
     train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
     samples:<gen>    DIR/samples/<gen>/          every trained class, DDIM 20 steps, the run's guidance (a student: its own)
-    judge:<S>px      DIR/eval/judge-<S>px/       one judge CNN per image size, trained once, reused by every eval
+    judge:<S>px      DIR/eval/judge-<S>px/       the judge CNNs of each image size (seed 0 there, seeds 1, 2 in
+                     DIR/eval/judge-<S>px_seed<n>/), trained once, reused by every eval
     eval:<gen>       DIR/eval/<gen>/             evaluate(): domain (+ effnet-lite0 when installed) features
     augment          DIR/experiments/augment/    run_augment() with the discrete generator's samples
     forecast         DIR/forecast_dataset/, DIR/experiments/forecast/   build_dataset(task="forecast"), run_forecast()
@@ -594,7 +595,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
                       else " (class latent Gaussians)"))
         samples[spec.key] = folder
 
-    # ---- one judge per image size, then the evaluations
+    # ---- the judges of each image size, then the evaluations
     from flaresynth.evaluate import EvaluateConfig, evaluate
     from flaresynth.transforms import resample
 
