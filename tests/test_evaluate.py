@@ -151,6 +151,7 @@ def test_the_judges_ensemble_averages_probabilities_not_votes():
     judges = [judge([0.55, 0.45]), judge([0.55, 0.45]), judge([0.02, 0.98])]
     np.testing.assert_allclose(ensemble_probabilities(judges, np.zeros((2, 1, 4, 4))), [[0.373333, 0.626667]] * 2, atol=1e-6)
     np.testing.assert_array_equal(ensemble_predict(judges, np.zeros((2, 1, 4, 4))), [1, 1])
+    np.testing.assert_array_equal(ensemble_predict(judges[:1], np.zeros((2, 1, 4, 4))), [0, 0])  # one judge: its own
 
 
 def test_an_ensemble_of_judges_scores_with_their_mean_probabilities(world, tmp_path):
