@@ -608,15 +608,15 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         judge = out / "eval" / f"judge-{size}px"
 
         def train_the_judge(task, size=size, judge=judge):
-            from flaresynth.metrics.judge import save_judge, train_judge
+            from flaresynth.metrics.judge import ensemble_member_path, save_judge, train_judge
 
             real = resample(ds.images, ds.transform(), size)
-            # the ensemble's other judges first (where evaluate looks for them: JUDGE_seed<n>), the first judge
-            # last, so its judge.json marks the whole stage complete
+            # the ensemble's other judges first (where evaluate looks for them), the first judge last, so its
+            # judge.json marks the whole stage complete
             f1 = {}
             for seed in [*range(1, cfg.judges), 0]:
                 j = train_judge(ds, real, seed=seed, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
-                save_judge(j, judge if seed == 0 else judge.with_name(f"{judge.name}_seed{seed}"))
+                save_judge(j, judge if seed == 0 else ensemble_member_path(judge, seed))
                 f1[seed] = (j.meta.get("real_test") or {}).get("f1")
             return {"real_test_f1": f1[0], "real_test_f1_by_seed": [f1[k] for k in sorted(f1)],
                     "epochs": j.meta["training"]["epochs_run"]}

@@ -217,22 +217,34 @@ def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, 
     ``channel``: the judge of that channel alone (``real_images`` then holds it alone), kept in ``judge_<channel>``
     beside the all-channel judge (``--judge PATH``: ``PATH_<channel>``). ``member`` k > 0: the ensemble's judge
     trained with seed ``cfg.seed + k``, kept in ``judge_seed<seed>`` (``PATH_seed<seed>``)."""
-    from flaresynth.metrics.judge import check_judge, load_judge, save_judge, train_judge
+    from flaresynth.metrics.judge import (
+        check_judge,
+        ensemble_member_path,
+        load_judge,
+        save_judge,
+        train_judge,
+    )
 
     size = real_images.shape[-1]
     channels = [channel] if channel else None
     seed = cfg.seed + member
-    suffix = channel if channel else (f"seed{seed}" if member else None)
-    name = f"judge_{suffix}" if suffix else "judge"
+
+    def beside(first) -> Path:
+        """This judge's folder, given the first (all-channel, seed cfg.seed) judge's folder."""
+        if channel:
+            return Path(f"{first}_{channel}")
+        return ensemble_member_path(first, seed) if member else Path(first)
+
+    name = beside("judge").name
 
     def train():
-        if log and suffix:
+        if log and (channel or member):
             log(f"judge of {channel} alone" if channel else f"judge {member + 1} of {cfg.judges} (seed {seed})")
         return train_judge(ds, real_images, seed=seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs,
                            channels=channels)
 
     if cfg.judge:
-        path = Path(f"{cfg.judge}_{suffix}") if suffix else Path(cfg.judge)
+        path = beside(cfg.judge)
         if path.exists():
             judge = load_judge(path, cfg.device)
             check_judge(judge, ds, size, channels)
@@ -318,21 +330,24 @@ def _classification_entries(suffix: str, gen_report: dict, real_report: dict | N
 
 
 def _ensemble_scores(ensemble: list, seed: int, gen_images, y_gen, test_images, y_test, classes) -> tuple[dict, dict]:
-    """The judges' ensemble (:func:`~flaresynth.metrics.judge.ensemble_predict`) on the generated images and on
-    the real test split (its ceiling): the ``*_judge_ensemble`` metrics, and the details with every judge's own
-    F1 and ceiling beside the ensemble's reports."""
+    """The judges' ensemble (the class of their mean probabilities, as
+    :func:`~flaresynth.metrics.judge.ensemble_predict`) on the generated images and on the real test split (its
+    ceiling): the ``*_judge_ensemble`` metrics, and the details with every judge's own F1 and ceiling beside the
+    ensemble's reports. Each judge runs once on each set."""
     from flaresynth.metrics.classification import classification_report
-    from flaresynth.metrics.judge import ensemble_predict
+    from flaresynth.metrics.judge import judge_probabilities
 
     judges = [j for j, _ in ensemble]
-    empty = np.zeros(0, dtype=np.int64)
-    gen_report = classification_report(y_gen, ensemble_predict(judges, gen_images) if len(y_gen) else empty, classes)
-    real_report = classification_report(y_test, ensemble_predict(judges, test_images), classes) if len(y_test) else None
+    k = len(classes)
+    p_gen = judge_probabilities(judges, gen_images) if len(y_gen) else np.zeros((len(judges), 0, k))
+    p_test = judge_probabilities(judges, test_images) if len(y_test) else None
+    gen_report = classification_report(y_gen, p_gen.mean(axis=0).argmax(axis=1), classes)
+    real_report = classification_report(y_test, p_test.mean(axis=0).argmax(axis=1), classes) if len(y_test) else None
     members = []
-    for k, (j, note) in enumerate(ensemble):
-        g = classification_report(y_gen, j.predict(gen_images) if len(y_gen) else empty, classes)
-        r = classification_report(y_test, j.predict(test_images), classes) if len(y_test) else None
-        members.append({"seed": seed + k, **note, "f1_generated": g["f1"], "f1_real_test": r["f1"] if r else None})
+    for i, (_, note) in enumerate(ensemble):
+        g = classification_report(y_gen, p_gen[i].argmax(axis=1), classes)
+        r = classification_report(y_test, p_test[i].argmax(axis=1), classes) if len(y_test) else None
+        members.append({"seed": seed + i, **note, "f1_generated": g["f1"], "f1_real_test": r["f1"] if r else None})
     metrics = _classification_entries("judge_ensemble", gen_report, real_report,
                                       f"real test split (ceiling of the {len(judges)} judges' ensemble)")
     return metrics, {"judges": members, "generated": gen_report, "real_test": real_report}

@@ -135,17 +135,28 @@ class Judge:
         return self._batches(images, batch_size, self.model.features)
 
 
+def judge_probabilities(judges, images, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities (J, N, K) of each of ``judges`` on the same images."""
+    from scipy.special import softmax
+
+    return np.stack([softmax(j.logits(images, batch_size), axis=1) for j in judges])
+
+
 def ensemble_probabilities(judges, images, batch_size: int = 256) -> np.ndarray:
     """Mean softmax probabilities (N, K) of several judges (trained with different seeds) on the same images:
     one judge's F1 moves with nothing but its training seed, their average much less."""
-    from scipy.special import softmax
-
-    return np.mean([softmax(j.logits(images, batch_size), axis=1) for j in judges], axis=0)
+    return judge_probabilities(judges, images, batch_size).mean(axis=0)
 
 
 def ensemble_predict(judges, images, batch_size: int = 256) -> np.ndarray:
     """Class index per image from the judges' mean softmax probabilities (:func:`ensemble_probabilities`)."""
     return ensemble_probabilities(judges, images, batch_size).argmax(axis=1).astype(np.int64)
+
+
+def ensemble_member_path(first: str | Path, seed: int) -> Path:
+    """The folder of the ensemble's judge trained with ``seed``, beside the first judge's folder ``first``:
+    ``<first>_seed<seed>`` (``flaresynth evaluate --judges`` and the demo's judge stage both keep them there)."""
+    return Path(f"{first}_seed{seed}")
 
 
 def _holdout(train: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
