@@ -219,6 +219,8 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
         assert row["n_images"] == 2 and row["median_error_dex"] >= abs(row["median_bias_dex"]) - 1e-12
         assert (row["excess_dex"] is None) == (row["referee_real_error_dex"] is None)
         assert row["referee_autoencoder_error_dex"] is None  # a pixel run has no autoencoder to lose the flux in
+        assert row["readback_flux_p10"] <= row["readback_flux_p50"] <= row["readback_flux_p90"]
+        assert np.isclose(np.log10(row["readback_flux_p50"] / row["requested_flux"]), row["median_bias_dex"])
         if not row["in_training_range"]:
             assert row["passes"] is None
         elif row["excess_dex"] is None:  # no real frames near it: the absolute bound, not a free pass
@@ -227,10 +229,12 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
             assert row["passes"] == (row["excess_dex"] <= 0.1)
     judged = [row for row in r["rows"] if row["in_training_range"]]
     assert r["meets_target"] == (bool(judged) and all(row["passes"] for row in judged))
+    medians = [row["readback_flux_p50"] for row in r["rows"]]
+    assert r["referee_unresolved"] == ([[1e-6, 1e-4]] if abs(np.log10(medians[1] / medians[0])) < 0.02 else [])
 
 
 def test_flux_fidelity_errors_per_request():
-    from flux_fidelity import per_flux_errors, reference_frames
+    from flux_fidelity import per_flux_errors, reference_frames, unresolved_requests
 
     requested = np.array([1e-6, 1e-6, 1e-4])
     estimated = np.array([1e-5, 1e-6, 1e-6])
@@ -245,6 +249,12 @@ def test_flux_fidelity_errors_per_request():
     frames, source = reference_frames(true, in_test, 1e-4, band=0.25)
     assert frames.tolist() == [3, 4, 5] and source == "all splits"
     assert reference_frames(true, in_test, 1e-2, band=0.25)[1] is None
+    # a referee plateau: the requests above 1e-5 all read 1.6e-5; neighbours in flux order, whatever the order asked
+    asked = [3e-4, 3e-7, 3e-5, 3e-6]
+    read = [1.61e-5, 5e-7, 1.6e-5, 2e-6]
+    assert unresolved_requests(asked, read, 0.02) == [[3e-5, 3e-4]]
+    assert unresolved_requests(asked, read, 0.001) == []
+    assert unresolved_requests(asked, read, 1.0) == [[3e-7, 3e-6], [3e-6, 3e-5], [3e-5, 3e-4]]
 
 
 def test_train_throughput(toy, capsys, monkeypatch):
