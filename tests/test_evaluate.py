@@ -240,6 +240,13 @@ def test_images_without_a_requested_class_count_only_in_the_distribution_metrics
     assert result["resampling"]["grouped"] and result["resampling"]["evaluated_size"] > len(world.test) // 3
     assert any("10 generated images have no requested class" in n for n in result["notes"])
     assert result["metrics"]["FD_domain"]["std"] is None  # one resampling: no spread to report
+    # no requested class at all (an unconditional generator): --judges 2 trains no second judge, says so
+    make_samples(tmp_path / "none", np.asarray(world.ds.images[world.test]), np.full(len(world.test), "", object))
+    cfg_two = EvaluateConfig(features=["domain"], repeats=1, figures=False, referee="off", judges=2)
+    bare = evaluate(world.root / "ds", tmp_path / "none", tmp_path / "ev_none", cfg_two)
+    assert (tmp_path / "ev_none" / "judge").is_dir() and not (tmp_path / "ev_none" / "judge_seed1").exists()
+    assert "judge_ensemble" not in bare["details"] and "F1_judge_ensemble" not in bare["metrics"]
+    assert any("--judges 2: no generated image has a requested class" in n for n in bare["notes"])
 
 
 def test_bad_inputs_are_one_line_errors(world, tmp_path):

@@ -39,7 +39,8 @@ What is compared (Ramunno et al. 2024):
   kept in ``EVAL/judge_seed<n>``, with ``--judge PATH`` at ``PATH_seed<n>``) and scores the generated and the
   real test images with their **ensemble** (mean softmax probabilities): ``F1_judge_ensemble`` beside the
   ensemble's own ceiling, and each judge's F1 and ceiling in ``details.judge_ensemble``. ``FD_domain`` and the
-  other ``_domain`` metrics stay in the first judge's features (an ensemble has no single feature space).
+  other ``_domain`` metrics stay in the first judge's features (an ensemble has no single feature space). Samples
+  with no requested class (an unconditional generator) get the first judge only.
 * **Physical referee** (simulated Sun only): :mod:`flaresynth.metrics.referee`, fitted on the training split, turns each image,
   mapped back to DN/s, into an XRS-B flux; its GOES class against the requested one gives a second,
   physics-based F1, beside the referee on the real test images.
@@ -527,8 +528,13 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
     encoders = {spec: make_encoder(spec, device=cfg.device) for spec in cfg.features if spec != "domain"}
     with atomic_dir(out, overwrite=True) as tmp:
         judge, judge_note = _judge_for(ds, real_images, cfg, out, tmp, log)
+        # an unconditional samples folder requests no class: an ensemble would have nothing to score
+        members = cfg.judges if (y_gen >= 0).any() else 1
+        if members < cfg.judges:
+            notes.append(f"--judges {cfg.judges}: no generated image has a requested class, so only the first judge "
+                         "was trained (its features give the _domain metrics)")
         ensemble = [(judge, judge_note)] + [_judge_for(ds, real_images, cfg, out, tmp, log, member=k)
-                                            for k in range(1, cfg.judges)]
+                                            for k in range(1, members)]
         multi = len(ds.channels) > 1
         channel_judges = {}
         if multi and cfg.channel_judges:
