@@ -3,7 +3,8 @@
 One trained model (default the shipped ``demo:discrete``) on the simulated Sun samples the SAME requests
 (``--per-class`` images of every class the model was trained on, seeds ``seed .. seed+N-1`` in class order,
 CFG weight ``--guidance``, default the run's) with each setting of ``--settings``: by default DDPM 1000 steps
-(the paper's sampler, the reference), DDIM 10/20/50/100, DPM-Solver++ (2M) 10/20 and UniPC 10, plus two
+(the paper's sampler, the reference), DDPM 50/100 (the same ancestral sampler on a strided grid), DDIM
+10/20/50/100, DPM-Solver++ (2M) 10/20 and UniPC 10, plus two
 candidates flaresynth does not offer yet: ``dpm++-clip`` 20 and ``unipc-clip`` 10, the same solvers with the
 predicted x0 clipped to [-1, 1] at every step as diffusers' DDPM and DDIM schedulers do under the training
 config's ``clip_sample: true`` (DPM-Solver++ and UniPC ignore ``clip_sample``; ``common.clipped_sampler``). The
@@ -25,8 +26,8 @@ the same resamples (``*_minus_reference_std``, ``fd_rel_to_reference_std``: the 
 is the std that matters). With 10 images per class it is larger than the tolerances (F1 ~0.05, FD ~20 %):
 the rule then chooses among settings the measurement cannot separate, which ``within_noise`` says.
 
-Cost: DDPM-1000 dominates (1000 of the 1250 steps of the default settings). At the default 10 per class (50
-images in batches of 32 = 64 rows with guidance: 125,000 rows through the demo U-Net) it is sized to stay
+Cost: DDPM-1000 dominates (1000 of the 1400 steps of the default settings). At the default 10 per class (50
+images in batches of 32 = 64 rows with guidance: 140,000 rows through the demo U-Net) it is sized to stay
 under 10 minutes on 2 quiet cores if a row costs under ~4 ms (one thread, under load, it cost ~5 ms; not yet
 timed on a quiet machine); the JSON has the projected sampling time beside the measured one.
 
@@ -57,7 +58,7 @@ from common import (
     timed_generate,
 )
 
-DEFAULT_SETTINGS = "ddpm:1000,ddim:10,ddim:20,ddim:50,ddim:100,dpm++:10,dpm++:20,unipc:10,dpm++-clip:20,unipc-clip:10"
+DEFAULT_SETTINGS = "ddpm:1000,ddpm:50,ddpm:100,ddim:10,ddim:20,ddim:50,ddim:100,dpm++:10,dpm++:20,unipc:10,dpm++-clip:20,unipc-clip:10"
 QUICK_SETTINGS = "ddpm:20,ddim:2,ddim:5,dpm++:2,unipc:2,dpm++-clip:2"
 SAMPLERS = LIBRARY_SAMPLERS + CANDIDATE_SAMPLERS
 
