@@ -141,6 +141,8 @@ def main() -> None:
     from flaresynth.samples import open_samples
     from flaresynth.sampling import sample, sample_settings
 
+    if not args.resolution >= 0:
+        raise FlaresynthError(f"--resolution {args.resolution}: expected a distance in dex >= 0")
     ds = open_dataset(resolve_data(args))
     model = (model_from_checkpoint(Path(args.run), Path(args.checkpoint), ds) if args.checkpoint
              else open_run(args.run, "cpu"))

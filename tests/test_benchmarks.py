@@ -205,6 +205,8 @@ def test_ceiling_interval_is_over_events():
 
 
 def test_flux_fidelity(toy, capsys, monkeypatch):
+    from flaresynth.errors import FlaresynthError
+
     cfg = load_preset("tiny")
     cfg.train.steps = 2
     cfg.conditioning.kind = "continuous"
@@ -229,6 +231,9 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
             assert row["passes"] == (row["excess_dex"] <= 0.1)
     judged = [row for row in r["rows"] if row["in_training_range"]]
     assert r["meets_target"] == (bool(judged) and all(row["passes"] for row in judged))
+    with pytest.raises(FlaresynthError, match="--resolution"):
+        run_script("flux_fidelity", ["--data", str(toy["ds"]), "--run", str(run), "--referee", "on", "--resolution",
+                                     "-1"], toy, capsys, monkeypatch)
     medians = [row["readback_flux_p50"] for row in r["rows"]]
     assert r["referee_unresolved"] == ([[1e-6, 1e-4]] if abs(np.log10(medians[1] / medians[0])) < 0.02 else [])
 
