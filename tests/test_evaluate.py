@@ -82,6 +82,21 @@ def test_judge_learns_the_toy_classes_and_round_trips(world):
     assert loaded.meta["dataset_hash"] == world.ds.manifest["data_hash"]
 
 
+def test_a_judge_trains_again_identically_from_its_seed_and_thread_count(world):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first, second, other = (train_judge(world.ds, seed=s, max_epochs=2) for s in (3, 3, 4))
+    finally:
+        torch.set_num_threads(threads)
+    assert first.meta["training"]["torch_threads"] == 1 and first.meta["training"]["seed"] == 3
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], v) for k, v in other.model.state_dict().items())  # another seed: another judge
+
+
 def test_cli_evaluate_end_to_end(world, tmp_path):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model

@@ -283,7 +283,9 @@ def train_judge(
                 "patience": patience, "batch_size": batch_size, "lr": lr, "class_weights": weights.tolist(),
                 "n_train": int(len(train)), "n_val": int(len(val)), "val_from_train_holdout": holdout,
                 "val_macro_f1": float(best[0]), "val_loss": float(best[1]), "seconds": round(seconds, 2),
-                "torch": torch.__version__,
+                # a judge's training is deterministic for a seed AND a thread count (the order of CPU reductions
+                # changes with the threads): both are needed to train the same judge again
+                "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             },
             "real_test": test_report,
         }
