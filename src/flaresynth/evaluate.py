@@ -334,13 +334,13 @@ def _ensemble_scores(ensemble: list, seed: int, gen_images, y_gen, test_images, 
     """The judges' ensemble (the class of their mean probabilities, as
     :func:`~flaresynth.metrics.judge.ensemble_predict`) on the generated images and on the real test split (its
     ceiling): the ``*_judge_ensemble`` metrics, and the details with every judge's own F1 and ceiling beside the
-    ensemble's reports. Each judge runs once on each set."""
+    ensemble's reports. Each judge runs once on each set. Only called with generated images that request a class
+    (:func:`evaluate` builds no ensemble otherwise)."""
     from flaresynth.metrics.classification import classification_report
     from flaresynth.metrics.judge import judge_probabilities
 
     judges = [j for j, _ in ensemble]
-    k = len(classes)
-    p_gen = judge_probabilities(judges, gen_images) if len(y_gen) else np.zeros((len(judges), 0, k))
+    p_gen = judge_probabilities(judges, gen_images)
     p_test = judge_probabilities(judges, test_images) if len(y_test) else None
     gen_report = classification_report(y_gen, p_gen.mean(axis=0).argmax(axis=1), classes)
     real_report = classification_report(y_test, p_test.mean(axis=0).argmax(axis=1), classes) if len(y_test) else None
