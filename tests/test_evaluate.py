@@ -82,19 +82,24 @@ def test_judge_learns_the_toy_classes_and_round_trips(world):
     assert loaded.meta["dataset_hash"] == world.ds.manifest["data_hash"]
 
 
-def test_a_judge_trains_again_identically_from_its_seed_and_thread_count(world):
+def test_a_judge_trains_again_identically_from_its_seed_whatever_the_callers_threads(world):
     import torch
 
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
+        first, other = (train_judge(world.ds, seed=s, max_epochs=2) for s in (3, 4))
+        assert torch.get_num_threads() == 2  # the caller's setting comes back
         torch.set_num_threads(1)
-        first, second, other = (train_judge(world.ds, seed=s, max_epochs=2) for s in (3, 3, 4))
+        second = train_judge(world.ds, seed=3, max_epochs=2)
     finally:
         torch.set_num_threads(threads)
     assert first.meta["training"]["torch_threads"] == 1 and first.meta["training"]["seed"] == 3
     a, b = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], v) for k, v in other.model.state_dict().items())  # another seed: another judge
+    with pytest.raises(FlaresynthError, match="threads=0"):
+        train_judge(world.ds, seed=3, max_epochs=1, threads=0)
 
 
 def test_cli_evaluate_end_to_end(world, tmp_path):

@@ -22,7 +22,10 @@ dataset's validation split, which the builder keeps apart from train by time blo
 dataset has no validation rows, whole days making about 15 % of the training split are held out instead
 (random rows, stratified, only when it spans fewer than 3 days).
 Its macro F1 on the real **test** split is the ceiling a generator can reach on the F1 metric, and is stored
-with the weights. Measured: ~3 min on 2 shared CPU cores for 2000 64×64 images (40 epochs).
+with the weights. A judge trains on one torch thread whatever the caller's setting (:data:`JUDGE_THREADS`):
+with its seed that makes it the same judge on every run (at two threads the CPU reductions run in another order
+and the same seed gives another judge: on the default dataset, real-test macro F1 0.413 against 0.417). Measured: ~3 min on 2 shared CPU cores
+for 2000 64×64 images (40 epochs).
 
 A judge folder holds ``model.safetensors`` and ``judge.json`` (format, classes, scheme, image size, channels,
 architecture, dataset hash, training record, real-test metrics). :func:`check_judge` refuses a judge trained
@@ -46,6 +49,11 @@ from flaresynth.io import atomic_dir, read_json, write_json
 from flaresynth.metrics.classification import classification_report
 
 JUDGE_FORMAT = "flaresynth-judge/1"
+#: Torch threads a judge trains with, whatever the caller's setting: training is deterministic for a seed only at
+#: a fixed thread count (the order of the CPU reductions changes with it), so pinning it makes a judge -- the
+#: instrument every generator is scored with -- the same whatever thread count the caller runs with (verified on
+#: one machine and torch build; another CPU's kernels may still order the sums otherwise).
+JUDGE_THREADS = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "judge.json"
 
@@ -188,6 +196,7 @@ def train_judge(
     device: str = "cpu",
     log=None,
     channels: list[str] | None = None,
+    threads: int | None = JUDGE_THREADS,
 ) -> Judge:
     """Train a judge on a dataset folder's training split (see the module docstring).
 
@@ -199,8 +208,24 @@ def train_judge(
     log : optional callable receiving one progress line per epoch.
     channels : names of the channels of ``images`` (default the dataset's), e.g. ``["94A"]`` for a judge of
         one channel of a multi-channel dataset (``images`` then holds that channel alone).
+    threads : torch threads to train with (the caller's setting is restored afterwards); default
+        :data:`JUDGE_THREADS`, so a seed gives the same judge whatever the caller's threads; ``None`` keeps them.
     """
+    if threads is not None and int(threads) < 1:
+        raise FlaresynthError(f"judge: threads={threads}: expected a positive thread count, or None")
     torch = _torch()
+    caller_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        return _train_judge(torch, ds, images, seed=seed, max_epochs=max_epochs, patience=patience,
+                            batch_size=batch_size, lr=lr, device=device, log=log, channels=channels)
+    finally:
+        torch.set_num_threads(caller_threads)
+
+
+def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, lr, device, log, channels) -> Judge:
+    """:func:`train_judge` at the thread count already set."""
     x_all = np.asarray(ds.images if images is None else images, dtype=np.float32)
     y_all = ds.label_index()
     classes = ds.classes
@@ -283,8 +308,7 @@ def train_judge(
                 "patience": patience, "batch_size": batch_size, "lr": lr, "class_weights": weights.tolist(),
                 "n_train": int(len(train)), "n_val": int(len(val)), "val_from_train_holdout": holdout,
                 "val_macro_f1": float(best[0]), "val_loss": float(best[1]), "seconds": round(seconds, 2),
-                # a judge's training is deterministic for a seed AND a thread count (the order of CPU reductions
-                # changes with the threads): both are needed to train the same judge again
+                # a judge's training is deterministic for a seed AND a thread count (see JUDGE_THREADS)
                 "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             },
             "real_test": test_report,
