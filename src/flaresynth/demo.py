@@ -58,12 +58,13 @@ run reproduces an uninterrupted one, so the probe costs nothing). A few minutes 
 undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
 report say so.
 
-Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-04 on the
-project's 2-core CPU with nothing else running, with the shipped 64 px generators (the consistency-distilled 4-step
-students for discrete and continuous; the README's figures): 9 min 58 s wall in all, 2.7 GB peak memory; simulate
-51 s, dataset 5 s, sampling 5-6 s per student (4 steps), 11 s for the embedding DDPM (DDIM 20) and 3 s for the ceVAE,
-three 64 px judges 63 s, evaluation 32-35 s per generator, augmentation 232 s, forecast dataset 4 s, forecast 76 s,
-report 1 s (10 min 41 s with one judge and the progressive students, 11 min 45 s on 2026-12-03). The sizes behind this:
+Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-04 (session 29)
+on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the consistency-distilled
+4-step students for discrete and continuous; the README's figures): 11 min 32 s wall in all, 2.6 GB peak memory;
+simulate 53 s, dataset 7 s, sampling 7 s per student (4 steps), 14 s for the embedding DDPM (DDIM 20) and 3 s for
+the ceVAE, three 64 px judges 181 s (one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`; 63 s
+at two threads), evaluation 34-36 s per generator, augmentation 201 s, forecast dataset 6 s, forecast 63 s, report
+1 s (9 min 58 s at session 27 with the judges at two threads). The sizes behind this:
 
 * ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 569
   (the report states both). Sampling is the cheap part (11 s for a DDIM-20 latent DDPM's 200 images); evaluation and
@@ -72,7 +73,8 @@ report 1 s (10 min 41 s with one judge and the progressive students, 11 min 45 s
   features ``domain`` + ``effnet-lite0`` (224 px ImageNet EfficientNet: the costly part of an evaluation).
 * judges: three (seeds 0, 1, 2; ``judges``), up to 40 epochs each with early stopping (their own default), at the
   generators' 64 px, trained once; the headline gives the first judge's F1 and the three's ensemble
-  (``flaresynth evaluate --judges``): one judge's F1 moves by ~0.15 with nothing but its seed.
+  (``flaresynth evaluate --judges``): one judge's F1 moves with its seed (0.417, 0.402, 0.423 for seeds 0-2
+  on the default dataset; 0.29-0.45 for the earlier sessions' judges, trained at the caller's thread count).
 * augment: ``seeds = 2``, ``epochs = 4``, a 2-layer DeiT (the CLI's default 4 layers doubles the cost) and
   ``target_per_class = 400``: every class with fewer training images is filled to 400, a larger one keeps
   its own (filling to the largest class instead would add more images per epoch). The rare classes are filled
