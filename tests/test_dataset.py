@@ -265,3 +265,25 @@ def test_a_worker_that_does_not_see_the_output_folder_is_one_line(archive, tmp_p
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "cannot open" in lines[0] and str(parent) in lines[0] and "same paths" in lines[0], lines[0]
     assert list(parent.iterdir()) == []  # the temporary folder is gone, no dataset
+
+
+def test_thin_small_events_keeps_whole_small_events_and_every_large_and_quiet_frame():
+    from flaresynth.dataset import BuildConfig, thin_small_events
+    from flaresynth.errors import FlaresynthError
+
+    rows = [("flare", f"c{i}", f"C{i + 1}.0") for i in range(8) for _ in range(2)]
+    rows += [("flare", "m0", "M2.0")] * 3 + [("flare", "x0", "X1.0")] + [("quiet", "", "")] * 5
+    table = pd.DataFrame(rows, columns=["selection", "event_id", "event_class"])
+    kept, record = thin_small_events(table, 0.5, seed=0)
+    assert record == {"fraction": 0.5, "classes": "ABC", "events": 8, "events_kept": 4, "frames_dropped": 8}
+    small = kept[kept["event_id"].str.startswith("c")]
+    assert small["event_id"].nunique() == 4 and (small.groupby("event_id").size() == 2).all()  # whole events
+    assert (kept["event_id"] == "m0").sum() == 3 and (kept["event_id"] == "x0").sum() == 1
+    assert (kept["selection"] == "quiet").sum() == 5
+    again, _ = thin_small_events(table, 0.5, seed=0)
+    other, _ = thin_small_events(table, 0.5, seed=3)
+    assert again.equals(kept) and set(other["event_id"]) != set(kept["event_id"])  # the seed picks the events
+    assert len(thin_small_events(table, 1.0)[0]) == len(table)
+    assert not thin_small_events(table, 0.0)[0]["event_id"].str.startswith("c").any()
+    with pytest.raises(FlaresynthError, match="--small-event-fraction 1.5"):
+        BuildConfig(small_event_fraction=1.5).validate()

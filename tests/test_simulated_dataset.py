@@ -90,3 +90,30 @@ def test_store_is_marked_simulated(default_dataset):
     store = default_dataset.manifest["sources"]["images"]
     assert zarr.open_group(store, mode="r").attrs["flaresynth_simulated"] is True
     assert np.isfinite(default_dataset.labels["label_flux"]).all()
+
+
+
+def test_small_event_fraction_thins_only_small_flares(default_sim, default_dataset):
+    """--small-event-fraction 0.25 on the default period: a quarter of the A/B/C events keep their frames, the M
+    and X flare frames and the quiet frames stay; the manifest counts both. (The splits are searched again on
+    the new class counts, so the buffers may drop other frames: counts are compared loosely.)"""
+    thin = build(default_sim, default_sim.parent / "ds-thin", "--small-event-fraction", "0.25")
+    full, part = default_dataset.labels, thin.labels
+    record = thin.manifest["small_events"]
+    assert record["fraction"] == 0.25 and record["classes"] == "ABC"
+    assert record["events_kept"] == round(0.25 * record["events"]) and record["frames_dropped"] > 0
+
+    def flare_frames(labels, letters):
+        return labels[(labels["selection"] == "flare") & labels["event_class"].fillna("").str[:1].isin(letters)]
+
+    small_full, small_part = flare_frames(full, list("ABC")), flare_frames(part, list("ABC"))
+    assert record["events"] >= small_full["event_id"].nunique() > 40  # the default build's buffers drop a few
+    assert small_part["event_id"].nunique() <= record["events_kept"]
+    assert 0.15 * len(small_full) < len(small_part) < 0.35 * len(small_full)
+    big_full, big_part = flare_frames(full, ["M", "X"]), flare_frames(part, ["M", "X"])
+    assert len(big_part) >= 0.8 * len(big_full) > 0
+    assert (part["selection"] == "quiet").sum() >= 0.8 * (full["selection"] == "quiet").sum()
+    # the same seed keeps the same events; the default keeps every one
+    again = build(default_sim, default_sim.parent / "ds-thin-again", "--small-event-fraction", "0.25")
+    assert again.manifest["data_hash"] == thin.manifest["data_hash"]
+    assert default_dataset.manifest["small_events"]["events_kept"] == default_dataset.manifest["small_events"]["events"]

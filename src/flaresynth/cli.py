@@ -123,6 +123,7 @@ def dataset_build(
     scale: Annotated[str, typer.Option(help="GOES flux convention: true or swpc.")] = "true",
     window_min: Annotated[float, typer.Option("--window-min", help="Flare frames: within this many minutes of a HEK peak.")] = 30.0,
     quiet_per_day: Annotated[int, typer.Option("--quiet-per-day", help="Quiet (non-flaring) frames per day.")] = 8,
+    small_event_fraction: Annotated[float, typer.Option("--small-event-fraction", help="Share of the A, B and C HEK events whose flare frames are kept (whole events, at random, seeded by --split-seed); M and X events are always kept.")] = 1.0,
     start: Annotated[str | None, typer.Option(help="First time to use, UTC.")] = None,
     end: Annotated[str | None, typer.Option(help="Time to stop before, UTC.")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Fraction of each class for the test split (by whole blocks).")] = 0.2,
@@ -142,7 +143,7 @@ def dataset_build(
     cfg = BuildConfig(
         size=size, channel=channel, channels=None if channels is None else channels.split(","), align_tol_s=align_tol,
         scheme=scheme, label_rule=label, scale=scale, window_min=window_min,
-        quiet_per_day=quiet_per_day, start=start, end=end, test_fraction=test_fraction,
+        quiet_per_day=quiet_per_day, small_event_fraction=small_event_fraction, start=start, end=end, test_fraction=test_fraction,
         val_fraction=val_fraction, task=task, issue_every_h=issue_every, forecast_hours=horizon, split_by=split_by, buffer_days=buffer_days, split_seed=split_seed,
         mask_limb=mask_limb, workers=workers,
     )

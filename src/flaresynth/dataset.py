@@ -20,6 +20,10 @@ Selection and labelling (the paper's rule, Ramunno et al. 2024 §2; details not 
   near two peaks belongs to the nearer one;
 * **quiet frames**: ``quiet_per_day`` frames per day, evenly spaced, taken from frames farther than
   ``quiet_margin`` from any HEK event's start-end interval, so classes A/B exist;
+* ``small_event_fraction`` (default 1: all): the share of HEK events of class A, B or C (in the dataset's
+  convention) whose flare frames are kept, chosen at random by event (seeded by ``split_seed``), so a long period
+  near maximum, with thousands of C flares, keeps every M and X flare without growing by its small ones; the
+  frames of a dropped event are not quiet frames either, and the manifest's ``small_events`` counts both;
 * frames with ``QUALITY != 0`` are dropped (SDOMLv2 keeps only QUALITY 0 anyway).
 
 Each image carries three candidate labels, and ``label_rule`` says which one made ``label``:
@@ -293,6 +297,7 @@ class BuildConfig:
     scale: str = "true"
     window_min: float = 30.0
     quiet_per_day: int = 8
+    small_event_fraction: float = 1.0  # share of A/B/C HEK events whose flare frames are kept (whole events)
     quiet_margin_min: float = 60.0
     flux_tolerance_s: float = 60.0
     forecast_hours: float = 24.0
@@ -347,6 +352,8 @@ class BuildConfig:
                                   f"({BLOCK_DAYS[self.split_by]:g} days): choose a larger --split-by or a shorter buffer")
         if self.window_min < 0 or self.quiet_per_day < 0:
             raise FlaresynthError("--window-min and --quiet-per-day must not be negative")
+        if not 0 <= self.small_event_fraction <= 1:
+            raise FlaresynthError(f"--small-event-fraction {self.small_event_fraction!r}: expected a share from 0 to 1")
 
 
 def build_dataset(
@@ -412,6 +419,7 @@ def build_dataset(
         forecast_info = None
         table = select_frames(source, events, cfg)
         table = attach_labels(table, xrs, events, cfg)
+        table, small_events = thin_small_events(table, cfg.small_event_fraction, cfg.split_seed)
         table, split_info = assign_splits(table, cfg)
     if table.empty:
         raise FlaresynthError(
@@ -436,6 +444,7 @@ def build_dataset(
             "label_rule": "forecast" if cfg.task == "forecast" else cfg.label_rule,
             "flux_convention": _convention(cfg.scale),
             "forecast": forecast_info,
+            **({"small_events": small_events} if cfg.task != "forecast" else {}),
             "splits": split_info,
             "sources": {
                 # local paths absolute, so evaluate and report find the store from any working directory
@@ -526,6 +535,31 @@ def select_frames(source, events: pd.DataFrame, cfg: BuildConfig) -> pd.DataFram
         }
     )
     return table
+
+
+#: Event classes that are "small" for ``small_event_fraction`` (by the letter of the event's class in the dataset's
+#: convention): M and X flares are always kept.
+SMALL_EVENT_LETTERS = ("A", "B", "C")
+
+
+def thin_small_events(table: pd.DataFrame, fraction: float, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Keep the flare frames of a random ``fraction`` of the events of class A, B or C (whole events,
+    ``round(fraction · n)`` of the n such events, seeded), every frame of an M or X event and every quiet frame.
+
+    ``table``: rows with ``selection``, ``event_id`` and ``event_class`` (:func:`attach_labels`' output).
+    Returns the kept rows and a record: the fraction, the small classes, events of them and kept, frames dropped.
+    """
+    flare = (table["selection"] == "flare").to_numpy()
+    letters = table["event_class"].fillna("").astype(str).str[:1].to_numpy()
+    small = flare & np.isin(letters, SMALL_EVENT_LETTERS)
+    event_ids = table["event_id"].to_numpy().astype(str)
+    small_ids = np.unique(event_ids[small])
+    n_keep = int(round(fraction * len(small_ids)))
+    kept_ids = np.random.default_rng(seed).choice(small_ids, size=n_keep, replace=False)
+    drop = small & ~np.isin(event_ids, kept_ids)
+    record = {"fraction": float(fraction), "classes": "".join(SMALL_EVENT_LETTERS), "events": int(len(small_ids)),
+              "events_kept": n_keep, "frames_dropped": int(drop.sum())}
+    return table[~drop].reset_index(drop=True), record
 
 
 def _evenly_per_day(times: np.ndarray, candidates: np.ndarray, per_day: int) -> np.ndarray:

@@ -328,6 +328,13 @@ def _cell(c) -> str | Cell:
     return c if isinstance(c, Cell) else str(c)
 
 
+def _small_events_note(record: dict | None) -> str:
+    """", the frames of k of n small (A/B/C) flares" when a dataset was built with --small-event-fraction < 1."""
+    if not record or record.get("events_kept") == record.get("events"):
+        return ""
+    return f", the frames of {record['events_kept']} of {record['events']} {record['classes']}-class flares (at random)"
+
+
 def _short(h) -> str:
     return str(h)[:12] if h else "–"
 
@@ -673,8 +680,9 @@ def _section_data(page: _Page, parts: Parts) -> None:
             ("GOES files", f"{len(src.get('goes_files') or [])} ({src.get('goes_scale')} fluxes)"),
             ("HEK events", src.get("n_hek_events")),
             ("selection", f"flare frames within {build.get('window_min')} min of a HEK peak, "
-                          f"{build.get('quiet_per_day')} quiet frames a day"),
-            ("splits", f"by whole days: test {build.get('test_fraction')}, val {build.get('val_fraction')}"),
+                          f"{build.get('quiet_per_day')} quiet frames a day" + _small_events_note(rec.get("small_events"))),
+            ("splits", f"by whole {build.get('split_by', 'day')} blocks, {build.get('buffer_days', 0):g}-day buffers: "
+                       f"test {build.get('test_fraction')}, val {build.get('val_fraction')}"),
             ("data hash", _short(rec.get("data_hash"))),
         ]
         page.add(_table(["", ""], kv, "kv"))
