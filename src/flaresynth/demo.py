@@ -159,6 +159,9 @@ class DemoConfig:
     seed: int = 0
     split_by: str = "rotation"  # the dataset's default; 30 days fall back to week blocks (manifest warning)
     buffer_days: float = 2.0
+    quiet_per_day: int = 8  # the dataset build's defaults: quiet frames a day, share of A/B/C flares kept
+    small_event_fraction: float = 1.0
+    forecast_issue_every_h: float = 6.0
     per_class: int = 40
     sampler: str = "ddim"  # the fast choice of benchmarks/sampler_quality.py (2026-11-24): DDIM 20
     sampler_steps: int = 20
@@ -539,12 +542,14 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
 
     def build(task):
         m = build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), ds_path,
-                          BuildConfig(split_by=cfg.split_by, buffer_days=cfg.buffer_days), progress=False)
+                          BuildConfig(split_by=cfg.split_by, buffer_days=cfg.buffer_days, quiet_per_day=cfg.quiet_per_day,
+                                      small_event_fraction=cfg.small_event_fraction), progress=False)
         return {"counts": m["counts"]["all"], "data_hash": m["data_hash"], "split_rule": m["splits"]["rule"],
                 "split_warnings": m["splits"]["warnings"]}
 
     stages.run("dataset", ds_path, lambda: (ds_path / "manifest.json").is_file(), build,
-               {"build": "defaults", "split_by": cfg.split_by, "buffer_days": cfg.buffer_days},
+               {"build": "defaults", "split_by": cfg.split_by, "buffer_days": cfg.buffer_days,
+                "quiet_per_day": cfg.quiet_per_day, "small_event_fraction": cfg.small_event_fraction},
                label=f"dataset build (64 px, goes5, instant labels, {cfg.split_by} blocks, {cfg.buffer_days:g}-day buffers)")
     ds = open_dataset(ds_path)
     for warning in (ds.manifest.get("splits") or {}).get("warnings", []):
@@ -674,11 +679,12 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
 
     # ---- 24 h forecast: its own dataset (issue times every 6 h, >=M flare starting in 24 h), then the experiment
     fc_path, fc_exp = out / "forecast_dataset", out / "experiments" / "forecast"
-    fc_params = {"split_by": cfg.split_by, "buffer_days": cfg.buffer_days, "issue_every_h": 6.0}
+    fc_params = {"split_by": cfg.split_by, "buffer_days": cfg.buffer_days, "issue_every_h": cfg.forecast_issue_every_h}
 
     def build_forecast(task):
         m = build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), fc_path,
-                          BuildConfig(task="forecast", split_by=cfg.split_by, buffer_days=cfg.buffer_days),
+                          BuildConfig(task="forecast", split_by=cfg.split_by, buffer_days=cfg.buffer_days,
+                                      issue_every_h=cfg.forecast_issue_every_h),
                           progress=False)
         return {"counts": m["counts"]["all"], "issue_times": m["forecast"]["issue_times"], "split_rule": m["splits"]["rule"]}
 
@@ -689,7 +695,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
     else:
         try:
             stages.run("forecast_dataset", fc_path, lambda: (fc_path / "manifest.json").is_file(), build_forecast,
-                       fc_params, label="forecast dataset (issue times every 6 h; >=M flare starting within 24 h)")
+                       fc_params, label=f"forecast dataset (issue times every {cfg.forecast_issue_every_h:g} h; >=M flare starting within 24 h)")
             fc_ready = True
         except FlaresynthError as exc:
             notes.append(f"forecast experiment skipped: {exc}")
