@@ -321,10 +321,19 @@ def main() -> None:
         rec = reconstruct(found[0], real[test])
         plan = resampling_plan(len(test), len(test), EVAL_REPEATS, args.seed, groups=plan_groups)
         floor_row = {**found[1], "by_judge": []}
+
+        def per_class(pred):  # which classes the reconstructions lose (one X test frame moves macro-F1 by 0.1)
+            return {cl: v["f1"] for cl, v in classification_report(y_test, pred, ds.classes)["per_class"].items()}
+
         for judge, feats, pred_test in zip(judges, test_features, test_preds, strict=True):
-            f1 = macro_f1(y_test, judge.predict(rec), k)
+            pred_rec = judge.predict(rec)
+            f1 = macro_f1(y_test, pred_rec, k)
             c = macro_f1(y_test, pred_test, k)
             floor_row["by_judge"].append({"f1_judge": f1, "real_test_f1": c, "f1_ratio": f1 / c if c > 0 else None,
+                                          "f1_judge_per_class": per_class(pred_rec),
+                                          "real_test_f1_per_class": per_class(pred_test),
+                                          "predicted_counts": np.bincount(pred_rec, minlength=k).tolist(),
+                                          "real_test_predicted_counts": np.bincount(pred_test, minlength=k).tolist(),
                                           **evaluate_fd(feats, judge.embed(rec), plan, draw="benchmark")})
         ens = macro_f1(y_test, ensemble_predict(judges, rec), k)
         floor_row["ensemble"] = {"f1_judge": ens, "f1_ratio": ens / macro_f1(y_test, ensemble_test, k)}

@@ -430,6 +430,11 @@ def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, 
     assert floor["autoencoder_of"] == open_run(routes["ae"]).meta["model_id"]
     assert j["f1_ratio"] == pytest.approx(j["f1_judge"] / j["real_test_f1"], rel=1e-5)
     assert j["ratio"] == pytest.approx(j["fd"] / j["real_vs_real"], rel=1e-5) and j["fd"] > 0
+    # per class: macro-F1 is the mean of the classes the test split holds; the predictions count every test frame
+    present = [c for c in GOES_CLASSES if c in set(open_dataset(routes["ds"]).labels.query("split == 'test'")["label"])]
+    assert j["f1_judge"] == pytest.approx(np.mean([j["f1_judge_per_class"][c] for c in present]), abs=1e-6)
+    assert j["real_test_f1"] == pytest.approx(np.mean([j["real_test_f1_per_class"][c] for c in present]), abs=1e-6)
+    assert sum(j["predicted_counts"]) == sum(j["real_test_predicted_counts"]) == sum(r["test_frames_per_class"])
     assert r["generators"][0]["fd_fixed_encoder"] is None  # --encoder none
     # an autoencoder named by --autoencoder, beside a pixel run; a run that is not an autoencoder is refused
     r = run_script("generator_quality", ["--data", str(routes["ds"]), "--runs", str(routes["pixel"]), "--judge-seeds", "0",
