@@ -102,6 +102,24 @@ def test_a_judge_trains_again_identically_from_its_seed_whatever_the_callers_thr
         train_judge(world.ds, seed=3, max_epochs=1, threads=0)
 
 
+def test_judge_members_trained_side_by_side_are_the_judges_trained_one_after_another(world, tmp_path):
+    import torch
+
+    from flaresynth.metrics.judge import ensemble_member_path, train_judge_members
+
+    first = tmp_path / "judge"
+    lines = []
+    done = train_judge_members(world.ds, None, [3, 4], first, workers=2, max_epochs=2, log=lines.append)
+    assert sorted(done) == [3, 4] and len(lines) == 2 and not first.exists()  # the first judge is the caller's
+    for seed in (3, 4):
+        member = load_judge(ensemble_member_path(first, seed))
+        alone = train_judge(world.ds, seed=seed, max_epochs=2)
+        assert member.meta["training"]["seed"] == seed
+        assert done[seed]["real_test_f1"] == member.meta["real_test"]["f1"]
+        a, b = member.model.state_dict(), alone.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), seed
+
+
 def test_cli_evaluate_end_to_end(world, tmp_path):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model

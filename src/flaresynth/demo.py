@@ -615,18 +615,20 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         judge = out / "eval" / f"judge-{size}px"
 
         def train_the_judge(task, size=size, judge=judge):
-            from flaresynth.metrics.judge import ensemble_member_path, save_judge, train_judge
+            from flaresynth.metrics.judge import save_judge, train_judge, train_judge_members
 
             real = resample(ds.images, ds.transform(), size)
-            # the ensemble's other judges first (where evaluate looks for them), the first judge last, so its
+            # the ensemble's other judges first (where evaluate looks for them), side by side in processes of one
+            # thread each (each judge trains on one thread: the cores would idle), the first judge last, so its
             # judge.json marks the whole stage complete
-            f1 = {}
-            for seed in [*range(1, cfg.judges), 0]:
-                j = train_judge(ds, real, seed=seed, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
-                save_judge(j, judge if seed == 0 else ensemble_member_path(judge, seed))
-                f1[seed] = (j.meta.get("real_test") or {}).get("f1")
+            workers = 1 if device != "cpu" else max(1, cfg.threads or os.cpu_count() or 1)
+            members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=workers,
+                                          max_epochs=cfg.judge_max_epochs, log=display.log)
+            j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
+            save_judge(j, judge)
+            f1 = {0: (j.meta.get("real_test") or {}).get("f1"), **{s: m["real_test_f1"] for s, m in members.items()}}
             return {"real_test_f1": f1[0], "real_test_f1_by_seed": [f1[k] for k in sorted(f1)],
-                    "epochs": j.meta["training"]["epochs_run"]}
+                    "epochs": j.meta["training"]["epochs_run"], "parallel_workers": workers}
 
         stages.run(f"judge:{size}px", judge, lambda judge=judge: (judge / "judge.json").is_file(), train_the_judge,
                    {"size": size, "data_hash": data_hash, "max_epochs": cfg.judge_max_epochs, "judges": cfg.judges},
