@@ -60,11 +60,12 @@ report say so.
 
 Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-04 (session 29)
 on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the consistency-distilled
-4-step students for discrete and continuous; the README's figures): 11 min 32 s wall in all, 2.6 GB peak memory;
-simulate 53 s, dataset 7 s, sampling 7 s per student (4 steps), 14 s for the embedding DDPM (DDIM 20) and 3 s for
-the ceVAE, three 64 px judges 181 s (one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`; 63 s
-at two threads), evaluation 34-36 s per generator, augmentation 201 s, forecast dataset 6 s, forecast 63 s, report
-1 s (9 min 58 s at session 27 with the judges at two threads). The sizes behind this:
+4-step students for discrete and continuous; the README's figures): 11 min 01 s wall in all, 3.1 GB peak memory;
+simulate 54 s, dataset 7 s, sampling 7-8 s per student (4 steps), 15 s for the embedding DDPM (DDIM 20) and 4 s for
+the ceVAE, three 64 px judges 132 s (one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`, the
+two ensemble members side by side in two processes; 181 s one after another, 63 s at two threads before),
+evaluation 37-38 s per generator, augmentation 204 s, forecast dataset 6 s, forecast 65 s, report 2 s (9 min 58 s
+at session 27 with the judges at two threads). The sizes behind this:
 
 * ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 569
   (the report states both). Sampling is the cheap part (11 s for a DDIM-20 latent DDPM's 200 images); evaluation and
