@@ -329,7 +329,7 @@ def _cell(c) -> str | Cell:
 
 
 def _small_events_note(record: dict | None) -> str:
-    """", the frames of k of n small (A/B/C) flares" when a dataset was built with --small-event-fraction < 1."""
+    """The selection's words on thinned small flares (``--small-event-fraction`` < 1); empty when all were kept."""
     if not record or record.get("events_kept") == record.get("events"):
         return ""
     return f", the frames of {record['events_kept']} of {record['events']} {record['classes']}-class flares (at random)"

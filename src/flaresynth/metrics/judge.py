@@ -23,9 +23,9 @@ dataset has no validation rows, whole days making about 15 % of the training spl
 (random rows, stratified, only when it spans fewer than 3 days).
 Its macro F1 on the real **test** split is the ceiling a generator can reach on the F1 metric, and is stored
 with the weights. A judge trains on one torch thread whatever the caller's setting (:data:`JUDGE_THREADS`):
-with its seed that makes it the same judge on every run (at two threads the CPU reductions run in another order
-and the same seed gives another judge: on the default dataset, real-test macro F1 0.413 against 0.417). Measured: ~3 min on 2 shared CPU cores
-for 2000 64×64 images (40 epochs).
+with its seed that makes it the same judge on every run (at two threads the CPU reductions run in another
+order and the same seed gives another judge: on the default dataset, real-test macro F1 0.413 against 0.417).
+Measured: ~1 min on one thread for 1850 64×64 images (20-30 epochs before early stopping), the demo's dataset.
 
 A judge folder holds ``model.safetensors`` and ``judge.json`` (format, classes, scheme, image size, channels,
 architecture, dataset hash, training record, real-test metrics). :func:`check_judge` refuses a judge trained
