@@ -18,8 +18,9 @@ judges), so ``fd_fixed_encoder`` gives evaluate's FD in a fixed pretrained encod
 
 One judge is a noisy instrument for the class as well. On the default dataset its real-test F1 is
 0.417, 0.402 and 0.423 for seeds 0, 1 and 2 (judges train on one torch thread since session 29; the earlier
-sessions' judges of the same seeds, at the caller's thread count, gave 0.29 to 0.45), only seed 1 recognises any real test A frame (the test split's 37 A frames are
-one quiet spell), and the test split holds 8 M and 2 X frames (10 events). A ratio to that ceiling inherits both noises. So this script:
+sessions' judges of the same seeds, at the caller's thread count, gave 0.29 to 0.45), only seed 1 recognises any
+real test A frame (the test split's 37 A frames are one quiet spell), and the test split holds 8 M and 2 X
+frames (10 events). A ratio to that ceiling inherits both noises. So this script:
 
 * scores the same images under every judge of ``--judge-seeds`` (default 0,1,2; each trained once on the real
   training split and cached in ``WORKDIR/judges``, as the other scripts do) and under their **ensemble** (the

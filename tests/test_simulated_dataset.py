@@ -92,7 +92,6 @@ def test_store_is_marked_simulated(default_dataset):
     assert np.isfinite(default_dataset.labels["label_flux"]).all()
 
 
-
 def test_small_event_fraction_thins_only_small_flares(default_sim, default_dataset):
     """--small-event-fraction 0.25 on the default period: a quarter of the A/B/C events keep their frames, the M
     and X flare frames and the quiet frames stay; the manifest counts both. (The splits are searched again on
