@@ -264,7 +264,14 @@ def get_judge(ds, images: np.ndarray, workdir: Path, path: Path | None = None, s
     Returns (judge, info) with info = source, path, seconds spent here, its real-test macro-F1.
     """
     from flaresynth.errors import FlaresynthError
-    from flaresynth.metrics.judge import check_judge, load_judge, save_judge, train_judge
+    from flaresynth.metrics.judge import (
+        JUDGE_EPOCH_RULE,
+        JUDGE_THREADS,
+        check_judge,
+        load_judge,
+        save_judge,
+        train_judge,
+    )
 
     size = int(images.shape[-1])
     t0 = time.perf_counter()
@@ -281,6 +288,12 @@ def get_judge(ds, images: np.ndarray, workdir: Path, path: Path | None = None, s
             try:
                 judge = load_judge(path)
                 check_judge(judge, ds, size)
+                # a judge is one instrument only for one epoch rule and thread count (flaresynth.metrics.judge)
+                training = judge.meta.get("training", {})
+                made = (training.get("epoch_rule", "f1"), training.get("torch_threads"))
+                if made != (JUDGE_EPOCH_RULE, JUDGE_THREADS):
+                    raise FlaresynthError(f"trained with epoch rule {made[0]!r} on {made[1]} thread(s), not "
+                                          f"{JUDGE_EPOCH_RULE!r} on {JUDGE_THREADS}")
                 source = "cached"
             except FlaresynthError as exc:
                 log(f"not reusing {path}: {exc}")

@@ -102,6 +102,38 @@ def test_a_judge_trains_again_identically_from_its_seed_whatever_the_callers_thr
         train_judge(world.ds, seed=3, max_epochs=1, threads=0)
 
 
+def test_a_judge_keeps_the_epoch_its_rule_picks_and_stops_on_it(tmp_path):
+    """On toy classes drowned in noise, with a validation split: the kept epoch is the best validation loss (rule "loss") or
+    F1 (rule "f1", ties by the loss) of every epoch run, the kept weights are that epoch's (their validation loss
+    is recomputed), training stops `patience` epochs after it, and the two rules keep different epochs here."""
+    import torch
+
+    clear = open_dataset(make_dataset(tmp_path / "clear", n_per_class=16, seed=7))
+    noisy = np.clip(clear.images + np.random.default_rng(7).normal(0, 0.3, clear.images.shape), -1, 1)
+    manifest = {k: clear.manifest[k] for k in ("scheme", "classes", "channels", "transform")}
+    ds = open_dataset(write_dataset(tmp_path / "faint", noisy.astype(np.float32), clear.labels, manifest))
+    val = ds.split_indices("val")
+    kept = {}
+    for rule in ("loss", "f1"):
+        judge = train_judge(ds, seed=5, max_epochs=16, patience=4, epoch_rule=rule)
+        training = judge.meta["training"]
+        f1 = np.array([h["f1"] for h in training["val_history"]])
+        loss = np.array([h["loss"] for h in training["val_history"]])
+        assert training["epoch_rule"] == rule and len(loss) == training["epochs_run"]
+        top = np.flatnonzero(f1 >= f1.max() - 1e-6)
+        best = int(np.argmin(loss)) if rule == "loss" else int(top[np.argmin(loss[top])])
+        assert training["best_epoch"] == best + 1
+        assert training["epochs_run"] in (16, best + 1 + 4)
+        weights = torch.tensor(training["class_weights"], dtype=torch.float32)
+        logits = torch.from_numpy(judge.logits(np.asarray(ds.images[val]))).float()
+        recomputed = torch.nn.functional.cross_entropy(logits, torch.from_numpy(ds.label_index()[val]), weight=weights)
+        assert float(recomputed) == pytest.approx(loss[best], abs=1e-5)
+        kept[rule] = best
+    assert kept["loss"] != kept["f1"], kept
+    with pytest.raises(FlaresynthError, match="epoch_rule='best'"):
+        train_judge(ds, seed=5, max_epochs=1, epoch_rule="best")
+
+
 def test_judge_members_trained_side_by_side_are_the_judges_trained_one_after_another(world, tmp_path):
     import torch
 

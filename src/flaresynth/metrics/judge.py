@@ -17,7 +17,8 @@ Training (:func:`train_judge`) on the real **training** split only: AdamW (lr 2e
 at most 40 epochs, weight decay 1e-4), batch 32, random horizontal and vertical flips (the flare class does
 not depend on the disk's orientation), cross-entropy weighted by inverse class frequency
 (n / (K_present · n_c); GOES classes are strongly imbalanced), early stopping on the validation split's
-macro F1 (patience 10, ties broken by the lower validation loss; the best epoch's weights are kept): the
+macro F1 (patience 10, ties broken by the lower validation loss; the best epoch's weights are kept;
+``epoch_rule="loss"`` decides by the weighted validation cross-entropy instead, ties by the higher F1): the
 dataset's validation split, which the builder keeps apart from train by time blocks and buffers. When the
 dataset has no validation rows, whole days making about 15 % of the training split are held out instead
 (random rows, stratified, only when it spans fewer than 3 days).
@@ -54,6 +55,10 @@ JUDGE_FORMAT = "flaresynth-judge/1"
 #: instrument every generator is scored with -- the same whatever thread count the caller runs with (verified on
 #: one machine and torch build; another CPU's kernels may still order the sums otherwise).
 JUDGE_THREADS = 1
+#: Which validation figure picks the epoch a judge keeps (and stops its training): "f1" (macro F1, ties by the
+#: lower loss) or "loss" (weighted cross-entropy, ties by the higher F1).
+EPOCH_RULES = ("f1", "loss")
+JUDGE_EPOCH_RULE = "f1"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "judge.json"
 
@@ -197,6 +202,7 @@ def train_judge(
     log=None,
     channels: list[str] | None = None,
     threads: int | None = JUDGE_THREADS,
+    epoch_rule: str = JUDGE_EPOCH_RULE,
 ) -> Judge:
     """Train a judge on a dataset folder's training split (see the module docstring).
 
@@ -210,21 +216,34 @@ def train_judge(
         one channel of a multi-channel dataset (``images`` then holds that channel alone).
     threads : torch threads to train with (the caller's setting is restored afterwards); default
         :data:`JUDGE_THREADS`, so a seed gives the same judge whatever the caller's threads; ``None`` keeps them.
+    epoch_rule : the validation figure that picks the epoch kept and stops training (:data:`EPOCH_RULES`).
     """
     if threads is not None and int(threads) < 1:
         raise FlaresynthError(f"judge: threads={threads}: expected a positive thread count, or None")
+    if epoch_rule not in EPOCH_RULES:
+        raise FlaresynthError(f"judge: epoch_rule={epoch_rule!r}: expected one of {', '.join(EPOCH_RULES)}")
     torch = _torch()
     caller_threads = torch.get_num_threads()
     try:
         if threads is not None:
             torch.set_num_threads(int(threads))
         return _train_judge(torch, ds, images, seed=seed, max_epochs=max_epochs, patience=patience,
-                            batch_size=batch_size, lr=lr, device=device, log=log, channels=channels)
+                            batch_size=batch_size, lr=lr, device=device, log=log, channels=channels,
+                            epoch_rule=epoch_rule)
     finally:
         torch.set_num_threads(caller_threads)
 
 
-def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, lr, device, log, channels) -> Judge:
+def _better(epoch_rule: str, f1: float, loss: float, best: tuple[float, float]) -> bool:
+    """Whether an epoch's validation (F1, loss) beats the best so far under ``epoch_rule``."""
+    best_f1, best_loss = best
+    if epoch_rule == "loss":
+        return loss < best_loss - 1e-9 or (abs(loss - best_loss) <= 1e-9 and f1 > best_f1 + 1e-6)
+    return f1 > best_f1 + 1e-6 or (abs(f1 - best_f1) <= 1e-6 and loss < best_loss)
+
+
+def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, lr, device, log, channels,
+                 epoch_rule) -> Judge:
     """:func:`train_judge` at the thread count already set."""
     x_all = np.asarray(ds.images if images is None else images, dtype=np.float32)
     y_all = ds.label_index()
@@ -256,6 +275,7 @@ def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, l
                   device=device)
     best = (-1.0, np.inf)
     best_state, best_epoch, stale, epoch = None, 0, 0, 0
+    history = []  # each epoch's validation (macro F1, loss)
     t0 = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         model.train()
@@ -282,7 +302,8 @@ def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, l
         val_f1 = classification_report(y_all[val], logits.argmax(1), classes)["f1"]
         if log and epoch % 5 == 0:
             log(f"judge epoch {epoch}: train loss {total / max(len(perm), 1):.4f}, val loss {val_loss:.4f}, val macro F1 {val_f1:.3f}")
-        if val_f1 > best[0] + 1e-6 or (abs(val_f1 - best[0]) <= 1e-6 and val_loss < best[1]):
+        history.append((round(float(val_f1), 6), round(val_loss, 6)))
+        if _better(epoch_rule, val_f1, val_loss, best):
             best, best_state, best_epoch, stale = (val_f1, val_loss), copy.deepcopy(model.state_dict()), epoch, 0
         else:
             stale += 1
@@ -292,7 +313,8 @@ def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, l
     seconds = time.perf_counter() - t0
     test_report = classification_report(y_all[test], judge.predict(x_all[test]), classes) if len(test) else None
     if log:
-        log(f"judge: {epoch} epochs in {seconds:.0f} s, kept epoch {best_epoch} (val macro F1 {best[0]:.3f}); "
+        log(f"judge: {epoch} epochs in {seconds:.0f} s, kept epoch {best_epoch} by val {epoch_rule} (val macro F1 "
+            f"{best[0]:.3f}, loss {best[1]:.4f}); "
             f"real test macro F1 {test_report['f1'] if test_report else float('nan'):.3f}")
     judge.meta.update(
         {
@@ -304,12 +326,14 @@ def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, l
             "dataset_image_size": int(ds.image_size),
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "training": {
-                "seed": seed, "epochs_run": epoch, "best_epoch": best_epoch, "max_epochs": max_epochs,
+                "seed": seed, "epochs_run": epoch, "best_epoch": best_epoch, "epoch_rule": epoch_rule,
+                "max_epochs": max_epochs,
                 "patience": patience, "batch_size": batch_size, "lr": lr, "class_weights": weights.tolist(),
                 "n_train": int(len(train)), "n_val": int(len(val)), "val_from_train_holdout": holdout,
                 "val_macro_f1": float(best[0]), "val_loss": float(best[1]), "seconds": round(seconds, 2),
                 # a judge's training is deterministic for a seed AND a thread count (see JUDGE_THREADS)
                 "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                "val_history": [{"f1": f, "loss": v} for f, v in history],
             },
             "real_test": test_report,
         }
