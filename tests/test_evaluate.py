@@ -141,15 +141,18 @@ def test_judge_members_trained_side_by_side_are_the_judges_trained_one_after_ano
 
     first = tmp_path / "judge"
     lines = []
-    done = train_judge_members(world.ds, None, [3, 4], first, workers=2, max_epochs=2, log=lines.append)
-    assert sorted(done) == [3, 4] and len(lines) == 2 and not first.exists()  # the first judge is the caller's
-    for seed in (3, 4):
-        member = load_judge(ensemble_member_path(first, seed))
+    done = train_judge_members(world.ds, None, [3, 4], first, workers=3, max_epochs=2, log=lines.append, first_seed=6)
+    assert sorted(done) == [3, 4, 6] and len(lines) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["judge", "judge_seed3", "judge_seed4"]  # no staging left
+    for seed in (3, 4, 6):
+        member = load_judge(first if seed == 6 else ensemble_member_path(first, seed))
         alone = train_judge(world.ds, seed=seed, max_epochs=2)
         assert member.meta["training"]["seed"] == seed
         assert done[seed]["real_test_f1"] == member.meta["real_test"]["f1"]
         a, b = member.model.state_dict(), alone.model.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), seed
+    with pytest.raises(FlaresynthError, match="first_seed 3 is also one of the members"):
+        train_judge_members(world.ds, None, [3], tmp_path / "again", first_seed=3)
 
 
 def test_cli_evaluate_end_to_end(world, tmp_path):
@@ -363,3 +366,25 @@ def test_simulated_store_is_detected_from_its_zarr_attribute(tmp_path):
     beside = types.SimpleNamespace(manifest={"sources": {"images": "sim.zarr"}}, path=tmp_path / "ds")
     assert _simulated_source(beside)
     assert not _simulated_source(types.SimpleNamespace(manifest={"sources": {"images": "real.zarr"}}, path=tmp_path / "ds"))
+
+
+def test_the_real_features_of_a_pretrained_encoder_are_encoded_once_per_dataset(world, tmp_path, monkeypatch):
+    """With a feature cache, a second generator's evaluation encodes only its own images with effnet-lite0 and
+    gets the metrics the first got by encoding them; the judge's domain features are never cached."""
+    from flaresynth.metrics.features import PretrainedEncoder
+
+    encoded = []
+    encode = PretrainedEncoder.encode
+    monkeypatch.setattr(PretrainedEncoder, "encode", lambda self, images, batch_size=64: (encoded.append(len(images)),
+                                                                                         encode(self, images, batch_size))[1])
+    cache = tmp_path / "cache"
+    cfg = EvaluateConfig(features=["domain", "effnet-lite0"], repeats=1, judge=str(world.root / "judge"),
+                         figures=False, referee="off", feature_cache=str(cache))
+    n_gen = len(open_samples(world.root / "noisy").images)
+    first = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev1", cfg)
+    n_real = encoded[0]
+    assert encoded == [n_real, n_gen] and [p.name[:7] for p in cache.iterdir()] == ["effnet-"]
+    second = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev2", cfg)
+    assert encoded == [n_real, n_gen, n_gen]  # the real split came from the cache
+    for name in ("FD_effnet", "FD_domain"):  # the first run encoded the real split, the second read it back
+        assert first["metrics"][name] == second["metrics"][name], name

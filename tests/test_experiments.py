@@ -474,3 +474,23 @@ def test_bad_input_is_one_line(folders, tmp_path, capsys):
         assert code == 2, text
         assert expected in text and text.strip().count("\n") == 0, text
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "run").exists()
+
+
+def test_runs_in_worker_processes_give_the_numbers_of_one_thread(folders):
+    """--workers 2 trains the (seed, regime) runs in two one-thread processes: the same scores, in the same order,
+    as one after another in a process of one thread."""
+    settings = dict(seeds=2, epochs=2, **TINY)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = run_augment(folders["ds"], folders["gen"], folders["root"] / "aug_w1", AugmentConfig(**settings),
+                            progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    pooled = run_augment(folders["ds"], folders["gen"], folders["root"] / "aug_w2",
+                         AugmentConfig(**settings, workers=2), progress=False)
+    assert [(r["seed"], r["regime"]) for r in pooled["runs"]] == [(r["seed"], r["regime"]) for r in alone["runs"]]
+    assert [r["scores"] for r in pooled["runs"]] == [r["scores"] for r in alone["runs"]]
+    assert pooled["settings"]["workers"] == 2
+    with pytest.raises(FlaresynthError, match="--workers 0"):
+        AugmentConfig(workers=0).validate()

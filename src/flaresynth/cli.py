@@ -244,6 +244,7 @@ def evaluate(
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the figures.")] = False,
     channel_judges: Annotated[bool, typer.Option("--channel-judges/--no-channel-judges", help="Several channels: also train a judge on each channel alone (per-channel F1_judge_<ch> and FD/KID/CE/CD/CS_domain_<ch>; one more judge training per channel).")] = True,
     judges: Annotated[int, typer.Option(min=1, help="Judges trained with seeds SEED, SEED+1, ...: more than one adds F1_judge_ensemble (their mean probabilities) beside its own ceiling; FD_domain stays in the first judge's features.")] = 1,
+    feature_cache: Annotated[Path | None, typer.Option(help="Folder keeping the real images' features of each pretrained encoder (effnet-lite0, clip, dinov2, inception), so evaluating several generators against one dataset encodes the real split once.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json's metrics as JSON.")] = False,
 ) -> None:
     """Compare generated images with real ones: cluster metrics, Fréchet distance, KID and judge F1, each beside its benchmark."""
@@ -252,7 +253,8 @@ def evaluate(
 
     cfg = EvaluateConfig(features=features, repeats=repeats, clusters=clusters, split=split, seed=seed, device=device,
                          judge=str(judge) if judge else None, referee=referee, figures=not no_figures,
-                         channel_judges=channel_judges, judges=judges)
+                         channel_judges=channel_judges, judges=judges,
+                         feature_cache=str(feature_cache) if feature_cache else None)
     result = run_evaluation(real, generated, out_dir, cfg, log=lambda line: err.print(line, highlight=False))
     if as_json:
         _print_json(result["metrics"])
@@ -384,6 +386,8 @@ app.add_typer(experiment_app, name="experiment")
 _EXP_OUT_HELP = "Experiment folder to write (results.json, results.md, PNG plots); replaced only if it is an earlier experiment folder."
 _SEEDS_HELP = "Training seeds (seed, seed+1, ...); every number is given per seed and as mean ± std."
 _EPOCHS_HELP = "Training epochs; the epoch with the best balanced accuracy on the real val split is kept."
+_WORKERS_HELP = ("CPU: train the (seed, regime) runs in this many processes of one torch thread each (e.g. one per "
+                 "core); 1: one after another in this process. The numbers depend on the torch thread count.")
 _LAYERS_HELP = "DeiT transformer layers (DeiT-tiny has 12; 4 keeps the CPU cost down). Widths: hidden 192, 3 heads, MLP 768."
 _PATCH_HELP = "DeiT patch size in pixels (must divide the image size; 8 gives 64 tokens at 64 px)."
 
@@ -408,6 +412,7 @@ def experiment_augment(
     patch_size: Annotated[int, typer.Option("--patch-size", min=1, help=_PATCH_HELP)] = 8,
     selection: Annotated[str, typer.Option(help="Kept epoch: best-val (best balanced accuracy on the val split) or last.")] = "best-val",
     device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(min=1, help=_WORKERS_HELP)] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per regime and seed.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
 ) -> None:
@@ -416,7 +421,7 @@ def experiment_augment(
 
     cfg = _experiment_config(AugmentConfig, seeds=seeds, seed=seed, epochs=epochs, target_per_class=target_per_class,
                              batch_size=batch_size, lr=lr, layers=layers, patch_size=patch_size, selection=selection,
-                             device=device, allow_resize=allow_resize)
+                             device=device, allow_resize=allow_resize, workers=workers)
     result = run_augment(data, generated, out_dir, cfg, progress=progress and not as_json,
                          log=lambda line: err.print(line, highlight=False, soft_wrap=True))
     if as_json:
@@ -442,6 +447,7 @@ def experiment_forecast(
     patch_size: Annotated[int, typer.Option("--patch-size", min=1, help=_PATCH_HELP)] = 8,
     selection: Annotated[str, typer.Option(help="Kept epoch: best-val (best balanced accuracy = (TSS+1)/2 on the val split) or last.")] = "best-val",
     device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(min=1, help=_WORKERS_HELP)] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per regime and seed.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
 ) -> None:
@@ -450,7 +456,7 @@ def experiment_forecast(
 
     cfg = _experiment_config(ForecastConfig, seeds=seeds, seed=seed, epochs=epochs, positive_fraction=positive_fraction,
                              classical=classical, batch_size=batch_size, lr=lr, layers=layers, patch_size=patch_size,
-                             selection=selection, device=device, allow_resize=allow_resize)
+                             selection=selection, device=device, allow_resize=allow_resize, workers=workers)
     result = run_forecast(data, out_dir, generated=generated, config=cfg, progress=progress and not as_json,
                           log=lambda line: err.print(line, highlight=False, soft_wrap=True))
     if as_json:

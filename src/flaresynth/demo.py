@@ -523,6 +523,14 @@ def _device(cfg: DemoConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _experiment_workers(cfg: DemoConfig, device: str) -> int:
+    """Processes the experiments train their runs in: on the CPU one per core (or ``cfg.threads``), each on one
+    thread (small DeiTs use two cores better as two one-thread runs than as one two-thread run)."""
+    if device != "cpu":
+        return 1
+    return max(1, cfg.threads or os.cpu_count() or 1)
+
+
 def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display: _Display, features: list[str],
              notes: list[str]) -> None:
     from flaresynth.dataset import BuildConfig, build_dataset, open_dataset
@@ -616,17 +624,24 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         judge = out / "eval" / f"judge-{size}px"
 
         def train_the_judge(task, size=size, judge=judge):
-            from flaresynth.metrics.judge import save_judge, train_judge, train_judge_members
+            from flaresynth.metrics.judge import load_judge, save_judge, train_judge, train_judge_members
 
             real = resample(ds.images, ds.transform(), size)
-            # the ensemble's other judges first (where evaluate looks for them), side by side in processes of one
-            # thread each (each judge trains on one thread: the cores would idle), the first judge last, so its
-            # judge.json marks the whole stage complete
-            workers = 1 if device != "cpu" else max(1, cfg.threads or os.cpu_count() or 1)
-            members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=workers,
-                                          max_epochs=cfg.judge_max_epochs, log=display.log)
-            j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
-            save_judge(j, judge)
+            if device == "cpu":
+                # every judge at once, each in its own process of one thread (a judge trains on one thread: one
+                # process would leave a core idle); three processes on two cores finish in about 1.5 judge-times,
+                # two at a time in two. The first judge's folder is written last, so its judge.json marks the
+                # whole stage complete.
+                workers = cfg.judges if cfg.threads is None else max(1, cfg.threads)
+                members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=workers, first_seed=0,
+                                              max_epochs=cfg.judge_max_epochs, log=display.log)
+                j = load_judge(judge)
+            else:  # on a GPU the first judge trains there, the others on the CPU one after another
+                workers = 1
+                members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=1,
+                                              max_epochs=cfg.judge_max_epochs, log=display.log)
+                j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
+                save_judge(j, judge)
             f1 = {0: (j.meta.get("real_test") or {}).get("f1"), **{s: m["real_test_f1"] for s, m in members.items()}}
             return {"real_test_f1": f1[0], "real_test_f1_by_seed": [f1[k] for k in sorted(f1)],
                     "epochs": j.meta["training"]["epochs_run"], "parallel_workers": workers}
@@ -644,7 +659,8 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         judge = judges[_samples_size(samples[spec.key])]
         ecfg = EvaluateConfig(features=list(features), repeats=cfg.repeats, clusters=cfg.clusters, split="test", seed=0,
                               device=device, judge=str(judge), referee="auto", figures=True,
-                              judge_max_epochs=cfg.judge_max_epochs, judges=cfg.judges)
+                              judge_max_epochs=cfg.judge_max_epochs, judges=cfg.judges,
+                              feature_cache=str(out / "eval" / "real-features"))
 
         def run_eval(task, folder=folder, spec=spec, ecfg=ecfg):
             r = evaluate(ds_path, samples[spec.key], folder, ecfg, log=None)
@@ -664,7 +680,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         from flaresynth.experiments.augment import AugmentConfig, run_augment
 
         acfg = AugmentConfig(seeds=cfg.augment_seeds, seed=0, epochs=cfg.augment_epochs, layers=cfg.augment_layers,
-                             target_per_class=cfg.augment_target, device=device)
+                             target_per_class=cfg.augment_target, device=device, workers=_experiment_workers(cfg, device))
 
         def augment(task):
             r = run_augment(ds_path, samples[gen], exp, acfg, progress=False, log=None)
@@ -707,7 +723,7 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         from flaresynth.experiments.forecast import ForecastConfig, run_forecast
 
         fcfg = ForecastConfig(seeds=cfg.augment_seeds, seed=0, epochs=cfg.augment_epochs, layers=cfg.augment_layers,
-                              device=device)
+                              device=device, workers=_experiment_workers(cfg, device))
 
         def forecast(task):
             r = run_forecast(fc_path, fc_exp, generated=samples.get(gen), config=fcfg, progress=False, log=None)

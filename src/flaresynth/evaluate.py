@@ -75,6 +75,9 @@ the dataset's scheme is used instead and disagreements are counted in the notes.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import platform
 import shutil
 import time
@@ -125,6 +128,9 @@ class EvaluateConfig:
     judge_max_epochs: int = 40
     judges: int = 1  # more than one: an ensemble of judges trained with seeds seed, seed + 1, ...
     channel_judges: bool = True  # several channels: also a judge (and domain features) per channel
+    # a folder keeping the real images' features of each pretrained encoder, so evaluating several generators
+    # against one dataset encodes the real split once (None: nothing kept)
+    feature_cache: str | None = None
 
     def validate(self) -> None:
         from flaresynth.metrics.features import parse_feature_specs
@@ -143,6 +149,27 @@ class EvaluateConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def _real_features(encoder, images: np.ndarray, cfg: EvaluateConfig, key: dict) -> np.ndarray:
+    """The encoder's features of the real ``images``, read from ``cfg.feature_cache`` when an earlier evaluation
+    stored them there under the same encoder weights, dataset hash, rows, channel and image size, else computed
+    (and stored). The judge's own features (``domain``) are never cached: they belong to one judge."""
+    if cfg.feature_cache is None or encoder.name == "domain":
+        return encoder.encode(images, cfg.batch_size)
+    record = {"encoder": encoder.info(), "data_hash": key["data_hash"], "channel": key["channel"],
+              "shape": list(images.shape), "rows": hashlib.sha256(np.asarray(key["rows"], np.int64).tobytes()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = Path(cfg.feature_cache) / f"{encoder.name}-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    features = encoder.encode(images, cfg.batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as fh:  # written whole, then renamed: a reader never sees half a file
+        np.save(fh, features)
+    os.replace(partial, path)
+    return features
+
+
 def requested_labels(samples, classes, scheme: str) -> tuple[np.ndarray, dict]:
     """Requested class index of each generated image (-1: none), and notes on how it was obtained."""
 
@@ -561,7 +588,8 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
             if log:
                 log(f"features: {encoder.spec} ({encoder.dim}-d)" + (f", {ds.channels[c]}" if c is not None else ""))
             sel = slice(None) if c is None else [c]
-            real_f = encoder.encode(real_images[eval_idx][:, sel], cfg.batch_size)
+            real_f = _real_features(encoder, real_images[eval_idx][:, sel], cfg,
+                                    {"data_hash": ds.manifest.get("data_hash"), "rows": eval_idx, "channel": c})
             gen_f = encoder.encode(gen_images[:, sel], cfg.batch_size)
             features[name] = (real_f, gen_f)
             entries, det = distribution_metrics(real_f, gen_f, plan, name, cfg)

@@ -285,6 +285,9 @@ class ExperimentConfig:
     heads: int = 3
     intermediate_size: int = 768
     allow_resize: bool = False  # upsample smaller generated images to the dataset's size (else: real brought down)
+    # CPU: train the (seed, regime) runs in this many processes of one torch thread each (1: one after another in
+    # this process, at its thread count). The numbers depend on the thread count, not on the number of workers.
+    workers: int = 1
 
     def validate(self) -> None:
         if self.seeds < 1:
@@ -292,6 +295,8 @@ class ExperimentConfig:
         self.train_settings().validate()
         if self.layers < 1:
             raise FlaresynthError(f"--layers {self.layers}: expected at least 1")
+        if int(self.workers) != self.workers or self.workers < 1:
+            raise FlaresynthError(f"--workers {self.workers!r}: expected a whole number >= 1")
         resolve_device(self.device)
 
     def seed_list(self) -> list[int]:
@@ -317,14 +322,16 @@ def run_regimes(
     score: Callable[[np.ndarray, np.ndarray], dict],
     progress: bool = True,
 ) -> list[dict]:
-    """Train and test one classifier per (seed, regime); returns one dict per run.
+    """Train and test one classifier per (seed, regime); returns one dict per run, in (seed, regime) order.
 
     ``make_sets(seed)`` returns ``{regime: TrainingSet-like}`` (attributes ``images``, ``labels`` and
     ``class_weights``, None for an unweighted loss); every run of a seed starts from the same initial weights and
     draws its epoch order from the same seed, so regimes differ only in their training images (and weights).
     ``score(y_test, proba_test, y_val, proba_val)`` turns the class probabilities into numbers (a threshold may
     be chosen on the validation split only). Each run dict also holds ``proba_test`` (not for JSON).
-    The progress bar (rich, on stderr) shows one line per regime and seed.
+    With ``cfg.workers`` > 1 on the CPU the runs train in that many processes of one thread each (the same
+    numbers as one after another in a process of one thread). The progress bar (rich, on stderr) shows one line
+    per regime and seed (per epoch in this process, per finished run with workers).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -333,33 +340,85 @@ def run_regimes(
     resolve_device(settings.device)  # fail before any work
     x_val, y_val = val
     x_test, y_test = test
-    runs: list[dict] = []
+    parallel = int(cfg.workers) > 1 and settings.device == "cpu"
+    jobs = [(seed, regime) for seed in cfg.seed_list() for regime in regimes]
+    outputs: dict[tuple[int, str], tuple] = {}
+    n_train: dict[tuple[int, str], int] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        for seed in cfg.seed_list():
-            sets = make_sets(seed)
-            for regime in regimes:
-                ts = sets[regime]
-                task = bar.add_task(f"{regime:>9} seed {seed}", total=settings.epochs, info="")
+        tasks = {job: bar.add_task(f"{job[1]:>9} seed {job[0]}", total=settings.epochs, info="") for job in jobs}
+        if parallel:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-                def advance(epoch, entry, task=task):
-                    info = f"loss {entry['loss']:.3f}"
-                    if "val_score" in entry:
-                        info += f"  val bal.acc {entry['val_score']:.3f}"
-                    bar.update(task, completed=epoch, info=info)
+            # spawn: a fork of a process that already ran torch threads can deadlock; the validation and test
+            # images go to each worker once, each run's training set with its job
+            with ProcessPoolExecutor(min(int(cfg.workers), len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker, initargs=(x_val, y_val, x_test)) as pool:
+                futures = {}
+                for seed in cfg.seed_list():
+                    sets = make_sets(seed)
+                    for regime in regimes:
+                        ts = sets[regime]
+                        n_train[seed, regime] = int(len(ts.labels))
+                        futures[pool.submit(_worker_run, spec, settings, seed, ts.images, ts.labels,
+                                            getattr(ts, "class_weights", None))] = (seed, regime)
+                for future in as_completed(futures):
+                    job = futures[future]
+                    outputs[job] = future.result()
+                    bar.update(tasks[job], completed=settings.epochs, info="done")
+        else:
+            for seed in cfg.seed_list():
+                sets = make_sets(seed)
+                for regime in regimes:
+                    ts = sets[regime]
+                    n_train[seed, regime] = int(len(ts.labels))
 
-                model = build_classifier(spec, seed)
-                result = train_classifier(model, ts.images, ts.labels, x_val, y_val, settings, seed=seed, on_epoch=advance,
-                                          class_weights=getattr(ts, "class_weights", None))
-                proba_test = predict_proba(model, x_test, settings.eval_batch_size, settings.device)
-                proba_val = (predict_proba(model, x_val, settings.eval_batch_size, settings.device)
-                             if len(y_val) else np.zeros((0, spec.num_labels)))
-                runs.append({"seed": seed, "regime": regime, "n_train": int(len(ts.labels)),
-                             "scores": score(y_test, proba_test, y_val, proba_val), "training": result.to_dict(),
-                             "proba_test": proba_test})
-                del model
+                    def advance(epoch, entry, task=tasks[seed, regime]):
+                        info = f"loss {entry['loss']:.3f}"
+                        if "val_score" in entry:
+                            info += f"  val bal.acc {entry['val_score']:.3f}"
+                        bar.update(task, completed=epoch, info=info)
+
+                    outputs[seed, regime] = _run_one(spec, settings, seed, ts.images, ts.labels,
+                                                     getattr(ts, "class_weights", None), x_val, y_val, x_test, advance)
+    runs = []
+    for seed, regime in jobs:
+        proba_test, proba_val, training = outputs[seed, regime]
+        runs.append({"seed": seed, "regime": regime, "n_train": n_train[seed, regime],
+                     "scores": score(y_test, proba_test, y_val, proba_val), "training": training,
+                     "proba_test": proba_test})
     return runs
+
+
+def _run_one(spec, settings, seed, images, labels, class_weights, x_val, y_val, x_test, on_epoch=None) -> tuple:
+    """Train one classifier and return (test probabilities, validation probabilities, training record)."""
+    model = build_classifier(spec, seed)
+    result = train_classifier(model, images, labels, x_val, y_val, settings, seed=seed, on_epoch=on_epoch,
+                              class_weights=class_weights)
+    proba_test = predict_proba(model, x_test, settings.eval_batch_size, settings.device)
+    proba_val = (predict_proba(model, x_val, settings.eval_batch_size, settings.device)
+                 if len(y_val) else np.zeros((0, spec.num_labels)))
+    return proba_test, proba_val, result.to_dict()
+
+
+_WORKER_DATA: tuple | None = None  # (x_val, y_val, x_test) a worker process received once
+
+
+def _init_worker(x_val, y_val, x_test) -> None:
+    """A run_regimes worker: one torch thread (the cores are shared by the workers) and the evaluation images."""
+    import torch
+
+    global _WORKER_DATA
+    torch.set_num_threads(1)
+    _WORKER_DATA = (x_val, y_val, x_test)
+
+
+def _worker_run(spec, settings, seed, images, labels, class_weights) -> tuple:
+    """One (seed, regime) run in a worker process (see :func:`_run_one`)."""
+    x_val, y_val, x_test = _WORKER_DATA
+    return _run_one(spec, settings, seed, images, labels, class_weights, x_val, y_val, x_test)
 
 
 def prepare_out(out, marker: str) -> None:

@@ -38,6 +38,8 @@ Caveat: the ``domain`` encoder *is* this network, so FD_domain and the judge F1 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,23 +344,36 @@ def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, l
 
 
 def train_judge_members(ds, images, seeds, first: str | Path, *, workers: int = 1, max_epochs: int = 40,
-                        log=None) -> dict[int, dict]:
+                        log=None, first_seed: int | None = None) -> dict[int, dict]:
     """Train and save the ensemble members of ``seeds`` beside the first judge's folder ``first``
     (:func:`ensemble_member_path`), ``workers`` at a time, each in its own process on :data:`JUDGE_THREADS`
     threads: the same judges as trained one after another, in a fraction of the wall time. CPU only.
 
-    ``images``: as :func:`train_judge`'s (None: the dataset's own). Returns, by seed, the member's real-test F1,
-    epochs and seconds."""
+    ``images``: as :func:`train_judge`'s (None: the dataset's own). ``first_seed``: also train the first judge
+    (that seed) alongside, and write it to ``first`` only once every member is saved, so its ``judge.json`` still
+    marks the whole ensemble done. Returns, by seed, the judge's real-test F1, epochs and seconds."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [(str(ds.path), images, int(seed), str(ensemble_member_path(first, seed)), max_epochs) for seed in seeds]
+    seeds = [int(seed) for seed in seeds]
+    first = Path(first)
+    targets = {seed: ensemble_member_path(first, seed) for seed in seeds}
+    if first_seed is not None:
+        if int(first_seed) in targets:
+            raise FlaresynthError(f"judge: first_seed {first_seed} is also one of the members' seeds {seeds}")
+        # a hidden staging folder: the first judge's own folder appears only when the whole ensemble is saved
+        targets = {int(first_seed): first.parent / f".{first.name}.staging", **targets}
+    jobs = [(str(ds.path), images, seed, str(path), max_epochs) for seed, path in targets.items()]
     if workers <= 1 or len(jobs) <= 1:
         results = [_train_member(*job) for job in jobs]
     else:
         # spawn: a fork of a process that already ran torch threads can deadlock
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_train_member, *zip(*jobs, strict=True)))
+    if first_seed is not None:
+        if first.exists():
+            shutil.rmtree(first)
+        os.replace(targets[int(first_seed)], first)
     done = {}
     for seed, record in results:
         done[seed] = record
