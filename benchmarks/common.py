@@ -226,10 +226,11 @@ def current_rss_mb() -> float:
 # ----------------------------------------------------------------------------------------------- data
 def default_dataset(workdir: Path) -> Path:
     """The project's default dataset, made once into ``WORKDIR/ds<days>`` and cached: ``flaresynth simulate``'s
-    default Sun (its default days, start and cadence, seed 0) built with the default :class:`BuildConfig`
-    (64x64, goes5, rotation blocks), i.e. what ``flaresynth demo`` builds and the shipped generators were
-    trained on."""
+    default Sun (its default days, start and cadence, seed 0) built as ``flaresynth demo`` builds it
+    (:class:`BuildConfig` with the demo's quiet frames a day and share of small flares: 64x64, goes5, rotation
+    blocks), i.e. what the shipped generators were trained on."""
     from flaresynth.dataset import BuildConfig, build_dataset
+    from flaresynth.demo import DemoConfig
     from flaresynth.sources.simulate import DEFAULT_CADENCE_MIN, DEFAULT_DAYS, DEFAULT_START, simulate
 
     workdir = Path(workdir)
@@ -238,11 +239,13 @@ def default_dataset(workdir: Path) -> Path:
         return ds
     if not (sim / "simulation.json").is_file():
         log(f"simulating {DEFAULT_DAYS} days from {DEFAULT_START} ({DEFAULT_CADENCE_MIN}-min cadence, seed 0) "
-            f"into {sim} (~1.5 min quiet, 1.8 GB)")
+            f"into {sim} (~4 min quiet, 7.2 GB)")
         simulate(sim, seed=0, overwrite=True, progress=False)  # the package's defaults: one source of truth
     log(f"building the 64x64 dataset into {ds}")
+    demo = DemoConfig()
     build_dataset(str(sim / "sdomlv2.zarr"), [str(sim / "goes")], str(sim / "hek" / "flares.json"), ds,
-                  BuildConfig(), overwrite=True, progress=False)
+                  BuildConfig(quiet_per_day=demo.quiet_per_day, small_event_fraction=demo.small_event_fraction),
+                  overwrite=True, progress=False)
     return ds
 
 

@@ -75,6 +75,9 @@ def test_every_shipped_run_is_installed():
                           ("demo:continuous-student", "student", "continuous", GuidanceStudent, True),
                           ("demo:autoencoder", "autoencoder", "autoencoder", LatentAutoencoder, False)])
 def test_open_run_by_shipped_name(name, kind, conditioning, network, latent):
+    if name not in SHIPPED and name not in shipped_runs():
+        # a student ships once distilled from the teacher shipped now (flaresynth.pretrained's docstring)
+        pytest.skip(f"{name} is not installed")
     run = open_run(name, "cpu")
     assert (run.kind, run.conditioning, run.name) == (kind, conditioning, name)
     assert isinstance(run.network, network) and not run.network.training
@@ -122,7 +125,7 @@ def test_shipped_latent_runs_share_the_shipped_autoencoder():
         if name in LATENT:
             assert meta["latent"]["autoencoder"] == LATENT[name], name
             assert ae == model_folder(installed[LATENT[name]]) and not (path / AUTOENCODER_DIR).exists(), name
-    assert latent >= set(LATENT)
+    assert latent >= set(LATENT) & set(installed) >= set(LATENT) & set(SHIPPED)
 
 
 def test_no_two_shipped_files_hold_the_same_weights_and_the_package_fits():

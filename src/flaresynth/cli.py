@@ -79,9 +79,9 @@ def goes(
 @app.command()
 def simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write sdomlv2.zarr, goes/ and hek/ into.")],
-    days: Annotated[int | None, typer.Option(help="Number of days to simulate [default: 180, the demo's period].")] = None,
+    days: Annotated[int | None, typer.Option(help="Number of days to simulate [default: 730, the demo's period].")] = None,
     cadence_min: Annotated[int | None, typer.Option("--cadence-min", help="AIA frame cadence in minutes, a divisor of a day [default: 60].")] = None,
-    start: Annotated[str | None, typer.Option(help="First day, UTC (YYYY-MM-DD), 2010-05-13 to 2040 [default: 2015-03-01].")] = None,
+    start: Annotated[str | None, typer.Option(help="First day, UTC (YYYY-MM-DD), 2010-05-13 to 2040 [default: 2011-01-01].")] = None,
     cycle_phase: Annotated[float | None, typer.Option("--cycle-phase", help="0-1: a fixed phase of a typical solar cycle (0 minimum, ~0.4 maximum) instead of the dates' activity.")] = None,
     without: Annotated[list[str] | None, typer.Option("--without", help="Leave out a confounder of real data (repeatable): limb, euv_timing, euv_scatter, exposure, mesh, cosmic_rays, gaps, degradation.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives identical files.")] = 0,
@@ -474,7 +474,7 @@ def demo(
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds of the augmentation experiment (default 2; --quick: 1).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs of the augmentation experiment's DeiT (default 4; --quick: 1).")] = None,
     repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Resamplings of the real test split behind each metric's mean ± std (default 3).")] = None,
-    days: Annotated[int | None, typer.Option("--days", min=1, help="Simulated days (default 180, the data the 64 px shipped generators were trained on; --quick: 3).")] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Simulated days from 2011-01-01 (default 730, the data the 64 px shipped generators were trained on; --quick: 3).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes that run in seconds (tests): 3 days at 60-min cadence, 2 images per class, 1 resampling, domain features, 1 DeiT epoch; with --train the 'autoencoder-tiny', 'tiny-latent' and 'cevae-tiny' presets, at most 12 steps.")] = False,
     run: Annotated[list[str] | None, typer.Option("--run", help="Use this run for a generator instead of the shipped one (or its shipped student): NAME=PATH with NAME cevae, discrete, continuous or embedding (repeatable). A distilled student is sampled with its own steps.")] = None,
     generators: Annotated[str | None, typer.Option("--generators", help="Comma-separated subset of cevae,discrete,continuous,embedding (default: all).")] = None,

@@ -3,8 +3,9 @@
 Stages, in order; each writes one folder (or file) under ``DIR`` and is **skipped** when that folder is already
 complete from an earlier run (every stage writes atomically, so a folder that exists is a finished stage)::
 
-    sim              DIR/sim/                    simulate(days=180 from 2015-03-01, cadence 60 min, seed 0)
-    dataset          DIR/dataset/                build_dataset(default BuildConfig): 64 px, goes5, instant labels
+    sim              DIR/sim/                    simulate(days=730 from 2011-01-01, cadence 60 min, seed 0)
+    dataset          DIR/dataset/                build_dataset(): 64 px, goes5, instant labels, 2 quiet frames a day,
+                                                 15 % of the A/B/C flares (``--quiet-per-day 2 --small-event-fraction 0.15``)
     train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
     samples:<gen>    DIR/samples/<gen>/          every trained class, DDIM 20 steps, the run's guidance (a student: its own)
     judge:<S>px      DIR/eval/judge-<S>px/       the judge CNNs of each image size (seed 0 there, seeds 1, 2 in
@@ -29,8 +30,8 @@ columns are missing and why. The ceVAE goes through the same :func:`flaresynth.s
 DDPMs, which opens each run once (:func:`flaresynth.runs.open_run`) and decodes a ceVAE's class-Gaussian latents
 (one decoder pass; the sampler options are ignored), and it gets its own column in every table.
 Every shipped generator (64 px: the three latent DDPMs, their students and the ceVAE) was trained on exactly
-this demo's ``DIR/dataset`` (``simulate --seed 0`` over the default 180 days + the default dataset build,
-rotation splits).
+this demo's ``DIR/dataset`` (``simulate --seed 0`` over the default 730 days + ``dataset build --quiet-per-day 2
+--small-event-fraction 0.15``, rotation splits).
 The data hash of every generator is checked against ``DIR/dataset`` and a mismatch is noted in the summary and
 the report.
 
@@ -58,24 +59,24 @@ run reproduces an uninterrupted one, so the probe costs nothing). A few minutes 
 undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
 report say so.
 
-Budget of the default (no ``--train``): at most 20 minutes on an idle 2-core CPU. Measured 2026-12-04 (session 29)
-on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the consistency-distilled
-4-step students for discrete and continuous; the README's figures): 11 min 01 s wall in all, 3.1 GB peak memory;
-simulate 54 s, dataset 7 s, sampling 7-8 s per student (4 steps), 15 s for the embedding DDPM (DDIM 20) and 4 s for
-the ceVAE, three 64 px judges 132 s (one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`, the
-two ensemble members side by side in two processes; 181 s one after another, 63 s at two threads before),
-evaluation 37-38 s per generator, augmentation 204 s, forecast dataset 6 s, forecast 65 s, report 2 s (9 min 58 s
-at session 27 with the judges at two threads). The sizes behind this:
+Budget of the default (no ``--train``): at most 15 minutes on an idle 2-core CPU. Measured 2026-12-05 (session 30)
+on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the three DDPMs with
+DDIM 20: no student is installed since they were retrained on the two-year period; the README's figures): 14 min
+34 s wall in all, 2.8 GB peak memory; simulate 227 s, dataset 17 s, sampling 14 s per DDPM and 4 s for the ceVAE,
+three 64 px judges 208 s (one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`, all three at once
+in their own processes), evaluation 29 s for the first generator and 14-15 s for each other (the real split's
+pretrained-encoder features cached in ``DIR/eval/real-features``), augmentation 224 s (its runs in one-thread
+processes, one per core), forecast dataset 11 s (one issue time a day), forecast 61 s, report 1 s. The sizes behind this:
 
-* ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 569
+* ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 358
   (the report states both). Sampling is the cheap part (11 s for a DDIM-20 latent DDPM's 200 images); evaluation and
   the augmentation experiment take most of the budget.
 * ``repeats = 3`` resamplings of the real test split for the mean ± std (the metrics' own default is 5);
   features ``domain`` + ``effnet-lite0`` (224 px ImageNet EfficientNet: the costly part of an evaluation).
 * judges: three (seeds 0, 1, 2; ``judges``), up to 40 epochs each with early stopping (their own default), at the
   generators' 64 px, trained once; the headline gives the first judge's F1 and the three's ensemble
-  (``flaresynth evaluate --judges``): one judge's F1 moves with its seed (0.417, 0.402, 0.423 for seeds 0-2
-  on the default dataset; 0.29-0.45 for the earlier sessions' judges, trained at the caller's thread count).
+  (``flaresynth evaluate --judges``): one judge's F1 moves with its seed (0.660, 0.704, 0.665 for seeds 0-2
+  on the default dataset, each keeping the epoch of its best validation loss).
 * augment: ``seeds = 2``, ``epochs = 4``, a 2-layer DeiT (the CLI's default 4 layers doubles the cost) and
   ``target_per_class = 400``: every class with fewer training images is filled to 400, a larger one keeps
   its own (filling to the largest class instead would add more images per epoch). The rare classes are filled
@@ -154,15 +155,17 @@ NOMINAL_SECONDS_PER_STEP = {"autoencoder-demo": 1.6, "cevae-demo64": 0.1, "demo6
 class DemoConfig:
     """Everything the demo does; recorded in demo.json. Defaults fit the 20-minute CPU budget."""
 
-    days: int = 180  # six and a half Carrington rotations: splits by rotation (flaresynth simulate's default)
+    days: int = 730  # 27 Carrington rotations from cycle 24's rise (flaresynth simulate's default period)
     cadence_min: int = 60
-    start: str = "2015-03-01"
+    start: str = "2011-01-01"
     seed: int = 0
     split_by: str = "rotation"  # the dataset's default; 30 days fall back to week blocks (manifest warning)
     buffer_days: float = 2.0
-    quiet_per_day: int = 8  # the dataset build's defaults: quiet frames a day, share of A/B/C flares kept
-    small_event_fraction: float = 1.0
-    forecast_issue_every_h: float = 6.0
+    # the dataset: 2 quiet frames a day and the frames of 15 % of the A/B/C flares (every M/X flare), so two
+    # years give about as many frames as the builder's defaults give on 180 days, from 4x the independent events
+    quiet_per_day: int = 2
+    small_event_fraction: float = 0.15
+    forecast_issue_every_h: float = 24.0  # one issue time a day: 730 of them (6 h would give 2920 near-copies)
     per_class: int = 40
     sampler: str = "ddim"  # the fast choice of benchmarks/sampler_quality.py (2026-11-24): DDIM 20
     sampler_steps: int = 20
@@ -189,7 +192,8 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, **overrides) -> DemoConfig:
         """The ``--quick`` sizes (seconds, for tests), with ``overrides`` on top."""
-        base = dict(days=3, cadence_min=60, start="2024-05-01", split_by="day", buffer_days=0.25, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3, judges=2,
+        base = dict(days=3, cadence_min=60, start="2024-05-01", split_by="day", buffer_days=0.25, quiet_per_day=8,
+                    small_event_fraction=1.0, forecast_issue_every_h=6.0, per_class=2, features=["domain"], repeats=1, judge_max_epochs=3, judges=2,
                     augment_seeds=1, augment_epochs=1, augment_layers=1, augment_target=None, preset="tiny", probe_steps=2,
                     max_train_steps=12, quick=True)
         base.update({k: v for k, v in overrides.items() if v is not None})

@@ -19,8 +19,8 @@ JSON writers, and :func:`simulate`, which writes them all) and :mod:`~flaresynth
 temperature responses, flare cooling, each channel's camera and degradation). The referee that reads a flux back from an image is an evaluation
 tool and lives in :mod:`flaresynth.metrics.referee`.
 
-Figures: the default period (180 days from 2015-03-01 at 60 min, 4249 frames) takes ~190 CPU-s and 1.87 GB;
-building the default 64×64 dataset from it takes ~20 CPU-s. Each further channel costs about as much as 171 Å.
+Figures: the default period (730 days from 2011-01-01 at 60 min, 17166 frames) takes ~4 min on two cores and
+7.2 GB of disk; building the demo's 64×64 dataset from it takes ~20-30 s. Each further channel costs about as much as 171 Å.
 """
 
 from flaresynth.sources.simulate.archives import DEFAULT_CADENCE_MIN, DEFAULT_DAYS, DEFAULT_START, simulate
