@@ -631,19 +631,18 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
             from flaresynth.metrics.judge import load_judge, save_judge, train_judge, train_judge_members
 
             real = resample(ds.images, ds.transform(), size)
-            if device == "cpu":
-                # every judge at once, each in its own process of one thread (a judge trains on one thread: one
-                # process would leave a core idle); three processes on two cores finish in about 1.5 judge-times,
-                # two at a time in two. The first judge's folder is written last, so its judge.json marks the
-                # whole stage complete.
-                workers = cfg.judges if cfg.threads is None else max(1, cfg.threads)
-                members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=workers, first_seed=0,
-                                              max_epochs=cfg.judge_max_epochs, log=display.log)
+            # on the CPU every judge at once, each in its own process of one thread (a judge trains on one thread:
+            # one process would leave a core idle; three processes on two cores finish in about 1.5 judge-times),
+            # the first judge's folder written last, so its judge.json marks the whole stage complete; on a GPU the
+            # first judge trains there, the others on the CPU one after another
+            on_cpu = device == "cpu"
+            workers = (cfg.judges if cfg.threads is None else max(1, cfg.threads)) if on_cpu else 1
+            members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=workers,
+                                          first_seed=0 if on_cpu else None, max_epochs=cfg.judge_max_epochs,
+                                          log=display.log)
+            if on_cpu:
                 j = load_judge(judge)
-            else:  # on a GPU the first judge trains there, the others on the CPU one after another
-                workers = 1
-                members = train_judge_members(ds, real, range(1, cfg.judges), judge, workers=1,
-                                              max_epochs=cfg.judge_max_epochs, log=display.log)
+            else:
                 j = train_judge(ds, real, seed=0, device=device, max_epochs=cfg.judge_max_epochs, log=display.log)
                 save_judge(j, judge)
             f1 = {0: (j.meta.get("real_test") or {}).get("f1"), **{s: m["real_test_f1"] for s, m in members.items()}}
