@@ -28,12 +28,17 @@ frames (10 events). A ratio to that ceiling inherits both noises. So this script
 * gives each judge's ceiling a 95 % interval over **test events** (``flaresynth.experiments.stats``'s grouped
   bootstrap: a flare's frames are one unit, quiet frames one unit per day), and the ratio F1 / ceiling an
   interval that draws the generated images (bootstrap over images) and the test events together;
-* reports the verdict per judge, for the mean ratio over judges and for the ensemble.
+* reports the verdict per judge, for the mean ratio over judges and for the ensemble;
+* gives per class ``disk_std_ratio``: the per-pixel std of the generated images on the solar disk over that of
+  the real images of the class (:func:`disk_std_ratio`; the same for the autoencoder's reconstructions of the
+  real test frames in the ``autoencoder_floor`` row): the issue's per-class std maps as one number each, above 1
+  where the samples carry noise the real images lack.
 
 Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.sampling_settings_for``):
 ``--per-class`` images of every class (default 40, the demo's size), seed ``--seed``; a distilled student
-with its own sampler, steps and guidance; a DDPM teacher with the demo's sampler (DDIM 20) at its config's
-guidance; the ceVAE by one decoder pass; the discrete+embedding generator with the embeddings its config
+with its own sampler, steps and guidance; a DDPM teacher with the demo's sampler (DPM-Solver++ 20 since
+2026-12-05, DDIM 20 before) at its config's guidance (``--guidance W``: every DDPM and student at w = W
+instead); the ceVAE by one decoder pass; the discrete+embedding generator with the embeddings its config
 names (real training images of the dataset when it says ``image``). ``--runs`` default: every generator of
 the demo's table that this installation ships (teachers and students).
 
@@ -148,13 +153,30 @@ def floor_autoencoder(spec: str | None, generated: list, ds) -> tuple[object, di
     return None
 
 
+def disk_std_ratio(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.ndarray, classes) -> dict:
+    """Per class, the generated images' per-pixel std over the class's images, averaged over the solar disk,
+    divided by the same for the class's real images (every split: the test split holds too few M and X frames).
+    Above 1: variance the real images lack (the disk-wide noise the issue names); below 1: too little variety.
+    The disk is where the mean real image is brighter than halfway between its off-disk and on-disk levels."""
+    mean = real[:, 0].mean(0)
+    disk = mean > (np.percentile(mean, 5) + np.percentile(mean, 95)) / 2
+    out = {}
+    for i, c in enumerate(classes):
+        r, g = real[real_y == i, 0], images[y == i, 0]
+        if len(r) > 1 and len(g) > 1:
+            out[c] = float(g.std(0)[disk].mean() / max(r.std(0)[disk].mean(), 1e-12))
+    return out
+
+
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
     """Macro-F1 of each bootstrap resample of the generated images."""
     return np.array([macro_f1(y[b], pred[b], k) for b in resamples])
 
 
-def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, scratch: Path) -> tuple[object, dict]:
-    """Sample ``name`` as ``flaresynth demo`` does; returns (the opened samples folder, how it was sampled)."""
+def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, scratch: Path,
+                         guidance: float | None = None) -> tuple[object, dict]:
+    """Sample ``name`` as ``flaresynth demo`` does (at CFG weight ``guidance`` instead of the run's when given;
+    not for a ceVAE); returns (the opened samples folder, how it was sampled)."""
     from flaresynth.demo import DemoConfig, embedding_data_for, sampling_settings_for, unet_evaluations
     from flaresynth.runs import resolve
     from flaresynth.samples import open_samples
@@ -163,10 +185,13 @@ def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, sc
     run = resolve(name)
     how = sampling_settings_for(run, DemoConfig())
     student = how["kind"] == "student"
+    if guidance is not None and how["kind"] != "cevae":
+        how["guidance"] = float(guidance)
     folder = scratch / name.replace(":", "-").replace("/", "_")
     t0 = time.perf_counter()
     sample(run, folder, per_class=per_class, sampler=None if student else how["sampler"],
-           steps=None if student else how["steps"], seed=seed, fits=False, grid=False, overwrite=True,
+           steps=None if student else how["steps"], guidance=how["guidance"], seed=seed, fits=False, grid=False,
+           overwrite=True,
            embedding_data=embedding_data_for(run, ds_path) if how["kind"] != "cevae" else None)
     seconds = time.perf_counter() - t0
     samples = open_samples(folder)
@@ -199,6 +224,8 @@ def main() -> None:
                    help="comma-separated run folders or shipped names (default: every shipped generator of the demo)")
     p.add_argument("--per-class", type=int, default=40, help="images per class (default 40, the demo's)")
     p.add_argument("--judge-seeds", default="0,1,2", help="judges' training seeds (default 0,1,2)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="CFG weight w for every DDPM and student (default: each run's sample.guidance, as the demo)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder run whose floor to measure (default: that of the first latent generator scored)")
@@ -240,7 +267,7 @@ def main() -> None:
     generated = []
     with tempfile.TemporaryDirectory(dir=args.workdir if args.workdir.is_dir() else None) as scratch:
         for name in names:
-            samples, how = sample_like_the_demo(name, ds_path, args.per_class, args.seed, Path(scratch))
+            samples, how = sample_like_the_demo(name, ds_path, args.per_class, args.seed, Path(scratch), args.guidance)
             if list(samples.classes) != list(ds.classes):
                 raise FlaresynthError(f"--runs {name}: classes {list(samples.classes)}, the dataset has {list(ds.classes)}")
             generated.append((name, samples.images, samples.label_index(), how))
@@ -306,7 +333,8 @@ def main() -> None:
         if encoder is not None:
             fixed = {"encoder": args.encoder, **evaluate_fd(encoder_test, encoder.encode(images), plan)}
         row = {"name": name, **how, "n_images": len(y), **referee, "by_judge": by_judge, "ensemble": ensemble,
-               "fd_fixed_encoder": fixed}
+               "fd_fixed_encoder": fixed,
+               "disk_std_ratio": disk_std_ratio(real, ds.label_index(), images, y, ds.classes)}
         row["verdict"] = verdict(by_judge, ensemble, fixed)
         rows.append(row)
         v = row["verdict"]
@@ -321,7 +349,8 @@ def main() -> None:
         # frames themselves; FD of real half A against the reconstructions of half B, beside A against B
         rec = reconstruct(found[0], real[test])
         plan = resampling_plan(len(test), len(test), EVAL_REPEATS, args.seed, groups=plan_groups)
-        floor_row = {**found[1], "by_judge": []}
+        floor_row = {**found[1], "by_judge": [],
+                     "disk_std_ratio": disk_std_ratio(real, ds.label_index(), rec, y_test, ds.classes)}
 
         def per_class(pred):  # which classes the reconstructions lose (one X test frame moves macro-F1 by 0.1)
             return {cl: v["f1"] for cl, v in classification_report(y_test, pred, ds.classes)["per_class"].items()}

@@ -160,15 +160,16 @@ def test_distill_quality_judge_seeds_are_whole_numbers():
 
 
 def test_generator_quality(toy, capsys, monkeypatch):
-    r = run_script("generator_quality", ["--data", str(toy["ds"]), "--runs", str(toy["run"]), "--judge-seeds", "0,1"],
-                   toy, capsys, monkeypatch)
+    r = run_script("generator_quality", ["--data", str(toy["ds"]), "--runs", str(toy["run"]), "--judge-seeds", "0,1",
+                                         "--guidance", "1.5"], toy, capsys, monkeypatch)
     for key in ("machine", "load", "judges", "ensemble_real_test_f1", "test_events", "targets", "generators",
                 "simulated_sun_note"):
         assert key in r, key
     assert [j["seed"] for j in r["judges"]] == [0, 1] and (toy["out"] / "generator_quality.png").is_file()
     (g,) = r["generators"]
     assert g["name"] == str(toy["run"]) and g["n_images"] == 2 * len(GOES_CLASSES) and g["kind"] == "ddpm"
-    assert g["steps"] == 20 and g["unet_evaluations_per_image"] == 40  # the demo's DDIM 20, guided: 2 rows a step
+    assert g["guidance"] == 1.5  # --guidance replaces the run's w (tiny's is 1)
+    assert g["steps"] == 20 and g["unet_evaluations_per_image"] == 40  # the demo's DPM-Solver++ 20, guided: 2 rows a step
     for judge, row in zip(r["judges"], g["by_judge"], strict=True):
         # the ceiling is the judge's own real-test F1 (what train_judge stored), the ratio divides by it
         assert row["real_test_f1"] == pytest.approx(judge["real_test_f1"], abs=1e-6)
@@ -202,6 +203,24 @@ def test_ceiling_interval_is_over_events():
     by_frame = ceiling_and_ratio(y, pred, np.arange(6).astype(str), np.full(200, 0.5), 3, 0)
     assert by_event["real_test_f1_interval"][0] <= by_event["real_test_f1"] <= by_event["real_test_f1_interval"][1]
     assert by_event["test_events"] == 3 and by_frame["test_events"] == 6
+
+
+def test_disk_std_ratio_sees_noise_on_the_disk():
+    from generator_quality import disk_std_ratio
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.indices((16, 16))
+    disk = np.where(np.hypot(yy - 7.5, xx - 7.5) < 6, 0.1, -0.7)  # a bright disk on a dark sky
+    real = disk + 0.05 * rng.standard_normal((40, 1, 16, 16))
+    y = np.repeat([0, 1], 20)
+    same = disk_std_ratio(real, y, real, y, ["A", "B"])
+    assert same == pytest.approx({"A": 1.0, "B": 1.0})
+    # class B's samples twice as noisy; class A's without any variety
+    gen = real.copy()
+    gen[y == 1] = disk + 0.1 * rng.standard_normal((20, 1, 16, 16))
+    gen[y == 0] = disk
+    r = disk_std_ratio(real, y, gen, y, ["A", "B"])
+    assert r["A"] == pytest.approx(0.0, abs=1e-9) and 1.7 < r["B"] < 2.3
 
 
 def test_flux_fidelity(toy, capsys, monkeypatch):

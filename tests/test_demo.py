@@ -232,7 +232,7 @@ def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
     for gen in used:
         assert d["generators"][gen]["source"] == f"shipped (demo:{gen})"
         assert d["stages"][f"samples:{gen}"]["status"] == "done" and (out / "eval" / gen / "metrics.json").is_file()
-    # no student installed: the teacher with the demo's DDIM 20, two U-Net forwards a step under guidance
+    # no student installed: the teacher with the demo's DPM-Solver++ 20, two U-Net forwards a step under guidance
     assert d["generators"]["discrete"]["sampling"]["unet_evaluations_per_image"] == 2 * DemoConfig().sampler_steps
     cevae = json.loads((out / "samples" / "cevae" / "manifest.json").read_text())
     assert cevae["generator"] == "flaresynth-cevae" and cevae["run"] == str(runs / "cevae")

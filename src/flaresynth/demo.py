@@ -7,7 +7,7 @@ complete from an earlier run (every stage writes atomically, so a folder that ex
     dataset          DIR/dataset/                build_dataset(): 64 px, goes5, instant labels, 2 quiet frames a day,
                                                  15 % of the A/B/C flares (``--quiet-per-day 2 --small-event-fraction 0.15``)
     train:<gen>      DIR/runs/<gen>/             only with --train MINUTES (otherwise the shipped generators)
-    samples:<gen>    DIR/samples/<gen>/          every trained class, DDIM 20 steps, the run's guidance (a student: its own)
+    samples:<gen>    DIR/samples/<gen>/          every trained class, DPM-Solver++ 20, the run's guidance (a student: its own)
     judge:<S>px      DIR/eval/judge-<S>px/       the judge CNNs of each image size (seed 0 there, seeds 1, 2 in
                      DIR/eval/judge-<S>px_seed<n>/), trained once, reused by every eval
     eval:<gen>       DIR/eval/<gen>/             evaluate(): domain (+ effnet-lite0 when installed) features
@@ -38,7 +38,7 @@ the report.
 Students: where the shipped distilled student of a generator is installed (``demo:discrete-student``,
 ``demo:continuous-student``; made by ``flaresynth distill``, :mod:`flaresynth.distill`), the demo samples it
 instead of its teacher, with the student's own sampler and steps (one U-Net forward a step: w is an input) at
-the guidance its config records; otherwise the teacher with DDIM 20 at its config's w (two forwards a step:
+the guidance its config records; otherwise the teacher with DPM-Solver++ 20 at its config's w (two forwards a step:
 conditional and unconditional). An explicit ``--run`` wins over both (a student given so is also sampled in its
 own steps). ``demo.json`` (``generators.<gen>.sampling``), the summary and the report say which model made each
 generator's images and how many U-Net evaluations per image that took.
@@ -59,17 +59,19 @@ run reproduces an uninterrupted one, so the probe costs nothing). A few minutes 
 undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
 report say so.
 
-Budget of the default (no ``--train``): at most 15 minutes on an idle 2-core CPU. Measured 2026-12-05 (session 30)
-on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the three DDPMs with
-DDIM 20: no student is installed since they were retrained on the two-year period; the README's figures): 14 min
-34 s wall in all, 2.8 GB peak memory; simulate 227 s, dataset 17 s, sampling 14 s per DDPM and 4 s for the ceVAE,
-three 64 px judges 208 s (one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`, all three at once
-in their own processes), evaluation 29 s for the first generator and 14-15 s for each other (the real split's
-pretrained-encoder features cached in ``DIR/eval/real-features``), augmentation 224 s (its runs in one-thread
-processes, one per core), forecast dataset 11 s (one issue time a day), forecast 61 s, report 1 s. The sizes behind this:
+Budget of the default (no ``--train``): at most 15 minutes on an idle 2-core CPU. Measured 2026-12-05 (session 31)
+on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the two students and the
+embedding DDPM with DPM-Solver++ 20; the README's figures): 14 min 48 s wall in all; simulate 231 s, dataset 17 s,
+sampling 7 s per student, 15 s for the embedding DDPM and 4 s for the ceVAE, three 64 px judges 233 s (one torch
+thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`, all three at once in their own processes), evaluation
+29 s for the first generator and 13-14 s for each other (the real split's pretrained-encoder features cached in
+``DIR/eval/real-features``), augmentation 224 s (its runs in one-thread processes, one per core), forecast dataset
+11 s (one issue time a day), forecast 61 s, report 1 s (session 30, the teachers with DDIM 20: 14 min 34 s, 2.8 GB
+peak). The sizes behind this:
 
 * ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 358
-  (the report states both). Sampling is the cheap part (11 s for a DDIM-20 latent DDPM's 200 images); evaluation and
+  (the report states both). Sampling is the cheap part (15 s for a latent DDPM's 200 images with DPM-Solver++ 20,
+  7 s for a student's); evaluation and
   the augmentation experiment take most of the budget.
 * ``repeats = 3`` resamplings of the real test split for the mean ± std (the metrics' own default is 5);
   features ``domain`` + ``effnet-lite0`` (224 px ImageNet EfficientNet: the costly part of an evaluation).
@@ -167,7 +169,9 @@ class DemoConfig:
     small_event_fraction: float = 0.15
     forecast_issue_every_h: float = 24.0  # one issue time a day: 730 of them (6 h would give 2920 near-copies)
     per_class: int = 40
-    sampler: str = "ddim"  # the fast choice of benchmarks/sampler_quality.py (2026-11-24): DDIM 20
+    # DPM-Solver++ (2M) 20 since 2026-12-05: on the latent teachers it halves DDIM 20's FD_domain at the same 40
+    # U-Net evaluations and keeps the judge's F1 (benchmarks/sampler_quality.py; docs/latent_diffusion.md)
+    sampler: str = "dpm++"
     sampler_steps: int = 20
     features: list[str] = field(default_factory=lambda: ["domain", "effnet-lite0"])
     repeats: int = 3

@@ -29,8 +29,8 @@ Embedding source (``discrete+embedding`` runs; ``--embedding-source``, default t
   of a dataset folder (``--embedding-data DS``) with its seed and embedded by the run's own encoder
   (``conditioning.encoder``); the chosen dataset row is the table's ``embedding_row``.
 
-Sampler: ``--sampler`` or the run's config (``sample.sampler`` and ``sample.steps``; DDIM 20 for the shipped
-runs); the paper's 1000-step DDPM is ``--sampler ddpm``.
+Sampler: ``--sampler`` or the run's config (``sample.sampler`` and ``sample.steps``; DPM-Solver++ 20 for the
+shipped 64 px DDPMs, DDIM 20 for the others); the paper's 1000-step DDPM is ``--sampler ddpm``.
 
 A ceVAE run (``kind: cevae``) has no sampler: image i draws its latent z = m_k + L_k ε from N(m_k, Σ_k) of its
 class k (fitted on the training latents at the end of training, ``RUN/model/latent_classes.npz``; see

@@ -11,8 +11,8 @@ name                           folder                         what it is
 ``demo:embedding``             ``demo-embedding/``            generator: class + ceVAE embedding (encoder ``demo:cevae``)
 ``demo:cevae``                 ``demo-cevae/``                generator: the ceVAE baseline (class Gaussians in latent space)
 ``demo:discrete-student``      ``demo-discrete-student/``     as ``demo:discrete``: its distilled few-step student
-                                                              (not installed since the teachers were retrained
-                                                              on the two-year default period, 2026-12-04)
+                                                              (distilled again from the retrained teacher,
+                                                              2026-12-05)
 ``demo:continuous-student``    ``demo-continuous-student/``   as ``demo:continuous``: its distilled few-step student
                                                               (likewise)
 ``demo:autoencoder``           ``demo-autoencoder/``          not a generator: the 64 px <-> 16x16x4 autoencoder
