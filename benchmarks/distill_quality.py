@@ -195,6 +195,8 @@ def main() -> None:
         "n_images": len(table),
         "seeds": [int(table["seed"].min()), int(table["seed"].max())],
         "guidance": guidance,
+        # each run samples under its own configured guidance interval (None: guidance at every step)
+        "guidance_t_max": {str(r.path): r.sample_defaults.get("guidance_t_max") for r in (teacher, *students)},
         "batch_size": args.batch_size,
         "nfe_convention": "rows through the network per image; a teacher's batched cond+uncond CFG forward counts 2 "
                           "per step, a student's single forward with w as input 1",

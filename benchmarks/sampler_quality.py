@@ -206,6 +206,7 @@ def main() -> None:
         "classes": list(dict.fromkeys(table["label"])),
         "seeds": [int(table["seed"].min()), int(table["seed"].max())],
         "guidance": guidance,
+        "guidance_t_max": model.sample_defaults.get("guidance_t_max"),  # the run's interval, every setting
         "batch_size": args.batch_size,
         "nfe_convention": "rows through the network per image; the batched cond+uncond CFG forward counts 2 per step",
         "candidate_samplers": {c: "not in flaresynth: " + c.removesuffix("-clip") + " with x0 clipped to [-1, 1] "

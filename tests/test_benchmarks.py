@@ -206,7 +206,7 @@ def test_ceiling_interval_is_over_events():
 
 
 def test_disk_std_ratio_sees_noise_on_the_disk():
-    from generator_quality import disk_std_ratio
+    from generator_quality import disk_std_ratio, offdisk_std
 
     rng = np.random.default_rng(0)
     yy, xx = np.indices((16, 16))
@@ -221,6 +221,13 @@ def test_disk_std_ratio_sees_noise_on_the_disk():
     gen[y == 0] = disk
     r = disk_std_ratio(real, y, gen, y, ["A", "B"])
     assert r["A"] == pytest.approx(0.0, abs=1e-9) and 1.7 < r["B"] < 2.3
+    # off the disk: the real sky has the noise above; a generated sky that varies is seen there, not on the disk
+    sky = np.hypot(yy - 7.5, xx - 7.5) >= 6
+    gen = real.copy()
+    gen[:, :, sky] += 0.3 * rng.standard_normal((40, 1, int(sky.sum())))
+    off = offdisk_std(real, y, gen, y, ["A", "B"])
+    assert disk_std_ratio(real, y, gen, y, ["A", "B"]) == pytest.approx({"A": 1.0, "B": 1.0})
+    assert all(0.04 < v["real"] < 0.06 and v["generated"] > 0.25 for v in off.values())
 
 
 def test_flux_fidelity(toy, capsys, monkeypatch):

@@ -215,6 +215,18 @@ def _fresh_demo_folder(demo, out):
     return out
 
 
+def test_a_guidance_interval_counts_only_the_guided_steps():
+    from flaresynth.demo import sampling_settings_for, unet_evaluations
+    from flaresynth.runs import resolve
+
+    how = sampling_settings_for(resolve("demo:discrete"), DemoConfig())
+    assert (how["sampler"], how["steps"], how["guidance_t_max"]) == ("dpm++", 20, 500)
+    # DPM-Solver++ 20 on the leading grid visits t = 940, 893, ..., 47: the 10 steps at t <= 500 are guided
+    assert how["guided_steps"] == 10
+    assert unet_evaluations("ddpm", 20, 2.0, 10) == 30 and unet_evaluations("ddpm", 20, 2.0) == 40
+    assert unet_evaluations("ddpm", 20, 0.0, 11) == 20 and unet_evaluations("student", 4, 2.0, 2) == 4
+
+
 def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
     """Without --train: every generator flaresynth.runs.shipped_runs() lists, the ceVAE through the same
     sample() call as the DDPMs and in its own column; the shipped generator that is not installed is named."""

@@ -1,6 +1,7 @@
 """Sampling: requests, seeds, samplers, the samples folder (FITS opened by sunpy, PNG grid), bad input."""
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from flaresynth import pretrained
 from flaresynth.config import load_preset
+from flaresynth.diffusion import guided_step_count, make_sampler
 from flaresynth.errors import FlaresynthError
 from flaresynth.runs import (
     META_FILE,
@@ -153,6 +155,52 @@ def test_cli_sample_writes_fits_sunpy_opens_as_aia_maps(runs, tmp_path):
     np.testing.assert_allclose(m.data, tr.inverse(np.asarray(s.images[2, 0])), rtol=1e-5)
 
 
+class _RowCounter(torch.nn.Module):
+    """Pass-through denoiser counting the rows (images) it is given."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    @property
+    def conditioner(self):
+        return self.inner.conditioner
+
+    def forward(self, x, t, cond, drop):
+        self.rows += int(x.shape[0])
+        return self.inner(x, t, cond, drop)
+
+
+def test_guidance_interval_guides_only_the_late_steps(runs, tmp_path):
+    m = open_run(runs["discrete"])
+    table = build_requests(m, classes=["A", "M"], per_class=2, seed=3)
+
+    def run(t_max, guidance=2.0, model=m):
+        counter = _RowCounter(model.network)
+        images = generate(replace(model, network=counter), table, "ddim", 4, guidance, batch_size=4,
+                          guidance_t_max=t_max)
+        return images, counter.rows / len(table)
+
+    every, rows_every = run(None)
+    # DDIM 4 on the 1000-step schedule visits t = 750, 500, 250, 0: two rows a guided step, one otherwise
+    assert guided_step_count(make_sampler("ddim", m.meta["scheduler"], 4), 500) == 3
+    assert rows_every == 8 and run(999)[1] == 8 and run(500)[1] == 4 + 3 and run(100)[1] == 4 + 1
+    np.testing.assert_array_equal(run(999)[0], every)  # an interval holding every step is plain guidance
+    late, _ = run(500)
+    assert not np.allclose(late, every)
+    # the first step unguided, the rest guided: the same images as guidance_t_max=500 asked for explicitly
+    # through the run's config (the default of generate and sample), and recorded in the samples manifest
+    configured = replace(m, meta={**m.meta, "config": {**m.meta["config"],
+                                                       "sample": {**m.meta["config"]["sample"], "guidance_t_max": 500}}})
+    np.testing.assert_array_equal(generate(configured, table, "ddim", 4, 2.0, batch_size=4), late)
+    out = sample(configured, tmp_path / "s", classes=["A", "M"], per_class=2, seed=3, sampler="ddim", steps=4,
+                 guidance=2.0, fits=False, grid=False)
+    assert open_samples(out).manifest["guidance_t_max"] == 500
+    np.testing.assert_allclose(open_samples(out).images, late, atol=1e-6)
+    with pytest.raises(FlaresynthError, match="--guidance-t-max -1"):
+        generate(m, table, "ddim", 4, 2.0, guidance_t_max=-1)
+
+
 def test_library_sample_defaults_come_from_the_run(runs, tmp_path):
     out = sample(runs["continuous"], tmp_path / "c", fluxes=[1e-5], per_class=2, steps=2, fits=False, grid=False)
     s = open_samples(out)
@@ -169,6 +217,7 @@ def test_library_sample_defaults_come_from_the_run(runs, tmp_path):
         (["--flux", "0"], "--flux 0"),
         (["--flux=-3e-5"], "positive"),
         (["--steps", "0"], "--steps 0"),
+        (["--guidance-t-max", "-1"], "--guidance-t-max -1"),
     ],
 )
 def test_cli_bad_input_is_one_line(runs, tmp_path, args, needle):

@@ -309,6 +309,7 @@ def sample(
     sampler: Annotated[str | None, typer.Option("--sampler", help="ddpm (the paper's, 1000 steps), ddim (50; at --steps 20 the fast choice, see benchmarks/README.md), dpm++ (DPM-Solver++ 2M, 20), unipc (20) or lcm (consistency-distilled students only, 4). Default: the run's config.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the sampler's, above).")] = None,
     guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM) uses cfg_scale = w + 1. Default: the run's config (2).")] = None,
+    guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="Guidance only at timesteps t <= T (0-999), the conditional output alone above (Kynkäänniemi et al. 2024); 999 = every step. Default: the run's config (500 for demo:discrete, demo:continuous and their students, every step for the others).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: sized to free memory).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
@@ -326,13 +327,14 @@ def sample(
     same samples folder; --sampler, --steps and --guidance do not apply to it and are ignored.
     """
     from flaresynth.io import read_json
-    from flaresynth.sampling import parse_classes, parse_fluxes
+    from flaresynth.sampling import RUN_CONFIG, parse_classes, parse_fluxes
     from flaresynth.sampling import sample as run_sampling
 
     path = run_sampling(run, out_dir, classes=parse_classes([classes] if classes else []), fluxes=parse_fluxes(flux),
                         per_class=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
                         batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json,
-                        embedding_source=embedding_source, embedding_data=embedding_data, deterministic=deterministic)
+                        embedding_source=embedding_source, embedding_data=embedding_data, deterministic=deterministic,
+                        guidance_t_max=RUN_CONFIG if guidance_t_max is None else guidance_t_max)
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:

@@ -277,11 +277,15 @@ class SampleConfig:
     embedding of the class (``class-mean``), on a draw from the per-class Gaussian of the training embeddings
     (``class-gaussian``), or on the embedding of a real training image of the class (``image``, needs a
     dataset at sampling time).
+    ``guidance_t_max``: apply the guidance only at timesteps t <= this, the conditional output alone above it
+    (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality
+    in Diffusion Models"); ``None``: at every step.
     """
 
     sampler: str = "ddpm"
     steps: int | None = None
     guidance: float = 2.0
+    guidance_t_max: int | None = None
     grid_per_class: int = 4
     grid_sampler: str = "dpm++"
     grid_steps: int = 20
@@ -569,6 +573,8 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
     _positive(source, "sample.grid_steps", s.grid_steps)
     _positive(source, "sample.grid_per_class", s.grid_per_class)
     _positive(source, "sample.guidance", s.guidance, allow_zero=True)
+    if s.guidance_t_max is not None:
+        _positive(source, "sample.guidance_t_max", s.guidance_t_max, allow_zero=True)
     _choice(source, "sample.embedding_source", s.embedding_source, EMBEDDING_SOURCES)
 
 

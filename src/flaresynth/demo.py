@@ -430,7 +430,9 @@ def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     ``sample`` itself follows): a distilled student with its own sampler, steps and the guidance its config
     records (anything else is refused by it); a DDPM teacher with the demo's sampler and steps at its config's
     guidance; a ceVAE by one decoder pass."""
-    from flaresynth.sampling import sample_settings  # weights-side module: imported where the demo samples
+    # weights-side modules: imported where the demo samples
+    from flaresynth.diffusion import guided_step_count, make_sampler
+    from flaresynth.sampling import sample_settings
 
     meta = read_meta(model_folder(run))
     kind = kind_of(meta)
@@ -439,18 +441,24 @@ def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     student = kind == "student"
     sampler, steps, guidance = sample_settings(meta, None if student else cfg.sampler,
                                                None if student else cfg.sampler_steps)
-    how = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance}
+    t_max = ((meta.get("config") or {}).get("sample") or {}).get("guidance_t_max")
+    guided = guided_step_count(make_sampler(sampler, meta["scheduler"], steps), t_max)
+    how = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance, "guidance_t_max": t_max,
+           "guided_steps": guided}
     if student:
         how["teacher_id"] = meta["student"].get("teacher_id")
     return how
 
 
-def unet_evaluations(kind: str, steps: int | None, guidance: float | None) -> int:
+def unet_evaluations(kind: str, steps: int | None, guidance: float | None, guided_steps: int | None = None) -> int:
     """U-Net forwards per generated image: one per step for a student (w is an input) or without guidance, two
-    with classifier-free guidance (conditional + unconditional); none for the ceVAE (one decoder pass)."""
+    with classifier-free guidance (conditional + unconditional) at each of the ``guided_steps`` (default every
+    step; fewer under a guidance interval, ``sample.guidance_t_max``); none for the ceVAE (one decoder pass)."""
     if kind == "cevae" or not steps:
         return 0
-    return int(steps) * (1 if kind == "student" or not guidance else 2)
+    if kind == "student" or not guidance:
+        return int(steps)
+    return int(steps) + (int(steps) if guided_steps is None else int(guided_steps))
 
 
 def embedding_data_for(run: Path, ds_path: Path) -> Path | None:
@@ -593,8 +601,10 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         params = {"run": str(run), "model_id": _model_id(run), "per_class": cfg.per_class,
                   "sampler": how["sampler"] if student else cfg.sampler,
                   "steps": how["steps"] if student else cfg.sampler_steps,
-                  **({"guidance": how["guidance"], "student": True} if student else {})}
-        evals = unet_evaluations(how["kind"], how["steps"], how["guidance"])
+                  **({"guidance": how["guidance"], "student": True} if student else {}),
+                  # a guidance interval changes the images: a folder sampled without it is not this stage's
+                  **({"guidance_t_max": how["guidance_t_max"]} if how.get("guidance_t_max") is not None else {})}
+        evals = unet_evaluations(how["kind"], how["steps"], how["guidance"], how.get("guided_steps"))
         state.data["generators"].setdefault(spec.key, {})["sampling"] = {
             **how, "unet_evaluations_per_image": evals, "model_id": params["model_id"]}
 

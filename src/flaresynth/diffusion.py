@@ -188,7 +188,8 @@ def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...])
 @torch.no_grad()
 def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape: tuple[int, ...],
                 guidance: float = 0.0, device: str | torch.device = "cpu",
-                callback: Callable[[int], None] | None = None, clip: bool = True) -> torch.Tensor:
+                callback: Callable[[int], None] | None = None, clip: bool = True,
+                guidance_t_max: int | None = None) -> torch.Tensor:
     """Run ``sampler`` from x_T to x₀ for one batch; returns float32 (B, C, H, W) on the CPU, clipped to [-1, 1]
     (``clip``; a latent run's latents are not images and are returned as they are).
 
@@ -201,6 +202,9 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
     shape : (C, H, W) of one image.
     guidance : CFG weight w (0 = purely conditional).
     callback : called with the step number after each step (progress bars).
+    guidance_t_max : guidance only at timesteps t <= this (the conditional output alone above it, one forward
+        of batch B; Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and
+        Distribution Quality in Diffusion Models"); ``None``: at every step.
     """
     generators = seeded_generators(seeds)
     x = initial_noise(generators, shape).to(device) * sampler.init_noise_sigma
@@ -208,12 +212,19 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
     takes_generator = "generator" in _step_params(sampler)
     for i, t in enumerate(sampler.timesteps):
         model_in = sampler.scale_model_input(x, t)
-        out = guided_output(denoiser, model_in, t.to(device), cond, guidance)
+        w = guidance if guidance_t_max is None or int(t) <= guidance_t_max else 0.0
+        out = guided_output(denoiser, model_in, t.to(device), cond, w)
         kwargs = {"generator": generators} if takes_generator else {}
         x = sampler.step(out, t, x, **kwargs).prev_sample
         if callback is not None:
             callback(i)
     return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()
+
+
+def guided_step_count(sampler, guidance_t_max: int | None) -> int:
+    """How many of ``sampler``'s timesteps (set) get classifier-free guidance under ``guidance_t_max``."""
+    steps = [int(t) for t in sampler.timesteps]
+    return len(steps) if guidance_t_max is None else sum(t <= guidance_t_max for t in steps)
 
 
 def _step_params(sampler) -> set[str]:

@@ -284,12 +284,28 @@ def _available_ram() -> int:
     return 4 << 30
 
 
+#: ``guidance_t_max`` of :func:`generate` and :func:`sample` meaning "the run's config ``sample.guidance_t_max``".
+RUN_CONFIG = "run"
+
+
+def resolve_guidance_t_max(model: Run, guidance_t_max: int | None | str = RUN_CONFIG) -> int | None:
+    """The guidance interval's upper timestep a request runs: ``guidance_t_max``, or the run's configured one."""
+    if guidance_t_max == RUN_CONFIG:
+        guidance_t_max = model.sample_defaults.get("guidance_t_max")
+    if guidance_t_max is not None and (int(guidance_t_max) != guidance_t_max or guidance_t_max < 0):
+        raise FlaresynthError(f"--guidance-t-max {guidance_t_max!r}: expected a whole number >= 0 (a timestep; "
+                              "guidance only at t <= it)")
+    return None if guidance_t_max is None else int(guidance_t_max)
+
+
 def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int | None = None,
              guidance: float = 2.0, batch_size: int | None = None, progress: bool = False,
-             embeddings: torch.Tensor | None = None) -> np.ndarray:
+             embeddings: torch.Tensor | None = None, guidance_t_max: int | None | str = RUN_CONFIG) -> np.ndarray:
     """Images for a request table: float32 (N, C, H, W) in [-1, 1].
 
     ``sampler``: ddpm | ddim | dpm++ | unipc | lcm (consistency students); ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
+    ``guidance_t_max``: guidance only at timesteps t <= it (:func:`flaresynth.diffusion.sample_loop`; ``None``
+    at every step; default the run's config ``sample.guidance_t_max``);
     ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
     see :func:`request_embeddings`). A latent run samples latents and decodes them with its autoencoder
     (latents / scaling factor), batch by batch.
@@ -305,6 +321,7 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
     if sampler == "lcm" and (model.meta.get("student") or {}).get("stage") != "consistency":
         raise FlaresynthError(f"--sampler lcm: {model.path} is not a consistency-distilled student; the LCM "
                               "sampler takes a consistency function, which a DDPM's noise prediction is not")
+    guidance_t_max = resolve_guidance_t_max(model, guidance_t_max)
     batch = batch_size or auto_batch_size(model, guidance)
     cond = conditions(model, table, embeddings)
     seeds = table["seed"].to_numpy()
@@ -319,7 +336,8 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
         sched = make_sampler(sampler, sched_cfg, steps)  # fresh: multistep solvers keep per-run state
         cb = (lambda _i, k=hi - lo: bar.update(k)) if bar is not None else None
         x = sample_loop(model.network, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.sample_shape,
-                        guidance=guidance, device=model.device, callback=cb, clip=model.latent is None)
+                        guidance=guidance, device=model.device, callback=cb, clip=model.latent is None,
+                        guidance_t_max=guidance_t_max)
         if model.latent is not None:
             x = decode_latents(model.autoencoder, x / float(model.latent["scaling_factor"]), model.device)
         out.append(x)
@@ -383,7 +401,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
            batch_size: int | None = None, device: str | None = None, fits: bool = True, grid: bool = True,
            overwrite: bool = False, progress: bool = False, embedding_source: str | None = None,
-           embedding_data: str | Path | None = None, deterministic: bool = False) -> Path:
+           embedding_data: str | Path | None = None, deterministic: bool = False,
+           guidance_t_max: int | None | str = RUN_CONFIG) -> Path:
     """Generate images from a run (DDPM or ceVAE) and write a samples folder; returns its path.
 
     ``sampler``, ``steps``, ``guidance`` and ``progress`` do not apply to a ceVAE run and are ignored there (so
@@ -399,6 +418,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     sampler, steps : ``None`` = the run's default (config ``sample.sampler`` and, for that sampler,
         ``sample.steps``; another sampler without ``steps`` runs its own default number of steps).
     guidance : CFG w; ``None`` = the run's config.
+    guidance_t_max : guidance only at timesteps t <= it; default the run's config (``None`` there: every step).
     seed : image i gets seed ``seed + i``.
     batch_size : images per forward pass (``None``: sized to the free memory).
     device : cpu, cuda or ``None`` (GPU when visible).
@@ -442,7 +462,9 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
             table["embedding_row"] = rows
     elif embedding_source is not None or embedding_data is not None:
         raise FlaresynthError(f"--embedding-source: only for discrete+embedding runs (this run is {model.conditioning})")
-    images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress, embeddings=embeddings)
+    guidance_t_max = resolve_guidance_t_max(model, guidance_t_max)
+    images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress, embeddings=embeddings,
+                      guidance_t_max=guidance_t_max)
     n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
     model_id, channels = model.model_id, model.channels
 
@@ -464,6 +486,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     manifest = {
         **_manifest_head(model, "flaresynth-ddpm", sampler, int(n_steps), guidance, seed, per_class),
         "guidance_convention": "eps_c + w (eps_c - eps_u); fpramunno/Modelling_Solar_Image_with_DDPM's lerp cfg_scale = w + 1",
+        "guidance_t_max": guidance_t_max,
         "conditioning": model.conditioning,
         **({"embedding_source": source} if source is not None else {}),
         **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
