@@ -161,18 +161,25 @@ def solar_disk(real: np.ndarray) -> np.ndarray:
     return mean > (np.percentile(mean, 5) + np.percentile(mean, 95)) / 2
 
 
+def _class_std_means(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.ndarray, classes,
+                     mask: np.ndarray) -> dict:
+    """Per class with two or more images of each: (real, generated) per-pixel std over the class's images,
+    averaged over the pixels of ``mask`` (first channel)."""
+    out = {}
+    for i, c in enumerate(classes):
+        r, g = real[real_y == i, 0], images[y == i, 0]
+        if len(r) > 1 and len(g) > 1:
+            out[c] = (float(r.std(0)[mask].mean()), float(g.std(0)[mask].mean()))
+    return out
+
+
 def disk_std_ratio(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.ndarray, classes) -> dict:
     """Per class, the generated images' per-pixel std over the class's images, averaged over the solar disk
     (:func:`solar_disk`), divided by the same for the class's real images (every split: the test split holds too
     few M and X frames). Above 1: variance the real images lack (the disk-wide noise the issue names); below 1:
     too little variety."""
-    disk = solar_disk(real)
-    out = {}
-    for i, c in enumerate(classes):
-        r, g = real[real_y == i, 0], images[y == i, 0]
-        if len(r) > 1 and len(g) > 1:
-            out[c] = float(g.std(0)[disk].mean() / max(r.std(0)[disk].mean(), 1e-12))
-    return out
+    stds = _class_std_means(real, real_y, images, y, classes, solar_disk(real))
+    return {c: g / max(r, 1e-12) for c, (r, g) in stds.items()}
 
 
 def offdisk_std(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.ndarray, classes) -> dict:
@@ -180,13 +187,8 @@ def offdisk_std(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.
     range is [-1, 1]): ``{"generated": ..., "real": ...}``. The real frames vary there only by limb emission and
     loops above the limb (0.01 for A, 0.1 for X on the default dataset); a generated sky that varies more shows
     the off-disk mottling of the std maps, which :func:`disk_std_ratio` does not see."""
-    off = ~solar_disk(real)
-    out = {}
-    for i, c in enumerate(classes):
-        r, g = real[real_y == i, 0], images[y == i, 0]
-        if len(r) > 1 and len(g) > 1:
-            out[c] = {"generated": float(g.std(0)[off].mean()), "real": float(r.std(0)[off].mean())}
-    return out
+    stds = _class_std_means(real, real_y, images, y, classes, ~solar_disk(real))
+    return {c: {"generated": g, "real": r} for c, (r, g) in stds.items()}
 
 
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
