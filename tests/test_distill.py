@@ -22,7 +22,7 @@ from flaresynth.errors import FlaresynthError
 from flaresynth.models.conditioning import Condition
 from flaresynth.models.student import GuidanceStudent, student_from_teacher
 from flaresynth.models.unet import build_denoiser
-from flaresynth.runs import open_run
+from flaresynth.runs import open_run, read_meta, write_meta
 from flaresynth.samples import open_samples
 from flaresynth.sampling import build_requests, generate, sample
 from flaresynth.train import DistillObjective, load_training_data, step_generator, train
@@ -150,6 +150,42 @@ def test_consistency_student_learns_its_target_and_samples_with_lcm(runs, consis
                               "--sampler", "lcm", "--no-progress"))
     assert "not a consistency-distilled student" in line, line
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_teachers_guidance_interval_goes_into_the_targets(runs, consistency_student):
+    ds = open_dataset(runs["ds"])
+    cfg = load_config(consistency_student / "stages" / "0-consistency-2" / "config.yaml")
+    assert cfg.distill.guidance_t_max is None  # the tiny teacher's config guides at every step
+    data = load_training_data(ds, cfg)
+    z, cond = data["images"][:4], data["cond"].index(slice(0, 4))
+    for t_max in (None, 500):
+        objective = DistillObjective(replace(cfg, distill=replace(cfg.distill, guidance_t_max=t_max)), data, ds.classes)
+        for t in objective.grid.tolist():  # 999, 749, 499, 249
+            tt = torch.full((4,), t)
+            guided = objective.guided_teacher(z, tt, cond, torch.full((4,), 3.0))
+            conditional = objective.guided_teacher(z, tt, cond, torch.zeros(4))
+            assert torch.equal(guided, conditional) == (t_max is not None and t > t_max), (t_max, t)
+    # only a set interval enters the fingerprint (students distilled before the field keep their ids)
+    with_interval = replace(cfg, distill=replace(cfg.distill, guidance_t_max=500))
+    assert with_interval.fingerprint() != cfg.fingerprint()
+
+
+def test_a_student_learns_the_interval_of_its_teachers_config_and_samples_without_one(runs, tmp_path):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(runs["teacher"], teacher)
+    meta = read_meta(teacher / "model")
+    meta["config"]["sample"]["guidance_t_max"] = 500
+    write_meta(teacher / "model", meta)
+    student = distill(teacher, tmp_path / "student", steps=2, method="consistency", teacher_steps=4, stage_steps=2,
+                      progress=False)
+    cfg = load_config(student / "config.yaml")
+    assert cfg.distill.guidance_t_max == 500 and cfg.sample.guidance_t_max is None
+    assert json.loads((student / "provenance.json").read_text())["guidance_t_max"] == 500
+    assert open_run(student).meta["student"]["guidance_t_max"] == 500
+    # asked for explicitly, every step (None) overrides the teacher's interval
+    other = distill(teacher, tmp_path / "every", steps=2, method="consistency", teacher_steps=4, stage_steps=2,
+                    guidance_t_max=None, progress=False)
+    assert load_config(other / "config.yaml").distill.guidance_t_max is None
 
 
 def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_initialisation(runs):
@@ -301,7 +337,8 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
     for kwargs, what in (({"steps": 4, "teacher_steps": 24, "method": "progressive"}, "power of two"),
                          ({"steps": 2, "teacher_steps": 8, "guidance_range": (3, 1)}, "--guidance-range"),
                          ({"steps": 2, "teacher_steps": 8, "lr": 0.0}, "--lr"),
-                         ({"steps": 4, "teacher_steps": 64, "method": "consistency"}, "divisor")):
+                         ({"steps": 4, "teacher_steps": 64, "method": "consistency"}, "divisor"),
+                         ({"steps": 2, "teacher_steps": 4, "guidance_t_max": -1}, "--guidance-t-max")):
         with pytest.raises(FlaresynthError, match=what):
             distill(teacher, out, progress=False, **kwargs)
         assert not out.exists()

@@ -355,12 +355,14 @@ def distill(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of each stage (cosine to 0 over the stage).")] = 1e-4,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (default: the teacher's).")] = None,
     guidance_range: Annotated[str, typer.Option("--guidance-range", help="MIN,MAX of the CFG weights w the student learns (uniform); sampling asks for one inside it.")] = "0,4",
+    guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="The teacher guides only at timesteps t <= T in the student's targets (the guidance interval; the student then samples with w at every step); 999 = every step. Default: the teacher's config (500 for demo:discrete and demo:continuous).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the student's provenance.json when done.")] = False,
 ) -> None:
     """Distil a DDPM into a few-step student with the guidance weight as an input (Meng et al. 2023; Salimans & Ho 2022)."""
+    from flaresynth.distill import TEACHER_CONFIG
     from flaresynth.distill import distill as run_distillation
     from flaresynth.io import read_json
 
@@ -372,7 +374,7 @@ def distill(
         raise FlaresynthError(f"--guidance-range {guidance_range!r}: expected MIN,MAX (e.g. 0,4)")
     path = run_distillation(run, out_dir, steps, method=method, teacher_steps=teacher_steps, data=data, stage_steps=stage_steps,
                             guidance_steps=guidance_steps, lr=lr, batch_size=batch_size, guidance_range=w_range,
-                            resume=resume, device=device, progress=progress and not as_json,
+                            guidance_t_max=TEACHER_CONFIG if guidance_t_max is None else guidance_t_max, resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])
     if as_json:
         _print_json(read_json(path / "provenance.json"))

@@ -168,7 +168,10 @@ class DistillConfig:
     ``teacher_steps``-step grid and samples in ``student_steps`` of its points with ``LCMScheduler``. ``teacher``
     is the teacher's run or model folder; w is
     drawn uniformly from [``guidance_min``, ``guidance_max``] and enters through ``guidance_frequencies``
-    sinusoidal features added to the conditioning embedding.
+    sinusoidal features added to the conditioning embedding. ``guidance_t_max``: the DDPM teacher's guidance
+    applies only at timesteps t <= this in the targets (its conditional output alone above: the guidance interval
+    of ``sample.guidance_t_max``), so the student's w is the weight inside that interval and the student samples
+    with w at every one of its steps; ``None``: guidance at every timestep.
     """
 
     teacher: str | None = None
@@ -178,6 +181,7 @@ class DistillConfig:
     guidance_min: float = 0.0
     guidance_max: float = 4.0
     guidance_frequencies: int = 8
+    guidance_t_max: int | None = None
 
 
 @dataclass
@@ -342,6 +346,8 @@ class RunConfig:
             d.pop("cevae")
             if kind == "student":
                 d["kind"] = kind
+                if d["distill"]["guidance_t_max"] is None:  # students from before the field hash as they did
+                    d["distill"].pop("guidance_t_max")
             else:
                 d.pop("distill")
             if self.latent.autoencoder is not None:
@@ -604,6 +610,8 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
     if not 0 <= e.guidance_min <= e.guidance_max:
         raise FlaresynthError(f"{source}: distill.guidance_min/guidance_max: expected 0 <= guidance_min <= guidance_max")
     _positive(source, "distill.guidance_frequencies", e.guidance_frequencies)
+    if e.guidance_t_max is not None:
+        _positive(source, "distill.guidance_t_max", e.guidance_t_max, allow_zero=True)
 
 
 def _validate_autoencoder(cfg: RunConfig, source: str) -> None:

@@ -43,6 +43,12 @@ f at z_t must equal f at the point one guided teacher DDIM step down the grid. I
 ``LCMScheduler`` (multistep consistency sampling: predict x₀, add fresh noise down to the next of its
 ``--steps`` grid points, predict again); ``--stage-steps`` is its training length.
 
+The teacher's guidance interval (``sample.guidance_t_max``, Kynkäänniemi et al. 2024, "Applying Guidance in a
+Limited Interval Improves Sample and Distribution Quality in Diffusion Models") is folded in too: with
+``--guidance-t-max T`` (default: the teacher's config) the targets are the teacher's ODE guided only at t <= T
+(its conditional output alone above), so the student's w is the weight inside that interval and the student
+samples with w at each of its steps (its config has no interval of its own).
+
 Steps are diffusers' ``DDIMScheduler`` (η = 0) with ``timestep_spacing="trailing"`` (Lin et al. 2024, "Common
 Diffusion Noise Schedules and Sample Steps are Flawed"): a 4-step sampler then starts at t = T−1, where x_T
 is the noise it is drawn as, instead of t = 750 with the default "leading" spacing. Training timesteps are the
@@ -143,23 +149,30 @@ def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000,
     return plan
 
 
+#: ``guidance_t_max`` of :func:`distill` meaning "the teacher's config ``sample.guidance_t_max``".
+TEACHER_CONFIG = "teacher"
+
+
 def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_steps: int, student_steps: int,
-                 train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float]) -> RunConfig:
-    """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training."""
+                 train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
+                 guidance_t_max: int | None = None) -> RunConfig:
+    """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
+    ``guidance_t_max`` (the teacher's guidance interval) goes into the targets, so the student samples without one."""
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"]), guidance_range[0]), guidance_range[1])
     d.update(name=f"{d['name']}-student{student_steps}", kind="student")
     d["diffusion"]["loss_weighting"] = "none"  # what train.DistillObjective.loss does (plain ε MSE), whatever the teacher's
     d["distill"] = {"teacher": str(Path(teacher).resolve()), "stage": stage, "teacher_steps": int(teacher_steps),
                     "student_steps": int(student_steps), "guidance_min": float(guidance_range[0]),
-                    "guidance_max": float(guidance_range[1]), "guidance_frequencies": d["distill"]["guidance_frequencies"]}
+                    "guidance_max": float(guidance_range[1]), "guidance_frequencies": d["distill"]["guidance_frequencies"],
+                    "guidance_t_max": None if guidance_t_max is None else int(guidance_t_max)}
     d["train"].update(steps=int(train_steps), lr=float(lr), warmup_steps=0, lr_schedule="cosine", sample_every=0,
                       checkpoint_every=min(int(d["train"]["checkpoint_every"]) or train_steps, train_steps))
     if batch_size is not None:
         d["train"]["batch_size"] = int(batch_size)
     sampler = "lcm" if stage == "consistency" else "ddim"
     d["sample"].update(sampler=sampler, steps=int(student_steps), guidance=w, grid_sampler=sampler,
-                       grid_steps=int(student_steps))
+                       grid_steps=int(student_steps), guidance_t_max=None)
     return RunConfig.from_dict(d, source=f"stage {stage} of the distillation")
 
 
@@ -181,6 +194,7 @@ def distill(
     lr: float = DEFAULT_LR,
     batch_size: int | None = None,
     guidance_range: tuple[float, float] = (0.0, 4.0),
+    guidance_t_max: int | None | str = TEACHER_CONFIG,
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -202,6 +216,8 @@ def distill(
         (default ``stage_steps``).
     lr, batch_size : AdamW rate (cosine to 0 over each stage) and batch (default: the teacher's).
     guidance_range : the CFG weights w the student learns (uniform).
+    guidance_t_max : the teacher guides only at timesteps t <= this in the targets (``None``: every timestep;
+        default: the teacher's config ``sample.guidance_t_max``); a progressive stage from a student inherits it.
     resume : continue an interrupted distillation in ``out``.
     """
     out = Path(out)
@@ -235,6 +251,11 @@ def distill(
             raise FlaresynthError(f"{name} {value!r}: expected a whole number >= 1")
     if not (math.isfinite(lr) and lr > 0):
         raise FlaresynthError(f"--lr {lr!r}: expected a positive number")
+    if guidance_t_max == TEACHER_CONFIG:
+        guidance_t_max = teacher_cfg.sample.guidance_t_max
+    if guidance_t_max is not None and (int(guidance_t_max) != guidance_t_max or guidance_t_max < 0):
+        raise FlaresynthError(f"--guidance-t-max {guidance_t_max!r}: expected a whole number >= 0 (a timestep; the "
+                              "teacher guides only at t <= it)")
     w_lo, w_hi = (float(v) for v in guidance_range)
     if not 0 <= w_lo <= w_hi:
         raise FlaresynthError(f"--guidance-range {w_lo:g},{w_hi:g}: expected 0 <= min <= max")
@@ -260,7 +281,7 @@ def distill(
         folder = out / STAGES / f"{i}-{stage}-{n_student}"
         n_train = (guidance_steps or stage_steps) if stage == "guidance" else stage_steps
         cfg = stage_config(teacher_cfg, stage, teacher, n_teacher, n_student, n_train, lr, batch_size,
-                           (w_lo, w_hi))
+                           (w_lo, w_hi), guidance_t_max if stage != "progressive" else None)
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
@@ -290,7 +311,8 @@ def distill(
         "stage": "distill", "run": str(out), "teacher": str(teacher_run), "teacher_id": meta.get("model_id"),
         "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "method": method,
         "student_steps": int(steps),
-        "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "stages": stages,
+        "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "guidance_t_max": guidance_t_max,
+        "stages": stages,
         "steps": n_train, "planned_steps": n_train, "complete": True, "sessions": sessions,
         "parameters": read_json(last / MODEL_DIR / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),

@@ -846,8 +846,12 @@ class DistillObjective(DiffusionObjective):
 
     @torch.no_grad()
     def guided_teacher(self, z: torch.Tensor, t: torch.Tensor, cond: Condition, w: torch.Tensor) -> torch.Tensor:
-        """The DDPM teacher's guided ε(z, c) + w·(ε(z, c) − ε(z, ∅)), both passes in one forward."""
+        """The DDPM teacher's guided ε(z, c) + w·(ε(z, c) − ε(z, ∅)), both passes in one forward; w is 0 at
+        timesteps above ``distill.guidance_t_max`` (the guidance interval the student learns to sample with)."""
         self.teacher.to(z.device).eval()
+        t_max = self.cfg.distill.guidance_t_max
+        if t_max is not None:
+            w = torch.where(t <= t_max, w, torch.zeros_like(w))
         n = len(z)
         drop = torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]).to(z.device)
         out = self.teacher(torch.cat([z, z]), torch.cat([t, t]), cond.twice(), drop)
@@ -896,7 +900,8 @@ class DistillObjective(DiffusionObjective):
         return {"scheduler": self.sampler_config,
                 "student": {"stage": d.stage, "steps": d.student_steps, "teacher_steps": d.teacher_steps,
                             "teacher": d.teacher, "teacher_id": self.teacher_meta.get("model_id"),
-                            "guidance_range": [d.guidance_min, d.guidance_max]},
+                            "guidance_range": [d.guidance_min, d.guidance_max],
+                            **({"guidance_t_max": d.guidance_t_max} if d.guidance_t_max is not None else {})},
                 **({"encoder_id": self.data["encoder_id"]} if "encoder_id" in self.data else {})}
 
     def save_final(self, raw_model, folder: Path, meta: dict) -> None:
