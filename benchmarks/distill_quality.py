@@ -124,7 +124,7 @@ def main() -> None:
     from flaresynth.dataset import open_dataset
     from flaresynth.errors import input_error
     from flaresynth.runs import open_run
-    from flaresynth.sampling import build_requests, check_student_settings
+    from flaresynth.sampling import build_requests, check_student_settings, resolve_timesteps
 
     teacher = open_run(args.run, "cpu")
     if "student" in teacher.meta:
@@ -157,7 +157,8 @@ def main() -> None:
     for role, name, model, sampler, steps in jobs:
         images, info = timed_generate(model, table, sampler, steps, guidance, args.batch_size)
         rows.append({"name": name, "role": role, "run": str(model.path), "model_id": model.meta.get("model_id"),
-                     "sampler": sampler, "steps": steps, **info})
+                     "sampler": sampler, "steps": steps,
+                     "timesteps": resolve_timesteps(model.sample_defaults, sampler, steps), **info})
         generated.append(images)
         log(f"{name}: NFE {info['nfe_per_image']:.0f}, {info['images_per_s']:.2f} images/s")
     judged = [score_against_reference(scorer, generated, y, rows,

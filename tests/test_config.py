@@ -44,6 +44,8 @@ def test_a_partial_file_keeps_the_defaults(tmp_path):
     ("conditioning:\n  p_uncond: 1.5\n", "conditioning.p_uncond: 1.5"),
     ("train:\n  ema_decay: 1.0\n", "train.ema_decay"),
     ("sample:\n  sampler: euler\n", "sample.sampler: 'euler' unknown"),
+    ("sample:\n  timesteps: [499, 999]\n", "sample.timesteps: [499, 999], expected decreasing"),
+    ("sample:\n  timesteps: [999, 499]\n  steps: 4\n", "sample.steps: 4, but sample.timesteps holds 2"),
     ("kind: cevae\nmodel:\n  sample_size: 24\ncevae:\n  fmap_sizes: [8, 16, 32, 64]\n", "cannot be halved 4 times"),
 ])
 def test_bad_values_name_the_file_and_the_key(tmp_path, text, message):

@@ -276,6 +276,15 @@ def test_samplers_and_step_validation():
             make_sampler("ddpm", conf, bad)
     with pytest.raises(FlaresynthError, match="--sampler"):
         make_sampler("euler", conf, 10)
+    # explicit timesteps: visited as given by the samplers that take them, refused by the others
+    assert make_sampler("dpm++", conf, timesteps=[999, 699, 399, 99]).timesteps.tolist() == [999, 699, 399, 99]
+    assert make_sampler("ddpm", conf, 3, timesteps=[900, 500, 0]).timesteps.tolist() == [900, 500, 0]
+    for name, steps, timesteps, what in (("ddim", None, [999, 499], "the ddim sampler takes no explicit timesteps"),
+                                         ("dpm++", None, [499, 999], "expected decreasing"),
+                                         ("dpm++", None, [1000, 499], "expected decreasing"),
+                                         ("dpm++", 3, [999, 499], "--steps 3: but --timesteps lists 2")):
+        with pytest.raises(FlaresynthError, match=what):
+            make_sampler(name, conf, steps, timesteps)
 
 
 @pytest.mark.parametrize("name", ["dpm++", "unipc"])

@@ -188,6 +188,34 @@ def test_a_student_learns_the_interval_of_its_teachers_config_and_samples_withou
     assert load_config(other / "config.yaml").distill.guidance_t_max is None
 
 
+def test_a_students_configured_timesteps_are_its_default_sampling(runs, consistency_student, tmp_path):
+    st = tmp_path / "student"
+    shutil.copytree(consistency_student, st)
+    plain = open_run(st)
+    table = build_requests(plain, per_class=1, seed=3)
+    default = generate(plain, table, "lcm", 2, 1.0)  # LCM's own spacing on the 4-point grid: 999, 499
+    explicit = generate(plain, table, "lcm", 2, 1.0, timesteps=[999, 249])
+    assert not np.allclose(default, explicit)
+    meta = read_meta(st / "model")
+    meta["config"]["sample"]["timesteps"] = [999, 249]
+    write_meta(st / "model", meta)
+    model = open_run(st)
+    np.testing.assert_array_equal(generate(model, table, "lcm", 2, 1.0), explicit)
+    np.testing.assert_array_equal(generate(model, table, "lcm", 2, 1.0, timesteps=None), default)
+    r = cli("sample", "--run", str(st), "--out", str(tmp_path / "s"), "--per-class", "1", "--seed", "3",
+            "--no-progress", "--no-fits")
+    assert r.returncode == 0, r.stderr
+    s = open_samples(tmp_path / "s")
+    assert s.manifest["timesteps"] == [999, 249] and s.manifest["steps"] == 2
+    np.testing.assert_array_equal(s.images, explicit)
+    for timesteps, what in (("999,500", "500 not on the student's 4-step grid"), ("249,999", "expected decreasing"),
+                            ("999,749,249", "trained for lcm 2 steps"), ("999,x", "comma-separated whole numbers")):
+        line = one_line_error(cli("sample", "--run", str(st), "--out", str(tmp_path / "bad"), "--timesteps",
+                                  timesteps, "--no-progress"))
+        assert what in line, (timesteps, line)
+        assert not (tmp_path / "bad").exists()
+
+
 def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_initialisation(runs):
     ds = open_dataset(runs["ds"])
     stages = sorted((runs["student"] / "stages").iterdir())

@@ -45,6 +45,14 @@ def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _whole_numbers(option: str, text: str) -> list[int]:
+    """``"999,699,399"`` -> [999, 699, 399]; one clear error naming ``option`` otherwise."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise FlaresynthError(f"{option} {text!r}: expected comma-separated whole numbers (e.g. 999,699,399,99)") from None
+
+
 # --------------------------------------------------------------------------------------------- goes
 @app.command()
 def goes(
@@ -310,6 +318,7 @@ def sample(
     steps: Annotated[int | None, typer.Option("--steps", help="Sampling steps (default: the sampler's, above).")] = None,
     guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM) uses cfg_scale = w + 1. Default: the run's config (2).")] = None,
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="Guidance only at timesteps t <= T (0-999), the conditional output alone above (Kynkäänniemi et al. 2024); 999 = every step. Default: the run's config (500 for demo:discrete, demo:continuous and their students, every step for the others).")] = None,
+    timesteps: Annotated[str | None, typer.Option("--timesteps", help="The timesteps the sampler visits, comma-separated and decreasing (ddpm, dpm++ and lcm; for a consistency student points of its grid, e.g. 999,699,399,99). Default: the run's config when its own sampler runs at its own steps (999,699,399,99 for the shipped students), else the sampler's spacing.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: sized to free memory).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
@@ -334,7 +343,8 @@ def sample(
                         per_class=per_class, sampler=sampler, steps=steps, guidance=guidance, seed=seed,
                         batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json,
                         embedding_source=embedding_source, embedding_data=embedding_data, deterministic=deterministic,
-                        guidance_t_max=RUN_CONFIG if guidance_t_max is None else guidance_t_max)
+                        guidance_t_max=RUN_CONFIG if guidance_t_max is None else guidance_t_max,
+                        timesteps=RUN_CONFIG if timesteps is None else _whole_numbers("--timesteps", timesteps))
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:

@@ -284,12 +284,16 @@ class SampleConfig:
     ``guidance_t_max``: apply the guidance only at timesteps t <= this, the conditional output alone above it
     (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality
     in Diffusion Models"); ``None``: at every step.
+    ``timesteps``: the timesteps ``sampler`` visits, explicitly (decreasing; ``steps`` is then their count; for a
+    consistency student points of its distillation grid); used whenever the run's own sampler is asked for at its
+    own step count; ``None``: the sampler's own spacing.
     """
 
     sampler: str = "ddpm"
     steps: int | None = None
     guidance: float = 2.0
     guidance_t_max: int | None = None
+    timesteps: list[int] | None = None
     grid_per_class: int = 4
     grid_sampler: str = "dpm++"
     grid_steps: int = 20
@@ -555,7 +559,7 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
 
 
 def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
-    t, s = cfg.train, cfg.sample
+    t, s, d = cfg.train, cfg.sample, cfg.diffusion
     for key in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
         _positive(source, f"train.{key}", getattr(t, key))
     for key in ("warmup_steps", "ema_update_after_step", "checkpoint_every", "sample_every", "weight_decay", "grad_clip"):
@@ -581,6 +585,14 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
     _positive(source, "sample.guidance", s.guidance, allow_zero=True)
     if s.guidance_t_max is not None:
         _positive(source, "sample.guidance_t_max", s.guidance_t_max, allow_zero=True)
+    if s.timesteps is not None:
+        ts = list(s.timesteps)
+        if not ts or any(int(t) != t or not 0 <= t < d.num_train_timesteps for t in ts) or \
+                any(a <= b for a, b in zip(ts, ts[1:])):
+            raise FlaresynthError(f"{source}: sample.timesteps: {ts!r}, expected decreasing whole numbers from "
+                                  f"{d.num_train_timesteps - 1} to 0")
+        if s.steps is not None and s.steps != len(ts):
+            raise FlaresynthError(f"{source}: sample.steps: {s.steps}, but sample.timesteps holds {len(ts)}")
     _choice(source, "sample.embedding_source", s.embedding_source, EMBEDDING_SOURCES)
 
 

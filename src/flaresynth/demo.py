@@ -106,7 +106,7 @@ from flaresynth import __version__
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.io import read_json, write_json
 from flaresynth.report import sampling_line, training_caveats
-from flaresynth.runs import kind_of, model_folder, read_meta, shipped_runs
+from flaresynth.runs import kind_of, model_folder, read_meta, sample_section, shipped_runs
 
 DEMO_FORMAT = "flaresynth-demo/1"
 DEMO_JSON = "demo.json"
@@ -432,7 +432,7 @@ def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     guidance; a ceVAE by one decoder pass."""
     # weights-side modules: imported where the demo samples
     from flaresynth.diffusion import guided_step_count, make_sampler
-    from flaresynth.sampling import sample_settings
+    from flaresynth.sampling import resolve_timesteps, sample_settings
 
     meta = read_meta(model_folder(run))
     kind = kind_of(meta)
@@ -441,10 +441,12 @@ def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     student = kind == "student"
     sampler, steps, guidance = sample_settings(meta, None if student else cfg.sampler,
                                                None if student else cfg.sampler_steps)
-    t_max = ((meta.get("config") or {}).get("sample") or {}).get("guidance_t_max")
-    guided = guided_step_count(make_sampler(sampler, meta["scheduler"], steps), t_max)
+    defaults = sample_section(meta)
+    t_max = defaults.get("guidance_t_max")
+    timesteps = resolve_timesteps(defaults, sampler, steps)
+    guided = guided_step_count(make_sampler(sampler, meta["scheduler"], steps, timesteps), t_max)
     how = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance, "guidance_t_max": t_max,
-           "guided_steps": guided}
+           "guided_steps": guided, **({"timesteps": timesteps} if timesteps is not None else {})}
     if student:
         how["teacher_id"] = meta["student"].get("teacher_id")
     return how
@@ -603,7 +605,8 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
                   "steps": how["steps"] if student else cfg.sampler_steps,
                   **({"guidance": how["guidance"], "student": True} if student else {}),
                   # a guidance interval changes the images: a folder sampled without it is not this stage's
-                  **({"guidance_t_max": how["guidance_t_max"]} if how.get("guidance_t_max") is not None else {})}
+                  **({"guidance_t_max": how["guidance_t_max"]} if how.get("guidance_t_max") is not None else {}),
+                  **({"timesteps": how["timesteps"]} if how.get("timesteps") is not None else {})}
         evals = unet_evaluations(how["kind"], how["steps"], how["guidance"], how.get("guided_steps"))
         state.data["generators"].setdefault(spec.key, {})["sampling"] = {
             **how, "unet_evaluations_per_image": evals, "model_id": params["model_id"]}

@@ -68,14 +68,20 @@ def make_scheduler(cfg: DiffusionConfig):
     )
 
 
-def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
+def make_sampler(name: str, scheduler_config: dict, steps: int | None = None, timesteps: Sequence[int] | None = None):
     """A sampling scheduler ``name`` (ddpm, ddim, dpm++, unipc, lcm) with its timesteps set.
 
     ``scheduler_config`` is the training ``DDPMScheduler``'s ``config``; ``steps`` ``None`` means the
-    sampler's default (:data:`SAMPLER_DEFAULT_STEPS`).
+    sampler's default (:data:`SAMPLER_DEFAULT_STEPS`). ``timesteps``: the timesteps to visit, explicitly
+    (decreasing; ddpm, dpm++ and lcm take them, lcm only on its distillation grid); ``steps`` is then their count.
     """
     if name not in SAMPLER_DEFAULT_STEPS:
         raise FlaresynthError(f"--sampler {name!r}: expected one of {', '.join(SAMPLER_DEFAULT_STEPS)}")
+    if timesteps is not None:
+        timesteps = [int(t) for t in timesteps]
+        if steps is not None and int(steps) != len(timesteps):
+            raise FlaresynthError(f"--steps {steps}: but --timesteps lists {len(timesteps)}")
+        steps = len(timesteps)
     steps = SAMPLER_DEFAULT_STEPS[name] if steps is None else steps
     t_max = int(scheduler_config["num_train_timesteps"])
     if int(steps) != steps or not 1 <= steps <= t_max:
@@ -101,8 +107,27 @@ def make_sampler(name: str, scheduler_config: dict, steps: int | None = None):
                                                             **clip)
         else:
             sched = UniPCMultistepScheduler.from_config(config, **clip)
-    sched.set_timesteps(int(steps))
+    if timesteps is None:
+        sched.set_timesteps(int(steps))
+    else:
+        _check_timesteps(name, sched, timesteps, t_max)
+        sched.set_timesteps(timesteps=timesteps)
     return sched
+
+
+def _check_timesteps(name: str, sched, timesteps: list[int], t_max: int) -> None:
+    if "timesteps" not in inspect.signature(sched.set_timesteps).parameters:
+        raise FlaresynthError(f"--timesteps: the {name} sampler takes no explicit timesteps (ddpm, dpm++ and lcm do)")
+    if any(not 0 <= t < t_max for t in timesteps) or any(a <= b for a, b in zip(timesteps, timesteps[1:])):
+        raise FlaresynthError(f"--timesteps {','.join(map(str, timesteps))}: expected decreasing whole numbers "
+                              f"from {t_max - 1} to 0")
+    if name == "lcm":
+        # a consistency student learned its function only on the points of its distillation grid
+        k = t_max // int(sched.config.original_inference_steps)
+        off = [t for t in timesteps if (t + 1) % k]
+        if off:
+            raise FlaresynthError(f"--timesteps: {', '.join(map(str, off))} not on the student's "
+                                  f"{sched.config.original_inference_steps}-step grid (t = {k}·n − 1)")
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -144,7 +144,7 @@ class Run:
     @property
     def sample_defaults(self) -> dict:
         """The config's ``sample`` section: default sampler, steps, guidance, embedding source."""
-        return dict((self.meta.get("config") or {}).get("sample") or {})
+        return sample_section(self.meta)
 
     def transforms(self) -> list[IntensityTransform]:
         """One intensity transform per channel (model space <-> DN/s)."""
@@ -217,6 +217,11 @@ def model_folder(run: str | Path) -> Path:
 def kind_of(meta: dict) -> str:
     """The model kind of a run's metadata: ``model_type``, or for older runs ``student``/``ddpm``."""
     return meta.get("model_type") or ("student" if "student" in meta else "ddpm")
+
+
+def sample_section(meta: dict) -> dict:
+    """The ``sample`` section of a run's config from its metadata (``flaresynth.json``); {} when it has none."""
+    return dict((meta.get("config") or {}).get("sample") or {})
 
 
 def read_meta(folder: Path) -> dict:

@@ -49,6 +49,7 @@ The FITS geometry is described in :mod:`flaresynth.samples`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ from flaresynth.models.autoencoder import decode as decode_latents
 from flaresynth.models.cevae import ClassGaussians, decode
 from flaresynth.models.conditioning import Condition, as_encoder, embed_all
 from flaresynth.progress import ProgressBar
-from flaresynth.runs import EMBEDDING_CLASSES_FILE, Run, load_encoder, open_run
+from flaresynth.runs import EMBEDDING_CLASSES_FILE, Run, load_encoder, open_run, sample_section
 from flaresynth.samples import NOMINAL_DATE_OBS, image_writer, write_samples
 
 #: What the manifest and the FITS headers call the ceVAE's sampler.
@@ -298,14 +299,30 @@ def resolve_guidance_t_max(model: Run, guidance_t_max: int | None | str = RUN_CO
     return None if guidance_t_max is None else int(guidance_t_max)
 
 
+def resolve_timesteps(defaults: dict, sampler: str, steps: int | None,
+                      timesteps: Sequence[int] | None | str = RUN_CONFIG) -> list[int] | None:
+    """The explicit timesteps a request runs: ``timesteps``, or the run's configured ones (``sample.timesteps`` of
+    ``defaults``, the run's config ``sample`` section) when the request is for the run's own sampler at its own
+    step count (``steps`` ``None`` or their count)."""
+    if timesteps == RUN_CONFIG:
+        timesteps = defaults.get("timesteps")
+        if timesteps is not None and (sampler != defaults.get("sampler")
+                                      or (steps is not None and int(steps) != len(timesteps))):
+            timesteps = None
+    return None if timesteps is None else [int(t) for t in timesteps]
+
+
 def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int | None = None,
              guidance: float = 2.0, batch_size: int | None = None, progress: bool = False,
-             embeddings: torch.Tensor | None = None, guidance_t_max: int | None | str = RUN_CONFIG) -> np.ndarray:
+             embeddings: torch.Tensor | None = None, guidance_t_max: int | None | str = RUN_CONFIG,
+             timesteps: Sequence[int] | None | str = RUN_CONFIG) -> np.ndarray:
     """Images for a request table: float32 (N, C, H, W) in [-1, 1].
 
     ``sampler``: ddpm | ddim | dpm++ | unipc | lcm (consistency students); ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
     ``guidance_t_max``: guidance only at timesteps t <= it (:func:`flaresynth.diffusion.sample_loop`; ``None``
     at every step; default the run's config ``sample.guidance_t_max``);
+    ``timesteps``: the timesteps to visit, explicitly (default: :func:`resolve_timesteps`, the run's configured
+    ones for its own sampler and step count; ``None``: the sampler's own spacing);
     ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
     see :func:`request_embeddings`). A latent run samples latents and decodes them with its autoencoder
     (latents / scaling factor), batch by batch.
@@ -317,7 +334,8 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
     if batch_size is not None and batch_size < 1:
         raise FlaresynthError(f"--batch-size {batch_size!r}: expected a whole number >= 1")
     sched_cfg = model.meta["scheduler"]
-    make_sampler(sampler, sched_cfg, steps)  # validates name and steps before any work
+    timesteps = resolve_timesteps(model.sample_defaults, sampler, steps, timesteps)
+    make_sampler(sampler, sched_cfg, steps, timesteps)  # validates name, steps and timesteps before any work
     if sampler == "lcm" and (model.meta.get("student") or {}).get("stage") != "consistency":
         raise FlaresynthError(f"--sampler lcm: {model.path} is not a consistency-distilled student; the LCM "
                               "sampler takes a consistency function, which a DDPM's noise prediction is not")
@@ -326,14 +344,14 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
     cond = conditions(model, table, embeddings)
     seeds = table["seed"].to_numpy()
     n = len(table)
-    n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
+    n_steps = len(timesteps) if timesteps is not None else steps or SAMPLER_DEFAULT_STEPS[sampler]
     bar = None
     if progress:
         bar = ProgressBar(n * n_steps, f"{sampler} {n_steps} steps", unit="img·step")
     out = []
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
-        sched = make_sampler(sampler, sched_cfg, steps)  # fresh: multistep solvers keep per-run state
+        sched = make_sampler(sampler, sched_cfg, steps, timesteps)  # fresh: multistep solvers keep per-run state
         cb = (lambda _i, k=hi - lo: bar.update(k)) if bar is not None else None
         x = sample_loop(model.network, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.sample_shape,
                         guidance=guidance, device=model.device, callback=cb, clip=model.latent is None,
@@ -388,7 +406,7 @@ def sample_settings(meta: dict, sampler: str | None = None, steps: int | None = 
     ``sampler`` ``None`` the run's configured default (config ``sample.sampler`` and ``sample.steps``, the config
     defaults when the run has no ``sample`` section; ``steps`` still overrides the count); ``guidance``, else the
     config's ``sample.guidance`` (2.0 when absent)."""
-    d = (meta.get("config") or {}).get("sample") or {}
+    d = sample_section(meta)
     if sampler is None:
         # a config without a sample section (no sampler in it): the config defaults
         sampler, default_steps = (d["sampler"], d.get("steps")) if d.get("sampler") else \
@@ -402,7 +420,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
            batch_size: int | None = None, device: str | None = None, fits: bool = True, grid: bool = True,
            overwrite: bool = False, progress: bool = False, embedding_source: str | None = None,
            embedding_data: str | Path | None = None, deterministic: bool = False,
-           guidance_t_max: int | None | str = RUN_CONFIG) -> Path:
+           guidance_t_max: int | None | str = RUN_CONFIG, timesteps: Sequence[int] | None | str = RUN_CONFIG) -> Path:
     """Generate images from a run (DDPM or ceVAE) and write a samples folder; returns its path.
 
     ``sampler``, ``steps``, ``guidance`` and ``progress`` do not apply to a ceVAE run and are ignored there (so
@@ -419,6 +437,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         ``sample.steps``; another sampler without ``steps`` runs its own default number of steps).
     guidance : CFG w; ``None`` = the run's config.
     guidance_t_max : guidance only at timesteps t <= it; default the run's config (``None`` there: every step).
+    timesteps : the timesteps the sampler visits, explicitly; default the run's config ``sample.timesteps`` when
+        the run's own sampler runs at its own step count (``None``: the sampler's own spacing).
     seed : image i gets seed ``seed + i``.
     batch_size : images per forward pass (``None``: sized to the free memory).
     device : cpu, cuda or ``None`` (GPU when visible).
@@ -448,9 +468,10 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     sampler, steps, guidance = sample_settings(model.meta, sampler, steps, guidance)
     if steps is not None and int(steps) < 1:
         raise FlaresynthError(f"--steps {steps}: expected a whole number >= 1")
+    timesteps = resolve_timesteps(model.sample_defaults, sampler, steps, timesteps)
     student = model.meta.get("student")
     if student is not None:
-        check_student_settings(model, sampler, steps, guidance)
+        check_student_settings(model, sampler, len(timesteps) if timesteps is not None else steps, guidance)
     table = build_requests(model, classes, fluxes, per_class, seed)
     embeddings, source = None, None
     if model.conditioning == "discrete+embedding":
@@ -464,8 +485,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         raise FlaresynthError(f"--embedding-source: only for discrete+embedding runs (this run is {model.conditioning})")
     guidance_t_max = resolve_guidance_t_max(model, guidance_t_max)
     images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress, embeddings=embeddings,
-                      guidance_t_max=guidance_t_max)
-    n_steps = steps or SAMPLER_DEFAULT_STEPS[sampler]
+                      guidance_t_max=guidance_t_max, timesteps=timesteps)
+    n_steps = len(timesteps) if timesteps is not None else steps or SAMPLER_DEFAULT_STEPS[sampler]
     model_id, channels = model.model_id, model.channels
 
     def header(row) -> dict:
@@ -487,6 +508,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         **_manifest_head(model, "flaresynth-ddpm", sampler, int(n_steps), guidance, seed, per_class),
         "guidance_convention": "eps_c + w (eps_c - eps_u); fpramunno/Modelling_Solar_Image_with_DDPM's lerp cfg_scale = w + 1",
         "guidance_t_max": guidance_t_max,
+        **({"timesteps": timesteps} if timesteps is not None else {}),
         "conditioning": model.conditioning,
         **({"embedding_source": source} if source is not None else {}),
         **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
