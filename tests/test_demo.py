@@ -227,6 +227,17 @@ def test_a_guidance_interval_counts_only_the_guided_steps():
     assert unet_evaluations("ddpm", 20, 0.0, 11) == 20 and unet_evaluations("student", 4, 2.0, 2) == 4
 
 
+def test_a_shipped_student_samples_at_its_configured_timesteps():
+    from flaresynth.demo import sampling_settings_for, unet_evaluations
+    from flaresynth.runs import resolve
+
+    for name in ("demo:discrete-student", "demo:continuous-student"):
+        how = sampling_settings_for(resolve(name), DemoConfig())
+        assert (how["sampler"], how["steps"], how["timesteps"]) == ("lcm", 4, [999, 739, 439, 139]), name
+        assert unet_evaluations(how["kind"], how["steps"], how["guidance"], how["guided_steps"]) == 4
+    assert "timesteps" not in sampling_settings_for(resolve("demo:discrete"), DemoConfig())
+
+
 def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
     """Without --train: every generator flaresynth.runs.shipped_runs() lists, the ceVAE through the same
     sample() call as the DDPMs and in its own column; the shipped generator that is not installed is named."""
