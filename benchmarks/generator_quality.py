@@ -39,7 +39,8 @@ Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.s
 ``--per-class`` images of every class (default 40, the demo's size), seed ``--seed``; a distilled student
 with its own sampler, steps and guidance; a DDPM teacher with the demo's sampler (DPM-Solver++ 20 since
 2026-12-05, DDIM 20 before) at its config's guidance (``--guidance W``: every DDPM and student at w = W
-instead); the ceVAE by one decoder pass; the discrete+embedding generator with the embeddings its config
+instead; ``--timesteps``: at those timesteps of its sampler, e.g. a student's grid points); the ceVAE by one
+decoder pass; the discrete+embedding generator with the embeddings its config
 names (real training images of the dataset when it says ``image``). ``--runs`` default: every generator of
 the demo's table that this installation ships (teachers and students).
 
@@ -197,24 +198,27 @@ def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> 
 
 
 def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, scratch: Path,
-                         guidance: float | None = None) -> tuple[object, dict]:
-    """Sample ``name`` as ``flaresynth demo`` does (at CFG weight ``guidance`` instead of the run's when given;
-    not for a ceVAE); returns (the opened samples folder, how it was sampled)."""
+                         guidance: float | None = None, timesteps: list[int] | None = None) -> tuple[object, dict]:
+    """Sample ``name`` as ``flaresynth demo`` does (at CFG weight ``guidance`` instead of the run's when given, at
+    explicit ``timesteps`` of its sampler when given; neither for a ceVAE); returns (the opened samples folder, how
+    it was sampled)."""
     from flaresynth.demo import DemoConfig, embedding_data_for, sampling_settings_for, unet_evaluations
     from flaresynth.runs import resolve
     from flaresynth.samples import open_samples
-    from flaresynth.sampling import sample
+    from flaresynth.sampling import RUN_CONFIG, sample
 
     run = resolve(name)
     how = sampling_settings_for(run, DemoConfig())
     student = how["kind"] == "student"
     if guidance is not None and how["kind"] != "cevae":
         how["guidance"] = float(guidance)
+    if timesteps is not None and how["kind"] != "cevae":
+        how["timesteps"] = [int(t) for t in timesteps]
     folder = scratch / name.replace(":", "-").replace("/", "_")
     t0 = time.perf_counter()
     sample(run, folder, per_class=per_class, sampler=None if student else how["sampler"],
            steps=None if student else how["steps"], guidance=how["guidance"], seed=seed, fits=False, grid=False,
-           overwrite=True,
+           overwrite=True, timesteps=how["timesteps"] if "timesteps" in how else RUN_CONFIG,
            embedding_data=embedding_data_for(run, ds_path) if how["kind"] != "cevae" else None)
     seconds = time.perf_counter() - t0
     samples = open_samples(folder)
@@ -250,6 +254,9 @@ def main() -> None:
     p.add_argument("--judge-seeds", default="0,1,2", help="judges' training seeds (default 0,1,2)")
     p.add_argument("--guidance", type=float, default=None,
                    help="CFG weight w for every DDPM and student (default: each run's sample.guidance, as the demo)")
+    p.add_argument("--timesteps", default=None,
+                   help="comma-separated timesteps every DDPM and student samples at (e.g. 999,739,439,139 for a "
+                        "student; default: each run's sample.timesteps, as the demo)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder run whose floor to measure (default: that of the first latent generator scored)")
@@ -265,6 +272,10 @@ def main() -> None:
         raise FlaresynthError(f"--per-class {args.per_class}: expected a whole number >= 1")
     if args.quick:
         args.per_class = min(args.per_class, 2)
+    try:
+        timesteps = None if args.timesteps is None else [int(t) for t in args.timesteps.split(",")]
+    except ValueError:
+        raise FlaresynthError(f"--timesteps {args.timesteps!r}: expected comma-separated whole numbers") from None
 
     from flaresynth.dataset import open_dataset
     from flaresynth.demo import shipped_names
@@ -291,7 +302,8 @@ def main() -> None:
     generated = []
     with tempfile.TemporaryDirectory(dir=args.workdir if args.workdir.is_dir() else None) as scratch:
         for name in names:
-            samples, how = sample_like_the_demo(name, ds_path, args.per_class, args.seed, Path(scratch), args.guidance)
+            samples, how = sample_like_the_demo(name, ds_path, args.per_class, args.seed, Path(scratch), args.guidance,
+                                                timesteps)
             if list(samples.classes) != list(ds.classes):
                 raise FlaresynthError(f"--runs {name}: classes {list(samples.classes)}, the dataset has {list(ds.classes)}")
             generated.append((name, samples.images, samples.label_index(), how))
