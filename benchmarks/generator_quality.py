@@ -39,8 +39,8 @@ Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.s
 ``--per-class`` images of every class (default 40, the demo's size), seed ``--seed``; a distilled student
 with its own sampler, steps and guidance; a DDPM teacher with the demo's sampler (DPM-Solver++ 20 since
 2026-12-05, DDIM 20 before) at its config's guidance (``--guidance W``: every DDPM and student at w = W
-instead; ``--timesteps``: at those timesteps of its sampler, e.g. a student's grid points); the ceVAE by one
-decoder pass; the discrete+embedding generator with the embeddings its config
+instead; ``--timesteps``: at those timesteps of its sampler, e.g. a student's grid points; ``--guidance-t-max
+T``: guidance only at t <= T, 999 every step); the ceVAE by one decoder pass; the discrete+embedding generator with the embeddings its config
 names (real training images of the dataset when it says ``image``). ``--runs`` default: every generator of
 the demo's table that this installation ships (teachers and students).
 
@@ -198,12 +198,14 @@ def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> 
 
 
 def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, scratch: Path,
-                         guidance: float | None = None, timesteps: list[int] | None = None) -> tuple[object, dict]:
+                         guidance: float | None = None, timesteps: list[int] | None = None,
+                         guidance_t_max: int | None = None) -> tuple[object, dict]:
     """Sample ``name`` as ``flaresynth demo`` does (at CFG weight ``guidance`` instead of the run's when given, at
-    explicit ``timesteps`` of its sampler when given; neither for a ceVAE); returns (the opened samples folder, how
-    it was sampled)."""
+    explicit ``timesteps`` of its sampler when given, guided only at t <= ``guidance_t_max`` when given; none of
+    them for a ceVAE); returns (the opened samples folder, how it was sampled)."""
     from flaresynth.demo import DemoConfig, embedding_data_for, sampling_settings_for, unet_evaluations
-    from flaresynth.runs import resolve
+    from flaresynth.diffusion import guided_step_count, make_sampler
+    from flaresynth.runs import model_folder, read_meta, resolve
     from flaresynth.samples import open_samples
     from flaresynth.sampling import RUN_CONFIG, sample
 
@@ -214,11 +216,18 @@ def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, sc
         how["guidance"] = float(guidance)
     if timesteps is not None and how["kind"] != "cevae":
         how["timesteps"] = [int(t) for t in timesteps]
+    if guidance_t_max is not None and how["kind"] == "ddpm":
+        # a student samples with w at each of its steps (the interval is inside its targets); only a DDPM
+        # takes a sampling-time interval
+        how["guidance_t_max"] = int(guidance_t_max)
+        how["guided_steps"] = guided_step_count(make_sampler(how["sampler"], read_meta(model_folder(run))["scheduler"],
+                                                             how["steps"], how.get("timesteps")), how["guidance_t_max"])
     folder = scratch / name.replace(":", "-").replace("/", "_")
     t0 = time.perf_counter()
     sample(run, folder, per_class=per_class, sampler=None if student else how["sampler"],
            steps=None if student else how["steps"], guidance=how["guidance"], seed=seed, fits=False, grid=False,
            overwrite=True, timesteps=how["timesteps"] if "timesteps" in how else RUN_CONFIG,
+           guidance_t_max=how["guidance_t_max"] if how["kind"] == "ddpm" else RUN_CONFIG,
            embedding_data=embedding_data_for(run, ds_path) if how["kind"] != "cevae" else None)
     seconds = time.perf_counter() - t0
     samples = open_samples(folder)
@@ -257,6 +266,9 @@ def main() -> None:
     p.add_argument("--timesteps", default=None,
                    help="comma-separated timesteps every DDPM and student samples at (e.g. 999,739,439,139 for a "
                         "student; default: each run's sample.timesteps, as the demo)")
+    p.add_argument("--guidance-t-max", type=int, default=None,
+                   help="every DDPM guided only at timesteps t <= T (999: every step; default: each run's "
+                        "sample.guidance_t_max, as the demo; students ignore it)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder run whose floor to measure (default: that of the first latent generator scored)")
@@ -303,7 +315,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir if args.workdir.is_dir() else None) as scratch:
         for name in names:
             samples, how = sample_like_the_demo(name, ds_path, args.per_class, args.seed, Path(scratch), args.guidance,
-                                                timesteps)
+                                                timesteps, args.guidance_t_max)
             if list(samples.classes) != list(ds.classes):
                 raise FlaresynthError(f"--runs {name}: classes {list(samples.classes)}, the dataset has {list(ds.classes)}")
             generated.append((name, samples.images, samples.label_index(), how))

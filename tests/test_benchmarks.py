@@ -162,7 +162,8 @@ def test_distill_quality_judge_seeds_are_whole_numbers():
 def test_generator_quality(toy, capsys, monkeypatch):
     timesteps = [999 - 50 * i for i in range(20)]  # DPM-Solver++ 20 at explicit points: 999, 949, ..., 49
     r = run_script("generator_quality", ["--data", str(toy["ds"]), "--runs", str(toy["run"]), "--judge-seeds", "0,1",
-                                         "--guidance", "1.5", "--timesteps", ",".join(map(str, timesteps))],
+                                         "--guidance", "1.5", "--timesteps", ",".join(map(str, timesteps)),
+                                         "--guidance-t-max", "500"],
                    toy, capsys, monkeypatch)
     for key in ("machine", "load", "judges", "ensemble_real_test_f1", "test_events", "targets", "generators",
                 "simulated_sun_note"):
@@ -171,7 +172,8 @@ def test_generator_quality(toy, capsys, monkeypatch):
     (g,) = r["generators"]
     assert g["name"] == str(toy["run"]) and g["n_images"] == 2 * len(GOES_CLASSES) and g["kind"] == "ddpm"
     assert g["guidance"] == 1.5  # --guidance replaces the run's w (tiny's is 1)
-    assert g["steps"] == 20 and g["unet_evaluations_per_image"] == 40  # the demo's DPM-Solver++ 20, guided: 2 rows a step
+    # the demo's DPM-Solver++ 20, guided (2 rows a step) at the 10 timesteps <= 500 only (449, 399, ..., 49)
+    assert g["steps"] == 20 and g["guidance_t_max"] == 500 and g["unet_evaluations_per_image"] == 30
     assert g["timesteps"] == timesteps
     for judge, row in zip(r["judges"], g["by_judge"], strict=True):
         # the ceiling is the judge's own real-test F1 (what train_judge stored), the ratio divides by it
