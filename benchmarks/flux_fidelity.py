@@ -188,6 +188,7 @@ def main() -> None:
         gs = open_samples(folder)
         images = np.asarray(gs.images[:, channel], dtype=np.float32)
         requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
+        how = {k: gs.manifest.get(k) for k in ("timesteps", "guidance_t_max")}  # the run's own when not given
     gen_est = referee.estimate_flux(model.transforms()[channel].inverse(images))
 
     rows = []
@@ -230,6 +231,7 @@ def main() -> None:
         "data_hash": ds.manifest.get("data_hash"),
         "sampler": args.sampler,
         "steps": args.steps,
+        **how,
         "guidance": sample_settings(model.meta, args.sampler, args.steps, args.guidance)[2],
         "per_flux": args.per_class,
         "band_dex": args.band,

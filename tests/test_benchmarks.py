@@ -248,6 +248,8 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
                    capsys, monkeypatch)
     assert [row["requested_flux"] for row in r["rows"]] == [1e-6, 1e-4]
     assert r["guidance"] == 3.0  # the w the images were drawn with is part of the record
+    # and where the sampler stepped: DDIM's own spacing (no explicit timesteps), guidance at every step (no interval)
+    assert r["timesteps"] is None and r["guidance_t_max"] is None
     for row in r["rows"]:
         assert row["n_images"] == 2 and row["median_error_dex"] >= abs(row["median_bias_dex"]) - 1e-12
         assert (row["excess_dex"] is None) == (row["referee_real_error_dex"] is None)
