@@ -30,7 +30,9 @@ The referee applies only where the dataset's images come from the simulated Sun 
 every number here is a statement about that testbed, not about the real Sun.
 
 ``--checkpoint RUN/checkpoints/step-N`` scores that checkpoint's EMA weights instead of the run's final
-``model/`` (how flux fidelity moves with training).
+``model/`` (how flux fidelity moves with training).  ``--timesteps 999,759,499,259`` samples at those timesteps of the sampler
+(a student's grid points, say; default the run's ``sample.timesteps``); the JSON records the timesteps and the
+guidance interval the images were drawn at.
 
 Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [--fluxes 3e-8,...]``.
 """
@@ -120,6 +122,9 @@ def main() -> None:
     p.add_argument("--sampler", default="ddim", help="sampler (default ddim)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
     p.add_argument("--guidance", type=float, default=None, help="CFG weight w (default: the run's)")
+    p.add_argument("--timesteps", default=None,
+                   help="comma-separated timesteps the sampler steps at (e.g. 999,759,499,259 for a student; default: "
+                        "the run's sample.timesteps when its own sampler runs at its own steps, else the sampler's own)")
     p.add_argument("--band", type=float, default=0.25, help="real frames within this many dex of a request (default 0.25)")
     p.add_argument("--target", type=float, default=0.1, help="allowed excess over the referee's own error, dex")
     p.add_argument("--fallback-error", type=float, default=0.3,
@@ -139,10 +144,14 @@ def main() -> None:
     from flaresynth.evaluate import REFEREE_CHANNEL, fit_split_referee
     from flaresynth.runs import open_run
     from flaresynth.samples import open_samples
-    from flaresynth.sampling import sample, sample_settings
+    from flaresynth.sampling import RUN_CONFIG, sample, sample_settings
 
     if not args.resolution >= 0:
         raise FlaresynthError(f"--resolution {args.resolution}: expected a distance in dex >= 0")
+    try:
+        timesteps = RUN_CONFIG if args.timesteps is None else [int(t) for t in args.timesteps.split(",")]
+    except ValueError:
+        raise FlaresynthError(f"--timesteps {args.timesteps!r}: expected comma-separated whole numbers") from None
     ds = open_dataset(resolve_data(args))
     model = (model_from_checkpoint(Path(args.run), Path(args.checkpoint), ds) if args.checkpoint
              else open_run(args.run, "cpu"))
@@ -184,7 +193,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir if Path(args.workdir).is_dir() else None) as tmp:
         folder = sample(model, Path(tmp) / "samples", fluxes=fluxes, per_class=args.per_class, sampler=args.sampler,
                         steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-                        fits=False, grid=False)
+                        fits=False, grid=False, timesteps=timesteps)
         gs = open_samples(folder)
         images = np.asarray(gs.images[:, channel], dtype=np.float32)
         requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)

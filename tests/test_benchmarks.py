@@ -250,6 +250,10 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
     assert r["guidance"] == 3.0  # the w the images were drawn with is part of the record
     # and where the sampler stepped: DDIM's own spacing (no explicit timesteps), guidance at every step (no interval)
     assert r["timesteps"] is None and r["guidance_t_max"] is None
+    at = run_script("flux_fidelity", ["--data", str(toy["ds"]), "--run", str(run), "--referee", "on", "--fluxes",
+                                      "1e-6", "--per-class", "2", "--sampler", "dpm++", "--steps", "2", "--timesteps",
+                                      "999,499"], toy, capsys, monkeypatch)
+    assert at["timesteps"] == [999, 499]
     for row in r["rows"]:
         assert row["n_images"] == 2 and row["median_error_dex"] >= abs(row["median_bias_dex"]) - 1e-12
         assert (row["excess_dex"] is None) == (row["referee_real_error_dex"] is None)
