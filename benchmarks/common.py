@@ -191,17 +191,13 @@ class LoadMonitor:
 
 
 def machine_info(threads: int | None = None) -> dict:
-    """Date, CPU, core count, torch threads, library versions."""
+    """Date, CPU (model and torch's SIMD level), core count, torch threads, library versions."""
     import diffusers
     import torch
 
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    return {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": model, "cores": os.cpu_count(),
+    from flaresynth.devices import cpu_description
+
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **cpu_description(), "cores": os.cpu_count(),
             "torch_threads": threads or torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "diffusers": diffusers.__version__}
 

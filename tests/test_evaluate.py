@@ -95,6 +95,9 @@ def test_a_judge_trains_again_identically_from_its_seed_whatever_the_callers_thr
     finally:
         torch.set_num_threads(threads)
     assert first.meta["training"]["torch_threads"] == 1 and first.meta["training"]["seed"] == 3
+    # identical on one CPU model only: the judge records which, and torch's SIMD level there
+    assert first.meta["training"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(first.meta["training"]["cpu"], str) and first.meta["training"]["cpu"]
     a, b = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], v) for k, v in other.model.state_dict().items())  # another seed: another judge

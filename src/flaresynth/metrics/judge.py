@@ -24,8 +24,11 @@ dataset has no validation rows, whole days making about 15 % of the training spl
 (random rows, stratified, only when it spans fewer than 3 days).
 Its macro F1 on the real **test** split is the ceiling a generator can reach on the F1 metric, and is stored
 with the weights. A judge trains on one torch thread whatever the caller's setting (:data:`JUDGE_THREADS`):
-with its seed that makes it the same judge on every run (at two threads the CPU reductions run in another
-order and the same seed gives another judge: on the default dataset, real-test macro F1 0.413 against 0.417).
+with its seed that makes it the same judge on every run on one CPU model (at two threads the CPU reductions run in
+another order and the same seed gives another judge: on the default dataset, real-test macro F1 0.413 against
+0.417). Another CPU model runs other float kernels and trains another judge from the same seed (an Intel Xeon and
+an AMD EPYC, both AVX-512, torch 2.13.0: real-test F1 0.660 / 0.704 / 0.665 against 0.682 / 0.705 / 0.694 for seeds
+0 / 1 / 2 on the demo's dataset), so ``judge.json`` records the CPU model and torch's SIMD level with the seed.
 Measured: ~2 min on one thread for the demo's dataset (1619 training and 257 validation 64×64 images; 29-34
 epochs before early stopping, 121-141 s on this project's 2-core CPU beside another job).
 
@@ -56,7 +59,7 @@ JUDGE_FORMAT = "flaresynth-judge/1"
 #: Torch threads a judge trains with, whatever the caller's setting: training is deterministic for a seed only at
 #: a fixed thread count (the order of the CPU reductions changes with it), so pinning it makes a judge -- the
 #: instrument every generator is scored with -- the same whatever thread count the caller runs with (verified on
-#: one machine and torch build; another CPU's kernels may still order the sums otherwise).
+#: one machine and torch build; another CPU model's kernels order the sums otherwise: module docstring).
 JUDGE_THREADS = 1
 #: Which validation figure picks the epoch a judge keeps (and stops its training): "f1" (macro F1, ties by the
 #: lower loss) or "loss" (weighted cross-entropy, ties by the higher F1).
@@ -251,6 +254,8 @@ def _better(epoch_rule: str, f1: float, loss: float, best: tuple[float, float]) 
 def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, lr, device, log, channels,
                  epoch_rule) -> Judge:
     """:func:`train_judge` at the thread count already set."""
+    from flaresynth.devices import cpu_description  # imports torch, as this function's caller already has
+
     x_all = np.asarray(ds.images if images is None else images, dtype=np.float32)
     y_all = ds.label_index()
     classes = ds.classes
@@ -337,8 +342,10 @@ def _train_judge(torch, ds, images, *, seed, max_epochs, patience, batch_size, l
                 "patience": patience, "batch_size": batch_size, "lr": lr, "class_weights": weights.tolist(),
                 "n_train": int(len(train)), "n_val": int(len(val)), "val_from_train_holdout": holdout,
                 "val_macro_f1": float(best[0]), "val_loss": float(best[1]), "seconds": round(seconds, 2),
-                # a judge's training is deterministic for a seed AND a thread count (see JUDGE_THREADS)
+                # a judge's training is deterministic for a seed, a thread count (see JUDGE_THREADS) AND a CPU
+                # model: another CPU's float kernels train another judge from the same seed
                 "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                **cpu_description(),
                 "val_history": [{"f1": f, "loss": v} for f, v in history],
             },
             "real_test": test_report,
