@@ -112,6 +112,18 @@ def parse_seeds(text: str) -> list[int]:
     return [int(t) for t in parts]
 
 
+def parse_timesteps(text: str | None) -> list[int] | None:
+    """``"999,739,439,139"`` -> [999, 739, 439, 139]; None -> None (the run's own); one clear error otherwise."""
+    from flaresynth.errors import FlaresynthError
+
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise FlaresynthError(f"--timesteps {text!r}: expected comma-separated whole numbers") from None
+
+
 def main_wrapper(fn) -> None:
     """Run ``fn()``; a FlaresynthError becomes one line on stderr and exit code 2."""
     from flaresynth.errors import FlaresynthError

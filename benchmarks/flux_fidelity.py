@@ -30,9 +30,9 @@ The referee applies only where the dataset's images come from the simulated Sun 
 every number here is a statement about that testbed, not about the real Sun.
 
 ``--checkpoint RUN/checkpoints/step-N`` scores that checkpoint's EMA weights instead of the run's final
-``model/`` (how flux fidelity moves with training).  ``--timesteps 999,759,499,259`` samples at those timesteps of the sampler
-(a student's grid points, say; default the run's ``sample.timesteps``); the JSON records the timesteps and the
-guidance interval the images were drawn at.
+``model/`` (how flux fidelity moves with training). ``--timesteps 999,759,499,259`` samples at those timesteps
+of the sampler (a student's grid points, say; default the run's ``sample.timesteps``); the JSON records the
+timesteps and the guidance interval the images were drawn at.
 
 Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [--fluxes 3e-8,...]``.
 """
@@ -52,6 +52,7 @@ from common import (
     machine_info,
     main_wrapper,
     model_from_checkpoint,
+    parse_timesteps,
     real_at_size,
     referee_applies,
     resolve_data,
@@ -148,10 +149,7 @@ def main() -> None:
 
     if not args.resolution >= 0:
         raise FlaresynthError(f"--resolution {args.resolution}: expected a distance in dex >= 0")
-    try:
-        timesteps = RUN_CONFIG if args.timesteps is None else [int(t) for t in args.timesteps.split(",")]
-    except ValueError:
-        raise FlaresynthError(f"--timesteps {args.timesteps!r}: expected comma-separated whole numbers") from None
+    timesteps = parse_timesteps(args.timesteps)
     ds = open_dataset(resolve_data(args))
     model = (model_from_checkpoint(Path(args.run), Path(args.checkpoint), ds) if args.checkpoint
              else open_run(args.run, "cpu"))
@@ -193,7 +191,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir if Path(args.workdir).is_dir() else None) as tmp:
         folder = sample(model, Path(tmp) / "samples", fluxes=fluxes, per_class=args.per_class, sampler=args.sampler,
                         steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-                        fits=False, grid=False, timesteps=timesteps)
+                        fits=False, grid=False, timesteps=RUN_CONFIG if timesteps is None else timesteps)
         gs = open_samples(folder)
         images = np.asarray(gs.images[:, channel], dtype=np.float32)
         requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)

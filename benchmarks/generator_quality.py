@@ -40,8 +40,8 @@ Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.s
 with its own sampler, steps and guidance; a DDPM teacher with the demo's sampler (DPM-Solver++ 20 since
 2026-12-05, DDIM 20 before) at its config's guidance (``--guidance W``: every DDPM and student at w = W
 instead; ``--timesteps``: at those timesteps of its sampler, e.g. a student's grid points; ``--guidance-t-max
-T``: guidance only at t <= T, 999 every step); the ceVAE by one decoder pass; the discrete+embedding generator with the embeddings its config
-names (real training images of the dataset when it says ``image``). ``--runs`` default: every generator of
+T``: every DDPM guided only at t <= T, 999 every step); the ceVAE by one decoder pass; the discrete+embedding
+generator with the embeddings its config names (real training images of the dataset when it says ``image``). ``--runs`` default: every generator of
 the demo's table that this installation ships (teachers and students).
 
 The referee's macro-F1 (physical, simulated Sun only; see ``common.py``) is the same for every judge and is
@@ -75,6 +75,7 @@ from common import (
     main_wrapper,
     make_scorer,
     parse_seeds,
+    parse_timesteps,
     real_at_size,
     resolve_data,
     setup,
@@ -216,10 +217,11 @@ def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, sc
         how["guidance"] = float(guidance)
     if timesteps is not None and how["kind"] != "cevae":
         how["timesteps"] = [int(t) for t in timesteps]
-    if guidance_t_max is not None and how["kind"] == "ddpm":
-        # a student samples with w at each of its steps (the interval is inside its targets); only a DDPM
-        # takes a sampling-time interval
-        how["guidance_t_max"] = int(guidance_t_max)
+    if how["kind"] == "ddpm" and (timesteps is not None or guidance_t_max is not None):
+        # only a DDPM takes a sampling-time interval (a student's is inside its targets); its guided steps, and so
+        # its U-Net evaluations, follow the timesteps it visits and the interval, whichever was changed
+        if guidance_t_max is not None:
+            how["guidance_t_max"] = int(guidance_t_max)
         how["guided_steps"] = guided_step_count(make_sampler(how["sampler"], read_meta(model_folder(run))["scheduler"],
                                                              how["steps"], how.get("timesteps")), how["guidance_t_max"])
     folder = scratch / name.replace(":", "-").replace("/", "_")
@@ -284,10 +286,7 @@ def main() -> None:
         raise FlaresynthError(f"--per-class {args.per_class}: expected a whole number >= 1")
     if args.quick:
         args.per_class = min(args.per_class, 2)
-    try:
-        timesteps = None if args.timesteps is None else [int(t) for t in args.timesteps.split(",")]
-    except ValueError:
-        raise FlaresynthError(f"--timesteps {args.timesteps!r}: expected comma-separated whole numbers") from None
+    timesteps = parse_timesteps(args.timesteps)
 
     from flaresynth.dataset import open_dataset
     from flaresynth.demo import shipped_names

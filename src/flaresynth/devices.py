@@ -44,9 +44,6 @@ def use_deterministic_kernels() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-__all__ = ["use_deterministic_kernels", "CUBLAS_WORKSPACE"]
-
-
 def cpu_description() -> dict:
     """The CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``, else the architecture) and the
     SIMD level torch's CPU kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``, e.g. ``AVX512``)."""
@@ -57,3 +54,7 @@ def cpu_description() -> dict:
     except OSError:
         pass
     return {"cpu": model or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+__all__ = ["use_deterministic_kernels", "cpu_description", "CUBLAS_WORKSPACE"]
+
