@@ -13,8 +13,11 @@ from flaresynth.dataset import open_dataset
 from flaresynth.diffusion import (
     consistency_function,
     consistency_scheduler_config,
+    ddim_step,
     make_sampler,
     make_scheduler,
+    previous_timestep,
+    snr,
     student_scheduler_config,
 )
 from flaresynth.distill import distill, is_student, stage_plan
@@ -168,6 +171,45 @@ def test_the_teachers_guidance_interval_goes_into_the_targets(runs, consistency_
     # only a set interval enters the fingerprint (students distilled before the field keep their ids)
     with_interval = replace(cfg, distill=replace(cfg.distill, guidance_t_max=500))
     assert with_interval.fingerprint() != cfg.fingerprint()
+
+
+def test_each_consistency_loss_is_the_distance_it_names(runs, consistency_student):
+    ds = open_dataset(runs["ds"])
+    cfg = load_config(consistency_student / "stages" / "0-consistency-2" / "config.yaml")
+    assert cfg.distill.consistency_loss == "snr"
+    data = load_training_data(ds, cfg)
+    x0, cond = data["images"][:6], data["cond"].index(slice(0, 6))
+    model = open_run(consistency_student).network.eval()
+    losses, fingerprints = {}, set()
+    for kind in ("snr", "snr-plus-one", "pseudo-huber"):
+        kind_cfg = replace(cfg, distill=replace(cfg.distill, consistency_loss=kind))
+        objective = DistillObjective(kind_cfg, data, ds.classes)
+        with torch.no_grad():
+            losses[kind] = objective.loss(model, x0, cond, step_generator(7, 0, 0)).item()
+        fingerprints.add(kind_cfg.fingerprint())
+    # the same draw, so the same x0 pair: recompute it and check each distance against its formula
+    z, t, w = objective.draw(x0, step_generator(7, 0, 0))
+    sched = objective.student_sched
+    with torch.no_grad():
+        z_prev = ddim_step(objective.teacher_sched, objective.guided_teacher(z, t, cond, w), t, z)
+        t_prev = previous_timestep(objective.teacher_sched, t).clamp(min=0)
+        target = consistency_function(sched, model(z_prev, t_prev, cond, w), t_prev, z_prev)
+        diff = (consistency_function(sched, model(z, t, cond, w), t, z) - target).flatten(1)
+    weight = snr(sched, t)
+    assert losses["snr"] == pytest.approx((weight[:, None] * diff**2).mean().item(), rel=1e-5)
+    assert losses["snr-plus-one"] == pytest.approx(((weight[:, None] + 1) * diff**2).mean().item(), rel=1e-5)
+    c = 0.00054 * diff.shape[1] ** 0.5
+    assert losses["pseudo-huber"] == pytest.approx(((diff.pow(2).sum(1) + c * c).sqrt() - c).mean().item(), rel=1e-5)
+    # only a chosen loss enters the fingerprint (the students distilled before the field keep their ids)
+    assert len(fingerprints) == 3 and cfg.fingerprint() in fingerprints
+
+
+def test_a_students_consistency_loss_is_recorded(runs, tmp_path):
+    student = distill(runs["teacher"], tmp_path / "student", steps=2, method="consistency", teacher_steps=4,
+                      stage_steps=2, consistency_loss="pseudo-huber", progress=False)
+    assert load_config(student / "config.yaml").distill.consistency_loss == "pseudo-huber"
+    assert json.loads((student / "provenance.json").read_text())["consistency_loss"] == "pseudo-huber"
+    assert open_run(student).meta["student"]["consistency_loss"] == "pseudo-huber"
 
 
 def test_a_student_learns_the_interval_of_its_teachers_config_and_samples_without_one(runs, tmp_path):
@@ -366,7 +408,10 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
                          ({"steps": 2, "teacher_steps": 8, "guidance_range": (3, 1)}, "--guidance-range"),
                          ({"steps": 2, "teacher_steps": 8, "lr": 0.0}, "--lr"),
                          ({"steps": 4, "teacher_steps": 64, "method": "consistency"}, "divisor"),
-                         ({"steps": 2, "teacher_steps": 4, "guidance_t_max": -1}, "--guidance-t-max")):
+                         ({"steps": 2, "teacher_steps": 4, "guidance_t_max": -1}, "--guidance-t-max"),
+                         ({"steps": 2, "teacher_steps": 4, "consistency_loss": "l1"}, "--consistency-loss 'l1'"),
+                         ({"steps": 2, "teacher_steps": 4, "method": "progressive", "consistency_loss": "pseudo-huber"},
+                          "--method consistency only")):
         with pytest.raises(FlaresynthError, match=what):
             distill(teacher, out, progress=False, **kwargs)
         assert not out.exists()

@@ -48,6 +48,7 @@ from flaresynth.errors import FlaresynthError
 RUN_KINDS = ("ddpm", "cevae", "student", "autoencoder")
 #: Stages of a distilled student (see flaresynth.distill).
 DISTILL_STAGES = ("guidance", "progressive", "consistency")
+CONSISTENCY_LOSSES = ("snr", "snr-plus-one", "pseudo-huber")
 CONDITIONING_KINDS = ("discrete", "continuous", "discrete+embedding")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -171,7 +172,12 @@ class DistillConfig:
     sinusoidal features added to the conditioning embedding. ``guidance_t_max``: the DDPM teacher's guidance
     applies only at timesteps t <= this in the targets (its conditional output alone above: the guidance interval
     of ``sample.guidance_t_max``), so the student's w is the weight inside that interval and the student samples
-    with w at every one of its steps; ``None``: guidance at every timestep.
+    with w at every one of its steps; ``None``: guidance at every timestep. ``consistency_loss`` (consistency
+    stage): the distance between the student's and its target's x₀, ``snr`` the squared error weighted by SNR_t
+    (the ε-space MSE), ``snr-plus-one`` weighted by SNR_t + 1 (the v-space MSE, Salimans & Ho 2022, which keeps
+    weight at high noise, where a few-step sampler's first step is taken) or ``pseudo-huber``, unweighted
+    √(‖Δ‖² + c²) − c per image with c = 0.00054·√dim (Song & Dhariwal 2023, "Improved Techniques for Training
+    Consistency Models"; Luo et al. 2023 use it for LCM).
     """
 
     teacher: str | None = None
@@ -182,6 +188,7 @@ class DistillConfig:
     guidance_max: float = 4.0
     guidance_frequencies: int = 8
     guidance_t_max: int | None = None
+    consistency_loss: str = "snr"
 
 
 @dataclass
@@ -350,8 +357,11 @@ class RunConfig:
             d.pop("cevae")
             if kind == "student":
                 d["kind"] = kind
-                if d["distill"]["guidance_t_max"] is None:  # students from before the field hash as they did
+                # students from before these fields existed hash as they did
+                if d["distill"]["guidance_t_max"] is None:
                     d["distill"].pop("guidance_t_max")
+                if d["distill"]["consistency_loss"] == "snr":
+                    d["distill"].pop("consistency_loss")
             else:
                 d.pop("distill")
             if self.latent.autoencoder is not None:
@@ -601,6 +611,7 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
     if not e.teacher:
         raise FlaresynthError(f"{source}: distill.teacher: missing (a student needs the run it is distilled from)")
     _choice(source, "distill.stage", e.stage, DISTILL_STAGES)
+    _choice(source, "distill.consistency_loss", e.consistency_loss, CONSISTENCY_LOSSES)
     _positive(source, "distill.teacher_steps", e.teacher_steps)
     _positive(source, "distill.student_steps", e.student_steps)
     if e.stage == "consistency":
@@ -612,6 +623,9 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
                                   f"diffusion.num_train_timesteps ({cfg.diffusion.num_train_timesteps}): the "
                                   "consistency grid is every T/N-th timestep")
     else:
+        if e.consistency_loss != "snr":
+            raise FlaresynthError(f"{source}: distill.consistency_loss: {e.consistency_loss!r} applies to the "
+                                  f"consistency stage only, not to a {e.stage} stage")
         want = e.teacher_steps if e.stage == "guidance" else e.teacher_steps / 2
         if e.student_steps != want:
             raise FlaresynthError(f"{source}: distill.student_steps: {e.student_steps}, expected {want:g} for a "

@@ -82,7 +82,7 @@ import sys
 import time
 from pathlib import Path
 
-from flaresynth.config import RunConfig
+from flaresynth.config import CONSISTENCY_LOSSES, RunConfig
 from flaresynth.dataset import open_dataset
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, atomic_file, read_json, write_json
@@ -155,9 +155,10 @@ TEACHER_CONFIG = "teacher"
 
 def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_steps: int, student_steps: int,
                  train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
-                 guidance_t_max: int | None = None) -> RunConfig:
+                 guidance_t_max: int | None = None, consistency_loss: str = "snr") -> RunConfig:
     """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
-    ``guidance_t_max`` (the teacher's guidance interval) goes into the targets, so the student samples without one."""
+    ``guidance_t_max`` (the teacher's guidance interval) goes into the targets, so the student samples without one;
+    ``consistency_loss`` is the consistency stage's distance (``DistillConfig``)."""
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"]), guidance_range[0]), guidance_range[1])
     d.update(name=f"{d['name']}-student{student_steps}", kind="student")
@@ -165,7 +166,8 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
     d["distill"] = {"teacher": str(Path(teacher).resolve()), "stage": stage, "teacher_steps": int(teacher_steps),
                     "student_steps": int(student_steps), "guidance_min": float(guidance_range[0]),
                     "guidance_max": float(guidance_range[1]), "guidance_frequencies": d["distill"]["guidance_frequencies"],
-                    "guidance_t_max": None if guidance_t_max is None else int(guidance_t_max)}
+                    "guidance_t_max": None if guidance_t_max is None else int(guidance_t_max),
+                    "consistency_loss": consistency_loss}
     d["train"].update(steps=int(train_steps), lr=float(lr), warmup_steps=0, lr_schedule="cosine", sample_every=0,
                       checkpoint_every=min(int(d["train"]["checkpoint_every"]) or train_steps, train_steps))
     if batch_size is not None:
@@ -195,6 +197,7 @@ def distill(
     batch_size: int | None = None,
     guidance_range: tuple[float, float] = (0.0, 4.0),
     guidance_t_max: int | None | str = TEACHER_CONFIG,
+    consistency_loss: str = "snr",
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -218,6 +221,8 @@ def distill(
     guidance_range : the CFG weights w the student learns (uniform).
     guidance_t_max : the teacher guides only at timesteps t <= this in the targets (``None``: every timestep;
         default: the teacher's config ``sample.guidance_t_max``); a progressive stage from a student inherits it.
+    consistency_loss : the consistency stage's distance, ``snr`` (default), ``snr-plus-one`` or ``pseudo-huber``
+        (:class:`~flaresynth.config.DistillConfig`).
     resume : continue an interrupted distillation in ``out``.
     """
     out = Path(out)
@@ -256,6 +261,10 @@ def distill(
     if guidance_t_max is not None and (int(guidance_t_max) != guidance_t_max or guidance_t_max < 0):
         raise FlaresynthError(f"--guidance-t-max {guidance_t_max!r}: expected a whole number >= 0 (a timestep; the "
                               "teacher guides only at t <= it)")
+    if consistency_loss not in CONSISTENCY_LOSSES:
+        raise FlaresynthError(f"--consistency-loss {consistency_loss!r}: expected one of {', '.join(CONSISTENCY_LOSSES)}")
+    if method != "consistency" and consistency_loss != "snr":
+        raise FlaresynthError(f"--consistency-loss {consistency_loss}: applies to --method consistency only")
     w_lo, w_hi = (float(v) for v in guidance_range)
     if not 0 <= w_lo <= w_hi:
         raise FlaresynthError(f"--guidance-range {w_lo:g},{w_hi:g}: expected 0 <= min <= max")
@@ -281,7 +290,8 @@ def distill(
         folder = out / STAGES / f"{i}-{stage}-{n_student}"
         n_train = (guidance_steps or stage_steps) if stage == "guidance" else stage_steps
         cfg = stage_config(teacher_cfg, stage, teacher, n_teacher, n_student, n_train, lr, batch_size,
-                           (w_lo, w_hi), guidance_t_max if stage != "progressive" else None)
+                           (w_lo, w_hi), guidance_t_max if stage != "progressive" else None,
+                           consistency_loss if stage == "consistency" else "snr")
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
@@ -312,7 +322,7 @@ def distill(
         "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "method": method,
         "student_steps": int(steps),
         "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "guidance_t_max": guidance_t_max,
-        "stages": stages,
+        "consistency_loss": consistency_loss if method == "consistency" else None, "stages": stages,
         "steps": n_train, "planned_steps": n_train, "complete": True, "sessions": sessions,
         "parameters": read_json(last / MODEL_DIR / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),

@@ -883,17 +883,25 @@ class DistillObjective(DiffusionObjective):
         the teacher's guided DDIM step from z_t down the grid; f is :func:`~flaresynth.diffusion.consistency_function`
         and the target's f the student itself without gradients (θ⁻ = θ: Song & Dhariwal 2023, "Improved Techniques
         for Training Consistency Models"). Below the grid's lowest point the target is ẑ itself (c_skip(0) = 1).
-        The squared error in x₀ is weighted by SNR_t, i.e. it is the ε-space MSE of the other stages: an ε
-        parameterisation at t = 999 turns an ε error e into an x₀ error e/√ᾱ ≈ 150 e, which unweighted would drown
-        every other timestep."""
+        The distance is ``distill.consistency_loss``'s: by default the squared error in x₀ weighted by SNR_t, i.e.
+        the ε-space MSE of the other stages (an ε parameterisation at t = 999 turns an ε error e into an x₀ error
+        e/√ᾱ ≈ 150 e, which unweighted would drown every other timestep), but which leaves the highest-noise
+        points, where a few-step sampler takes its first step, almost no weight; ``snr-plus-one`` gives them
+        weight 1 (the v-space MSE); ``pseudo-huber`` is per image √(‖Δ‖² + c²) − c, about ‖Δ‖ when large, so
+        each image's gradient has about unit size whatever its timestep."""
         sched = self.student_sched
         with torch.no_grad():
             z_prev = ddim_step(self.teacher_sched, self.guided_teacher(z, t, cond, w), t, z)
             t_prev = previous_timestep(self.teacher_sched, t).clamp(min=0)
             target = consistency_function(sched, model(z_prev, t_prev, cond, w).float(), t_prev, z_prev)
         pred = consistency_function(sched, model(z, t, cond, w).float(), t, z)
-        weight = snr(sched, t).view(-1, *([1] * (z.ndim - 1)))
-        return torch.mean(weight * (pred - target.float()) ** 2)
+        diff = pred - target.float()
+        kind = self.cfg.distill.consistency_loss
+        if kind == "pseudo-huber":
+            c = 0.00054 * math.sqrt(diff[0].numel())  # Song & Dhariwal 2023, section 3.3
+            return torch.mean(torch.sqrt(diff.flatten(1).pow(2).sum(1) + c * c) - c)
+        weight = snr(sched, t) + (1.0 if kind == "snr-plus-one" else 0.0)
+        return torch.mean(weight.view(-1, *([1] * (z.ndim - 1))) * diff ** 2)
 
     def meta(self) -> dict:
         d = self.cfg.distill
@@ -901,7 +909,8 @@ class DistillObjective(DiffusionObjective):
                 "student": {"stage": d.stage, "steps": d.student_steps, "teacher_steps": d.teacher_steps,
                             "teacher": d.teacher, "teacher_id": self.teacher_meta.get("model_id"),
                             "guidance_range": [d.guidance_min, d.guidance_max],
-                            **({"guidance_t_max": d.guidance_t_max} if d.guidance_t_max is not None else {})},
+                            **({"guidance_t_max": d.guidance_t_max} if d.guidance_t_max is not None else {}),
+                            **({"consistency_loss": d.consistency_loss} if d.consistency_loss != "snr" else {})},
                 **({"encoder_id": self.data["encoder_id"]} if "encoder_id" in self.data else {})}
 
     def save_final(self, raw_model, folder: Path, meta: dict) -> None:
