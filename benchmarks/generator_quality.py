@@ -218,8 +218,9 @@ def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, sc
     if timesteps is not None and how["kind"] != "cevae":
         how["timesteps"] = [int(t) for t in timesteps]
     if how["kind"] == "ddpm" and (timesteps is not None or guidance_t_max is not None):
-        # only a DDPM takes a sampling-time interval (a student's is inside its targets); its guided steps, and so
-        # its U-Net evaluations, follow the timesteps it visits and the interval, whichever was changed
+        # the interval is overridden for a DDPM only (a student keeps its config's: w = 0 as its input above it, one
+        # forward a step either way); a DDPM's guided steps, and so its U-Net evaluations, follow the timesteps it
+        # visits and the interval, whichever was changed
         if guidance_t_max is not None:
             how["guidance_t_max"] = int(guidance_t_max)
         how["guided_steps"] = guided_step_count(make_sampler(how["sampler"], read_meta(model_folder(run))["scheduler"],
@@ -270,7 +271,7 @@ def main() -> None:
                         "student; default: each run's sample.timesteps, as the demo)")
     p.add_argument("--guidance-t-max", type=int, default=None,
                    help="every DDPM guided only at timesteps t <= T (999: every step; default: each run's "
-                        "sample.guidance_t_max, as the demo; students ignore it)")
+                        "sample.guidance_t_max, as the demo; a student keeps its own, 500 for the shipped ones)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
     p.add_argument("--autoencoder", default=None,
                    help="autoencoder run whose floor to measure (default: that of the first latent generator scored)")

@@ -262,6 +262,16 @@ def test_an_ensemble_of_judges_scores_with_their_mean_probabilities(world, tmp_p
         assert m["f1_generated"] == pytest.approx(f1_score(y, j.predict(gen), labels=np.unique(y), average="macro",
                                                            zero_division=0), abs=1e-12)
     assert "F1_judge_ensemble" in (tmp_path / "ev" / "metrics.md").read_text()
+    # FD_domain in every judge's features, on the same resamplings: the first judge's is FD_domain itself
+    per_judge = result["details"]["FD_domain_judges"]
+    assert [j["seed"] for j in per_judge] == [0, 1, 2]
+    assert per_judge[0]["value"] == pytest.approx(result["metrics"]["FD_domain"]["value"], rel=1e-12)
+    assert per_judge[0]["benchmark"] == pytest.approx(result["metrics"]["FD_domain"]["benchmark"], rel=1e-12)
+    assert len({j["value"] for j in per_judge}) == 3  # each judge's own features
+    fd_ens = result["metrics"]["FD_domain_ensemble"]
+    assert fd_ens["value"] == pytest.approx(np.mean([j["value"] for j in per_judge]), rel=1e-12)
+    assert fd_ens["benchmark"] == pytest.approx(np.mean([j["benchmark"] for j in per_judge]), rel=1e-12)
+    assert all(j["ratio"] == pytest.approx(j["value"] / j["benchmark"]) for j in per_judge)
     # into the evaluation folder itself (no --judge): trained there once, reused by the next run
     cfg_here = EvaluateConfig(features=["domain"], repeats=1, figures=False, referee="off", judges=2)
     first = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev2", cfg_here)
@@ -322,6 +332,7 @@ def test_images_without_a_requested_class_count_only_in_the_distribution_metrics
     bare = evaluate(world.root / "ds", tmp_path / "none", tmp_path / "ev_none", cfg_two)
     assert (tmp_path / "ev_none" / "judge").is_dir() and not (tmp_path / "ev_none" / "judge_seed1").exists()
     assert "judge_ensemble" not in bare["details"] and "F1_judge_ensemble" not in bare["metrics"]
+    assert "FD_domain_judges" not in bare["details"] and "FD_domain_ensemble" not in bare["metrics"]
     assert any("--judges 2: no generated image has a requested class" in n for n in bare["notes"])
 
 

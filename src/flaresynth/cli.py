@@ -251,7 +251,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="torch device for the encoders and the judge (cpu, cuda).")] = "cpu",
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip the figures.")] = False,
     channel_judges: Annotated[bool, typer.Option("--channel-judges/--no-channel-judges", help="Several channels: also train a judge on each channel alone (per-channel F1_judge_<ch> and FD/KID/CE/CD/CS_domain_<ch>; one more judge training per channel).")] = True,
-    judges: Annotated[int, typer.Option(min=1, help="Judges trained with seeds SEED, SEED+1, ...: more than one adds F1_judge_ensemble (their mean probabilities) beside its own ceiling; FD_domain stays in the first judge's features.")] = 1,
+    judges: Annotated[int, typer.Option(min=1, help="Judges trained with seeds SEED, SEED+1, ...: more than one adds F1_judge_ensemble (their mean probabilities) beside its own ceiling, and FD_domain_ensemble (FD_domain in each judge's features, averaged; FD_domain stays the first judge's).")] = 1,
     feature_cache: Annotated[Path | None, typer.Option(help="Folder keeping the real images' features of each pretrained encoder (effnet-lite0, clip, dinov2, inception), so evaluating several generators against one dataset encodes the real split once.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json's metrics as JSON.")] = False,
 ) -> None:

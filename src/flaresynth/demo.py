@@ -685,7 +685,8 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
         def run_eval(task, folder=folder, spec=spec, ecfg=ecfg):
             r = evaluate(ds_path, samples[spec.key], folder, ecfg, log=None)
             return {"judge_f1": r["metrics"].get("F1_judge", {}).get("value"),
-                    "judge_ensemble_f1": r["metrics"].get("F1_judge_ensemble", {}).get("value")}
+                    "judge_ensemble_f1": r["metrics"].get("F1_judge_ensemble", {}).get("value"),
+                    "fd_domain_ratio_by_judge": [j["ratio"] for j in r["details"].get("FD_domain_judges", [])]}
 
         stages.run(f"eval:{spec.key}", folder, lambda folder=folder: (folder / "metrics.json").is_file(), run_eval,
                    {"samples": state.data["stages"].get(f"samples:{spec.key}", {}).get("params"), "data_hash": data_hash,

@@ -15,7 +15,7 @@ writes, atomically, an evaluation folder::
 "benchmark_kind", "ideal"}`` (``None`` where undefined). Names: ``CE_<enc>``, ``CD_<enc>``, ``CS_<enc>``,
 ``FD_<enc>`` (``FID`` for Inception only), ``KID_<enc>`` for each encoder ``<enc>`` in ``domain``, ``effnet``,
 ``clip``, ``dinov2``, ``inception``; ``F1_judge``, ``precision_judge``, ``recall_judge``, ``accuracy_judge``;
-``F1_judge_ensemble`` and its three companions with ``judges`` > 1; the same four with ``_referee`` when the
+``F1_judge_ensemble`` and its three companions and ``FD_domain_ensemble`` with ``judges`` > 1; the same four with ``_referee`` when the
 referee ran (``_referee_hot`` for the hot-channel referee). On
 several channels also ``<metric>_<channel>`` for the per-channel judges and encoders (``F1_judge_94A``,
 ``FD_domain_171A``...) and ``XC_ratios`` (cross-channel consistency). ``details`` holds per-cluster values, per-class
@@ -39,7 +39,11 @@ What is compared (Ramunno et al. 2024):
   kept in ``EVAL/judge_seed<n>``, with ``--judge PATH`` at ``PATH_seed<n>``) and scores the generated and the
   real test images with their **ensemble** (mean softmax probabilities): ``F1_judge_ensemble`` beside the
   ensemble's own ceiling, and each judge's F1 and ceiling in ``details.judge_ensemble``. ``FD_domain`` and the
-  other ``_domain`` metrics stay in the first judge's features (an ensemble has no single feature space). Samples
+  other ``_domain`` metrics stay in the first judge's features (an ensemble has no single feature space), but one
+  judge's features move FD too (the same images have measured 1.6-6.3× their real-vs-real benchmark under three
+  judges of one recipe): ``FD_domain_ensemble`` is FD_domain in every judge's features on the same resamplings,
+  averaged over the judges (its benchmark likewise), with each judge's FD, benchmark and ratio in
+  ``details.FD_domain_judges``. Samples
   with no requested class (an unconditional generator) get the first judge only.
 * **Physical referee** (simulated Sun only): :mod:`flaresynth.metrics.referee`, fitted on the training split, turns each image,
   mapped back to DN/s, into an XRS-B flux; its GOES class against the requested one gives a second,
@@ -313,19 +317,43 @@ def _entry(value, std, benchmark, benchmark_std, family: str, benchmark_kind: st
             "benchmark_std": _finite(benchmark_std), "benchmark_kind": benchmark_kind, "ideal": IDEAL[family]}
 
 
+def fd_per_resampling(real_f, gen_f, plan) -> dict:
+    """FD of each resampling's generated draw and of its real half B (the benchmark) against its real half A."""
+    from flaresynth.metrics.frechet import frechet_distance
+
+    fd = {"generated": [], "benchmark": []}
+    for p in plan:
+        ref = real_f[p["reference"]]
+        fd["generated"].append(frechet_distance(ref, gen_f[p["generated"]]))
+        fd["benchmark"].append(frechet_distance(ref, real_f[p["benchmark"]]))
+    return fd
+
+
+def fd_over_judges(per_judge: list[dict], seed: int) -> tuple[dict, list[dict]]:
+    """``FD_domain_ensemble`` from each judge's :func:`fd_per_resampling` (the first judge's first): per resampling
+    the mean over the judges, then mean ± std over the resamplings; and each judge's FD, benchmark and ratio."""
+    one = len(per_judge[0]["generated"]) == 1  # a spread over one resampling is undefined, not 0
+    (g, gs), (b, bs) = (_mean_std(np.mean([fd[k] for fd in per_judge], axis=0)) for k in ("generated", "benchmark"))
+    judges = []
+    for i, fd in enumerate(per_judge):
+        value, bench = float(np.mean(fd["generated"])), float(np.mean(fd["benchmark"]))
+        judges.append({"seed": seed + i, "value": value, "benchmark": bench,
+                       "ratio": _finite(value / bench) if bench > 0 else None})
+    return _entry(g, None if one else gs, b, None if one else bs, "FD"), judges
+
+
 def distribution_metrics(real_f, gen_f, plan, name: str, cfg: EvaluateConfig) -> tuple[dict, dict]:
     """CE/CD/CS, FD and KID of one encoder's features; returns (metrics entries, details)."""
     from flaresynth.metrics.cluster import cluster_metrics
     from flaresynth.metrics.features import fd_metric_name
     from flaresynth.metrics.frechet import frechet_distance, kernel_distance
 
-    fd = {"generated": [], "benchmark": []}
+    fd = fd_per_resampling(real_f, gen_f, plan)
     kid = {"generated": [], "benchmark": []}
     kid_std = {"generated": [], "benchmark": []}
     for r, p in enumerate(plan):
         ref = real_f[p["reference"]]
         for which, other in (("generated", gen_f[p["generated"]]), ("benchmark", real_f[p["benchmark"]])):
-            fd[which].append(frechet_distance(ref, other))
             m, s = kernel_distance(ref, other, cfg.kid_subsets, cfg.kid_subset_size, seed=cfg.seed + r)
             kid[which].append(m)
             kid_std[which].append(s)
@@ -608,6 +636,14 @@ def evaluate(real: str | Path, generated: str | Path, out: str | Path, config: E
         metrics.update(_classification_entries("judge", gen_report, real_report, "real test split (judge ceiling)"))
         details["judge"] = {**judge_note, "generated": gen_report, "real_test": real_report,
                             "training": judge.meta.get("training"), "architecture": judge.meta.get("architecture")}
+        if len(ensemble) > 1 and "domain" in features:
+            # FD in each further judge's features, on the same resamplings as the first judge's FD_domain
+            per_judge = [details["encoders"]["domain"]["FD_per_resampling"]]
+            for member, _ in ensemble[1:]:
+                encoder = make_encoder("domain", device=cfg.device, judge=member)
+                per_judge.append(fd_per_resampling(encoder.encode(real_images[eval_idx], cfg.batch_size),
+                                                   encoder.encode(gen_images, cfg.batch_size), plan))
+            metrics["FD_domain_ensemble"], details["FD_domain_judges"] = fd_over_judges(per_judge, cfg.seed)
         if len(ensemble) > 1:
             e_metrics, details["judge_ensemble"] = _ensemble_scores(ensemble, cfg.seed, gen_images[has], y_gen[has],
                                                                      real_images[test_idx], y_real[test_idx], ds.classes)
@@ -747,6 +783,7 @@ def metric_order(encoders, names) -> list[str]:
     for fam in ("CE", "CD", "CS"):
         order += [f"{fam}_{e}" for e in encoders]
     order += [("FID" if e == "inception" else f"FD_{e}") for e in encoders]
+    order += ["FD_domain_ensemble"] if "domain" in encoders else []
     order += [f"KID_{e}" for e in encoders]
     for who in ("judge", "judge_ensemble", "referee", "referee_hot"):
         order += [f"{fam}_{who}" for fam in ("F1", "precision", "recall", "accuracy")]

@@ -398,6 +398,7 @@ HEADLINE_METRICS = (
     ("F1_judge", "judge F1 (macro)", "↑"),
     ("F1_judge_ensemble", "judges' ensemble F1 (macro)", "↑"),
     ("FD_domain", "FD domain", "↓"),
+    ("FD_domain_ensemble", "judges' mean FD domain", "↓"),
     ("CE_domain", "CE domain", "↓"),
     ("CD_domain", "CD domain", "→ 1"),
     ("CS_domain", "CS domain", "→ 1"),
@@ -406,7 +407,7 @@ HEADLINE_METRICS = (
 )
 BENCHMARK_ROW = "real vs real (benchmark)"
 #: Short titles of the headline metrics, for a terminal (the report keeps the long ones).
-HEADLINE_SHORT = {"F1_judge": "F1 judge", "F1_judge_ensemble": "F1 judges", "FD_domain": "FD dom", "CE_domain": "CE dom", "CD_domain": "CD dom",
+HEADLINE_SHORT = {"F1_judge": "F1 judge", "F1_judge_ensemble": "F1 judges", "FD_domain": "FD dom", "FD_domain_ensemble": "FD judges", "CE_domain": "CE dom", "CD_domain": "CD dom",
                   "CS_domain": "CS dom", "FD_effnet": "FD effnet", "F1_referee": "F1 referee"}
 
 
@@ -613,8 +614,11 @@ def _section_summary(page: _Page, parts: Parts, columns) -> None:
         ens = m.get("F1_judge_ensemble")
         ens_text = (f"; ensemble of {len(rec['details']['judge_ensemble']['judges'])} judges "
                     f"{_fmt(ens.get('value'))} (ceiling {_fmt(ens.get('benchmark'))})") if ens else ""
+        fd_judges = rec["details"].get("FD_domain_judges")
+        fd_text = (f" (ratio in each judge's features: {' / '.join(_fmt(j.get('ratio')) for j in fd_judges)})"
+                   if fd_judges else "")
         items.append(f"{label}: judge F1 {_fmt(f1.get('value'))} (real-test ceiling {_fmt(f1.get('benchmark'))}{ens_text}); "
-                     f"FD_domain {_fmt(fd.get('value'))} vs real-vs-real {_fmt(fd.get('benchmark'))}; "
+                     f"FD_domain {_fmt(fd.get('value'))} vs real-vs-real {_fmt(fd.get('benchmark'))}{fd_text}; "
                      f"{rec['generated']['n']} generated images.")
     for rec in parts.experiments.values():
         s = rec.get("summary") or {}
