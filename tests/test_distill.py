@@ -200,8 +200,15 @@ def test_each_consistency_loss_is_the_distance_it_names(runs, consistency_studen
     assert losses["snr-plus-one"] == pytest.approx(((weight[:, None] + 1) * diff**2).mean().item(), rel=1e-5)
     c = 0.00054 * diff.shape[1] ** 0.5
     assert losses["pseudo-huber"] == pytest.approx(((diff.pow(2).sum(1) + c * c).sqrt() - c).mean().item(), rel=1e-5)
-    # only a chosen loss enters the fingerprint (the students distilled before the field keep their ids)
-    assert len(fingerprints) == 3 and cfg.fingerprint() in fingerprints
+    # the SNR weight floored: max(SNR_t, γ)
+    floored = replace(cfg, distill=replace(cfg.distill, snr_floor=0.05))
+    with torch.no_grad():
+        value = DistillObjective(floored, data, ds.classes).loss(model, x0, cond, step_generator(7, 0, 0)).item()
+    assert value == pytest.approx((weight.clamp(min=0.05)[:, None] * diff**2).mean().item(), rel=1e-5)
+    assert (weight < 0.05).any() and value > losses["snr"]
+    fingerprints.add(floored.fingerprint())
+    # only a chosen loss enters the fingerprint (the students distilled before the fields keep their ids)
+    assert len(fingerprints) == 4 and cfg.fingerprint() in fingerprints
 
 
 def test_a_students_consistency_loss_is_recorded(runs, tmp_path):
@@ -411,7 +418,10 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
                          ({"steps": 2, "teacher_steps": 4, "guidance_t_max": -1}, "--guidance-t-max"),
                          ({"steps": 2, "teacher_steps": 4, "consistency_loss": "l1"}, "--consistency-loss 'l1'"),
                          ({"steps": 2, "teacher_steps": 4, "method": "progressive", "consistency_loss": "pseudo-huber"},
-                          "--method consistency only")):
+                          "--method consistency only"),
+                         ({"steps": 2, "teacher_steps": 4, "snr_floor": -1.0}, "--snr-floor -1"),
+                         ({"steps": 2, "teacher_steps": 4, "snr_floor": 0.1, "consistency_loss": "pseudo-huber"},
+                          "--consistency-loss snr only")):
         with pytest.raises(FlaresynthError, match=what):
             distill(teacher, out, progress=False, **kwargs)
         assert not out.exists()

@@ -367,6 +367,7 @@ def distill(
     guidance_range: Annotated[str, typer.Option("--guidance-range", help="MIN,MAX of the CFG weights w the student learns (uniform); sampling asks for one inside it.")] = "0,4",
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="The teacher guides only at timesteps t <= T in the student's targets (the guidance interval; the student then samples with w at every step); 999 = every step. Default: the teacher's config (500 for demo:discrete and demo:continuous).")] = None,
     consistency_loss: Annotated[str, typer.Option("--consistency-loss", help="The consistency stage's distance between the student's x0 and its target's: snr (squared error weighted by SNR, the ε-space MSE; the shipped students'), snr-plus-one (weighted by SNR + 1, the v-space MSE) or pseudo-huber (unweighted, per image).")] = "snr",
+    snr_floor: Annotated[float, typer.Option("--snr-floor", help="With --consistency-loss snr: weight max(SNR, G), a bounded weight at the highest noise, where the plain SNR weight is ~4e-5 (0: off, the shipped students').")] = 0.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
@@ -386,7 +387,7 @@ def distill(
     path = run_distillation(run, out_dir, steps, method=method, teacher_steps=teacher_steps, data=data, stage_steps=stage_steps,
                             guidance_steps=guidance_steps, lr=lr, batch_size=batch_size, guidance_range=w_range,
                             guidance_t_max=TEACHER_CONFIG if guidance_t_max is None else guidance_t_max,
-                            consistency_loss=consistency_loss, resume=resume, device=device, progress=progress and not as_json,
+                            consistency_loss=consistency_loss, snr_floor=snr_floor, resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])
     if as_json:
         _print_json(read_json(path / "provenance.json"))

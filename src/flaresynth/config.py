@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -177,7 +178,8 @@ class DistillConfig:
     (the ε-space MSE), ``snr-plus-one`` weighted by SNR_t + 1 (the v-space MSE, Salimans & Ho 2022, which keeps
     weight at high noise, where a few-step sampler's first step is taken) or ``pseudo-huber``, unweighted
     √(‖Δ‖² + c²) − c per image with c = 0.00054·√dim (Song & Dhariwal 2023, "Improved Techniques for Training
-    Consistency Models"; Luo et al. 2023 use it for LCM).
+    Consistency Models"; Luo et al. 2023 use it for LCM). ``snr_floor`` γ > 0 (with ``snr``): weight max(SNR_t, γ),
+    the SNR weight at low noise and a bounded one at high noise (Salimans & Ho 2022's truncated SNR has γ = 1).
     """
 
     teacher: str | None = None
@@ -189,6 +191,7 @@ class DistillConfig:
     guidance_frequencies: int = 8
     guidance_t_max: int | None = None
     consistency_loss: str = "snr"
+    snr_floor: float = 0.0
 
 
 @dataclass
@@ -362,6 +365,8 @@ class RunConfig:
                     d["distill"].pop("guidance_t_max")
                 if d["distill"]["consistency_loss"] == "snr":
                     d["distill"].pop("consistency_loss")
+                if not d["distill"]["snr_floor"]:
+                    d["distill"].pop("snr_floor")
             else:
                 d.pop("distill")
             if self.latent.autoencoder is not None:
@@ -612,6 +617,11 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
         raise FlaresynthError(f"{source}: distill.teacher: missing (a student needs the run it is distilled from)")
     _choice(source, "distill.stage", e.stage, DISTILL_STAGES)
     _choice(source, "distill.consistency_loss", e.consistency_loss, CONSISTENCY_LOSSES)
+    if not (math.isfinite(e.snr_floor) and e.snr_floor >= 0):
+        raise FlaresynthError(f"{source}: distill.snr_floor: {e.snr_floor!r}, expected a number >= 0")
+    if e.snr_floor and (e.stage != "consistency" or e.consistency_loss != "snr"):
+        raise FlaresynthError(f"{source}: distill.snr_floor: applies to a consistency stage with consistency_loss "
+                              f"snr only, not to this {e.stage} stage with {e.consistency_loss!r}")
     _positive(source, "distill.teacher_steps", e.teacher_steps)
     _positive(source, "distill.student_steps", e.student_steps)
     if e.stage == "consistency":

@@ -155,10 +155,10 @@ TEACHER_CONFIG = "teacher"
 
 def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_steps: int, student_steps: int,
                  train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
-                 guidance_t_max: int | None = None, consistency_loss: str = "snr") -> RunConfig:
+                 guidance_t_max: int | None = None, consistency_loss: str = "snr", snr_floor: float = 0.0) -> RunConfig:
     """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
     ``guidance_t_max`` (the teacher's guidance interval) goes into the targets, so the student samples without one;
-    ``consistency_loss`` is the consistency stage's distance (``DistillConfig``)."""
+    ``consistency_loss`` and ``snr_floor`` are the consistency stage's distance (``DistillConfig``)."""
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"]), guidance_range[0]), guidance_range[1])
     d.update(name=f"{d['name']}-student{student_steps}", kind="student")
@@ -167,7 +167,7 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
                     "student_steps": int(student_steps), "guidance_min": float(guidance_range[0]),
                     "guidance_max": float(guidance_range[1]), "guidance_frequencies": d["distill"]["guidance_frequencies"],
                     "guidance_t_max": None if guidance_t_max is None else int(guidance_t_max),
-                    "consistency_loss": consistency_loss}
+                    "consistency_loss": consistency_loss, "snr_floor": float(snr_floor)}
     d["train"].update(steps=int(train_steps), lr=float(lr), warmup_steps=0, lr_schedule="cosine", sample_every=0,
                       checkpoint_every=min(int(d["train"]["checkpoint_every"]) or train_steps, train_steps))
     if batch_size is not None:
@@ -198,6 +198,7 @@ def distill(
     guidance_range: tuple[float, float] = (0.0, 4.0),
     guidance_t_max: int | None | str = TEACHER_CONFIG,
     consistency_loss: str = "snr",
+    snr_floor: float = 0.0,
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -222,7 +223,7 @@ def distill(
     guidance_t_max : the teacher guides only at timesteps t <= this in the targets (``None``: every timestep;
         default: the teacher's config ``sample.guidance_t_max``); a progressive stage from a student inherits it.
     consistency_loss : the consistency stage's distance, ``snr`` (default), ``snr-plus-one`` or ``pseudo-huber``
-        (:class:`~flaresynth.config.DistillConfig`).
+        (:class:`~flaresynth.config.DistillConfig`); ``snr_floor`` γ: with ``snr``, weight max(SNR_t, γ).
     resume : continue an interrupted distillation in ``out``.
     """
     out = Path(out)
@@ -265,6 +266,10 @@ def distill(
         raise FlaresynthError(f"--consistency-loss {consistency_loss!r}: expected one of {', '.join(CONSISTENCY_LOSSES)}")
     if method != "consistency" and consistency_loss != "snr":
         raise FlaresynthError(f"--consistency-loss {consistency_loss}: applies to --method consistency only")
+    if not (math.isfinite(snr_floor) and snr_floor >= 0):
+        raise FlaresynthError(f"--snr-floor {snr_floor!r}: expected a number >= 0")
+    if snr_floor and (method != "consistency" or consistency_loss != "snr"):
+        raise FlaresynthError(f"--snr-floor {snr_floor:g}: applies to --method consistency with --consistency-loss snr only")
     w_lo, w_hi = (float(v) for v in guidance_range)
     if not 0 <= w_lo <= w_hi:
         raise FlaresynthError(f"--guidance-range {w_lo:g},{w_hi:g}: expected 0 <= min <= max")
@@ -291,7 +296,8 @@ def distill(
         n_train = (guidance_steps or stage_steps) if stage == "guidance" else stage_steps
         cfg = stage_config(teacher_cfg, stage, teacher, n_teacher, n_student, n_train, lr, batch_size,
                            (w_lo, w_hi), guidance_t_max if stage != "progressive" else None,
-                           consistency_loss if stage == "consistency" else "snr")
+                           consistency_loss if stage == "consistency" else "snr",
+                           snr_floor if stage == "consistency" else 0.0)
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
@@ -322,7 +328,8 @@ def distill(
         "data": str(Path(ds.path).resolve()), "data_hash": meta.get("data_hash"), "method": method,
         "student_steps": int(steps),
         "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "guidance_t_max": guidance_t_max,
-        "consistency_loss": consistency_loss if method == "consistency" else None, "stages": stages,
+        "consistency_loss": consistency_loss if method == "consistency" else None,
+        **({"snr_floor": float(snr_floor)} if snr_floor else {}), "stages": stages,
         "steps": n_train, "planned_steps": n_train, "complete": True, "sessions": sessions,
         "parameters": read_json(last / MODEL_DIR / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),

@@ -886,8 +886,8 @@ class DistillObjective(DiffusionObjective):
         The distance is ``distill.consistency_loss``'s: by default the squared error in x₀ weighted by SNR_t, i.e.
         the ε-space MSE of the other stages (an ε parameterisation at t = 999 turns an ε error e into an x₀ error
         e/√ᾱ ≈ 150 e, which unweighted would drown every other timestep), but which leaves the highest-noise
-        points, where a few-step sampler takes its first step, almost no weight; ``snr-plus-one`` gives them
-        weight 1 (the v-space MSE); ``pseudo-huber`` is per image √(‖Δ‖² + c²) − c, about ‖Δ‖ when large, so
+        points, where a few-step sampler takes its first step, almost no weight (``distill.snr_floor`` γ bounds
+        it from below: max(SNR_t, γ)); ``snr-plus-one`` gives them weight 1 (the v-space MSE); ``pseudo-huber`` is per image √(‖Δ‖² + c²) − c, about ‖Δ‖ when large, so
         each image's gradient has about unit size whatever its timestep."""
         sched = self.student_sched
         with torch.no_grad():
@@ -900,7 +900,7 @@ class DistillObjective(DiffusionObjective):
         if kind == "pseudo-huber":
             c = 0.00054 * math.sqrt(diff[0].numel())  # Song & Dhariwal 2023, section 3.3
             return torch.mean(torch.sqrt(diff.flatten(1).pow(2).sum(1) + c * c) - c)
-        weight = snr(sched, t) + (1.0 if kind == "snr-plus-one" else 0.0)
+        weight = snr(sched, t) + 1.0 if kind == "snr-plus-one" else snr(sched, t).clamp(min=self.cfg.distill.snr_floor)
         return torch.mean(weight.view(-1, *([1] * (z.ndim - 1))) * diff ** 2)
 
     def meta(self) -> dict:
@@ -910,7 +910,8 @@ class DistillObjective(DiffusionObjective):
                             "teacher": d.teacher, "teacher_id": self.teacher_meta.get("model_id"),
                             "guidance_range": [d.guidance_min, d.guidance_max],
                             **({"guidance_t_max": d.guidance_t_max} if d.guidance_t_max is not None else {}),
-                            **({"consistency_loss": d.consistency_loss} if d.consistency_loss != "snr" else {})},
+                            **({"consistency_loss": d.consistency_loss} if d.consistency_loss != "snr" else {}),
+                            **({"snr_floor": d.snr_floor} if d.snr_floor else {})},
                 **({"encoder_id": self.data["encoder_id"]} if "encoder_id" in self.data else {})}
 
     def save_final(self, raw_model, folder: Path, meta: dict) -> None:
