@@ -887,8 +887,9 @@ class DistillObjective(DiffusionObjective):
         the ε-space MSE of the other stages (an ε parameterisation at t = 999 turns an ε error e into an x₀ error
         e/√ᾱ ≈ 150 e, which unweighted would drown every other timestep), but which leaves the highest-noise
         points, where a few-step sampler takes its first step, almost no weight (``distill.snr_floor`` γ bounds
-        it from below: max(SNR_t, γ)); ``snr-plus-one`` gives them weight 1 (the v-space MSE); ``pseudo-huber`` is per image √(‖Δ‖² + c²) − c, about ‖Δ‖ when large, so
-        each image's gradient has about unit size whatever its timestep."""
+        it from below: max(SNR_t, γ)); ``snr-plus-one`` gives them weight 1 (the v-space MSE); ``pseudo-huber``
+        is per image √(‖Δ‖² + c²) − c, about ‖Δ‖ when large, so each image's gradient has about unit size whatever
+        its timestep."""
         sched = self.student_sched
         with torch.no_grad():
             z_prev = ddim_step(self.teacher_sched, self.guided_teacher(z, t, cond, w), t, z)
