@@ -2,9 +2,10 @@
 
 Scoring (:class:`Scorer`), used by ``sampler_quality``, ``guidance_cost`` and ``train_convergence``:
 
-* **judge macro-F1**: the judge CNN of :mod:`flaresynth.metrics.judge`, trained ONCE on the real training split
-  at the model's resolution and cached in ``WORKDIR/judges/<data hash>-<size>px`` (every benchmark and every
-  setting reuses it); macro over the requested classes, against the requested class.
+* **judge macro-F1**: the judge CNN of :mod:`flaresynth.metrics.judge`: the one the package ships for the dataset
+  when there is one (the demo's dataset at 64 px), else trained ONCE on the real training split at the model's
+  resolution and cached in ``WORKDIR/judges/<data hash>-<size>px`` (every benchmark and every setting reuses it);
+  macro over the requested classes, against the requested class.
 * **referee macro-F1**: the referee of :mod:`flaresynth.metrics.referee` (fitted on the training split) on the images mapped back to DN/s with the
   dataset's inverse intensity transform; its GOES class against the requested one. Only on a simulated Sun
   (``--referee auto``, :func:`referee_applies`); otherwise every ``f1_referee`` is None.
@@ -270,17 +271,19 @@ def real_at_size(ds, size: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- judge
 def get_judge(ds, images: np.ndarray, workdir: Path, path: Path | None = None, seed: int = 0, max_epochs: int = 40):
-    """The judge for ``ds`` at the images' size: ``path`` if given, else the cached one, else trained and cached.
+    """The judge for ``ds`` at the images' size: ``path`` if given, else the one the package ships for this dataset
+    (:func:`flaresynth.metrics.judge.shipped_judge`), else the cached one, else trained and cached.
 
     Returns (judge, info) with info = source, path, seconds spent here, its real-test macro-F1.
     """
     from flaresynth.errors import FlaresynthError
     from flaresynth.metrics.judge import (
-        JUDGE_EPOCH_RULE,
-        JUDGE_THREADS,
+        META_FILE,
         check_judge,
+        check_training_record,
         load_judge,
         save_judge,
+        shipped_judge,
         train_judge,
     )
 
@@ -295,16 +298,15 @@ def get_judge(ds, images: np.ndarray, workdir: Path, path: Path | None = None, s
                + ("" if seed == 0 else f"-seed{seed}"))
         path = Path(workdir) / "judges" / tag
         judge = None
-        if path.is_dir():
+        if (shipped := shipped_judge(ds, size, seed, max_epochs)) is not None:
+            # first the package's judge of this dataset: the same instrument on every machine (flaresynth.metrics.judge)
+            judge, path, source = load_judge(shipped), shipped, "shipped"
+        elif path.is_dir():
             try:
                 judge = load_judge(path)
                 check_judge(judge, ds, size)
-                # a judge is one instrument only for one epoch rule and thread count (flaresynth.metrics.judge)
-                training = judge.meta.get("training", {})
-                made = (training.get("epoch_rule", "f1"), training.get("torch_threads"))
-                if made != (JUDGE_EPOCH_RULE, JUDGE_THREADS):
-                    raise FlaresynthError(f"trained with epoch rule {made[0]!r} on {made[1]} thread(s), not "
-                                          f"{JUDGE_EPOCH_RULE!r} on {JUDGE_THREADS}")
+                # a judge is one instrument only for one seed, epoch cap, epoch rule and thread count
+                check_training_record(judge.meta, seed, max_epochs, path / META_FILE)
                 source = "cached"
             except FlaresynthError as exc:
                 log(f"not reusing {path}: {exc}")

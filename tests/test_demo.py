@@ -365,3 +365,51 @@ def test_a_shipped_student_is_sampled_in_its_own_steps_and_said_so(demo, tmp_pat
     assert f"{2 * DemoConfig().sampler_steps} U-Net evaluations per image" in text
     report = (out / "report.html").read_text()
     assert "2 U-Net evaluations per image" in report and "distilled student" in report
+
+
+def test_the_shipped_judges_of_the_dataset_are_copied_not_trained(demo, tmp_path, monkeypatch):
+    """Judges the package ships for the demo's dataset (its data hash, the demo's seeds and epoch cap) are copied into
+    eval/ instead of trained, and demo.json says so; --train-judges trains them anyway. The fixture's demo had none
+    shipped for its dataset, so it trained its own."""
+    import shutil
+
+    from flaresynth import demo as demo_module
+    from flaresynth.dataset import open_dataset
+    from flaresynth.metrics import judge as judge_module
+
+    stages = {k: v for k, v in demo["demo"]["stages"].items() if k.startswith("judge:")}
+    assert stages and all(v["source"] == "trained" for v in stages.values())
+    data_hash = open_dataset(demo["out"] / "dataset").manifest["data_hash"]
+    shipped, names = tmp_path / "judges", []
+    for record in stages.values():  # stand-ins for shipped judges: the fixture's, marked
+        size = record["params"]["size"]
+        for seed in range(DemoConfig.quick_config().judges):
+            name = f"judge-{size}px" + ("" if seed == 0 else f"_seed{seed}")
+            copy = shipped / name.replace("judge", data_hash[:12])
+            shutil.copytree(demo["out"] / "eval" / name, copy)
+            meta = json.loads((copy / "judge.json").read_text())
+            meta["real_test"]["f1"] = 0.5 + seed
+            (copy / "judge.json").write_text(json.dumps(meta))
+            names.append(name)
+    monkeypatch.setattr(judge_module, "SHIPPED_JUDGES", shipped)
+    runs = demo["out"] / "runs"
+    monkeypatch.setattr(demo_module, "shipped_runs", lambda: {"demo:discrete": runs / "discrete"})
+
+    out = _fresh_demo_folder(demo, tmp_path / "shipped")
+    run_demo(out, DemoConfig.quick_config(generators=["discrete"]), progress=False)
+    used = {k: v for k, v in json.loads((out / "demo.json").read_text())["stages"].items() if k.startswith("judge:")}
+    assert used and all(v["source"] == "shipped" and v["real_test_f1_by_seed"] == [0.5, 1.5] for v in used.values())
+    copied = [name for name in names if (out / "eval" / name).is_dir()]
+    assert copied
+    for name in copied:
+        for file in ("model.safetensors", "judge.json"):
+            assert (out / "eval" / name / file).read_bytes() == (shipped / name.replace("judge", data_hash[:12]) / file).read_bytes()
+    assert (out / "eval" / "discrete" / "metrics.json").is_file()
+    cpu = json.loads((out / "eval" / copied[0] / "judge.json").read_text())["training"]["cpu"]
+    assert f"The judge (seed 0) was trained on {cpu}" in (out / "report.html").read_text()
+
+    again = _fresh_demo_folder(demo, tmp_path / "trained")
+    run_demo(again, DemoConfig.quick_config(generators=["discrete"], train_judges=True), progress=False)
+    trained = {k: v for k, v in json.loads((again / "demo.json").read_text())["stages"].items() if k.startswith("judge:")}
+    assert trained.keys() == used.keys()
+    assert all(v["source"] == "trained" and 0.5 not in v["real_test_f1_by_seed"] for v in trained.values())

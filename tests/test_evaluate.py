@@ -105,6 +105,34 @@ def test_a_judge_trains_again_identically_from_its_seed_whatever_the_callers_thr
         train_judge(world.ds, seed=3, max_epochs=1, threads=0)
 
 
+def test_a_shipped_judge_is_found_only_for_its_dataset_size_seed_and_training(world, tmp_path, monkeypatch):
+    """shipped_judge: the package's judge of a dataset (by data hash) at a size and seed, made as train_judge makes
+    it with that epoch cap; anything else is None (the caller trains its own)."""
+    from flaresynth.metrics import judge as judge_module
+    from flaresynth.metrics.judge import (
+        check_training_record,
+        copy_judge,
+        ensemble_member_path,
+        shipped_judge,
+    )
+
+    size = world.judge.image_size
+    first = copy_judge(world.root / "judge", tmp_path / f"{world.ds.manifest['data_hash'][:12]}-{size}px")
+    monkeypatch.setattr(judge_module, "SHIPPED_JUDGES", tmp_path)
+    assert shipped_judge(world.ds, size) == first
+    x = np.asarray(world.ds.images[world.test])
+    np.testing.assert_array_equal(load_judge(first).predict(x), world.judge.predict(x))
+    assert shipped_judge(world.ds, size, seed=1) is None  # no member of seed 1
+    assert shipped_judge(world.ds, size, max_epochs=3) is None  # another epoch cap: another judge
+    assert shipped_judge(world.ds, 2 * size) is None
+    other = open_dataset(make_dataset(tmp_path / "other", n_per_class=4, seed=5))
+    assert shipped_judge(other, size) is None
+    copy_judge(first, ensemble_member_path(first, 1))  # seed 0's judge in seed 1's place: refused
+    assert shipped_judge(world.ds, size, seed=1) is None
+    with pytest.raises(FlaresynthError, match=r"training\.seed: 0, expected 1"):
+        check_training_record(world.judge.meta, 1, 40, "judge.json")
+
+
 def test_a_judge_keeps_the_epoch_its_rule_picks_and_stops_on_it(tmp_path):
     """On toy classes drowned in noise, with a validation split: the kept epoch is the best validation loss (rule "loss") or
     F1 (rule "f1", ties by the loss) of every epoch run, the kept weights are that epoch's (their validation loss

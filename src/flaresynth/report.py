@@ -1100,6 +1100,12 @@ def _section_caveats(page: _Page, parts: Parts, columns) -> None:
         items.append("The 'domain' encoder is the judge CNN's penultimate layer, so CE/CD/CS/FD/KID on domain features and "
                      "the judge F1 are not independent evidence: a generator that fools the judge also scores well on its "
                      "features. The EfficientNet-Lite0 (ImageNet) features, when present, are the independent view.")
+        training = (((columns[0][2].get("details") or {}).get("judge") or {}).get("training") or {})
+        if training.get("cpu"):
+            items.append(f"The judge (seed {training.get('seed')}) was trained on {training['cpu']} "
+                         f"({training.get('cpu_capability')}, torch {training.get('torch')}). The same seed trains another "
+                         "judge on another CPU model, and every judge-based figure moves with it; compare figures only "
+                         "under the same judge (the package ships the demo dataset's judges for that).")
         n_gen = sorted({rec["generated"]["n"] for _, _, rec in columns})
         real = columns[0][2].get("real") or {}
         res = columns[0][2].get("resampling") or {}

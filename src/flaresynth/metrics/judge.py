@@ -34,7 +34,9 @@ epochs before early stopping, 121-141 s on this project's 2-core CPU beside anot
 
 A judge folder holds ``model.safetensors`` and ``judge.json`` (format, classes, scheme, image size, channels,
 architecture, dataset hash, training record, real-test metrics). :func:`check_judge` refuses a judge trained
-on another dataset, class list or image size.
+on another dataset, class list or image size. The package ships the judges of the demo's dataset
+(:data:`SHIPPED_JUDGES`, :func:`shipped_judge`): trained here on one CPU, they make the judge-based figures of that
+dataset the same on every machine.
 
 Caveat: the ``domain`` encoder *is* this network, so FD_domain and the judge F1 are not independent.
 """
@@ -50,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flaresynth import pretrained
 from flaresynth.errors import FlaresynthError, input_error
 from flaresynth.experiments.stats import day_groups
 from flaresynth.io import atomic_dir, read_json, write_json
@@ -70,6 +73,9 @@ EPOCH_RULES = ("f1", "loss")
 JUDGE_EPOCH_RULE = "loss"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "judge.json"
+#: Where the package keeps its judges: ``<data hash[:12]>-<size>px`` for seed 0, its ensemble members beside it
+#: (:func:`ensemble_member_path`).
+SHIPPED_JUDGES = pretrained.HERE / pretrained.JUDGES
 
 
 def _torch():
@@ -179,6 +185,50 @@ def ensemble_member_path(first: str | Path, seed: int) -> Path:
     """The folder of the ensemble's judge trained with ``seed``, beside the first judge's folder ``first``:
     ``<first>_seed<seed>`` (``flaresynth evaluate --judges`` and the demo's judge stage both keep them there)."""
     return Path(f"{first}_seed{seed}")
+
+
+def check_training_record(meta: dict, seed: int, max_epochs: int, where) -> None:
+    """Raise a one-line error unless ``meta`` (a judge.json) records the training :func:`train_judge` does for
+    ``seed`` and ``max_epochs`` with this module's epoch rule and thread count: only then is it the same
+    instrument (on the CPU it names)."""
+    training = meta.get("training") or {}
+    # judges trained before the epoch rule was recorded kept the best validation F1
+    made = {"seed": training.get("seed"), "max_epochs": training.get("max_epochs"),
+            "epoch_rule": training.get("epoch_rule", "f1"), "torch_threads": training.get("torch_threads")}
+    wanted = {"seed": int(seed), "max_epochs": int(max_epochs), "epoch_rule": JUDGE_EPOCH_RULE,
+              "torch_threads": JUDGE_THREADS}
+    for key, value in wanted.items():
+        if made[key] != value:
+            raise input_error(where, f"training.{key}", f"{made[key]!r}, expected {value!r}")
+
+
+def shipped_judge(ds, image_size: int, seed: int = 0, max_epochs: int = 40) -> Path | None:
+    """The folder of the judge the package ships for the dataset ``ds`` at ``image_size`` and ``seed``, or None.
+
+    A shipped judge is the one ``train_judge(ds, seed=seed, max_epochs=max_epochs)`` trains at that size on the CPU
+    its judge.json names. None when the package holds none for this dataset (matched by data hash) or the one it
+    holds was made otherwise (classes, channels, epoch cap, epoch rule, threads): the caller trains its own.
+    """
+    first = SHIPPED_JUDGES / f"{str(ds.manifest.get('data_hash', ''))[:12]}-{int(image_size)}px"
+    path = first if int(seed) == 0 else ensemble_member_path(first, seed)
+    if not ((path / META_FILE).is_file() and (path / WEIGHTS_FILE).is_file()):
+        return None
+    meta = read_json(path / META_FILE)
+    try:
+        check_judge(Judge(model=None, meta=meta, path=path), ds, image_size)
+        check_training_record(meta, seed, max_epochs, path / META_FILE)
+    except (FlaresynthError, KeyError):
+        return None
+    return path
+
+
+def copy_judge(src: str | Path, dest: str | Path) -> Path:
+    """Copy the judge folder ``src`` to ``dest`` (atomically, replacing it)."""
+    dest = Path(dest)
+    with atomic_dir(dest, overwrite=True) as tmp:
+        for name in (WEIGHTS_FILE, META_FILE):
+            shutil.copy2(Path(src) / name, tmp / name)
+    return dest
 
 
 def _holdout(train: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

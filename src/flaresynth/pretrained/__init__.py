@@ -25,6 +25,13 @@ name                           folder                         what it is
                                                               by ``flaresynth demo``
 =============================  =============================  ==============================================
 
+Beside the runs, ``demo-judges/`` (:data:`JUDGES`) holds the judge CNNs :mod:`flaresynth.metrics.judge` trains on
+the demo's dataset (seeds 0, 1, 2 at 64 px, one folder each, named by the dataset's data hash): not runs, but the
+instrument the generators are scored with. A judge trained from a seed is the same on every run on one CPU model
+and differs on another, so shipping them makes the demo's judge-based figures the same on every machine (and saves
+the demo the ~4 minutes of training them); ``flaresynth demo`` uses them when its dataset has their data hash and
+trains its own otherwise (or with ``--train-judges``). ``demo-judges/README.md`` says how they were made.
+
 Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: ``open_run("demo:discrete")``,
 :func:`flaresynth.runs.shipped_runs` (every installed name, the autoencoder included: it opens like any run, and
 ``flaresynth sample`` refuses it in one line; a caller wanting generators checks the model kind). Each is made by
@@ -61,9 +68,11 @@ SHIPPED: dict[str, str] = {
     "demo:multichannel": "demo-multichannel",
     "demo:activity3": "demo-activity3",
 }
+#: The folder of the shipped judges (:func:`flaresynth.metrics.judge.shipped_judge`).
+JUDGES = "demo-judges"
 #: The prefix that marks a shipped-run name (``demo:...``) rather than a path.
 PREFIX = "demo"
 
 HERE = Path(__file__).resolve().parent
 
-__all__ = ["SHIPPED", "PREFIX", "HERE"]
+__all__ = ["SHIPPED", "JUDGES", "PREFIX", "HERE"]
