@@ -60,14 +60,15 @@ run reproduces an uninterrupted one, so the probe costs nothing). A few minutes 
 undertrained model (and an autoencoder that blurs, so every latent DDPM inherits its blur); the summary and the
 report say so.
 
-Budget of the default (no ``--train``): at most 15 minutes on an idle 2-core CPU. Measured 2026-12-05 (session 31)
+Budget of the default (no ``--train``): at most 15 minutes on an idle 2-core CPU. Measured 2026-12-06 (session 35)
 on the project's 2-core CPU with nothing else running, with the shipped 64 px generators (the two students and the
-embedding DDPM with DPM-Solver++ 20; the README's figures): 14 min 48 s wall in all; simulate 231 s, dataset 17 s,
-sampling 7 s per student, 15 s for the embedding DDPM and 4 s for the ceVAE, three 64 px judges 233 s (one torch
-thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`, all three at once in their own processes), evaluation
-29 s for the first generator and 13-14 s for each other (the real split's pretrained-encoder features cached in
-``DIR/eval/real-features``), augmentation 224 s (its runs in one-thread processes, one per core), forecast dataset
-11 s (one issue time a day), forecast 61 s, report 1 s (session 30, the teachers with DDIM 20: 14 min 34 s, 2.8 GB
+embedding DDPM with DPM-Solver++ 20; the README's figures): 11 min 33 s wall in all; simulate 198 s, dataset 12 s,
+sampling 7 s per student, 15 s for the embedding DDPM and 4 s for the ceVAE, the three shipped 64 px judges copied
+(0 s; trained here, ``--train-judges``: 214-234 s, one torch thread each, :data:`flaresynth.metrics.judge.JUDGE_THREADS`,
+all three at once in their own processes), evaluation 29 s for the first generator and 14-15 s for each other (the
+real split's pretrained-encoder features cached in ``DIR/eval/real-features``), augmentation 288 s (its runs in
+one-thread processes, one per core), forecast dataset 9 s (one issue time a day), forecast 72 s, report 1 s
+(sessions 33-34, the judges trained: 14 min 33 s and 15 min 13 s; session 30, the teachers with DDIM 20: 2.8 GB
 peak). The sizes behind this:
 
 * ``per_class = 40``: 200 generated images per generator (5 classes), against a real test split of 358
