@@ -131,6 +131,11 @@ def test_a_shipped_judge_is_found_only_for_its_dataset_size_seed_and_training(wo
     assert shipped_judge(world.ds, size, seed=1) is None
     with pytest.raises(FlaresynthError, match=r"training\.seed: 0, expected 1"):
         check_training_record(world.judge.meta, 1, 40, "judge.json")
+    # evaluate without --judge takes the shipped judge instead of training one, and says so
+    cfg = EvaluateConfig(features=["domain"], repeats=1, figures=False, referee="off")
+    result = evaluate(world.root / "ds", world.root / "noisy", tmp_path / "ev", cfg)
+    assert result["details"]["judge"]["source"] == "shipped"
+    assert result["metrics"]["F1_judge"]["benchmark"] == pytest.approx(world.judge.meta["real_test"]["f1"], abs=1e-12)
 
 
 def test_a_judge_keeps_the_epoch_its_rule_picks_and_stops_on_it(tmp_path):

@@ -244,7 +244,7 @@ def evaluate(
     features: Annotated[str, typer.Option(help="Feature encoders, comma-separated: domain (judge CNN, default), effnet-lite0 (ImageNet; needs the optional 'effnet' extra), clip:PATH, dinov2:PATH (local transformers folders), inception:PATH (needs the optional 'inception' extra). Nothing is downloaded.")] = "domain",
     repeats: Annotated[int, typer.Option(min=1, help="Resamplings (random halves of the real split) behind each mean ± std.")] = 5,
     clusters: Annotated[int, typer.Option(min=1, help="k-means clusters K for CE/CD/CS (reduced to a tenth of the reference half if larger).")] = 10,
-    judge: Annotated[Path | None, typer.Option(help="Judge folder: loaded if it exists, else trained on the real training split and saved there. Default: EVAL/judge.")] = None,
+    judge: Annotated[Path | None, typer.Option(help="Judge folder: loaded if it exists, else the judge the package ships for this dataset (the demo's: the same judge on every machine), else trained on the real training split; saved there. Default: EVAL/judge.")] = None,
     split: Annotated[str, typer.Option(help="Real split the distribution metrics use: test, val, train or all.")] = "test",
     referee: Annotated[str, typer.Option(help="Physical referee F1 from the simulated Sun's flux estimator: auto (when the dataset is simulated), on, off.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the resamplings, k-means, KID subsets and judge training.")] = 0,

@@ -254,6 +254,7 @@ def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, 
         ensemble_member_path,
         load_judge,
         save_judge,
+        shipped_judge,
         train_judge,
     )
 
@@ -270,10 +271,14 @@ def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, 
     name = beside("judge").name
 
     def train():
+        """The judge the package ships for this dataset, size and seed (the same on every machine), else trained."""
+        shipped = None if channel else shipped_judge(ds, size, seed, cfg.judge_max_epochs)
+        if shipped is not None:
+            return load_judge(shipped, cfg.device), "shipped"
         if log and (channel or member):
             log(f"judge of {channel} alone" if channel else f"judge {member + 1} of {cfg.judges} (seed {seed})")
         return train_judge(ds, real_images, seed=seed, device=cfg.device, log=log, max_epochs=cfg.judge_max_epochs,
-                           channels=channels)
+                           channels=channels), "trained"
 
     if cfg.judge:
         path = beside(cfg.judge)
@@ -281,9 +286,9 @@ def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, 
             judge = load_judge(path, cfg.device)
             check_judge(judge, ds, size, channels)
             return judge, {"source": "loaded", "path": str(path)}
-        judge = train()
+        judge, source = train()
         save_judge(judge, path)
-        return judge, {"source": "trained", "path": str(path)}
+        return judge, {"source": source, "path": str(path)}
     cached = out / name
     if cached.is_dir():
         try:
@@ -295,10 +300,10 @@ def _judge_for(ds, real_images, cfg: EvaluateConfig, out: Path, tmp: Path, log, 
         except FlaresynthError as exc:
             if log:
                 log(f"not reusing {cached}: {exc}")
-    judge = train()
+    judge, source = train()
     save_judge(judge, tmp / name)
     judge.path = out / name
-    return judge, {"source": "trained", "path": str(out / name)}
+    return judge, {"source": source, "path": str(out / name)}
 
 
 def _mean_std(values) -> tuple[float, float]:
