@@ -181,6 +181,10 @@ def test_generator_quality(toy, capsys, monkeypatch):
         assert row["f1_ratio"] == pytest.approx(row["f1_judge"] / row["real_test_f1"], rel=1e-5)
         assert row["fd_ratio"] == pytest.approx(row["fd_domain"] / row["fd_domain_real_floor"], rel=1e-5)
         assert row["fd_ratio_evaluate"] == pytest.approx(row["fd_domain_evaluate"] / row["fd_domain_evaluate_real_vs_real"], rel=1e-5)
+        # a class is flagged exactly when its generated F1 beats the judge's real-test F1 of that class by > 0.1
+        real, gen = row["real_test_f1_per_class"], row["f1_judge_per_class"]
+        assert np.mean(list(real.values())) == pytest.approx(row["real_test_f1"], abs=1e-6)  # macro F1 of the real test
+        assert row["classes_above_real"] == [c for c in gen if c in real and gen[c] > real[c] + 0.1]
     v = g["verdict"]
     ratios = [row["f1_ratio"] for row in g["by_judge"]]
     assert v["mean_f1_ratio"] == pytest.approx(np.mean(ratios), rel=1e-5)
