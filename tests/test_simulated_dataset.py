@@ -35,9 +35,6 @@ def build(sim, out, *options):
     return open_dataset(out)
 
 
-#: demo:activity3's data: the 180 days from 2015-03-01 (the default period until 2026-12-04) at 128 px in
-#: activity levels (its README gives the commands).
-ACTIVITY3_DATA_HASH = "4957cee4c26ee7432b87d6865542b9157e52a67ac59712c4d9eb3f42de5f8c5b"
 #: The demo's dataset options (flaresynth.demo.DemoConfig): the data of the shipped 64 px generators.
 DEMO_BUILD = ("--quiet-per-day", "2", "--small-event-fraction", "0.15")
 
@@ -45,6 +42,10 @@ DEMO_BUILD = ("--quiet-per-day", "2", "--small-event-fraction", "0.15")
 @pytest.fixture(scope="module")
 def default_dataset(default_sim):
     return build(default_sim, default_sim.parent / "ds", *DEMO_BUILD)
+
+
+#: demo:activity3's data: the demo's selection at 128 px in activity levels (its README gives the commands).
+ACTIVITY3_BUILD = (*DEMO_BUILD, "--scheme", "activity3", "--size", "128")
 
 
 def test_all_five_classes_with_counts_falling_from_c_to_x(default_dataset):
@@ -90,30 +91,27 @@ def test_the_shipped_judges_are_the_demo_datasets_and_retrain_alike_on_their_cpu
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_dataset):
+def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_sim, default_dataset):
     """A change to the simulator or the builder must force a retrain, not a silent mismatch. Every shipped run
-    counts, the autoencoder the latent generators share (demo:autoencoder) included, but demo:activity3 and
-    demo:multichannel, trained on the default period before 2026-12-04 (180 days from 2015-03-01; their READMEs
-    give the commands and the hash)."""
+    counts, the autoencoder the latent generators share (demo:autoencoder) included: the 64 px ones on the demo's
+    dataset, demo:activity3 on the same selection built at 128 px in activity levels; but demo:multichannel,
+    trained on the default period before 2026-12-04 (180 days from 2015-03-01 in five channels; its README gives
+    the commands and the hash)."""
     from flaresynth import pretrained
     from flaresynth.runs import MODEL_DIR, PROVENANCE_FILE, read_meta, resolve_shipped, shipped_runs
 
-    # a missing weight file fails here; the students ship once distilled from today's teachers (not yet)
-    students = {"demo:discrete-student", "demo:continuous-student"}
     installed = set(shipped_runs())
-    assert set(pretrained.SHIPPED) - students <= installed <= set(pretrained.SHIPPED)
+    assert installed == set(pretrained.SHIPPED)  # a missing weight file fails here
+    activity3 = build(default_sim, default_sim.parent / "ds128", *ACTIVITY3_BUILD).manifest["data_hash"]
     for name in sorted(installed):
         provenance = json.loads((resolve_shipped(name) / PROVENANCE_FILE).read_text())
         if name == "demo:multichannel":
             # the earlier default period in five channels (simulate --channels 94A,...): rebuilding that store takes
-            # ~20 min here, too long for a test; its README gives the commands and the hash
+            # ~20 min here, too long for a test
             assert read_meta(resolve_shipped(name) / MODEL_DIR)["channels"] == ["94A", "131A", "171A", "193A", "211A"]
             continue
-        if name == "demo:activity3":
-            # the earlier default period at 128 px in activity levels (a second simulation here would add a minute)
-            assert provenance["data_hash"] == ACTIVITY3_DATA_HASH
-            continue
-        assert provenance["data_hash"] == default_dataset.manifest["data_hash"], name
+        expected = activity3 if name == "demo:activity3" else default_dataset.manifest["data_hash"]
+        assert provenance["data_hash"] == expected, name
 
 
 def test_store_is_marked_simulated(default_dataset):
