@@ -396,9 +396,12 @@ def test_the_shipped_judges_of_the_dataset_are_copied_not_trained(demo, tmp_path
     monkeypatch.setattr(demo_module, "shipped_runs", lambda: {"demo:discrete": runs / "discrete"})
 
     out = _fresh_demo_folder(demo, tmp_path / "shipped")
-    run_demo(out, DemoConfig.quick_config(generators=["discrete"]), progress=False)
+    summary = run_demo(out, DemoConfig.quick_config(generators=["discrete"]), progress=False)
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(summary, console)
     used = {k: v for k, v in json.loads((out / "demo.json").read_text())["stages"].items() if k.startswith("judge:")}
     assert used and all(v["source"] == "shipped" and v["real_test_f1_by_seed"] == [0.5, 1.5] for v in used.values())
+    assert all(re.search(rf"{k}\s*│ ran \(shipped\)", console.file.getvalue()) for k in used)  # the stage table
     copied = [name for name in names if (out / "eval" / name).is_dir()]
     assert copied
     for name in copied:

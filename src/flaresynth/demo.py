@@ -1023,7 +1023,8 @@ def demo_summary(out: str | Path) -> dict:
             "test_positive": rec["data"]["counts"]["test"]["positive"],
             "independent_flares": (rec["data"].get("independent") or {}).get("flares_behind_test_positives"),
         }
-    stages = [{"stage": k, "seconds": v.get("seconds"), "status": v.get("status")} for k, v in data["stages"].items()]
+    stages = [{"stage": k, "seconds": v.get("seconds"), "status": v.get("status"), "source": v.get("source")}
+              for k, v in data["stages"].items()]
     last = data["sessions"][-1] if data.get("sessions") else {}
     installed = shipped_runs()
     return {
@@ -1110,7 +1111,8 @@ def print_summary(summary: dict, console) -> None:
     for s in summary["stages"]:
         now = session.get(s["stage"], {})
         secs = now.get("seconds") if now.get("status") == "ran" else s["seconds"]
-        table.add_row(s["stage"], now.get("status", "-"), _fmt(secs, digits=1) if secs is not None else "–")
+        shipped = " (shipped)" if s.get("source") == "shipped" else ""  # judges copied from the package, not trained
+        table.add_row(s["stage"], now.get("status", "-") + shipped, _fmt(secs, digits=1) if secs is not None else "–")
     for name, s in session.items():
         if s["status"] == "not run":
             table.add_row(name, "not run", "–")
