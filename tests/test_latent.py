@@ -19,7 +19,7 @@ from flaresynth.metrics.reconstruction import kernel_stats, reconstruction_error
 from flaresynth.models.autoencoder import LatentAutoencoder, build_autoencoder, decode, encode_means
 from flaresynth.runs import AUTOENCODER_DIR, open_run
 from flaresynth.sampling import build_requests, generate, sample
-from flaresynth.train import DiffusionObjective, load_training_data, step_generator, train
+from flaresynth.train import DiffusionObjective, load_training_data, resolve_config, step_generator, train
 from flaresynth.transforms import channel_transforms
 from toy import cli, make_dataset, one_line_error
 
@@ -173,6 +173,15 @@ def test_bad_autoencoder_one_line_and_nothing_written(data, ae_run, tmp_path):
     with pytest.raises(FlaresynthError, match="diffusion.clip_sample"):
         RunConfig.from_dict({"latent": {"autoencoder": str(ae_run)}})
     assert not out.exists()
+
+
+def test_autoencoder_option_takes_a_shipped_name_or_a_path(tmp_path, monkeypatch):
+    # `--autoencoder demo:autoencoder` names the package's autoencoder; a relative path becomes absolute
+    cfg = resolve_config(tmp_path / "run", None, "demo64-latent", False, autoencoder="demo:autoencoder")
+    assert cfg.latent.autoencoder == "demo:autoencoder"
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config(tmp_path / "run", None, "demo64-latent", False, autoencoder="ae")
+    assert cfg.latent.autoencoder == str(tmp_path / "ae")
 
 
 def test_latent_run_without_its_autoencoder_and_autoencoder_as_generator(data, ae_run, tmp_path):

@@ -150,6 +150,7 @@ from flaresynth.runs import (
     SCHEDULER_DIR,
     Run,
     autoencoder_meta,
+    is_shipped_name,
     load_encoder,
     open_run,
     write_meta,
@@ -180,7 +181,8 @@ DATA_CHUNK = 256
 def resolve_config(out: Path, config: RunConfig | str | Path | None, preset: str | None, resume: bool,
                    autoencoder: str | Path | None = None) -> RunConfig:
     """The config of this invocation: explicit config, preset, the run's own (on resume), or ``demo``;
-    ``autoencoder`` (``--autoencoder``) replaces its ``latent.autoencoder`` (made absolute)."""
+    ``autoencoder`` (``--autoencoder``) replaces its ``latent.autoencoder`` (a path made absolute, or a shipped
+    name such as ``demo:autoencoder`` kept as it is)."""
     if config is not None and preset is not None:
         raise FlaresynthError("give --config or --preset, not both")
     saved = out / "config.yaml"
@@ -200,7 +202,8 @@ def resolve_config(out: Path, config: RunConfig | str | Path | None, preset: str
         raise FlaresynthError(f"--autoencoder {autoencoder}: the config {cfg.name!r} is a pixel one (no "
                               "latent.autoencoder); use a latent preset such as demo64-latent")
     d = cfg.to_dict()
-    d["latent"]["autoencoder"] = str(Path(autoencoder).resolve())
+    name = str(autoencoder)
+    d["latent"]["autoencoder"] = name if is_shipped_name(name) else str(Path(autoencoder).resolve())
     return RunConfig.from_dict(d, source="--autoencoder")
 
 
