@@ -237,6 +237,27 @@ def test_a_student_learns_the_interval_of_its_teachers_config_and_samples_withou
     assert load_config(other / "config.yaml").distill.guidance_t_max is None
 
 
+def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_path):
+    # what the shipped students' README command gives: timesteps on the grid and w only at t <= 500
+    r = cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "student"), "--steps", "2",
+            "--teacher-steps", "4", "--stage-steps", "2", "--sample-timesteps", "999,249",
+            "--sample-guidance-t-max", "500", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    cfg = load_config(tmp_path / "student" / "config.yaml").sample
+    assert cfg.timesteps == [999, 249] and cfg.guidance_t_max == 500
+    defaults = open_run(tmp_path / "student").sample_defaults  # what `flaresynth sample` uses
+    assert defaults["timesteps"] == [999, 249] and defaults["guidance_t_max"] == 500
+    for args, what in ((["--sample-timesteps", "999"], "expected 2 timesteps"),
+                       (["--sample-timesteps", "249,999"], "expected decreasing"),
+                       (["--sample-timesteps", "999,500"], "500 not on the student's 4-step grid"),
+                       (["--sample-timesteps", "999,x"], "comma-separated whole numbers"),
+                       (["--sample-guidance-t-max", "-1"], "--sample-guidance-t-max -1")):
+        line = one_line_error(cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"), "--steps",
+                                  "2", "--teacher-steps", "4", "--stage-steps", "2", "--no-progress", *args))
+        assert what in line, (args, line)
+        assert not (tmp_path / "bad").exists()
+
+
 def test_a_students_configured_timesteps_are_its_default_sampling(runs, consistency_student, tmp_path):
     st = tmp_path / "student"
     shutil.copytree(consistency_student, st)

@@ -368,6 +368,8 @@ def distill(
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="The teacher guides only at timesteps t <= T in the student's targets (the guidance interval; the student then samples with w at every step); 999 = every step. Default: the teacher's config (500 for demo:discrete and demo:continuous).")] = None,
     consistency_loss: Annotated[str, typer.Option("--consistency-loss", help="The consistency stage's distance between the student's x0 and its target's: snr (squared error weighted by SNR, the ε-space MSE; the shipped students'), snr-plus-one (weighted by SNR + 1, the v-space MSE) or pseudo-huber (unweighted, per image).")] = "snr",
     snr_floor: Annotated[float, typer.Option("--snr-floor", help="With --consistency-loss snr: weight max(SNR, G), a bounded weight at the highest noise, where the plain SNR weight is ~4e-5 (0: off, the shipped students').")] = 0.0,
+    sample_timesteps: Annotated[str | None, typer.Option("--sample-timesteps", help="The student's sampling timesteps (its config's sample.timesteps): --steps decreasing points of its grid, comma-separated (999,739,439,139 for the shipped students). Default: the sampler's own spacing.")] = None,
+    sample_guidance_t_max: Annotated[int | None, typer.Option("--sample-guidance-t-max", help="The student is given w only at timesteps t <= T when it samples (its config's sample.guidance_t_max; 500 for the shipped students). Default: at every step.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
@@ -387,7 +389,9 @@ def distill(
     path = run_distillation(run, out_dir, steps, method=method, teacher_steps=teacher_steps, data=data, stage_steps=stage_steps,
                             guidance_steps=guidance_steps, lr=lr, batch_size=batch_size, guidance_range=w_range,
                             guidance_t_max=TEACHER_CONFIG if guidance_t_max is None else guidance_t_max,
-                            consistency_loss=consistency_loss, snr_floor=snr_floor, resume=resume, device=device, progress=progress and not as_json,
+                            consistency_loss=consistency_loss, snr_floor=snr_floor,
+                            sample_timesteps=None if sample_timesteps is None else _whole_numbers("--sample-timesteps", sample_timesteps),
+                            sample_guidance_t_max=sample_guidance_t_max, resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])
     if as_json:
         _print_json(read_json(path / "provenance.json"))

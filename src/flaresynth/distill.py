@@ -80,6 +80,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from flaresynth.config import CONSISTENCY_LOSSES, RunConfig
@@ -155,10 +156,13 @@ TEACHER_CONFIG = "teacher"
 
 def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_steps: int, student_steps: int,
                  train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
-                 guidance_t_max: int | None = None, consistency_loss: str = "snr", snr_floor: float = 0.0) -> RunConfig:
+                 guidance_t_max: int | None = None, consistency_loss: str = "snr", snr_floor: float = 0.0,
+                 sample_timesteps: list[int] | None = None, sample_guidance_t_max: int | None = None) -> RunConfig:
     """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
-    ``guidance_t_max`` (the teacher's guidance interval) goes into the targets, so the student samples without one;
-    ``consistency_loss`` and ``snr_floor`` are the consistency stage's distance (``DistillConfig``)."""
+    ``guidance_t_max`` (the teacher's guidance interval) goes into the targets; the stage samples at its sampler's
+    own spacing with w at every step unless ``sample_timesteps`` / ``sample_guidance_t_max`` say otherwise (its
+    ``sample`` section, outside the fingerprint); ``consistency_loss`` and ``snr_floor`` are the consistency
+    stage's distance (``DistillConfig``)."""
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"]), guidance_range[0]), guidance_range[1])
     d.update(name=f"{d['name']}-student{student_steps}", kind="student")
@@ -174,8 +178,24 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
         d["train"]["batch_size"] = int(batch_size)
     sampler = "lcm" if stage == "consistency" else "ddim"
     d["sample"].update(sampler=sampler, steps=int(student_steps), guidance=w, grid_sampler=sampler,
-                       grid_steps=int(student_steps), guidance_t_max=None)
+                       grid_steps=int(student_steps), guidance_t_max=sample_guidance_t_max, timesteps=sample_timesteps)
     return RunConfig.from_dict(d, source=f"stage {stage} of the distillation")
+
+
+def _check_sample_timesteps(timesteps: list[int], steps: int, teacher_steps: int, num_train_timesteps: int,
+                            method: str) -> None:
+    """``--sample-timesteps``: ``steps`` decreasing timesteps; for a consistency student points of its grid
+    (t = k·n − 1 with k = T / N, as :mod:`flaresynth.diffusion` checks them when sampling)."""
+    option = f"--sample-timesteps {','.join(map(str, timesteps))}"
+    if len(timesteps) != steps:
+        raise FlaresynthError(f"{option}: expected {steps} timesteps (--steps), got {len(timesteps)}")
+    if any(a <= b for a, b in zip(timesteps, timesteps[1:])) or not 0 <= timesteps[-1] <= timesteps[0] < num_train_timesteps:
+        raise FlaresynthError(f"{option}: expected decreasing whole numbers from {num_train_timesteps - 1} to 0")
+    k = num_train_timesteps // teacher_steps
+    off = [t for t in timesteps if (t + 1) % k]
+    if method == "consistency" and off:
+        raise FlaresynthError(f"{option}: {', '.join(map(str, off))} not on the student's {teacher_steps}-step grid "
+                              f"(t = {k}·n − 1, --teacher-steps)")
 
 
 def _stage_complete(folder: Path) -> bool:
@@ -199,6 +219,8 @@ def distill(
     guidance_t_max: int | None | str = TEACHER_CONFIG,
     consistency_loss: str = "snr",
     snr_floor: float = 0.0,
+    sample_timesteps: Sequence[int] | None = None,
+    sample_guidance_t_max: int | None = None,
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -224,6 +246,9 @@ def distill(
         default: the teacher's config ``sample.guidance_t_max``); a progressive stage from a student inherits it.
     consistency_loss : the consistency stage's distance, ``snr`` (default), ``snr-plus-one`` or ``pseudo-huber``
         (:class:`~flaresynth.config.DistillConfig`); ``snr_floor`` γ: with ``snr``, weight max(SNR_t, γ).
+    sample_timesteps, sample_guidance_t_max : the student's sampling defaults (its config's ``sample.timesteps``,
+        ``steps`` decreasing points of the teacher's grid, and ``sample.guidance_t_max``: w only at t <= it);
+        default: the sampler's own spacing, w at every step.
     resume : continue an interrupted distillation in ``out``.
     """
     out = Path(out)
@@ -270,6 +295,14 @@ def distill(
         raise FlaresynthError(f"--snr-floor {snr_floor!r}: expected a number >= 0")
     if snr_floor and (method != "consistency" or consistency_loss != "snr"):
         raise FlaresynthError(f"--snr-floor {snr_floor:g}: applies to --method consistency with --consistency-loss snr only")
+    if sample_timesteps is not None:
+        sample_timesteps = [int(t) for t in sample_timesteps]
+        _check_sample_timesteps(sample_timesteps, steps, plan[-1][1], teacher_cfg.diffusion.num_train_timesteps,
+                                method)
+    if sample_guidance_t_max is not None and (int(sample_guidance_t_max) != sample_guidance_t_max
+                                              or sample_guidance_t_max < 0):
+        raise FlaresynthError(f"--sample-guidance-t-max {sample_guidance_t_max!r}: expected a whole number >= 0 (a "
+                              "timestep; the student is given w only at t <= it)")
     w_lo, w_hi = (float(v) for v in guidance_range)
     if not 0 <= w_lo <= w_hi:
         raise FlaresynthError(f"--guidance-range {w_lo:g},{w_hi:g}: expected 0 <= min <= max")
@@ -297,7 +330,8 @@ def distill(
         cfg = stage_config(teacher_cfg, stage, teacher, n_teacher, n_student, n_train, lr, batch_size,
                            (w_lo, w_hi), guidance_t_max if stage != "progressive" else None,
                            consistency_loss if stage == "consistency" else "snr",
-                           snr_floor if stage == "consistency" else 0.0)
+                           snr_floor if stage == "consistency" else 0.0,
+                           *((sample_timesteps, sample_guidance_t_max) if i == len(plan) - 1 else ()))
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
