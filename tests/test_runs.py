@@ -28,9 +28,10 @@ from flaresynth.runs import (
     open_run,
     read_meta,
     shipped_runs,
+    store_half,
 )
 from flaresynth.samples import open_samples
-from flaresynth.sampling import sample_settings
+from flaresynth.sampling import build_requests, generate, sample_settings
 from toy import cli, one_line_error
 
 SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder")
@@ -140,6 +141,36 @@ def test_no_two_shipped_files_hold_the_same_weights_and_the_package_fits():
     assert not twins, f"identical weights shipped twice (share them, see flaresynth.pretrained): {twins}"
     total = sum(p.stat().st_size for p in files)
     assert total <= PRETRAINED_MAX_BYTES, f"pretrained/ holds {total / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", ["demo:discrete-student", "demo:continuous", "demo:cevae", "demo:autoencoder"])
+def test_a_run_stored_at_half_precision_opens_as_float32_with_its_weights_rounded(run_copy, name):
+    run = run_copy(name)
+    full = open_run(run).network.state_dict()
+    before = {p.name: p.stat().st_size for p in (run / MODEL_DIR).glob("*.safetensors")}
+    written = store_half(run)
+    assert sorted(p.name for p in written) == sorted(before)
+    for p in written:  # float32 -> float16 halves each file, up to its header
+        assert p.stat().st_size < 0.51 * before[p.name] + 4096
+    assert read_meta(run / MODEL_DIR)["weights_dtype"] == "float16"
+    half = open_run(run).network.state_dict()
+    assert half.keys() == full.keys()
+    for key, value in full.items():
+        assert half[key].dtype == value.dtype, key  # cast back on opening: the network computes in float32
+        if value.is_floating_point():
+            torch.testing.assert_close(half[key], value.half().float(), rtol=0, atol=0, msg=key)
+
+
+def test_a_student_at_half_precision_samples_what_it_did(run_copy):
+    run = run_copy("demo:discrete-student")
+    model = open_run(run)
+    table = build_requests(model, per_class=1, seed=7)
+    before = generate(model, table, "lcm", 4, 2.0)
+    store_half(run)
+    after = generate(open_run(run), table, "lcm", 4, 2.0)
+    assert 0 < abs(after - before).max() < 0.05 * (before.max() - before.min())
+    with pytest.raises(FlaresynthError, match="a shipped run; copy its folder"):
+        store_half("demo:discrete")
 
 
 def test_a_latent_runs_autoencoder_is_checked_by_id_and_named_in_one_line(run_copy, tmp_path, monkeypatch):
