@@ -251,7 +251,8 @@ def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_
                        (["--sample-timesteps", "249,999"], "expected decreasing"),
                        (["--sample-timesteps", "999,500"], "500 not on the student's 4-step grid"),
                        (["--sample-timesteps", "999,x"], "comma-separated whole numbers"),
-                       (["--sample-guidance-t-max", "-1"], "--sample-guidance-t-max -1")):
+                       (["--sample-guidance-t-max", "-1"], "--sample-guidance-t-max -1"),
+                       (["--sample-timesteps", "999,249", "--method", "progressive"], "--method consistency only")):
         line = one_line_error(cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"), "--steps",
                                   "2", "--teacher-steps", "4", "--stage-steps", "2", "--no-progress", *args))
         assert what in line, (args, line)

@@ -184,16 +184,18 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
 
 def _check_sample_timesteps(timesteps: list[int], steps: int, teacher_steps: int, num_train_timesteps: int,
                             method: str) -> None:
-    """``--sample-timesteps``: ``steps`` decreasing timesteps; for a consistency student points of its grid
+    """``--sample-timesteps`` (a consistency student only): ``steps`` decreasing timesteps, points of its grid
     (t = k·n − 1 with k = T / N, as :mod:`flaresynth.diffusion` checks them when sampling)."""
     option = f"--sample-timesteps {','.join(map(str, timesteps))}"
+    if method != "consistency":  # a progressive student samples with DDIM, which takes no explicit timesteps
+        raise FlaresynthError(f"{option}: applies to --method consistency only")
     if len(timesteps) != steps:
         raise FlaresynthError(f"{option}: expected {steps} timesteps (--steps), got {len(timesteps)}")
     if any(a <= b for a, b in zip(timesteps, timesteps[1:])) or not 0 <= timesteps[-1] <= timesteps[0] < num_train_timesteps:
         raise FlaresynthError(f"{option}: expected decreasing whole numbers from {num_train_timesteps - 1} to 0")
     k = num_train_timesteps // teacher_steps
     off = [t for t in timesteps if (t + 1) % k]
-    if method == "consistency" and off:
+    if off:
         raise FlaresynthError(f"{option}: {', '.join(map(str, off))} not on the student's {teacher_steps}-step grid "
                               f"(t = {k}·n − 1, --teacher-steps)")
 
