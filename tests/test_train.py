@@ -143,6 +143,31 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_weights(ds, tmp_
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_run_stopped_after_a_checkpoint_keeps_that_sessions_command_when_resumed(ds, tmp_path, monkeypatch):
+    """provenance.json records each session up to its last checkpoint, so the command of a training stopped
+    there (killed, out of time) is not lost when another session resumes it."""
+    import flaresynth.train as train_module
+
+    real = train_module._write_provenance
+
+    def killed_after_step_4(out, cfg, data, data_hash, ds, start_step, final_step, *args):
+        real(out, cfg, data, data_hash, ds, start_step, final_step, *args)
+        if start_step == 0 and final_step == 4:
+            raise KeyboardInterrupt  # the session ends right after its step-4 checkpoint
+
+    monkeypatch.setattr(train_module, "_write_provenance", killed_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, tmp_path / "run", tiny(steps=6, checkpoint_every=2), progress=False, command=["first"])
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert [(s["command"], s["from_step"], s["to_step"]) for s in prov["sessions"]] == [(["first"], 0, 4)]
+    assert prov["complete"] is False and prov["steps"] == 4
+    train(ds, tmp_path / "run", None, resume=True, progress=False, command=["second"])
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert [(s["command"], s["from_step"], s["to_step"]) for s in prov["sessions"]] == [(["first"], 0, 4),
+                                                                                       (["second"], 4, 6)]
+    assert prov["complete"] is True
+
+
 def test_a_checkpoint_that_fails_midway_never_becomes_latest(run, monkeypatch, tmp_path):
     import shutil
 

@@ -1192,6 +1192,9 @@ def train(
     written: list[str] = []
     rows_seen: list[list[int]] | None = [] if os.environ.get(DEBUG_RANK_DIR_ENV) else None
 
+    provenance = out / "provenance.json"  # the sessions that trained this run before this one (resume)
+    earlier_sessions = read_json(provenance).get("sessions", []) if is_main and provenance.is_file() else []
+
     def save_checkpoint(step: int) -> None:
         if not is_main:
             return
@@ -1204,6 +1207,9 @@ def train(
             "latent_scaling_factor": scaling,
         }
         written.append(write_checkpoint(out, step, ckpt, t.keep_checkpoints).name)
+        # the session's record up to this checkpoint, so a run stopped here and resumed keeps this session's command
+        _write_provenance(out, cfg, data, data_hash, ds, start_step, step, world, accelerator, n_params, t_start,
+                          command, global_batch, batch_size, earlier_sessions)
 
     bar = None
     if progress and is_main:
@@ -1283,7 +1289,7 @@ def train(
         _save_final_model(objective, raw_model, ema, out, {**meta_common, "step": final_step,
                                                            "model_id": f"{out.name}-{tag}-{cfg.fingerprint()}@{final_step}"})
         _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params,
-                          t_start, command, global_batch, batch_size)
+                          t_start, command, global_batch, batch_size, earlier_sessions)
         report = getattr(objective, "report", None)
         if report:  # the objective's end-of-training measurements (the autoencoder's reconstruction benchmark)
             with open(log_path, "a") as fh:
@@ -1425,10 +1431,11 @@ def _save_final_model(objective, raw_model, ema, out: Path, meta: dict) -> None:
 
 
 def _write_provenance(out, cfg, data, data_hash, ds, start_step, final_step, world, accelerator, n_params, t_start,
-                      command, global_batch, batch_size) -> None:
+                      command, global_batch, batch_size, earlier) -> None:
+    """``RUN/provenance.json``: the sessions before this one (``earlier``, read when it started) and this session's
+    record (command, steps, seconds) up to ``final_step``; written at each checkpoint and at the end."""
     path = out / "provenance.json"
-    previous = read_json(path) if path.is_file() else {}
-    sessions = previous.get("sessions", []) + [{
+    sessions = list(earlier) + [{
         "command": command if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]],
         "from_step": start_step, "to_step": final_step, "world_size": world, "batch_per_process": batch_size,
         "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
