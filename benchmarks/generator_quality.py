@@ -33,7 +33,9 @@ frames (10 events). A ratio to that ceiling inherits both noises. So this script
   the real images of the class (:func:`disk_std_ratio`; the same for the autoencoder's reconstructions of the
   real test frames in the ``autoencoder_floor`` row): the issue's per-class std maps as one number each, above 1
   where the samples carry noise the real images lack; and ``offdisk_std``, the same std off the disk in model
-  units beside the real images' (they vary there only by limb emission).
+  units beside the real images' (they vary there only by limb emission);
+* gives ``memorisation`` (:func:`memorisation`): each generated image's pixel distance to its nearest training
+  image against the real test frames' of its class, so a generator that copies its 1619 training images shows.
 
 Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.sampling_settings_for``):
 ``--per-class`` images of every class (default 40, the demo's size), seed ``--seed``; a distilled student
@@ -196,6 +198,35 @@ def offdisk_std(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.
     return {c: {"generated": g, "real": r} for c, (r, g) in stds.items()}
 
 
+def nearest_distance(train: np.ndarray, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Each image's Euclidean pixel distance to its nearest image of ``train`` (model units, all channels)."""
+    t = train.reshape(len(train), -1).astype(np.float32)
+    t_sq = (t * t).sum(1)
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].reshape(len(images[i:i + batch]), -1).astype(np.float32)
+        d2 = (x * x).sum(1)[:, None] + t_sq[None] - 2 * x @ t.T
+        out.append(np.sqrt(np.maximum(d2.min(1), 0)))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images: np.ndarray, y: np.ndarray,
+                 classes) -> dict:
+    """Whether a generator copies its training images: each image's pixel distance to its nearest training image,
+    against the same for the real test frames of its class (unseen frames, so the distance a new image of the
+    class has). ``median_ratio``: per class, generated median / test median (about 1 for new images, well below 1
+    for copies); ``below_test_p05``: the fraction of generated images nearer their nearest training image than the
+    nearest 5 % of the class's test frames, averaged over classes (about 0.05 for new images)."""
+    ref, gen = nearest_distance(train, test), nearest_distance(train, images)
+    ratio, below = {}, []
+    for i, c in enumerate(classes):
+        r, g = ref[test_y == i], gen[y == i]
+        if len(r) and len(g):
+            ratio[c] = float(np.median(g) / max(float(np.median(r)), 1e-12))
+            below.append(float((g < np.percentile(r, 5)).mean()))
+    return {"median_ratio": ratio, "below_test_p05": float(np.mean(below)) if below else float("nan")}
+
+
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
     """Macro-F1 of each bootstrap resample of the generated images."""
     return np.array([macro_f1(y[b], pred[b], k) for b in resamples])
@@ -307,7 +338,7 @@ def main() -> None:
         raise FlaresynthError("--runs: no generator given and none shipped with this installation")
     ds_path = resolve_data(args)
     ds = open_dataset(ds_path)
-    test = ds.split_indices("test")
+    test, train = ds.split_indices("test"), ds.split_indices("train")
     if not len(test):
         raise FlaresynthError(f"{ds.path}: no test split, so no judge ceiling")
     groups = event_groups(ds.labels["time"].to_numpy()[test], ds.labels["event_id"].to_numpy()[test])
@@ -392,7 +423,8 @@ def main() -> None:
         row = {"name": name, **how, "n_images": len(y), **referee, "by_judge": by_judge, "ensemble": ensemble,
                "fd_fixed_encoder": fixed,
                "disk_std_ratio": disk_std_ratio(real, ds.label_index(), images, y, ds.classes),
-               "offdisk_std": offdisk_std(real, ds.label_index(), images, y, ds.classes)}
+               "offdisk_std": offdisk_std(real, ds.label_index(), images, y, ds.classes),
+               "memorisation": memorisation(real[train], real[test], y_test, images, y, ds.classes)}
         row["verdict"] = verdict(by_judge, ensemble, fixed)
         rows.append(row)
         v = row["verdict"]
@@ -405,6 +437,10 @@ def main() -> None:
             log(f"{name}: judge F1 above the real test frames' by more than {ABOVE_REAL_MARGIN} in class "
                 + ", ".join(f"{cl} ({n} of {len(by_judge)} judges)" for cl, n in above.items() if n)
                 + ": a caricature the judge reads as typical, not fidelity")
+        mem = row["memorisation"]
+        log(f"{name}: nearest training image, median distance / the real test frames' "
+            + " ".join(f"{cl} {r:.2f}" for cl, r in mem["median_ratio"].items())
+            + f"; {mem['below_test_p05']:.1%} nearer than the test frames' 5th percentile (unseen images: ~5 %)")
     floor_row = None
     found = floor_autoencoder(args.autoencoder, generated, ds)
     if found is not None:

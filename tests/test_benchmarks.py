@@ -195,6 +195,7 @@ def test_generator_quality(toy, capsys, monkeypatch):
     assert fixed["encoder"] == "effnet-lite0" and fixed["ratio"] == pytest.approx(fixed["fd"] / fixed["real_vs_real"], rel=1e-5)
     assert v["fd_target_fixed_encoder"] == (fixed["ratio"] <= 5)
     assert r["autoencoder_floor"] is None  # a pixel run has no autoencoder to lose detail in
+    assert set(g["memorisation"]) == {"median_ratio", "below_test_p05"} and 0 <= g["memorisation"]["below_test_p05"] <= 1
 
 
 def test_ceiling_interval_is_over_events():
@@ -212,6 +213,23 @@ def test_ceiling_interval_is_over_events():
     by_frame = ceiling_and_ratio(y, pred, np.arange(6).astype(str), np.full(200, 0.5), 3, 0)
     assert by_event["real_test_f1_interval"][0] <= by_event["real_test_f1"] <= by_event["real_test_f1_interval"][1]
     assert by_event["test_events"] == 3 and by_frame["test_events"] == 6
+
+
+def test_memorisation_tells_copies_of_the_training_images_from_new_ones():
+    from generator_quality import memorisation, nearest_distance
+
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((200, 1, 8, 8)).astype(np.float32)
+    assert nearest_distance(train, train[:5]) == pytest.approx(np.zeros(5), abs=1e-3)
+    test = rng.standard_normal((100, 1, 8, 8)).astype(np.float32)  # unseen images of the same distribution
+    test_y = np.repeat([0, 1], 50)
+    new = rng.standard_normal((60, 1, 8, 8)).astype(np.float32)
+    y = np.repeat([0, 1], 30)
+    fresh = memorisation(train, test, test_y, new, y, ["A", "B"])
+    assert all(0.9 < r < 1.1 for r in fresh["median_ratio"].values()) and fresh["below_test_p05"] < 0.15
+    copies = train[:60] + 0.01 * rng.standard_normal((60, 1, 8, 8)).astype(np.float32)  # near-copies
+    copied = memorisation(train, test, test_y, copies, y, ["A", "B"])
+    assert all(r < 0.05 for r in copied["median_ratio"].values()) and copied["below_test_p05"] == 1.0
 
 
 def test_disk_std_ratio_sees_noise_on_the_disk():
