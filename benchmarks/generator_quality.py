@@ -35,7 +35,9 @@ frames (10 events). A ratio to that ceiling inherits both noises. So this script
   where the samples carry noise the real images lack; and ``offdisk_std``, the same std off the disk in model
   units beside the real images' (they vary there only by limb emission);
 * gives ``memorisation`` (:func:`memorisation`): each generated image's pixel distance to its nearest training
-  image against the real test frames' of its class, so a generator that copies its 1619 training images shows.
+  image against the real test frames' of its class, so a generator that copies its training images shows (a
+  blurred image is near many images in pixels too: the column reads copying only for images about as sharp as
+  the real frames, e.g. not the ceVAE's).
 
 Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.sampling_settings_for``):
 ``--per-class`` images of every class (default 40, the demo's size), seed ``--seed``; a distilled student

@@ -143,17 +143,41 @@ def test_no_two_shipped_files_hold_the_same_weights_and_the_package_fits():
     assert total <= PRETRAINED_MAX_BYTES, f"pretrained/ holds {total / 2**20:.1f} MB"
 
 
-@pytest.mark.parametrize("name", ["demo:discrete-student", "demo:continuous", "demo:cevae", "demo:autoencoder"])
+def _store_full(run, jitter):
+    """Rewrite a run copy's weights in float32 (the package stores them in float16), each floating tensor times
+    1 + ``jitter``·N(0, 1) so that its values lie off the float16 grid: a run as `flaresynth train` writes it."""
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(0)
+    for path in [*(run / MODEL_DIR).glob("*.safetensors"), *(run / AUTOENCODER_DIR).glob("*.safetensors")]:
+        tensors = {k: (v.float() * (1 + jitter * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v)
+                   for k, v in load_file(str(path)).items()}
+        save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _weights(run):
+    """Every tensor a run opens with: its network's and, when it keeps its own autoencoder, the autoencoder's."""
+    opened = open_run(run)
+    ae = opened.autoencoder.state_dict() if (run / AUTOENCODER_DIR).is_dir() else {}
+    return {**opened.network.state_dict(), **{f"autoencoder.{k}": v for k, v in ae.items()}}
+
+
+@pytest.mark.parametrize("name", ["demo:discrete-student", "demo:continuous", "demo:cevae", "demo:autoencoder",
+                                  "demo:activity3"])
 def test_a_run_stored_at_half_precision_opens_as_float32_with_its_weights_rounded(run_copy, name):
     run = run_copy(name)
-    full = open_run(run).network.state_dict()
-    before = {p.name: p.stat().st_size for p in (run / MODEL_DIR).glob("*.safetensors")}
+    _store_full(run, jitter=1e-3)
+    full = _weights(run)
+    files = [*(run / MODEL_DIR).glob("*.safetensors"), *(run / AUTOENCODER_DIR).glob("*.safetensors")]
+    before = {p: p.stat().st_size for p in files}
     written = store_half(run)
-    assert sorted(p.name for p in written) == sorted(before)
+    assert sorted(written) == sorted(before)
     for p in written:  # float32 -> float16 halves each file, up to its header
-        assert p.stat().st_size < 0.51 * before[p.name] + 4096
+        assert p.stat().st_size < 0.51 * before[p] + 4096
     assert read_meta(run / MODEL_DIR)["weights_dtype"] == "float16"
-    half = open_run(run).network.state_dict()
+    if (run / AUTOENCODER_DIR).is_dir():  # demo:activity3 keeps its own 128 px autoencoder: halved too
+        assert read_meta(run / AUTOENCODER_DIR)["weights_dtype"] == "float16"
+    half = _weights(run)
     assert half.keys() == full.keys()
     for key, value in full.items():
         assert half[key].dtype == value.dtype, key  # cast back on opening: the network computes in float32
@@ -163,6 +187,7 @@ def test_a_run_stored_at_half_precision_opens_as_float32_with_its_weights_rounde
 
 def test_a_student_at_half_precision_samples_what_it_did(run_copy):
     run = run_copy("demo:discrete-student")
+    _store_full(run, jitter=1e-3)
     model = open_run(run)
     table = build_requests(model, per_class=1, seed=7)
     before = generate(model, table, "lcm", 4, 2.0)
@@ -171,6 +196,32 @@ def test_a_student_at_half_precision_samples_what_it_did(run_copy):
     assert 0 < abs(after - before).max() < 0.05 * (before.max() - before.min())
     with pytest.raises(FlaresynthError, match="a shipped run; copy its folder"):
         store_half("demo:discrete")
+
+
+def test_each_shipped_student_was_distilled_from_the_teacher_shipped_beside_it():
+    """demo:X-student is a student of demo:X as shipped now (a retrained teacher withdraws or replaces its student)."""
+    installed = shipped_runs()
+    students = [name for name in installed if name.endswith("-student")]
+    for name in students:
+        teacher = read_meta(model_folder(installed[name.removesuffix("-student")]))
+        assert read_meta(model_folder(installed[name]))["student"]["teacher_id"] == teacher["model_id"], name
+    assert len(students) == 2
+
+
+def test_the_package_stores_every_generator_in_float16():
+    """How the package fits its budget (flaresynth.pretrained): every shipped network's weights in float16, and
+    each opens as float32."""
+    from safetensors import safe_open
+
+    for path in shipped_runs().values():
+        folders = [path / MODEL_DIR] + [f for f in (path / AUTOENCODER_DIR,) if f.is_dir()]
+        for folder in folders:
+            assert read_meta(folder).get("weights_dtype") == "float16", folder
+            for weights in folder.glob("*.safetensors"):
+                with safe_open(str(weights), "pt") as fh:
+                    dtypes = {fh.get_slice(k).get_dtype() for k in fh.keys()}
+                assert dtypes <= {"F16", "I64"}, (weights, dtypes)
+    assert all(v.dtype == torch.float32 for v in open_run("demo:discrete").network.state_dict().values())
 
 
 def test_a_latent_runs_autoencoder_is_checked_by_id_and_named_in_one_line(run_copy, tmp_path, monkeypatch):

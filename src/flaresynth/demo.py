@@ -153,8 +153,8 @@ TRAIN_PRESETS = {
 AUTOENCODER_KEY = "autoencoder"
 #: Seconds per training step assumed before the probe has measured one (sets the LR warm-up and schedule length):
 #: the figures the preset files give for this machine.
-NOMINAL_SECONDS_PER_STEP = {"autoencoder-demo": 1.6, "cevae-demo64": 0.1, "demo64-latent": 0.5,
-                            "demo64-latent-continuous": 0.5, "demo64-latent-embedding": 0.5,
+NOMINAL_SECONDS_PER_STEP = {"autoencoder-demo": 1.6, "cevae-demo64": 0.1, "demo64-latent": 0.7,
+                            "demo64-latent-continuous": 0.7, "demo64-latent-embedding": 0.5,
                             "autoencoder-tiny": 0.1, "cevae-tiny": 0.02, "tiny-latent": 0.02}
 
 

@@ -251,12 +251,14 @@ def write_meta(folder: str | Path, meta: dict) -> Path:
 
 
 def store_half(run: str | Path) -> list[Path]:
-    """Rewrite the float32 weights of a run folder's ``model/`` in float16 (half the bytes: how a larger network
-    fits the package's size budget, :mod:`flaresynth.pretrained`); returns the files rewritten.
+    """Rewrite the float32 weights of a run folder in float16 (half the bytes: how a larger network fits the
+    package's size budget, :mod:`flaresynth.pretrained`); returns the files rewritten.
 
+    Rewrites ``model/*.safetensors`` and, for a latent run that keeps its own autoencoder, ``autoencoder/``'s.
     Every loader casts them back to the network's float32 on opening, so the run computes as before up to float16
-    rounding of its weights (~1e-4 relative). The metadata records ``weights_dtype: float16``. A run folder only (not
-    a shipped name: the package's files are not rewritten in place); weights beyond float16's range are an error.
+    rounding of its weights (~1e-4 relative). Each rewritten folder's metadata records ``weights_dtype: float16``.
+    A run folder only (not a shipped name: the package's files are not rewritten in place); weights beyond
+    float16's range are an error, found before any file is rewritten.
     """
     import torch  # weights-side imports: see the note above the module's imports
     from safetensors.torch import load_file, save
@@ -264,19 +266,20 @@ def store_half(run: str | Path) -> list[Path]:
     if is_shipped_name(run):
         raise FlaresynthError(f"{run}: a shipped run; copy its folder and store the copy at half precision")
     folder = model_folder(run)
-    meta = read_meta(folder)
-    written = []
-    for path in sorted(folder.glob("*.safetensors")):
+    folders = [folder] + [f for f in (folder.parent / AUTOENCODER_DIR,) if (f / META_FILE).is_file()]
+    halves = {}
+    for path in [p for f in folders for p in sorted(f.glob("*.safetensors"))]:
         tensors = load_file(str(path))
         too_large = [k for k, v in tensors.items() if v.is_floating_point() and v.abs().max() > 65504]
         if too_large:
             raise FlaresynthError(f"{path}: {too_large[0]}: values beyond float16's range (65504); kept in float32")
-        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        halves[path] = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+    for path, half in halves.items():
         with atomic_file(path) as fh:
             fh.write(save(half, metadata={"format": "pt"}))
-        written.append(path)
-    write_meta(folder, {**meta, "weights_dtype": "float16"})
-    return written
+    for f in folders:
+        write_meta(f, {**read_meta(f), "weights_dtype": "float16"})
+    return list(halves)
 
 
 def model_kind(run: str | Path) -> str:

@@ -11,8 +11,8 @@ name                           folder                         what it is
 ``demo:embedding``             ``demo-embedding/``            generator: class + ceVAE embedding (encoder ``demo:cevae``)
 ``demo:cevae``                 ``demo-cevae/``                generator: the ceVAE baseline (class Gaussians in latent space)
 ``demo:discrete-student``      ``demo-discrete-student/``     as ``demo:discrete``: its distilled few-step student
-                                                              (distilled again from the retrained teacher,
-                                                              2026-12-05)
+                                                              (distilled again from the 64/128/128 teacher,
+                                                              2026-12-06)
 ``demo:continuous-student``    ``demo-continuous-student/``   as ``demo:continuous``: its distilled few-step student
                                                               (likewise)
 ``demo:autoencoder``           ``demo-autoencoder/``          not a generator: the 64 px <-> 16x16x4 autoencoder
@@ -50,6 +50,12 @@ set that field to the autoencoder's name; if several shipped runs would share a 
 as a run here first (``model/``, ``config.yaml``, ``provenance.json``) under a new name in :data:`SHIPPED`; a run
 whose autoencoder nobody else uses keeps it in its own ``autoencoder/`` (``demo:multichannel``, ``demo:activity3``). ``tests/test_runs.py``
 checks that no two shipped folders hold the same weights file.
+
+Every shipped run's weights are stored in float16 (:func:`flaresynth.runs.store_half` on the run folder before it
+is copied here; ``weights_dtype: float16`` in its ``flaresynth.json``), half the bytes of the float32 that training
+writes: that is how the 4.4 M-parameter teachers and students fit the package's 60 MB (``tests/test_runs.py``).
+Every loader casts them back to float32, so a shipped run computes in float32 with its weights rounded; sampling
+moves by ~1e-4 on the [-1, 1] image scale (``docs/latent_diffusion.md``, "Session 37"). The judges stay float32.
 """
 
 from __future__ import annotations
