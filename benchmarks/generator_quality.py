@@ -206,7 +206,8 @@ def nearest_distance(train: np.ndarray, images: np.ndarray, batch: int = 256) ->
     t_sq = (t * t).sum(1)
     out = []
     for i in range(0, len(images), batch):
-        x = images[i:i + batch].reshape(len(images[i:i + batch]), -1).astype(np.float32)
+        x = images[i:i + batch]
+        x = x.reshape(len(x), -1).astype(np.float32)
         d2 = (x * x).sum(1)[:, None] + t_sq[None] - 2 * x @ t.T
         out.append(np.sqrt(np.maximum(d2.min(1), 0)))
     return np.concatenate(out) if out else np.zeros(0, np.float32)

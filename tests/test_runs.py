@@ -214,8 +214,9 @@ def test_the_package_stores_every_generator_in_float16():
     from safetensors import safe_open
 
     for path in shipped_runs().values():
-        folders = [path / MODEL_DIR] + [f for f in (path / AUTOENCODER_DIR,) if f.is_dir()]
-        for folder in folders:
+        for folder in [path / MODEL_DIR, path / AUTOENCODER_DIR]:
+            if not folder.is_dir():  # only demo:multichannel and demo:activity3 keep their own autoencoder
+                continue
             assert read_meta(folder).get("weights_dtype") == "float16", folder
             for weights in folder.glob("*.safetensors"):
                 with safe_open(str(weights), "pt") as fh:

@@ -266,7 +266,8 @@ def store_half(run: str | Path) -> list[Path]:
     if is_shipped_name(run):
         raise FlaresynthError(f"{run}: a shipped run; copy its folder and store the copy at half precision")
     folder = model_folder(run)
-    folders = [folder] + [f for f in (folder.parent / AUTOENCODER_DIR,) if (f / META_FILE).is_file()]
+    own_autoencoder = folder.parent / AUTOENCODER_DIR
+    folders = [folder, own_autoencoder] if (own_autoencoder / META_FILE).is_file() else [folder]
     halves = {}
     for path in [p for f in folders for p in sorted(f.glob("*.safetensors"))]:
         tensors = load_file(str(path))

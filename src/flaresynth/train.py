@@ -1207,9 +1207,6 @@ def train(
             "latent_scaling_factor": scaling,
         }
         written.append(write_checkpoint(out, step, ckpt, t.keep_checkpoints).name)
-        # the session's record up to this checkpoint, so a run stopped here and resumed keeps this session's command
-        _write_provenance(out, cfg, data, data_hash, ds, start_step, step, world, accelerator, n_params, t_start,
-                          command, global_batch, batch_size, earlier_sessions)
 
     bar = None
     if progress and is_main:
@@ -1273,6 +1270,9 @@ def train(
         t_extra = time.perf_counter()
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step != stop:
             save_checkpoint(step)
+            if is_main:  # the session's record so far: a run stopped here and resumed keeps this session's command
+                _write_provenance(out, cfg, data, data_hash, ds, start_step, step, world, accelerator, n_params,
+                                  t_start, command, global_batch, batch_size, earlier_sessions)
         if is_main and t.sample_every and step % t.sample_every == 0:
             grid_path = out / "samples" / f"step-{step:07d}.png"
             _with_ema(raw_model, ema, lambda p=grid_path, s=step: objective.sample_grid(raw_model, meta_common, p, s, dev))
