@@ -219,15 +219,17 @@ def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images
     against the same for the real test frames of its class (unseen frames, so the distance a new image of the
     class has). ``median_ratio``: per class, generated median / test median (about 1 for new images, well below 1
     for copies); ``below_test_p05``: the fraction of generated images nearer their nearest training image than the
-    nearest 5 % of the class's test frames, averaged over classes (about 0.05 for new images)."""
+    nearest 5 % of the class's test frames, averaged over classes (about 0.05 for new images), and per class in
+    ``below_test_p05_per_class`` (copies concentrate where a class has few training frames: X)."""
     ref, gen = nearest_distance(train, test), nearest_distance(train, images)
-    ratio, below = {}, []
+    ratio, below = {}, {}
     for i, c in enumerate(classes):
         r, g = ref[test_y == i], gen[y == i]
         if len(r) and len(g):
             ratio[c] = float(np.median(g) / max(float(np.median(r)), 1e-12))
-            below.append(float((g < np.percentile(r, 5)).mean()))
-    return {"median_ratio": ratio, "below_test_p05": float(np.mean(below)) if below else float("nan")}
+            below[c] = float((g < np.percentile(r, 5)).mean())
+    return {"median_ratio": ratio, "below_test_p05": float(np.mean(list(below.values()))) if below else float("nan"),
+            "below_test_p05_per_class": below}
 
 
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
@@ -443,7 +445,8 @@ def main() -> None:
         mem = row["memorisation"]
         log(f"{name}: nearest training image, median distance / the real test frames' "
             + " ".join(f"{cl} {r:.2f}" for cl, r in mem["median_ratio"].items())
-            + f"; {mem['below_test_p05']:.1%} nearer than the test frames' 5th percentile (unseen images: ~5 %)")
+            + f"; {mem['below_test_p05']:.1%} nearer than the test frames' 5th percentile (unseen images: ~5 %; "
+            + " ".join(f"{cl} {b:.0%}" for cl, b in mem["below_test_p05_per_class"].items()) + ")")
     floor_row = None
     found = floor_autoencoder(args.autoencoder, generated, ds)
     if found is not None:

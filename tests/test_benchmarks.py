@@ -195,7 +195,8 @@ def test_generator_quality(toy, capsys, monkeypatch):
     assert fixed["encoder"] == "effnet-lite0" and fixed["ratio"] == pytest.approx(fixed["fd"] / fixed["real_vs_real"], rel=1e-5)
     assert v["fd_target_fixed_encoder"] == (fixed["ratio"] <= 5)
     assert r["autoencoder_floor"] is None  # a pixel run has no autoencoder to lose detail in
-    assert set(g["memorisation"]) == {"median_ratio", "below_test_p05"} and 0 <= g["memorisation"]["below_test_p05"] <= 1
+    assert set(g["memorisation"]) == {"median_ratio", "below_test_p05", "below_test_p05_per_class"}
+    assert 0 <= g["memorisation"]["below_test_p05"] <= 1
 
 
 def test_ceiling_interval_is_over_events():
@@ -230,6 +231,10 @@ def test_memorisation_tells_copies_of_the_training_images_from_new_ones():
     copies = train[:60] + 0.01 * rng.standard_normal((60, 1, 8, 8)).astype(np.float32)  # near-copies
     copied = memorisation(train, test, test_y, copies, y, ["A", "B"])
     assert all(r < 0.05 for r in copied["median_ratio"].values()) and copied["below_test_p05"] == 1.0
+    # copies of one class only: the per-class share names it, the mean halves
+    mixed = memorisation(train, test, test_y, np.concatenate([copies[:30], new[30:]]), y, ["A", "B"])
+    assert mixed["below_test_p05_per_class"]["A"] == 1.0 and mixed["below_test_p05_per_class"]["B"] < 0.3
+    assert mixed["below_test_p05"] == pytest.approx(np.mean(list(mixed["below_test_p05_per_class"].values())))
 
 
 def test_disk_std_ratio_sees_noise_on_the_disk():
