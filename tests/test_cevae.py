@@ -8,6 +8,7 @@ import torch
 
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.dataset import open_dataset
+from flaresynth.diffusion import drop_mask, sample_timesteps
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.cevae import (
     CeVAE,
@@ -20,10 +21,13 @@ from flaresynth.models.cevae import (
 from flaresynth.runs import load_encoder, open_run
 from flaresynth.samples import open_samples
 from flaresynth.train import (
+    DiffusionObjective,
+    augment_embedding,
     cevae_loss,
     context_mask,
     kl_divergence,
     latest_checkpoint,
+    load_training_data,
     read_checkpoint,
     reconstruction_loss,
     train,
@@ -328,6 +332,51 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     assert a.shape == (6, 1, 16, 16) and not np.allclose(a, b)  # the embedding reaches the network
     with pytest.raises(FlaresynthError, match="needs --embedding-data"):
         request_embeddings(m, table, "image")
+
+
+def test_embedding_noise_is_drawn_at_the_within_class_spread_and_reaches_the_network(ds, run):
+    cfg = load_preset("tiny")
+    cfg.conditioning.kind = "discrete+embedding"
+    cfg.conditioning.encoder = f"cevae:{run}"
+    d = open_dataset(ds)
+    data = load_training_data(d, cfg)
+    emb, labels = data["cond"].embedding, data["cond"].labels
+    spread = torch.stack([emb[i] - emb[labels == labels[i]].mean(0) for i in range(len(emb))]).std(0)
+    torch.testing.assert_close(data["embedding_within_class_std"], spread)
+
+    # the noise has the asked per-dimension std (zero where asked zero), drawn from the step's generator
+    from flaresynth.models.conditioning import Condition
+
+    n, std = 20000, torch.tensor([0.0, 0.5, 2.0])
+    cond = Condition(torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.ones(n, 3))
+    noised = augment_embedding(cond, std, torch.Generator().manual_seed(0))
+    delta = noised.embedding - cond.embedding
+    assert torch.equal(delta[:, 0], torch.zeros(n))
+    torch.testing.assert_close(delta[:, 1:].std(0), std[1:], rtol=0.03, atol=0)
+    assert torch.equal(noised.labels, cond.labels)
+    again = augment_embedding(cond, std, torch.Generator().manual_seed(0))
+    assert torch.equal(again.embedding, noised.embedding)
+
+    # in the loss: without embedding_noise the draws are the earlier runs' (timesteps, noise, dropout, nothing
+    # more); with it the loss changes, so the noised embedding is what the network sees
+    cfg.model.in_channels = data["images"].shape[1]  # train() sets it from the dataset
+    objective = DiffusionObjective(cfg, data, d.classes)
+    torch.manual_seed(0)
+    model = objective.build_model()
+    x0 = data["images"][:8]
+    batch = data["cond"].index(torch.arange(8))
+    g0, g1 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        plain = objective.loss(model, x0, batch, g0)
+        cfg.conditioning.embedding_noise = 1.0
+        noisy = objective.loss(model, x0, batch, g1)
+    ref = torch.Generator().manual_seed(3)
+    sample_timesteps(8, cfg.diffusion.num_train_timesteps, ref)
+    torch.randn(x0.shape, generator=ref)
+    drop_mask(8, cfg.conditioning.p_uncond, ref)
+    assert torch.equal(g0.get_state(), ref.get_state())
+    assert not torch.equal(g1.get_state(), ref.get_state())
+    assert not torch.isclose(plain, noisy)
 
 
 # ------------------------------------------------------------------------------------------ the baseline generator

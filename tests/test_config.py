@@ -42,6 +42,8 @@ def test_a_partial_file_keeps_the_defaults(tmp_path):
     ("diffusion:\n  beta_start: 0.1\n  beta_end: 0.01\n", "diffusion.beta_start/beta_end"),
     ("conditioning:\n  kind: discrete+embedding\n", "conditioning.encoder: missing"),
     ("conditioning:\n  p_uncond: 1.5\n", "conditioning.p_uncond: 1.5"),
+    ("conditioning:\n  embedding_noise: -0.5\n", "conditioning.embedding_noise: -0.5, expected >= 0"),
+    ("conditioning:\n  embedding_noise: 0.5\n", "needs conditioning.kind discrete+embedding"),
     ("train:\n  ema_decay: 1.0\n", "train.ema_decay"),
     ("sample:\n  sampler: euler\n", "sample.sampler: 'euler' unknown"),
     ("sample:\n  timesteps: [499, 999]\n", "sample.timesteps: [499, 999], expected decreasing"),

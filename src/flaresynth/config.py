@@ -123,12 +123,17 @@ class ConditioningConfig:
     features and an MLP. ``discrete+embedding``: the class plus a projected vector from a frozen image encoder
     named by ``encoder`` (``random:DIM[:SEED]``, ``cevae:PATH``, ``torchscript:PATH`` or ``module:callable``).
     ``p_uncond`` is the probability that training drops the condition (replaces it by the null one).
+    ``embedding_noise`` (``discrete+embedding`` only): condition augmentation (Ho et al. 2022, cascaded diffusion),
+    Gaussian noise added to each training image's embedding, its std this many times the within-class std of
+    each embedding dimension; 0 (the default) feeds the exact embedding, which lets a network that can single out
+    a training frame by its embedding learn to redraw that frame.
     """
 
     kind: str = "discrete"
     p_uncond: float = 0.1
     flux_frequencies: int = 8
     encoder: str | None = None
+    embedding_noise: float = 0.0
 
 
 @dataclass
@@ -558,6 +563,12 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     if not 0 <= c.p_uncond <= 1:
         raise FlaresynthError(f"{source}: conditioning.p_uncond: {c.p_uncond}, expected a probability in [0, 1]")
     _positive(source, "conditioning.flux_frequencies", c.flux_frequencies)
+    if not c.embedding_noise >= 0:
+        raise FlaresynthError(f"{source}: conditioning.embedding_noise: {c.embedding_noise}, expected >= 0 "
+                              "(a multiple of the within-class std of the embeddings)")
+    if c.embedding_noise and c.kind != "discrete+embedding":
+        raise FlaresynthError(f"{source}: conditioning.embedding_noise: {c.embedding_noise} needs conditioning.kind "
+                              f"discrete+embedding (this run's kind is {c.kind}: there is no embedding to noise)")
     if cfg.latent.autoencoder is not None:
         if not cfg.latent.autoencoder:
             raise FlaresynthError(f"{source}: latent.autoencoder: empty (an autoencoder run folder, or null for pixels)")

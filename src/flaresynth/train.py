@@ -419,6 +419,8 @@ def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = No
                 means[i] = emb[torch.from_numpy(labels == i)].mean(0)
         info["embed_dim"] = int(emb.shape[1])
         info["class_mean_embedding"] = means
+        # per dimension, the spread of the embeddings around their class's mean: the unit of conditioning.embedding_noise
+        info["embedding_within_class_std"] = (emb - means[torch.from_numpy(labels.astype(np.int64))]).std(0)
         info["class_embedding_gaussians"] = fit_class_gaussians(emb.numpy(), labels, classes)
         info["encoder_id"] = enc_id
     info["images"] = images
@@ -502,11 +504,22 @@ def lr_lambda(cfg) -> Callable[[int], float]:
 # ------------------------------------------------------------------------------------------ objectives
 
 
+def augment_embedding(cond: Condition, std: torch.Tensor, g: torch.Generator) -> Condition:
+    """``cond`` with Gaussian noise of per-dimension ``std`` (D,) added to its embeddings, drawn from ``g``.
+
+    Condition augmentation (Ho et al. 2022, "Cascaded Diffusion Models"): the network no longer sees the exact
+    embedding of a training frame, so it cannot use it as that frame's address.
+    """
+    noise = torch.randn(cond.embedding.shape, generator=g) * std.float()
+    return Condition(cond.labels, cond.log_flux, cond.embedding + noise.to(cond.embedding.device))
+
+
 class DiffusionObjective:
     """The DDPM: conditional U-Net, noise-prediction loss (:func:`flaresynth.diffusion.diffusion_loss`).
 
     ``loss`` draws, from the step's generator and in this order, the timesteps, the noise and the condition
-    dropout (the order every earlier run used, so its checkpoints resume bit for bit).
+    dropout (the order every earlier run used, so its checkpoints resume bit for bit), then, only with
+    ``conditioning.embedding_noise`` > 0, the noise added to the embeddings.
     """
 
     name = "ddpm"
@@ -532,6 +545,8 @@ class DiffusionObjective:
         timesteps = sample_timesteps(len(x0), c.diffusion.num_train_timesteps, g).to(dev)
         noise = torch.randn(x0.shape, generator=g).to(dev)
         drop = drop_mask(len(x0), c.conditioning.p_uncond, g).to(dev)
+        if c.conditioning.embedding_noise > 0 and cond.embedding is not None:
+            cond = augment_embedding(cond, c.conditioning.embedding_noise * self.data["embedding_within_class_std"], g)
         return diffusion_loss(model, self.scheduler, x0, cond, drop, noise, timesteps, c.diffusion)
 
     def meta(self) -> dict:
