@@ -90,3 +90,15 @@ def test_fingerprint_follows_what_a_training_step_computes():
     unused = RunConfig.from_dict(base.to_dict())
     unused.cevae.z_dim += 1  # a ddpm run does not use the cevae section
     assert unused.fingerprint() == base.fingerprint()
+
+
+
+def test_embedding_noise_is_part_of_the_fingerprint_when_set():
+    # at 0 it is left out, so runs from before the key existed resume: the shipped runs' fingerprint tests
+    # (tests/test_train.py, tests/test_diffusion.py) check that
+    fingerprints = set()
+    for noise in (0.0, 0.5, 1.0):
+        cfg = load_preset("demo64-latent-embedding")
+        cfg.conditioning.embedding_noise = noise
+        fingerprints.add(cfg.fingerprint())
+    assert len(fingerprints) == 3

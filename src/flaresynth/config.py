@@ -385,6 +385,9 @@ class RunConfig:
         # likewise class_balance: 0 (plain epochs) is left out, so runs from before it existed still resume
         if d["train"].pop("class_balance"):
             d["train"]["class_balance"] = self.train.class_balance
+        # and conditioning.embedding_noise: 0 (the exact embedding) is left out
+        if "conditioning" in d and d["conditioning"].pop("embedding_noise"):
+            d["conditioning"]["embedding_noise"] = self.conditioning.embedding_noise
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
