@@ -18,6 +18,7 @@ from flaresynth.models.cevae import (
     fit_class_gaussians,
     parameter_count,
 )
+from flaresynth.models.conditioning import Condition
 from flaresynth.runs import load_encoder, open_run
 from flaresynth.samples import open_samples
 from flaresynth.train import (
@@ -345,8 +346,6 @@ def test_embedding_noise_is_drawn_at_the_within_class_spread_and_reaches_the_net
     torch.testing.assert_close(data["embedding_within_class_std"], spread)
 
     # the noise has the asked per-dimension std (zero where asked zero), drawn from the step's generator
-    from flaresynth.models.conditioning import Condition
-
     n, std = 20000, torch.tensor([0.0, 0.5, 2.0])
     cond = Condition(torch.zeros(n, dtype=torch.long), torch.zeros(n), torch.ones(n, 3))
     noised = augment_embedding(cond, std, torch.Generator().manual_seed(0))

@@ -92,7 +92,6 @@ def test_fingerprint_follows_what_a_training_step_computes():
     assert unused.fingerprint() == base.fingerprint()
 
 
-
 def test_embedding_noise_is_part_of_the_fingerprint_when_set():
     # at 0 it is left out, so runs from before the key existed resume: the shipped runs' fingerprint tests
     # (tests/test_train.py, tests/test_diffusion.py) check that

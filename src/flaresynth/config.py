@@ -315,6 +315,17 @@ class SampleConfig:
     embedding_source: str = "class-mean"
 
 
+#: Keys added after runs were trained without them, with the value that means "as before": at that value a key is
+#: left out of :meth:`RunConfig.fingerprint`, so those runs hash as they did and still resume.
+FINGERPRINT_LATE_KEYS = {
+    ("distill", "guidance_t_max"): None,
+    ("distill", "consistency_loss"): "snr",
+    ("distill", "snr_floor"): 0.0,
+    ("train", "class_balance"): 0.0,  # plain epochs
+    ("conditioning", "embedding_noise"): 0.0,  # the exact embedding
+}
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run (saved as ``RUN/config.yaml``)."""
@@ -349,7 +360,7 @@ class RunConfig:
         intervals, ``batch_size`` when ``global_batch`` replaces it, and the sampling defaults, which may change between an interrupted run and its resume;
         and the sections the run's ``kind`` does not use (so a ``ddpm`` config hashes exactly as it did
         before ``kind``, ``cevae``, ``distill``, ``autoencoder`` and ``latent`` existed, and old runs still resume;
-        ``latent`` counts only when it names an autoencoder).
+        ``latent`` counts only when it names an autoencoder), and the keys of :data:`FINGERPRINT_LATE_KEYS` at their "as before" value.
         """
         d = self.to_dict()
         for key in ("name", "sample", "autoencoder", "latent"):
@@ -365,13 +376,6 @@ class RunConfig:
             d.pop("cevae")
             if kind == "student":
                 d["kind"] = kind
-                # students from before these fields existed hash as they did
-                if d["distill"]["guidance_t_max"] is None:
-                    d["distill"].pop("guidance_t_max")
-                if d["distill"]["consistency_loss"] == "snr":
-                    d["distill"].pop("consistency_loss")
-                if not d["distill"]["snr_floor"]:
-                    d["distill"].pop("snr_floor")
             else:
                 d.pop("distill")
             if self.latent.autoencoder is not None:
@@ -382,12 +386,9 @@ class RunConfig:
         if d["train"].pop("global_batch") is not None:
             d["train"]["global_batch"] = self.train.global_batch
             d["train"].pop("batch_size")
-        # likewise class_balance: 0 (plain epochs) is left out, so runs from before it existed still resume
-        if d["train"].pop("class_balance"):
-            d["train"]["class_balance"] = self.train.class_balance
-        # and conditioning.embedding_noise: 0 (the exact embedding) is left out
-        if "conditioning" in d and d["conditioning"].pop("embedding_noise"):
-            d["conditioning"]["embedding_noise"] = self.conditioning.embedding_noise
+        for (section, key), absent in FINGERPRINT_LATE_KEYS.items():
+            if section in d and d[section][key] == absent:
+                d[section].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
