@@ -37,7 +37,13 @@ frames (10 events). A ratio to that ceiling inherits both noises. So this script
 * gives ``memorisation`` (:func:`memorisation`): each generated image's pixel distance to its nearest training
   image against the real test frames' of its class, so a generator that copies its training images shows (a
   blurred image is near many images in pixels too: the column reads copying only for images about as sharp as
-  the real frames, e.g. not the ceVAE's).
+  the real frames, e.g. not the ceVAE's); and a **copy ratio** that tells copying from mere closeness to the
+  training period: the distance to the nearest training day (a flare's frames count as one day, that of its
+  first frame) over the distance to the second nearest, low only for an image close to one day's frames and
+  not to the others' (after Carlini et al. 2023, "Extracting Training Data from Diffusion Models", who compare
+  the nearest training image's distance with the next ones'; here days in place of images, since a day's frames
+  are near-duplicates of each other): the share below the test frames' 5th percentile, and the share below 0.5
+  (twice as near one day as any other: a copy of that day's frames).
 
 Each generator is sampled as ``flaresynth demo`` samples it (``flaresynth.demo.sampling_settings_for``):
 ``--per-class`` images of every class (default 40, the demo's size), seed ``--seed``; a distilled student
@@ -213,14 +219,41 @@ def nearest_distance(train: np.ndarray, images: np.ndarray, batch: int = 256) ->
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def nearest_two_groups(train: np.ndarray, groups: np.ndarray, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Each image's pixel distance to the nearest frame of its nearest and of its second nearest group of ``train``
+    (``groups``: a group id per training frame, e.g. its day), shape (N, 2); infinite where there is one group."""
+    order = np.argsort(groups, kind="stable")
+    t = train[order].reshape(len(train), -1).astype(np.float32)
+    starts = np.flatnonzero(np.r_[True, np.diff(np.asarray(groups)[order]) != 0])
+    t_sq = (t * t).sum(1)
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].reshape(len(images[i:i + batch]), -1).astype(np.float32)
+        d2 = np.maximum((x * x).sum(1)[:, None] + t_sq[None] - 2 * x @ t.T, 0)
+        per_group = np.sort(np.minimum.reduceat(d2, starts, axis=1), axis=1)
+        if per_group.shape[1] < 2:
+            per_group = np.c_[per_group, np.full(len(x), np.inf)]
+        out.append(np.sqrt(per_group[:, :2]))
+    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
 def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images: np.ndarray, y: np.ndarray,
-                 classes) -> dict:
+                 classes, train_groups: np.ndarray | None = None) -> dict:
     """Whether a generator copies its training images: each image's pixel distance to its nearest training image,
     against the same for the real test frames of its class (unseen frames, so the distance a new image of the
     class has). ``median_ratio``: per class, generated median / test median (about 1 for new images, well below 1
     for copies); ``below_test_p05``: the fraction of generated images nearer their nearest training image than the
     nearest 5 % of the class's test frames, averaged over classes (about 0.05 for new images), and per class in
-    ``below_test_p05_per_class`` (copies concentrate where a class has few training frames: X)."""
+    ``below_test_p05_per_class`` (copies concentrate where a class has few training frames: X).
+
+    With ``train_groups`` (the training frames' days, :func:`flaresynth.experiments.stats.day_groups`), also the
+    copy ratio: the distance to the nearest group over that to the second nearest (:func:`nearest_two_groups`).
+    Nearness to the training period in general (a disk much like several days') leaves it near the test frames'; a
+    copy of one day's frame brings it toward 0. ``copy_ratio_below_test_p05`` (and ``_per_class``): the fraction
+    below the 5th percentile of the class's test frames' ratios (not specific: the test frames' ratios crowd just
+    below 1, and frames of the validation split, never trained on, score 10-15 % in B and C on the demo's dataset);
+    ``copy_ratio_below_half`` (and ``_per_class``): the fraction below 0.5, twice as near one day's frames as any
+    other day's (``test_copy_ratio_below_half``: the same for the test frames, about 0)."""
     ref, gen = nearest_distance(train, test), nearest_distance(train, images)
     ratio, below = {}, {}
     for i, c in enumerate(classes):
@@ -228,8 +261,24 @@ def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images
         if len(r) and len(g):
             ratio[c] = float(np.median(g) / max(float(np.median(r)), 1e-12))
             below[c] = float((g < np.percentile(r, 5)).mean())
-    return {"median_ratio": ratio, "below_test_p05": float(np.mean(list(below.values()))) if below else float("nan"),
-            "below_test_p05_per_class": below}
+    out = {"median_ratio": ratio, "below_test_p05": float(np.mean(list(below.values()))) if below else float("nan"),
+           "below_test_p05_per_class": below}
+    if train_groups is not None:
+        ref2, gen2 = nearest_two_groups(train, train_groups, test), nearest_two_groups(train, train_groups, images)
+        ref_ratio, gen_ratio = ref2[:, 0] / np.maximum(ref2[:, 1], 1e-12), gen2[:, 0] / np.maximum(gen2[:, 1], 1e-12)
+        copy, half = {}, {}
+        for i, c in enumerate(classes):
+            r, g = ref_ratio[test_y == i], gen_ratio[y == i]
+            if len(r) and len(g):
+                copy[c] = float((g < np.percentile(r, 5)).mean())
+                half[c] = float((g < 0.5).mean())
+        out["copy_ratio_below_test_p05"] = float(np.mean(list(copy.values()))) if copy else float("nan")
+        out["copy_ratio_below_test_p05_per_class"] = copy
+        out["copy_ratio_below_half"] = float(np.mean(list(half.values()))) if half else float("nan")
+        out["copy_ratio_below_half_per_class"] = half
+        out["test_copy_ratio_below_half"] = float((ref_ratio < 0.5).mean())
+        out["train_groups"] = int(len(np.unique(train_groups)))
+    return out
 
 
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
@@ -384,6 +433,7 @@ def main() -> None:
 
     test_features = [j.embed(real[test]) for j in judges]
     plan_groups = day_groups(ds.labels["time"].to_numpy()[test], ds.labels["event_id"].to_numpy()[test])
+    train_days = day_groups(ds.labels["time"].to_numpy()[train], ds.labels["event_id"].to_numpy()[train])
     floors: dict = {}
     encoder = None if args.encoder == "none" else make_encoder(args.encoder)
     encoder_test = encoder.encode(real[test]) if encoder is not None else None
@@ -429,7 +479,7 @@ def main() -> None:
                "fd_fixed_encoder": fixed,
                "disk_std_ratio": disk_std_ratio(real, ds.label_index(), images, y, ds.classes),
                "offdisk_std": offdisk_std(real, ds.label_index(), images, y, ds.classes),
-               "memorisation": memorisation(real[train], real[test], y_test, images, y, ds.classes)}
+               "memorisation": memorisation(real[train], real[test], y_test, images, y, ds.classes, train_days)}
         row["verdict"] = verdict(by_judge, ensemble, fixed)
         rows.append(row)
         v = row["verdict"]
@@ -447,6 +497,12 @@ def main() -> None:
             + " ".join(f"{cl} {r:.2f}" for cl, r in mem["median_ratio"].items())
             + f"; {mem['below_test_p05']:.1%} nearer than the test frames' 5th percentile (unseen images: ~5 %; "
             + " ".join(f"{cl} {b:.0%}" for cl, b in mem["below_test_p05_per_class"].items()) + ")")
+        log(f"{name}: copy ratio (nearest training day / second nearest) below the test frames' 5th percentile: "
+            f"{mem['copy_ratio_below_test_p05']:.1%} (validation frames: 10-15 % in B and C; "
+            + " ".join(f"{cl} {b:.0%}" for cl, b in mem["copy_ratio_below_test_p05_per_class"].items())
+            + f"); below 0.5 (twice as near one training day as any other): {mem['copy_ratio_below_half']:.1%} ("
+            + " ".join(f"{cl} {b:.0%}" for cl, b in mem["copy_ratio_below_half_per_class"].items())
+            + f"; test frames {mem['test_copy_ratio_below_half']:.1%})")
     floor_row = None
     found = floor_autoencoder(args.autoencoder, generated, ds)
     if found is not None:

@@ -195,8 +195,11 @@ def test_generator_quality(toy, capsys, monkeypatch):
     assert fixed["encoder"] == "effnet-lite0" and fixed["ratio"] == pytest.approx(fixed["fd"] / fixed["real_vs_real"], rel=1e-5)
     assert v["fd_target_fixed_encoder"] == (fixed["ratio"] <= 5)
     assert r["autoencoder_floor"] is None  # a pixel run has no autoencoder to lose detail in
-    assert set(g["memorisation"]) == {"median_ratio", "below_test_p05", "below_test_p05_per_class"}
-    assert 0 <= g["memorisation"]["below_test_p05"] <= 1
+    assert set(g["memorisation"]) == {"median_ratio", "below_test_p05", "below_test_p05_per_class",
+                                      "copy_ratio_below_test_p05", "copy_ratio_below_test_p05_per_class", "train_groups",
+                                      "copy_ratio_below_half", "copy_ratio_below_half_per_class",
+                                      "test_copy_ratio_below_half"}
+    assert 0 <= g["memorisation"]["below_test_p05"] <= 1 and 0 <= g["memorisation"]["copy_ratio_below_test_p05"] <= 1
 
 
 def test_ceiling_interval_is_over_events():
@@ -235,6 +238,37 @@ def test_memorisation_tells_copies_of_the_training_images_from_new_ones():
     mixed = memorisation(train, test, test_y, np.concatenate([copies[:30], new[30:]]), y, ["A", "B"])
     assert mixed["below_test_p05_per_class"]["A"] == 1.0 and mixed["below_test_p05_per_class"]["B"] < 0.3
     assert mixed["below_test_p05"] == pytest.approx(np.mean(list(mixed["below_test_p05_per_class"].values())))
+
+
+def test_copy_ratio_tells_a_copy_from_closeness_to_the_training_period():
+    from generator_quality import memorisation, nearest_two_groups
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)  # 40 training days, 5 near-identical frames each
+    days = np.repeat(np.arange(40), 5)
+    train = centres[days] + 0.1 * rng.standard_normal((200, 1, 8, 8)).astype(np.float32)
+    two = nearest_two_groups(train, days, train[:3])
+    assert two[:, 0] == pytest.approx(np.zeros(3), abs=1e-3) and (two[:, 1] > 5).all()
+    shuffled = rng.permutation(200)  # the frames' order does not matter, only their groups
+    assert nearest_two_groups(train[shuffled], days[shuffled], train[:3]) == pytest.approx(two, abs=1e-4)
+    assert np.isinf(nearest_two_groups(train, np.zeros(200, int), train[:2])[:, 1]).all()  # one group: no second
+    test = rng.standard_normal((100, 1, 8, 8)).astype(np.float32)  # unseen days
+    test_y = np.repeat([0, 1], 50)
+    y = np.repeat([0, 1], 30)
+    new = memorisation(train, test, test_y, rng.standard_normal((60, 1, 8, 8)).astype(np.float32), y, ["A", "B"], days)
+    assert new["copy_ratio_below_test_p05"] < 0.15 and new["train_groups"] == 40
+    assert new["copy_ratio_below_half"] == 0 and new["test_copy_ratio_below_half"] == 0
+    copies = train[::5][:30].repeat(2, 0) + 0.01 * rng.standard_normal((60, 1, 8, 8)).astype(np.float32)
+    copied = memorisation(train, test, test_y, copies, y, ["A", "B"], days)
+    assert copied["copy_ratio_below_test_p05"] == 1.0 and copied["below_test_p05"] == 1.0
+    assert copied["copy_ratio_below_half_per_class"] == {"A": 1.0, "B": 1.0}
+    # between two training days: near the training period by pixel distance, a copy of neither
+    a, b = rng.integers(0, 40, 60), rng.integers(0, 40, 60)
+    b = np.where(a == b, (b + 1) % 40, b)
+    between = memorisation(train, test, test_y, (centres[a] + centres[b]) / 2, y, ["A", "B"], days)
+    assert between["below_test_p05"] == 1.0 and between["copy_ratio_below_test_p05"] < 0.15
+    assert between["copy_ratio_below_half"] == 0
+    assert "copy_ratio_below_test_p05" not in memorisation(train, test, test_y, copies, y, ["A", "B"])
 
 
 def test_disk_std_ratio_sees_noise_on_the_disk():
