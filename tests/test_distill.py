@@ -241,17 +241,20 @@ def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_
     # what the shipped students' README command gives: timesteps on the grid and w only at t <= 500
     r = cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "student"), "--steps", "2",
             "--teacher-steps", "4", "--stage-steps", "2", "--sample-timesteps", "999,249",
-            "--sample-guidance-t-max", "500", "--no-progress")
+            "--sample-guidance-t-max", "500", "--sample-guidance", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
     cfg = load_config(tmp_path / "student" / "config.yaml").sample
-    assert cfg.timesteps == [999, 249] and cfg.guidance_t_max == 500
+    assert cfg.timesteps == [999, 249] and cfg.guidance_t_max == 500 and cfg.guidance == 2.0
+    assert load_config(runs["teacher"] / "config.yaml").sample.guidance != 2.0  # not the teacher's w
     defaults = open_run(tmp_path / "student").sample_defaults  # what `flaresynth sample` uses
-    assert defaults["timesteps"] == [999, 249] and defaults["guidance_t_max"] == 500
+    assert defaults["timesteps"] == [999, 249] and defaults["guidance_t_max"] == 500 and defaults["guidance"] == 2.0
     for args, what in ((["--sample-timesteps", "999"], "expected 2 timesteps"),
                        (["--sample-timesteps", "249,999"], "expected decreasing"),
                        (["--sample-timesteps", "999,500"], "500 not on the student's 4-step grid"),
                        (["--sample-timesteps", "999,x"], "comma-separated whole numbers"),
                        (["--sample-guidance-t-max", "-1"], "--sample-guidance-t-max -1"),
+                       (["--sample-guidance", "5"], "inside --guidance-range 0,4"),
+                       (["--sample-guidance", "nan"], "--sample-guidance nan"),
                        (["--sample-timesteps", "999,249", "--method", "progressive"], "--method consistency only")):
         line = one_line_error(cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"), "--steps",
                                   "2", "--teacher-steps", "4", "--stage-steps", "2", "--no-progress", *args))

@@ -370,6 +370,7 @@ def distill(
     snr_floor: Annotated[float, typer.Option("--snr-floor", help="With --consistency-loss snr: weight max(SNR, G), a bounded weight at the highest noise, where the plain SNR weight is ~4e-5 (0: off, the shipped students').")] = 0.0,
     sample_timesteps: Annotated[str | None, typer.Option("--sample-timesteps", help="The student's sampling timesteps (its config's sample.timesteps): --steps decreasing points of its grid, comma-separated (999,739,439,139 for the shipped students). Default: the sampler's own spacing.")] = None,
     sample_guidance_t_max: Annotated[int | None, typer.Option("--sample-guidance-t-max", help="The student is given w only at timesteps t <= T when it samples (its config's sample.guidance_t_max; 500 for the shipped students). Default: at every step.")] = None,
+    sample_guidance: Annotated[float | None, typer.Option("--sample-guidance", help="The student's default CFG weight w (its config's sample.guidance; 2 for the shipped students), inside --guidance-range. Default: the teacher's.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
@@ -391,7 +392,7 @@ def distill(
                             guidance_t_max=TEACHER_CONFIG if guidance_t_max is None else guidance_t_max,
                             consistency_loss=consistency_loss, snr_floor=snr_floor,
                             sample_timesteps=None if sample_timesteps is None else _whole_numbers("--sample-timesteps", sample_timesteps),
-                            sample_guidance_t_max=sample_guidance_t_max, resume=resume, device=device, progress=progress and not as_json,
+                            sample_guidance_t_max=sample_guidance_t_max, sample_guidance=sample_guidance, resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])
     if as_json:
         _print_json(read_json(path / "provenance.json"))

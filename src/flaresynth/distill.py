@@ -157,14 +157,16 @@ TEACHER_CONFIG = "teacher"
 def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_steps: int, student_steps: int,
                  train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
                  guidance_t_max: int | None = None, consistency_loss: str = "snr", snr_floor: float = 0.0,
-                 sample_timesteps: list[int] | None = None, sample_guidance_t_max: int | None = None) -> RunConfig:
+                 sample_timesteps: list[int] | None = None, sample_guidance_t_max: int | None = None,
+                 sample_guidance: float | None = None) -> RunConfig:
     """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
     ``guidance_t_max`` (the teacher's guidance interval) goes into the targets; the stage samples at its sampler's
-    own spacing with w at every step unless ``sample_timesteps`` / ``sample_guidance_t_max`` say otherwise (its
-    ``sample`` section, outside the fingerprint); ``consistency_loss`` and ``snr_floor`` are the consistency
-    stage's distance (``DistillConfig``)."""
+    own spacing with w at every step unless ``sample_timesteps`` / ``sample_guidance_t_max`` say otherwise, at
+    ``sample_guidance`` (default: the teacher's w, clipped to ``guidance_range``) (its ``sample`` section, outside
+    the fingerprint); ``consistency_loss`` and ``snr_floor`` are the consistency stage's distance (``DistillConfig``)."""
     d = teacher_cfg.to_dict()
-    w = min(max(float(d["sample"]["guidance"]), guidance_range[0]), guidance_range[1])
+    w = min(max(float(d["sample"]["guidance"] if sample_guidance is None else sample_guidance), guidance_range[0]),
+            guidance_range[1])
     d.update(name=f"{d['name']}-student{student_steps}", kind="student")
     d["diffusion"]["loss_weighting"] = "none"  # what train.DistillObjective.loss does (plain ε MSE), whatever the teacher's
     d["distill"] = {"teacher": str(Path(teacher).resolve()), "stage": stage, "teacher_steps": int(teacher_steps),
@@ -223,6 +225,7 @@ def distill(
     snr_floor: float = 0.0,
     sample_timesteps: Sequence[int] | None = None,
     sample_guidance_t_max: int | None = None,
+    sample_guidance: float | None = None,
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -251,6 +254,8 @@ def distill(
     sample_timesteps, sample_guidance_t_max : the student's sampling defaults (its config's ``sample.timesteps``,
         ``steps`` decreasing points of the teacher's grid, and ``sample.guidance_t_max``: w only at t <= it);
         default: the sampler's own spacing, w at every step.
+    sample_guidance : the student's default w (its config's ``sample.guidance``), inside ``guidance_range``;
+        default: the teacher's ``sample.guidance`` (clipped to the range).
     resume : continue an interrupted distillation in ``out``.
     """
     out = Path(out)
@@ -308,6 +313,9 @@ def distill(
     w_lo, w_hi = (float(v) for v in guidance_range)
     if not 0 <= w_lo <= w_hi:
         raise FlaresynthError(f"--guidance-range {w_lo:g},{w_hi:g}: expected 0 <= min <= max")
+    if sample_guidance is not None and not (math.isfinite(sample_guidance) and w_lo <= sample_guidance <= w_hi):
+        raise FlaresynthError(f"--sample-guidance {sample_guidance!r}: expected a w inside --guidance-range "
+                              f"{w_lo:g},{w_hi:g} (the weights the student learns)")
     if out.exists() and not resume:
         raise FlaresynthError(f"{out}: exists; choose another --out (or pass --resume to continue a distillation)")
     if resume and out.exists() and not (out / STAGES).is_dir():
@@ -333,7 +341,7 @@ def distill(
                            (w_lo, w_hi), guidance_t_max if stage != "progressive" else None,
                            consistency_loss if stage == "consistency" else "snr",
                            snr_floor if stage == "consistency" else 0.0,
-                           *((sample_timesteps, sample_guidance_t_max) if i == len(plan) - 1 else ()))
+                           *((sample_timesteps, sample_guidance_t_max, sample_guidance) if i == len(plan) - 1 else ()))
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
