@@ -206,33 +206,34 @@ def offdisk_std(real: np.ndarray, real_y: np.ndarray, images: np.ndarray, y: np.
     return {c: {"generated": g, "real": r} for c, (r, g) in stds.items()}
 
 
-def nearest_distance(train: np.ndarray, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Each image's Euclidean pixel distance to its nearest image of ``train`` (model units, all channels)."""
+def _squared_distances(train: np.ndarray, images: np.ndarray, batch: int = 256):
+    """Squared Euclidean pixel distances of ``images`` to every image of ``train``, one (batch, len(train)) block at
+    a time (model units, all channels)."""
     t = train.reshape(len(train), -1).astype(np.float32)
     t_sq = (t * t).sum(1)
-    out = []
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
         x = x.reshape(len(x), -1).astype(np.float32)
-        d2 = (x * x).sum(1)[:, None] + t_sq[None] - 2 * x @ t.T
-        out.append(np.sqrt(np.maximum(d2.min(1), 0)))
+        yield np.maximum((x * x).sum(1)[:, None] + t_sq[None] - 2 * x @ t.T, 0)
+
+
+def nearest_distance(train: np.ndarray, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Each image's Euclidean pixel distance to its nearest image of ``train`` (model units, all channels)."""
+    out = [np.sqrt(d2.min(1)) for d2 in _squared_distances(train, images, batch)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def nearest_two_groups(train: np.ndarray, groups: np.ndarray, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """Each image's pixel distance to the nearest frame of its nearest and of its second nearest group of ``train``
-    (``groups``: a group id per training frame, e.g. its day), shape (N, 2); infinite where there is one group."""
+    (``groups``: a group id per training frame, e.g. its day), shape (N, 2); infinite where there is one group.
+    Column 0 is :func:`nearest_distance`."""
     order = np.argsort(groups, kind="stable")
-    t = train[order].reshape(len(train), -1).astype(np.float32)
     starts = np.flatnonzero(np.r_[True, np.diff(np.asarray(groups)[order]) != 0])
-    t_sq = (t * t).sum(1)
     out = []
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch].reshape(len(images[i:i + batch]), -1).astype(np.float32)
-        d2 = np.maximum((x * x).sum(1)[:, None] + t_sq[None] - 2 * x @ t.T, 0)
+    for d2 in _squared_distances(train[order], images, batch):
         per_group = np.sort(np.minimum.reduceat(d2, starts, axis=1), axis=1)
         if per_group.shape[1] < 2:
-            per_group = np.c_[per_group, np.full(len(x), np.inf)]
+            per_group = np.c_[per_group, np.full(len(d2), np.inf)]
         out.append(np.sqrt(per_group[:, :2]))
     return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
 
@@ -254,7 +255,11 @@ def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images
     below 1, and frames of the validation split, never trained on, score 10-15 % in B and C on the demo's dataset);
     ``copy_ratio_below_half`` (and ``_per_class``): the fraction below 0.5, twice as near one day's frames as any
     other day's (``test_copy_ratio_below_half``: the same for the test frames, about 0)."""
-    ref, gen = nearest_distance(train, test), nearest_distance(train, images)
+    if train_groups is not None:  # one pass over the training images gives both distances
+        ref2, gen2 = nearest_two_groups(train, train_groups, test), nearest_two_groups(train, train_groups, images)
+        ref, gen = ref2[:, 0], gen2[:, 0]
+    else:
+        ref, gen = nearest_distance(train, test), nearest_distance(train, images)
     ratio, below = {}, {}
     for i, c in enumerate(classes):
         r, g = ref[test_y == i], gen[y == i]
@@ -264,7 +269,6 @@ def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images
     out = {"median_ratio": ratio, "below_test_p05": float(np.mean(list(below.values()))) if below else float("nan"),
            "below_test_p05_per_class": below}
     if train_groups is not None:
-        ref2, gen2 = nearest_two_groups(train, train_groups, test), nearest_two_groups(train, train_groups, images)
         ref_ratio, gen_ratio = ref2[:, 0] / np.maximum(ref2[:, 1], 1e-12), gen2[:, 0] / np.maximum(gen2[:, 1], 1e-12)
         copy, half = {}, {}
         for i, c in enumerate(classes):
