@@ -108,7 +108,10 @@ def test_shipped_demo_generators_were_trained_on_todays_default_dataset(default_
         if name == "demo:multichannel":
             # the default period in five channels (simulate --channels 94A,...): rebuilding that store takes ~35 min
             # and 42 GB here, too much for a test
-            assert read_meta(resolve_shipped(name) / MODEL_DIR)["channels"] == ["94A", "131A", "171A", "193A", "211A"]
+            meta = read_meta(resolve_shipped(name) / MODEL_DIR)
+            assert meta["channels"] == ["94A", "131A", "171A", "193A", "211A"]
+            # its own autoencoder was trained on the same five-channel dataset as the DDPM
+            assert meta["latent"]["autoencoder_data_hash"] == provenance["data_hash"], name
             continue
         expected = activity3 if name == "demo:activity3" else default_dataset.manifest["data_hash"]
         assert provenance["data_hash"] == expected, name
