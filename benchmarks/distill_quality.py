@@ -33,6 +33,10 @@ Usage: ``python benchmarks/distill_quality.py --run demo:discrete --student RUN2
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from common import (
     LoadMonitor,
     base_parser,
@@ -98,6 +102,32 @@ def verdict(row: dict, ref: dict, f1_tol: float, fd_ratio: float, max_nfe: float
             "meets_targets": bool(f1_ok and fd_ok and row["nfe_per_image"] <= max_nfe), "within_noise": bool(noise)}
 
 
+def cached_generate(cache: Path | None, model, table, sampler: str, steps: int, guidance: float, batch_size: int):
+    """:func:`common.timed_generate`, kept in ``cache`` (``None``: not kept) under a key of everything the images
+    depend on: the weights' digest, the sampler and its settings, w and the requests. Sampling is seeded per
+    image, so a kept row is the row sampled again; its info keeps its first run's timing (``"cached": true``)."""
+    import numpy as np
+
+    from flaresynth.io import atomic_file, sha256_file
+    from flaresynth.runs import model_folder
+
+    if cache is None:
+        return timed_generate(model, table, sampler, steps, guidance, batch_size)
+    weights = sorted(p for p in model_folder(model.path).rglob("*") if p.is_file())
+    key = hashlib.sha256(json.dumps({
+        "weights": [sha256_file(p) for p in weights], "latent": model.meta.get("latent"), "sampler": sampler, "steps": steps, "guidance": guidance,
+        "sample": model.sample_defaults, "requests": table.to_json(orient="records", double_precision=15),
+    }, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = Path(cache) / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return saved["images"], {**json.loads(str(saved["info"])), "cached": True}
+    images, info = timed_generate(model, table, sampler, steps, guidance, batch_size)
+    with atomic_file(path, "wb") as fh:
+        np.savez(fh, images=images, info=json.dumps(info))
+    return images, info
+
+
 def main() -> None:
     from flaresynth.errors import FlaresynthError
 
@@ -110,6 +140,9 @@ def main() -> None:
     p.add_argument("--f1-tol", type=float, default=0.02, help="judge F1 may drop this much (default 0.02)")
     p.add_argument("--fd-ratio", type=float, default=1.2, help="FD_domain may grow this factor (default 1.2)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
+    p.add_argument("--samples-cache", type=Path, default=None,
+                   help="folder keeping each row's images (keyed by model, weights, sampler, w and requests): a row "
+                        "asked again is read back with its first run's timing (a DDPM 1000 reference costs ~30 min)")
     p.add_argument("--judge-seeds", default="",
                    help="more judges, trained with these seeds (e.g. 1,2), score the same images (default: none)")
     args = p.parse_args()
@@ -155,7 +188,7 @@ def main() -> None:
         jobs.append(("student", f"student-{sampler}-{steps} ({path})", s, sampler, steps))
     rows, generated = [], []
     for role, name, model, sampler, steps in jobs:
-        images, info = timed_generate(model, table, sampler, steps, guidance, args.batch_size)
+        images, info = cached_generate(args.samples_cache, model, table, sampler, steps, guidance, args.batch_size)
         rows.append({"name": name, "role": role, "run": str(model.path), "model_id": model.meta.get("model_id"),
                      "sampler": sampler, "steps": steps,
                      "timesteps": resolve_timesteps(model.sample_defaults, sampler, steps), **info})

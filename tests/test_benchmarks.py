@@ -117,8 +117,9 @@ def test_distill_quality(toy, capsys, monkeypatch):
 
     student = distill(toy["run"], toy["root"] / "student", steps=1, method="progressive", teacher_steps=2, stage_steps=2,
                       progress=False)
-    r = run_script("distill_quality", ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--student", str(student),
-                                       "--judge-seeds", "1"], toy, capsys, monkeypatch)
+    args = ["--data", str(toy["ds"]), "--run", str(toy["run"]), "--student", str(student), "--judge-seeds", "1",
+            "--samples-cache", str(toy["root"] / "dq-cache")]
+    r = run_script("distill_quality", args, toy, capsys, monkeypatch)
     for key in ("machine", "load", "teacher", "students", "n_images", "guidance", "judge", "referee", "reference",
                 "fd_domain_real_floor", "criteria", "settings", "simulated_sun_note", "seconds_total"):
         assert key in r, key
@@ -147,6 +148,12 @@ def test_distill_quality(toy, capsys, monkeypatch):
     assert st["by_judge"][1]["f1_judge_minus_reference"] == pytest.approx(st["by_judge"][1]["f1_judge"] - ref2["f1_judge"])
     each = [row["f1_judge_minus_reference"] >= -0.02 and row["fd_rel_to_reference"] <= 1.2 for row in st["by_judge"]]
     assert v["judges_meeting_targets"] == sum(each) and v["meets_targets_every_judge"] == all(each)
+    # asked again, every row's images come from the cache, with the same figures and their first timing
+    assert len(list((toy["root"] / "dq-cache").glob("*.npz"))) == 3
+    again = run_script("distill_quality", args, toy, capsys, monkeypatch)
+    for first, second in zip(r["settings"], again["settings"], strict=True):
+        assert second["cached"] and "cached" not in first
+        assert second["fd_domain"] == first["fd_domain"] and second["seconds"] == first["seconds"]
 
 
 def test_distill_quality_judge_seeds_are_whole_numbers():

@@ -6,6 +6,7 @@ class balance, the class separability of the 64×64 images, and the data hash be
 """
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -24,9 +25,15 @@ def flaresynth(*args):
 
 @pytest.fixture(scope="module")
 def default_sim(tmp_path_factory):
+    """The demo's default period (~7 GB), with the datasets built from it, deleted when the module ends whatever
+    its tests did: pytest keeps the last runs' temporary folders, and a kept store leaves the next run short of
+    disk for its own."""
     sim = tmp_path_factory.mktemp("default") / "sim"
-    flaresynth("simulate", "--out", str(sim), "--seed", "0")  # the demo's default period
-    return sim
+    try:
+        flaresynth("simulate", "--out", str(sim), "--seed", "0")
+        yield sim
+    finally:
+        shutil.rmtree(sim.parent, ignore_errors=True)
 
 
 def build(sim, out, *options):

@@ -357,8 +357,8 @@ def distill(
     run: Annotated[str, typer.Option("--run", help="The teacher: a DDPM run folder or a shipped one (demo:discrete, demo:continuous, demo:embedding). Not a ceVAE, not a student.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The student's run folder (config.yaml, model/, log.jsonl, provenance.json, stages/).")],
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the student (LCM for consistency, DDIM for progressive), one U-Net forward each (classifier-free guidance folded in).")] = 4,
-    method: Annotated[str, typer.Option("--method", help="consistency (one consistency-distillation stage, sampled with LCMScheduler; measured best) or progressive (guidance distillation, then progressive halvings).")] = "consistency",
-    teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="DDIM steps of the teacher's grid. progressive: halved by each stage down to --steps (so --steps times a power of two; default 64). consistency: the grid the consistency function is learned on (a divisor of 1000; default 50).")] = None,
+    method: Annotated[str, typer.Option("--method", help="consistency (one consistency-distillation stage, sampled with LCMScheduler; the shipped students'), progressive (guidance distillation, then progressive halvings) or trajectory (regression on the guided teacher's DPM-Solver++ paths at the student's DDIM steps).")] = "consistency",
+    teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="DDIM steps of the teacher's grid. progressive: halved by each stage down to --steps (so --steps times a power of two; default 64). consistency: the grid the consistency function is learned on (a divisor of 1000; default 50). trajectory: the teacher's DPM-Solver++ steps (a divisor of 1000 and a multiple of --steps; default 20).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="The teacher's dataset folder (default: the one its provenance.json names; checked by data hash).")] = None,
     stage_steps: Annotated[int, typer.Option("--stage-steps", help="Optimiser steps of each progressive stage, or of the consistency stage.")] = 1000,
     guidance_steps: Annotated[int | None, typer.Option("--guidance-steps", help="Optimiser steps of the guidance stage (default: --stage-steps).")] = None,
@@ -367,7 +367,8 @@ def distill(
     guidance_range: Annotated[str, typer.Option("--guidance-range", help="MIN,MAX of the CFG weights w the student learns (uniform); sampling asks for one inside it.")] = "0,4",
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="The teacher guides only at timesteps t <= T in the student's targets (the guidance interval; the student then samples with w at every step); 999 = every step. Default: the teacher's config (500 for demo:discrete and demo:continuous).")] = None,
     consistency_loss: Annotated[str, typer.Option("--consistency-loss", help="The consistency stage's distance between the student's x0 and its target's: snr (squared error weighted by SNR, the ε-space MSE; the shipped students'), snr-plus-one (weighted by SNR + 1, the v-space MSE) or pseudo-huber (unweighted, per image).")] = "snr",
-    snr_floor: Annotated[float, typer.Option("--snr-floor", help="With --consistency-loss snr: weight max(SNR, G), a bounded weight at the highest noise, where the plain SNR weight is ~4e-5 (0: off, the shipped students').")] = 0.0,
+    snr_floor: Annotated[float, typer.Option("--snr-floor", help="With --consistency-loss snr or --method trajectory: weight the squared x0 error by max(SNR, G), a bounded weight at the highest noise, where the plain SNR weight is ~4e-5 (0: the plain SNR weight, the ε MSE).")] = 0.0,
+    trajectories: Annotated[int | None, typer.Option("--trajectories", help="--method trajectory: how many of the teacher's paths to generate and train on (default 4000; kept in OUT/trajectories.pt).")] = None,
     sample_timesteps: Annotated[str | None, typer.Option("--sample-timesteps", help="The student's sampling timesteps (its config's sample.timesteps): --steps decreasing points of its grid, comma-separated (999,739,439,139 for the shipped students). Default: the sampler's own spacing.")] = None,
     sample_guidance_t_max: Annotated[int | None, typer.Option("--sample-guidance-t-max", help="The student is given w only at timesteps t <= T when it samples (its config's sample.guidance_t_max; 500 for the shipped students). Default: at every step.")] = None,
     sample_guidance: Annotated[float | None, typer.Option("--sample-guidance", help="The student's default CFG weight w (its config's sample.guidance; 2 for the shipped students), inside --guidance-range. Default: the teacher's.")] = None,
@@ -392,7 +393,7 @@ def distill(
                             guidance_t_max=TEACHER_CONFIG if guidance_t_max is None else guidance_t_max,
                             consistency_loss=consistency_loss, snr_floor=snr_floor,
                             sample_timesteps=None if sample_timesteps is None else _whole_numbers("--sample-timesteps", sample_timesteps),
-                            sample_guidance_t_max=sample_guidance_t_max, sample_guidance=sample_guidance, resume=resume, device=device, progress=progress and not as_json,
+                            sample_guidance_t_max=sample_guidance_t_max, sample_guidance=sample_guidance, trajectories=trajectories, resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])
     if as_json:
         _print_json(read_json(path / "provenance.json"))

@@ -48,7 +48,7 @@ from flaresynth.errors import FlaresynthError
 
 RUN_KINDS = ("ddpm", "cevae", "student", "autoencoder")
 #: Stages of a distilled student (see flaresynth.distill).
-DISTILL_STAGES = ("guidance", "progressive", "consistency")
+DISTILL_STAGES = ("guidance", "progressive", "consistency", "trajectory")
 CONSISTENCY_LOSSES = ("snr", "snr-plus-one", "pseudo-huber")
 CONDITIONING_KINDS = ("discrete", "continuous", "discrete+embedding")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -185,6 +185,12 @@ class DistillConfig:
     √(‖Δ‖² + c²) − c per image with c = 0.00054·√dim (Song & Dhariwal 2023, "Improved Techniques for Training
     Consistency Models"; Luo et al. 2023 use it for LCM). ``snr_floor`` γ > 0 (with ``snr``): weight max(SNR_t, γ),
     the SNR weight at low noise and a bounded one at high noise (Salimans & Ho 2022's truncated SNR has γ = 1).
+    ``stage: trajectory`` (after Luhman & Luhman 2021, "Knowledge Distillation in Iterative Generative Models"):
+    the guided teacher's DPM-Solver++ paths from noise, ``teacher_steps`` steps on the trailing grid, were
+    written once to the file ``trajectories`` (:func:`flaresynth.distill.teacher_trajectories`); one DDIM step
+    of the student (``student_steps`` on the trailing grid, every one a point of the teacher's) from the path's
+    state at a grid point lands on its state at the next, the x₀ error weighted by max(SNR_t, ``snr_floor``)
+    as in the consistency stage.
     """
 
     teacher: str | None = None
@@ -197,6 +203,7 @@ class DistillConfig:
     guidance_t_max: int | None = None
     consistency_loss: str = "snr"
     snr_floor: float = 0.0
+    trajectories: str | None = None
 
 
 @dataclass
@@ -321,6 +328,7 @@ FINGERPRINT_LATE_KEYS = {
     ("distill", "guidance_t_max"): None,
     ("distill", "consistency_loss"): "snr",
     ("distill", "snr_floor"): 0.0,
+    ("distill", "trajectories"): None,
     ("train", "class_balance"): 0.0,  # plain epochs
     ("conditioning", "embedding_noise"): 0.0,  # the exact embedding
 }
@@ -634,9 +642,15 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
     _choice(source, "distill.consistency_loss", e.consistency_loss, CONSISTENCY_LOSSES)
     if not (math.isfinite(e.snr_floor) and e.snr_floor >= 0):
         raise FlaresynthError(f"{source}: distill.snr_floor: {e.snr_floor!r}, expected a number >= 0")
-    if e.snr_floor and (e.stage != "consistency" or e.consistency_loss != "snr"):
+    if e.snr_floor and (e.stage not in ("consistency", "trajectory") or e.consistency_loss != "snr"):
         raise FlaresynthError(f"{source}: distill.snr_floor: applies to a consistency stage with consistency_loss "
-                              f"snr only, not to this {e.stage} stage with {e.consistency_loss!r}")
+                              f"snr or a trajectory stage only, not to this {e.stage} stage with {e.consistency_loss!r}")
+    if (e.stage == "trajectory") != (e.trajectories is not None):
+        raise FlaresynthError(f"{source}: distill.trajectories: {'missing' if e.trajectories is None else 'given'}; "
+                              "a trajectory stage, and only it, reads the teacher's paths from this file")
+    if e.stage != "consistency" and e.consistency_loss != "snr":
+        raise FlaresynthError(f"{source}: distill.consistency_loss: {e.consistency_loss!r} applies to the "
+                              f"consistency stage only, not to a {e.stage} stage")
     _positive(source, "distill.teacher_steps", e.teacher_steps)
     _positive(source, "distill.student_steps", e.student_steps)
     if e.stage == "consistency":
@@ -647,10 +661,14 @@ def _validate_distill(cfg: RunConfig, source: str) -> None:
             raise FlaresynthError(f"{source}: distill.teacher_steps: {e.teacher_steps}, expected a divisor of "
                                   f"diffusion.num_train_timesteps ({cfg.diffusion.num_train_timesteps}): the "
                                   "consistency grid is every T/N-th timestep")
+    elif e.stage == "trajectory":
+        n = cfg.diffusion.num_train_timesteps
+        if n % e.teacher_steps or e.teacher_steps % e.student_steps:
+            raise FlaresynthError(f"{source}: distill.teacher_steps/student_steps: {e.teacher_steps}/"
+                                  f"{e.student_steps}, expected a divisor of diffusion.num_train_timesteps ({n}) "
+                                  "that is a multiple of student_steps (the student's trailing grid is then part "
+                                  "of the teacher's)")
     else:
-        if e.consistency_loss != "snr":
-            raise FlaresynthError(f"{source}: distill.consistency_loss: {e.consistency_loss!r} applies to the "
-                                  f"consistency stage only, not to a {e.stage} stage")
         want = e.teacher_steps if e.stage == "guidance" else e.teacher_steps / 2
         if e.student_steps != want:
             raise FlaresynthError(f"{source}: distill.student_steps: {e.student_steps}, expected {want:g} for a "

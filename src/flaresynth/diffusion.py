@@ -214,7 +214,7 @@ def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...])
 def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape: tuple[int, ...],
                 guidance: float = 0.0, device: str | torch.device = "cpu",
                 callback: Callable[[int], None] | None = None, clip: bool = True,
-                guidance_t_max: int | None = None) -> torch.Tensor:
+                guidance_t_max: int | None = None, states: dict | None = None) -> torch.Tensor:
     """Run ``sampler`` from x_T to x₀ for one batch; returns float32 (B, C, H, W) on the CPU, clipped to [-1, 1]
     (``clip``; a latent run's latents are not images and are returned as they are).
 
@@ -230,12 +230,16 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
     guidance_t_max : guidance only at timesteps t <= this (the conditional output alone above it, one forward
         of batch B; Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and
         Distribution Quality in Diffusion Models"); ``None``: at every step.
+    states : if given, filled with the ODE's path: {t: x_t} before each step at timestep t, and {-1: the final
+        x, unclipped} (float32, CPU; a trajectory distillation's targets, :mod:`flaresynth.distill`).
     """
     generators = seeded_generators(seeds)
     x = initial_noise(generators, shape).to(device) * sampler.init_noise_sigma
     cond = cond.to(device)
     takes_generator = "generator" in _step_params(sampler)
     for i, t in enumerate(sampler.timesteps):
+        if states is not None:
+            states[int(t)] = x.float().cpu()
         model_in = sampler.scale_model_input(x, t)
         w = guidance if guidance_t_max is None or int(t) <= guidance_t_max else 0.0
         out = guided_output(denoiser, model_in, t.to(device), cond, w)
@@ -243,6 +247,8 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
         x = sampler.step(out, t, x, **kwargs).prev_sample
         if callback is not None:
             callback(i)
+    if states is not None:
+        states[-1] = x.float().cpu()
     return (x.clamp(-1.0, 1.0) if clip else x).float().cpu()
 
 

@@ -83,10 +83,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from flaresynth.config import CONSISTENCY_LOSSES, RunConfig
 from flaresynth.dataset import open_dataset
+from flaresynth.diffusion import make_sampler, sample_loop
 from flaresynth.errors import FlaresynthError
 from flaresynth.io import atomic_dir, atomic_file, read_json, write_json
+from flaresynth.progress import ProgressBar
 from flaresynth.runs import (
     AUTOENCODER_DIR,
     META_FILE,
@@ -95,15 +100,24 @@ from flaresynth.runs import (
     latent_autoencoder_folder,
     model_folder,
     model_kind,
+    open_run,
     read_meta,
     resolve,
 )
+from flaresynth.sampling import build_requests, conditions, request_embeddings
 from flaresynth.train import train
 
 STAGES = "stages"
-METHODS = ("progressive", "consistency")
-#: Defaults of `flaresynth distill`: the method and grid measured best (docs/latent_diffusion.md, "Session 26").
-DEFAULT_TEACHER_STEPS = {"progressive": 64, "consistency": 50}
+METHODS = ("progressive", "consistency", "trajectory")
+#: Defaults of `flaresynth distill`: the method and grid measured best (docs/latent_diffusion.md, "Session 26");
+#: a trajectory student's teacher samples with DPM-Solver++ at the teachers' own step count.
+DEFAULT_TEACHER_STEPS = {"progressive": 64, "consistency": 50, "trajectory": 20}
+#: The teacher's paths of a trajectory distillation, in the student's run folder (kept: they are its training data).
+TRAJECTORY_FILE = "trajectories.pt"
+DEFAULT_TRAJECTORIES = 4000
+#: First request seed of the teacher's paths: far from an evaluation's (0, 1, ...), so a student never trains on
+#: the noise an evaluation starts from.
+TRAJECTORY_SEED = 1_000_000
 DEFAULT_STAGE_STEPS = 1000
 DEFAULT_LR = 1e-4
 
@@ -139,6 +153,12 @@ def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000,
             raise FlaresynthError(f"--teacher-steps {teacher_steps}: expected a divisor of the teacher's "
                                   f"{num_train_timesteps} diffusion steps (the consistency grid is every T/N-th step)")
         return [("consistency", int(teacher_steps), int(steps))]
+    if method == "trajectory":
+        if num_train_timesteps % teacher_steps or teacher_steps % steps:
+            raise FlaresynthError(f"--teacher-steps {teacher_steps}: expected a divisor of the teacher's "
+                                  f"{num_train_timesteps} diffusion steps that is a multiple of --steps {steps} (the "
+                                  "student's grid is then part of the teacher's)")
+        return [("trajectory", int(teacher_steps), int(steps))]
     ratio = teacher_steps // steps
     if teacher_steps % steps or ratio & (ratio - 1):
         raise FlaresynthError(f"--steps {steps}: --teacher-steps {teacher_steps} must be {steps} times a power of two "
@@ -150,6 +170,85 @@ def stage_plan(teacher_steps: int, steps: int, num_train_timesteps: int = 1000,
     return plan
 
 
+def trailing_grid(num_train_timesteps: int, steps: int) -> list[int]:
+    """The timesteps of a ``steps``-step sampler with diffusers' ``"trailing"`` spacing (T−1, T−1−T/N, ...)."""
+    k = num_train_timesteps // steps
+    return [num_train_timesteps - 1 - j * k for j in range(steps)]
+
+
+def teacher_trajectories(teacher: str | Path, n: int, teacher_steps: int, student_steps: int,
+                         guidance_range: tuple[float, float], guidance_t_max: int | None,
+                         seed: int = TRAJECTORY_SEED, batch_size: int = 50, device: str | None = None,
+                         progress: bool = True) -> dict:
+    """The guided teacher's DPM-Solver++ paths from ``n`` noises, kept at the student's grid points.
+
+    The requests are the teacher's own class requests (:func:`flaresynth.sampling.build_requests`), the classes
+    taking turns, so every class has n/5 paths whatever its share of the training set (a continuous teacher's
+    flux drawn from the class's training quantiles as ``flaresynth sample`` draws it; an embedding teacher's
+    embedding from its class Gaussian); seeds from ``seed`` on. Each batch of ``batch_size`` paths has one CFG
+    weight w, uniform in ``guidance_range``, applied at t <= ``guidance_t_max``. The teacher steps on the
+    ``teacher_steps``-step trailing grid, which holds the student's ``student_steps``-step one.
+
+    Returns ``states`` (n, student_steps + 1, C, H, W): the path at each student grid point and its end (the
+    teacher's sample, unclipped; latents for a latent teacher), ``timesteps``, ``guidance`` (n,), ``labels``,
+    ``log_flux``, ``embedding`` (or ``None``) and ``seeds``.
+    """
+    model = open_run(teacher, device)
+    trained = [c for c in model.classes if model.meta.get("train_counts", {}).get(c, 1) > 0]
+    per_class = -(-int(n) // len(trained))
+    table = build_requests(model, per_class=per_class, seed=seed)
+    table = table.iloc[np.argsort(np.arange(len(table)) % per_class, kind="stable")[:n]]  # classes take turns
+    emb = request_embeddings(model, table, "class-gaussian")[0] if model.conditioning == "discrete+embedding" else None
+    cond, seeds = conditions(model, table, emb), table["seed"].to_numpy()
+    grid = trailing_grid(int(model.meta["scheduler"]["num_train_timesteps"]), teacher_steps)
+    keep = trailing_grid(int(model.meta["scheduler"]["num_train_timesteps"]), student_steps)
+    rng = np.random.default_rng([int(seed), 0x5452414A])
+    states = torch.zeros((n, len(keep) + 1, *model.sample_shape))
+    guidance = torch.zeros(n)
+    bar = ProgressBar(n * teacher_steps, f"teacher paths, dpm++ {teacher_steps} steps", unit="img·step") \
+        if progress else None
+    for lo in range(0, n, batch_size):
+        hi = min(n, lo + batch_size)
+        w = float(rng.uniform(*guidance_range))
+        path: dict = {}
+        sample_loop(model.network, make_sampler("dpm++", model.meta["scheduler"], timesteps=grid),
+                    cond.index(slice(lo, hi)), seeds[lo:hi], model.sample_shape, guidance=w, device=model.device,
+                    clip=False, guidance_t_max=guidance_t_max, states=path,
+                    callback=(lambda _i, k=hi - lo: bar.update(k)) if bar is not None else None)
+        states[lo:hi] = torch.stack([path[t] for t in keep] + [path[-1]], dim=1)
+        guidance[lo:hi] = w
+    if bar is not None:
+        bar.close()
+    return {"states": states, "timesteps": keep, "guidance": guidance, "labels": cond.labels,
+            "log_flux": cond.log_flux, "embedding": cond.embedding, "seeds": torch.from_numpy(seeds.astype(np.int64)),
+            "teacher_id": model.meta.get("model_id"), "teacher_steps": int(teacher_steps),
+            "guidance_range": [float(v) for v in guidance_range], "guidance_t_max": guidance_t_max}
+
+
+def _trajectory_file(out: Path, teacher: Path, n: int, teacher_steps: int, student_steps: int,
+                     guidance_range: tuple[float, float], guidance_t_max: int | None, device, progress) -> dict:
+    """``out/trajectories.pt``: written once (by the main process; the others wait for it), reused on resume."""
+    path = out / TRAJECTORY_FILE
+    if int(os.environ.get("RANK", "0")) == 0 and not path.is_file():
+        t0 = time.time()
+        paths = teacher_trajectories(teacher, n, teacher_steps, student_steps, guidance_range, guidance_t_max,
+                                     device=device, progress=progress)
+        paths["seconds"] = round(time.time() - t0, 2)
+        with atomic_file(path, "wb") as fh:
+            torch.save(paths, fh)
+    while not path.is_file():
+        time.sleep(5)
+    paths = torch.load(path, weights_only=True)
+    asked = {"n": int(n), "teacher_steps": int(teacher_steps), "guidance_range": [float(v) for v in guidance_range],
+             "guidance_t_max": guidance_t_max}
+    found = {"n": len(paths["states"]), "teacher_steps": paths["teacher_steps"],
+             "guidance_range": paths["guidance_range"], "guidance_t_max": paths["guidance_t_max"]}
+    if found != asked:
+        raise FlaresynthError(f"{path}: the teacher's paths of another request ({found}); this distillation asks for "
+                              f"{asked} (choose another --out)")
+    return paths
+
+
 #: ``guidance_t_max`` of :func:`distill` meaning "the teacher's config ``sample.guidance_t_max``".
 TEACHER_CONFIG = "teacher"
 
@@ -158,12 +257,13 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
                  train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
                  guidance_t_max: int | None = None, consistency_loss: str = "snr", snr_floor: float = 0.0,
                  sample_timesteps: list[int] | None = None, sample_guidance_t_max: int | None = None,
-                 sample_guidance: float | None = None) -> RunConfig:
+                 sample_guidance: float | None = None, trajectories: str | None = None) -> RunConfig:
     """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
     ``guidance_t_max`` (the teacher's guidance interval) goes into the targets; the stage samples at its sampler's
     own spacing with w at every step unless ``sample_timesteps`` / ``sample_guidance_t_max`` say otherwise, at
     ``sample_guidance`` (default: the teacher's w, clipped to ``guidance_range``) (its ``sample`` section, outside
-    the fingerprint); ``consistency_loss`` and ``snr_floor`` are the consistency stage's distance (``DistillConfig``)."""
+    the fingerprint); ``consistency_loss`` and ``snr_floor`` are the consistency stage's distance (``DistillConfig``);
+    ``trajectories``: a trajectory stage's file of the teacher's paths."""
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"] if sample_guidance is None else sample_guidance), guidance_range[0]),
             guidance_range[1])
@@ -173,7 +273,7 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
                     "student_steps": int(student_steps), "guidance_min": float(guidance_range[0]),
                     "guidance_max": float(guidance_range[1]), "guidance_frequencies": d["distill"]["guidance_frequencies"],
                     "guidance_t_max": None if guidance_t_max is None else int(guidance_t_max),
-                    "consistency_loss": consistency_loss, "snr_floor": float(snr_floor)}
+                    "consistency_loss": consistency_loss, "snr_floor": float(snr_floor), "trajectories": trajectories}
     d["train"].update(steps=int(train_steps), lr=float(lr), warmup_steps=0, lr_schedule="cosine", sample_every=0,
                       checkpoint_every=min(int(d["train"]["checkpoint_every"]) or train_steps, train_steps))
     if batch_size is not None:
@@ -226,6 +326,7 @@ def distill(
     sample_timesteps: Sequence[int] | None = None,
     sample_guidance_t_max: int | None = None,
     sample_guidance: float | None = None,
+    trajectories: int | None = None,
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
@@ -256,6 +357,8 @@ def distill(
         default: the sampler's own spacing, w at every step.
     sample_guidance : the student's default w (its config's ``sample.guidance``), inside ``guidance_range``;
         default: the teacher's ``sample.guidance`` (clipped to the range).
+    trajectories : ``trajectory`` only: how many of the teacher's paths to train on (default 4000; written once
+        to ``out/trajectories.pt``, :func:`teacher_trajectories`).
     resume : continue an interrupted distillation in ``out``.
     """
     out = Path(out)
@@ -300,8 +403,14 @@ def distill(
         raise FlaresynthError(f"--consistency-loss {consistency_loss}: applies to --method consistency only")
     if not (math.isfinite(snr_floor) and snr_floor >= 0):
         raise FlaresynthError(f"--snr-floor {snr_floor!r}: expected a number >= 0")
-    if snr_floor and (method != "consistency" or consistency_loss != "snr"):
-        raise FlaresynthError(f"--snr-floor {snr_floor:g}: applies to --method consistency with --consistency-loss snr only")
+    if snr_floor and (method not in ("consistency", "trajectory") or consistency_loss != "snr"):
+        raise FlaresynthError(f"--snr-floor {snr_floor:g}: applies to --method trajectory, or to --method consistency "
+                              "with --consistency-loss snr only")
+    if trajectories is not None and method != "trajectory":
+        raise FlaresynthError(f"--trajectories {trajectories}: applies to --method trajectory only")
+    trajectories = DEFAULT_TRAJECTORIES if trajectories is None else trajectories
+    if int(trajectories) != trajectories or trajectories < 1:
+        raise FlaresynthError(f"--trajectories {trajectories!r}: expected a whole number >= 1")
     if sample_timesteps is not None:
         sample_timesteps = [int(t) for t in sample_timesteps]
         _check_sample_timesteps(sample_timesteps, steps, plan[-1][1], teacher_cfg.diffusion.num_train_timesteps,
@@ -318,7 +427,7 @@ def distill(
                               f"{w_lo:g},{w_hi:g} (the weights the student learns)")
     if out.exists() and not resume:
         raise FlaresynthError(f"{out}: exists; choose another --out (or pass --resume to continue a distillation)")
-    if resume and out.exists() and not (out / STAGES).is_dir():
+    if resume and out.exists() and not (out / STAGES).is_dir() and not (out / TRAJECTORY_FILE).is_file():
         raise FlaresynthError(f"{out}: not a distillation to resume (no {STAGES}/ folder)")
     if data is None:
         prov = teacher_run / PROVENANCE_FILE
@@ -331,6 +440,12 @@ def distill(
         raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset the teacher {run} was trained "
                               "on; pass the teacher's dataset with --data")
 
+    paths_file, paths_seconds = None, 0.0
+    if method == "trajectory":
+        paths = _trajectory_file(out, teacher_run, int(trajectories), plan[0][1], plan[0][2], (w_lo, w_hi),
+                                 guidance_t_max, device, progress)
+        paths_file, paths_seconds = str((out / TRAJECTORY_FILE).resolve()), float(paths.get("seconds", 0.0))
+
     # under `accelerate launch` every process runs each stage; only the main one writes the run folder's top
     is_main = int(os.environ.get("RANK", "0")) == 0
     stages, sessions, teacher, logs = [], [], teacher_folder, []
@@ -340,8 +455,9 @@ def distill(
         cfg = stage_config(teacher_cfg, stage, teacher, n_teacher, n_student, n_train, lr, batch_size,
                            (w_lo, w_hi), guidance_t_max if stage != "progressive" else None,
                            consistency_loss if stage == "consistency" else "snr",
-                           snr_floor if stage == "consistency" else 0.0,
-                           *((sample_timesteps, sample_guidance_t_max, sample_guidance) if i == len(plan) - 1 else ()))
+                           snr_floor if stage in ("consistency", "trajectory") else 0.0,
+                           *((sample_timesteps, sample_guidance_t_max, sample_guidance) if i == len(plan) - 1
+                             else (None, None, None)), trajectories=paths_file if stage == "trajectory" else None)
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,
@@ -374,6 +490,8 @@ def distill(
         "teacher_steps": int(teacher_steps), "guidance_range": [w_lo, w_hi], "guidance_t_max": guidance_t_max,
         "consistency_loss": consistency_loss if method == "consistency" else None,
         **({"snr_floor": float(snr_floor)} if snr_floor else {}), "stages": stages,
+        **({"trajectories": {"file": TRAJECTORY_FILE, "paths": int(trajectories), "seed": TRAJECTORY_SEED,
+                             "seconds": paths_seconds}} if method == "trajectory" else {}),
         "steps": n_train, "planned_steps": n_train, "complete": True, "sessions": sessions,
         "parameters": read_json(last / MODEL_DIR / META_FILE).get("parameters"),
         "command": command or ["flaresynth", *sys.argv[1:]], "seconds": round(time.time() - t_start, 2),

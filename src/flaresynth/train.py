@@ -846,9 +846,11 @@ class DistillObjective(DiffusionObjective):
             self.sampler_config = ddim_config
             self.student_sched = ddim_scheduler(ddim_config, d.student_steps)
             self.grid = self.student_sched.timesteps.clone()
+        if d.stage == "trajectory":  # the teacher's paths at the points of self.grid
+            self.paths = _read_trajectories(d.trajectories, ddim_config, d.student_steps)
 
     def build_model(self) -> torch.nn.Module:
-        if self.cfg.distill.stage in ("guidance", "consistency"):
+        if self.cfg.distill.stage in ("guidance", "consistency", "trajectory"):
             model = student_from_teacher(self.teacher, self.cfg.distill.guidance_frequencies)
         else:
             model = copy.deepcopy(self.teacher)
@@ -888,6 +890,8 @@ class DistillObjective(DiffusionObjective):
         return one_step_noise(self.student_sched, z, t, z2)
 
     def loss(self, model, x0: torch.Tensor, cond, g: torch.Generator) -> torch.Tensor:
+        if self.cfg.distill.stage == "trajectory":
+            return self.trajectory_loss(model, len(x0), x0.device, g)
         z, t, w = self.draw(x0, g)
         if self.cfg.distill.stage == "consistency":
             return self.consistency_loss(model, z, t, cond, w)
@@ -922,6 +926,26 @@ class DistillObjective(DiffusionObjective):
         weight = snr(sched, t) + 1.0 if kind == "snr-plus-one" else snr(sched, t).clamp(min=self.cfg.distill.snr_floor)
         return torch.mean(weight.view(-1, *([1] * (z.ndim - 1))) * diff ** 2)
 
+    def trajectory_loss(self, model, n: int, dev, g: torch.Generator) -> torch.Tensor:
+        """Regression on the teacher's paths (after Luhman & Luhman 2021, with the student's few steps): ``n``
+        (path, grid point) pairs drawn from the step's generator; one student DDIM step from the path's state z_t
+        should land on its state at the next grid point (its end below the lowest), i.e. output the ε of
+        :func:`~flaresynth.diffusion.one_step_noise`. The squared x₀ error is weighted by max(SNR_t, γ)
+        (``distill.snr_floor``): an ε error e at t is an x₀ error e/√SNR_t, and through the steps below a
+        final-image error of about that size, so the plain ε MSE (γ = 0) would all but ignore the first step,
+        from pure noise, which decides the image."""
+        p = self.paths
+        i = torch.randint(0, len(p["states"]), (n,), generator=g)
+        k = torch.randint(0, p["states"].shape[1] - 1, (n,), generator=g)
+        z, z_next = p["states"][i, k].to(dev), p["states"][i, k + 1].to(dev)
+        t = self.grid[k].to(dev)
+        cond = Condition(p["labels"][i], p["log_flux"][i], None if p["embedding"] is None else p["embedding"][i])
+        target = one_step_noise(self.student_sched, z, t, z_next)
+        pred = model(z, t, cond.to(dev), p["guidance"][i].to(dev)).float()
+        ratio = snr(self.student_sched, t)
+        weight = ratio.clamp(min=self.cfg.distill.snr_floor) / ratio
+        return torch.mean(weight.view(-1, *([1] * (z.ndim - 1))) * (pred - target.float()) ** 2)
+
     def meta(self) -> dict:
         d = self.cfg.distill
         return {"scheduler": self.sampler_config,
@@ -940,6 +964,20 @@ class DistillObjective(DiffusionObjective):
         self.student_sched.save_pretrained(folder / SCHEDULER_DIR)
         if "class_embedding_gaussians" in self.data:
             self.data["class_embedding_gaussians"].save(folder / EMBEDDING_CLASSES_FILE)
+
+
+def _read_trajectories(path: str, ddim_config: dict, student_steps: int) -> dict:
+    """A trajectory stage's teacher paths (:func:`flaresynth.distill.teacher_trajectories`), checked against the
+    student's DDIM grid."""
+    if not Path(path).is_file():
+        raise FlaresynthError(f"{path}: missing (distill.trajectories: the teacher's paths a trajectory stage "
+                              "trains on; `flaresynth distill --method trajectory` writes them)")
+    paths = torch.load(path, weights_only=True)
+    grid = [int(t) for t in ddim_scheduler(ddim_config, student_steps).timesteps]
+    if [int(t) for t in paths["timesteps"]] != grid:
+        raise FlaresynthError(f"{path}: timesteps: {paths['timesteps']}, but the student's {student_steps} DDIM steps "
+                              f"are at {grid}")
+    return paths
 
 
 def make_objective(cfg: RunConfig, data: dict, classes, ds=None):
