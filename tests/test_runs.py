@@ -190,9 +190,10 @@ def test_a_student_at_half_precision_samples_what_it_did(run_copy):
     _store_full(run, jitter=1e-3)
     model = open_run(run)
     table = build_requests(model, per_class=1, seed=7)
-    before = generate(model, table, "lcm", 4, 2.0)
+    sampler = model.sample_defaults["sampler"]  # its own (DDIM for a trajectory student, LCM for a consistency one)
+    before = generate(model, table, sampler, 4, 2.0)
     store_half(run)
-    after = generate(open_run(run), table, "lcm", 4, 2.0)
+    after = generate(open_run(run), table, sampler, 4, 2.0)
     assert 0 < abs(after - before).max() < 0.05 * (before.max() - before.min())
     with pytest.raises(FlaresynthError, match="a shipped run; copy its folder"):
         store_half("demo:discrete")

@@ -5,6 +5,7 @@ Run it::
     flaresynth distill --run RUN --out RUN2 --steps 4            # RUN: a DDPM run folder or demo:discrete
     flaresynth distill --run RUN --out RUN2 --steps 4 --resume   # continue an interrupted distillation
     flaresynth distill --run RUN --out RUN3 --steps 4 --method progressive   # the two-stage recipe below
+    flaresynth distill --run RUN --out RUN4 --steps 4 --method trajectory --stage-steps 3000  # the teacher's paths
     flaresynth sample --run RUN2 --out SAMPLES                   # its own 4 steps (LCM; DDIM if progressive), one forward each
 
 Two published methods, one after the other (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
@@ -33,7 +34,8 @@ model (4 -> 2 steps, 80 steps per stage) the 2-step student's mean squared dista
 
 ``--method consistency`` (the default since it was measured against the two stages above: on both shipped
 teachers its 4-step students kept the teachers' judge F1 where the progressive ones lost a third of it;
-docs/latent_diffusion.md, "Session 26") is one **consistency distillation**
+docs/latent_diffusion.md, "Session 26"; ``--method trajectory``, below, has since done better again, and the
+shipped students are trajectory students: "Session 42") is one **consistency distillation**
 stage (Song et al. 2023, "Consistency Models", ICML, Algorithm 2, with the guided teacher and w as an input as
 in Luo et al. 2023, "Latent Consistency Models"). The student, started like the guidance stage's from the
 teacher's conditional model, learns the consistency function f(z_t, t) = c_skip(t) z_t + c_out(t) x̂₀(z_t, t)
@@ -42,6 +44,21 @@ guided DDIM ODE: on the ``--teacher-steps`` N-step grid (every T/N-th timestep, 
 f at z_t must equal f at the point one guided teacher DDIM step down the grid. It samples with diffusers'
 ``LCMScheduler`` (multistep consistency sampling: predict x₀, add fresh noise down to the next of its
 ``--steps`` grid points, predict again); ``--stage-steps`` is its training length.
+
+``--method trajectory`` regresses the student on the guided teacher's own sampling paths (after Luhman & Luhman
+2021, "Knowledge Distillation in Iterative Generative Models", who distil a DDIM sampler's noise-to-image map into
+one step; here into the student's few DDIM steps, with w as an input). First the teacher samples ``--trajectories``
+requests (its own class requests, the classes taking turns, seeds from 1,000,000 so no evaluation's noise is among
+them) with DPM-Solver++ on the ``--teacher-steps``-step trailing grid (default 20, the teachers' own sampler),
+guided at w drawn per batch from ``--guidance-range`` within its guidance interval; its states at the points of the
+student's ``--steps``-step trailing grid (999, 749, 499, 249 for 4) and its final sample are kept in
+``OUT/trajectories.pt`` (:func:`teacher_trajectories`; ~80 MB for 4000 latent paths; written once, reused by
+``--resume``). Then one training stage, started like the consistency stage's from the teacher's conditional model:
+from a path's state at one grid point, one student DDIM step must land on the path's state at the next (its final
+sample below the lowest), the progressive stage's target with the teacher's path instead of two teacher steps, the
+ε MSE by default (``--snr-floor`` weights the x₀ error by max(SNR_t, γ) instead). The student samples with DDIM in
+its ``--steps``, one forward each. Unlike the other methods it trains on the teacher's paths alone, not on noised
+training images: what it learns is the map from noise to the teacher's image that the few-step sampler must compute.
 
 The teacher's guidance interval (``sample.guidance_t_max``, Kynkäänniemi et al. 2024, "Applying Guidance in a
 Limited Interval Improves Sample and Distribution Quality in Diffusion Models") is folded in too: with
@@ -63,6 +80,7 @@ Each stage is one ordinary training run of ``kind: student`` (:class:`flaresynth
       model/             the last stage's EMA weights (:func:`flaresynth.models.student.save_student`), the folder `flaresynth sample` reads
       log.jsonl          every stage's log lines, each with its "stage"
       provenance.json    command, teacher, data hash, the stages and their timings
+      trajectories.pt    --method trajectory: the teacher's paths the student trained on
       stages/
         0-guidance-64/   a training run (config, log, checkpoints while it runs, model/)
         1-progressive-32/

@@ -11,8 +11,8 @@ name                           folder                         what it is
 ``demo:embedding``             ``demo-embedding/``            generator: class + ceVAE embedding (encoder ``demo:cevae``)
 ``demo:cevae``                 ``demo-cevae/``                generator: the ceVAE baseline (class Gaussians in latent space)
 ``demo:discrete-student``      ``demo-discrete-student/``     as ``demo:discrete``: its distilled few-step student
-                                                              (distilled again from the 64/128/128 teacher,
-                                                              2026-12-06)
+                                                              (``--method trajectory``, from the 64/128/128
+                                                              teacher, 2026-12-07)
 ``demo:continuous-student``    ``demo-continuous-student/``   as ``demo:continuous``: its distilled few-step student
                                                               (likewise)
 ``demo:autoencoder``           ``demo-autoencoder/``          not a generator: the 64 px <-> 16x16x4 autoencoder
@@ -36,7 +36,7 @@ Opening one (and listing those installed) is :mod:`flaresynth.runs`' business: `
 :func:`flaresynth.runs.shipped_runs` (every installed name, the autoencoder included: it opens like any run, and
 ``flaresynth sample`` refuses it in one line; a caller wanting generators checks the model kind). Each is made by
 ``flaresynth train`` (the preset and dataset in its ``config.yaml`` and ``provenance.json``;
-the folder's ``README.md`` says how); a student by ``flaresynth distill --run demo:discrete --out RUN2 --steps 4 --method consistency``
+the folder's ``README.md`` says how); a student by ``flaresynth distill --run demo:discrete --out RUN2 --steps 4 --method trajectory``
 (:mod:`flaresynth.distill`), which samples in its own few steps with w as an input. A name is listed as
 installed only when its folder holds a model, so a student folder can be added later without code changes;
 ``flaresynth demo`` samples a generator from its student when that is installed.
