@@ -341,7 +341,8 @@ def test_a_shipped_student_is_sampled_in_its_own_steps_and_said_so(demo, tmp_pat
     from flaresynth.distill import distill
 
     runs = demo["out"] / "runs"
-    student = distill(runs / "discrete", tmp_path / "student", steps=2, teacher_steps=4, stage_steps=2, progress=False)
+    student = distill(runs / "discrete", tmp_path / "student", steps=2, teacher_steps=4, stage_steps=2,
+                      trajectories=10, progress=False)
     # demo:continuous-student is "installed" too, but --run continuous=... must win over it
     installed = {"demo:discrete": runs / "discrete", "demo:discrete-student": student,
                  "demo:continuous-student": student}

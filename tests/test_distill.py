@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from flaresynth import distill as distill_module
 from flaresynth.config import load_config, load_preset
 from flaresynth.dataset import open_dataset
 from flaresynth.diffusion import (
@@ -20,7 +21,14 @@ from flaresynth.diffusion import (
     snr,
     student_scheduler_config,
 )
-from flaresynth.distill import TRAJECTORY_FILE, TRAJECTORY_SEED, distill, is_student, stage_plan
+from flaresynth.distill import (
+    TRAJECTORY_FILE,
+    TRAJECTORY_RECORD,
+    TRAJECTORY_SEED,
+    distill,
+    is_student,
+    stage_plan,
+)
 from flaresynth.errors import FlaresynthError
 from flaresynth.models.conditioning import Condition
 from flaresynth.models.student import GuidanceStudent, student_from_teacher
@@ -86,7 +94,8 @@ def test_stage_plan_halves_down_to_the_requested_steps():
 
 
 def test_consistency_plan_is_one_stage_on_a_grid_that_divides_the_schedule():
-    assert stage_plan(50, 4) == [("consistency", 50, 4)]  # the default method, as distill()'s
+    assert stage_plan(20, 4) == [("trajectory", 20, 4)]  # the default method, as distill()'s
+    assert stage_plan(50, 4, method="consistency") == [("consistency", 50, 4)]
     assert stage_plan(4, 4, method="consistency") == [("consistency", 4, 4)]
     for steps, teacher_steps, what in ((4, 64, "divisor"), (8, 4, "more than"), (0, 50, "--steps 0")):
         with pytest.raises(FlaresynthError, match=what):
@@ -240,7 +249,7 @@ def test_a_student_learns_the_interval_of_its_teachers_config_and_samples_withou
 def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_path):
     # what the shipped students' README command gives: timesteps on the grid and w only at t <= 500
     r = cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "student"), "--steps", "2",
-            "--teacher-steps", "4", "--stage-steps", "2", "--sample-timesteps", "999,249",
+            "--method", "consistency", "--teacher-steps", "4", "--stage-steps", "2", "--sample-timesteps", "999,249",
             "--sample-guidance-t-max", "500", "--sample-guidance", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
     cfg = load_config(tmp_path / "student" / "config.yaml").sample
@@ -255,9 +264,11 @@ def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_
                        (["--sample-guidance-t-max", "-1"], "--sample-guidance-t-max -1"),
                        (["--sample-guidance", "5"], "inside --guidance-range 0,4"),
                        (["--sample-guidance", "nan"], "--sample-guidance nan"),
-                       (["--sample-timesteps", "999,249", "--method", "progressive"], "--method consistency only")):
+                       (["--sample-timesteps", "999,249", "--method", "progressive"], "--method consistency only"),
+                       (["--sample-timesteps", "999,249", "--method", "trajectory"], "--method consistency only")):
         line = one_line_error(cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"), "--steps",
-                                  "2", "--teacher-steps", "4", "--stage-steps", "2", "--no-progress", *args))
+                                  "2", "--method", "consistency", "--teacher-steps", "4", "--stage-steps", "2",
+                                  "--no-progress", *args))
         assert what in line, (args, line)
         assert not (tmp_path / "bad").exists()
 
@@ -335,6 +346,32 @@ def test_trajectory_student_learns_the_teachers_paths_and_samples_with_ddim(runs
     r = cli("sample", "--run", str(st), "--out", str(tmp_path / "s"), "--per-class", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert open_samples(tmp_path / "s").manifest["sampler"] == "ddim"
+
+
+def test_trajectory_paths_are_recorded_and_reused_only_for_their_own_request(runs, trajectory_student, tmp_path,
+                                                                            monkeypatch):
+    record = json.loads((trajectory_student / TRAJECTORY_RECORD).read_text())
+    assert {k: record[k] for k in ("n", "teacher_steps", "guidance_range")} == {
+        "n": 40, "teacher_steps": 4, "guidance_range": [0.0, 4.0]} and record["seconds"] > 0
+    st = tmp_path / "st"
+    st.mkdir()
+    for name in (TRAJECTORY_FILE, TRAJECTORY_RECORD):
+        shutil.copy(trajectory_student / name, st / name)
+    again = {"steps": 2, "teacher_steps": 4, "trajectories": 40, "resume": True, "progress": False}
+    with pytest.raises(FlaresynthError, match="another request"):
+        distill(runs["teacher"], st, guidance_range=(0.0, 2.0), **again)
+    # paths from before the record existed: their request is read from the file once, into a new record
+    (st / TRAJECTORY_RECORD).unlink()
+    with pytest.raises(FlaresynthError, match="another request"):
+        distill(runs["teacher"], st, guidance_range=(0.0, 2.0), **again)
+    assert json.loads((st / TRAJECTORY_RECORD).read_text()) == record
+    assert sorted(p.name for p in st.iterdir()) == sorted((TRAJECTORY_FILE, TRAJECTORY_RECORD))
+    # another process of a launch waits for the main one's record, but not for ever
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distill_module, "PATHS_WAIT_SECONDS", -1)
+    with pytest.raises(FlaresynthError, match="not written after"):
+        distill(runs["teacher"], tmp_path / "rank1", steps=2, teacher_steps=4, trajectories=40, progress=False)
+    assert not (tmp_path / "rank1").exists()
 
 
 def test_distilled_student_reproduces_the_teachers_guided_output_better_than_at_initialisation(runs):
@@ -464,7 +501,8 @@ def test_continuous_teacher_distils_and_samples(runs, tmp_path):
     cfg.train.checkpoint_every = 1000
     cfg.conditioning.kind = "continuous"
     teacher = train(runs["ds"], tmp_path / "teacher", cfg, progress=False)
-    student = distill(teacher, tmp_path / "student", steps=4, teacher_steps=4, stage_steps=2, progress=False)
+    student = distill(teacher, tmp_path / "student", steps=4, teacher_steps=4, stage_steps=2, trajectories=10,
+                      progress=False)
     out = sample(student, tmp_path / "s", fluxes=[3e-6], per_class=2, fits=False, grid=False)
     s = open_samples(out)
     assert s.manifest["steps"] == 4 and s.manifest["conditioning"] == "continuous" and len(s.images) == 2
@@ -476,7 +514,8 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
     cases = [
         (["--run", student], "already a distilled student"),
         (["--run", teacher, "--steps", "0"], "--steps 0"),
-        (["--run", teacher, "--steps", "128"], "more than the teacher's 50"),
+        (["--run", teacher, "--steps", "128"], "more than the teacher's 20"),  # the default, trajectory
+        (["--run", teacher, "--steps", "128", "--method", "consistency"], "more than the teacher's 50"),
         (["--run", teacher, "--steps", "128", "--method", "progressive"], "more than the teacher's 64"),
     ]
     for args, what in cases:
@@ -492,10 +531,12 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
                          ({"steps": 2, "teacher_steps": 4, "method": "progressive", "consistency_loss": "pseudo-huber"},
                           "--method consistency only"),
                          ({"steps": 2, "teacher_steps": 4, "snr_floor": -1.0}, "--snr-floor -1"),
-                         ({"steps": 2, "teacher_steps": 4, "snr_floor": 0.1, "consistency_loss": "pseudo-huber"},
+                         ({"steps": 2, "teacher_steps": 4, "snr_floor": 0.1, "consistency_loss": "pseudo-huber",
+                           "method": "consistency"},
                           "--consistency-loss snr only"),
                          ({"steps": 4, "teacher_steps": 30, "method": "trajectory"}, "multiple of --steps 4"),
-                         ({"steps": 2, "teacher_steps": 4, "trajectories": 10}, "--method trajectory only"),
+                         ({"steps": 2, "teacher_steps": 4, "method": "consistency", "trajectories": 10},
+                          "--method trajectory only"),
                          ({"steps": 2, "teacher_steps": 4, "method": "trajectory", "trajectories": 0},
                           "--trajectories 0")):
         with pytest.raises(FlaresynthError, match=what):

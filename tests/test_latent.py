@@ -139,7 +139,8 @@ def test_latent_run_reloads_and_samples_identically(data, ae_run, tmp_path):
 
 def test_latent_student_samples_with_the_teachers_autoencoder(data, ae_run, tmp_path):
     teacher = train(data, tmp_path / "teacher", latent_cfg(), autoencoder=ae_run, progress=False)
-    student = distill(teacher, tmp_path / "student", steps=2, teacher_steps=4, stage_steps=1, progress=False)
+    student = distill(teacher, tmp_path / "student", steps=2, teacher_steps=4, stage_steps=1, trajectories=10,
+                      progress=False)
     assert (student / AUTOENCODER_DIR / "flaresynth.json").is_file()
     out = sample(student, tmp_path / "s", per_class=1)
     assert np.load(out / "samples.npy").shape == (5, 1, 64, 64)

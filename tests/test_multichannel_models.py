@@ -153,7 +153,8 @@ def test_channel_class_figure_draws_each_channel_on_its_fixed_scale():
 
 def test_five_channel_continuous_teacher_distils_to_a_five_channel_student(world, tmp_path):
     teacher = train(world["ds5"], tmp_path / "t", latent_cfg("continuous"), autoencoder=world["ae5"], progress=False)
-    student = distill(teacher, tmp_path / "st", steps=2, teacher_steps=4, stage_steps=1, progress=False)
+    student = distill(teacher, tmp_path / "st", steps=2, teacher_steps=4, stage_steps=1, trajectories=10,
+                      progress=False)
     out = sample(student, tmp_path / "s", fluxes=[3e-6], per_class=2, grid=False)
     gs = open_samples(out)
     assert gs.images.shape == (2, 5, 64, 64) and gs.channels == list(CHANNELS)

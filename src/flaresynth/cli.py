@@ -356,28 +356,28 @@ def sample(
 def distill(
     run: Annotated[str, typer.Option("--run", help="The teacher: a DDPM run folder or a shipped one (demo:discrete, demo:continuous, demo:embedding). Not a ceVAE, not a student.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The student's run folder (config.yaml, model/, log.jsonl, provenance.json, stages/).")],
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the student (LCM for consistency, DDIM for progressive), one U-Net forward each (classifier-free guidance folded in).")] = 4,
-    method: Annotated[str, typer.Option("--method", help="consistency (one consistency-distillation stage, sampled with LCMScheduler; the shipped students'), progressive (guidance distillation, then progressive halvings) or trajectory (regression on the guided teacher's DPM-Solver++ paths at the student's DDIM steps).")] = "consistency",
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the student (DDIM; LCM for consistency), one U-Net forward each (classifier-free guidance folded in).")] = 4,
+    method: Annotated[str, typer.Option("--method", help="trajectory (regression on the guided teacher's DPM-Solver++ paths at the student's DDIM steps; the shipped students', chosen by measurement), consistency (one consistency-distillation stage, sampled with LCMScheduler) or progressive (guidance distillation, then progressive halvings).")] = "trajectory",
     teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="DDIM steps of the teacher's grid. progressive: halved by each stage down to --steps (so --steps times a power of two; default 64). consistency: the grid the consistency function is learned on (a divisor of 1000; default 50). trajectory: the teacher's DPM-Solver++ steps (a divisor of 1000 and a multiple of --steps; default 20).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="The teacher's dataset folder (default: the one its provenance.json names; checked by data hash).")] = None,
-    stage_steps: Annotated[int, typer.Option("--stage-steps", help="Optimiser steps of each progressive stage, or of the consistency stage.")] = 1000,
+    stage_steps: Annotated[int | None, typer.Option("--stage-steps", help="Optimiser steps of the trajectory or consistency stage, or of each progressive stage (default 3000 for trajectory, as the shipped students; 1000 otherwise).")] = None,
     guidance_steps: Annotated[int | None, typer.Option("--guidance-steps", help="Optimiser steps of the guidance stage (default: --stage-steps).")] = None,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of each stage (cosine to 0 over the stage).")] = 1e-4,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (default: the teacher's).")] = None,
-    guidance_range: Annotated[str, typer.Option("--guidance-range", help="MIN,MAX of the CFG weights w the student learns (uniform); sampling asks for one inside it.")] = "0,4",
+    guidance_range: Annotated[str, typer.Option("--guidance-range", help="MIN,MAX of the CFG weights w the student learns (uniform); sampling asks for one inside it (the shipped students: 0,2).")] = "0,4",
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="The teacher guides only at timesteps t <= T in the student's targets (the guidance interval; the student then samples with w at every step); 999 = every step. Default: the teacher's config (500 for demo:discrete and demo:continuous).")] = None,
-    consistency_loss: Annotated[str, typer.Option("--consistency-loss", help="The consistency stage's distance between the student's x0 and its target's: snr (squared error weighted by SNR, the ε-space MSE; the shipped students'), snr-plus-one (weighted by SNR + 1, the v-space MSE) or pseudo-huber (unweighted, per image).")] = "snr",
+    consistency_loss: Annotated[str, typer.Option("--consistency-loss", help="The consistency stage's distance between the student's x0 and its target's: snr (squared error weighted by SNR, the ε-space MSE), snr-plus-one (weighted by SNR + 1, the v-space MSE) or pseudo-huber (unweighted, per image).")] = "snr",
     snr_floor: Annotated[float, typer.Option("--snr-floor", help="With --consistency-loss snr or --method trajectory: weight the squared x0 error by max(SNR, G), a bounded weight at the highest noise, where the plain SNR weight is ~4e-5 (0: the plain SNR weight, the ε MSE).")] = 0.0,
     trajectories: Annotated[int | None, typer.Option("--trajectories", help="--method trajectory: how many of the teacher's paths to generate and train on (default 4000; kept in OUT/trajectories.pt).")] = None,
-    sample_timesteps: Annotated[str | None, typer.Option("--sample-timesteps", help="The student's sampling timesteps (its config's sample.timesteps): --steps decreasing points of its grid, comma-separated (999,739,439,139 for the shipped students). Default: the sampler's own spacing.")] = None,
-    sample_guidance_t_max: Annotated[int | None, typer.Option("--sample-guidance-t-max", help="The student is given w only at timesteps t <= T when it samples (its config's sample.guidance_t_max; 500 for the shipped students). Default: at every step.")] = None,
-    sample_guidance: Annotated[float | None, typer.Option("--sample-guidance", help="The student's default CFG weight w (its config's sample.guidance; 2 for the shipped students), inside --guidance-range. Default: the teacher's.")] = None,
+    sample_timesteps: Annotated[str | None, typer.Option("--sample-timesteps", help="--method consistency: the student's sampling timesteps (its config's sample.timesteps), --steps decreasing points of its grid, comma-separated (e.g. 999,739,439,139). Default: the sampler's own spacing.")] = None,
+    sample_guidance_t_max: Annotated[int | None, typer.Option("--sample-guidance-t-max", help="The student is given w only at timesteps t <= T when it samples (its config's sample.guidance_t_max). Default: at every step.")] = None,
+    sample_guidance: Annotated[float | None, typer.Option("--sample-guidance", help="The student's default CFG weight w (its config's sample.guidance; 1 for the shipped students), inside --guidance-range. Default: the teacher's.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the student's provenance.json when done.")] = False,
 ) -> None:
-    """Distil a DDPM into a few-step student with the guidance weight as an input (Meng et al. 2023; Salimans & Ho 2022)."""
+    """Distil a DDPM into a few-step student with the guidance weight as an input (Meng et al. 2023; Luhman & Luhman 2021)."""
     from flaresynth.distill import TEACHER_CONFIG
     from flaresynth.distill import distill as run_distillation
     from flaresynth.io import read_json
