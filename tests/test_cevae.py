@@ -1,6 +1,7 @@
 """The ceVAE: network, loss, training through the shared loop, class-Gaussian sampling, the frozen encoder."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from flaresynth.train import (
     load_training_data,
     read_checkpoint,
     reconstruction_loss,
+    refit_class_latents,
     train,
 )
 from flaresynth.transforms import channel_transforms, resample
@@ -185,6 +187,36 @@ def test_class_gaussians_fit_and_sample_the_fitted_mean_and_covariance(tmp_path)
         back.index("B")
 
 
+def test_class_mixtures_find_a_classs_modes_and_draw_them_in_proportion(tmp_path):
+    rng = np.random.default_rng(1)
+    d = 6
+    modes = np.array([[4.0] * d, [-4.0] * d])
+    two = np.concatenate([modes[0] + rng.normal(0, 0.5, (90, d)), modes[1] + rng.normal(0, 0.5, (30, d))])
+    few = rng.normal(0, 1, (9, d))  # under 2 x IMAGES_PER_COMPONENT: keeps its single Gaussian
+    latents, labels = np.concatenate([two, few]), np.array([0] * 120 + [1] * 9)
+    single = fit_class_gaussians(latents, labels, ["A", "B"])
+    g = fit_class_gaussians(latents, labels, ["A", "B"], components=2)
+    assert single.mix_weights is None and g.summary()["components"] == [2, 1]
+    np.testing.assert_allclose(g.means, single.means)  # the class moments stay what they were
+    np.testing.assert_allclose(g.covs, single.covs)
+    order = np.argsort(-g.mix_means[0, :, 0])
+    np.testing.assert_allclose(g.mix_means[0, order], [two[:90].mean(0), two[90:].mean(0)], atol=1e-6)
+    np.testing.assert_allclose(g.mix_weights[0, order], [0.75, 0.25], atol=1e-6)
+    # the mixture's draws sit at the two modes in those shares; the single Gaussian's mostly between them
+    draws, plain = g.sample(0, range(4000)), single.sample(0, range(4000))
+    assert abs((draws[:, 0] > 0).mean() - 0.75) < 0.03
+    assert (np.abs(np.abs(draws[:, 0]) - 4) < 2).mean() > 0.97 > 0.6 > (np.abs(np.abs(plain[:, 0]) - 4) < 1).mean()
+    np.testing.assert_array_equal(g.sample(1, range(50)), single.sample(1, range(50)))
+    # saved compactly (float16 factors) and loaded back: the same draws to float16 precision, each from its own seed
+    g.save(tmp_path / "g.npz")
+    back = ClassGaussians.load(tmp_path / "g.npz")
+    assert back.summary() == g.summary()
+    np.testing.assert_allclose(back.sample(0, range(200)), g.sample(0, range(200)), atol=2e-2)
+    np.testing.assert_allclose(back.sample(0, [7])[0], back.sample(0, [3, 5, 7])[2], rtol=1e-12)
+    with pytest.raises(FlaresynthError, match="class components 0"):
+        fit_class_gaussians(latents, labels, ["A", "B"], components=0)
+
+
 # ------------------------------------------------------------------------------------------ the training loop
 
 
@@ -241,6 +273,7 @@ def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp
         ("kind: cevae\nmodel:\n  sample_size: 24\n", r"model.sample_size: 24 cannot be halved 4 times"),
         ("kind: cevae\ncevae:\n  zdim: 3\n", r"cevae.zdim: unknown key"),
         ("sample:\n  embedding_source: nearest\n", r"sample.embedding_source: 'nearest' unknown"),
+        ("kind: cevae\ncevae:\n  class_components: 0\n", r"cevae.class_components: 0, expected a whole number"),
     ]:
         bad.write_text(text)
         with pytest.raises(FlaresynthError, match=needle):
@@ -252,6 +285,8 @@ def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp
     assert a.fingerprint() == b.fingerprint()
     c, e = load_preset("cevae-tiny"), load_preset("cevae-tiny")
     e.diffusion.beta_end = 0.03
+    assert c.fingerprint() == e.fingerprint()
+    e.cevae.class_components = 8  # fitted after training: a run refitted with it still resumes
     assert c.fingerprint() == e.fingerprint()
     e.cevae.beta = 0.5
     assert c.fingerprint() != e.fingerprint()
@@ -425,3 +460,36 @@ def test_cevae_samples_folder_is_the_ddpm_format_and_evaluation_reads_it(ds, run
                                                                  figures=False, referee="off", judge_max_epochs=2))
     assert result["metrics"] and (tmp_path / "eval" / "metrics.json").is_file()
     assert result["generated"]["generator"] == "flaresynth-cevae" and result["generated"]["n"] == 9
+
+
+def test_a_runs_class_latents_are_refitted_as_at_the_end_of_training_and_sampled_as_mixtures(ds, run, tmp_path):
+    from flaresynth.sampling import sample
+
+    copy = tmp_path / "cevae"
+    shutil.copytree(run, copy)
+    trained = ClassGaussians.load(copy / "model" / "latent_classes.npz")
+    again = refit_class_latents(copy, ds, 1)
+    np.testing.assert_allclose(again.means, trained.means, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.covs, trained.covs, rtol=1e-4, atol=1e-7)
+    # 6 training images a class: too few for 2 components (5 each), so every class keeps its Gaussian
+    assert refit_class_latents(copy, ds, 2).mix_weights is None
+    assert load_config(copy / "config.yaml").cevae.class_components == 2
+    assert open_run(copy).meta["config"]["cevae"]["class_components"] == 2
+    # a mixture file (as a larger class gets) is what the run samples from, image i from seed i alone
+    rng = np.random.default_rng(0)
+    latents = np.concatenate([rng.normal(c, 0.1, (20, trained.dim)) for c in (-1.0, 1.0)] * 5)
+    mixture = fit_class_gaussians(latents, np.repeat(np.arange(5), 40), trained.classes, components=2)
+    mixture.save(copy / "model" / "latent_classes.npz")
+    s = open_samples(sample(copy, tmp_path / "s", classes=["X"], per_class=3, seed=4, fits=False, grid=False))
+    z = open_run(copy).gaussians.sample(4, [5])
+    np.testing.assert_allclose(s.images[1], decode(open_run(copy).network, torch.from_numpy(z).float())[0].numpy(),
+                               atol=1e-5)
+    assert s.manifest["latent_classes"]["components"] == [2] * 5
+    # bad input: a shipped name, another dataset, a bad count; the files stay as they were
+    before = (copy / "model" / "latent_classes.npz").read_bytes()
+    other = make_dataset(tmp_path / "other", seed=3)
+    for target, data, k, what in (("demo:cevae", ds, 2, "not a run folder"), (copy, other, 2, "data_hash"),
+                                  (copy, ds, 0, "cevae.class_components: 0")):
+        with pytest.raises(FlaresynthError, match=what):
+            refit_class_latents(target, data, k)
+    assert (copy / "model" / "latent_classes.npz").read_bytes() == before

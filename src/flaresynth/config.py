@@ -146,6 +146,8 @@ class CevaeConfig:
     (1 − ce_factor)·(rec + beta·KL) + ce_factor·rec_ce. Context-encoding masks: per image 0..``mask_max_squares``
     squares of side 0..``mask_max_fraction``·size, each filled with one value drawn between the image's min and
     max. ``class_ridge`` is the relative ridge added to each per-class latent covariance (× its mean variance).
+    ``class_components`` > 1 draws each class from a mixture of up to that many Gaussians instead of one (a
+    component per 5 training images at most; fitted after training, so outside the fingerprint).
     ``standardize`` (ours, on by default) feeds the network (x − mean image)/residual std and measures errors in
     those units; without it the ceVAE collapses to the mean image on full-disk data (``models/cevae.py``).
     """
@@ -160,6 +162,7 @@ class CevaeConfig:
     mask_max_squares: int = 2
     mask_max_fraction: float = 0.5
     class_ridge: float = 1e-3
+    class_components: int = 1
 
 
 @dataclass
@@ -376,6 +379,8 @@ class RunConfig:
         kind = d.pop("kind")
         small_model = {k: d["model"][k] for k in ("sample_size", "in_channels")}
         if kind == "cevae":
+            # the class mixture is fitted after training: it changes what the run samples, not a training step
+            d["cevae"].pop("class_components")
             d = {"kind": kind, "model": small_model, "cevae": d["cevae"], "train": d["train"]}
         elif kind == "autoencoder":
             d = {"kind": kind, "model": small_model, "autoencoder": dataclasses.asdict(self.autoencoder),
@@ -725,6 +730,8 @@ def _validate_cevae(cfg: RunConfig, source: str) -> None:
             f"{source}: cevae.mask_max_fraction: {e.mask_max_fraction}, expected 0 < fraction <= 1"
         )
     _positive(source, "cevae.class_ridge", e.class_ridge, allow_zero=True)
+    if isinstance(e.class_components, bool) or not isinstance(e.class_components, int) or e.class_components < 1:
+        raise FlaresynthError(f"{source}: cevae.class_components: {e.class_components!r}, expected a whole number >= 1")
 
 
 __all__ = [

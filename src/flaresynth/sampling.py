@@ -34,7 +34,8 @@ shipped 64 px DDPMs, DDIM 20 for the others); the paper's 1000-step DDPM is ``--
 
 A ceVAE run (``kind: cevae``) has no sampler: image i draws its latent z = m_k + L_k ε from N(m_k, Σ_k) of its
 class k (fitted on the training latents at the end of training, ``RUN/model/latent_classes.npz``; see
-:mod:`flaresynth.models.cevae`) with ε from ``torch.Generator().manual_seed(seed + i)``, then decodes z and clips
+:mod:`flaresynth.models.cevae`) with ε from ``torch.Generator().manual_seed(seed + i)``, or, with
+``cevae.class_components`` > 1, from the component of the class's mixture its seed picks; then decodes z and clips
 to [-1, 1] (:func:`generate_cevae`). A flux request uses the Gaussian of the flux's class (the ceVAE has no
 continuous condition). It writes the same samples folder, so evaluation treats both generators alike.
 

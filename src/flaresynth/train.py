@@ -96,7 +96,7 @@ from diffusers.training_utils import EMAModel
 from numpy.lib.format import open_memmap
 
 from flaresynth import __version__
-from flaresynth.config import RunConfig, load_config, load_preset, save_config
+from flaresynth.config import RunConfig, load_config, load_preset, save_config, validate
 from flaresynth.dataset import open_dataset
 from flaresynth.devices import use_deterministic_kernels
 from flaresynth.diffusion import (
@@ -672,10 +672,11 @@ class CevaeObjective:
         return {"model_type": CEVAE_MODEL_TYPE}
 
     def fit_gaussians(self, model: CeVAE, device) -> ClassGaussians:
-        """Per-class Gaussians of the training images' latent means under the model's current weights."""
+        """Per-class Gaussians (or mixtures, ``cevae.class_components``) of the training images' latent means under
+        the model's current weights."""
         mu = encode_means(model, self.data["images"], device)
         return fit_class_gaussians(mu.numpy(), self.data["cond"].labels.numpy(), self.classes,
-                                   self.cfg.cevae.class_ridge)
+                                   self.cfg.cevae.class_ridge, self.cfg.cevae.class_components)
 
     def sample_grid(self, model: CeVAE, meta: dict, path: Path, step: int, device) -> None:
         """A per-class grid of decoded class-Gaussian draws (weights already swapped to EMA by the loop)."""
@@ -700,6 +701,36 @@ class CevaeObjective:
             "latent_classes": {**gauss.summary(), "file": LATENT_CLASSES_FILE,
                                "fit": "latent means of the train split at the model resolution, final EMA weights"},
         })
+
+
+def refit_class_latents(run: str | Path, data: str | Path, components: int) -> ClassGaussians:
+    """Refit a trained ceVAE run's per-class latent Gaussians as mixtures of up to ``components`` (its
+    ``cevae.class_components``; 1: one Gaussian per class), without retraining.
+
+    The training split of ``data`` (the run's dataset, checked by its data hash) is encoded with the run's EMA
+    weights and fitted exactly as at the end of training; ``RUN/model/latent_classes.npz``, the model's
+    ``flaresynth.json`` and ``RUN/config.yaml`` are rewritten, each atomically. Returns the new fit.
+    """
+    folder = Path(run)
+    if is_shipped_name(str(run)) or not (folder / "config.yaml").is_file():
+        raise FlaresynthError(f"{run}: not a run folder with its config.yaml (a shipped run is refitted in a copy)")
+    model = open_run(folder, "cpu")
+    if model.kind != CEVAE_MODEL_TYPE:
+        raise FlaresynthError(f"{folder / MODEL_DIR / META_FILE}: model_type: {model.kind!r}, only a ceVAE run has "
+                              "class latents to refit")
+    ds = open_dataset(data)
+    if ds.manifest.get("data_hash") != model.meta.get("data_hash"):
+        raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset {folder} was trained on")
+    cfg = load_config(folder / "config.yaml")
+    cfg.cevae.class_components = components
+    validate(cfg, str(folder / "config.yaml"))
+    gauss = CevaeObjective(cfg, load_training_data(ds, cfg), ds.classes).fit_gaussians(model.network, "cpu")
+    gauss.save(model.folder / LATENT_CLASSES_FILE)
+    meta = {**model.meta, "config": cfg.to_dict(),
+            "latent_classes": {**model.meta.get("latent_classes", {}), **gauss.summary()}}
+    write_meta(model.folder, meta)
+    save_config(cfg, folder / "config.yaml")
+    return gauss
 
 
 def autoencoder_loss(model, x: torch.Tensor, generator: torch.Generator, kl_weight: float = 1e-6,
@@ -1544,6 +1575,7 @@ __all__ = [
     "train",
     "DiffusionObjective",
     "CevaeObjective",
+    "refit_class_latents",
     "DistillObjective",
     "cevae_loss",
     "AutoencoderObjective",

@@ -62,6 +62,17 @@ z = m_k + L_k ε with Σ_k = L_k L_kᵀ (float64 Cholesky) and ε from the image
 decodes it and clips to [-1, 1] (:class:`ClassGaussians`, :func:`flaresynth.sampling.generate_cevae`). The Gaussians
 are stored with the weights (``RUN/model/latent_classes.npz``), so sampling needs no dataset.
 
+One Gaussian per class spreads a class over the whole region its latents span, and the region's centre decodes to
+a blurred disc that is no class in particular (on the demo's data, shrinking the draws towards the mean lowers the
+judge's F1 further). With ``cevae.class_components`` M > 1 a class of n images is drawn instead from a mixture of
+min(M, n // 5) full-covariance Gaussians fitted to its latents (scikit-learn's ``GaussianMixture``, the same ridge
+on each component's diagonal; a class with fewer than 10 images keeps its single Gaussian): "ex-post density
+estimation" of the aggregate posterior, as Ghosh et al. (2020, "From Variational to Deterministic Autoencoders",
+ICLR) sample their autoencoders. Image i picks its component with its own seed (:data:`COMPONENT_STREAM`) and
+draws its noise from its seeded torch generator as above. The shipped ``demo:cevae`` uses M = 8: more
+components move the class score and FD further but draw more images near one training day
+(docs/latent_diffusion.md, "Session 43"). :func:`flaresynth.train.refit_class_latents` refits a trained run.
+
 The encoder (third conditioning experiment)
 -------------------------------------------
 :func:`flaresynth.runs.load_encoder` (``cevae:RUN``) returns a :class:`CevaeEncoder`, an :class:`~flaresynth.models.conditioning.ImageEncoder`
@@ -90,7 +101,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flaresynth.errors import FlaresynthError
-from flaresynth.io import read_json, write_json
+from flaresynth.io import atomic_file, read_json, write_json
 from flaresynth.transforms import channel_transforms, resample, resize
 
 #: ``model_type`` of a ceVAE run in its ``flaresynth.json`` (:mod:`flaresynth.runs`).
@@ -102,6 +113,10 @@ LOGVAR_RANGE = (-30.0, 20.0)
 ENCODE_BATCH = 64
 #: Relative ridge of a fitted class covariance when none is configured.
 DEFAULT_RIDGE = 1e-3
+#: A class's mixture has at most one component per this many training images (fewer: its single Gaussian).
+IMAGES_PER_COMPONENT = 5
+#: Stream of a seed's random generator that picks its mixture component (the noise itself comes from torch's).
+COMPONENT_STREAM = 0x434D50
 
 
 # ------------------------------------------------------------------------------------------ network
@@ -244,10 +259,14 @@ def encode_means(model: CeVAE, images: torch.Tensor, device: str | torch.device 
 
 @dataclass
 class ClassGaussians:
-    """One Gaussian N(mean_k, cov_k) per class in a latent (or embedding) space; module docstring.
+    """One Gaussian N(mean_k, cov_k), or a mixture of Gaussians, per class in a latent (or embedding) space; module
+    docstring.
 
     ``counts`` (K,) images behind each fit (0: no Gaussian, NaN mean/cov); ``fallback`` (K,) True where the
-    covariance is the pooled diagonal (a class with one image); ``ridge`` the relative ridge used.
+    covariance is the pooled diagonal (a class with one image); ``ridge`` the relative ridge used. ``means`` and
+    ``covs`` are each class's mean and ridged covariance. With ``mix_weights`` (K, M) a class whose weights are not
+    all zero is drawn from its mixture instead: components ``mix_means`` (K, M, d) with Cholesky factors
+    ``mix_chols`` (K, M, d, d) (:func:`fit_class_gaussians` with ``components`` > 1).
     """
 
     classes: tuple[str, ...]
@@ -256,10 +275,17 @@ class ClassGaussians:
     covs: np.ndarray
     fallback: np.ndarray
     ridge: float
+    mix_weights: np.ndarray | None = None
+    mix_means: np.ndarray | None = None
+    mix_chols: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])
+
+    def components(self, k: int) -> int:
+        """Mixture components of class ``k`` (1: its single Gaussian)."""
+        return 1 if self.mix_weights is None else max(1, int(np.count_nonzero(self.mix_weights[k])))
 
     def index(self, name: str) -> int:
         """Index of class ``name`` (one that has a Gaussian)."""
@@ -269,17 +295,30 @@ class ClassGaussians:
         return self.classes.index(name)
 
     def sample(self, k: int, seeds) -> np.ndarray:
-        """(len(seeds), dim) float64 draws from class ``k``; draw i uses only ``torch.Generator(seeds[i])``."""
-        chol = np.linalg.cholesky(self.covs[k])
-        eps = np.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(int(s)),
-                                    dtype=torch.float64).numpy() for s in seeds]) if len(seeds) else np.zeros((0, self.dim))
-        return self.means[k][None, :] + eps @ chol.T
+        """(len(seeds), dim) float64 draws from class ``k``; draw i uses only ``torch.Generator(seeds[i])`` (its
+        noise) and, for a mixture, ``numpy.random.default_rng([seeds[i], COMPONENT_STREAM])`` (its component)."""
+        seeds = [int(s) for s in seeds]
+        eps = np.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(s),
+                                    dtype=torch.float64).numpy() for s in seeds]) if seeds else np.zeros((0, self.dim))
+        if self.components(k) == 1:
+            return self.means[k][None, :] + eps @ np.linalg.cholesky(self.covs[k]).T
+        w = self.mix_weights[k]
+        j = np.array([np.random.default_rng([s, COMPONENT_STREAM]).choice(len(w), p=w) for s in seeds], dtype=np.int64)
+        return self.mix_means[k, j] + np.einsum("nij,nj->ni", self.mix_chols[k, j], eps)
 
     def save(self, path: str | Path) -> None:
-        """Write an ``.npz`` (classes, counts, means, covs, fallback, ridge)."""
-        with open(path, "wb") as fh:
-            np.savez(fh, classes=np.array(self.classes, dtype=str), counts=self.counts, means=self.means,
-                     covs=self.covs, fallback=self.fallback, ridge=np.float64(self.ridge))
+        """Write an ``.npz``, atomically (classes, counts, means, covs, fallback, ridge; a mixture's weights, means and Cholesky
+        factors too, their lower triangles in float16 to keep a shipped run small)."""
+        arrays = {"classes": np.array(self.classes, dtype=str), "counts": self.counts, "means": self.means,
+                  "covs": self.covs, "fallback": self.fallback, "ridge": np.float64(self.ridge)}
+        if self.mix_weights is not None:
+            rows, cols = np.tril_indices(self.dim)
+            arrays.update(mix_weights=self.mix_weights, mix_means=self.mix_means,
+                          mix_chols_tril=self.mix_chols[..., rows, cols].astype(np.float16),
+                          covs=self.covs[..., rows, cols].astype(np.float32))
+            arrays["covs_tril"] = arrays.pop("covs")
+        with atomic_file(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ClassGaussians:
@@ -287,13 +326,29 @@ class ClassGaussians:
         if not path.is_file():
             raise FlaresynthError(f"{path}: missing (per-class latent Gaussians; written at the end of training)")
         with np.load(path, allow_pickle=False) as z:
-            return cls(tuple(str(c) for c in z["classes"]), z["counts"], z["means"], z["covs"], z["fallback"],
-                       float(z["ridge"]))
+            d = int(z["means"].shape[1])
+            rows, cols = np.tril_indices(d)
+
+            def unpack(tril: np.ndarray, symmetric: bool) -> np.ndarray:
+                full = np.zeros((*tril.shape[:-1], d, d))
+                full[..., rows, cols] = tril
+                if symmetric:
+                    full[..., cols, rows] = tril
+                return full
+
+            covs = z["covs"] if "covs" in z else unpack(z["covs_tril"].astype(np.float64), True)
+            mix = (z["mix_weights"], z["mix_means"], unpack(z["mix_chols_tril"].astype(np.float64), False)) \
+                if "mix_weights" in z else (None, None, None)
+            return cls(tuple(str(c) for c in z["classes"]), z["counts"], z["means"], covs, z["fallback"],
+                       float(z["ridge"]), *mix)
 
     def summary(self) -> dict:
-        """JSON-ready counts and fallbacks per class."""
-        return {"classes": list(self.classes), "counts": [int(n) for n in self.counts],
-                "fallback": [bool(f) for f in self.fallback], "ridge": self.ridge, "dim": self.dim}
+        """JSON-ready counts and fallbacks per class (and mixture components, when any class has several)."""
+        out = {"classes": list(self.classes), "counts": [int(n) for n in self.counts],
+               "fallback": [bool(f) for f in self.fallback], "ridge": self.ridge, "dim": self.dim}
+        if self.mix_weights is not None:
+            out["components"] = [self.components(k) for k in range(len(self.classes))]
+        return out
 
 
 def _ridged(cov: np.ndarray, ridge: float) -> np.ndarray:
@@ -303,12 +358,16 @@ def _ridged(cov: np.ndarray, ridge: float) -> np.ndarray:
     return cov + lam * np.eye(d) if lam > 0 else cov
 
 
-def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE) -> ClassGaussians:
+def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
+                        components: int = 1) -> ClassGaussians:
     """Fit one Gaussian per class to ``latents`` (N, d) with integer ``labels`` (N,) into ``classes``.
 
     Mean and sample covariance (ddof 1) per class with ≥ 2 images, plus ``ridge``·trace/d on the diagonal;
     a class with one image: its latent as the mean, the pooled within-class covariance's diagonal (module
-    docstring for the fallbacks); a class with none: NaN and count 0.
+    docstring for the fallbacks); a class with none: NaN and count 0. With ``components`` > 1, a class of n
+    images is drawn from a mixture of min(``components``, n // :data:`IMAGES_PER_COMPONENT`) full-covariance
+    Gaussians (scikit-learn's ``GaussianMixture``, EM from k-means, the same ridge on each component's diagonal)
+    where that is at least 2, from its single Gaussian otherwise (module docstring).
     """
     z = np.asarray(latents, dtype=np.float64)
     labels = np.asarray(labels)
@@ -337,7 +396,26 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE) 
         for i in np.flatnonzero(counts == 1):
             covs[i] = _ridged(np.diag(np.diag(pooled)), ridge)
             fallback[i] = True
-    return ClassGaussians(tuple(classes), counts, means, covs, fallback, float(ridge))
+    if int(components) != components or components < 1:
+        raise FlaresynthError(f"class components {components!r}: expected a whole number >= 1")
+    sizes = [min(int(components), int(n) // IMAGES_PER_COMPONENT) for n in counts]
+    if max(sizes, default=0) < 2:
+        return ClassGaussians(tuple(classes), counts, means, covs, fallback, float(ridge))
+    # scikit-learn only here: every run that is opened imports this module, and only a mixture's fit needs it
+    from sklearn.mixture import GaussianMixture
+
+    m = max(sizes)
+    weights, mix_means, chols = np.zeros((k, m)), np.zeros((k, m, d)), np.zeros((k, m, d, d))
+    for i, size in enumerate(sizes):
+        if size < 2:
+            continue
+        zi = z[labels == i]
+        reg = ridge * max(float(np.trace(np.atleast_2d(np.cov(zi, rowvar=False, ddof=1)))) / d, 1e-12)
+        mix = GaussianMixture(size, covariance_type="full", reg_covar=reg, random_state=0).fit(zi)
+        weights[i, :size] = mix.weights_ / mix.weights_.sum()
+        mix_means[i, :size] = mix.means_
+        chols[i, :size] = np.linalg.cholesky(mix.covariances_)
+    return ClassGaussians(tuple(classes), counts, means, covs, fallback, float(ridge), weights, mix_means, chols)
 
 
 @torch.no_grad()
