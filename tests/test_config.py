@@ -48,6 +48,8 @@ def test_a_partial_file_keeps_the_defaults(tmp_path):
     ("sample:\n  sampler: euler\n", "sample.sampler: 'euler' unknown"),
     ("sample:\n  timesteps: [499, 999]\n", "sample.timesteps: [499, 999], expected decreasing"),
     ("sample:\n  timesteps: [999, 499]\n  steps: 4\n", "sample.steps: 4, but sample.timesteps holds 2"),
+    ("sample:\n  sampler: ddim\n  eta: 1.5\n", "sample.eta: 1.5, expected 0 <= eta <= 1"),
+    ("sample:\n  sampler: dpm++\n  eta: 0.3\n", "sample.eta: 0.3 applies to the ddim sampler"),
     ("kind: cevae\nmodel:\n  sample_size: 24\ncevae:\n  fmap_sizes: [8, 16, 32, 64]\n", "cannot be halved 4 times"),
 ])
 def test_bad_values_name_the_file_and_the_key(tmp_path, text, message):

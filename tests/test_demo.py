@@ -239,6 +239,19 @@ def test_a_shipped_student_samples_at_its_configured_timesteps():
     assert "timesteps" not in sampling_settings_for(resolve("demo:discrete"), DemoConfig())
 
 
+def test_the_shipped_cevae_says_it_samples_from_class_mixtures():
+    from flaresynth.demo import sampling_settings_for
+    from flaresynth.report import sampling_line
+    from flaresynth.runs import resolve
+
+    # the mixtures change the images under the same weights and id: the sample stage's params and the line name them
+    how = sampling_settings_for(resolve("demo:cevae"), DemoConfig())
+    assert how == {"kind": "cevae", "sampler": None, "steps": None, "guidance": None, "class_components": 8}
+    line = sampling_line({"sampling": {**how, "model_id": "m"}})
+    assert line == "ceVAE m: class-Gaussian latents (mixtures of up to 8 per class), one decoder pass (no U-Net)"
+    assert "mixtures" not in sampling_line({"sampling": {"kind": "cevae", "model_id": "m"}})
+
+
 def test_every_installed_shipped_generator_is_used(demo, tmp_path, monkeypatch):
     """Without --train: every generator flaresynth.runs.shipped_runs() lists, the ceVAE through the same
     sample() call as the DDPMs and in its own column; the shipped generator that is not installed is named."""

@@ -348,6 +348,17 @@ def test_trajectory_student_learns_the_teachers_paths_and_samples_with_ddim(runs
     assert open_samples(tmp_path / "s").manifest["sampler"] == "ddim"
 
 
+def test_a_ddim_students_eta_goes_into_its_sampling_defaults(runs):
+    from flaresynth.distill import stage_config
+
+    teacher_cfg = load_config(runs["teacher"] / "config.yaml")
+    for stage, eta, want in (("trajectory", 0.3, 0.3), ("progressive", 0.3, 0.3), ("trajectory", 0.0, 0.0)):
+        cfg = stage_config(teacher_cfg, stage, runs["teacher"], 4, 2, 10, 1e-3, None, (0.0, 2.0), sample_eta=eta,
+                           trajectories="paths.pt" if stage == "trajectory" else None)
+        assert (cfg.sample.sampler, cfg.sample.eta) == ("ddim", want)
+    assert stage_config(teacher_cfg, "consistency", runs["teacher"], 4, 2, 10, 1e-3, None, (0.0, 2.0)).sample.eta == 0.0
+
+
 def test_trajectory_paths_are_recorded_and_reused_only_for_their_own_request(runs, trajectory_student, tmp_path,
                                                                             monkeypatch):
     record = json.loads((trajectory_student / TRAJECTORY_RECORD).read_text())
@@ -537,6 +548,9 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
                          ({"steps": 4, "teacher_steps": 30, "method": "trajectory"}, "multiple of --steps 4"),
                          ({"steps": 2, "teacher_steps": 4, "method": "consistency", "trajectories": 10},
                           "--method trajectory only"),
+                         ({"steps": 2, "teacher_steps": 4, "method": "consistency", "sample_eta": 0.3},
+                          "--sample-eta 0.3: applies to a DDIM student"),
+                         ({"steps": 2, "teacher_steps": 4, "sample_eta": 2.0}, "--sample-eta 2.0"),
                          ({"steps": 2, "teacher_steps": 4, "method": "trajectory", "trajectories": 0},
                           "--trajectories 0")):
         with pytest.raises(FlaresynthError, match=what):

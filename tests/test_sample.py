@@ -201,6 +201,39 @@ def test_guidance_interval_guides_only_the_late_steps(runs, tmp_path):
         generate(m, table, "ddim", 4, 2.0, guidance_t_max=-1)
 
 
+def test_ddim_eta_draws_fresh_noise_per_image_and_comes_from_the_run_for_its_own_sampler(runs, tmp_path):
+    from astropy.io import fits
+
+    m = open_run(runs["discrete"])
+    table = build_requests(m, classes=["A", "M"], per_class=2, seed=3)
+    plain = generate(m, table, "ddim", 4, 1.0, batch_size=4, eta=0.0)
+    noisy = generate(m, table, "ddim", 4, 1.0, batch_size=4, eta=0.5)
+    assert not np.allclose(plain, noisy)
+    # the fresh noise comes from each image's own generator: the same images in other batches
+    np.testing.assert_allclose(generate(m, table, "ddim", 4, 1.0, batch_size=1, eta=0.5), noisy, atol=1e-5)
+    np.testing.assert_array_equal(generate(m, table, "ddim", 4, 1.0, batch_size=4, eta=0.5), noisy)
+    # a run whose config samples DDIM 4 at eta 0.5 does so by default, and only with its own sampler and steps
+    own = {**m.meta["config"]["sample"], "sampler": "ddim", "steps": 4, "eta": 0.5}
+    configured = replace(m, meta={**m.meta, "config": {**m.meta["config"], "sample": own}})
+    np.testing.assert_array_equal(generate(configured, table, "ddim", 4, 1.0, batch_size=4), noisy)
+    np.testing.assert_array_equal(generate(configured, table, "ddim", 8, 1.0, batch_size=4),
+                                  generate(m, table, "ddim", 8, 1.0, batch_size=4))
+    out = sample(configured, tmp_path / "s", classes=["A", "M"], per_class=2, seed=3, guidance=1.0, grid=False)
+    s = open_samples(out)
+    assert s.manifest["eta"] == 0.5 and s.manifest["sampler"] == "ddim"
+    np.testing.assert_allclose(s.images, noisy, atol=1e-6)
+    assert fits.getheader(out / s.table["file"].iloc[0])["DDIMETA"] == 0.5
+    assert "eta" not in open_samples(sample(m, tmp_path / "p", classes=["A"], per_class=1, sampler="ddim", steps=4,
+                                            fits=False, grid=False)).manifest
+    for kwargs, what in (({"sampler": "dpm++", "eta": 0.5}, "--eta 0.5: applies to the ddim sampler only"),
+                         ({"sampler": "ddim", "eta": 1.5}, "--eta 1.5")):
+        with pytest.raises(FlaresynthError, match=what):
+            generate(m, table, steps=4, guidance=1.0, **kwargs)
+    line = one_line_error(cli("sample", "--run", str(runs["discrete"]), "--out", str(tmp_path / "bad"), "--sampler",
+                              "unipc", "--eta", "0.3"))
+    assert "--eta 0.3: applies to the ddim sampler only" in line and not (tmp_path / "bad").exists()
+
+
 def test_library_sample_defaults_come_from_the_run(runs, tmp_path):
     out = sample(runs["continuous"], tmp_path / "c", fluxes=[1e-5], per_class=2, steps=2, fits=False, grid=False)
     s = open_samples(out)

@@ -319,6 +319,7 @@ def sample(
     guidance: Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance w in e_c + w (e_c - e_u); 0 = purely conditional. The authors' code (fpramunno/Modelling_Solar_Image_with_DDPM) uses cfg_scale = w + 1. Default: the run's config (2).")] = None,
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="Guidance only at timesteps t <= T (0-999), the conditional output alone above (Kynkäänniemi et al. 2024); 999 = every step. Default: the run's config (500 for demo:discrete, demo:continuous and their students, every step for the others).")] = None,
     timesteps: Annotated[str | None, typer.Option("--timesteps", help="The timesteps the sampler visits, comma-separated and decreasing (ddpm, dpm++ and lcm; for a consistency student points of its grid, e.g. 999,699,399,99). Default: the run's config when its own sampler runs at its own steps (999,739,439,139 for the shipped students), else the sampler's spacing.")] = None,
+    eta: Annotated[float | None, typer.Option("--eta", help="DDIM's eta (ddim only): the share of each step's noise drawn afresh, 0 deterministic, 1 DDPM-like. Default: the run's config when its own sampler runs at its own steps (0.3 for the shipped students since session 43), else 0.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: sized to free memory).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
@@ -344,7 +345,8 @@ def sample(
                         batch_size=batch_size, device=device, fits=fits, grid=grid, progress=progress and not as_json,
                         embedding_source=embedding_source, embedding_data=embedding_data, deterministic=deterministic,
                         guidance_t_max=RUN_CONFIG if guidance_t_max is None else guidance_t_max,
-                        timesteps=RUN_CONFIG if timesteps is None else _whole_numbers("--timesteps", timesteps))
+                        timesteps=RUN_CONFIG if timesteps is None else _whole_numbers("--timesteps", timesteps),
+                        eta=RUN_CONFIG if eta is None else eta)
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:
@@ -372,6 +374,7 @@ def distill(
     sample_timesteps: Annotated[str | None, typer.Option("--sample-timesteps", help="--method consistency: the student's sampling timesteps (its config's sample.timesteps), --steps decreasing points of its grid, comma-separated (e.g. 999,739,439,139). Default: the sampler's own spacing.")] = None,
     sample_guidance_t_max: Annotated[int | None, typer.Option("--sample-guidance-t-max", help="The student is given w only at timesteps t <= T when it samples (its config's sample.guidance_t_max). Default: at every step.")] = None,
     sample_guidance: Annotated[float | None, typer.Option("--sample-guidance", help="The student's default CFG weight w (its config's sample.guidance; 1 for the shipped students), inside --guidance-range. Default: the teacher's.")] = None,
+    sample_eta: Annotated[float, typer.Option("--sample-eta", help="A DDIM student's default eta (its config's sample.eta; 0.3 for the shipped students): the share of each step's noise drawn afresh. Default 0 (deterministic).")] = 0.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation: completed stages are kept, the interrupted one resumes from its latest checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar per stage.")] = True,
@@ -393,7 +396,7 @@ def distill(
                             guidance_t_max=TEACHER_CONFIG if guidance_t_max is None else guidance_t_max,
                             consistency_loss=consistency_loss, snr_floor=snr_floor,
                             sample_timesteps=None if sample_timesteps is None else _whole_numbers("--sample-timesteps", sample_timesteps),
-                            sample_guidance_t_max=sample_guidance_t_max, sample_guidance=sample_guidance, trajectories=trajectories, resume=resume, device=device, progress=progress and not as_json,
+                            sample_guidance_t_max=sample_guidance_t_max, sample_guidance=sample_guidance, sample_eta=sample_eta, trajectories=trajectories, resume=resume, device=device, progress=progress and not as_json,
                             command=["flaresynth", *sys.argv[1:]])
     if as_json:
         _print_json(read_json(path / "provenance.json"))

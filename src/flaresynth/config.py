@@ -312,6 +312,8 @@ class SampleConfig:
     ``timesteps``: the timesteps ``sampler`` visits, explicitly (decreasing; ``steps`` is then their count; for a
     consistency student points of its distillation grid); used whenever the run's own sampler is asked for at its
     own step count; ``None``: the sampler's own spacing.
+    ``eta``: DDIM's η (Song et al. 2021), the share of each step's noise drawn afresh (0: the deterministic ODE
+    step, 1: DDPM's ancestral variance); ddim only, used like ``timesteps``.
     """
 
     sampler: str = "ddpm"
@@ -323,6 +325,7 @@ class SampleConfig:
     grid_sampler: str = "dpm++"
     grid_steps: int = 20
     embedding_source: str = "class-mean"
+    eta: float = 0.0
 
 
 #: Keys added after runs were trained without them, with the value that means "as before": at that value a key is
@@ -637,6 +640,10 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
         if s.steps is not None and s.steps != len(ts):
             raise FlaresynthError(f"{source}: sample.steps: {s.steps}, but sample.timesteps holds {len(ts)}")
     _choice(source, "sample.embedding_source", s.embedding_source, EMBEDDING_SOURCES)
+    if not 0 <= s.eta <= 1:
+        raise FlaresynthError(f"{source}: sample.eta: {s.eta!r}, expected 0 <= eta <= 1")
+    if s.eta and s.sampler != "ddim":
+        raise FlaresynthError(f"{source}: sample.eta: {s.eta!r} applies to the ddim sampler (sample.sampler: {s.sampler})")
 
 
 def _validate_distill(cfg: RunConfig, source: str) -> None:

@@ -440,12 +440,15 @@ def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     guidance; a ceVAE by one decoder pass."""
     # weights-side modules: imported where the demo samples
     from flaresynth.diffusion import guided_step_count, make_sampler
-    from flaresynth.sampling import resolve_timesteps, sample_settings
+    from flaresynth.sampling import resolve_eta, resolve_timesteps, sample_settings
 
     meta = read_meta(model_folder(run))
     kind = kind_of(meta)
     if kind == "cevae":
-        return {"kind": kind, "sampler": None, "steps": None, "guidance": None}
+        # mixtures change the images under the same weights and id, so their size is part of the stage's params
+        components = max((meta.get("latent_classes") or {}).get("components") or [1])
+        return {"kind": kind, "sampler": None, "steps": None, "guidance": None,
+                **({"class_components": components} if components > 1 else {})}
     student = kind == "student"
     sampler, steps, guidance = sample_settings(meta, None if student else cfg.sampler,
                                                None if student else cfg.sampler_steps)
@@ -453,8 +456,10 @@ def sampling_settings_for(run: Path, cfg: DemoConfig) -> dict:
     t_max = defaults.get("guidance_t_max")
     timesteps = resolve_timesteps(defaults, sampler, steps)
     guided = guided_step_count(make_sampler(sampler, meta["scheduler"], steps, timesteps), t_max)
+    eta = resolve_eta(defaults, sampler, steps)
     how = {"kind": kind, "sampler": sampler, "steps": steps, "guidance": guidance, "guidance_t_max": t_max,
-           "guided_steps": guided, **({"timesteps": timesteps} if timesteps is not None else {})}
+           "guided_steps": guided, **({"timesteps": timesteps} if timesteps is not None else {}),
+           **({"eta": eta} if eta else {})}
     if student:
         how["teacher_id"] = meta["student"].get("teacher_id")
     return how
@@ -614,7 +619,9 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
                   **({"guidance": how["guidance"], "student": True} if student else {}),
                   # a guidance interval changes the images: a folder sampled without it is not this stage's
                   **({"guidance_t_max": how["guidance_t_max"]} if how.get("guidance_t_max") is not None else {}),
-                  **({"timesteps": how["timesteps"]} if how.get("timesteps") is not None else {})}
+                  **({"timesteps": how["timesteps"]} if how.get("timesteps") is not None else {}),
+                  **({"class_components": how["class_components"]} if "class_components" in how else {}),
+                  **({"eta": how["eta"]} if "eta" in how else {})}
         evals = unet_evaluations(how["kind"], how["steps"], how["guidance"], how.get("guided_steps"))
         state.data["generators"].setdefault(spec.key, {})["sampling"] = {
             **how, "unet_evaluations_per_image": evals, "model_id": params["model_id"]}
@@ -637,7 +644,8 @@ def _run_all(out: Path, cfg: DemoConfig, state: _State, stages: _Stages, display
                    params, label=f"sample {spec.title}: {cfg.per_class} per class"
                    + (f", {how['sampler']} {how['steps']} steps"
                       + (" (distilled student)" if student else "") if how["kind"] != "cevae"
-                      else " (class latent Gaussians)"))
+                      else " (class latent Gaussians" + (f", mixtures of up to {how['class_components']}"
+                                                          if "class_components" in how else "") + ")"))
         samples[spec.key] = folder
 
     # ---- the judges of each image size, then the evaluations

@@ -214,7 +214,7 @@ def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...])
 def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape: tuple[int, ...],
                 guidance: float = 0.0, device: str | torch.device = "cpu",
                 callback: Callable[[int], None] | None = None, clip: bool = True,
-                guidance_t_max: int | None = None, states: dict | None = None) -> torch.Tensor:
+                guidance_t_max: int | None = None, states: dict | None = None, eta: float = 0.0) -> torch.Tensor:
     """Run ``sampler`` from x_T to x₀ for one batch; returns float32 (B, C, H, W) on the CPU, clipped to [-1, 1]
     (``clip``; a latent run's latents are not images and are returned as they are).
 
@@ -232,7 +232,11 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
         Distribution Quality in Diffusion Models"); ``None``: at every step.
     states : if given, filled with the ODE's path: {t: x_t} before each step at timestep t, and {-1: the final
         x, unclipped} (float32, CPU; a trajectory distillation's targets, :mod:`flaresynth.distill`).
+    eta : DDIM's η (``DDIMScheduler.step``): the share of each step's noise drawn afresh, from each image's own
+        generator (0: deterministic); only a sampler whose step takes ``eta``.
     """
+    if eta and "eta" not in _step_params(sampler):
+        raise FlaresynthError(f"--eta {eta:g}: applies to the ddim sampler only, not {type(sampler).__name__}")
     generators = seeded_generators(seeds)
     x = initial_noise(generators, shape).to(device) * sampler.init_noise_sigma
     cond = cond.to(device)
@@ -244,6 +248,8 @@ def sample_loop(denoiser, sampler, cond: Condition, seeds: Sequence[int], shape:
         w = guidance if guidance_t_max is None or int(t) <= guidance_t_max else 0.0
         out = guided_output(denoiser, model_in, t.to(device), cond, w)
         kwargs = {"generator": generators} if takes_generator else {}
+        if eta:
+            kwargs["eta"] = eta
         x = sampler.step(out, t, x, **kwargs).prev_sample
         if callback is not None:
             callback(i)

@@ -304,13 +304,15 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
                  train_steps: int, lr: float, batch_size: int | None, guidance_range: tuple[float, float],
                  guidance_t_max: int | None = None, consistency_loss: str = "snr", snr_floor: float = 0.0,
                  sample_timesteps: list[int] | None = None, sample_guidance_t_max: int | None = None,
-                 sample_guidance: float | None = None, trajectories: str | None = None) -> RunConfig:
+                 sample_guidance: float | None = None, trajectories: str | None = None,
+                 sample_eta: float = 0.0) -> RunConfig:
     """The training config of one stage: the teacher's network and schedule, a ``distill`` section, short training.
     ``guidance_t_max`` (the teacher's guidance interval) goes into the targets; the stage samples at its sampler's
     own spacing with w at every step unless ``sample_timesteps`` / ``sample_guidance_t_max`` say otherwise, at
     ``sample_guidance`` (default: the teacher's w, clipped to ``guidance_range``) (its ``sample`` section, outside
     the fingerprint); ``consistency_loss`` and ``snr_floor`` are the consistency stage's distance (``DistillConfig``);
-    ``trajectories``: a trajectory stage's file of the teacher's paths."""
+    ``trajectories``: a trajectory stage's file of the teacher's paths; ``sample_eta``: a DDIM student's η
+    (``sample.eta``)."""
     d = teacher_cfg.to_dict()
     w = min(max(float(d["sample"]["guidance"] if sample_guidance is None else sample_guidance), guidance_range[0]),
             guidance_range[1])
@@ -327,7 +329,8 @@ def stage_config(teacher_cfg: RunConfig, stage: str, teacher: Path, teacher_step
         d["train"]["batch_size"] = int(batch_size)
     sampler = "lcm" if stage == "consistency" else "ddim"
     d["sample"].update(sampler=sampler, steps=int(student_steps), guidance=w, grid_sampler=sampler,
-                       grid_steps=int(student_steps), guidance_t_max=sample_guidance_t_max, timesteps=sample_timesteps)
+                       grid_steps=int(student_steps), guidance_t_max=sample_guidance_t_max, timesteps=sample_timesteps,
+                       eta=float(sample_eta) if sampler == "ddim" else 0.0)
     return RunConfig.from_dict(d, source=f"stage {stage} of the distillation")
 
 
@@ -373,6 +376,7 @@ def distill(
     sample_timesteps: Sequence[int] | None = None,
     sample_guidance_t_max: int | None = None,
     sample_guidance: float | None = None,
+    sample_eta: float = 0.0,
     trajectories: int | None = None,
     resume: bool = False,
     device: str | None = None,
@@ -403,6 +407,8 @@ def distill(
     sample_timesteps, sample_guidance_t_max : the student's sampling defaults (its config's ``sample.timesteps``,
         ``steps`` decreasing points of the teacher's grid, and ``sample.guidance_t_max``: w only at t <= it);
         default: the sampler's own spacing, w at every step.
+    sample_eta : a DDIM student's default η (its config's ``sample.eta``; the shipped students 0.3); not for
+        ``consistency`` (LCM draws its own noise).
     sample_guidance : the student's default w (its config's ``sample.guidance``), inside ``guidance_range``;
         default: the teacher's ``sample.guidance`` (clipped to the range).
     trajectories : ``trajectory`` only: how many of the teacher's paths to train on (default 4000; written once
@@ -472,6 +478,11 @@ def distill(
     w_lo, w_hi = (float(v) for v in guidance_range)
     if not 0 <= w_lo <= w_hi:
         raise FlaresynthError(f"--guidance-range {w_lo:g},{w_hi:g}: expected 0 <= min <= max")
+    if not (math.isfinite(sample_eta) and 0 <= sample_eta <= 1):
+        raise FlaresynthError(f"--sample-eta {sample_eta!r}: expected 0 <= eta <= 1")
+    if sample_eta and method == "consistency":
+        raise FlaresynthError(f"--sample-eta {sample_eta:g}: applies to a DDIM student (--method trajectory or "
+                              "progressive); a consistency student samples with LCM")
     if sample_guidance is not None and not (math.isfinite(sample_guidance) and w_lo <= sample_guidance <= w_hi):
         raise FlaresynthError(f"--sample-guidance {sample_guidance!r}: expected a w inside --guidance-range "
                               f"{w_lo:g},{w_hi:g} (the weights the student learns)")
@@ -507,7 +518,8 @@ def distill(
                            consistency_loss if stage == "consistency" else "snr",
                            snr_floor if stage in ("consistency", "trajectory") else 0.0,
                            *((sample_timesteps, sample_guidance_t_max, sample_guidance) if i == len(plan) - 1
-                             else (None, None, None)), trajectories=paths_file if stage == "trajectory" else None)
+                             else (None, None, None)), trajectories=paths_file if stage == "trajectory" else None,
+                           sample_eta=sample_eta if i == len(plan) - 1 else 0.0)
         if not _stage_complete(folder):
             again = (folder / "config.yaml").is_file()
             train(ds.path, folder, None if again else cfg, resume=again, device=device, progress=progress,

@@ -119,10 +119,12 @@ def sampling_line(info: dict) -> str:
     if not s:
         return ""
     if s.get("kind") == "cevae":
-        return f"ceVAE {s.get('model_id')}: class-Gaussian latents, one decoder pass (no U-Net)"
+        mixture = f" (mixtures of up to {s['class_components']} per class)" if s.get("class_components") else ""
+        return f"ceVAE {s.get('model_id')}: class-Gaussian latents{mixture}, one decoder pass (no U-Net)"
     what = (f"distilled student {s.get('model_id')} of {s.get('teacher_id')}" if s.get("kind") == "student"
             else f"DDPM {s.get('model_id')}")
-    return (f"{what}: {s.get('sampler')} {s.get('steps')} steps, w={s.get('guidance'):g}, "
+    eta = f" (eta {s['eta']:g})" if s.get("eta") else ""
+    return (f"{what}: {s.get('sampler')} {s.get('steps')} steps{eta}, w={s.get('guidance'):g}, "
             f"{s.get('unet_evaluations_per_image')} U-Net evaluations per image")
 
 

@@ -313,17 +313,29 @@ def resolve_timesteps(defaults: dict, sampler: str, steps: int | None,
     return None if timesteps is None else [int(t) for t in timesteps]
 
 
+def resolve_eta(defaults: dict, sampler: str, steps: int | None, eta: float | str = RUN_CONFIG) -> float:
+    """DDIM's η a request runs: ``eta``, or the run's configured one (``sample.eta`` of ``defaults``) when the
+    request is for the run's own sampler at its own step count, as :func:`resolve_timesteps` decides."""
+    if eta == RUN_CONFIG:
+        own = sampler == defaults.get("sampler") and (steps is None or defaults.get("steps") in (None, int(steps)))
+        eta = float(defaults.get("eta", 0.0)) if own else 0.0
+    if not (math.isfinite(eta) and 0 <= eta <= 1):
+        raise FlaresynthError(f"--eta {eta!r}: expected 0 <= eta <= 1 (DDIM's share of fresh noise per step)")
+    return float(eta)
+
+
 def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int | None = None,
              guidance: float = 2.0, batch_size: int | None = None, progress: bool = False,
              embeddings: torch.Tensor | None = None, guidance_t_max: int | None | str = RUN_CONFIG,
-             timesteps: Sequence[int] | None | str = RUN_CONFIG) -> np.ndarray:
+             timesteps: Sequence[int] | None | str = RUN_CONFIG, eta: float | str = RUN_CONFIG) -> np.ndarray:
     """Images for a request table: float32 (N, C, H, W) in [-1, 1].
 
     ``sampler``: ddpm | ddim | dpm++ | unipc | lcm (consistency students); ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
     ``guidance_t_max``: guidance only at timesteps t <= it (:func:`flaresynth.diffusion.sample_loop`; ``None``
     at every step; default the run's config ``sample.guidance_t_max``);
     ``timesteps``: the timesteps to visit, explicitly (default: :func:`resolve_timesteps`, the run's configured
-    ones for its own sampler and step count; ``None``: the sampler's own spacing);
+    ones for its own sampler and step count; ``None``: the sampler's own spacing); ``eta``: DDIM's η (default:
+    :func:`resolve_eta`, the run's ``sample.eta`` for its own sampler and step count, else 0);
     ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
     see :func:`request_embeddings`). A latent run samples latents and decodes them with its autoencoder
     (latents / scaling factor), batch by batch.
@@ -336,7 +348,10 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
         raise FlaresynthError(f"--batch-size {batch_size!r}: expected a whole number >= 1")
     sched_cfg = model.meta["scheduler"]
     timesteps = resolve_timesteps(model.sample_defaults, sampler, steps, timesteps)
+    eta = resolve_eta(model.sample_defaults, sampler, steps, eta)
     make_sampler(sampler, sched_cfg, steps, timesteps)  # validates name, steps and timesteps before any work
+    if eta and sampler != "ddim":
+        raise FlaresynthError(f"--eta {eta:g}: applies to the ddim sampler only (--sampler {sampler})")
     if sampler == "lcm" and (model.meta.get("student") or {}).get("stage") != "consistency":
         raise FlaresynthError(f"--sampler lcm: {model.path} is not a consistency-distilled student; the LCM "
                               "sampler takes a consistency function, which a DDPM's noise prediction is not")
@@ -356,7 +371,7 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
         cb = (lambda _i, k=hi - lo: bar.update(k)) if bar is not None else None
         x = sample_loop(model.network, sched, cond.index(slice(lo, hi)), seeds[lo:hi], model.sample_shape,
                         guidance=guidance, device=model.device, callback=cb, clip=model.latent is None,
-                        guidance_t_max=guidance_t_max)
+                        guidance_t_max=guidance_t_max, eta=eta)
         if model.latent is not None:
             x = decode_latents(model.autoencoder, x / float(model.latent["scaling_factor"]), model.device)
         out.append(x)
@@ -421,7 +436,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
            batch_size: int | None = None, device: str | None = None, fits: bool = True, grid: bool = True,
            overwrite: bool = False, progress: bool = False, embedding_source: str | None = None,
            embedding_data: str | Path | None = None, deterministic: bool = False,
-           guidance_t_max: int | None | str = RUN_CONFIG, timesteps: Sequence[int] | None | str = RUN_CONFIG) -> Path:
+           guidance_t_max: int | None | str = RUN_CONFIG, timesteps: Sequence[int] | None | str = RUN_CONFIG,
+           eta: float | str = RUN_CONFIG) -> Path:
     """Generate images from a run (DDPM or ceVAE) and write a samples folder; returns its path.
 
     ``sampler``, ``steps``, ``guidance`` and ``progress`` do not apply to a ceVAE run and are ignored there (so
@@ -440,6 +456,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     guidance_t_max : guidance only at timesteps t <= it; default the run's config (``None`` there: every step).
     timesteps : the timesteps the sampler visits, explicitly; default the run's config ``sample.timesteps`` when
         the run's own sampler runs at its own step count (``None``: the sampler's own spacing).
+    eta : DDIM's η (ddim only); default the run's config ``sample.eta`` under the same rule, else 0.
     seed : image i gets seed ``seed + i``.
     batch_size : images per forward pass (``None``: sized to the free memory).
     device : cpu, cuda or ``None`` (GPU when visible).
@@ -470,6 +487,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     if steps is not None and int(steps) < 1:
         raise FlaresynthError(f"--steps {steps}: expected a whole number >= 1")
     timesteps = resolve_timesteps(model.sample_defaults, sampler, steps, timesteps)
+    eta = resolve_eta(model.sample_defaults, sampler, steps, eta)
     student = model.meta.get("student")
     if student is not None:
         check_student_settings(model, sampler, len(timesteps) if timesteps is not None else steps, guidance)
@@ -486,7 +504,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         raise FlaresynthError(f"--embedding-source: only for discrete+embedding runs (this run is {model.conditioning})")
     guidance_t_max = resolve_guidance_t_max(model, guidance_t_max)
     images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress, embeddings=embeddings,
-                      guidance_t_max=guidance_t_max, timesteps=timesteps)
+                      guidance_t_max=guidance_t_max, timesteps=timesteps, eta=eta)
     n_steps = len(timesteps) if timesteps is not None else steps or SAMPLER_DEFAULT_STEPS[sampler]
     model_id, channels = model.model_id, model.channels
 
@@ -497,6 +515,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
             "CFGW": (guidance, "CFG w: e_c + w (e_c - e_u)"),
             "CONDKIND": (model.conditioning, "conditioning"),
         }
+        if eta:
+            cards["DDIMETA"] = (eta, "DDIM eta: share of fresh noise per step")
         if model.conditioning == "continuous":
             cards["CONDLFLX"] = (float(row["condition_log_flux"]), "[log10 W/m2] flux given to the model")
         if source is not None:
@@ -504,12 +524,14 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         return cards
 
     extra = image_writer(images, table, model.transforms(), channels, model.scheme, model_id, header,
-                         f"{model_id} | {sampler} {n_steps} steps | w={guidance:g}", fits=fits, grid=grid)
+                         f"{model_id} | {sampler} {n_steps} steps{f' eta={eta:g}' if eta else ''} | w={guidance:g}",
+                         fits=fits, grid=grid)
     manifest = {
         **_manifest_head(model, "flaresynth-ddpm", sampler, int(n_steps), guidance, seed, per_class),
         "guidance_convention": "eps_c + w (eps_c - eps_u); fpramunno/Modelling_Solar_Image_with_DDPM's lerp cfg_scale = w + 1",
         "guidance_t_max": guidance_t_max,
         **({"timesteps": timesteps} if timesteps is not None else {}),
+        **({"eta": eta} if eta else {}),
         "conditioning": model.conditioning,
         **({"embedding_source": source} if source is not None else {}),
         **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
@@ -583,6 +605,7 @@ __all__ = [
     "request_embeddings",
     "auto_batch_size",
     "generate",
+    "resolve_eta",
     "check_student_settings",
     "sample_settings",
     "latents",
