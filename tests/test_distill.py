@@ -247,7 +247,7 @@ def test_a_student_learns_the_interval_of_its_teachers_config_and_samples_withou
 
 
 def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_path):
-    # what the shipped students' README command gives: timesteps on the grid and w only at t <= 500
+    # a consistency student's sampling defaults set when it is distilled: timesteps on its grid, w only at t <= 500
     r = cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "student"), "--steps", "2",
             "--method", "consistency", "--teacher-steps", "4", "--stage-steps", "2", "--sample-timesteps", "999,249",
             "--sample-guidance-t-max", "500", "--sample-guidance", "2", "--no-progress")
