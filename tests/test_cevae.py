@@ -20,7 +20,7 @@ from flaresynth.models.cevae import (
     parameter_count,
 )
 from flaresynth.models.conditioning import Condition
-from flaresynth.runs import load_encoder, open_run
+from flaresynth.runs import load_encoder, open_run, read_meta, write_meta
 from flaresynth.samples import open_samples
 from flaresynth.train import (
     DiffusionObjective,
@@ -471,10 +471,14 @@ def test_a_runs_class_latents_are_refitted_as_at_the_end_of_training_and_sampled
     again = refit_class_latents(copy, ds, 1)
     np.testing.assert_allclose(again.means, trained.means, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(again.covs, trained.covs, rtol=1e-4, atol=1e-7)
-    # 6 training images a class: too few for 2 components (5 each), so every class keeps its Gaussian
+    # 6 training images a class: too few for 2 components (5 each), so every class keeps its Gaussian; the count a
+    # former mixture fit recorded goes with it
+    meta = read_meta(copy / "model")
+    write_meta(copy / "model", {**meta, "latent_classes": {**meta["latent_classes"], "components": [8] * 5}})
     assert refit_class_latents(copy, ds, 2).mix_weights is None
     assert load_config(copy / "config.yaml").cevae.class_components == 2
     assert open_run(copy).meta["config"]["cevae"]["class_components"] == 2
+    assert "components" not in open_run(copy).meta["latent_classes"]  # no mixture: no stale count either
     # a mixture file (as a larger class gets) is what the run samples from, image i from seed i alone
     rng = np.random.default_rng(0)
     latents = np.concatenate([rng.normal(c, 0.1, (20, trained.dim)) for c in (-1.0, 1.0)] * 5)

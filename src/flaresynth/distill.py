@@ -407,7 +407,7 @@ def distill(
     sample_timesteps, sample_guidance_t_max : the student's sampling defaults (its config's ``sample.timesteps``,
         ``steps`` decreasing points of the teacher's grid, and ``sample.guidance_t_max``: w only at t <= it);
         default: the sampler's own spacing, w at every step.
-    sample_eta : a DDIM student's default η (its config's ``sample.eta``; the shipped students 0.3); not for
+    sample_eta : a DDIM student's default η (its config's ``sample.eta``; ``demo:discrete-student`` 0.3); not for
         ``consistency`` (LCM draws its own noise).
     sample_guidance : the student's default w (its config's ``sample.guidance``), inside ``guidance_range``;
         default: the teacher's ``sample.guidance`` (clipped to the range).

@@ -350,8 +350,6 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
     timesteps = resolve_timesteps(model.sample_defaults, sampler, steps, timesteps)
     eta = resolve_eta(model.sample_defaults, sampler, steps, eta)
     make_sampler(sampler, sched_cfg, steps, timesteps)  # validates name, steps and timesteps before any work
-    if eta and sampler != "ddim":
-        raise FlaresynthError(f"--eta {eta:g}: applies to the ddim sampler only (--sampler {sampler})")
     if sampler == "lcm" and (model.meta.get("student") or {}).get("stage") != "consistency":
         raise FlaresynthError(f"--sampler lcm: {model.path} is not a consistency-distilled student; the LCM "
                               "sampler takes a consistency function, which a DDPM's noise prediction is not")

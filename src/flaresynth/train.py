@@ -726,8 +726,9 @@ def refit_class_latents(run: str | Path, data: str | Path, components: int) -> C
     validate(cfg, str(folder / "config.yaml"))
     gauss = CevaeObjective(cfg, load_training_data(ds, cfg), ds.classes).fit_gaussians(model.network, "cpu")
     gauss.save(model.folder / LATENT_CLASSES_FILE)
-    meta = {**model.meta, "config": cfg.to_dict(),
-            "latent_classes": {**model.meta.get("latent_classes", {}), **gauss.summary()}}
+    # the fit's own summary replaces the old one (a refit to one Gaussian has no "components"); where and how stay
+    kept = {k: v for k, v in model.meta.get("latent_classes", {}).items() if k in ("file", "fit")}
+    meta = {**model.meta, "config": cfg.to_dict(), "latent_classes": {**kept, **gauss.summary()}}
     write_meta(model.folder, meta)
     save_config(cfg, folder / "config.yaml")
     return gauss

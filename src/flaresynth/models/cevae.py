@@ -313,10 +313,9 @@ class ClassGaussians:
                   "covs": self.covs, "fallback": self.fallback, "ridge": np.float64(self.ridge)}
         if self.mix_weights is not None:
             rows, cols = np.tril_indices(self.dim)
-            arrays.update(mix_weights=self.mix_weights, mix_means=self.mix_means,
-                          mix_chols_tril=self.mix_chols[..., rows, cols].astype(np.float16),
-                          covs=self.covs[..., rows, cols].astype(np.float32))
-            arrays["covs_tril"] = arrays.pop("covs")
+            del arrays["covs"]
+            arrays.update(covs_tril=self.covs[..., rows, cols].astype(np.float32), mix_weights=self.mix_weights,
+                          mix_means=self.mix_means, mix_chols_tril=self.mix_chols[..., rows, cols].astype(np.float16))
         with atomic_file(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)
 
@@ -351,11 +350,15 @@ class ClassGaussians:
         return out
 
 
+def _ridge(cov: np.ndarray, ridge: float) -> float:
+    """λ = ``ridge`` × the covariance's mean variance (× 1 when it has none)."""
+    scale = float(np.trace(cov)) / cov.shape[0]
+    return ridge * (scale if scale > 0 else 1.0)
+
+
 def _ridged(cov: np.ndarray, ridge: float) -> np.ndarray:
-    d = cov.shape[0]
-    scale = float(np.trace(cov)) / d
-    lam = ridge * (scale if scale > 0 else 1.0)
-    return cov + lam * np.eye(d) if lam > 0 else cov
+    lam = _ridge(cov, ridge)
+    return cov + lam * np.eye(cov.shape[0]) if lam > 0 else cov
 
 
 def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
@@ -369,6 +372,8 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
     Gaussians (scikit-learn's ``GaussianMixture``, EM from k-means, the same ridge on each component's diagonal)
     where that is at least 2, from its single Gaussian otherwise (module docstring).
     """
+    if int(components) != components or components < 1:
+        raise FlaresynthError(f"class components {components!r}: expected a whole number >= 1")
     z = np.asarray(latents, dtype=np.float64)
     labels = np.asarray(labels)
     k, d = len(classes), z.shape[1]
@@ -376,6 +381,7 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
     means = np.full((k, d), np.nan)
     covs = np.full((k, d, d), np.nan)
     fallback = np.zeros(k, dtype=bool)
+    lams = np.zeros(k)  # each class's ridge, also its mixture components'
     scatter, dof = np.zeros((d, d)), 0
     for i in range(k):
         zi = z[labels == i]
@@ -383,6 +389,7 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
             means[i] = zi.mean(0)
         if len(zi) >= 2:
             cov = np.atleast_2d(np.cov(zi, rowvar=False, ddof=1))
+            lams[i] = _ridge(cov, ridge)
             covs[i] = _ridged(cov, ridge)
             scatter += (len(zi) - 1) * cov
             dof += len(zi) - 1
@@ -396,8 +403,6 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
         for i in np.flatnonzero(counts == 1):
             covs[i] = _ridged(np.diag(np.diag(pooled)), ridge)
             fallback[i] = True
-    if int(components) != components or components < 1:
-        raise FlaresynthError(f"class components {components!r}: expected a whole number >= 1")
     sizes = [min(int(components), int(n) // IMAGES_PER_COMPONENT) for n in counts]
     if max(sizes, default=0) < 2:
         return ClassGaussians(tuple(classes), counts, means, covs, fallback, float(ridge))
@@ -409,9 +414,7 @@ def fit_class_gaussians(latents, labels, classes, ridge: float = DEFAULT_RIDGE,
     for i, size in enumerate(sizes):
         if size < 2:
             continue
-        zi = z[labels == i]
-        reg = ridge * max(float(np.trace(np.atleast_2d(np.cov(zi, rowvar=False, ddof=1)))) / d, 1e-12)
-        mix = GaussianMixture(size, covariance_type="full", reg_covar=reg, random_state=0).fit(zi)
+        mix = GaussianMixture(size, covariance_type="full", reg_covar=lams[i], random_state=0).fit(z[labels == i])
         weights[i, :size] = mix.weights_ / mix.weights_.sum()
         mix_means[i, :size] = mix.means_
         chols[i, :size] = np.linalg.cholesky(mix.covariances_)
