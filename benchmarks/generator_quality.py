@@ -140,11 +140,15 @@ def evaluate_fd(real_features: np.ndarray, other_features: np.ndarray, plan: lis
 
 
 def reconstruct(autoencoder, images: np.ndarray) -> np.ndarray:
-    """Real images through an autoencoder (posterior mean, decoded): the images of a perfect latent generator."""
+    """Real images through an autoencoder or a ceVAE (posterior mean, decoded): the images of a perfect latent
+    generator, or of a ceVAE whose class Gaussians matched its training latents exactly."""
     import torch
 
-    from flaresynth.models.autoencoder import decode, encode_means
+    from flaresynth.models import autoencoder as kl
+    from flaresynth.models import cevae
 
+    decode, encode_means = (cevae.decode, cevae.encode_means) if isinstance(autoencoder, cevae.CeVAE) \
+        else (kl.decode, kl.encode_means)
     with torch.no_grad():  # np.array copies: the dataset's images may be a read-only memory map
         return decode(autoencoder, encode_means(autoencoder, torch.from_numpy(np.array(images, dtype=np.float32)))).numpy()
 
@@ -157,8 +161,8 @@ def floor_autoencoder(spec: str | None, generated: list, ds) -> tuple[object, di
 
     if spec is not None:
         run = open_run(spec, "cpu")
-        if run.kind != "autoencoder":
-            raise FlaresynthError(f"--autoencoder {spec}: a {run.kind} run, not an autoencoder")
+        if run.kind not in ("autoencoder", "cevae"):
+            raise FlaresynthError(f"--autoencoder {spec}: a {run.kind} run, not an autoencoder or a ceVAE")
         if run.meta.get("data_hash") != ds.manifest.get("data_hash"):
             raise FlaresynthError(f"--autoencoder {spec}: trained on another dataset than {ds.path}")
         return run.network, {"autoencoder_of": run.meta.get("model_id"), "run": str(run.path)}
@@ -366,7 +370,8 @@ def main() -> None:
                         "sample.guidance_t_max, as the demo; a student keeps its own, 500 for the shipped ones)")
     p.add_argument("--fd-split", default="all", help="real split FD_domain compares with (default all)")
     p.add_argument("--autoencoder", default=None,
-                   help="autoencoder run whose floor to measure (default: that of the first latent generator scored)")
+                   help="autoencoder run whose floor to measure (default: that of the first latent generator scored), or a "
+                        "ceVAE run: its own reconstructions of the real test frames")
     p.add_argument("--encoder", default="effnet-lite0",
                    help="a fixed pretrained encoder for a judge-free FD, evaluate's convention (default effnet-lite0; none: skip)")
     args = p.parse_args()

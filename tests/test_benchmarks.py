@@ -553,6 +553,15 @@ def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, 
     images = open_dataset(routes["ds"]).images[:3]
     rec = reconstruct(open_run(routes["latent"]).autoencoder, images)
     assert rec.shape == images.shape and not np.allclose(rec, images)
+    # a ceVAE's floor: its decoded latent means of the same images
+    import torch
+
+    from flaresynth.models.cevae import CeVAE, decode, encode_means
+
+    torch.manual_seed(0)
+    cevae = CeVAE(1, images.shape[-1], 8, [8, 16, 32])
+    x = torch.from_numpy(np.array(images, dtype=np.float32))
+    np.testing.assert_allclose(reconstruct(cevae, images), decode(cevae, encode_means(cevae, x)).numpy(), atol=1e-6)
 
 
 def test_train_convergence_compares_a_pixel_and_a_latent_route(routes, toy, capsys, monkeypatch):

@@ -110,6 +110,12 @@ def test_loss_is_the_fhnw_weighting_of_vae_and_context_encoder_terms():
     # ce_factor 0: a plain VAE, no masked copies
     loss0, parts0 = cevae_loss(m, x, torch.Generator().manual_seed(3), ce_factor=0.0, beta=0.2)
     assert "ce" not in parts0 and torch.isclose(loss0, parts0["rec"] + 0.2 * parts0["kl"])
+    # flare_weight: each pixel's error (of the image and of its masked copy) times 1 + w·((x + 1)/2)^4 of the image
+    loss_w, parts_w = cevae_loss(m, x, torch.Generator().manual_seed(3), ce_factor=0.3, beta=0.2, flare_weight=5.0)
+    w = 1 + 5.0 * ((x + 1) / 2).clamp(0, 1) ** 4
+    rec_w, ce_w = ((x_rec[:6] - x).abs() * w).mean(), ((x_rec[6:] - x).abs() * w).mean()
+    torch.testing.assert_close(loss_w, 0.7 * (rec_w + 0.2 * kl) + 0.3 * ce_w)
+    assert parts_w["rec"] > parts["rec"]
 
 
 def test_context_masks_paint_squares_inside_each_images_range():
@@ -274,6 +280,7 @@ def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp
         ("kind: cevae\ncevae:\n  zdim: 3\n", r"cevae.zdim: unknown key"),
         ("sample:\n  embedding_source: nearest\n", r"sample.embedding_source: 'nearest' unknown"),
         ("kind: cevae\ncevae:\n  class_components: 0\n", r"cevae.class_components: 0, expected a whole number"),
+        ("kind: cevae\ncevae:\n  flare_weight: -1\n", r"cevae.flare_weight"),
     ]:
         bad.write_text(text)
         with pytest.raises(FlaresynthError, match=needle):
@@ -287,6 +294,10 @@ def test_cevae_config_keys_are_checked_and_the_ddpm_fingerprint_ignores_them(tmp
     e.diffusion.beta_end = 0.03
     assert c.fingerprint() == e.fingerprint()
     e.cevae.class_components = 8  # fitted after training: a run refitted with it still resumes
+    assert c.fingerprint() == e.fingerprint()
+    e.cevae.flare_weight = 10.0  # a later key: at 0 it hashes as before, otherwise it changes a training step
+    assert c.fingerprint() != e.fingerprint()
+    e.cevae.flare_weight = 0.0
     assert c.fingerprint() == e.fingerprint()
     e.cevae.beta = 0.5
     assert c.fingerprint() != e.fingerprint()
@@ -368,6 +379,11 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     assert a.shape == (6, 1, 16, 16) and not np.allclose(a, b)  # the embedding reaches the network
     with pytest.raises(FlaresynthError, match="needs --embedding-data"):
         request_embeddings(m, table, "image")
+    # the ceVAE named by the config was retrained since (another model id): its embeddings are refused, one line
+    m.meta["encoder_id"] = "cevae-cevae-0000000000000000@1"
+    with pytest.raises(FlaresynthError, match=r"is now cevae-.*trained on the embeddings of cevae-cevae-0000000000000000@1"):
+        request_embeddings(m, table, "image", ds)
+    assert request_embeddings(m, table, "image", ds, encoder=load_encoder(f"cevae:{run}"))[0].shape == img_emb.shape
 
 
 def test_embedding_noise_is_drawn_at_the_within_class_spread_and_reaches_the_network(ds, run):

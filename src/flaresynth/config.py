@@ -150,6 +150,8 @@ class CevaeConfig:
     component per 5 training images at most; fitted after training, so outside the fingerprint).
     ``standardize`` (ours, on by default) feeds the network (x − mean image)/residual std and measures errors in
     those units; without it the ceVAE collapses to the mean image on full-disk data (``models/cevae.py``).
+    ``flare_weight`` (ours, 0 = FHNW's plain loss) weighs each pixel's reconstruction error by
+    1 + flare_weight · ((x + 1) / 2)^4 (x in model space), as the autoencoder's ``flare_weight`` does.
     """
 
     z_dim: int = 128
@@ -163,6 +165,7 @@ class CevaeConfig:
     mask_max_fraction: float = 0.5
     class_ridge: float = 1e-3
     class_components: int = 1
+    flare_weight: float = 0.0
 
 
 @dataclass
@@ -337,6 +340,7 @@ FINGERPRINT_LATE_KEYS = {
     ("distill", "trajectories"): None,
     ("train", "class_balance"): 0.0,  # plain epochs
     ("conditioning", "embedding_noise"): 0.0,  # the exact embedding
+    ("cevae", "flare_weight"): 0.0,  # FHNW's unweighted reconstruction error
 }
 
 
@@ -737,6 +741,7 @@ def _validate_cevae(cfg: RunConfig, source: str) -> None:
             f"{source}: cevae.mask_max_fraction: {e.mask_max_fraction}, expected 0 < fraction <= 1"
         )
     _positive(source, "cevae.class_ridge", e.class_ridge, allow_zero=True)
+    _positive(source, "cevae.flare_weight", e.flare_weight, allow_zero=True)
     if isinstance(e.class_components, bool) or not isinstance(e.class_components, int) or e.class_components < 1:
         raise FlaresynthError(f"{source}: cevae.class_components: {e.class_components!r}, expected a whole number >= 1")
 

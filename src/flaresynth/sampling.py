@@ -244,8 +244,14 @@ def request_embeddings(model: Run, table: pd.DataFrame, source: str = "class-mea
         for i in np.flatnonzero(labels == k):
             rows[i] = cands[np.random.default_rng(_derived_seed(seeds[i], 2)).integers(len(cands))]
     # the run's encoder on the run's device (batched there); an encoder object given by the caller is fed where it is
-    enc = as_encoder(encoder) if encoder is not None else load_encoder(model.meta["config"]["conditioning"]["encoder"],
-                                                                       model.device)
+    spec = model.meta["config"]["conditioning"]["encoder"]
+    enc = as_encoder(encoder) if encoder is not None else load_encoder(spec, model.device)
+    trained_with, found = model.meta.get("encoder_id"), getattr(enc, "model_id", None)
+    if encoder is None and found is not None and trained_with is not None and found != trained_with:
+        # a ceVAE retrained under the same name embeds differently: the run would be fed vectors it never saw
+        raise FlaresynthError(f"{model.path}: conditioning.encoder {spec} is now {found}, but the run was trained on "
+                              f"the embeddings of {trained_with} (retrain the run on it, or use --embedding-source "
+                              "class-gaussian)")
     images = torch.from_numpy(np.asarray(ds.images[np.sort(np.unique(rows))], dtype=np.float32))
     emb_unique = embed_all(enc, images)
     lookup = {int(r): j for j, r in enumerate(np.sort(np.unique(rows)))}

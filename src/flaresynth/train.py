@@ -568,10 +568,19 @@ class DiffusionObjective:
 # differences from the FHNW code are in the docstring of :mod:`flaresynth.models.cevae`.
 
 
-def reconstruction_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """Mean absolute (``l1``) or squared (``mse``) error per pixel, averaged over the batch; a scalar."""
+def flare_weights(x: torch.Tensor, flare_weight: float) -> torch.Tensor:
+    """Per-pixel weights 1 + flare_weight · ((x + 1)/2)^4 of model-space images ``x`` in [-1, 1]: the bright
+    kernels (a few pixels) decide the class, so they count more; the quiet disk stays near 1."""
+    return 1.0 + flare_weight * ((x.float() + 1.0) / 2.0).clamp(0, 1) ** 4
+
+
+def reconstruction_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "l1",
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``mse``) error per pixel, each times ``weights`` (broadcast; default 1),
+    averaged over the batch; a scalar."""
     diff = x_rec.float() - x.float()
-    return diff.abs().mean() if kind == "l1" else diff.pow(2).mean()
+    err = diff.abs() if kind == "l1" else diff.pow(2)
+    return (err if weights is None else err * weights).mean()
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -614,11 +623,12 @@ def context_mask(x: torch.Tensor, generator: torch.Generator, max_squares: int =
 
 
 def cevae_loss(model, x: torch.Tensor, generator: torch.Generator, ce_factor: float = 0.5, beta: float = 0.01,
-               rec_loss: str = "l1", max_squares: int = 2, max_fraction: float = 0.5):
+               rec_loss: str = "l1", max_squares: int = 2, max_fraction: float = 0.5, flare_weight: float = 0.0):
     """The ceVAE loss of one batch (module docstring) and its parts ``rec``, ``kl``, ``ce`` (detached).
 
     ``model`` is called once, ``model(inputs, eps) -> (x_rec, mu, logvar)``, on the batch and (when
     ``ce_factor > 0``) its masked copy stacked behind it; ``eps`` comes from ``generator`` (CPU).
+    ``flare_weight`` > 0 weighs each pixel's error by :func:`flare_weights` of the unmasked image.
     """
     b = x.shape[0]
     inputs = x
@@ -627,14 +637,15 @@ def cevae_loss(model, x: torch.Tensor, generator: torch.Generator, ce_factor: fl
     net = model.module if hasattr(model, "module") else model  # DDP wraps the CeVAE
     eps = torch.randn(inputs.shape[0], net.z_dim, generator=generator).to(x.device)
     x_rec, mu, logvar = model(inputs, eps)
+    weights = flare_weights(x, flare_weight) if flare_weight > 0 else None  # from model space, before scaling
     # errors in standardised units (divided by the residual std), so β weighs the KL against errors of order 1
     x_rec, x = x_rec / net.scale, x / net.scale
-    rec = reconstruction_loss(x_rec[:b], x, rec_loss)
+    rec = reconstruction_loss(x_rec[:b], x, rec_loss, weights)
     kl = kl_divergence(mu[:b], logvar[:b])
     loss = (1.0 - ce_factor) * (rec + beta * kl)
     parts = {"rec": rec.detach(), "kl": kl.detach()}
     if ce_factor > 0:
-        ce = reconstruction_loss(x_rec[b:], x, rec_loss)
+        ce = reconstruction_loss(x_rec[b:], x, rec_loss, weights)
         loss = loss + ce_factor * ce
         parts["ce"] = ce.detach()
     return loss, parts
@@ -665,7 +676,7 @@ class CevaeObjective:
     def loss(self, model, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
         e = self.cfg.cevae
         loss, self.parts = cevae_loss(model, x0, generator, e.ce_factor, e.beta, e.rec_loss, e.mask_max_squares,
-                                      e.mask_max_fraction)
+                                      e.mask_max_fraction, e.flare_weight)
         return loss
 
     def meta(self) -> dict:
@@ -749,8 +760,7 @@ def autoencoder_loss(model, x: torch.Tensor, generator: torch.Generator, kl_weig
     diff = x_rec.float() - x.float()
     err = diff.abs() if rec_loss == "l1" else diff.pow(2)
     if flare_weight > 0:
-        # the bright kernels (a few pixels) decide the class: weigh them up, the quiet disk stays at 1
-        err = err * (1.0 + flare_weight * ((x.float() + 1.0) / 2.0).clamp(0, 1) ** 4)
+        err = err * flare_weights(x, flare_weight)
     n_pixels = x[0].numel()
     rec = err.flatten(1).sum(1).mean() / n_pixels
     kl = (0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())).flatten(1).sum(1).mean() / n_pixels
