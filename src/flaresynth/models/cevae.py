@@ -46,6 +46,17 @@ of the residuals per channel (buffers ``center`` and ``scale``, saved with the w
 m + s·out, and its reconstruction errors are measured in units of s. This is an affine reparameterisation
 of the same model; ``standardize: false`` restores the FHNW input.
 
+Flare weight (our addition, ``cevae.flare_weight``, 0 by default)
+-----------------------------------------------------------------
+The FHNW loss averages its error over all pixels, and a flare is a few of them: the ceVAE was built for anomaly
+detection, where not reconstructing a flare is the point. As a generator of flare classes that loses the class.
+The shipped ``demo:cevae`` kept so little that a linear read-out of its latent means found the test classes at
+macro-F1 0.42, and its own reconstructions of the test frames reached half the judges' F1 on the real frames.
+With ``flare_weight`` w > 0 each pixel's error (of both branches) is weighted by 1 + w·((x + 1)/2)^4 of the
+unmasked image (:func:`flaresynth.train.flare_weights`, the latent autoencoder's rule). The ``cevae-demo64``
+preset uses w = 300 (docs/latent_diffusion.md, "Session 44"). Dark features (filaments, coronal holes) weigh
+relatively less, and the weighted ceVAE draws fewer of them.
+
 Defaults (``flaresynth.config.CevaeConfig``): z_dim 128, fmap_sizes [16, 64, 256, 1024], ce_factor 0.5,
 β 0.01, L1, Adam lr 1e-4 in FHNW (our presets choose their own lr; the loop uses AdamW with weight decay 0).
 
@@ -87,7 +98,7 @@ model, parameterised like the usual VAE; clamped to [-30, 20] against overflow);
 (the FHNW ``mask_random_squares`` re-creates its mask in each iteration, so only the last square survives);
 the fill value spans each image's own range (FHNW: the batch's), so an image's loss does not depend on its
 batch-mates; the random numbers come from the training loop's per-step generator, so a resumed run is
-reproducible; optional MSE; no GECO (FHNW's ``use_geco`` is off by default).
+reproducible; optional MSE; the optional flare weight (above); no GECO (FHNW's ``use_geco`` is off by default).
 """
 
 from __future__ import annotations
