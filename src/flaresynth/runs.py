@@ -438,6 +438,12 @@ def open_run(run: str | Path, device: str | torch.device | None = None) -> Run:
 # ------------------------------------------------------------------------------------------ image encoders
 
 
+def encoder_id(encoder, spec: str) -> str:
+    """The id a ``discrete+embedding`` run records for its frozen encoder (``encoder_id`` in its metadata): a
+    ceVAE's model id, which names its weights and not only its path; else the ``conditioning.encoder`` spec."""
+    return getattr(encoder, "model_id", None) or str(spec)
+
+
 def load_encoder(spec: str, device: str | torch.device = "cpu") -> ImageEncoder:
     """The frozen image encoder named by ``conditioning.encoder``.
 

@@ -68,7 +68,7 @@ from flaresynth.models.autoencoder import decode as decode_latents
 from flaresynth.models.cevae import ClassGaussians, decode
 from flaresynth.models.conditioning import Condition, as_encoder, embed_all
 from flaresynth.progress import ProgressBar
-from flaresynth.runs import EMBEDDING_CLASSES_FILE, Run, load_encoder, open_run, sample_section
+from flaresynth.runs import EMBEDDING_CLASSES_FILE, Run, encoder_id, load_encoder, open_run, sample_section
 from flaresynth.samples import NOMINAL_DATE_OBS, image_writer, write_samples
 
 #: What the manifest and the FITS headers call the ceVAE's sampler.
@@ -246,8 +246,8 @@ def request_embeddings(model: Run, table: pd.DataFrame, source: str = "class-mea
     # the run's encoder on the run's device (batched there); an encoder object given by the caller is fed where it is
     spec = model.meta["config"]["conditioning"]["encoder"]
     enc = as_encoder(encoder) if encoder is not None else load_encoder(spec, model.device)
-    trained_with, found = model.meta.get("encoder_id"), getattr(enc, "model_id", None)
-    if encoder is None and found is not None and trained_with is not None and found != trained_with:
+    trained_with, found = model.meta.get("encoder_id"), encoder_id(enc, spec)
+    if encoder is None and trained_with is not None and found != trained_with:
         # a ceVAE retrained under the same name embeds differently: the run would be fed vectors it never saw
         raise FlaresynthError(f"{model.path}: conditioning.encoder {spec} is now {found}, but the run was trained on "
                               f"the embeddings of {trained_with} (retrain the run on it, or use --embedding-source "

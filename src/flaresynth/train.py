@@ -150,6 +150,7 @@ from flaresynth.runs import (
     SCHEDULER_DIR,
     Run,
     autoencoder_meta,
+    encoder_id,
     is_shipped_name,
     load_encoder,
     open_run,
@@ -304,8 +305,7 @@ def _training_encoder(cfg: RunConfig, encoder=None, device: str | torch.device =
     """The frozen encoder of a ``discrete+embedding`` run (loaded on ``device``; an encoder object given by the
     caller stays where it is and is fed there) and the id that names it in the saved model."""
     enc = as_encoder(encoder) if encoder is not None else load_encoder(cfg.conditioning.encoder, device)
-    # a ceVAE's model id names its weights, not only its path
-    return enc, getattr(enc, "model_id", None) or str(cfg.conditioning.encoder)
+    return enc, encoder_id(enc, cfg.conditioning.encoder)
 
 
 def _embed_rows(ds, idx: np.ndarray, enc) -> torch.Tensor:
