@@ -808,3 +808,48 @@ def test_help(name):
     r = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
     assert "--out" in r.stdout and "--quick" in r.stdout
+
+
+def _draw(seed: int, fd: float, real_vs_real: float, f1_ratio: float) -> dict:
+    """A generator_quality result of one generator under one judge, with the keys pool_draws reads."""
+    mem = {"copy_ratio_below_half": 0.1, "copy_ratio_below_test_p05": 0.2, "below_test_p05": 0.3,
+           "copy_ratio_below_half_per_class": {"A": 0.0, "X": 0.2}}
+    judge = {"judge_seed": 0, "f1_ratio": f1_ratio, "fd_domain_evaluate": fd, "fd_domain_evaluate_real_vs_real": real_vs_real,
+             "fd_domain": fd / 2, "fd_domain_real_floor": real_vs_real}
+    return {"benchmark": "generator_quality", "seed": seed, "data_hash": "h", "per_class": 40, "fd_split": "all",
+            "judges": [{"seed": 0}],
+            "generators": [{"name": "demo:g", "by_judge": [judge], "ensemble": {"f1_ratio": f1_ratio},
+                            "fd_fixed_encoder": {"encoder": "e", "fd": 2 * fd, "real_vs_real": real_vs_real},
+                            "f1_referee": 0.5, "memorisation": mem}]}
+
+
+def test_pool_draws_gives_the_ratio_of_mean_fds_and_refuses_draws_of_other_experiments(tmp_path, capsys, monkeypatch):
+    import pool_draws
+
+    from flaresynth.errors import FlaresynthError
+
+    paths = []
+    for seed, fd, rvr, f1 in ((0, 8.0, 2.0, 1.0), (1000, 16.0, 1.0, 0.8)):
+        paths.append(tmp_path / f"s{seed}.json")
+        paths[-1].write_text(json.dumps(_draw(seed, fd, rvr, f1)))
+    monkeypatch.setattr(sys, "argv", ["pool_draws.py", *map(str, paths), "--out", str(tmp_path / "out")])
+    capsys.readouterr()
+    pool_draws.main()
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads((tmp_path / "out" / "pool_draws.json").read_text())
+    g = result["generators"][0]
+    # the ratio of the means (12 / 1.5 = 8), not the mean of the draws' ratios (4 and 16: 10)
+    assert g["by_judge"][0]["fd_ratio"] == pytest.approx(8.0) and g["by_judge"][0]["fd_ratio_per_draw"] == [4.0, 16.0]
+    assert g["fd_fixed_encoder"]["fd_ratio"] == pytest.approx(16.0) and g["by_judge"][0]["fd_ratio_class_matched"] == pytest.approx(4.0)
+    assert g["mean_f1_ratio"] == pytest.approx(0.9) and g["verdict"]["class_target_on_mean"]
+    assert not g["verdict"]["fd_target_on_mean"] and result["seeds"] == [0, 1000]
+    twin = _draw(0, 1.0, 1.0, 1.0)
+    other = {**_draw(2000, 1.0, 1.0, 1.0), "data_hash": "other"}
+    for draws, what in (([_draw(0, 1, 1, 1), twin], "the same seed twice"), ([_draw(0, 1, 1, 1), other], "data_hash 'other'"),
+                        ([_draw(0, 1, 1, 1)], "at least two")):
+        files = []
+        for i, d in enumerate(draws):
+            files.append(tmp_path / f"bad{i}.json")
+            files[-1].write_text(json.dumps(d))
+        with pytest.raises(FlaresynthError, match=what):
+            pool_draws.read_draws(files)

@@ -386,6 +386,25 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     assert request_embeddings(m, table, "image", ds, encoder=load_encoder(f"cevae:{run}"))[0].shape == img_emb.shape
 
 
+def test_an_embedding_run_does_not_resume_on_another_encoder_under_the_same_name(ds, run, tmp_path):
+    encoder = tmp_path / "cevae"
+    shutil.copytree(run, encoder)
+    cfg = load_preset("tiny")
+    cfg.train.steps = 3
+    cfg.conditioning.kind = "discrete+embedding"
+    cfg.conditioning.encoder = f"cevae:{encoder}"
+    train(ds, tmp_path / "ddpm", cfg, max_steps=2, progress=False)
+    # the folder the config names now holds another ceVAE (its model id differs): the embeddings would change
+    meta = read_meta(encoder / "model")
+    write_meta(encoder / "model", {**meta, "model_id": "cevae-cevae-0000000000000000@1"})
+    with pytest.raises(FlaresynthError, match=r"step-0000002: trained on the embeddings of encoder cevae-.*, "
+                                              r"cevae:.* is now cevae-cevae-0000000000000000@1"):
+        train(ds, tmp_path / "ddpm", resume=True, progress=False)
+    write_meta(encoder / "model", meta)
+    train(ds, tmp_path / "ddpm", resume=True, progress=False)
+    assert json.loads((tmp_path / "ddpm" / "model" / "flaresynth.json").read_text())["encoder_id"] == meta["model_id"]
+
+
 def test_embedding_noise_is_drawn_at_the_within_class_spread_and_reaches_the_network(ds, run):
     cfg = load_preset("tiny")
     cfg.conditioning.kind = "discrete+embedding"
@@ -478,7 +497,7 @@ def test_cevae_samples_folder_is_the_ddpm_format_and_evaluation_reads_it(ds, run
     assert result["generated"]["generator"] == "flaresynth-cevae" and result["generated"]["n"] == 9
 
 
-def test_a_runs_class_latents_are_refitted_as_at_the_end_of_training_and_sampled_as_mixtures(ds, run, tmp_path):
+def test_a_runs_class_latents_are_refitted_as_at_the_end_of_training_and_sampled_as_mixtures(ds, run, tmp_path, capsys):
     from flaresynth.sampling import sample
 
     copy = tmp_path / "cevae"
@@ -495,6 +514,13 @@ def test_a_runs_class_latents_are_refitted_as_at_the_end_of_training_and_sampled
     assert load_config(copy / "config.yaml").cevae.class_components == 2
     assert open_run(copy).meta["config"]["cevae"]["class_components"] == 2
     assert "components" not in open_run(copy).meta["latent_classes"]  # no mixture: no stale count either
+    # the command line's door to the same refit
+    capsys.readouterr()
+    assert cli("refit", "--run", str(copy), "--data", str(ds), "--components", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == [int(n) for n in again.counts]
+    assert load_config(copy / "config.yaml").cevae.class_components == 1
+    assert cli("refit", "--run", "demo:cevae", "--data", str(ds), "--components", "2") == 2
+    assert "not a run folder" in capsys.readouterr().err
     # a mixture file (as a larger class gets) is what the run samples from, image i from seed i alone
     rng = np.random.default_rng(0)
     latents = np.concatenate([rng.normal(c, 0.1, (20, trained.dim)) for c in (-1.0, 1.0)] * 5)

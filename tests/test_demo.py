@@ -246,9 +246,9 @@ def test_the_shipped_cevae_says_it_samples_from_class_mixtures():
 
     # the mixtures change the images under the same weights and id: the sample stage's params and the line name them
     how = sampling_settings_for(resolve("demo:cevae"), DemoConfig())
-    assert how == {"kind": "cevae", "sampler": None, "steps": None, "guidance": None, "class_components": 8}
+    assert how == {"kind": "cevae", "sampler": None, "steps": None, "guidance": None, "class_components": 16}
     line = sampling_line({"sampling": {**how, "model_id": "m"}})
-    assert line == "ceVAE m: class-Gaussian latents (mixtures of up to 8 per class), one decoder pass (no U-Net)"
+    assert line == "ceVAE m: class-Gaussian latents (mixtures of up to 16 per class), one decoder pass (no U-Net)"
     assert "mixtures" not in sampling_line({"sampling": {"kind": "cevae", "model_id": "m"}})
 
 

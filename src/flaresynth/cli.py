@@ -404,6 +404,25 @@ def distill(
         out.print(f"{path}: {steps}-step student in {path / 'model'}", highlight=False)
 
 
+# -------------------------------------------------------------------------------------------- refit
+@app.command()
+def refit(
+    run: Annotated[Path, typer.Option("--run", help="A trained ceVAE run folder (a shipped one: refit a copy).")],
+    data: Annotated[Path, typer.Option("--data", help="The dataset the run was trained on (checked by data hash).")],
+    components: Annotated[int, typer.Option("--components", help="Gaussians per class (its cevae.class_components): a class of n training images gets min(this, n // 5) of them, 1 = one Gaussian per class.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new fit's summary (counts, components per class).")] = False,
+) -> None:
+    """Refit a ceVAE run's per-class latent Gaussians (what `flaresynth sample` draws from) without retraining: the training split encoded with the run's weights, fitted as at the end of training; the run's model/latent_classes.npz, model/flaresynth.json and config.yaml are rewritten."""
+    from flaresynth.train import refit_class_latents
+
+    fit = refit_class_latents(run, data, components)
+    if as_json:
+        _print_json(fit.summary())
+    else:
+        counts = ", ".join(f"{c} {n}" for c, n in zip(fit.classes, fit.summary().get("components", [1] * len(fit.classes)), strict=True))
+        out.print(f"{run}: class latents refitted (components per class: {counts})", highlight=False)
+
+
 # --------------------------------------------------------------------------------------- experiment
 experiment_app = typer.Typer(help="Application experiments: do generated images help a classifier or a forecaster?",
                              no_args_is_help=True)

@@ -737,8 +737,10 @@ def refit_class_latents(run: str | Path, data: str | Path, components: int) -> C
     validate(cfg, str(folder / "config.yaml"))
     gauss = CevaeObjective(cfg, load_training_data(ds, cfg), ds.classes).fit_gaussians(model.network, "cpu")
     gauss.save(model.folder / LATENT_CLASSES_FILE)
-    # the fit's own summary replaces the old one (a refit to one Gaussian has no "components"); where and how stay
-    kept = {k: v for k, v in model.meta.get("latent_classes", {}).items() if k in ("file", "fit")}
+    # the fit's own summary replaces the old one (a refit to one Gaussian has no "components"); the weights it
+    # encodes with are the saved ones (a shipped run's are float16), not training's last float32 EMA
+    kept = {"file": model.meta.get("latent_classes", {}).get("file", LATENT_CLASSES_FILE),
+            "fit": "latent means of the train split at the model resolution, the run's saved EMA weights (refitted)"}
     meta = {**model.meta, "config": cfg.to_dict(), "latent_classes": {**kept, **gauss.summary()}}
     write_meta(model.folder, meta)
     save_config(cfg, folder / "config.yaml")
@@ -1215,6 +1217,12 @@ def train(
         if fresh:  # nothing of a run that never started stays on disk
             shutil.rmtree(out, ignore_errors=True)
         raise
+    if state is not None and state.get("encoder_id", data_info.get("encoder_id")) != data_info.get("encoder_id"):
+        # the fingerprint names the encoder by its spec (cevae:demo:cevae), which may now load other weights
+        raise FlaresynthError(
+            f"{out / CHECKPOINTS / ckpt_name}: trained on the embeddings of encoder {state['encoder_id']}, "
+            f"{cfg.conditioning.encoder} is now {data_info['encoder_id']}; resume with the encoder it was trained with"
+        )
     images, cond_all = data_info["images"], data_info["cond"]
     n_train = images.shape[0]
     row_p = class_balance_weights(cond_all.labels.numpy(), t.class_balance)
@@ -1299,7 +1307,7 @@ def train(
             "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
             # fp16 loss scaling must resume where it was, or the first steps after a resume are skipped
             "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "latent_scaling_factor": scaling,
+            "latent_scaling_factor": scaling, "encoder_id": data_info.get("encoder_id"),
         }
         written.append(write_checkpoint(out, step, ckpt, t.keep_checkpoints).name)
 

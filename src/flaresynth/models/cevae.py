@@ -80,9 +80,10 @@ min(M, n // 5) full-covariance Gaussians fitted to its latents (scikit-learn's `
 on each component's diagonal; a class with fewer than 10 images keeps its single Gaussian): "ex-post density
 estimation" of the aggregate posterior, as Ghosh et al. (2020, "From Variational to Deterministic Autoencoders",
 ICLR) sample their autoencoders. Image i picks its component with its own seed (:data:`COMPONENT_STREAM`) and
-draws its noise from its seeded torch generator as above. The shipped ``demo:cevae`` uses M = 8: more
-components move the class score and FD further but draw more images near one training day
-(docs/latent_diffusion.md, "Session 43"). :func:`flaresynth.train.refit_class_latents` refits a trained run.
+draws its noise from its seeded torch generator as above. The shipped ``demo:cevae`` uses M = 16 (M = 8 until
+session 45): more components lower FD further but draw more images near one training day; 16 was chosen on the
+validation split's FD with that cost in view (docs/latent_diffusion.md, "Session 43" and "Session 45").
+:func:`flaresynth.train.refit_class_latents` (``flaresynth refit``) refits a trained run.
 
 The encoder (third conditioning experiment)
 -------------------------------------------
