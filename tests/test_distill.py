@@ -37,7 +37,7 @@ from flaresynth.runs import open_run, read_meta, write_meta
 from flaresynth.samples import open_samples
 from flaresynth.sampling import build_requests, generate, sample
 from flaresynth.train import DistillObjective, load_training_data, step_generator, train
-from toy import cli, make_dataset, one_line_error
+from toy import cli, cli_here, make_dataset, one_line_error
 
 STAGE_STEPS = 40
 
@@ -266,9 +266,9 @@ def test_a_students_sampling_defaults_can_be_set_when_it_is_distilled(runs, tmp_
                        (["--sample-guidance", "nan"], "--sample-guidance nan"),
                        (["--sample-timesteps", "999,249", "--method", "progressive"], "--method consistency only"),
                        (["--sample-timesteps", "999,249", "--method", "trajectory"], "--method consistency only")):
-        line = one_line_error(cli("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"), "--steps",
-                                  "2", "--method", "consistency", "--teacher-steps", "4", "--stage-steps", "2",
-                                  "--no-progress", *args))
+        line = one_line_error(cli_here("distill", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"), "--steps",
+                                       "2", "--method", "consistency", "--teacher-steps", "4", "--stage-steps", "2",
+                                       "--no-progress", *args))
         assert what in line, (args, line)
         assert not (tmp_path / "bad").exists()
 
@@ -295,8 +295,8 @@ def test_a_students_configured_timesteps_are_its_default_sampling(runs, consiste
     np.testing.assert_array_equal(s.images, explicit)
     for timesteps, what in (("999,500", "500 not on the student's 4-step grid"), ("249,999", "expected decreasing"),
                             ("999,749,249", "trained for lcm 2 steps"), ("999,x", "comma-separated whole numbers")):
-        line = one_line_error(cli("sample", "--run", str(st), "--out", str(tmp_path / "bad"), "--timesteps",
-                                  timesteps, "--no-progress"))
+        line = one_line_error(cli_here("sample", "--run", str(st), "--out", str(tmp_path / "bad"), "--timesteps",
+                                       timesteps, "--no-progress"))
         assert what in line, (timesteps, line)
         assert not (tmp_path / "bad").exists()
 

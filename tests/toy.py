@@ -75,6 +75,24 @@ def cli(*args, timeout=180):
                           timeout=timeout, env=env)
 
 
+def cli_here(*args) -> subprocess.CompletedProcess:
+    """The command line in this process, answered like :func:`cli` (exit code, stdout, stderr): for bad-input checks
+    that fail before any work, where a subprocess would spend its seconds importing torch and diffusers."""
+    import contextlib
+    import io
+
+    from flaresynth.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["flaresynth", *args], code, out.getvalue(), err.getvalue())
+
+
 def one_line_error(r):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
