@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import flaresynth.train
 from flaresynth.config import RunConfig, load_config, load_preset, save_config
 from flaresynth.dataset import open_dataset
 from flaresynth.diffusion import drop_mask, sample_timesteps
@@ -36,18 +37,7 @@ from flaresynth.train import (
     train,
 )
 from flaresynth.transforms import channel_transforms, resample
-from toy import make_dataset, toy_images
-
-
-def cli(*args) -> int:
-    """Run the command line in this process (a subprocess spends seconds importing torch and diffusers)."""
-    from flaresynth.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
+from toy import cli_here, make_dataset, toy_images
 
 
 def tiny_cevae(steps=4, **train_keys) -> RunConfig:
@@ -255,12 +245,12 @@ def test_train_writes_a_cevae_run_and_resume_reproduces_it(ds, run, tmp_path):
     # training grid at step 3 left the weights and the random streams alone)
     cfg_path = tmp_path / "cevae.yaml"
     save_config(tiny_cevae(steps=6), cfg_path)
-    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "cut"), "--config", str(cfg_path), "--max-steps", "3",
+    r = cli_here("train", "--data", str(ds), "--out", str(tmp_path / "cut"), "--config", str(cfg_path), "--max-steps", "3",
             "--no-progress")
-    assert r == 0
+    assert r.returncode == 0, r.stderr
     assert latest_checkpoint(tmp_path / "cut").name == "step-0000003"
-    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "cut"), "--resume", "--no-progress")
-    assert r == 0
+    r = cli_here("train", "--data", str(ds), "--out", str(tmp_path / "cut"), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr
     a = read_checkpoint(latest_checkpoint(run))
     b = read_checkpoint(latest_checkpoint(tmp_path / "cut"))
     assert a["step"] == b["step"] == 6
@@ -338,9 +328,9 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     cfg.conditioning.kind = "discrete+embedding"
     cfg.conditioning.encoder = f"cevae:{run}"
     save_config(cfg, tmp_path / "ddpm.yaml")
-    r = cli("train", "--data", str(ds), "--out", str(tmp_path / "ddpm"), "--config", str(tmp_path / "ddpm.yaml"),
+    r = cli_here("train", "--data", str(ds), "--out", str(tmp_path / "ddpm"), "--config", str(tmp_path / "ddpm.yaml"),
             "--no-progress")
-    assert r == 0
+    assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "ddpm" / "model" / "flaresynth.json").read_text())
     assert meta["conditioning"]["embed_dim"] == 8
     assert meta["encoder_id"] == json.loads((run / "model" / "flaresynth.json").read_text())["model_id"]
@@ -355,9 +345,9 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     torch.testing.assert_close(stored[3], emb[labels == 3].mean(0))
 
     out = tmp_path / "s"
-    r = cli("sample", "--run", str(tmp_path / "ddpm"), "--out", str(out), "--classes", "A,M", "--per-class", "2",
+    r = cli_here("sample", "--run", str(tmp_path / "ddpm"), "--out", str(out), "--classes", "A,M", "--per-class", "2",
             "--sampler", "dpm++", "--steps", "2", "--embedding-source", "class-gaussian", "--no-progress")
-    assert r == 0
+    assert r.returncode == 0, r.stderr
     s = open_samples(out)
     assert s.images.shape == (4, 1, 16, 16) and s.manifest["embedding_source"] == "class-gaussian"
     assert np.isfinite(s.images).all()
@@ -386,7 +376,7 @@ def test_embedding_ddpm_trains_and_samples_with_the_cevae_encoder(ds, run, tmp_p
     assert request_embeddings(m, table, "image", ds, encoder=load_encoder(f"cevae:{run}"))[0].shape == img_emb.shape
 
 
-def test_an_embedding_run_does_not_resume_on_another_encoder_under_the_same_name(ds, run, tmp_path):
+def test_an_embedding_run_does_not_resume_on_another_encoder_under_the_same_name(ds, run, tmp_path, monkeypatch):
     encoder = tmp_path / "cevae"
     shutil.copytree(run, encoder)
     cfg = load_preset("tiny")
@@ -397,9 +387,13 @@ def test_an_embedding_run_does_not_resume_on_another_encoder_under_the_same_name
     # the folder the config names now holds another ceVAE (its model id differs): the embeddings would change
     meta = read_meta(encoder / "model")
     write_meta(encoder / "model", {**meta, "model_id": "cevae-cevae-0000000000000000@1"})
+    cached = []
+    monkeypatch.setattr(flaresynth.train, "write_training_cache", lambda *a, **k: cached.append(a))
     with pytest.raises(FlaresynthError, match=r"step-0000002: trained on the embeddings of encoder cevae-.*, "
                                               r"cevae:.* is now cevae-cevae-0000000000000000@1"):
         train(ds, tmp_path / "ddpm", resume=True, progress=False)
+    assert cached == []  # refused before the split was embedded by the other encoder
+    monkeypatch.undo()
     write_meta(encoder / "model", meta)
     train(ds, tmp_path / "ddpm", resume=True, progress=False)
     assert json.loads((tmp_path / "ddpm" / "model" / "flaresynth.json").read_text())["encoder_id"] == meta["model_id"]
@@ -460,9 +454,9 @@ def test_cevae_samples_folder_is_the_ddpm_format_and_evaluation_reads_it(ds, run
     from flaresynth.transforms import IntensityTransform
 
     out = tmp_path / "s"
-    r = cli("sample", "--run", str(run), "--out", str(out), "--classes", "A,X", "--flux", "3e-5", "--per-class", "3",
+    r = cli_here("sample", "--run", str(run), "--out", str(out), "--classes", "A,X", "--flux", "3e-5", "--per-class", "3",
             "--seed", "5", "--no-progress")
-    assert r == 0
+    assert r.returncode == 0, r.stderr
     s = open_samples(out)
     assert s.images.shape == (9, 1, 16, 16) and s.images.dtype == np.float32
     assert list(s.table["label"]) == ["A"] * 3 + ["X"] * 3 + [""] * 3
@@ -515,12 +509,12 @@ def test_a_runs_class_latents_are_refitted_as_at_the_end_of_training_and_sampled
     assert open_run(copy).meta["config"]["cevae"]["class_components"] == 2
     assert "components" not in open_run(copy).meta["latent_classes"]  # no mixture: no stale count either
     # the command line's door to the same refit
-    capsys.readouterr()
-    assert cli("refit", "--run", str(copy), "--data", str(ds), "--components", "1", "--json") == 0
-    assert json.loads(capsys.readouterr().out)["counts"] == [int(n) for n in again.counts]
+    r = cli_here("refit", "--run", str(copy), "--data", str(ds), "--components", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"] == [int(n) for n in again.counts]
     assert load_config(copy / "config.yaml").cevae.class_components == 1
-    assert cli("refit", "--run", "demo:cevae", "--data", str(ds), "--components", "2") == 2
-    assert "not a run folder" in capsys.readouterr().err
+    r = cli_here("refit", "--run", "demo:cevae", "--data", str(ds), "--components", "2")
+    assert r.returncode == 2 and "not a run folder" in r.stderr
     # a mixture file (as a larger class gets) is what the run samples from, image i from seed i alone
     rng = np.random.default_rng(0)
     latents = np.concatenate([rng.normal(c, 0.1, (20, trained.dim)) for c in (-1.0, 1.0)] * 5)

@@ -6,6 +6,8 @@ in DN/s (its metrics need blobs whose size and peak grow with the class), ``test
 activity images with forecast labels.
 """
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from flaresynth.cli import main
 from flaresynth.dataset import write_dataset
 from flaresynth.labels import GOES_CLASSES, SCHEMES, letter_to_label
 from flaresynth.transforms import IntensityTransform
@@ -78,11 +81,6 @@ def cli(*args, timeout=180):
 def cli_here(*args) -> subprocess.CompletedProcess:
     """The command line in this process, answered like :func:`cli` (exit code, stdout, stderr): for bad-input checks
     that fail before any work, where a subprocess would spend its seconds importing torch and diffusers."""
-    import contextlib
-    import io
-
-    from flaresynth.cli import main
-
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

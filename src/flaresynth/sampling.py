@@ -306,25 +306,31 @@ def resolve_guidance_t_max(model: Run, guidance_t_max: int | None | str = RUN_CO
     return None if guidance_t_max is None else int(guidance_t_max)
 
 
+def _own_sampling(defaults: dict, sampler: str, steps: int | None) -> bool:
+    """Whether a request is for the run's own sampler (``sample.sampler`` of ``defaults``) at its own step count
+    (``sample.steps``, else the count of ``sample.timesteps``; ``steps`` ``None``: the sampler's default): only
+    then do the run's ``sample.timesteps`` and ``sample.eta`` apply, which were chosen for that sampler."""
+    own_steps = defaults.get("steps")
+    if own_steps is None and defaults.get("timesteps") is not None:
+        own_steps = len(defaults["timesteps"])
+    return sampler == defaults.get("sampler") and (steps is None or own_steps in (None, int(steps)))
+
+
 def resolve_timesteps(defaults: dict, sampler: str, steps: int | None,
                       timesteps: Sequence[int] | None | str = RUN_CONFIG) -> list[int] | None:
     """The explicit timesteps a request runs: ``timesteps``, or the run's configured ones (``sample.timesteps`` of
-    ``defaults``, the run's config ``sample`` section) when the request is for the run's own sampler at its own
-    step count (``steps`` ``None`` or their count)."""
+    ``defaults``, the run's config ``sample`` section) for a request of the run's own sampler at its own step
+    count (:func:`_own_sampling`)."""
     if timesteps == RUN_CONFIG:
-        timesteps = defaults.get("timesteps")
-        if timesteps is not None and (sampler != defaults.get("sampler")
-                                      or (steps is not None and int(steps) != len(timesteps))):
-            timesteps = None
+        timesteps = defaults.get("timesteps") if _own_sampling(defaults, sampler, steps) else None
     return None if timesteps is None else [int(t) for t in timesteps]
 
 
 def resolve_eta(defaults: dict, sampler: str, steps: int | None, eta: float | str = RUN_CONFIG) -> float:
-    """DDIM's η a request runs: ``eta``, or the run's configured one (``sample.eta`` of ``defaults``) when the
-    request is for the run's own sampler at its own step count, as :func:`resolve_timesteps` decides."""
+    """DDIM's η a request runs: ``eta``, or the run's configured one (``sample.eta`` of ``defaults``) for a
+    request of the run's own sampler at its own step count (:func:`_own_sampling`), else 0."""
     if eta == RUN_CONFIG:
-        own = sampler == defaults.get("sampler") and (steps is None or defaults.get("steps") in (None, int(steps)))
-        eta = float(defaults.get("eta", 0.0)) if own else 0.0
+        eta = float(defaults.get("eta", 0.0)) if _own_sampling(defaults, sampler, steps) else 0.0
     if not (math.isfinite(eta) and 0 <= eta <= 1):
         raise FlaresynthError(f"--eta {eta!r}: expected 0 <= eta <= 1 (DDIM's share of fresh noise per step)")
     return float(eta)

@@ -1207,6 +1207,15 @@ def train(
     scaling = cfg.latent.scaling_factor
     if scaling is None and state is not None:
         scaling = state.get("latent_scaling_factor")
+    if state is not None and "encoder_id" in state and _conditioning_kind(cfg) == "discrete+embedding":
+        # before the cache is rewritten: the fingerprint names the encoder by its spec (cevae:demo:cevae), which may
+        # now load other weights, whose embeddings would replace the cached ones for nothing
+        _, now = _training_encoder(cfg, encoder)
+        if now != state["encoder_id"]:
+            raise FlaresynthError(
+                f"{out / CHECKPOINTS / ckpt_name}: trained on the embeddings of encoder {state['encoder_id']}, "
+                f"{cfg.conditioning.encoder} is now {now}; resume with the encoder it was trained with"
+            )
     fresh = is_main and not out.exists()
     cache = out / CACHE
     try:
@@ -1217,12 +1226,6 @@ def train(
         if fresh:  # nothing of a run that never started stays on disk
             shutil.rmtree(out, ignore_errors=True)
         raise
-    if state is not None and state.get("encoder_id", data_info.get("encoder_id")) != data_info.get("encoder_id"):
-        # the fingerprint names the encoder by its spec (cevae:demo:cevae), which may now load other weights
-        raise FlaresynthError(
-            f"{out / CHECKPOINTS / ckpt_name}: trained on the embeddings of encoder {state['encoder_id']}, "
-            f"{cfg.conditioning.encoder} is now {data_info['encoder_id']}; resume with the encoder it was trained with"
-        )
     images, cond_all = data_info["images"], data_info["cond"]
     n_train = images.shape[0]
     row_p = class_balance_weights(cond_all.labels.numpy(), t.class_balance)
