@@ -83,6 +83,20 @@ def base_parser(doc: str, run: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+def add_judge_seed(p: argparse.ArgumentParser) -> None:
+    """``--judge-seed``: which judge scores a benchmark of one judge, apart from ``--seed``, which draws its requests."""
+    p.add_argument("--judge-seed", type=int, default=0,
+                   help="training seed of the judge when --judge is not given (default 0: the judge the package "
+                        "ships for the default dataset; --seed draws the requests and leaves the judge alone)")
+
+
+def first_judge(ds, images: np.ndarray, args):
+    """The judge a benchmark of one judge scores with (``--judge``, else the ``--judge-seed`` one; see
+    :func:`get_judge`). Until 2026-12-07 it was trained with ``--seed``, so a draw of other requests was also
+    scored by another judge."""
+    return get_judge(ds, images, args.workdir, args.judge, args.judge_seed, max_epochs=2 if args.quick else 40)
+
+
 def setup(args) -> Path:
     """Threads, output folder; returns the output folder."""
     import torch

@@ -39,9 +39,11 @@ from pathlib import Path
 
 from common import (
     LoadMonitor,
+    add_judge_seed,
     base_parser,
     check_sampling_args,
     emit,
+    first_judge,
     get_judge,
     log,
     machine_info,
@@ -132,6 +134,7 @@ def main() -> None:
     from flaresynth.errors import FlaresynthError
 
     p = base_parser(__doc__, run=True)
+    add_judge_seed(p)
     p.add_argument("--student", action="append", default=[], help="student run folder (repeatable; at least one)")
     p.add_argument("--per-class", type=int, default=40, help="images per class (default 40, the issue's size)")
     p.add_argument("--teacher-settings", default=None,
@@ -176,7 +179,7 @@ def main() -> None:
         check_student_settings(s, s.meta["config"]["sample"]["sampler"], None, guidance)
     size = teacher.image_shape[-1]
     real = real_at_size(ds, size)
-    judge, judge_info = get_judge(ds, real, args.workdir, args.judge, args.seed, max_epochs=2 if args.quick else 40)
+    judge, judge_info = first_judge(ds, real, args)
     scorer, referee_info = make_scorer(ds, judge, real, args)
     table = build_requests(teacher, per_class=args.per_class, seed=args.seed)
     y = requested_index(teacher, table)
@@ -195,7 +198,7 @@ def main() -> None:
         generated.append(images)
         log(f"{name}: NFE {info['nfe_per_image']:.0f}, {info['images_per_s']:.2f} images/s")
     judged = [score_against_reference(scorer, generated, y, rows,
-                                      {**judge_info, "seed": None if args.judge else args.seed})]
+                                      {**judge_info, "seed": None if args.judge else args.judge_seed})]
     for seed in extra_seeds:
         extra, extra_info = get_judge(ds, real, args.workdir, None, seed, max_epochs=2 if args.quick else 40)
         judged.append(score_against_reference(make_scorer(ds, extra, real, args)[0], generated, y, rows,

@@ -27,10 +27,11 @@ from common import (
     CANDIDATE_SAMPLERS,
     LIBRARY_SAMPLERS,
     LoadMonitor,
+    add_judge_seed,
     base_parser,
     emit,
     figure,
-    get_judge,
+    first_judge,
     log,
     machine_info,
     main_wrapper,
@@ -86,6 +87,7 @@ def batched_vs_separate(model, batch: int, guidance: float, repeats: int, seed: 
 
 def main() -> None:
     p = base_parser(__doc__, run=True)
+    add_judge_seed(p)
     p.add_argument("--per-class", type=int, default=20, help="images per class in the sweep (default 20)")
     p.add_argument("--weights", default="0,1,2,3,5", help="CFG weights w to sweep (default 0,1,2,3,5)")
     p.add_argument("--sampler", default="ddim",
@@ -129,7 +131,7 @@ def main() -> None:
     ds = open_dataset(resolve_data(args))
     size = model.image_shape[-1]
     real = real_at_size(ds, size)
-    judge, judge_info = get_judge(ds, real, args.workdir, args.judge, args.seed, max_epochs=2 if args.quick else 40)
+    judge, judge_info = first_judge(ds, real, args)
     scorer, referee_info = make_scorer(ds, judge, real, args)
     table = build_requests(model, per_class=args.per_class, seed=args.seed)
     y = requested_index(model, table)

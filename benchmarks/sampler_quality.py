@@ -41,11 +41,12 @@ from common import (
     CANDIDATE_SAMPLERS,
     LIBRARY_SAMPLERS,
     LoadMonitor,
+    add_judge_seed,
     base_parser,
     check_sampling_args,
     emit,
     figure,
-    get_judge,
+    first_judge,
     log,
     machine_info,
     main_wrapper,
@@ -127,6 +128,7 @@ def best_cheaper(rows: list[dict], library_only: bool = True) -> dict | None:
 def main() -> None:
 
     p = base_parser(__doc__, run=True)
+    add_judge_seed(p)
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10: < 10 min on 2 cores)")
     p.add_argument("--settings", default=None, help=f"SAMPLER:STEPS list, reference first (default {DEFAULT_SETTINGS})")
     p.add_argument("--guidance", type=float, default=None, help="CFG weight w (default: the run's sample.guidance)")
@@ -155,7 +157,7 @@ def main() -> None:
     guidance = float(model.meta["config"]["sample"]["guidance"] if args.guidance is None else args.guidance)
     size = model.image_shape[-1]
     real = real_at_size(ds, size)
-    judge, judge_info = get_judge(ds, real, args.workdir, args.judge, args.seed, max_epochs=2 if args.quick else 40)
+    judge, judge_info = first_judge(ds, real, args)
     scorer, referee_info = make_scorer(ds, judge, real, args)
     table = build_requests(model, per_class=args.per_class, seed=args.seed)
     y = requested_index(model, table)

@@ -64,11 +64,12 @@ import numpy as np
 from common import (
     LoadMonitor,
     Scorer,
+    add_judge_seed,
     base_parser,
     ceiling,
     emit,
     figure,
-    get_judge,
+    first_judge,
     log,
     machine_info,
     main_wrapper,
@@ -253,6 +254,7 @@ def loss_curve(entries: list[dict], max_points: int = 400) -> list[list[float]]:
 
 def main() -> None:
     p = base_parser(__doc__)
+    add_judge_seed(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per sampling batch")
     p.add_argument("--base-preset", default="demo", help="network and batch both recipes train (default demo)")
     p.add_argument("--recipes", default="plain,demo", help="recipes to train (default plain,demo)")
@@ -308,7 +310,7 @@ def main() -> None:
         # one judge per image size (the short runs and a long run may differ), trained once and cached
         if size not in scorers:
             real = real_at_size(ds, size)
-            judge, judges[size] = get_judge(ds, real, args.workdir, args.judge, args.seed, max_epochs=2 if args.quick else 40)
+            judge, judges[size] = first_judge(ds, real, args)
             scorers[size], referee_info[size] = make_scorer(ds, judge, real, args)
         return scorers[size]
 

@@ -154,6 +154,10 @@ def test_distill_quality(toy, capsys, monkeypatch):
     for first, second in zip(r["settings"], again["settings"], strict=True):
         assert second["cached"] and "cached" not in first
         assert second["fd_domain"] == first["fd_domain"] and second["seconds"] == first["seconds"]
+    # --seed draws other requests for the same first judge (seed 0), not for a judge trained with that seed
+    other = run_script("distill_quality", [*args, "--seed", "3"], toy, capsys, monkeypatch)
+    assert other["seeds"][0] == 3 and other["settings"][0]["by_judge"][0]["judge_seed"] == 0
+    assert not any(p.name.endswith("-seed3") for p in (toy["workdir"] / "judges").iterdir())
 
 
 def test_distill_quality_judge_seeds_are_whole_numbers():
