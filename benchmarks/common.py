@@ -57,6 +57,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = Path(os.environ.get("FLARESYNTH_BENCH_DIR", Path(tempfile.gettempdir()) / "flaresynth-bench"))
 BOOTSTRAP = 200
+#: Issue 14's targets: judge F1 >= CLASS_TARGET x its real-test F1; FD_domain <= FD_TARGET x the real floor.
+CLASS_TARGET = 0.9
+FD_TARGET = 5.0
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -117,13 +120,13 @@ def check_sampling_args(args) -> None:
         args.per_class = min(args.per_class, 2)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"1,2"`` -> [1, 2]; empty -> []."""
+def parse_seeds(text: str, option: str = "--judge-seeds") -> list[int]:
+    """``"1,2"`` -> [1, 2]; empty -> []; one clear error naming ``option`` otherwise."""
     from flaresynth.errors import FlaresynthError
 
     parts = [t.strip() for t in text.split(",") if t.strip()]
     if not all(t.isdigit() for t in parts):
-        raise FlaresynthError(f"--judge-seeds {text!r}: expected whole numbers separated by commas (e.g. 1,2)")
+        raise FlaresynthError(f"{option} {text!r}: expected whole numbers separated by commas (e.g. 1,2)")
     return [int(t) for t in parts]
 
 
@@ -150,11 +153,12 @@ def main_wrapper(fn) -> None:
         sys.exit(2)
 
 
-def emit(result: dict, out: Path, name: str) -> None:
-    """Print the result as JSON on stdout and write it to ``out/name.json``."""
+def emit(result: dict, out: Path, name: str, echo: bool = True) -> None:
+    """Write the result as JSON to ``out/name.json`` and (``echo``) print it on stdout."""
     text = json.dumps(_jsonable(result), indent=2)
     (out / f"{name}.json").write_text(text + "\n")
-    print(text)
+    if echo:
+        print(text)
 
 
 def _jsonable(x):

@@ -61,11 +61,17 @@ real Sun.
 Cost: the sampling (seconds for a ceVAE or a student, ~1-3 min for a teacher's DDIM 20 with guidance on one
 thread), plus ~3 min per judge not yet cached.
 
-Usage: ``python benchmarks/generator_quality.py [--runs demo:discrete,demo:continuous] [--judge-seeds 0,1,2]``
+One draw of 40 images per class is a noisy instrument for FD (``pool_draws.py``): ``--seeds 0,1000,2000,3000``
+scores one draw per seed, writes each into ``OUT/seed-S/`` and their pooled figures (``pool_draws.pool``) into
+``OUT/pool_draws.json``.
+
+Usage: ``python benchmarks/generator_quality.py [--runs demo:discrete,demo:continuous] [--judge-seeds 0,1,2]
+[--seeds 0,1000,2000,3000]``
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +79,8 @@ from pathlib import Path
 import numpy as np
 from common import (
     BOOTSTRAP,
+    CLASS_TARGET,
+    FD_TARGET,
     LoadMonitor,
     Scorer,
     base_parser,
@@ -91,10 +99,8 @@ from common import (
     setup,
     subtitle,
 )
+from pool_draws import pool, read_draws
 
-#: The issue's targets: judge F1 >= CLASS_TARGET x its real-test F1; FD_domain <= FD_TARGET x the real floor.
-CLASS_TARGET = 0.9
-FD_TARGET = 5.0
 #: Real draws behind the benchmarks' class-matched real floor; resamplings of ``flaresynth evaluate``'s FD.
 FLOOR_REPEATS = 30
 EVAL_REPEATS = 3
@@ -374,9 +380,12 @@ def main() -> None:
                         "ceVAE run: its own reconstructions of the real test frames")
     p.add_argument("--encoder", default="effnet-lite0",
                    help="a fixed pretrained encoder for a judge-free FD, evaluate's convention (default effnet-lite0; none: skip)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds of several draws (e.g. 0,1000,2000,3000): each draw's result goes to "
+                        "OUT/seed-S/, their pooled figures (pool_draws.py) to OUT/pool_draws.json and stdout "
+                        "(default: one draw, of --seed)")
     args = p.parse_args()
     out = setup(args)
-    monitor = LoadMonitor()
     seeds = parse_seeds(args.judge_seeds)
     if not seeds:
         raise FlaresynthError("--judge-seeds: give at least one seed (e.g. 0,1,2)")
@@ -385,14 +394,11 @@ def main() -> None:
     if args.quick:
         args.per_class = min(args.per_class, 2)
     timesteps = parse_timesteps(args.timesteps)
+    draw_seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else [args.seed]
+    if not draw_seeds or len(set(draw_seeds)) != len(draw_seeds):
+        raise FlaresynthError(f"--seeds {args.seeds}: expected distinct seeds (the same seed twice is the same draw)")
 
-    from flaresynth.dataset import open_dataset
     from flaresynth.demo import shipped_names
-    from flaresynth.experiments.stats import day_groups, event_groups
-    from flaresynth.metrics.classification import classification_report
-    from flaresynth.metrics.cluster import resampling_plan
-    from flaresynth.metrics.features import make_encoder
-    from flaresynth.metrics.judge import ensemble_predict
     from flaresynth.runs import shipped_runs
 
     names = ([n.strip() for n in args.runs.split(",") if n.strip()] if args.runs
@@ -400,6 +406,37 @@ def main() -> None:
     if not names:
         raise FlaresynthError("--runs: no generator given and none shipped with this installation")
     ds_path = resolve_data(args)
+    if len(draw_seeds) == 1:
+        result = score_draw(vars(args) | {"seed": draw_seeds[0]}, names, ds_path, seeds, timesteps)
+        emit(result, out, "generator_quality")
+        plot(result, out / "generator_quality.png")
+        return
+    files = []
+    for i, seed in enumerate(draw_seeds):
+        log(f"draw {i + 1} of {len(draw_seeds)}: seed {seed}")
+        result = score_draw(vars(args) | {"seed": seed}, names, ds_path, seeds, timesteps)
+        folder = out / f"seed-{seed}"
+        folder.mkdir(exist_ok=True)
+        emit(result, folder, "generator_quality", echo=False)
+        plot(result, folder / "generator_quality.png")
+        files.append(folder / "generator_quality.json")
+    # pooled from the files, so the figures are those pool_draws.py gives on them
+    emit(pool(read_draws(files)), out, "pool_draws")
+
+
+def score_draw(args: dict, names: list[str], ds_path: Path, seeds: list[int], timesteps: list[int] | None) -> dict:
+    """One draw: every generator of ``names`` sampled with ``args["seed"]`` and scored under the judges of
+    ``seeds``; returns the result :func:`main` writes as ``generator_quality.json``."""
+    from flaresynth.dataset import open_dataset
+    from flaresynth.errors import FlaresynthError
+    from flaresynth.experiments.stats import day_groups, event_groups
+    from flaresynth.metrics.classification import classification_report
+    from flaresynth.metrics.cluster import resampling_plan
+    from flaresynth.metrics.features import make_encoder
+    from flaresynth.metrics.judge import ensemble_predict
+
+    args = argparse.Namespace(**args)
+    monitor = LoadMonitor()
     ds = open_dataset(ds_path)
     test, train = ds.split_indices("test"), ds.split_indices("train")
     if not len(test):
@@ -566,8 +603,7 @@ def main() -> None:
         "simulated_sun_note": "on a simulated Sun these figures are upper bounds and claim nothing about the real Sun",
         "seconds_total": load["wall_s"],
     }
-    emit(result, out, "generator_quality")
-    plot(result, out / "generator_quality.png")
+    return result
 
 
 def plot(result: dict, path: Path) -> None:

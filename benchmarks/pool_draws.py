@@ -18,6 +18,8 @@ and the verdicts on these pooled figures. Usage::
     python benchmarks/generator_quality.py --seed 0 --out OUT/s0   # ... and --seed 1000, 2000, 3000
     python benchmarks/pool_draws.py OUT/s*/generator_quality.json --out OUT
 
+or both in one command: ``python benchmarks/generator_quality.py --seeds 0,1000,2000,3000 --out OUT``.
+
 The draws must share the dataset, the images per class and the judges, and differ in seed. On a simulated Sun
 every figure is an upper bound and claims nothing about the real Sun.
 """
@@ -32,8 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, log, main_wrapper  # noqa: E402
-from generator_quality import CLASS_TARGET, FD_TARGET  # noqa: E402
+from common import CLASS_TARGET, FD_TARGET, emit, log, main_wrapper  # noqa: E402
 
 
 def read_draws(paths: list[Path]) -> list[dict]:

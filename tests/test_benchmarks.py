@@ -526,6 +526,37 @@ def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(ro
     assert r1["rows"][0]["referee_real_error_dex"] == near["referee_real_error_dex"]  # the same real frames
 
 
+def test_generator_quality_draws_several_seeds_and_pools_them(toy, capsys, monkeypatch):
+    import generator_quality
+    import pool_draws
+
+    from flaresynth.errors import FlaresynthError
+
+    out = toy["root"] / "out-seeds"
+    common = ["generator_quality.py", "--workdir", str(toy["workdir"]), "--out", str(out), "--threads", "1", "--quick",
+              "--data", str(toy["ds"]), "--runs", str(toy["run"]), "--judge-seeds", "0", "--encoder", "none"]
+    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "3,5"])
+    capsys.readouterr()
+    generator_quality.main()
+    pooled = json.loads(capsys.readouterr().out)  # stdout holds the pooled figures alone
+    draws = [json.loads((out / f"seed-{s}" / "generator_quality.json").read_text()) for s in (3, 5)]
+    assert [d["seed"] for d in draws] == [3, 5] and (out / "seed-5" / "generator_quality.png").is_file()
+    # two draws of other requests: other images, so other FDs
+    assert draws[0]["generators"][0]["by_judge"][0]["fd_domain"] != draws[1]["generators"][0]["by_judge"][0]["fd_domain"]
+    # the pooled file is what pool_draws.py makes of the two draws' files
+    # (compared as text: a tiny run's FD ratios may be NaN, which equals nothing)
+    assert json.dumps(pooled) == json.dumps(json.loads((out / "pool_draws.json").read_text()))
+    monkeypatch.setattr(sys, "argv", ["pool_draws.py", *(str(out / f"seed-{s}" / "generator_quality.json") for s in (3, 5)),
+                                      "--out", str(toy["root"] / "out-pooled")])
+    pool_draws.main()
+    assert json.dumps(pooled) == json.dumps(json.loads(capsys.readouterr().out))
+    assert pooled["seeds"] == [3, 5] and pooled["generators"][0]["draws"] == 2
+    for bad in ("3,3", "3,x"):
+        monkeypatch.setattr(sys, "argv", [*common, "--seeds", bad])
+        with pytest.raises(FlaresynthError, match="--seeds"):
+            generator_quality.main()
+
+
 def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, toy, capsys, monkeypatch):
     from generator_quality import reconstruct
 

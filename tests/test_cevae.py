@@ -395,7 +395,12 @@ def test_an_embedding_run_does_not_resume_on_another_encoder_under_the_same_name
     assert cached == []  # refused before the split was embedded by the other encoder
     monkeypatch.undo()
     write_meta(encoder / "model", meta)
+    # the same encoder: the resume goes on, and loads it once (for the check and the cache alike)
+    loads = []
+    load = flaresynth.train.load_encoder
+    monkeypatch.setattr(flaresynth.train, "load_encoder", lambda *a: loads.append(a) or load(*a))
     train(ds, tmp_path / "ddpm", resume=True, progress=False)
+    assert len(loads) == 1
     assert json.loads((tmp_path / "ddpm" / "model" / "flaresynth.json").read_text())["encoder_id"] == meta["model_id"]
 
 

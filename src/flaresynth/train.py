@@ -1209,8 +1209,9 @@ def train(
         scaling = state.get("latent_scaling_factor")
     if state is not None and "encoder_id" in state and _conditioning_kind(cfg) == "discrete+embedding":
         # before the cache is rewritten: the fingerprint names the encoder by its spec (cevae:demo:cevae), which may
-        # now load other weights, whose embeddings would replace the cached ones for nothing
-        _, now = _training_encoder(cfg, encoder)
+        # now load other weights, whose embeddings would replace the cached ones for nothing. Loaded once, on the
+        # device the cache is embedded on, and handed on to write_training_cache
+        encoder, now = _training_encoder(cfg, encoder, accelerator.device)
         if now != state["encoder_id"]:
             raise FlaresynthError(
                 f"{out / CHECKPOINTS / ckpt_name}: trained on the embeddings of encoder {state['encoder_id']}, "
