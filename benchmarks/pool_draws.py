@@ -20,7 +20,8 @@ and the verdicts on these pooled figures. Usage::
 
 or both in one command: ``python benchmarks/generator_quality.py --seeds 0,1000,2000,3000 --out OUT``.
 
-The draws must share the dataset, the images per class and the judges, and differ in seed. On a simulated Sun
+The draws must share the dataset, the images per class and the judges, and differ in seed; a generator scored in
+several draws must be the same weights sampled the same way (:data:`SETTINGS`: e.g. one ``--guidance``). On a simulated Sun
 every figure is an upper bound and claims nothing about the real Sun.
 """
 
@@ -60,10 +61,28 @@ def read_draws(paths: list[Path]) -> list[dict]:
         seeds = [j["seed"] for j in d["judges"]]
         if seeds != [j["seed"] for j in first["judges"]]:
             raise FlaresynthError(f"{path}: judges of seeds {seeds}, the first draw's are {[j['seed'] for j in first['judges']]}")
+    seen: dict[str, tuple[Path, dict]] = {}  # a generator's sampling settings, from the first draw that scores it
+    for path, d in zip(paths, draws, strict=True):
+        for g in d["generators"]:
+            settings = sampling_settings(g)
+            where, before = seen.setdefault(g["name"], (path, settings))
+            for key, value in settings.items():
+                if value != before[key]:
+                    raise FlaresynthError(f"{path}: {g['name']}: {key} {value!r}, the draw {where} has {before[key]!r}; "
+                                          "pool draws of one setting at a time")
     seeds = [d["seed"] for d in draws]
     if len(set(seeds)) != len(seeds):
         raise FlaresynthError(f"draws of seeds {seeds}: the same seed twice is the same draw")
     return draws
+
+
+#: What makes two draws of a generator draws of one experiment: the same weights, sampled the same way.
+SETTINGS = ("model_id", "kind", "sampler", "steps", "guidance", "guidance_t_max", "timesteps", "eta", "class_components")
+
+
+def sampling_settings(row: dict) -> dict:
+    """The :data:`SETTINGS` of a generator's row in a draw (None where the row has no such key)."""
+    return {key: row.get(key) for key in SETTINGS}
 
 
 def pool_generator(rows: list[dict]) -> dict:
@@ -82,7 +101,7 @@ def pool_generator(rows: list[dict]) -> dict:
                        "fd_ratio": float(fd.mean() / rvr.mean()), "fd_ratio_per_draw": (fd / rvr).tolist(),
                        "fd_ratio_class_matched": float(matched.mean() / floor.mean()),
                        "fd_ratio_class_matched_per_draw": (matched / floor).tolist()})
-    out = {"name": rows[0]["name"], "draws": len(rows), "by_judge": judges,
+    out = {"name": rows[0]["name"], "draws": len(rows), **sampling_settings(rows[0]), "by_judge": judges,
            "mean_f1_ratio": float(np.mean([j["f1_ratio"] for j in judges])),
            "mean_fd_ratio": float(np.mean([j["fd_ratio"] for j in judges])),
            "ensemble_f1_ratio": float(np.mean([r["ensemble"]["f1_ratio"] for r in rows]))}

@@ -883,10 +883,13 @@ def test_pool_draws_gives_the_ratio_of_mean_fds_and_refuses_draws_of_other_exper
     assert g["fd_fixed_encoder"]["fd_ratio"] == pytest.approx(16.0) and g["by_judge"][0]["fd_ratio_class_matched"] == pytest.approx(4.0)
     assert g["mean_f1_ratio"] == pytest.approx(0.9) and g["verdict"]["class_target_on_mean"]
     assert not g["verdict"]["fd_target_on_mean"] and result["seeds"] == [0, 1000]
+    assert g["guidance"] is None and g["model_id"] is None  # the draws' sampling settings, which they share
     twin = _draw(0, 1.0, 1.0, 1.0)
     other = {**_draw(2000, 1.0, 1.0, 1.0), "data_hash": "other"}
+    guided = _draw(3000, 1.0, 1.0, 1.0)
+    guided["generators"][0]["guidance"] = 0.5  # the same generator at another w: another experiment
     for draws, what in (([_draw(0, 1, 1, 1), twin], "the same seed twice"), ([_draw(0, 1, 1, 1), other], "data_hash 'other'"),
-                        ([_draw(0, 1, 1, 1)], "at least two")):
+                        ([_draw(0, 1, 1, 1)], "at least two"), ([_draw(0, 1, 1, 1), guided], r"demo:g: guidance 0.5, the draw .* has None")):
         files = []
         for i, d in enumerate(draws):
             files.append(tmp_path / f"bad{i}.json")
