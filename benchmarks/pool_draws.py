@@ -135,7 +135,8 @@ def pool(draws: list[dict]) -> dict:
     generators = [pool_generator([next(g for g in d["generators"] if g["name"] == name) for d in draws])
                   for name in common]
     return {"benchmark": "pool_draws", "seeds": [d["seed"] for d in draws], "data_hash": draws[0]["data_hash"],
-            "per_class": draws[0]["per_class"], "judge_seeds": [j["seed"] for j in draws[0]["judges"]],
+            "per_class": draws[0]["per_class"], "fd_split": draws[0].get("fd_split"),
+            "judge_seeds": [j["seed"] for j in draws[0]["judges"]],
             "targets": {"f1_ratio_min": CLASS_TARGET, "fd_ratio_max": FD_TARGET}, "generators": generators,
             "not_in_every_draw": missing,
             "simulated_sun_note": "on a simulated Sun these figures are upper bounds and claim nothing about the real Sun"}

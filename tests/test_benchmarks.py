@@ -863,6 +863,39 @@ def _draw(seed: int, fd: float, real_vs_real: float, f1_ratio: float) -> dict:
                             "f1_referee": 0.5, "memorisation": mem}]}
 
 
+def test_guidance_sweep_chooses_w_on_the_validation_fd_and_refuses_mixed_pools(tmp_path, capsys, monkeypatch):
+    import guidance_sweep
+    import pool_draws
+
+    from flaresynth.errors import FlaresynthError
+
+    paths = []
+    # class-matched FD (fd / 2 over real_vs_real): 4 at w = 0.5, 2 at w = 1, 3 at w = 2; test FD lowest at w = 0.5
+    for w, fd in ((0.5, 16.0), (1.0, 8.0), (2.0, 12.0)):
+        draws = [_draw(seed, fd, 2.0, 1.0) for seed in (0, 1000)]
+        for d in draws:
+            d["generators"][0]["guidance"] = w
+            d["fd_split"] = "val"
+        paths.append(tmp_path / f"w{w}" / "pool_draws.json")
+        paths[-1].parent.mkdir()
+        paths[-1].write_text(json.dumps(pool_draws.pool(draws)))
+    monkeypatch.setattr(sys, "argv", ["guidance_sweep.py", *map(str, paths[::-1]), "--out", str(tmp_path / "out")])
+    capsys.readouterr()
+    guidance_sweep.main()
+    result = json.loads(capsys.readouterr().out)
+    (g,) = result["generators"]
+    assert [r["guidance"] for r in g["by_guidance"]] == [0.5, 1.0, 2.0]  # ascending, whatever the order given
+    assert [r["fd_ratio_class_matched_mean"] for r in g["by_guidance"]] == pytest.approx([4.0, 2.0, 3.0])
+    assert g["chosen_guidance"] == 1.0 and g["chosen_meets_class_target"] and result["fd_split"] == "val"
+    assert (tmp_path / "out" / "guidance_sweep.png").is_file()
+    with pytest.raises(FlaresynthError, match="at w = 1 is in another pool too"):
+        guidance_sweep.sweep(guidance_sweep.read_pools([paths[1], paths[1]]), [paths[1], paths[1]])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(paths[0].read_text()), "fd_split": "all"}))
+    with pytest.raises(FlaresynthError, match="fd_split 'all', the first pool .* has 'val'"):
+        guidance_sweep.read_pools([paths[1], other])
+
+
 def test_pool_draws_gives_the_ratio_of_mean_fds_and_refuses_draws_of_other_experiments(tmp_path, capsys, monkeypatch):
     import pool_draws
 
