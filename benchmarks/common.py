@@ -153,6 +153,26 @@ def main_wrapper(fn) -> None:
         sys.exit(2)
 
 
+def read_results(paths: list[Path], benchmark: str, shared: tuple[str, ...] = ()) -> list[dict]:
+    """The JSON results at ``paths``, each checked to be a ``benchmark`` result whose ``shared`` keys equal the
+    first's; one clear error naming the file and the key otherwise."""
+    from flaresynth.errors import FlaresynthError
+
+    results = []
+    for path in paths:
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise FlaresynthError(f"{path}: unreadable ({type(exc).__name__})") from None
+        if d.get("benchmark") != benchmark:
+            raise FlaresynthError(f"{path}: benchmark {d.get('benchmark')!r}, expected a {benchmark} result")
+        for key in shared:
+            if results and d.get(key) != results[0].get(key):
+                raise FlaresynthError(f"{path}: {key} {d.get(key)!r}, the first ({paths[0]}) has {results[0].get(key)!r}")
+        results.append(d)
+    return results
+
+
 def emit(result: dict, out: Path, name: str, echo: bool = True) -> None:
     """Write the result as JSON to ``out/name.json`` and (``echo``) print it on stdout."""
     text = json.dumps(_jsonable(result), indent=2)

@@ -21,7 +21,6 @@ the real Sun. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,28 +28,16 @@ import numpy as np
 from matplotlib.ticker import ScalarFormatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLASS_TARGET, FD_TARGET, emit, figure, log, main_wrapper  # noqa: E402
+from common import CLASS_TARGET, FD_TARGET, emit, figure, log, main_wrapper, read_results  # noqa: E402
 
 
 def read_pools(paths: list[Path]) -> list[dict]:
     """The pools' JSON, checked to be pools of one experiment (dataset, size, judges, FD split)."""
     from flaresynth.errors import FlaresynthError
 
-    pools = []
-    for path in paths:
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise FlaresynthError(f"{path}: unreadable ({type(exc).__name__})") from None
-        if d.get("benchmark") != "pool_draws":
-            raise FlaresynthError(f"{path}: benchmark {d.get('benchmark')!r}, expected a pool_draws result")
-        for key in ("data_hash", "per_class", "judge_seeds", "fd_split"):
-            if pools and d.get(key) != pools[0].get(key):
-                raise FlaresynthError(f"{path}: {key} {d.get(key)!r}, the first pool ({paths[0]}) has {pools[0].get(key)!r}")
-        pools.append(d)
-    if not pools:
+    if not paths:
         raise FlaresynthError("no pool given")
-    return pools
+    return read_results(paths, "pool_draws", ("data_hash", "per_class", "judge_seeds", "fd_split"))
 
 
 def sweep(pools: list[dict], paths: list[Path]) -> dict:

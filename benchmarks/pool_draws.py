@@ -28,36 +28,24 @@ every figure is an upper bound and claims nothing about the real Sun.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLASS_TARGET, FD_TARGET, emit, log, main_wrapper  # noqa: E402
+from common import CLASS_TARGET, FD_TARGET, emit, log, main_wrapper, read_results  # noqa: E402
 
 
 def read_draws(paths: list[Path]) -> list[dict]:
     """The draws' JSON, checked to be draws of one experiment (dataset, size, judges) under distinct seeds."""
     from flaresynth.errors import FlaresynthError
 
-    draws = []
-    for path in paths:
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise FlaresynthError(f"{path}: unreadable ({type(exc).__name__})") from None
-        if d.get("benchmark") != "generator_quality":
-            raise FlaresynthError(f"{path}: benchmark {d.get('benchmark')!r}, expected a generator_quality result")
-        draws.append(d)
+    draws = read_results(paths, "generator_quality", ("data_hash", "per_class", "fd_split"))
     if len(draws) < 2:
         raise FlaresynthError(f"{len(draws)} draw(s): give at least two generator_quality results to pool")
     first = draws[0]
     for path, d in zip(paths, draws, strict=True):
-        for key in ("data_hash", "per_class", "fd_split"):
-            if d.get(key) != first.get(key):
-                raise FlaresynthError(f"{path}: {key} {d.get(key)!r}, the first draw ({paths[0]}) has {first.get(key)!r}")
         seeds = [j["seed"] for j in d["judges"]]
         if seeds != [j["seed"] for j in first["judges"]]:
             raise FlaresynthError(f"{path}: judges of seeds {seeds}, the first draw's are {[j['seed'] for j in first['judges']]}")

@@ -892,7 +892,7 @@ def test_guidance_sweep_chooses_w_on_the_validation_fd_and_refuses_mixed_pools(t
         guidance_sweep.sweep(guidance_sweep.read_pools([paths[1], paths[1]]), [paths[1], paths[1]])
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(paths[0].read_text()), "fd_split": "all"}))
-    with pytest.raises(FlaresynthError, match="fd_split 'all', the first pool .* has 'val'"):
+    with pytest.raises(FlaresynthError, match="fd_split 'all', the first .* has 'val'"):
         guidance_sweep.read_pools([paths[1], other])
 
 
