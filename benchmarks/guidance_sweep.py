@@ -5,7 +5,10 @@ Reads ``pool_draws.json`` files (``pool_draws.py``, or ``generator_quality.py --
 
 * ``fd_ratio_class_matched``: FD against the real frames of the draws' ``--fd-split`` weighted to the requests'
   class mix, over the same FD between real frames, per judge and its mean over judges: the figure w is chosen on
-  (``chosen_guidance``: the w of the smallest mean), since the test split must not choose anything;
+  (``chosen_guidance``: the w of the smallest mean), since the test split must not choose anything. Draws of
+  the same seeds at two w share their requests and real frames, so ``difference_to_chosen`` is paired, draw by
+  draw (mean and the std of that mean); ``tied_with_chosen`` lists the w within ``TIE_STDS`` (2) stds of it,
+  between which the validation split cannot choose;
 * ``f1_ratio``: judge F1 / its real-test ceiling, per judge and mean (the class target: >= 0.9);
 * ``fd_ratio``: evaluate's FD on the test split over its real-vs-real benchmark, per judge (reported, not chosen on);
 * the referee's F1, the fixed encoder's FD ratio and the share of copies (``copy_ratio_below_half``).
@@ -30,6 +33,9 @@ from matplotlib.ticker import ScalarFormatter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLASS_TARGET, FD_TARGET, emit, figure, log, main_wrapper, read_results  # noqa: E402
 
+#: A w whose paired validation difference to the chosen one is within this many stds of its mean ties with it.
+TIE_STDS = 2.0
+
 
 def read_pools(paths: list[Path]) -> list[dict]:
     """The pools' JSON, checked to be pools of one experiment (dataset, size, judges, FD split)."""
@@ -38,6 +44,16 @@ def read_pools(paths: list[Path]) -> list[dict]:
     if not paths:
         raise FlaresynthError("no pool given")
     return read_results(paths, "pool_draws", ("data_hash", "per_class", "judge_seeds", "fd_split"))
+
+
+def paired_difference(row: dict, best: dict) -> dict | None:
+    """The validation FD ratio (mean over judges) of ``row`` minus that of ``best``, draw by draw (the same seeds:
+    the same requests and real frames, so the difference is paired): its mean and the std of that mean. None when
+    the two were drawn under other seeds or from a single draw."""
+    if row["seeds"] != best["seeds"] or len(row["seeds"]) < 2:
+        return None
+    diff = np.subtract(row["fd_ratio_class_matched_mean_per_draw"], best["fd_ratio_class_matched_mean_per_draw"])
+    return {"mean": float(diff.mean()), "std_of_mean": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
 
 
 def sweep(pools: list[dict], paths: list[Path]) -> dict:
@@ -52,7 +68,7 @@ def sweep(pools: list[dict], paths: list[Path]) -> dict:
             at = rows.setdefault(g["name"], {})
             if g["guidance"] in at:
                 raise FlaresynthError(f"{path}: {g['name']} at w = {g['guidance']:g} is in another pool too")
-            at[g["guidance"]] = g
+            at[g["guidance"]] = {**g, "seeds": pool["seeds"]}
     generators = []
     for name, at in rows.items():
         ws = sorted(at)
@@ -60,15 +76,21 @@ def sweep(pools: list[dict], paths: list[Path]) -> dict:
         for w in ws:
             g = at[w]
             cm = [j["fd_ratio_class_matched"] for j in g["by_judge"]]
-            table.append({"guidance": w, "draws": g["draws"],
+            per_draw = np.mean([j["fd_ratio_class_matched_per_draw"] for j in g["by_judge"]], axis=0)
+            table.append({"guidance": w, "draws": g["draws"], "seeds": g["seeds"],
+                          "fd_ratio_class_matched_mean_per_draw": per_draw.tolist(),
                           "fd_ratio_class_matched": cm, "fd_ratio_class_matched_mean": float(np.mean(cm)),
                           "f1_ratio": [j["f1_ratio"] for j in g["by_judge"]], "f1_ratio_mean": g["mean_f1_ratio"],
                           "fd_ratio": [j["fd_ratio"] for j in g["by_judge"]], "fd_ratio_mean": g["mean_fd_ratio"],
                           "fd_fixed_encoder_ratio": (g.get("fd_fixed_encoder") or {}).get("fd_ratio"),
                           "f1_referee": g.get("f1_referee"), "copy_ratio_below_half": g.get("copy_ratio_below_half")})
         best = min(table, key=lambda r: r["fd_ratio_class_matched_mean"])
+        for r in table:
+            r["difference_to_chosen"] = paired_difference(r, best)
+        tied = [r["guidance"] for r in table if r is not best and r["difference_to_chosen"] is not None
+                and r["difference_to_chosen"]["mean"] <= TIE_STDS * r["difference_to_chosen"]["std_of_mean"]]
         generators.append({"name": name, "by_guidance": table, "chosen_guidance": best["guidance"],
-                           "chosen_meets_class_target": best["f1_ratio_mean"] >= CLASS_TARGET})
+                           "tied_with_chosen": tied, "chosen_meets_class_target": best["f1_ratio_mean"] >= CLASS_TARGET})
     first = pools[0]
     return {"benchmark": "guidance_sweep", "pools": [str(p) for p in paths], "data_hash": first["data_hash"],
             "per_class": first["per_class"], "judge_seeds": first["judge_seeds"], "fd_split": first.get("fd_split"),
@@ -115,7 +137,9 @@ def main() -> None:
     for g in result["generators"]:
         log(f"{g['name']}: validation FD (mean of judges) "
             + ", ".join(f"w {r['guidance']:g}: {r['fd_ratio_class_matched_mean']:.2f}" for r in g["by_guidance"])
-            + f"; chosen w = {g['chosen_guidance']:g}")
+            + f"; chosen w = {g['chosen_guidance']:g}"
+            + (f" (tied within {TIE_STDS:g} stds of the paired difference: w = "
+               + ", ".join(f"{w:g}" for w in g["tied_with_chosen"]) + ")" if g["tied_with_chosen"] else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     emit(result, args.out, "guidance_sweep")
     plot(result, args.out / "guidance_sweep.png")

@@ -887,6 +887,9 @@ def test_guidance_sweep_chooses_w_on_the_validation_fd_and_refuses_mixed_pools(t
     assert [r["guidance"] for r in g["by_guidance"]] == [0.5, 1.0, 2.0]  # ascending, whatever the order given
     assert [r["fd_ratio_class_matched_mean"] for r in g["by_guidance"]] == pytest.approx([4.0, 2.0, 3.0])
     assert g["chosen_guidance"] == 1.0 and g["chosen_meets_class_target"] and result["fd_split"] == "val"
+    # the same two seeds at every w, the same difference on both draws: paired, no spread, no tie
+    assert g["by_guidance"][2]["difference_to_chosen"] == {"mean": pytest.approx(1.0), "std_of_mean": pytest.approx(0.0)}
+    assert g["tied_with_chosen"] == []
     assert (tmp_path / "out" / "guidance_sweep.png").is_file()
     with pytest.raises(FlaresynthError, match="at w = 1 is in another pool too"):
         guidance_sweep.sweep(guidance_sweep.read_pools([paths[1], paths[1]]), [paths[1], paths[1]])
