@@ -27,7 +27,7 @@ from flaresynth.metrics.cluster import resampling_plan
 from flaresynth.report import build_report
 from flaresynth.samples import write_samples
 from flaresynth.sources.simulate.archives import simulate
-from toy import cli, one_line_error
+from toy import cli, cli_here, one_line_error
 
 CHANNELS = ["94A", "131A", "171A", "193A", "211A"]
 
@@ -162,10 +162,10 @@ def test_the_hot_referee_reads_the_flux_from_94_and_131_only(sim_ds):
 def test_generated_channels_must_be_the_datasets(sim_ds, tmp_path):
     """Another channel order or count than the dataset's: one line naming both lists, nothing written."""
     wrong = _samples(sim_ds, tmp_path / "order", shuffle=False, channels=CHANNELS[::-1])
-    line = one_line_error(cli("evaluate", "--real", str(sim_ds.path), "--generated", str(wrong), "--out", str(tmp_path / "e")))
+    line = one_line_error(cli_here("evaluate", "--real", str(sim_ds.path), "--generated", str(wrong), "--out", str(tmp_path / "e")))
     assert "channels: 211A, 193A, 171A, 131A, 94A, but the dataset" in line and "94A, 131A, 171A, 193A, 211A" in line
     fewer = _samples(sim_ds, tmp_path / "fewer", shuffle=False, n_channels=3)
-    line = one_line_error(cli("evaluate", "--real", str(sim_ds.path), "--generated", str(fewer), "--out", str(tmp_path / "e")))
+    line = one_line_error(cli_here("evaluate", "--real", str(sim_ds.path), "--generated", str(fewer), "--out", str(tmp_path / "e")))
     assert "channels: 3 (94A, 131A, 171A), but the dataset has 5" in line
     assert not (tmp_path / "e").exists()
 

@@ -158,8 +158,8 @@ def test_consistency_student_learns_its_target_and_samples_with_lcm(runs, consis
     # its own sampler only; and a DDPM is not sampled with the consistency sampler
     with pytest.raises(FlaresynthError, match="trained for lcm 2"):
         sample(st, tmp_path / "bad", sampler="ddim")
-    line = one_line_error(cli("sample", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"),
-                              "--sampler", "lcm", "--no-progress"))
+    line = one_line_error(cli_here("sample", "--run", str(runs["teacher"]), "--out", str(tmp_path / "bad"),
+                                   "--sampler", "lcm", "--no-progress"))
     assert "not a consistency-distilled student" in line, line
     assert not (tmp_path / "bad").exists()
 
@@ -446,7 +446,7 @@ def test_student_run_folder_is_a_run_that_samples_in_its_own_steps(runs, tmp_pat
     assert s.manifest["distilled"]["steps"] == 2 and s.manifest["guidance"] == 1.0  # the teacher's default w
     assert np.isfinite(s.images).all()
     # its own sampler and steps only, and a w inside what it learned
-    line = one_line_error(cli("sample", "--run", str(st), "--out", str(tmp_path / "bad"), "--steps", "4"))
+    line = one_line_error(cli_here("sample", "--run", str(st), "--out", str(tmp_path / "bad"), "--steps", "4"))
     assert "trained for ddim 2 steps" in line, line
     for kwargs, what in (({"sampler": "ddpm"}, "trained for ddim 2"), ({"guidance": 7.0}, "learned w from 0 to 4")):
         with pytest.raises(FlaresynthError, match=what):
@@ -530,7 +530,7 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path):
         (["--run", teacher, "--steps", "128", "--method", "progressive"], "more than the teacher's 64"),
     ]
     for args, what in cases:
-        line = one_line_error(cli("distill", "--out", str(out), "--no-progress", *args))
+        line = one_line_error(cli_here("distill", "--out", str(out), "--no-progress", *args))
         assert what in line, (args, line)
         assert not out.exists()
     for kwargs, what in (({"steps": 4, "teacher_steps": 24, "method": "progressive"}, "power of two"),
@@ -570,5 +570,5 @@ def test_a_cevae_run_is_refused(runs, tmp_path):
     cfg = load_preset("cevae-tiny")
     cfg.train.steps = 1
     cevae = train(runs["ds"], tmp_path / "cevae", cfg, progress=False)
-    line = one_line_error(cli("distill", "--run", str(cevae), "--out", str(tmp_path / "out"), "--no-progress"))
+    line = one_line_error(cli_here("distill", "--run", str(cevae), "--out", str(tmp_path / "out"), "--no-progress"))
     assert "a ceVAE run" in line and not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ import pytest
 from flaresynth.dataset import IMAGES_FILE, LABELS_FILE, MANIFEST_FILE, open_dataset
 from flaresynth.errors import FlaresynthError
 from flaresynth.samples import SAMPLES_FILE, SAMPLES_TABLE, open_samples, write_samples
-from toy import cli, make_dataset, one_line_error
+from toy import cli_here, make_dataset, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_damaged_samples_folder_names_the_file_and_the_problem(samples, tmp_path
 def test_train_on_a_truncated_dataset_is_one_line(dataset, tmp_path):
     """The interrupted copy of the issue: no `mmap length is greater than file size` traceback."""
     folder = damaged(dataset, tmp_path, IMAGES_FILE, truncate)
-    line = one_line_error(cli("train", "--data", str(folder), "--out", str(tmp_path / "run"), "--preset", "tiny",
-                              "--no-progress"))
+    line = one_line_error(cli_here("train", "--data", str(folder), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                                   "--no-progress"))
     assert str(folder / IMAGES_FILE) in line and "truncated" in line
     assert not (tmp_path / "run").exists()
 

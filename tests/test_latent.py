@@ -21,7 +21,7 @@ from flaresynth.runs import AUTOENCODER_DIR, open_run
 from flaresynth.sampling import build_requests, generate, sample
 from flaresynth.train import DiffusionObjective, load_training_data, resolve_config, step_generator, train
 from flaresynth.transforms import channel_transforms
-from toy import cli, make_dataset, one_line_error
+from toy import cli, cli_here, make_dataset, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +151,8 @@ def test_latent_student_samples_with_the_teachers_autoencoder(data, ae_run, tmp_
 
 def test_bad_autoencoder_one_line_and_nothing_written(data, ae_run, tmp_path):
     out = tmp_path / "run"
-    r = cli("train", "--data", str(data), "--out", str(out), "--preset", "tiny-latent", "--autoencoder",
-            str(tmp_path / "nowhere"), "--no-progress")
+    r = cli_here("train", "--data", str(data), "--out", str(out), "--preset", "tiny-latent", "--autoencoder",
+                 str(tmp_path / "nowhere"), "--no-progress")
     assert "no such autoencoder run" in one_line_error(r) and not out.exists()
     # a run of another kind (a pixel DDPM) is no autoencoder
     pixel = train(data, tmp_path / "pixel", load_preset("tiny"), max_steps=1, progress=False)
@@ -188,7 +188,7 @@ def test_autoencoder_option_takes_a_shipped_name_or_a_path(tmp_path, monkeypatch
 def test_latent_run_without_its_autoencoder_and_autoencoder_as_generator(data, ae_run, tmp_path):
     run = train(data, tmp_path / "run", latent_cfg(), autoencoder=ae_run, max_steps=1, progress=False)
     shutil.rmtree(run / AUTOENCODER_DIR)
-    r = cli("sample", "--run", str(run), "--out", str(tmp_path / "s"), "--no-progress")
+    r = cli_here("sample", "--run", str(run), "--out", str(tmp_path / "s"), "--no-progress")
     assert f"{run / AUTOENCODER_DIR}: missing" in one_line_error(r) and not (tmp_path / "s").exists()
     with pytest.raises(FlaresynthError, match="does not generate"):
         sample(ae_run, tmp_path / "s")

@@ -22,7 +22,7 @@ from flaresynth.sources.frames import T_OBS_FORMAT
 from flaresynth.sources.images import open_channels
 from flaresynth.sources.sdoml import write_sdoml_frames
 from flaresynth.transforms import IntensityTransform, parse_channels
-from toy import cli, one_line_error
+from toy import cli, cli_here, one_line_error
 
 SDAC_M = sunpy_file("go1520110607.fits")
 HEK = {"result": [{"event_type": "FL", "frm_name": "SWPC", "obs_observatory": "GOES", "obs_instrument": "XRS",
@@ -139,8 +139,8 @@ def test_distributed_build_of_several_channels_equals_the_threads_build(archive,
 ])
 def test_bad_channel_lists(archive, tmp_path, channels, expect):
     out = tmp_path / "ds"
-    line = one_line_error(cli("dataset", "build", "--sdoml", str(archive["store"]), "--goes", str(SDAC_M),
-                              "--hek", str(archive["hek"]), "--out", str(out), "--channels", channels))
+    line = one_line_error(cli_here("dataset", "build", "--sdoml", str(archive["store"]), "--goes", str(SDAC_M),
+                                   "--hek", str(archive["hek"]), "--out", str(out), "--channels", channels))
     assert expect in line
     if "335A" in channels:
         assert "found: 94A, 171A, 193A" in line
@@ -219,7 +219,7 @@ def test_samples_of_another_channel_count_are_refused(built, tmp_path):
     manifest = {"generator": "test", "classes": list(ds.classes), "scheme": ds.scheme,
                 "transform": ds.manifest["transform"][1], "channels": ds.channels[1:2]}
     write_samples(tmp_path / "s1", np.zeros((2, 1, 32, 32), np.float32), table, manifest)
-    line = one_line_error(cli("evaluate", "--real", str(out), "--generated", str(tmp_path / "s1"), "--out",
-                              str(tmp_path / "e1")))
+    line = one_line_error(cli_here("evaluate", "--real", str(out), "--generated", str(tmp_path / "s1"), "--out",
+                                   str(tmp_path / "e1")))
     assert "channels: 1 (171A), but the dataset has 3 (94A, 171A, 193A)" in line
     assert not (tmp_path / "e1").exists()

@@ -32,7 +32,7 @@ from flaresynth.runs import (
 )
 from flaresynth.samples import open_samples
 from flaresynth.sampling import build_requests, generate, sample_settings
-from toy import cli, one_line_error
+from toy import cli, cli_here, one_line_error
 
 SHIPPED = ("demo:discrete", "demo:continuous", "demo:embedding", "demo:cevae", "demo:autoencoder")
 #: The shipped latent runs -> the shipped autoencoder whose latents each was trained in (the package holds each once).
@@ -242,7 +242,7 @@ def test_a_latent_runs_autoencoder_is_checked_by_id_and_named_in_one_line(run_co
         open_run(folder, "cpu")
     # a run written by `flaresynth train` names its own copy, RUN/autoencoder/, which the shipped one does not replace
     meta_path.write_text(json.dumps({**meta, "latent": {**meta["latent"], "autoencoder": AUTOENCODER_DIR}}))
-    line = one_line_error(cli("sample", "--run", str(folder), "--out", str(tmp_path / "s"), "--no-progress"))
+    line = one_line_error(cli_here("sample", "--run", str(folder), "--out", str(tmp_path / "s"), "--no-progress"))
     assert f"{folder / AUTOENCODER_DIR}: missing" in line and not (tmp_path / "s").exists()
     shipped_ae = meta["latent"]["autoencoder"]  # the shipped autoencoder the run names
     shutil.copytree(model_folder(shipped_runs()[shipped_ae]), folder / AUTOENCODER_DIR)
@@ -271,7 +271,7 @@ def test_missing_weights_is_a_one_line_error_naming_the_file(run_copy, name, wei
 def test_cli_missing_weights_is_one_line(run_copy, tmp_path):
     folder = run_copy("demo:discrete")
     (folder / MODEL_DIR / "diffusion_pytorch_model.safetensors").unlink()
-    line = one_line_error(cli("sample", "--run", str(folder), "--out", str(tmp_path / "o"), "--per-class", "1"))
+    line = one_line_error(cli_here("sample", "--run", str(folder), "--out", str(tmp_path / "o"), "--per-class", "1"))
     assert "diffusion_pytorch_model.safetensors: missing" in line
     assert not (tmp_path / "o").exists()
 

@@ -23,7 +23,7 @@ from flaresynth.runs import (
 from flaresynth.samples import open_samples
 from flaresynth.sampling import build_requests, generate, parse_fluxes, sample
 from flaresynth.train import train
-from toy import cli, make_dataset, one_line_error
+from toy import cli, cli_here, make_dataset, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +229,8 @@ def test_ddim_eta_draws_fresh_noise_per_image_and_comes_from_the_run_for_its_own
                          ({"sampler": "ddim", "eta": 1.5}, "--eta 1.5")):
         with pytest.raises(FlaresynthError, match=what):
             generate(m, table, steps=4, guidance=1.0, **kwargs)
-    line = one_line_error(cli("sample", "--run", str(runs["discrete"]), "--out", str(tmp_path / "bad"), "--sampler",
-                              "unipc", "--eta", "0.3"))
+    line = one_line_error(cli_here("sample", "--run", str(runs["discrete"]), "--out", str(tmp_path / "bad"), "--sampler",
+                                   "unipc", "--eta", "0.3"))
     assert "--eta 0.3: applies to the ddim sampler only" in line and not (tmp_path / "bad").exists()
 
 
@@ -254,7 +254,7 @@ def test_library_sample_defaults_come_from_the_run(runs, tmp_path):
     ],
 )
 def test_cli_bad_input_is_one_line(runs, tmp_path, args, needle):
-    line = one_line_error(cli("sample", "--run", str(runs["discrete"]), "--out", str(tmp_path / "o"), *args))
+    line = one_line_error(cli_here("sample", "--run", str(runs["discrete"]), "--out", str(tmp_path / "o"), *args))
     assert needle in line
 
 

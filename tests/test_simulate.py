@@ -33,6 +33,7 @@ from flaresynth.sources.simulate.sun import (
     flare_offset,
     xray_seen_fraction,
 )
+from toy import cli_here
 
 START, DAYS, CADENCE, SEED = "2024-12-29", 4, 60, 7  # three days in 2024, one in 2025
 EPOCH = np.datetime64("2000-01-01T12:00:00", "ns")
@@ -500,8 +501,7 @@ def test_cli_simulate_writes_everything(tmp_path):
     assert store["2024"]["171A"].shape == (24, 512, 512)  # no gaps: every hour
     assert "gaps" not in json.loads((out / "simulation.json").read_text())["confounders"]
     assert not list(tmp_path.glob(".cli.tmp-*"))  # the temporary sibling is gone
-    r2 = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(out), "--days", "1"],
-                        capture_output=True, text=True, timeout=300)
+    r2 = cli_here("simulate", "--out", str(out), "--days", "1")
     assert r2.returncode != 0 and "Traceback" not in r2.stderr and str(out) in r2.stderr
 
 
@@ -509,8 +509,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     for args in (["--days", "0"], ["--start", "2009-01-01"], ["--cadence-min", "7"], ["--without", "sunspots"],
                  ["--channels", "171A,94A,171"], ["--channels", "304A"], ["--channels", "171A,blue"],
                  ["--deg-171", "eve"]):
-        r = subprocess.run([sys.executable, "-m", "flaresynth", "simulate", "--out", str(tmp_path / "x"), *args],
-                           capture_output=True, text=True, timeout=300)
+        r = cli_here("simulate", "--out", str(tmp_path / "x"), *args)  # refused before any work: no subprocess
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
         assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())

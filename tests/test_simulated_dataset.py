@@ -153,7 +153,6 @@ def test_small_event_fraction_thins_only_small_flares(default_sim, default_datas
     big_full, big_part = flare_frames(full, ["M", "X"]), flare_frames(part, ["M", "X"])
     assert len(big_part) >= 0.8 * len(big_full) > 0
     assert (part["selection"] == "quiet").sum() >= 0.8 * (full["selection"] == "quiet").sum()
-    # the same seed keeps the same events; the builder's default keeps every one
-    again = build(default_sim, default_sim.parent / "ds-again", *DEMO_BUILD)
-    assert again.manifest["data_hash"] == default_dataset.manifest["data_hash"]
+    # the builder's default keeps every one (that the same seed keeps the same events, the shipped generators'
+    # data hash checks: an earlier build of the demo's options, test_shipped_demo_generators_were_trained_on_...)
     assert every.manifest["small_events"]["events_kept"] == every.manifest["small_events"]["events"]

@@ -19,7 +19,7 @@ from flaresynth.train import (
     write_checkpoint,
 )
 from flaresynth.transforms import IntensityTransform, resample, resize
-from toy import cli, make_dataset, one_line_error
+from toy import cli_here, make_dataset, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -262,12 +262,12 @@ def test_cli_dataset_without_labels(ds, tmp_path):
     bad = tmp_path / "nolabels"
     shutil.copytree(ds, bad)
     (bad / "labels.csv").unlink()
-    line = one_line_error(cli("train", "--data", str(bad), "--out", str(tmp_path / "r"), "--preset", "tiny"))
+    line = one_line_error(cli_here("train", "--data", str(bad), "--out", str(tmp_path / "r"), "--preset", "tiny"))
     assert "labels.csv" in line and "missing" in line
 
 
 def test_cli_checkpoint_from_another_config(ds, run):
-    line = one_line_error(cli("train", "--data", str(ds), "--out", str(run), "--resume", "--preset", "demo"))
+    line = one_line_error(cli_here("train", "--data", str(ds), "--out", str(run), "--resume", "--preset", "demo"))
     assert "another config" in line and str(run) in line
 
 
@@ -282,7 +282,7 @@ def test_cli_corrupted_checkpoint(ds, run, tmp_path):
     state.write_bytes(bytes(data))
     with pytest.raises(FlaresynthError, match="corrupted"):
         read_checkpoint(state.parent)
-    line = one_line_error(cli("train", "--data", str(ds), "--out", str(copy), "--resume", "--no-progress"))
+    line = one_line_error(cli_here("train", "--data", str(ds), "--out", str(copy), "--resume", "--no-progress"))
     assert "corrupted" in line and "state.pt" in line
 
 
@@ -368,8 +368,8 @@ def test_resume_on_another_world_size_is_refused_unless_allowed(ds, run, tmp_pat
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     _rewrite_checkpoint(copy, world_size=4)  # as if saved by `accelerate launch --num_processes 4`
-    line = one_line_error(cli("train", "--data", str(ds), "--out", str(copy), "--resume", "--max-steps", "5",
-                              "--no-progress"))
+    line = one_line_error(cli_here("train", "--data", str(ds), "--out", str(copy), "--resume", "--max-steps", "5",
+                                   "--no-progress"))
     assert "saved by 4 process(es), this launch has 1" in line and "global batch (16 -> 4)" in line
     assert "--allow-world-size-change" in line and "step-0000004" in line
     train(ds, copy, None, resume=True, max_steps=5, allow_world_size_change=True, progress=False)
