@@ -407,14 +407,14 @@ def main() -> None:
         raise FlaresynthError("--runs: no generator given and none shipped with this installation")
     ds_path = resolve_data(args)
     if len(draw_seeds) == 1:
-        result = score_draw(vars(args) | {"seed": draw_seeds[0]}, names, ds_path, seeds, timesteps)
+        result = score_draw(with_seed(args, draw_seeds[0]), names, ds_path, seeds, timesteps)
         emit(result, out, "generator_quality")
         plot(result, out / "generator_quality.png")
         return
     files = []
     for i, seed in enumerate(draw_seeds):
         log(f"draw {i + 1} of {len(draw_seeds)}: seed {seed}")
-        result = score_draw(vars(args) | {"seed": seed}, names, ds_path, seeds, timesteps)
+        result = score_draw(with_seed(args, seed), names, ds_path, seeds, timesteps)
         folder = out / f"seed-{seed}"
         folder.mkdir(exist_ok=True)
         emit(result, folder, "generator_quality", echo=False)
@@ -424,8 +424,14 @@ def main() -> None:
     emit(pool(read_draws(files)), out, "pool_draws")
 
 
-def score_draw(args: dict, names: list[str], ds_path: Path, seeds: list[int], timesteps: list[int] | None) -> dict:
-    """One draw: every generator of ``names`` sampled with ``args["seed"]`` and scored under the judges of
+def with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """The parsed arguments of one draw: ``args`` with ``--seed`` set to ``seed``."""
+    return argparse.Namespace(**(vars(args) | {"seed": seed}))
+
+
+def score_draw(args: argparse.Namespace, names: list[str], ds_path: Path, seeds: list[int],
+               timesteps: list[int] | None) -> dict:
+    """One draw: every generator of ``names`` sampled with ``args.seed`` and scored under the judges of
     ``seeds``; returns the result :func:`main` writes as ``generator_quality.json``."""
     from flaresynth.dataset import open_dataset
     from flaresynth.errors import FlaresynthError
@@ -435,7 +441,6 @@ def score_draw(args: dict, names: list[str], ds_path: Path, seeds: list[int], ti
     from flaresynth.metrics.features import make_encoder
     from flaresynth.metrics.judge import ensemble_predict
 
-    args = argparse.Namespace(**args)
     monitor = LoadMonitor()
     ds = open_dataset(ds_path)
     test, train = ds.split_indices("test"), ds.split_indices("train")
