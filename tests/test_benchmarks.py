@@ -347,6 +347,42 @@ def test_flux_fidelity(toy, capsys, monkeypatch):
     assert r["referee_unresolved"] == ([[1e-6, 1e-4]] if abs(np.log10(medians[1] / medians[0])) < 0.02 else [])
 
 
+def test_flux_fidelity_draws_several_seeds_and_pools_them(toy, capsys, monkeypatch):
+    import flux_fidelity
+
+    from flaresynth.errors import FlaresynthError
+
+    run = toy["root"] / "continuous"  # test_flux_fidelity's run, trained again when this test runs alone
+    if not run.exists():
+        cfg = load_preset("tiny")
+        cfg.train.steps = 2
+        cfg.conditioning.kind = "continuous"
+        train(toy["ds"], run, cfg, progress=False)
+    out = toy["root"] / "out-flux-seeds"
+    common = ["flux_fidelity.py", "--workdir", str(toy["workdir"]), "--out", str(out), "--threads", "1", "--quick",
+              "--data", str(toy["ds"]), "--run", str(run), "--referee", "on", "--fluxes", "1e-6,1e-4",
+              "--per-class", "2", "--steps", "2"]
+    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "3,5"])
+    capsys.readouterr()
+    flux_fidelity.main()
+    pooled = json.loads(capsys.readouterr().out)  # stdout holds the pooled figures alone
+    assert pooled == json.loads((out / "flux_fidelity_pooled.json").read_text())
+    draws = [json.loads((out / f"seed-{s}" / "flux_fidelity.json").read_text()) for s in (3, 5)]
+    assert [d["seed"] for d in draws] == [3, 5] == pooled["seeds"]
+    for i, row in enumerate(pooled["rows"]):
+        per = [d["rows"][i] for d in draws]
+        assert row["median_error_dex_per_draw"] == [r["median_error_dex"] for r in per]
+        assert row["median_error_dex_mean"] == pytest.approx(np.mean(row["median_error_dex_per_draw"]), rel=1e-5)
+        assert row["draws_passing"] == sum(bool(r["passes"]) for r in per)
+        if row["in_training_range"] and row["excess_dex_mean"] is not None:
+            assert row["passes_on_mean"] == (row["excess_dex_mean"] <= 0.1)
+    judged = [r for r in pooled["rows"] if r["in_training_range"]]
+    assert pooled["meets_target_on_mean"] == (bool(judged) and all(r["passes_on_mean"] for r in judged))
+    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "3,3"])
+    with pytest.raises(FlaresynthError, match="--seeds 3,3: expected distinct seeds"):
+        flux_fidelity.main()
+
+
 def test_flux_fidelity_errors_per_request():
     from flux_fidelity import per_flux_errors, reference_frames, unresolved_requests
 
