@@ -34,7 +34,11 @@ every number here is a statement about that testbed, not about the real Sun.
 of the sampler (a student's grid points, say; default the run's ``sample.timesteps``); the JSON records the
 timesteps and the guidance interval the images were drawn at.
 
-Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [--fluxes 3e-8,...]``.
+One draw of 12 images per request is noisy (a request can pass on one seed and fail on the next):
+``--seeds 0,1000,2000,3000`` scores one draw per seed against the same referee, writes each into ``OUT/seed-S/`` and
+the per-request means over draws, the draws passing and the verdict on the mean into ``OUT/flux_fidelity_pooled.json``.
+
+Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [--fluxes 3e-8,...] [--seeds 0,1000]``.
 """
 
 from __future__ import annotations
