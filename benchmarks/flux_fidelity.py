@@ -279,10 +279,10 @@ def main() -> None:
         folder = out / f"seed-{seed}"
         folder.mkdir(exist_ok=True)
         emit(draws[-1], folder, "flux_fidelity", echo=False)
-    emit(pool_draws(draws, args.target), out, "flux_fidelity_pooled")
+    emit(pool_flux_draws(draws, args.target), out, "flux_fidelity_pooled")
 
 
-def pool_draws(draws: list[dict], target: float) -> dict:
+def pool_flux_draws(draws: list[dict], target: float) -> dict:
     """Per request, the draws' median errors and excesses, their means, how many draws pass, and whether the
     mean passes (excess <= ``target``; with no real reference, the mean median error <= the fallback bound)."""
     rows = []

@@ -106,7 +106,8 @@ def plot(result: dict, path: Path) -> None:
         ws = [r["guidance"] for r in g["by_guidance"]]
         label = g["name"].removeprefix("demo:")
         axes[0].plot(ws, [r["fd_ratio_class_matched_mean"] for r in g["by_guidance"]], "o-", c=f"C{i}", label=label)
-        axes[0].plot(g["chosen_guidance"], min(r["fd_ratio_class_matched_mean"] for r in g["by_guidance"]), "k*", ms=9)
+        chosen = next(r for r in g["by_guidance"] if r["guidance"] == g["chosen_guidance"])
+        axes[0].plot(chosen["guidance"], chosen["fd_ratio_class_matched_mean"], "k*", ms=9)
         axes[1].plot(ws, [r["f1_ratio_mean"] for r in g["by_guidance"]], "o-", c=f"C{i}", label=label)
         axes[2].plot(ws, [r["fd_ratio_mean"] for r in g["by_guidance"]], "o-", c=f"C{i}", label=label)
         axes[2].plot(ws, [r["fd_ratio"][0] for r in g["by_guidance"]], "o:", c=f"C{i}", ms=3)

@@ -36,6 +36,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CLASS_TARGET, FD_TARGET, emit, log, main_wrapper, read_results  # noqa: E402
 
+#: What makes two draws of a generator draws of one experiment: the same weights, sampled the same way.
+SETTINGS = ("model_id", "kind", "sampler", "steps", "guidance", "guidance_t_max", "timesteps", "eta", "class_components")
+
+
+def sampling_settings(row: dict) -> dict:
+    """The :data:`SETTINGS` of a generator's row in a draw (None where the row has no such key)."""
+    return {key: row.get(key) for key in SETTINGS}
+
 
 def read_draws(paths: list[Path]) -> list[dict]:
     """The draws' JSON, checked to be draws of one experiment (dataset, size, judges) under distinct seeds."""
@@ -45,12 +53,11 @@ def read_draws(paths: list[Path]) -> list[dict]:
     if len(draws) < 2:
         raise FlaresynthError(f"{len(draws)} draw(s): give at least two generator_quality results to pool")
     first = draws[0]
+    seen: dict[str, tuple[Path, dict]] = {}  # a generator's sampling settings, from the first draw that scores it
     for path, d in zip(paths, draws, strict=True):
         seeds = [j["seed"] for j in d["judges"]]
         if seeds != [j["seed"] for j in first["judges"]]:
             raise FlaresynthError(f"{path}: judges of seeds {seeds}, the first draw's are {[j['seed'] for j in first['judges']]}")
-    seen: dict[str, tuple[Path, dict]] = {}  # a generator's sampling settings, from the first draw that scores it
-    for path, d in zip(paths, draws, strict=True):
         for g in d["generators"]:
             settings = sampling_settings(g)
             where, before = seen.setdefault(g["name"], (path, settings))
@@ -62,15 +69,6 @@ def read_draws(paths: list[Path]) -> list[dict]:
     if len(set(seeds)) != len(seeds):
         raise FlaresynthError(f"draws of seeds {seeds}: the same seed twice is the same draw")
     return draws
-
-
-#: What makes two draws of a generator draws of one experiment: the same weights, sampled the same way.
-SETTINGS = ("model_id", "kind", "sampler", "steps", "guidance", "guidance_t_max", "timesteps", "eta", "class_components")
-
-
-def sampling_settings(row: dict) -> dict:
-    """The :data:`SETTINGS` of a generator's row in a draw (None where the row has no such key)."""
-    return {key: row.get(key) for key in SETTINGS}
 
 
 def pool_generator(rows: list[dict]) -> dict:
