@@ -146,6 +146,31 @@ def test_latent_student_samples_with_the_teachers_autoencoder(data, ae_run, tmp_
     assert np.load(out / "samples.npy").shape == (5, 1, 64, 64)
 
 
+def with_train(cfg: RunConfig, **train_keys) -> RunConfig:
+    d = cfg.to_dict()
+    d["train"].update(train_keys)
+    return RunConfig.from_dict(d)
+
+
+def test_init_from_starts_at_the_runs_ema_weights_and_keeps_its_id(data, ae_run, tmp_path):
+    first = train(data, tmp_path / "first", latent_cfg(), autoencoder=ae_run, progress=False)
+    start = open_run(first, "cpu")
+    # one step at a vanishing learning rate: the new run's weights are still the ones it started from
+    cfg = with_train(latent_cfg(), init_from=str(first), lr=1e-12, steps=2, seed=7)
+    run = train(data, tmp_path / "next", cfg, autoencoder=ae_run, max_steps=1, progress=False)
+    now = open_run(run, "cpu")
+    for (name, a), b in zip(start.network.state_dict().items(), now.network.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0, msg=name)
+    # the same config without init_from starts elsewhere (seed 7's random weights)
+    fresh = open_run(train(data, tmp_path / "fresh", with_train(cfg, init_from=None), autoencoder=ae_run, max_steps=1,
+                           progress=False), "cpu")
+    assert not torch.allclose(fresh.network.state_dict()["unet.conv_in.weight"], start.network.state_dict()["unet.conv_in.weight"])
+    assert now.meta["latent"]["scaling_factor"] == start.meta["latent"]["scaling_factor"]
+    assert now.meta["init_from"] == {"run": str(first), "model_id": start.meta["model_id"]}
+    train(data, run, resume=True, progress=False)  # the resume keeps the starting run's id
+    assert json.loads((run / "model" / "flaresynth.json").read_text())["init_from"]["model_id"] == start.meta["model_id"]
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 
@@ -174,6 +199,33 @@ def test_bad_autoencoder_one_line_and_nothing_written(data, ae_run, tmp_path):
     with pytest.raises(FlaresynthError, match="diffusion.clip_sample"):
         RunConfig.from_dict({"latent": {"autoencoder": str(ae_run)}})
     assert not out.exists()
+
+
+def test_init_from_another_network_or_kind_one_line_and_nothing_written(data, ae_run, tmp_path):
+    first = train(data, tmp_path / "first", latent_cfg(), autoencoder=ae_run, max_steps=1, progress=False)
+    wider = latent_cfg().to_dict()
+    wider["model"]["block_out_channels"] = [c * 2 for c in wider["model"]["block_out_channels"]]
+    wider["train"]["init_from"] = str(first)
+    out = tmp_path / "run"
+    for cfg, message in [
+        (RunConfig.from_dict(wider), "model.block_out_channels: "),
+        (with_train(latent_cfg("continuous"), init_from=str(first)), "conditioning.kind: 'discrete', this config has 'continuous'"),
+        (with_train(latent_cfg(), init_from=str(ae_run)), "needs a DDPM run, not a autoencoder"),
+    ]:
+        with pytest.raises(FlaresynthError, match=message):
+            train(data, out, cfg, autoencoder=ae_run, progress=False)
+        assert not out.exists()
+    r = cli_here("train", "--data", str(data), "--out", str(out), "--preset", "tiny-latent", "--autoencoder", str(ae_run),
+                 "--init-from", str(tmp_path / "nowhere"), "--no-progress")
+    assert f"train.init_from: {tmp_path / 'nowhere'}: no such run folder" in one_line_error(r) and not out.exists()
+    # the same network in another autoencoder's latents
+    ae2 = train(data, tmp_path / "ae2", with_train(load_preset("autoencoder-tiny"), seed=1), progress=False)
+    other = train(data, tmp_path / "other", latent_cfg(), autoencoder=ae2, max_steps=1, progress=False)
+    with pytest.raises(FlaresynthError, match="latent.autoencoder_id: ae2-.*, this run's autoencoder is ae-"):
+        train(data, out, with_train(latent_cfg(), init_from=str(other)), autoencoder=ae_run, progress=False)
+    assert not out.exists()
+    with pytest.raises(FlaresynthError, match="train.init_from: only a ddpm run"):
+        RunConfig.from_dict({"kind": "cevae", "train": {"init_from": str(first)}})
 
 
 def test_autoencoder_option_takes_a_shipped_name_or_a_path(tmp_path, monkeypatch):

@@ -278,6 +278,7 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="Run config YAML (missing keys keep their defaults).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Shipped config: demo (CPU, 32 px, 1.1 M params; discrete class), demo-continuous (flux), demo-embedding (class + demo:cevae embedding), paper (64 px, 23 M), paper128, tiny (tests); cevae-demo (the ceVAE baseline, CPU, 32 px, 1.4 M), cevae-demo64 (the same at 64 px), cevae-tiny (tests); autoencoder-demo (64 px <-> 16x16x4 latents), demo64-latent, demo64-latent-continuous, demo64-latent-embedding (latent diffusion at 64 px, with --autoencoder); autoencoder-demo128 (128 px <-> 16x16x4 latents), activity3-latent128 (128 px activity3 levels low/medium/high in its latents, with --autoencoder; a dataset built with --scheme activity3 --size 128); autoencoder-tiny, tiny-latent (tests). Default: demo, or the run's own config with --resume.")] = None,
     autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Latent configs: the autoencoder run (flaresynth train --preset autoencoder-demo, same dataset) whose latents the DDPM learns; replaces the config's latent.autoencoder. The run keeps a copy.")] = None,
+    init_from: Annotated[str | None, typer.Option("--init-from", help="A trained DDPM run (folder or shipped name, e.g. demo:discrete) whose EMA weights start the network instead of a random init: fine-tuning, or training on under a new LR schedule; the optimiser starts afresh. Same network, noise schedule, conditioning, classes and autoencoder required; replaces the config's train.init_from.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimiser steps in total (default: the config's train.steps); continue later with --resume.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's latest complete checkpoint.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible). Under `accelerate launch` accelerate places each process.")] = None,
@@ -297,7 +298,7 @@ def train(
     run = run_training(data, out_dir, config, preset=preset, max_steps=max_steps, resume=resume, device=device,
                        progress=progress and not as_json, command=["flaresynth", *sys.argv[1:]],
                        deterministic=deterministic, allow_world_size_change=allow_world_size_change,
-                       autoencoder=autoencoder)
+                       autoencoder=autoencoder, init_from=init_from)
     if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only the main process reports
         return
     if as_json:

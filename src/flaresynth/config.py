@@ -271,6 +271,13 @@ class TrainConfig:
     class equally; 0.5 between). M and X frames are ~1 % of a year of AIA images, so at α = 0 the conditional
     model sees an X-class condition a few times per thousand images. With α > 0 the rows are drawn with
     replacement, still a pure function of (seed, micro-step), so resume and multi-process runs are unchanged.
+
+    ``init_from`` (``kind: ddpm`` only): a trained DDPM run (folder or shipped name such as ``demo:discrete``) whose
+    final EMA weights start the network and its EMA at step 0 instead of a random initialisation: fine-tuning, or
+    training on with a new learning-rate schedule. The optimiser starts afresh (the run's own ``lr``,
+    ``warmup_steps``, ``lr_schedule``). That run must have this config's network, noise schedule, conditioning and
+    classes, and a latent one the same autoencoder (:func:`flaresynth.train.initial_weights`); its model id is
+    kept in the new run's metadata (``init_from``).
     """
 
     steps: int = 10000
@@ -295,6 +302,7 @@ class TrainConfig:
     sample_every: int = 0
     keep_checkpoints: int = 2
     class_balance: float = 0.0
+    init_from: str | None = None
 
 
 @dataclass
@@ -339,6 +347,7 @@ FINGERPRINT_LATE_KEYS = {
     ("distill", "snr_floor"): 0.0,
     ("distill", "trajectories"): None,
     ("train", "class_balance"): 0.0,  # plain epochs
+    ("train", "init_from"): None,  # random initial weights
     ("conditioning", "embedding_noise"): 0.0,  # the exact embedding
     ("cevae", "flare_weight"): 0.0,  # FHNW's unweighted reconstruction error
 }
@@ -625,6 +634,9 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
                               "(0 every image equally, 1 every class equally)")
     if t.mixed_precision is not None:
         _choice(source, "train.mixed_precision", t.mixed_precision, MIXED_PRECISION)
+    if t.init_from is not None and cfg.kind != "ddpm":
+        raise FlaresynthError(f"{source}: train.init_from: only a ddpm run starts from another run's weights "
+                              f"(kind: {cfg.kind})")
 
     _choice(source, "sample.sampler", s.sampler, SAMPLERS)
     _choice(source, "sample.grid_sampler", s.grid_sampler, SAMPLERS)

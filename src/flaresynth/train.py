@@ -152,8 +152,12 @@ from flaresynth.runs import (
     autoencoder_meta,
     encoder_id,
     is_shipped_name,
+    kind_of,
     load_encoder,
+    model_folder,
     open_run,
+    read_meta,
+    resolve,
     write_meta,
 )
 from flaresynth.sampling import build_requests, generate
@@ -180,10 +184,10 @@ DATA_CHUNK = 256
 
 
 def resolve_config(out: Path, config: RunConfig | str | Path | None, preset: str | None, resume: bool,
-                   autoencoder: str | Path | None = None) -> RunConfig:
+                   autoencoder: str | Path | None = None, init_from: str | Path | None = None) -> RunConfig:
     """The config of this invocation: explicit config, preset, the run's own (on resume), or ``demo``;
-    ``autoencoder`` (``--autoencoder``) replaces its ``latent.autoencoder`` (a path made absolute, or a shipped
-    name such as ``demo:autoencoder`` kept as it is)."""
+    ``autoencoder`` (``--autoencoder``) replaces its ``latent.autoencoder`` and ``init_from`` (``--init-from``) its
+    ``train.init_from`` (each a path made absolute, or a shipped name such as ``demo:autoencoder`` kept as it is)."""
     if config is not None and preset is not None:
         raise FlaresynthError("give --config or --preset, not both")
     saved = out / "config.yaml"
@@ -197,15 +201,22 @@ def resolve_config(out: Path, config: RunConfig | str | Path | None, preset: str
         cfg = load_config(saved)
     else:
         cfg = load_preset("demo")
-    if autoencoder is None:
+    if autoencoder is None and init_from is None:
         return cfg
-    if cfg.latent.autoencoder is None:
-        raise FlaresynthError(f"--autoencoder {autoencoder}: the config {cfg.name!r} is a pixel one (no "
-                              "latent.autoencoder); use a latent preset such as demo64-latent")
     d = cfg.to_dict()
-    name = str(autoencoder)
-    d["latent"]["autoencoder"] = name if is_shipped_name(name) else str(Path(autoencoder).resolve())
-    return RunConfig.from_dict(d, source="--autoencoder")
+    if autoencoder is not None:
+        if cfg.latent.autoencoder is None:
+            raise FlaresynthError(f"--autoencoder {autoencoder}: the config {cfg.name!r} is a pixel one (no "
+                                  "latent.autoencoder); use a latent preset such as demo64-latent")
+        d["latent"]["autoencoder"] = _run_spec(autoencoder)
+    if init_from is not None:
+        d["train"]["init_from"] = _run_spec(init_from)
+    return RunConfig.from_dict(d, source="--autoencoder" if init_from is None else "--init-from")
+
+
+def _run_spec(run: str | Path) -> str:
+    """A run named on the command line as the config keeps it: a shipped name as it is, a path made absolute."""
+    return str(run) if is_shipped_name(str(run)) else str(Path(run).resolve())
 
 
 def resolve_for_dataset(cfg: RunConfig, ds, out: Path | None = None) -> RunConfig:
@@ -255,6 +266,43 @@ def latent_record(ae_meta: dict, scaling_factor: float | None) -> dict:
             "autoencoder_data_hash": ae_meta.get("data_hash"), "scaling_factor": scaling_factor,
             "image_size": int(ae["sample_size"]), "image_channels": int(ae["in_channels"]),
             "latent_shape": list(ae["latent_shape"])}
+
+
+#: Config fields a run started from another run's weights (``train.init_from``) must share with it: the ones that
+#: shape the network or give its output a meaning.
+INIT_FIELDS = {
+    "model": None,  # every field
+    "diffusion": ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type"),
+    "conditioning": ("kind", "flux_frequencies", "encoder"),
+}
+
+
+def initial_weights(cfg: RunConfig, classes, latent: dict | None) -> dict:
+    """Check that the run ``cfg.train.init_from`` can start this one and return its metadata (no weights loaded).
+
+    It must be a trained DDPM (not a student) with this config's :data:`INIT_FIELDS`, the dataset's classes and, for
+    a latent run, the same autoencoder (by model id); anything else is a one-line error naming the field.
+    """
+    try:
+        folder = model_folder(resolve(cfg.train.init_from))
+    except FlaresynthError as exc:
+        raise FlaresynthError(f"train.init_from: {exc}") from None
+    meta, where = read_meta(folder), folder / META_FILE
+    if kind_of(meta) != "ddpm" or "student" in meta:
+        raise FlaresynthError(f"{where}: train.init_from needs a DDPM run, not a {'student' if 'student' in meta else kind_of(meta)}")
+    theirs, ours = meta["config"], cfg.to_dict()
+    for section, keys in INIT_FIELDS.items():
+        for key in keys or ours[section]:
+            if theirs[section].get(key) != ours[section][key]:
+                raise FlaresynthError(f"{where}: {section}.{key}: {theirs[section].get(key)!r}, this config has "
+                                      f"{ours[section][key]!r} (train.init_from needs the same network)")
+    if list(meta["classes"]) != list(classes):
+        raise FlaresynthError(f"{where}: classes: {', '.join(meta['classes'])}, the dataset has {', '.join(classes)}")
+    ae_theirs = (meta.get("latent") or {}).get("autoencoder_id")
+    ae_ours = None if latent is None else latent["meta"].get("model_id")
+    if ae_theirs != ae_ours:
+        raise FlaresynthError(f"{where}: latent.autoencoder_id: {ae_theirs}, this run's autoencoder is {ae_ours}")
+    return meta
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -1117,6 +1165,7 @@ def train(
     deterministic: bool = False,
     allow_world_size_change: bool = False,
     autoencoder: str | Path | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train (or continue) a run; returns the run folder.
 
@@ -1137,6 +1186,7 @@ def train(
     allow_world_size_change : resume a checkpoint saved by another number of processes (the batch, or with
         ``train.global_batch`` the per-process random streams, then differ from the interrupted run's).
     autoencoder : a latent config's autoencoder run (replaces ``latent.autoencoder``).
+    init_from : a trained DDPM run whose EMA weights start this one (replaces ``train.init_from``).
     """
     out = Path(out)
     t_start = time.time()
@@ -1164,7 +1214,7 @@ def train(
     # ---- config, dataset and the checkpoint to resume: the main process resolves them (on node-local disks
     # the other nodes would see no checkpoint and start at step 0); every process checks it reads the same
     ds = _on_every_process(procs, lambda: open_dataset(data))
-    plan = _on_main_process(procs, lambda: _plan_session(out, ds, config, preset, resume, autoencoder))
+    plan = _on_main_process(procs, lambda: _plan_session(out, ds, config, preset, resume, autoencoder, init_from))
     cfg, ckpt_name = plan["config"], plan["checkpoint"]
     data_hash = ds.manifest.get("data_hash", "")
     t = cfg.train
@@ -1190,6 +1240,14 @@ def train(
                 "launch as many processes, or pass --allow-world-size-change"
             )
 
+    # a first session started from another run's weights: checked before anything is written
+    init_meta, init_id = None, None
+    if state is None and t.init_from is not None:
+        init_meta = _on_main_process(procs, lambda: initial_weights(cfg, ds.classes, plan["latent"]))
+        init_id = init_meta.get("model_id")
+    elif state is not None:
+        init_id = state.get("init_from_id")
+
     # ---- accelerator: devices, DDP, mixed precision, gradient accumulation (on the state made above)
     accelerator = Accelerator(cpu=use_cpu, gradient_accumulation_steps=t.grad_accum,
                               mixed_precision=t.mixed_precision)
@@ -1207,6 +1265,8 @@ def train(
     scaling = cfg.latent.scaling_factor
     if scaling is None and state is not None:
         scaling = state.get("latent_scaling_factor")
+    if scaling is None and init_meta is not None and init_meta.get("latent"):
+        scaling = init_meta["latent"]["scaling_factor"]  # the latents scaled as the starting weights learnt them
     if state is not None and "encoder_id" in state and _conditioning_kind(cfg) == "discrete+embedding":
         # before the cache is rewritten: the fingerprint names the encoder by its spec (cevae:demo:cevae), which may
         # now load other weights, whose embeddings would replace the cached ones for nothing. Loaded once, on the
@@ -1241,6 +1301,8 @@ def train(
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t))
     n_params = count_parameters(model)
     start_step = 0
+    if init_meta is not None:  # every process loads them: the same start on every rank, as a seeded init is
+        model.load_state_dict(open_run(t.init_from, "cpu").network.state_dict())
     if state is not None:
         model.load_state_dict(state["model"])
         lr_sched.load_state_dict(state["lr_scheduler"])
@@ -1294,6 +1356,8 @@ def train(
         "class_log_flux_quantiles": data_info["class_log_flux_quantiles"],
         "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "parameters": n_params,
     }
+    if t.init_from is not None:
+        meta_common["init_from"] = {"run": t.init_from, "model_id": init_id}
     if latent is not None:
         meta_common["latent"] = latent_record(latent["meta"], scaling)
     written: list[str] = []
@@ -1311,7 +1375,7 @@ def train(
             "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
             # fp16 loss scaling must resume where it was, or the first steps after a resume are skipped
             "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "latent_scaling_factor": scaling, "encoder_id": data_info.get("encoder_id"),
+            "latent_scaling_factor": scaling, "encoder_id": data_info.get("encoder_id"), "init_from_id": init_id,
         }
         written.append(write_checkpoint(out, step, ckpt, t.keep_checkpoints).name)
 
@@ -1445,10 +1509,10 @@ def _on_every_process(procs, fn):
     return value
 
 
-def _plan_session(out: Path, ds, config, preset, resume: bool, autoencoder=None) -> dict:
+def _plan_session(out: Path, ds, config, preset, resume: bool, autoencoder=None, init_from=None) -> dict:
     """The main process's view of the run folder: the config, the checkpoint to resume (name, step), and a
     latent run's autoencoder (model folder and metadata)."""
-    cfg = resolve_for_dataset(resolve_config(out, config, preset, resume, autoencoder), ds, out)
+    cfg = resolve_for_dataset(resolve_config(out, config, preset, resume, autoencoder, init_from), ds, out)
     ckpt_path = None
     if resume:
         if (out / "config.yaml").is_file():
