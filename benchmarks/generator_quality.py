@@ -99,7 +99,7 @@ from common import (
     setup,
     subtitle,
 )
-from pool_draws import pool, read_draws
+from pool_draws import pool, read_draws, report
 
 #: Real draws behind the benchmarks' class-matched real floor; resamplings of ``flaresynth evaluate``'s FD.
 FLOOR_REPEATS = 30
@@ -384,6 +384,9 @@ def main() -> None:
                    help="comma-separated seeds of several draws (e.g. 0,1000,2000,3000): each draw's result goes to "
                         "OUT/seed-S/, their pooled figures (pool_draws.py) to OUT/pool_draws.json and stdout "
                         "(default: one draw, of --seed)")
+    p.add_argument("--baseline", default=None,
+                   help="with --seeds: a generator of --runs (e.g. demo:discrete) every other one is compared with, "
+                        "draw by draw (pool_draws.py --baseline)")
     args = p.parse_args()
     out = setup(args)
     seeds = parse_seeds(args.judge_seeds)
@@ -405,6 +408,9 @@ def main() -> None:
              else [n for n in shipped_names() if n in shipped_runs()])
     if not names:
         raise FlaresynthError("--runs: no generator given and none shipped with this installation")
+    if args.baseline is not None and (args.baseline not in names or len(draw_seeds) < 2):
+        raise FlaresynthError(f"--baseline {args.baseline}: expected one of --runs ({', '.join(names)}) and --seeds "
+                              "of at least two draws")
     ds_path = resolve_data(args)
     if len(draw_seeds) == 1:
         result = score_draw(with_seed(args, draw_seeds[0]), names, ds_path, seeds, timesteps)
@@ -421,7 +427,9 @@ def main() -> None:
         plot(result, folder / "generator_quality.png")
         files.append(folder / "generator_quality.json")
     # pooled from the files, so the figures are those pool_draws.py gives on them
-    emit(pool(read_draws(files)), out, "pool_draws")
+    pooled = pool(read_draws(files), args.baseline)
+    report(pooled)
+    emit(pooled, out, "pool_draws")
 
 
 def with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:

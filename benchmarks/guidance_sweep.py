@@ -31,6 +31,7 @@ import numpy as np
 from matplotlib.ticker import ScalarFormatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pool_draws  # noqa: E402
 from common import CLASS_TARGET, FD_TARGET, emit, figure, log, main_wrapper, read_results  # noqa: E402
 
 #: A w whose paired validation difference to the chosen one is within this many stds of its mean ties with it.
@@ -52,8 +53,8 @@ def paired_difference(row: dict, best: dict) -> dict | None:
     the two were drawn under other seeds or from a single draw."""
     if row["seeds"] != best["seeds"] or len(row["seeds"]) < 2:
         return None
-    diff = np.subtract(row["fd_ratio_class_matched_mean_per_draw"], best["fd_ratio_class_matched_mean_per_draw"])
-    return {"mean": float(diff.mean()), "std_of_mean": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+    diff = pool_draws.paired_difference(row["fd_ratio_class_matched_mean_per_draw"], best["fd_ratio_class_matched_mean_per_draw"])
+    return {"mean": diff["mean"], "std_of_mean": diff["std_of_mean"]}
 
 
 def sweep(pools: list[dict], paths: list[Path]) -> dict:

@@ -13,10 +13,14 @@ this script reads the JSON of each draw and gives, per generator and judge:
   to the requests' class mix);
 * the same pooled FD in the fixed encoder's features, the referee's F1, and the copy shares of ``memorisation``;
 
-and the verdicts on these pooled figures. Usage::
+and the verdicts on these pooled figures. With ``--baseline NAME`` it also gives each other generator's **paired**
+difference to that one, draw by draw (the same seed: the same requests, real frames and judges), as the mean and the
+std of that mean: the class-matched FD ratio, judge F1 / ceiling and evaluate's FD ratio, each the mean over judges
+and per judge (``paired_to_baseline``). That is how a retrained generator is compared with the one it would replace.
+Usage::
 
     python benchmarks/generator_quality.py --seed 0 --out OUT/s0   # ... and --seed 1000, 2000, 3000
-    python benchmarks/pool_draws.py OUT/s*/generator_quality.json --out OUT
+    python benchmarks/pool_draws.py OUT/s*/generator_quality.json --out OUT [--baseline demo:discrete]
 
 or both in one command: ``python benchmarks/generator_quality.py --seeds 0,1000,2000,3000 --out OUT``.
 
@@ -38,6 +42,8 @@ from common import CLASS_TARGET, FD_TARGET, emit, log, main_wrapper, read_result
 
 #: What makes two draws of a generator draws of one experiment: the same weights, sampled the same way.
 SETTINGS = ("model_id", "kind", "sampler", "steps", "guidance", "guidance_t_max", "timesteps", "eta", "class_components")
+#: The per-draw figures of a judge a generator is compared on against the baseline (``--baseline``).
+PAIRED = ("fd_ratio_class_matched", "f1_ratio", "fd_ratio")
 
 
 def sampling_settings(row: dict) -> dict:
@@ -113,8 +119,42 @@ def pool_generator(rows: list[dict]) -> dict:
     return out
 
 
-def pool(draws: list[dict]) -> dict:
-    """Every generator scored in all draws, pooled (one scored in only some draws is named and left out)."""
+def paired_difference(values, baseline) -> dict:
+    """``values`` − ``baseline``, draw by draw (the same seeds): the mean, the std of that mean and each draw's."""
+    diff = np.subtract(values, baseline)
+    return {"mean": float(diff.mean()), "std_of_mean": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+            "per_draw": diff.tolist()}
+
+
+def against_baseline(generators: list[dict], baseline: str) -> list[dict]:
+    """Each generator's paired differences (:data:`PAIRED`) to the generator named ``baseline``, per judge and for
+    the mean over judges."""
+    from flaresynth.errors import FlaresynthError
+
+    base = next((g for g in generators if g["name"] == baseline), None)
+    if base is None:
+        raise FlaresynthError(f"--baseline {baseline}: not among the generators scored in every draw "
+                              f"({', '.join(g['name'] for g in generators)})")
+
+    def per_draw(g: dict, key: str) -> np.ndarray:
+        return np.array([j[f"{key}_per_draw"] for j in g["by_judge"]])  # (judges, draws)
+
+    rows = []
+    for g in generators:
+        if g is base:
+            continue
+        row = {"name": g["name"], "baseline": baseline}
+        for key in PAIRED:
+            ours, theirs = per_draw(g, key), per_draw(base, key)
+            row[key] = {"mean_over_judges": paired_difference(ours.mean(0), theirs.mean(0)),
+                        "by_judge": [paired_difference(a, b) for a, b in zip(ours, theirs, strict=True)]}
+        rows.append(row)
+    return rows
+
+
+def pool(draws: list[dict], baseline: str | None = None) -> dict:
+    """Every generator scored in all draws, pooled (one scored in only some draws is named and left out); with
+    ``baseline``, each other generator's paired differences to it (:func:`against_baseline`)."""
     names = [[g["name"] for g in d["generators"]] for d in draws]
     common = [n for n in names[0] if all(n in other for other in names[1:])]
     missing = sorted({n for ns in names for n in ns} - set(common))
@@ -125,6 +165,7 @@ def pool(draws: list[dict]) -> dict:
             "judge_seeds": [j["seed"] for j in draws[0]["judges"]],
             "targets": {"f1_ratio_min": CLASS_TARGET, "fd_ratio_max": FD_TARGET}, "generators": generators,
             "not_in_every_draw": missing,
+            **({"paired_to_baseline": against_baseline(generators, baseline)} if baseline is not None else {}),
             "simulated_sun_note": "on a simulated Sun these figures are upper bounds and claim nothing about the real Sun"}
 
 
@@ -132,15 +173,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", type=Path, nargs="+", help="generator_quality.json of each draw")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for pool_draws.json (default: here)")
+    p.add_argument("--baseline", help="a generator's name (e.g. demo:discrete): every other one's paired differences to it")
     args = p.parse_args()
-    result = pool(read_draws(args.results))
+    result = pool(read_draws(args.results), args.baseline)
+    report(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    emit(result, args.out, "pool_draws")
+
+
+def report(result: dict) -> None:
+    """One line per pooled generator, and per generator compared with the baseline, on stderr."""
     for g in result["generators"]:
         log(f"{g['name']}: {g['draws']} draws, judge F1 / ceiling "
             + " / ".join(f"{j['f1_ratio']:.2f}" for j in g["by_judge"])
             + ", FD / real-vs-real " + " / ".join(f"{j['fd_ratio']:.1f}" for j in g["by_judge"])
             + (f", {g['fd_fixed_encoder']['fd_ratio']:.1f} ({g['fd_fixed_encoder']['encoder']})" if "fd_fixed_encoder" in g else ""))
-    args.out.mkdir(parents=True, exist_ok=True)
-    emit(result, args.out, "pool_draws")
+    for row in result.get("paired_to_baseline", []):
+        log(f"{row['name']} - {row['baseline']}, paired over draws (mean over judges ± std of the mean): "
+            + ", ".join(f"{key} {row[key]['mean_over_judges']['mean']:+.3f} ± {row[key]['mean_over_judges']['std_of_mean']:.3f}"
+                        for key in PAIRED))
 
 
 if __name__ == "__main__":

@@ -591,6 +591,10 @@ def test_generator_quality_draws_several_seeds_and_pools_them(toy, capsys, monke
         monkeypatch.setattr(sys, "argv", [*common, "--seeds", bad])
         with pytest.raises(FlaresynthError, match="--seeds"):
             generator_quality.main()
+    for bad in (["--seeds", "3,5", "--baseline", "demo:nope"], ["--baseline", pooled["generators"][0]["name"]]):
+        monkeypatch.setattr(sys, "argv", [*common, *bad])
+        with pytest.raises(FlaresynthError, match="--baseline .*: expected one of --runs"):
+            generator_quality.main()
 
 
 def test_generator_quality_of_a_latent_run_gives_its_autoencoders_floor(routes, toy, capsys, monkeypatch):
@@ -933,6 +937,29 @@ def test_guidance_sweep_chooses_w_on_the_validation_fd_and_refuses_mixed_pools(t
     other.write_text(json.dumps({**json.loads(paths[0].read_text()), "fd_split": "all"}))
     with pytest.raises(FlaresynthError, match="fd_split 'all', the first .* has 'val'"):
         guidance_sweep.read_pools([paths[1], other])
+
+
+def test_pool_draws_baseline_gives_paired_differences_draw_by_draw(tmp_path):
+    import pool_draws
+
+    from flaresynth.errors import FlaresynthError
+
+    draws = []
+    # class-matched FD ratio (fd / 2 over real_vs_real): the baseline 4 then 8, the other 3 then 8 (-1, 0)
+    for seed, base_fd, new_fd in ((0, 16.0, 12.0), (1000, 32.0, 32.0)):
+        d = _draw(seed, base_fd, 2.0, 1.0)
+        new = _draw(seed, new_fd, 2.0, 0.9)["generators"][0]
+        d["generators"].append({**new, "name": "run:new"})
+        draws.append(d)
+    result = pool_draws.pool(draws, baseline="demo:g")
+    (row,) = result["paired_to_baseline"]
+    assert row["name"] == "run:new" and row["baseline"] == "demo:g"
+    fd = row["fd_ratio_class_matched"]["mean_over_judges"]
+    assert fd["per_draw"] == [-1.0, 0.0] and fd["mean"] == pytest.approx(-0.5) and fd["std_of_mean"] == pytest.approx(0.5)
+    assert row["f1_ratio"]["by_judge"][0]["mean"] == pytest.approx(-0.1) and row["fd_ratio"]["mean_over_judges"]["per_draw"] == [-2.0, 0.0]
+    assert "paired_to_baseline" not in pool_draws.pool(draws)
+    with pytest.raises(FlaresynthError, match="--baseline demo:nope: not among"):
+        pool_draws.pool(draws, baseline="demo:nope")
 
 
 def test_pool_draws_gives_the_ratio_of_mean_fds_and_refuses_draws_of_other_experiments(tmp_path, capsys, monkeypatch):
