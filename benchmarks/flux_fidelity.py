@@ -44,6 +44,7 @@ Usage: ``python benchmarks/flux_fidelity.py --data DS [--run demo:continuous] [-
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,6 @@ def main() -> None:
     from flaresynth.errors import FlaresynthError
     from flaresynth.evaluate import REFEREE_CHANNEL, fit_split_referee
     from flaresynth.runs import open_run
-    from flaresynth.samples import open_samples
-    from flaresynth.sampling import RUN_CONFIG, sample, sample_settings
 
     if not args.resolution >= 0:
         raise FlaresynthError(f"--resolution {args.resolution}: expected a distance in dex >= 0")
@@ -178,15 +177,43 @@ def main() -> None:
     if REFEREE_CHANNEL not in ds.channels or list(ds.channels) != model.channels:
         raise FlaresynthError(f"{ds.path}: channels {', '.join(ds.channels)}; the referee needs {REFEREE_CHANNEL} "
                               f"and the run's channels ({', '.join(model.channels)})")
-    channel = ds.channels.index(REFEREE_CHANNEL)
-    transform = ds.transforms()[channel]
+    ref = prepare_reference(ds, model, real, referee, ds.channels.index(REFEREE_CHANNEL))
+    if len(draw_seeds) == 1:
+        emit(draw(model, ref, fluxes, draw_seeds[0], timesteps, args, monitor), out, "flux_fidelity")
+        return
+    draws = []
+    for i, seed in enumerate(draw_seeds):
+        log(f"draw {i + 1} of {len(draw_seeds)}: seed {seed}")
+        draws.append(draw(model, ref, fluxes, seed, timesteps, args, monitor))
+        folder = out / f"seed-{seed}"
+        folder.mkdir(exist_ok=True)
+        emit(draws[-1], folder, "flux_fidelity", echo=False)
+    emit(pool_flux_draws(draws, args.target), out, "flux_fidelity_pooled")
 
+
+@dataclass
+class Reference:
+    """What every draw is scored against, prepared once: the dataset (path, hash), the referee and the channel it reads, the labelled real
+    frames' true flux, whether each is a test frame, the referee's readings of them (``real_est``) and of their
+    autoencoder reconstructions (``rec_est``, None for a pixel run), and the training split's fluxes."""
+
+    data: str
+    data_hash: str | None
+    referee: object
+    channel: int
+    true_flux: np.ndarray
+    in_test: np.ndarray
+    real_est: np.ndarray
+    rec_est: np.ndarray | None
+    train_flux: np.ndarray
+
+
+def prepare_reference(ds, model, real: np.ndarray, referee, channel: int) -> Reference:
+    """The :class:`Reference` of ``ds``'s labelled frames (``real``: every frame at the model's size)."""
+    transform = ds.transforms()[channel]
     all_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)
     labelled = np.flatnonzero(np.isfinite(all_flux) & (all_flux > 0))
-    true_flux = all_flux[labelled]
-    in_test = np.isin(labelled, ds.split_indices("test"))
     real_labelled = np.asarray(real[labelled], dtype=np.float32)
-    real_est = referee.estimate_flux(transform.inverse(real_labelled[:, channel]))
     rec_est = None
     if model.autoencoder is not None:
         import torch
@@ -195,91 +222,93 @@ def main() -> None:
 
         rec = decode(model.autoencoder, encode_means(model.autoencoder, torch.from_numpy(real_labelled))).numpy()
         rec_est = referee.estimate_flux(transform.inverse(rec[:, channel]))
-    train_flux = ds.labels["label_flux"].to_numpy(dtype=np.float64)[ds.split_indices("train")]
-    train_flux = train_flux[np.isfinite(train_flux) & (train_flux > 0)]
+    train_flux = all_flux[ds.split_indices("train")]
+    return Reference(data=str(ds.path), data_hash=ds.manifest.get("data_hash"), referee=referee, channel=channel, true_flux=all_flux[labelled],
+                     in_test=np.isin(labelled, ds.split_indices("test")),
+                     real_est=referee.estimate_flux(transform.inverse(real_labelled[:, channel])), rec_est=rec_est,
+                     train_flux=train_flux[np.isfinite(train_flux) & (train_flux > 0)])
 
-    def draw(seed: int) -> dict:
-        """One draw: the requests sampled with ``seed``, each image's flux read back by the referee."""
-        log(f"sampling {len(fluxes)} fluxes x {args.per_class} images from {model.model_id} "
-            f"({args.sampler} {args.steps} steps)")
-        with tempfile.TemporaryDirectory(dir=args.workdir if Path(args.workdir).is_dir() else None) as tmp:
-            folder = sample(model, Path(tmp) / "samples", fluxes=fluxes, per_class=args.per_class, sampler=args.sampler,
-                            steps=args.steps, guidance=args.guidance, seed=seed, batch_size=args.batch_size,
-                            fits=False, grid=False, timesteps=RUN_CONFIG if timesteps is None else timesteps)
-            gs = open_samples(folder)
-            images = np.asarray(gs.images[:, channel], dtype=np.float32)
-            requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
-            how = {k: gs.manifest.get(k) for k in ("timesteps", "guidance_t_max")}  # the run's own when not given
-        gen_est = referee.estimate_flux(model.transforms()[channel].inverse(images))
 
-        rows = []
-        for f, gen_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes), strict=True):
-            frames, source = reference_frames(true_flux, in_test, f, args.band)
-            real_err = np.abs(dex(real_est[frames], true_flux[frames]))
-            ref = float(np.median(real_err)) if source else None
-            ae = (float(np.median(np.abs(dex(rec_est[frames], true_flux[frames])))) if source and rec_est is not None
-                  else None)
-            med = float(np.median(np.abs(gen_err)))
-            readback = f * 10.0 ** np.percentile(gen_err, [10, 50, 90])
-            inside = bool(train_flux.min() <= f <= train_flux.max())
-            rows.append({"requested_flux": f, "n_images": int(len(gen_err)), "median_error_dex": med,
-                         "median_bias_dex": float(np.median(gen_err)),
-                         "referee_real_error_dex": ref, "n_real": int(len(real_err)), "real_frames_from": source,
-                         "excess_dex": None if ref is None else med - ref, "in_training_range": inside,
-                         "referee_autoencoder_error_dex": ae,
-                         "readback_flux_p10": float(readback[0]), "readback_flux_p50": float(readback[1]),
-                         "readback_flux_p90": float(readback[2]),
-                         "passes": None if not inside else (med <= args.fallback_error if ref is None
-                                                            else med - ref <= args.target)})
-            log(f"{f:.0e} W/m²: median error {med:.2f} dex over {len(gen_err)} images; referee on {len(real_err)} real "
-                f"frames {'-' if ref is None else f'{ref:.2f}'} dex"
-                f"{'' if ae is None else f', on their autoencoder reconstructions {ae:.2f} dex'}"
-                f"{'' if inside else ' (outside the training range)'}")
-        unresolved = unresolved_requests(fluxes, [r["readback_flux_p50"] for r in rows], args.resolution)
-        for a, b in unresolved:
-            log(f"the referee reads the images asked at {a:.0e} and {b:.0e} W/m² alike (medians within "
-                f"{args.resolution} dex): there it does not resolve the requested flux")
-        judged = [r for r in rows if r["in_training_range"]]
-        load = monitor.report()
-        return {
-            "benchmark": "flux_fidelity",
-            "machine": machine_info(args.threads),
-            "load": load,
-            "run": str(model.path),
-            "checkpoint": args.checkpoint,
-            "model_id": model.model_id,
-            "data": str(ds.path),
-            "data_hash": ds.manifest.get("data_hash"),
-            "sampler": args.sampler,
-            "steps": args.steps,
-            **how,
-            "guidance": sample_settings(model.meta, args.sampler, args.steps, args.guidance)[2],
-            "seed": seed,
-            "per_flux": args.per_class,
-            "band_dex": args.band,
-            "target_excess_dex": args.target,
-            "training_flux_range": [float(train_flux.min()), float(train_flux.max())],
-            "rows": rows,
-            "resolution_dex": args.resolution,
-            "referee_unresolved": unresolved,
-            "median_error_dex_all": float(np.median(np.abs(dex(gen_est, requested)))),
-            "fallback_error_dex": args.fallback_error,
-            "meets_target": bool(judged) and all(r["passes"] for r in judged),
-            "note": "simulated Sun: the referee and every number here describe the testbed, not the real Sun",
-            "seconds_total": load["wall_s"],
-        }
+def score_requests(ref: Reference, fluxes: list[float], requested: np.ndarray, gen_est: np.ndarray, args) -> list[dict]:
+    """One row per requested flux: the generated images' median error beside the referee's own on real frames near
+    that flux (and on their autoencoder reconstructions), and whether the request passes."""
+    rows = []
+    inside_range = (ref.train_flux.min(), ref.train_flux.max())
+    for f, gen_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes), strict=True):
+        frames, source = reference_frames(ref.true_flux, ref.in_test, f, args.band)
+        real_err = np.abs(dex(ref.real_est[frames], ref.true_flux[frames]))
+        real_med = float(np.median(real_err)) if source else None
+        ae = (float(np.median(np.abs(dex(ref.rec_est[frames], ref.true_flux[frames])))) if source and ref.rec_est is not None
+              else None)
+        med = float(np.median(np.abs(gen_err)))
+        readback = f * 10.0 ** np.percentile(gen_err, [10, 50, 90])
+        inside = bool(inside_range[0] <= f <= inside_range[1])
+        rows.append({"requested_flux": f, "n_images": int(len(gen_err)), "median_error_dex": med,
+                     "median_bias_dex": float(np.median(gen_err)),
+                     "referee_real_error_dex": real_med, "n_real": int(len(real_err)), "real_frames_from": source,
+                     "excess_dex": None if real_med is None else med - real_med, "in_training_range": inside,
+                     "referee_autoencoder_error_dex": ae,
+                     "readback_flux_p10": float(readback[0]), "readback_flux_p50": float(readback[1]),
+                     "readback_flux_p90": float(readback[2]),
+                     "passes": None if not inside else (med <= args.fallback_error if real_med is None
+                                                        else med - real_med <= args.target)})
+        log(f"{f:.0e} W/m²: median error {med:.2f} dex over {len(gen_err)} images; referee on {len(real_err)} real "
+            f"frames {'-' if real_med is None else f'{real_med:.2f}'} dex"
+            f"{'' if ae is None else f', on their autoencoder reconstructions {ae:.2f} dex'}"
+            f"{'' if inside else ' (outside the training range)'}")
+    return rows
 
-    if len(draw_seeds) == 1:
-        emit(draw(draw_seeds[0]), out, "flux_fidelity")
-        return
-    draws = []
-    for i, seed in enumerate(draw_seeds):
-        log(f"draw {i + 1} of {len(draw_seeds)}: seed {seed}")
-        draws.append(draw(seed))
-        folder = out / f"seed-{seed}"
-        folder.mkdir(exist_ok=True)
-        emit(draws[-1], folder, "flux_fidelity", echo=False)
-    emit(pool_flux_draws(draws, args.target), out, "flux_fidelity_pooled")
+
+def draw(model, ref: Reference, fluxes: list[float], seed: int, timesteps, args, monitor: LoadMonitor) -> dict:
+    """One draw: the requests sampled with ``seed``, each image's flux read back by the referee, scored."""
+    from flaresynth.samples import open_samples
+    from flaresynth.sampling import RUN_CONFIG, sample, sample_settings
+
+    log(f"sampling {len(fluxes)} fluxes x {args.per_class} images from {model.model_id} "
+        f"({args.sampler} {args.steps} steps)")
+    with tempfile.TemporaryDirectory(dir=args.workdir if Path(args.workdir).is_dir() else None) as tmp:
+        folder = sample(model, Path(tmp) / "samples", fluxes=fluxes, per_class=args.per_class, sampler=args.sampler,
+                        steps=args.steps, guidance=args.guidance, seed=seed, batch_size=args.batch_size,
+                        fits=False, grid=False, timesteps=RUN_CONFIG if timesteps is None else timesteps)
+        gs = open_samples(folder)
+        images = np.asarray(gs.images[:, ref.channel], dtype=np.float32)
+        requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
+        how = {k: gs.manifest.get(k) for k in ("timesteps", "guidance_t_max")}  # the run's own when not given
+    gen_est = ref.referee.estimate_flux(model.transforms()[ref.channel].inverse(images))
+    rows = score_requests(ref, fluxes, requested, gen_est, args)
+    unresolved = unresolved_requests(fluxes, [r["readback_flux_p50"] for r in rows], args.resolution)
+    for a, b in unresolved:
+        log(f"the referee reads the images asked at {a:.0e} and {b:.0e} W/m² alike (medians within "
+            f"{args.resolution} dex): there it does not resolve the requested flux")
+    judged = [r for r in rows if r["in_training_range"]]
+    load = monitor.report()
+    return {
+        "benchmark": "flux_fidelity",
+        "machine": machine_info(args.threads),
+        "load": load,
+        "run": str(model.path),
+        "checkpoint": args.checkpoint,
+        "model_id": model.model_id,
+        "data": ref.data,
+        "data_hash": ref.data_hash,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        **how,
+        "guidance": sample_settings(model.meta, args.sampler, args.steps, args.guidance)[2],
+        "seed": seed,
+        "per_flux": args.per_class,
+        "band_dex": args.band,
+        "target_excess_dex": args.target,
+        "training_flux_range": [float(ref.train_flux.min()), float(ref.train_flux.max())],
+        "rows": rows,
+        "resolution_dex": args.resolution,
+        "referee_unresolved": unresolved,
+        "median_error_dex_all": float(np.median(np.abs(dex(gen_est, requested)))),
+        "fallback_error_dex": args.fallback_error,
+        "meets_target": bool(judged) and all(r["passes"] for r in judged),
+        "note": "simulated Sun: the referee and every number here describe the testbed, not the real Sun",
+        "seconds_total": load["wall_s"],
+    }
 
 
 def pool_flux_draws(draws: list[dict], target: float) -> dict:
