@@ -269,12 +269,15 @@ def latent_record(ae_meta: dict, scaling_factor: float | None) -> dict:
 
 
 #: Config fields a run started from another run's weights (``train.init_from``) must share with it: the ones that
-#: shape the network or give its output a meaning.
+#: shape the network or give its output a meaning (``None``: every field of the section but those of
+#: :data:`INIT_FREE_FIELDS`).
 INIT_FIELDS = {
-    "model": None,  # every field
+    "model": None,
     "diffusion": ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type"),
     "conditioning": ("kind", "flux_frequencies", "encoder"),
 }
+#: Fields that change how a network trains, not its weights' shapes: they may differ from the starting run's.
+INIT_FREE_FIELDS = ("dropout",)
 
 
 def initial_weights(cfg: RunConfig, classes, latent: dict | None) -> dict:
@@ -289,10 +292,11 @@ def initial_weights(cfg: RunConfig, classes, latent: dict | None) -> dict:
         raise FlaresynthError(f"train.init_from: {exc}") from None
     meta, where = read_meta(folder), folder / META_FILE
     if kind_of(meta) != "ddpm" or "student" in meta:
-        raise FlaresynthError(f"{where}: train.init_from needs a DDPM run, not a {'student' if 'student' in meta else kind_of(meta)}")
+        kind = "student" if "student" in meta else kind_of(meta)
+        raise FlaresynthError(f"{where}: train.init_from needs a DDPM run, and this one is of kind {kind!r}")
     theirs, ours = meta["config"], cfg.to_dict()
     for section, keys in INIT_FIELDS.items():
-        for key in keys or ours[section]:
+        for key in keys or [k for k in ours[section] if k not in INIT_FREE_FIELDS]:
             if theirs[section].get(key) != ours[section][key]:
                 raise FlaresynthError(f"{where}: {section}.{key}: {theirs[section].get(key)!r}, this config has "
                                       f"{ours[section][key]!r} (train.init_from needs the same network)")
