@@ -193,9 +193,10 @@ def main() -> None:
 
 @dataclass
 class Reference:
-    """What every draw is scored against, prepared once: the dataset (path, hash), the referee and the channel it reads, the labelled real
-    frames' true flux, whether each is a test frame, the referee's readings of them (``real_est``) and of their
-    autoencoder reconstructions (``rec_est``, None for a pixel run), and the training split's fluxes."""
+    """What every draw is scored against, prepared once: the dataset (path, hash), the referee and the channel it
+    reads, the labelled real frames' true flux, whether each is a test frame, the referee's readings of them
+    (``real_est``) and of their autoencoder reconstructions (``rec_est``, None for a pixel run), and the training
+    split's fluxes."""
 
     data: str
     data_hash: str | None
@@ -223,8 +224,8 @@ def prepare_reference(ds, model, real: np.ndarray, referee, channel: int) -> Ref
         rec = decode(model.autoencoder, encode_means(model.autoencoder, torch.from_numpy(real_labelled))).numpy()
         rec_est = referee.estimate_flux(transform.inverse(rec[:, channel]))
     train_flux = all_flux[ds.split_indices("train")]
-    return Reference(data=str(ds.path), data_hash=ds.manifest.get("data_hash"), referee=referee, channel=channel, true_flux=all_flux[labelled],
-                     in_test=np.isin(labelled, ds.split_indices("test")),
+    return Reference(data=str(ds.path), data_hash=ds.manifest.get("data_hash"), referee=referee, channel=channel,
+                     true_flux=all_flux[labelled], in_test=np.isin(labelled, ds.split_indices("test")),
                      real_est=referee.estimate_flux(transform.inverse(real_labelled[:, channel])), rec_est=rec_est,
                      train_flux=train_flux[np.isfinite(train_flux) & (train_flux > 0)])
 
@@ -233,16 +234,16 @@ def score_requests(ref: Reference, fluxes: list[float], requested: np.ndarray, g
     """One row per requested flux: the generated images' median error beside the referee's own on real frames near
     that flux (and on their autoencoder reconstructions), and whether the request passes."""
     rows = []
-    inside_range = (ref.train_flux.min(), ref.train_flux.max())
+    lo, hi = ref.train_flux.min(), ref.train_flux.max()
     for f, gen_err in zip(fluxes, per_flux_errors(requested, gen_est, fluxes), strict=True):
         frames, source = reference_frames(ref.true_flux, ref.in_test, f, args.band)
         real_err = np.abs(dex(ref.real_est[frames], ref.true_flux[frames]))
         real_med = float(np.median(real_err)) if source else None
-        ae = (float(np.median(np.abs(dex(ref.rec_est[frames], ref.true_flux[frames])))) if source and ref.rec_est is not None
-              else None)
+        ae = (float(np.median(np.abs(dex(ref.rec_est[frames], ref.true_flux[frames]))))
+              if source and ref.rec_est is not None else None)
         med = float(np.median(np.abs(gen_err)))
         readback = f * 10.0 ** np.percentile(gen_err, [10, 50, 90])
-        inside = bool(inside_range[0] <= f <= inside_range[1])
+        inside = bool(lo <= f <= hi)
         rows.append({"requested_flux": f, "n_images": int(len(gen_err)), "median_error_dex": med,
                      "median_bias_dex": float(np.median(gen_err)),
                      "referee_real_error_dex": real_med, "n_real": int(len(real_err)), "real_frames_from": source,

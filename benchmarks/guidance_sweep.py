@@ -53,7 +53,8 @@ def paired_difference(row: dict, best: dict) -> dict | None:
     the two were drawn under other seeds or from a single draw."""
     if row["seeds"] != best["seeds"] or len(row["seeds"]) < 2:
         return None
-    diff = pool_draws.paired_difference(row["fd_ratio_class_matched_mean_per_draw"], best["fd_ratio_class_matched_mean_per_draw"])
+    key = "fd_ratio_class_matched_mean_per_draw"
+    diff = pool_draws.paired_difference(row[key], best[key])
     return {"mean": diff["mean"], "std_of_mean": diff["std_of_mean"]}
 
 
