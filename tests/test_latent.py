@@ -104,6 +104,23 @@ def test_latent_training_lowers_the_loss_on_a_fixed_batch(data, ae_run):
     assert fixed_loss() < 0.8 * before
 
 
+def test_latent_flips_encode_each_mirrored_frame(data, ae_run):
+    d = {**latent_cfg().to_dict(), "latent": {"autoencoder": str(ae_run)},
+         "model": {**latent_cfg().to_dict()["model"], "in_channels": 2}}
+    d["train"]["flips"] = "ew"
+    info = load_training_data(open_dataset(data), RunConfig.from_dict(d))
+    ds = open_dataset(data)
+    frames = torch.from_numpy(np.asarray(ds.images[ds.split_indices("train")], dtype=np.float32))  # already 64 px
+    ae = open_run(ae_run, "cpu").network
+    z = torch.cat([encode_means(ae, frames), encode_means(ae, frames.flip(-1))])
+    scale = info["latent_scaling_factor"]
+    assert scale == pytest.approx(1 / z.std().item(), rel=1e-4)  # measured over both orientations
+    torch.testing.assert_close(info["images"], z * scale, atol=1e-5, rtol=1e-4)
+    n = len(frames)
+    # the autoencoder is not mirror-symmetric: a mirrored frame's latent is not the mirrored latent
+    assert not torch.allclose(info["images"][n:], info["images"][:n].flip(-1), atol=1e-3)
+
+
 @pytest.mark.parametrize("kind", ["discrete", "continuous", "discrete+embedding"])
 def test_latent_run_trains_resumes_and_samples_self_contained(data, ae_run, tmp_path, kind):
     ae = tmp_path / "ae"

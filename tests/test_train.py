@@ -9,14 +9,18 @@ import torch
 from flaresynth.config import load_preset, save_config, validate
 from flaresynth.dataset import open_dataset
 from flaresynth.errors import FlaresynthError
+from flaresynth.models.conditioning import embed_all
+from flaresynth.runs import load_encoder
 from flaresynth.train import (
     DEBUG_RANK_DIR_ENV,
     batch_indices,
     class_balance_weights,
     latest_checkpoint,
+    load_training_data,
     read_checkpoint,
     train,
     write_checkpoint,
+    write_training_cache,
 )
 from flaresynth.transforms import IntensityTransform, resample, resize
 from toy import cli_here, make_dataset, one_line_error
@@ -120,6 +124,39 @@ def test_training_with_class_balance_sees_the_rare_classes_and_resumes_exactly(t
     train(ds, tmp_path / "cut", None, resume=True, progress=False)
     a, b = (read_checkpoint(latest_checkpoint(tmp_path / r))["model"] for r in ("full", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_flips_add_each_frame_mirrored_as_rows_of_its_own(ds, tmp_path, monkeypatch):
+    data = open_dataset(ds)
+    plain = load_training_data(data, tiny())
+    x, n = plain["images"], len(plain["images"])
+    both = load_training_data(data, tiny(flips="ew+ns"))
+    assert both["images"].shape == (4 * n, *x.shape[1:]) and both["train_counts"] == plain["train_counts"]
+    for v, dims in enumerate([(), (-1,), (-2,), (-2, -1)]):  # observed, east-west, north-south, both
+        assert torch.equal(both["images"][v * n : (v + 1) * n], x.flip(dims) if dims else x)
+        assert torch.equal(both["cond"].labels[v * n : (v + 1) * n], plain["cond"].labels)
+        assert torch.equal(both["cond"].log_flux[v * n : (v + 1) * n], plain["cond"].log_flux)
+    # the cache the training loop memory-maps holds the same rows, and a cache of other mirrors is refused
+    cfg = tiny(flips="ew")
+    cfg.conditioning.kind, cfg.conditioning.encoder = "discrete+embedding", "random:12"
+    write_training_cache(data, cfg, tmp_path / "cache")
+    cached = load_training_data(data, cfg, cache=tmp_path / "cache")
+    assert torch.equal(cached["images"], both["images"][: 2 * n])
+    # a mirrored frame is embedded as the encoder sees it mirrored
+    frames = torch.from_numpy(np.asarray(data.images[data.split_indices("train")], dtype=np.float32))
+    encoder = load_encoder("random:12")
+    expected = torch.cat([embed_all(encoder, frames), embed_all(encoder, frames.flip(-1))])
+    torch.testing.assert_close(cached["cond"].embedding, expected)
+    assert not torch.allclose(expected[:n], expected[n:])
+    with pytest.raises(FlaresynthError, match=r"train_images.npy: .* × 4 \(train.flips: ew\+ns\)"):
+        load_training_data(data, tiny(flips="ew+ns"), cache=tmp_path / "cache")
+    with pytest.raises(FlaresynthError, match="train.flips: .*rot90"):
+        validate(tiny(flips="rot90"))
+    # training draws the mirrored rows too
+    monkeypatch.setenv(DEBUG_RANK_DIR_ENV, str(tmp_path / "ranks"))
+    train(ds, tmp_path / "run", tiny(steps=4, flips="ns"), progress=False)
+    rows = np.concatenate(json.loads((tmp_path / "ranks" / "rank0.json").read_text())["batch_rows"])
+    assert rows.max() >= n and rows.min() < n
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_weights(ds, tmp_path):

@@ -57,6 +57,9 @@ LOSS_WEIGHTINGS = ("none", "min_snr")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+#: ``train.flips``: the mirror images each training image is also shown as (east-west: the columns reversed;
+#: north-south: the rows reversed)
+FLIPS = ("none", "ew", "ns", "ew+ns")
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc", "lcm")
 PRESETS = ("demo", "demo-continuous", "demo-embedding", "paper", "paper128", "tiny", "cevae-demo", "cevae-demo64",
            "cevae-tiny", "autoencoder-demo", "autoencoder-tiny", "demo64-latent", "demo64-latent-continuous",
@@ -278,6 +281,15 @@ class TrainConfig:
     ``warmup_steps``, ``lr_schedule``). That run must have this config's network, noise schedule, conditioning and
     classes, and a latent one the same autoencoder (:func:`flaresynth.train.initial_weights`); its model id is
     kept in the new run's metadata (``init_from``).
+
+    ``flips``: augmentation by mirror images, for small training sets (Ho et al. 2020 trained on CIFAR-10 with
+    random horizontal flips). ``ew`` adds each training image reversed east-west, ``ns`` north-south, ``ew+ns``
+    both and both together (4 images per frame). An AIA frame's statistics barely change under either mirror:
+    active regions emerge at every longitude and rotate across the disk, the activity belts sit on both sides of
+    the equator, and a mirrored frame keeps its GOES class. Joy's-law tilt (leading polarity nearer the equator)
+    survives a north-south mirror but not an east-west one; at 64 px a region's tilt spans about a pixel. Every
+    mirror is a row of the training set (encoded by the autoencoder on its own for a latent run, embedded on its
+    own for ``discrete+embedding``), so an epoch shows each frame once in every orientation.
     """
 
     steps: int = 10000
@@ -303,6 +315,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     class_balance: float = 0.0
     init_from: str | None = None
+    flips: str = "none"
 
 
 @dataclass
@@ -348,6 +361,7 @@ FINGERPRINT_LATE_KEYS = {
     ("distill", "trajectories"): None,
     ("train", "class_balance"): 0.0,  # plain epochs
     ("train", "init_from"): None,  # random initial weights
+    ("train", "flips"): "none",  # every frame as observed
     ("conditioning", "embedding_noise"): 0.0,  # the exact embedding
     ("cevae", "flare_weight"): 0.0,  # FHNW's unweighted reconstruction error
 }
@@ -632,6 +646,7 @@ def _validate_train_and_sample(cfg: RunConfig, source: str) -> None:
     if not 0 <= t.class_balance <= 1:
         raise FlaresynthError(f"{source}: train.class_balance: {t.class_balance}, expected 0 <= α <= 1 "
                               "(0 every image equally, 1 every class equally)")
+    _choice(source, "train.flips", t.flips, FLIPS)
     if t.mixed_precision is not None:
         _choice(source, "train.mixed_precision", t.mixed_precision, MIXED_PRECISION)
     if t.init_from is not None and cfg.kind != "ddpm":

@@ -360,42 +360,69 @@ def _training_encoder(cfg: RunConfig, encoder=None, device: str | torch.device =
     return enc, encoder_id(enc, cfg.conditioning.encoder)
 
 
-def _embed_rows(ds, idx: np.ndarray, enc) -> torch.Tensor:
-    """Embeddings (N, D) of dataset rows ``idx``, read and embedded one chunk at a time.
+#: ``train.flips`` → the image axes each training row is mirrored along, one tuple per row of the training set
+#: (the frame as observed first)
+FLIP_AXES = {"none": ((),), "ew": ((), (-1,)), "ns": ((), (-2,)), "ew+ns": ((), (-1,), (-2,), (-2, -1))}
+
+
+def _mirrored(images: np.ndarray, axes: tuple) -> np.ndarray:
+    """``images`` reversed along ``axes`` (contiguous, so torch takes it), or as they are for ``()``."""
+    return np.ascontiguousarray(np.flip(images, axes)) if axes else images
+
+
+def _embed_rows(ds, idx: np.ndarray, enc, flips: tuple = ((),)) -> torch.Tensor:
+    """Embeddings (V·N, D) of dataset rows ``idx`` under each mirror of ``flips`` (:data:`FLIP_AXES`), read and
+    embedded one chunk at a time.
 
     The encoder sees the dataset's own images (its resolution), not the ones resized for the model.
     """
-    parts = [embed_all(enc, torch.from_numpy(np.asarray(ds.images[idx[lo : lo + DATA_CHUNK]], dtype=np.float32)),
-                       batch_size=DATA_CHUNK)
-             for lo in range(0, len(idx), DATA_CHUNK)]
+    parts = [embed_all(enc, torch.from_numpy(_mirrored(np.asarray(ds.images[idx[lo : lo + DATA_CHUNK]],
+                                                                  dtype=np.float32), axes)), batch_size=DATA_CHUNK)
+             for axes in flips for lo in range(0, len(idx), DATA_CHUNK)]
     return torch.cat(parts)
 
 
-def _write_latents(ds, idx: np.ndarray, autoencoder: Path, scaling_factor: float | None, device, images) -> float:
-    """Fill ``images`` (N, c, h, w) with the scaled latent means of dataset rows ``idx``; returns the scale.
+def _write_latents(ds, idx: np.ndarray, autoencoder: Path, scaling_factor: float | None, device, images,
+                   flips: tuple = ((),)) -> float:
+    """Fill ``images`` (V·N, c, h, w) with the scaled latent means of dataset rows ``idx`` under each mirror of
+    ``flips`` (:data:`FLIP_AXES`; row v·N + i is row i under mirror v); returns the scale.
 
-    The autoencoder runs on ``device`` one chunk at a time; the scale is ``scaling_factor`` or, when ``None``,
-    1 / std of the latents (all elements), measured here.
+    The autoencoder runs on ``device`` one chunk at a time and encodes each mirror on its own (its latents are
+    not mirror-symmetric); the scale is ``scaling_factor`` or, when ``None``, 1 / std of the latents (all
+    elements), measured here.
     """
     ae = load_autoencoder(autoencoder, device)
     transforms = _dataset_transforms(ds)
-    for lo in range(0, len(idx), DATA_CHUNK):
+    n = len(idx)
+    for lo in range(0, n, DATA_CHUNK):
         rows = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, ae.sample_size)
-        images[lo : lo + DATA_CHUNK] = encode_latents(ae, torch.from_numpy(rows), device).numpy()
+        for v, axes in enumerate(flips):
+            images[v * n + lo : v * n + lo + len(rows)] = encode_latents(ae, torch.from_numpy(_mirrored(rows, axes)),
+                                                                         device).numpy()
+    chunks = range(0, len(images), DATA_CHUNK)
     if scaling_factor is None:
         # two passes in float64 over the chunks: no process holds the whole split
-        n = images.size
-        mean = sum(float(np.asarray(images[lo : lo + DATA_CHUNK], np.float64).sum())
-                   for lo in range(0, len(idx), DATA_CHUNK)) / n
+        size = images.size
+        mean = sum(float(np.asarray(images[lo : lo + DATA_CHUNK], np.float64).sum()) for lo in chunks) / size
         var = sum(float(((np.asarray(images[lo : lo + DATA_CHUNK], np.float64) - mean) ** 2).sum())
-                  for lo in range(0, len(idx), DATA_CHUNK)) / max(n - 1, 1)
+                  for lo in chunks) / max(size - 1, 1)
         if not var > 0:
             raise FlaresynthError(f"{autoencoder}: the latents of the training split are constant; the autoencoder "
                                   "is unusable (train it longer)")
         scaling_factor = 1.0 / math.sqrt(var)
-    for lo in range(0, len(idx), DATA_CHUNK):
+    for lo in chunks:
         images[lo : lo + DATA_CHUNK] *= np.float32(scaling_factor)
     return float(scaling_factor)
+
+
+def _write_pixels(ds, idx: np.ndarray, size: int, images, flips: tuple = ((),)) -> None:
+    """Fill ``images`` (V·N, C, size, size) with dataset rows ``idx`` at ``size`` px through the dataset's
+    transforms, under each mirror of ``flips`` (row v·N + i is row i under mirror v)."""
+    transforms, n = _dataset_transforms(ds), len(idx)
+    for lo in range(0, n, DATA_CHUNK):
+        rows = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, size)
+        for v, axes in enumerate(flips):
+            images[v * n + lo : v * n + lo + len(rows)] = _mirrored(rows, axes)
 
 
 def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None, device: str | torch.device = "cpu",
@@ -410,21 +437,21 @@ def write_training_cache(ds, cfg: RunConfig, folder: Path, encoder=None, device:
     encoder still sees the dataset's images.
     """
     idx, *_ = _training_conditions(ds, cfg)  # bad labels fail before anything is written
-    size, transforms = cfg.model.sample_size, _dataset_transforms(ds)
+    size, flips = cfg.model.sample_size, FLIP_AXES[cfg.train.flips]
     channels = int(cfg.model.in_channels or ds.images.shape[1])
     with atomic_dir(folder, overwrite=True) as tmp:
-        images = open_memmap(tmp / CACHE_IMAGES, mode="w+", dtype=np.float32, shape=(len(idx), channels, size, size))
+        images = open_memmap(tmp / CACHE_IMAGES, mode="w+", dtype=np.float32,
+                             shape=(len(flips) * len(idx), channels, size, size))
         if autoencoder is not None:
-            scaling_factor = _write_latents(ds, idx, autoencoder, scaling_factor, device, images)
+            scaling_factor = _write_latents(ds, idx, autoencoder, scaling_factor, device, images, flips)
         else:
-            for lo in range(0, len(idx), DATA_CHUNK):
-                images[lo : lo + DATA_CHUNK] = resample(ds.images[idx[lo : lo + DATA_CHUNK]], transforms, size)
+            _write_pixels(ds, idx, size, images, flips)
         images.flush()
         del images
         if _conditioning_kind(cfg) == "discrete+embedding":
             enc, enc_id = _training_encoder(cfg, encoder, device)
             with open(tmp / CACHE_EMBEDDINGS, "wb") as fh:
-                np.savez(fh, embeddings=_embed_rows(ds, idx, enc).numpy(), encoder_id=np.array(enc_id))
+                np.savez(fh, embeddings=_embed_rows(ds, idx, enc, flips).numpy(), encoder_id=np.array(enc_id))
     return scaling_factor if autoencoder is not None else None
 
 
@@ -444,24 +471,31 @@ def load_training_data(ds, cfg: RunConfig, encoder=None, cache: Path | None = No
     """
     idx, labels, log_flux, info = _training_conditions(ds, cfg)
     classes = list(ds.classes)
+    flips = FLIP_AXES[cfg.train.flips]
+    # every mirror is a row of its own, with its frame's conditions (train_counts still counts frames)
+    labels, log_flux = np.tile(labels, len(flips)), np.tile(log_flux, len(flips))
+    c, s = int(cfg.model.in_channels or ds.images.shape[1]), cfg.model.sample_size
     if cache is None and cfg.latent.autoencoder is not None:
-        c, s = int(cfg.model.in_channels), cfg.model.sample_size
-        latents = np.zeros((len(idx), c, s, s), np.float32)
+        latents = np.zeros((len(labels), c, s, s), np.float32)
         ae_folder, _ = autoencoder_meta(latent_source(cfg))
-        info["latent_scaling_factor"] = _write_latents(ds, idx, ae_folder, cfg.latent.scaling_factor, "cpu", latents)
+        info["latent_scaling_factor"] = _write_latents(ds, idx, ae_folder, cfg.latent.scaling_factor, "cpu", latents,
+                                                       flips)
         images = torch.from_numpy(latents)
     elif cache is None:
-        images = torch.from_numpy(resample(ds.images[idx], _dataset_transforms(ds), cfg.model.sample_size))
+        pixels = np.zeros((len(labels), c, s, s), np.float32)
+        _write_pixels(ds, idx, s, pixels, flips)
+        images = torch.from_numpy(pixels)
     else:
         # copy-on-write map: torch wants a writable array; the pages stay shared because nothing writes them
         images = torch.from_numpy(np.load(cache / CACHE_IMAGES, mmap_mode="c"))
-        if images.shape[0] != len(idx):
-            raise FlaresynthError(f"{cache / CACHE_IMAGES}: {images.shape[0]} images, the train split has {len(idx)}")
+        if images.shape[0] != len(labels):
+            raise FlaresynthError(f"{cache / CACHE_IMAGES}: {images.shape[0]} images, the train split has {len(idx)} "
+                                  f"frames × {len(flips)} (train.flips: {cfg.train.flips})")
     emb = None
     if _conditioning_kind(cfg) == "discrete+embedding":
         if cache is None:
             enc, enc_id = _training_encoder(cfg, encoder)
-            emb = _embed_rows(ds, idx, enc)
+            emb = _embed_rows(ds, idx, enc, flips)
         else:
             with np.load(cache / CACHE_EMBEDDINGS) as saved:
                 emb, enc_id = torch.from_numpy(saved["embeddings"]), str(saved["encoder_id"])
