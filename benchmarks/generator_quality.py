@@ -101,6 +101,9 @@ from common import (
 )
 from pool_draws import pool, read_draws, report
 
+from flaresynth.config import FLIPS
+from flaresynth.train import FLIP_AXES
+
 #: Real draws behind the benchmarks' class-matched real floor; resamplings of ``flaresynth evaluate``'s FD.
 FLOOR_REPEATS = 30
 EVAL_REPEATS = 3
@@ -295,6 +298,13 @@ def memorisation(train: np.ndarray, test: np.ndarray, test_y: np.ndarray, images
     return out
 
 
+def mirrored(train: np.ndarray, groups: np.ndarray, flips: str) -> tuple[np.ndarray, np.ndarray]:
+    """The training frames with their mirrors under ``flips`` (``train.flips``: what a generator trained with that
+    augmentation saw), each mirror in its frame's group: the reference set of :func:`memorisation` for it."""
+    axes = FLIP_AXES[flips]
+    return (np.concatenate([np.flip(train, a) if a else train for a in axes]), np.tile(groups, len(axes)))
+
+
 def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> np.ndarray:
     """Macro-F1 of each bootstrap resample of the generated images."""
     return np.array([macro_f1(y[b], pred[b], k) for b in resamples])
@@ -384,6 +394,10 @@ def main() -> None:
                    help="comma-separated seeds of several draws (e.g. 0,1000,2000,3000): each draw's result goes to "
                         "OUT/seed-S/, their pooled figures (pool_draws.py) to OUT/pool_draws.json and stdout "
                         "(default: one draw, of --seed)")
+    p.add_argument("--mirrors", default="none", choices=FLIPS,
+                   help="also count copies of the training frames' mirrors (memorisation_mirrored): the train.flips "
+                        "of a generator trained with mirror images, so that a mirrored copy counts as a copy; the "
+                        "test frames' threshold is measured against the same mirrored set (default none)")
     p.add_argument("--baseline", default=None,
                    help="with --seeds: a generator of --runs (e.g. demo:discrete) every other one is compared with, "
                         "draw by draw (pool_draws.py --baseline)")
@@ -539,6 +553,10 @@ def score_draw(args: argparse.Namespace, names: list[str], ds_path: Path, seeds:
                "disk_std_ratio": disk_std_ratio(real, ds.label_index(), images, y, ds.classes),
                "offdisk_std": offdisk_std(real, ds.label_index(), images, y, ds.classes),
                "memorisation": memorisation(real[train], real[test], y_test, images, y, ds.classes, train_days)}
+        if args.mirrors != "none":
+            ref, ref_days = mirrored(real[train], train_days, args.mirrors)
+            row["memorisation_mirrored"] = {"flips": args.mirrors, **memorisation(ref, real[test], y_test, images, y,
+                                                                                  ds.classes, ref_days)}
         row["verdict"] = verdict(by_judge, ensemble, fixed)
         rows.append(row)
         v = row["verdict"]

@@ -111,6 +111,14 @@ def pool_generator(rows: list[dict]) -> dict:
         out[key] = float(np.mean([m[key] for m in mem]))
     out["copy_ratio_below_half_per_class"] = {c: float(np.mean([m["copy_ratio_below_half_per_class"][c] for m in mem]))
                                               for c in mem[0]["copy_ratio_below_half_per_class"]}
+    mirrored = [r.get("memorisation_mirrored") for r in rows]
+    if all(mirrored):  # generator_quality.py --mirrors: the copy shares against the training frames and their mirrors
+        out["mirrored"] = {"flips": mirrored[0]["flips"],
+                           **{key: float(np.mean([m[key] for m in mirrored]))
+                              for key in ("copy_ratio_below_half", "copy_ratio_below_test_p05", "below_test_p05")},
+                           "below_test_p05_per_class": {c: float(np.mean([m["below_test_p05_per_class"][c]
+                                                                          for m in mirrored]))
+                                                        for c in mirrored[0]["below_test_p05_per_class"]}}
     out["verdict"] = {"class_target_on_mean": out["mean_f1_ratio"] >= CLASS_TARGET,
                       "judges_meeting_class_target": sum(j["f1_ratio"] >= CLASS_TARGET for j in judges),
                       "fd_target_on_mean": out["mean_fd_ratio"] <= FD_TARGET,

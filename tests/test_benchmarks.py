@@ -251,6 +251,21 @@ def test_memorisation_tells_copies_of_the_training_images_from_new_ones():
     assert mixed["below_test_p05"] == pytest.approx(np.mean(list(mixed["below_test_p05_per_class"].values())))
 
 
+def test_a_mirrored_copy_counts_as_a_copy_against_the_mirrored_training_frames():
+    from generator_quality import memorisation, mirrored
+
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((200, 1, 8, 8)).astype(np.float32)
+    test, test_y = rng.standard_normal((100, 1, 8, 8)).astype(np.float32), np.repeat([0, 1], 50)
+    flipped = train[:60, ..., ::-1] + 0.01 * rng.standard_normal((60, 1, 8, 8)).astype(np.float32)
+    y = np.repeat([0, 1], 30)
+    assert memorisation(train, test, test_y, flipped, y, ["A", "B"])["below_test_p05"] < 0.15
+    ref, days = mirrored(train, np.arange(200) // 5, "ew")
+    assert ref.shape == (400, 1, 8, 8) and np.array_equal(ref[200:], train[..., ::-1])
+    assert np.array_equal(days[200:], days[:200])  # a mirror belongs to its frame's day
+    assert memorisation(ref, test, test_y, flipped, y, ["A", "B"], days)["below_test_p05"] == 1.0
+
+
 def test_copy_ratio_tells_a_copy_from_closeness_to_the_training_period():
     from generator_quality import memorisation, nearest_two_groups
 
@@ -571,11 +586,15 @@ def test_generator_quality_draws_several_seeds_and_pools_them(toy, capsys, monke
     out = toy["root"] / "out-seeds"
     common = ["generator_quality.py", "--workdir", str(toy["workdir"]), "--out", str(out), "--threads", "1", "--quick",
               "--data", str(toy["ds"]), "--runs", str(toy["run"]), "--judge-seeds", "0", "--encoder", "none"]
-    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "3,5"])
+    monkeypatch.setattr(sys, "argv", [*common, "--seeds", "3,5", "--mirrors", "ns"])
     capsys.readouterr()
     generator_quality.main()
     pooled = json.loads(capsys.readouterr().out)  # stdout holds the pooled figures alone
     draws = [json.loads((out / f"seed-{s}" / "generator_quality.json").read_text()) for s in (3, 5)]
+    mirrored = [d["generators"][0]["memorisation_mirrored"] for d in draws]
+    assert pooled["generators"][0]["mirrored"]["flips"] == "ns" == mirrored[0]["flips"]
+    assert pooled["generators"][0]["mirrored"]["below_test_p05"] == pytest.approx(
+        np.mean([m["below_test_p05"] for m in mirrored]))
     assert [d["seed"] for d in draws] == [3, 5] and (out / "seed-5" / "generator_quality.png").is_file()
     # two draws of other requests: other images, so other FDs
     assert draws[0]["generators"][0]["by_judge"][0]["fd_domain"] != draws[1]["generators"][0]["by_judge"][0]["fd_domain"]
