@@ -284,12 +284,16 @@ class TrainConfig:
 
     ``flips``: augmentation by mirror images, for small training sets (Ho et al. 2020 trained on CIFAR-10 with
     random horizontal flips). ``ew`` adds each training image reversed east-west, ``ns`` north-south, ``ew+ns``
-    both and both together (4 images per frame). An AIA frame's statistics barely change under either mirror:
-    active regions emerge at every longitude and rotate across the disk, the activity belts sit on both sides of
-    the equator, and a mirrored frame keeps its GOES class. Joy's-law tilt (leading polarity nearer the equator)
-    survives a north-south mirror but not an east-west one; at 64 px a region's tilt spans about a pixel. Every
-    mirror is a row of the training set (encoded by the autoencoder on its own for a latent run, embedded on its
-    own for ``discrete+embedding``), so an epoch shows each frame once in every orientation.
+    both and both together (4 images per frame). Why a mirror can pass for a frame: active regions emerge at every
+    longitude and rotate across the disk, the activity belts sit on both sides of the equator, and a mirrored
+    frame keeps its GOES class. Joy's-law tilt (leading polarity nearer the equator) survives a north-south mirror
+    but not an east-west one. Check it on the data with ``benchmarks/mirror_invariance.py``: on the default
+    simulated dataset the judges cannot tell either mirror from the observed frames, but EfficientNet-Lite0's
+    features see the north-south one, so ``ew`` is the safer choice. Every mirror is a row of the training set
+    (encoded by the autoencoder on its own for a latent run, embedded on its own for ``discrete+embedding``), so an
+    epoch shows each frame once in every orientation. On the demo's teachers ``ew+ns`` removed the excess of
+    near-copies of training frames but did not bring the generated images nearer the real ones
+    (docs/latent_diffusion.md, "Session 49").
     """
 
     steps: int = 10000
