@@ -13,8 +13,9 @@ figures as the tables ``benchmarks/README.md`` carries: sampler × steps × qual
 and its speed-ups, training throughput against the reference loop, guidance, convergence, dataset build),
 and prints the JSON. Exit code 1 when a script failed.
 
-Not run here, by hand only: ``distill_quality.py`` (needs a student of ``flaresynth distill``) and
-``flux_fidelity.py`` (needs a continuous generator; ``--run`` here is the discrete one).
+Not run here, by hand only: ``distill_quality.py`` (needs a student of ``flaresynth distill``),
+``flux_fidelity.py`` (needs a continuous generator; ``--run`` here is the discrete one), ``generator_quality.py``
+(scores every shipped generator) and ``mirror_invariance.py`` (a check of a dataset before ``train.flips``).
 
 Usage: ``python benchmarks/run_all.py [--data DS] [--run RUN] [--scripts sampler_quality,...] [--quick]``
 (a full run is ~30-40 minutes on 2 quiet cores: dataset build ~1-2, throughput ~8-10, sampler quality < 10,

@@ -902,8 +902,9 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
     results = {"dataset_build": entry, **RESULTS}
     h = run_all.headline(results)
     # run_all does not run these by hand-only scripts: distill_quality needs a trained student, flux_fidelity a
-    # continuous generator (run_all's --run is the discrete one), generator_quality scores every shipped generator
-    for name in RESULTS.keys() - {"distill_quality", "flux_fidelity", "generator_quality"}:
+    # continuous generator (run_all's --run is the discrete one), generator_quality scores every shipped generator,
+    # mirror_invariance checks a dataset before training with train.flips
+    for name in RESULTS.keys() - {"distill_quality", "flux_fidelity", "generator_quality", "mirror_invariance"}:
         assert name in h, name
     md = run_all.markdown({"date": "d", "machine": {"cores": 2, "cpu": "x"}, "scripts": results, "headline": h})
     sq = RESULTS["sampler_quality"]["result"]

@@ -477,7 +477,7 @@ def class_histogram(counts: dict, classes: Sequence[str], title: str) -> str:
     ax.set_xlabel("class (label rule of the dataset)")
     ax.set_ylabel("images (log scale)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")  # the rare classes' short bars leave that corner free
     return _png_figure(fig)
 
 
@@ -508,7 +508,7 @@ def training_curves(runs: list[tuple[str, list[dict]]]) -> str | None:
         ax.set_ylabel("training loss (as logged)")
         ax.set_title(f"{kind}: log.jsonl", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")  # a falling loss leaves that corner free
     return _png_figure(fig)
 
 
