@@ -144,6 +144,9 @@ def main() -> None:
                    help="comma-separated seeds of several draws (e.g. 0,1000,2000,3000): each draw's result goes to "
                         "OUT/seed-S/, the per-request means over draws to OUT/flux_fidelity_pooled.json and stdout "
                         "(default: one draw, of --seed)")
+    p.add_argument("--no-decoder-noise", action="store_true",
+                   help="a latent run's images without its autoencoder's decoder noise model (flaresynth sample "
+                        "--no-decoder-noise; the shipped generators' images until session 50)")
     args = p.parse_args()
     out = setup(args)
     monitor = LoadMonitor()  # a draw's seconds_total counts from here: the referee's fit and every draw before it
@@ -270,11 +273,13 @@ def draw(model, ref: Reference, fluxes: list[float], seed: int, timesteps, args,
     with tempfile.TemporaryDirectory(dir=args.workdir if Path(args.workdir).is_dir() else None) as tmp:
         folder = sample(model, Path(tmp) / "samples", fluxes=fluxes, per_class=args.per_class, sampler=args.sampler,
                         steps=args.steps, guidance=args.guidance, seed=seed, batch_size=args.batch_size,
-                        fits=False, grid=False, timesteps=RUN_CONFIG if timesteps is None else timesteps)
+                        fits=False, grid=False, timesteps=RUN_CONFIG if timesteps is None else timesteps,
+                        decoder_noise=not args.no_decoder_noise)
         gs = open_samples(folder)
         images = np.asarray(gs.images[:, ref.channel], dtype=np.float32)
         requested = gs.table["requested_flux"].to_numpy(dtype=np.float64)
         how = {k: gs.manifest.get(k) for k in ("timesteps", "guidance_t_max")}  # the run's own when not given
+        how["decoder_noise"] = bool(gs.manifest.get("latent", {}).get("decoder_noise", False))
     gen_est = ref.referee.estimate_flux(model.transforms()[ref.channel].inverse(images))
     rows = score_requests(ref, fluxes, requested, gen_est, args)
     unresolved = unresolved_requests(fluxes, [r["readback_flux_p50"] for r in rows], args.resolution)

@@ -162,9 +162,9 @@ def reconstruct(autoencoder, images: np.ndarray) -> np.ndarray:
         return decode(autoencoder, encode_means(autoencoder, torch.from_numpy(np.array(images, dtype=np.float32)))).numpy()
 
 
-def floor_autoencoder(spec: str | None, generated: list, ds) -> tuple[object, dict] | None:
+def floor_autoencoder(spec: str | None, generated: list, ds) -> tuple[object, dict, object] | None:
     """The autoencoder whose floor to measure: the run ``spec`` (``--autoencoder``), else that of the first
-    latent generator scored; (its module, where it comes from), or None."""
+    latent generator scored; (its module, where it comes from, its decoder noise model or None), or None."""
     from flaresynth.errors import FlaresynthError
     from flaresynth.runs import open_run
 
@@ -174,11 +174,12 @@ def floor_autoencoder(spec: str | None, generated: list, ds) -> tuple[object, di
             raise FlaresynthError(f"--autoencoder {spec}: a {run.kind} run, not an autoencoder or a ceVAE")
         if run.meta.get("data_hash") != ds.manifest.get("data_hash"):
             raise FlaresynthError(f"--autoencoder {spec}: trained on another dataset than {ds.path}")
-        return run.network, {"autoencoder_of": run.meta.get("model_id"), "run": str(run.path)}
+        return run.network, {"autoencoder_of": run.meta.get("model_id"), "run": str(run.path)}, run.decoder_noise
     for how in (g[3] for g in generated if g[3]["kind"] != "cevae"):
         run = open_run(how["run"], "cpu")
         if run.autoencoder is not None:
-            return run.autoencoder, {"autoencoder_of": run.latent.get("autoencoder_id"), "run": str(run.path)}
+            return (run.autoencoder, {"autoencoder_of": run.latent.get("autoencoder_id"), "run": str(run.path)},
+                    run.decoder_noise)
     return None
 
 
@@ -312,10 +313,11 @@ def f1_draws(y: np.ndarray, pred: np.ndarray, k: int, resamples: np.ndarray) -> 
 
 def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, scratch: Path,
                          guidance: float | None = None, timesteps: list[int] | None = None,
-                         guidance_t_max: int | None = None) -> tuple[object, dict]:
+                         guidance_t_max: int | None = None, decoder_noise: bool = True) -> tuple[object, dict]:
     """Sample ``name`` as ``flaresynth demo`` does (at CFG weight ``guidance`` instead of the run's when given, at
     explicit ``timesteps`` of its sampler when given, guided only at t <= ``guidance_t_max`` when given; none of
-    them for a ceVAE); returns (the opened samples folder, how it was sampled)."""
+    them for a ceVAE; a latent run with its autoencoder's decoder noise unless ``decoder_noise`` is false); returns
+    (the opened samples folder, how it was sampled)."""
     from flaresynth.demo import DemoConfig, embedding_data_for, sampling_settings_for, unet_evaluations
     from flaresynth.diffusion import guided_step_count, make_sampler
     from flaresynth.runs import model_folder, read_meta, resolve
@@ -343,13 +345,15 @@ def sample_like_the_demo(name: str, ds_path: Path, per_class: int, seed: int, sc
            steps=None if student else how["steps"], guidance=how["guidance"], seed=seed, fits=False, grid=False,
            overwrite=True, timesteps=how["timesteps"] if "timesteps" in how else RUN_CONFIG,
            guidance_t_max=how["guidance_t_max"] if how["kind"] == "ddpm" else RUN_CONFIG,
-           embedding_data=embedding_data_for(run, ds_path) if how["kind"] != "cevae" else None)
+           embedding_data=embedding_data_for(run, ds_path) if how["kind"] != "cevae" else None,
+           decoder_noise=decoder_noise)
     seconds = time.perf_counter() - t0
     samples = open_samples(folder)
     how.update(run=str(run), seconds=seconds, images_per_s=len(samples.table) / max(seconds, 1e-9),
                unet_evaluations_per_image=unet_evaluations(how["kind"], how["steps"], how["guidance"],
                                                            how.get("guided_steps")),
-               model_id=samples.manifest.get("model_id"))
+               model_id=samples.manifest.get("model_id"),
+               decoder_noise=bool(samples.manifest.get("latent", {}).get("decoder_noise", False)))
     return samples, how
 
 
@@ -398,6 +402,10 @@ def main() -> None:
                    help="also count copies of the training frames' mirrors (memorisation_mirrored): the train.flips "
                         "of a generator trained with mirror images, so that a mirrored copy counts as a copy; the "
                         "test frames' threshold is measured against the same mirrored set (default none)")
+    p.add_argument("--no-decoder-noise", action="store_true",
+                   help="latent generators (and the autoencoder floor) without their autoencoder's decoder noise "
+                        "model: the decoder's images as they are (flaresynth sample --no-decoder-noise; the shipped "
+                        "generators' images until session 50)")
     p.add_argument("--baseline", default=None,
                    help="with --seeds: a generator of --runs (e.g. demo:discrete) every other one is compared with, "
                         "draw by draw (pool_draws.py --baseline)")
@@ -476,7 +484,7 @@ def score_draw(args: argparse.Namespace, names: list[str], ds_path: Path, seeds:
     with tempfile.TemporaryDirectory(dir=args.workdir if args.workdir.is_dir() else None) as scratch:
         for name in names:
             samples, how = sample_like_the_demo(name, ds_path, args.per_class, args.seed, Path(scratch), args.guidance,
-                                                timesteps, args.guidance_t_max)
+                                                timesteps, args.guidance_t_max, not args.no_decoder_noise)
             if list(samples.classes) != list(ds.classes):
                 raise FlaresynthError(f"--runs {name}: classes {list(samples.classes)}, the dataset has {list(ds.classes)}")
             generated.append((name, samples.images, samples.label_index(), how))
@@ -586,6 +594,9 @@ def score_draw(args: argparse.Namespace, names: list[str], ds_path: Path, seeds:
         # the autoencoder alone: judge F1 on reconstructions of the real test frames against the same judge on the
         # frames themselves; FD of real half A against the reconstructions of half B, beside A against B
         rec = reconstruct(found[0], real[test])
+        if found[2] is not None and not args.no_decoder_noise:  # what a perfect latent generator would be sampled as
+            rec = found[2].add(rec, args.seed + np.arange(len(rec)))
+            found[1]["decoder_noise"] = True
         plan = resampling_plan(len(test), len(test), EVAL_REPEATS, args.seed, groups=plan_groups)
         floor_row = {**found[1], "by_judge": [],
                      "disk_std_ratio": disk_std_ratio(real, ds.label_index(), rec, y_test, ds.classes),

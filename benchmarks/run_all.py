@@ -15,7 +15,8 @@ and prints the JSON. Exit code 1 when a script failed.
 
 Not run here, by hand only: ``distill_quality.py`` (needs a student of ``flaresynth distill``),
 ``flux_fidelity.py`` (needs a continuous generator; ``--run`` here is the discrete one), ``generator_quality.py``
-(scores every shipped generator) and ``mirror_invariance.py`` (a check of a dataset before ``train.flips``).
+(scores every shipped generator), ``mirror_invariance.py`` (a check of a dataset before ``train.flips``) and
+``decoder_noise.py`` (an autoencoder's lost fine structure and its decoder noise model).
 
 Usage: ``python benchmarks/run_all.py [--data DS] [--run RUN] [--scripts sampler_quality,...] [--quick]``
 (a full run is ~30-40 minutes on 2 quiet cores: dataset build ~1-2, throughput ~8-10, sampler quality < 10,

@@ -577,6 +577,31 @@ def test_flux_fidelity_of_a_latent_run_reads_its_autoencoders_reconstructions(ro
     assert r1["rows"][0]["referee_real_error_dex"] == near["referee_real_error_dex"]  # the same real frames
 
 
+def test_decoder_noise_measures_the_structure_reconstructions_lose_and_the_noise_puts_back(routes, toy, capsys,
+                                                                                          monkeypatch):
+    from decoder_noise import band_names, band_ratios
+
+    from flaresynth.errors import FlaresynthError
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((20, 1, 32, 32))
+    blurred = sum(np.roll(real, shift, (-2, -1)) for shift in ((0, 0), (0, 1), (1, 0), (1, 1))) / 4
+    assert band_names(32) == ["16-32 px", "8-16 px", "4-8 px", "2.67-4 px", "2-2.67 px"]
+    assert all(v == 0 for v in band_ratios(real, real).values())
+    coarse, *_, fine = band_ratios(blurred, real).values()
+    assert -0.1 < coarse < 0 and fine < -1  # a 2x2 average keeps large scales and removes the finest
+    r = run_script("decoder_noise", ["--data", str(routes["ds"]), "--autoencoder", str(routes["ae"]), "--runs",
+                                     str(routes["latent"]), "--per-class", "1"], toy, capsys, monkeypatch)
+    spectra, latent = r["power_log10_ratio_to_real"], str(routes["latent"])
+    assert list(spectra) == ["reconstructions", "reconstructions + decoder noise", latent, f"{latent} + decoder noise"]
+    finest = band_names(64)[-1]
+    assert spectra["reconstructions + decoder noise"][finest] > spectra["reconstructions"][finest]
+    assert spectra[f"{latent} + decoder noise"][finest] > spectra[latent][finest]
+    assert len(r["residual_std_by_decoded_value"]["std"][0]) == 40 and (toy["out"] / "decoder_noise.png").is_file()
+    with pytest.raises(FlaresynthError, match="a ddpm run, not an autoencoder"):
+        run_script("decoder_noise", ["--data", str(routes["ds"]), "--autoencoder", latent], toy, capsys, monkeypatch)
+
+
 def test_generator_quality_draws_several_seeds_and_pools_them(toy, capsys, monkeypatch):
     import generator_quality
     import pool_draws
@@ -903,8 +928,9 @@ def test_run_all_includes_dataset_build_and_summarises(toy):
     h = run_all.headline(results)
     # run_all does not run these by hand-only scripts: distill_quality needs a trained student, flux_fidelity a
     # continuous generator (run_all's --run is the discrete one), generator_quality scores every shipped generator,
-    # mirror_invariance checks a dataset before training with train.flips
-    for name in RESULTS.keys() - {"distill_quality", "flux_fidelity", "generator_quality", "mirror_invariance"}:
+    # mirror_invariance checks a dataset before training with train.flips, decoder_noise an autoencoder's noise model
+    for name in RESULTS.keys() - {"distill_quality", "flux_fidelity", "generator_quality", "mirror_invariance",
+                                  "decoder_noise"}:
         assert name in h, name
     md = run_all.markdown({"date": "d", "machine": {"cores": 2, "cpu": "x"}, "scripts": results, "headline": h})
     sq = RESULTS["sampler_quality"]["result"]

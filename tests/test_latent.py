@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from flaresynth.config import RunConfig, load_preset
+from flaresynth.config import RunConfig, load_config, load_preset
 from flaresynth.dataset import open_dataset
 from flaresynth.diffusion import make_scheduler
 from flaresynth.distill import distill
 from flaresynth.errors import FlaresynthError
 from flaresynth.metrics.reconstruction import kernel_stats, reconstruction_errors
 from flaresynth.models.autoencoder import LatentAutoencoder, build_autoencoder, decode, encode_means
+from flaresynth.models.decoder_noise import DecoderNoise, fit_decoder_noise
 from flaresynth.runs import AUTOENCODER_DIR, open_run
 from flaresynth.sampling import build_requests, generate, sample
 from flaresynth.train import DiffusionObjective, load_training_data, resolve_config, step_generator, train
@@ -152,6 +153,47 @@ def test_latent_run_reloads_and_samples_identically(data, ae_run, tmp_path):
     assert outs[0].shape == (5, 1, 64, 64)
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])
+
+
+def test_autoencoder_fits_its_decoder_noise_and_latent_runs_add_a_draw_per_seed(data, ae_run, tmp_path):
+    ae = open_run(ae_run, "cpu")
+    assert ae.meta["decoder_noise"]["file"] == "decoder_noise.npz" and ae.decoder_noise is not None
+    # fitted to the residuals of the training rows' reconstructions
+    images = load_training_data(open_dataset(data), load_config(ae_run / "config.yaml"))["images"]
+    expected = fit_decoder_noise(images.numpy(), decode(ae.network, encode_means(ae.network, images)).numpy())
+    np.testing.assert_allclose(ae.decoder_noise.std, expected.std, rtol=1e-4, atol=1e-6)
+    # refitted in a copy, through the command line, to the same model
+    copy = tmp_path / "ae"
+    shutil.copytree(ae_run, copy)
+    (copy / "model" / "decoder_noise.npz").unlink()
+    r = cli_here("refit", "--run", str(copy), "--data", str(data), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["shape"] == [1, 64, 64]
+    np.testing.assert_allclose(DecoderNoise.load(copy / "model" / "decoder_noise.npz").std, expected.std, rtol=1e-4,
+                               atol=1e-6)
+    r = cli_here("refit", "--run", str(copy), "--data", str(data), "--components", "2")
+    assert r.returncode == 2 and "autoencoder run, which has no class latents" in r.stderr
+    # a latent run adds image i's draw, from seed i, to the decoded image; without it, the decoded image as it is
+    run = train(data, tmp_path / "run", latent_cfg(), autoencoder=copy, max_steps=1, progress=False)
+    model = open_run(run, "cpu")
+    table = build_requests(model, per_class=1, seed=3)
+    plain = generate(model, table, "ddim", 2, 1.0, decoder_noise=False)
+    noisy = generate(model, table, "ddim", 2, 1.0)
+    np.testing.assert_allclose(noisy, model.decoder_noise.add(plain, table["seed"]), atol=1e-6)
+    assert np.abs(noisy - plain).mean() > 1e-3
+    r = cli("sample", "--run", str(run), "--out", str(tmp_path / "s"), "--per-class", "1", "--seed", "3",
+            "--sampler", "ddim", "--steps", "2", "--guidance", "1", "--no-decoder-noise", "--no-progress", "--no-fits")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["latent"]["decoder_noise"] is False
+    np.testing.assert_allclose(np.load(tmp_path / "s" / "samples.npy"), plain, atol=1e-6)
+    # an autoencoder without the model (trained before it) decodes as before
+    (run / AUTOENCODER_DIR / "decoder_noise.npz").unlink()
+    assert open_run(run, "cpu").decoder_noise is None
+    np.testing.assert_array_equal(generate(open_run(run, "cpu"), table, "ddim", 2, 1.0), plain)
+    # a model of another image shape is refused, naming the file
+    DecoderNoise(np.linspace(-1, 1, 3), np.ones((1, 2)), np.ones((1, 8, 8))).save(run / AUTOENCODER_DIR / "decoder_noise.npz")
+    with pytest.raises(FlaresynthError, match=r"decoder_noise.npz: fits images of shape \(1, 8, 8\)"):
+        open_run(run, "cpu")
 
 
 def test_latent_student_samples_with_the_teachers_autoencoder(data, ae_run, tmp_path):

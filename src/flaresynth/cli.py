@@ -321,6 +321,7 @@ def sample(
     guidance_t_max: Annotated[int | None, typer.Option("--guidance-t-max", help="Guidance only at timesteps t <= T (0-999), the conditional output alone above (Kynkäänniemi et al. 2024); 999 = every step. Default: the run's config (500 for demo:discrete, demo:continuous and their students, every step for the others).")] = None,
     timesteps: Annotated[str | None, typer.Option("--timesteps", help="The timesteps the sampler visits, comma-separated and decreasing (ddpm, dpm++ and lcm; for a consistency student points of its grid, e.g. 999,699,399,99). Default: the run's config when its own sampler runs at its own steps (999,739,439,139 for the shipped students), else the sampler's spacing.")] = None,
     eta: Annotated[float | None, typer.Option("--eta", help="DDIM's eta (ddim only): the share of each step's noise drawn afresh, 0 deterministic, 1 DDPM-like. Default: the run's config when its own sampler runs at its own steps (0.3 for demo:discrete-student since session 43), else 0.")] = None,
+    decoder_noise: Annotated[bool, typer.Option("--decoder-noise/--no-decoder-noise", help="Latent runs: add to each decoded image a draw of its autoencoder's residual model (the fine structure and photon noise its reconstructions leave out, fitted on its training frames; flaresynth.models.decoder_noise), when the autoencoder has one. --no-decoder-noise: the decoder's smooth images.")] = True,
     seed: Annotated[int, typer.Option("--seed", help="Image i gets seed S + i; the same seed gives the same images.")] = 0,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: sized to free memory).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: a GPU when visible).")] = None,
@@ -347,7 +348,7 @@ def sample(
                         embedding_source=embedding_source, embedding_data=embedding_data, deterministic=deterministic,
                         guidance_t_max=RUN_CONFIG if guidance_t_max is None else guidance_t_max,
                         timesteps=RUN_CONFIG if timesteps is None else _whole_numbers("--timesteps", timesteps),
-                        eta=RUN_CONFIG if eta is None else eta)
+                        eta=RUN_CONFIG if eta is None else eta, decoder_noise=decoder_noise)
     if as_json:
         _print_json(read_json(path / "manifest.json"))
     else:
@@ -408,14 +409,28 @@ def distill(
 # -------------------------------------------------------------------------------------------- refit
 @app.command()
 def refit(
-    run: Annotated[Path, typer.Option("--run", help="A trained ceVAE run folder (a shipped one: refit a copy).")],
+    run: Annotated[Path, typer.Option("--run", help="A trained ceVAE or autoencoder run folder (a shipped one: refit a copy).")],
     data: Annotated[Path, typer.Option("--data", help="The dataset the run was trained on (checked by data hash).")],
-    components: Annotated[int, typer.Option("--components", help="Gaussians per class (its cevae.class_components): a class of n training images gets min(this, n // 5) of them, 1 = one Gaussian per class.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the new fit's summary (counts, components per class).")] = False,
+    components: Annotated[int | None, typer.Option("--components", help="ceVAE runs (required there): Gaussians per class (its cevae.class_components): a class of n training images gets min(this, n // 5) of them, 1 = one Gaussian per class.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new fit's summary.")] = False,
 ) -> None:
-    """Refit a ceVAE run's per-class latent Gaussians (what `flaresynth sample` draws from) without retraining: the training split encoded with the run's weights, fitted as at the end of training; the run's model/latent_classes.npz, model/flaresynth.json and config.yaml are rewritten."""
-    from flaresynth.train import refit_class_latents
+    """Refit what a run draws from after training, without retraining: a ceVAE run's per-class latent Gaussians (model/latent_classes.npz and config.yaml rewritten), or an autoencoder run's decoder noise model (model/decoder_noise.npz: what its reconstructions of the training split leave out, added to every image a latent run decodes with it). model/flaresynth.json is rewritten either way."""
+    from flaresynth.runs import META_FILE, MODEL_DIR, kind_of, read_meta
+    from flaresynth.train import refit_class_latents, refit_decoder_noise
 
+    if (Path(run) / MODEL_DIR / META_FILE).is_file() and kind_of(read_meta(Path(run) / MODEL_DIR)) == "autoencoder":
+        if components is not None:
+            raise FlaresynthError(f"--components: {run} is an autoencoder run, which has no class latents")
+        noise = refit_decoder_noise(run, data)
+        if as_json:
+            _print_json(noise.summary())
+        else:
+            out.print(f"{run}: decoder noise refitted (residual std {noise.std.min():.3g} to {noise.std.max():.3g})",
+                      highlight=False)
+        return
+    if components is None:
+        raise FlaresynthError(f"--components: required to refit a ceVAE run's class latents ({run} is not an "
+                              "autoencoder run folder)")
     fit = refit_class_latents(run, data, components)
     if as_json:
         _print_json(fit.summary())

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from flaresynth.models.autoencoder import LatentAutoencoder
     from flaresynth.models.cevae import CevaeEncoder, ClassGaussians
     from flaresynth.models.conditioning import ImageEncoder
+    from flaresynth.models.decoder_noise import DecoderNoise
 
 # torch, diffusers and the networks are imported inside the functions that load weights: the report and the
 # demo's summary read run folders (metadata, file names) without them, and importing them costs seconds
@@ -86,7 +87,9 @@ class Run:
     opened); ``network`` the :class:`~flaresynth.models.unet.Denoiser` of a DDPM or the
     :class:`~flaresynth.models.cevae.CeVAE` or the :class:`~flaresynth.models.autoencoder.LatentAutoencoder`;
     ``gaussians`` the per-class latent Gaussians of a ceVAE; ``name`` the shipped name it was opened by, if any;
-    ``autoencoder`` the decoder of a latent DDPM (``None`` for a pixel one).
+    ``autoencoder`` the decoder of a latent DDPM (``None`` for a pixel one); ``decoder_noise`` the residual model
+    of that autoencoder, or of an autoencoder run itself (:mod:`flaresynth.models.decoder_noise`; ``None`` when its
+    folder has none).
     """
 
     path: Path
@@ -98,6 +101,7 @@ class Run:
     gaussians: ClassGaussians | None = None
     name: str | None = None
     autoencoder: LatentAutoencoder | None = None
+    decoder_noise: DecoderNoise | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -403,8 +407,9 @@ def latent_autoencoder_folder(path: Path, folder: Path, meta: dict) -> Path:
     return ae_dir
 
 
-def _latent_autoencoder(path: Path, folder: Path, meta: dict, device: torch.device) -> LatentAutoencoder:
-    """The autoencoder of a latent run (:func:`latent_autoencoder_folder`), checked against its ``latent`` record."""
+def _latent_autoencoder(path: Path, folder: Path, meta: dict, device: torch.device) -> tuple[LatentAutoencoder, Path]:
+    """The autoencoder of a latent run (:func:`latent_autoencoder_folder`), checked against its ``latent`` record, and
+    its model folder."""
     from flaresynth.models.autoencoder import load_autoencoder  # weights-side import (see above)
 
     ae_folder, ae_meta = autoencoder_meta(latent_autoencoder_folder(path, folder, meta))
@@ -413,7 +418,21 @@ def _latent_autoencoder(path: Path, folder: Path, meta: dict, device: torch.devi
         raise FlaresynthError(f"{ae_folder / META_FILE}: model_id {ae_meta.get('model_id')!r}, but the run was "
                               f"trained in the latents of {want.get('autoencoder_id')!r}")
     _require(ae_folder, "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-    return load_autoencoder(ae_folder, device)
+    return load_autoencoder(ae_folder, device), ae_folder
+
+
+def _decoder_noise(ae_folder: Path, autoencoder: LatentAutoencoder) -> DecoderNoise | None:
+    """The residual model in an autoencoder's model folder, checked against its image shape; ``None`` without one."""
+    from flaresynth.models.decoder_noise import DECODER_NOISE_FILE, DecoderNoise
+
+    if not (ae_folder / DECODER_NOISE_FILE).is_file():
+        return None
+    noise = DecoderNoise.load(ae_folder / DECODER_NOISE_FILE)
+    want = (autoencoder.in_channels, autoencoder.sample_size, autoencoder.sample_size)
+    if noise.shape != want:
+        raise FlaresynthError(f"{ae_folder / DECODER_NOISE_FILE}: fits images of shape {noise.shape}, but the "
+                              f"autoencoder makes {want} (refit it with `flaresynth refit --run RUN --data DATA`)")
+    return noise
 
 
 def open_run(run: str | Path, device: str | torch.device | None = None) -> Run:
@@ -429,10 +448,15 @@ def open_run(run: str | Path, device: str | torch.device | None = None) -> Run:
     kind = kind_of(meta)
     dev = pick_device(device)
     network, gaussians = _LOADERS[kind](folder, meta, dev)
-    ae = _latent_autoencoder(path, folder, meta, dev) if kind not in _NOT_DIFFUSION and meta.get("latent") else None
+    ae, noise = None, None
+    if kind not in _NOT_DIFFUSION and meta.get("latent"):
+        ae, ae_folder = _latent_autoencoder(path, folder, meta, dev)
+        noise = _decoder_noise(ae_folder, ae)
+    elif kind == "autoencoder":
+        noise = _decoder_noise(folder, network)
     name = str(run) if is_shipped_name(run) and not Path(run).exists() else None
     return Run(path=path, folder=folder, kind=kind, meta=meta, network=network, device=dev, gaussians=gaussians,
-               name=name, autoencoder=ae)
+               name=name, autoencoder=ae, decoder_noise=noise)
 
 
 # ------------------------------------------------------------------------------------------ image encoders

@@ -339,7 +339,8 @@ def resolve_eta(defaults: dict, sampler: str, steps: int | None, eta: float | st
 def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int | None = None,
              guidance: float = 2.0, batch_size: int | None = None, progress: bool = False,
              embeddings: torch.Tensor | None = None, guidance_t_max: int | None | str = RUN_CONFIG,
-             timesteps: Sequence[int] | None | str = RUN_CONFIG, eta: float | str = RUN_CONFIG) -> np.ndarray:
+             timesteps: Sequence[int] | None | str = RUN_CONFIG, eta: float | str = RUN_CONFIG,
+             decoder_noise: bool = True) -> np.ndarray:
     """Images for a request table: float32 (N, C, H, W) in [-1, 1].
 
     ``sampler``: ddpm | ddim | dpm++ | unipc | lcm (consistency students); ``steps`` ``None`` = the sampler's default; ``guidance`` = CFG w;
@@ -350,7 +351,9 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
     :func:`resolve_eta`, the run's ``sample.eta`` for its own sampler and step count, else 0);
     ``embeddings``: per-request image embeddings of a ``discrete+embedding`` model (``None``: class means;
     see :func:`request_embeddings`). A latent run samples latents and decodes them with its autoencoder
-    (latents / scaling factor), batch by batch.
+    (latents / scaling factor), batch by batch; with ``decoder_noise`` it adds a draw of the autoencoder's residual
+    model to each decoded image, from the image's seed (:mod:`flaresynth.models.decoder_noise`; nothing when the
+    autoencoder has none).
     """
     if steps is not None and (int(steps) != steps or steps < 1):
         raise FlaresynthError(f"--steps {steps!r}: expected a whole number >= 1")
@@ -384,6 +387,8 @@ def generate(model: Run, table: pd.DataFrame, sampler: str = "ddpm", steps: int 
                         guidance_t_max=guidance_t_max, eta=eta)
         if model.latent is not None:
             x = decode_latents(model.autoencoder, x / float(model.latent["scaling_factor"]), model.device)
+            if decoder_noise and model.decoder_noise is not None:
+                x = torch.from_numpy(model.decoder_noise.add(x.numpy(), seeds[lo:hi]))
         out.append(x)
     if bar is not None:
         bar.close()
@@ -447,7 +452,7 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
            overwrite: bool = False, progress: bool = False, embedding_source: str | None = None,
            embedding_data: str | Path | None = None, deterministic: bool = False,
            guidance_t_max: int | None | str = RUN_CONFIG, timesteps: Sequence[int] | None | str = RUN_CONFIG,
-           eta: float | str = RUN_CONFIG) -> Path:
+           eta: float | str = RUN_CONFIG, decoder_noise: bool = True) -> Path:
     """Generate images from a run (DDPM or ceVAE) and write a samples folder; returns its path.
 
     ``sampler``, ``steps``, ``guidance`` and ``progress`` do not apply to a ceVAE run and are ignored there (so
@@ -467,6 +472,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
     timesteps : the timesteps the sampler visits, explicitly; default the run's config ``sample.timesteps`` when
         the run's own sampler runs at its own step count (``None``: the sampler's own spacing).
     eta : DDIM's η (ddim only); default the run's config ``sample.eta`` under the same rule, else 0.
+    decoder_noise : latent runs: add a draw of the autoencoder's residual model to each decoded image, when the
+        autoencoder has one (:mod:`flaresynth.models.decoder_noise`); ``False``: the decoder's images as they are.
     seed : image i gets seed ``seed + i``.
     batch_size : images per forward pass (``None``: sized to the free memory).
     device : cpu, cuda or ``None`` (GPU when visible).
@@ -514,7 +521,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         raise FlaresynthError(f"--embedding-source: only for discrete+embedding runs (this run is {model.conditioning})")
     guidance_t_max = resolve_guidance_t_max(model, guidance_t_max)
     images = generate(model, table, sampler, steps, guidance, batch_size, progress=progress, embeddings=embeddings,
-                      guidance_t_max=guidance_t_max, timesteps=timesteps, eta=eta)
+                      guidance_t_max=guidance_t_max, timesteps=timesteps, eta=eta, decoder_noise=decoder_noise)
+    noised = bool(decoder_noise and model.decoder_noise is not None)
     n_steps = len(timesteps) if timesteps is not None else steps or SAMPLER_DEFAULT_STEPS[sampler]
     model_id, channels = model.model_id, model.channels
 
@@ -531,6 +539,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
             cards["CONDLFLX"] = (float(row["condition_log_flux"]), "[log10 W/m2] flux given to the model")
         if source is not None:
             cards["EMBSRC"] = (source, "where the image embedding came from")
+        if model.latent is not None:
+            cards["DECNOISE"] = (noised, "autoencoder residual model drawn and added")
         return cards
 
     extra = image_writer(images, table, model.transforms(), channels, model.scheme, model_id, header,
@@ -547,8 +557,8 @@ def sample(run: str | Path | Run, out: str | Path, classes=None, fluxes=None, pe
         **({"distilled": {k: student[k] for k in ("stage", "steps", "teacher_id", "guidance_range") if k in student}}
            if student is not None else {}),
         **({"embedding_data": str(embedding_data)} if source == "image" else {}),
-        **({"latent": {k: model.latent[k] for k in ("autoencoder_id", "scaling_factor", "latent_shape")}}
-           if model.latent is not None else {}),
+        **({"latent": {**{k: model.latent[k] for k in ("autoencoder_id", "scaling_factor", "latent_shape")},
+                       "decoder_noise": noised}} if model.latent is not None else {}),
         **_manifest_tail(model, ema_weights=True),
     }
     return write_samples(out, images, table, manifest, extra=extra, overwrite=overwrite)

@@ -138,6 +138,7 @@ from flaresynth.models.cevae import (
     fit_class_gaussians,
 )
 from flaresynth.models.conditioning import Condition, as_encoder, embed_all
+from flaresynth.models.decoder_noise import DECODER_NOISE_FILE, DecoderNoise, fit_decoder_noise
 from flaresynth.models.student import save_student, student_from_teacher
 from flaresynth.models.unet import build_denoiser, count_parameters, save_denoiser
 from flaresynth.progress import ProgressBar
@@ -833,6 +834,35 @@ def refit_class_latents(run: str | Path, data: str | Path, components: int) -> C
     return gauss
 
 
+def fit_autoencoder_noise(model: LatentAutoencoder, images: torch.Tensor, device="cpu") -> DecoderNoise:
+    """The residual model (:mod:`flaresynth.models.decoder_noise`) of ``images`` (N, C, H, W) in [-1, 1] and their
+    reconstructions by ``model`` (posterior mean, decoded)."""
+    images = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    rec = decode_latents(model, encode_latents(model, images, device), device)
+    return fit_decoder_noise(images.numpy(), rec.numpy())
+
+
+def refit_decoder_noise(run: str | Path, data: str | Path) -> DecoderNoise:
+    """Fit (again) a trained autoencoder run's residual model on the training split of ``data`` (the run's dataset,
+    checked by its data hash), with the run's saved weights; ``RUN/model/decoder_noise.npz`` and the model's
+    ``flaresynth.json`` are rewritten, each atomically. Returns the new fit."""
+    folder = Path(run)
+    if is_shipped_name(str(run)) or not (folder / "config.yaml").is_file():
+        raise FlaresynthError(f"{run}: not a run folder with its config.yaml (a shipped run is refitted in a copy)")
+    model = open_run(folder, "cpu")
+    if model.kind != AUTOENCODER_MODEL_TYPE:
+        raise FlaresynthError(f"{folder / MODEL_DIR / META_FILE}: model_type: {model.kind!r}, but a decoder noise "
+                              "model is fitted to an autoencoder run")
+    ds = open_dataset(data)
+    if ds.manifest.get("data_hash") != model.meta.get("data_hash"):
+        raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset {folder} was trained on")
+    cfg = load_config(folder / "config.yaml")
+    noise = fit_autoencoder_noise(model.network, load_training_data(ds, cfg)["images"])
+    noise.save(model.folder / DECODER_NOISE_FILE)
+    write_meta(model.folder, {**model.meta, "decoder_noise": noise.summary()})
+    return noise
+
+
 def autoencoder_loss(model, x: torch.Tensor, generator: torch.Generator, kl_weight: float = 1e-6,
                      rec_loss: str = "l1", flare_weight: float = 0.0):
     """The autoencoder's loss of one batch and its parts ``rec``, ``kl`` (detached).
@@ -935,14 +965,18 @@ class AutoencoderObjective:
         return reconstruction_benchmark(model, self.ds, device=device)
 
     def save_final(self, model: LatentAutoencoder, folder: Path, meta: dict) -> None:
-        """Weights, and ``flaresynth.json`` with the reconstruction benchmark (also logged by the loop)."""
+        """Weights, the decoder's residual model of the training rows (``decoder_noise.npz``), and
+        ``flaresynth.json`` with the reconstruction benchmark (also logged by the loop)."""
         save_autoencoder(model, folder)
+        device = next(model.parameters()).device
+        noise = fit_autoencoder_noise(model, self.data["images"], device)
+        noise.save(folder / DECODER_NOISE_FILE)
         extra = {}
         if self.ds is not None:
-            self.report = {"reconstruction": self.benchmark(model, next(model.parameters()).device)}
+            self.report = {"reconstruction": self.benchmark(model, device)}
             extra = self.report
         write_meta(folder, {**meta, "model_type": AUTOENCODER_MODEL_TYPE, "autoencoder": model.describe(),
-                            "ema_weights": True, **extra})
+                            "ema_weights": True, "decoder_noise": noise.summary(), **extra})
 
 
 class DistillObjective(DiffusionObjective):
@@ -1706,6 +1740,8 @@ __all__ = [
     "AutoencoderObjective",
     "autoencoder_loss",
     "reconstruction_benchmark",
+    "fit_autoencoder_noise",
+    "refit_decoder_noise",
     "latent_source",
     "latent_record",
     "context_mask",
