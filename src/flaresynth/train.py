@@ -801,6 +801,22 @@ class CevaeObjective:
         })
 
 
+def _open_for_refit(run: str | Path, data: str | Path, kind: str, why: str) -> tuple[Run, object, RunConfig]:
+    """(opened run, dataset, config) of a run folder to refit after training: a run folder of ``kind`` with its
+    config.yaml, and ``data`` its own dataset (by data hash); else one line naming the file (``why`` after a wrong
+    kind)."""
+    folder = Path(run)
+    if is_shipped_name(str(run)) or not (folder / "config.yaml").is_file():
+        raise FlaresynthError(f"{run}: not a run folder with its config.yaml (a shipped run is refitted in a copy)")
+    model = open_run(folder, "cpu")
+    if model.kind != kind:
+        raise FlaresynthError(f"{folder / MODEL_DIR / META_FILE}: model_type: {model.kind!r}, {why}")
+    ds = open_dataset(data)
+    if ds.manifest.get("data_hash") != model.meta.get("data_hash"):
+        raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset {folder} was trained on")
+    return model, ds, load_config(folder / "config.yaml")
+
+
 def refit_class_latents(run: str | Path, data: str | Path, components: int) -> ClassGaussians:
     """Refit a trained ceVAE run's per-class latent Gaussians as mixtures of up to ``components`` (its
     ``cevae.class_components``; 1: one Gaussian per class), without retraining.
@@ -810,16 +826,7 @@ def refit_class_latents(run: str | Path, data: str | Path, components: int) -> C
     ``flaresynth.json`` and ``RUN/config.yaml`` are rewritten, each atomically. Returns the new fit.
     """
     folder = Path(run)
-    if is_shipped_name(str(run)) or not (folder / "config.yaml").is_file():
-        raise FlaresynthError(f"{run}: not a run folder with its config.yaml (a shipped run is refitted in a copy)")
-    model = open_run(folder, "cpu")
-    if model.kind != CEVAE_MODEL_TYPE:
-        raise FlaresynthError(f"{folder / MODEL_DIR / META_FILE}: model_type: {model.kind!r}, only a ceVAE run has "
-                              "class latents to refit")
-    ds = open_dataset(data)
-    if ds.manifest.get("data_hash") != model.meta.get("data_hash"):
-        raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset {folder} was trained on")
-    cfg = load_config(folder / "config.yaml")
+    model, ds, cfg = _open_for_refit(run, data, CEVAE_MODEL_TYPE, "only a ceVAE run has class latents to refit")
     cfg.cevae.class_components = components
     validate(cfg, str(folder / "config.yaml"))
     gauss = CevaeObjective(cfg, load_training_data(ds, cfg), ds.classes).fit_gaussians(model.network, "cpu")
@@ -846,17 +853,8 @@ def refit_decoder_noise(run: str | Path, data: str | Path) -> DecoderNoise:
     """Fit (again) a trained autoencoder run's residual model on the training split of ``data`` (the run's dataset,
     checked by its data hash), with the run's saved weights; ``RUN/model/decoder_noise.npz`` and the model's
     ``flaresynth.json`` are rewritten, each atomically. Returns the new fit."""
-    folder = Path(run)
-    if is_shipped_name(str(run)) or not (folder / "config.yaml").is_file():
-        raise FlaresynthError(f"{run}: not a run folder with its config.yaml (a shipped run is refitted in a copy)")
-    model = open_run(folder, "cpu")
-    if model.kind != AUTOENCODER_MODEL_TYPE:
-        raise FlaresynthError(f"{folder / MODEL_DIR / META_FILE}: model_type: {model.kind!r}, but a decoder noise "
-                              "model is fitted to an autoencoder run")
-    ds = open_dataset(data)
-    if ds.manifest.get("data_hash") != model.meta.get("data_hash"):
-        raise FlaresynthError(f"{ds.path / 'manifest.json'}: data_hash: not the dataset {folder} was trained on")
-    cfg = load_config(folder / "config.yaml")
+    model, ds, cfg = _open_for_refit(run, data, AUTOENCODER_MODEL_TYPE,
+                                     "but a decoder noise model is fitted to an autoencoder run")
     noise = fit_autoencoder_noise(model.network, load_training_data(ds, cfg)["images"])
     noise.save(model.folder / DECODER_NOISE_FILE)
     write_meta(model.folder, {**model.meta, "decoder_noise": noise.summary()})
